@@ -1,0 +1,89 @@
+# infergate build. `make run` and `make test` are the two commands of the README.
+BUILD    ?= build
+CC       ?= cc
+LLHTTP   ?= /usr/share/llhttp
+LLHTTP_H ?= /usr/share/include/llhttp
+OPT      ?= -O2 -g
+SANFLAGS ?=
+CFLAGS_IG = -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+            -I$(LLHTTP_H) -pthread -D_GNU_SOURCE $(SANFLAGS)
+LDLIBS    = -luv -ljansson -pthread $(SANFLAGS)
+
+CORE_SRC  = src/core/ig_buf.c src/core/ig_log.c src/core/ig_config.c \
+            src/http/ig_body_scan.c src/http/ig_http.c \
+            src/registry/ig_registry.c src/balance/ig_policy.c
+GW_SRC    = $(CORE_SRC) src/upstream/ig_upstream.c src/upstream/ig_fetch.c \
+            src/gateway/ig_client.c src/gateway/ig_proxy.c src/gateway/ig_thread.c \
+            src/gateway/ig_discovery.c src/gateway/ig_main.c
+MOCK_SRC  = tools/mockworker/mockworker.c src/core/ig_buf.c src/http/ig_body_scan.c
+LLHTTP_SRC = $(LLHTTP)/llhttp.c $(LLHTTP)/api.c $(LLHTTP)/http.c
+UNIT_TESTS = test_body_scan test_http test_policy test_config
+
+GW_OBJ    = $(GW_SRC:%.c=$(BUILD)/obj/%.o)
+MOCK_OBJ  = $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
+LLHTTP_OBJ = $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
+
+.PHONY: all setup run test unit e2e asan test-asan bench clean format
+all: $(BUILD)/infergate $(BUILD)/infergate-mockworker
+
+$(BUILD)/infergate: $(GW_OBJ) $(LLHTTP_OBJ)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/infergate-mockworker: $(MOCK_OBJ) $(LLHTTP_OBJ)
+	$(CC) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_IG) -MMD -c -o $@ $<
+
+# llhttp is generated C that does not pass -Wextra -Werror: its own flags
+$(BUILD)/obj/llhttp/%.o: $(LLHTTP)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -I$(LLHTTP_H) $(SANFLAGS) -c -o $@ $<
+
+-include $(GW_OBJ:.o=.d) $(MOCK_OBJ:.o=.d)
+
+# ---- the README's two commands ----
+setup:
+	@scripts/setup.sh
+
+run: setup
+	@$(MAKE) --no-print-directory all
+	@scripts/demo.sh
+
+test: setup
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory e2e
+	@$(MAKE) --no-print-directory test-asan
+
+# ---- tests ----
+$(BUILD)/tests/%: tests/unit/%.c $(CORE_SRC) $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -lcmocka -ljansson -pthread $(SANFLAGS)
+
+unit: $(UNIT_TESTS:%=$(BUILD)/tests/%)
+	@set -e; for t in $^; do echo "== $$t"; $$t; done
+
+e2e: all
+	IG_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" all
+
+# the end-to-end suite against the sanitizer build
+test-asan: asan
+	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
+	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	IG_BUILD=$(abspath build/asan) IG_SANITIZED=1 /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+bench: setup all
+	bench/run.sh
+
+format:
+	clang-format -i src/*/*.c src/*/*.h tools/mockworker/*.c tests/unit/*.c
+
+clean:
+	rm -rf build

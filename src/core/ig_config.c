@@ -1,0 +1,290 @@
+#include "ig_config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ig_log.h"
+
+#define IG_VERSION "0.1.0"
+
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS } opt_type;
+
+typedef struct opt {
+    const char *name;
+    opt_type type;
+    size_t off;
+    const char *help;
+} opt;
+
+#define OFF(f) offsetof(ig_config, f)
+static const opt opts[] = {
+    {"host", T_STR, OFF(host), "address to listen on (default 127.0.0.1)"},
+    {"port", T_INT, OFF(port), "port to listen on (default 8080; 0 picks a free one)"},
+    {"threads", T_INT, OFF(threads), "event-loop threads (default: number of cores)"},
+    {"worker-urls", T_URLS, OFF(worker_urls), "URL [URL ...]: inference workers (http://host:port)"},
+    {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default)"},
+    {"api-key", T_STR, OFF(api_key), "require 'Authorization: Bearer KEY' on data endpoints"},
+    {"max-payload-size", T_U64, OFF(max_payload_size), "largest request body in bytes (default 64 MiB)"},
+    {"max-header-size", T_U32, OFF(max_header_size), "largest request head in bytes (default 64 KiB)"},
+    {"request-timeout-secs", T_SECS, OFF(request_timeout_secs), "whole-request limit (default 1800)"},
+    {"connect-timeout-secs", T_SECS, OFF(connect_timeout_secs), "upstream connect limit (default 5)"},
+    {"discovery-timeout-secs", T_SECS, OFF(discovery_timeout_secs), "limit for a worker's /v1/models at start (default 3)"},
+    {"upstream-idle-timeout-secs", T_SECS, OFF(upstream_idle_timeout_secs), "close pooled connections idle this long (default 60)"},
+    {"upstream-max-requests-per-conn", T_U32, OFF(upstream_max_requests_per_conn), "requests per upstream connection (0: unlimited)"},
+    {"upstream-max-conn-age-secs", T_SECS, OFF(upstream_max_conn_age_secs), "retire upstream connections this old (0: unlimited)"},
+    {"client-idle-timeout-secs", T_SECS, OFF(client_idle_timeout_secs), "close idle client keep-alive connections (default 300)"},
+    {"drain-timeout-secs", T_SECS, OFF(drain_timeout_secs), "on SIGTERM, wait this long for streams (default 30)"},
+    {"log-level", T_LOGLEVEL, OFF(log_level), "error | warn | info (default) | debug"},
+};
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+void ig_config_defaults(ig_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    snprintf(cfg->host, sizeof(cfg->host), "127.0.0.1");
+    cfg->port = 8080;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->threads = n > 0 ? (int)n : 1;
+    cfg->policy = IG_POLICY_LEAST_LOAD;
+    cfg->max_payload_size = 64ull << 20;
+    cfg->max_header_size = 64u << 10;
+    cfg->request_timeout_secs = 1800;
+    cfg->connect_timeout_secs = 5;
+    cfg->discovery_timeout_secs = 3;
+    cfg->upstream_idle_timeout_secs = 60;
+    cfg->client_idle_timeout_secs = 300;
+    cfg->drain_timeout_secs = 30;
+    cfg->log_level = IG_LOG_INFO;
+}
+
+void ig_config_usage(const char *prog)
+{
+    printf("usage: %s [options]\n\n", prog);
+    for (size_t i = 0; i < N_OPTS; i++)
+        printf("  --%-32s %s\n", opts[i].name, opts[i].help);
+    printf("  --%-32s %s\n", "config FILE", "JSON object with the same keys (dashes or underscores)");
+    printf("  --%-32s %s\n", "help", "this text");
+    printf("  --%-32s %s\n", "version", "print the version");
+}
+
+static int errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return -EINVAL;
+}
+
+static const opt *find_opt(const char *name)
+{
+    char norm[64];
+    size_t n = strlen(name);
+    if (n >= sizeof(norm))
+        return NULL;
+    for (size_t i = 0; i <= n; i++)
+        norm[i] = name[i] == '_' ? '-' : name[i];
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (strcmp(opts[i].name, norm) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+static int add_url(ig_config *cfg, const char *url)
+{
+    char **v = realloc(cfg->worker_urls, sizeof(char *) * (size_t)(cfg->n_worker_urls + 1));
+    if (!v)
+        return -ENOMEM;
+    cfg->worker_urls = v;
+    if (!(v[cfg->n_worker_urls] = strdup(url)))
+        return -ENOMEM;
+    cfg->n_worker_urls++;
+    return 0;
+}
+
+static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, size_t errlen)
+{
+    char *end;
+    void *field = (char *)cfg + o->off;
+    switch (o->type) {
+    case T_STR:
+        if (o->off == OFF(host)) {
+            if (strlen(val) >= sizeof(cfg->host))
+                return errf(err, errlen, "--host: too long");
+            snprintf(cfg->host, sizeof(cfg->host), "%s", val);
+        } else {
+            free(*(char **)field);
+            *(char **)field = strdup(val);
+        }
+        return 0;
+    case T_INT: {
+        long v = strtol(val, &end, 10);
+        if (*end || end == val || v < 0 || v > 65535)
+            return errf(err, errlen, "--%s: expected a number from 0 to 65535, got '%s'", o->name, val);
+        if (o->off == OFF(threads) && (v < 1 || v > 256))
+            return errf(err, errlen, "--threads: expected 1 to 256");
+        *(int *)field = (int)v;
+        return 0;
+    }
+    case T_U64:
+    case T_U32: {
+        unsigned long long v = strtoull(val, &end, 10);
+        if (*end || end == val || val[0] == '-' || (o->type == T_U32 && v > UINT32_MAX))
+            return errf(err, errlen, "--%s: expected a non-negative integer, got '%s'", o->name, val);
+        if (o->type == T_U64)
+            *(uint64_t *)field = v;
+        else
+            *(uint32_t *)field = (uint32_t)v;
+        return 0;
+    }
+    case T_SECS: {
+        double v = strtod(val, &end);
+        if (*end || end == val || !(v >= 0) || v > 1e7)
+            return errf(err, errlen, "--%s: expected seconds >= 0, got '%s'", o->name, val);
+        *(double *)field = v;
+        return 0;
+    }
+    case T_POLICY:
+        if (ig_policy_from_name(val, &cfg->policy))
+            return errf(err, errlen,
+                        "--policy: unknown policy '%s' (round_robin, random, power_of_two, least_load)",
+                        val);
+        return 0;
+    case T_LOGLEVEL:
+        if ((cfg->log_level = ig_log_level_from_name(val)) < 0)
+            return errf(err, errlen, "--log-level: expected error, warn, info or debug");
+        return 0;
+    case T_URLS:
+        return add_url(cfg, val);
+    }
+    return 0;
+}
+
+static int load_file(ig_config *cfg, const char *path, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    const char *key;
+    json_t *val;
+    int rc = 0;
+    if (!root)
+        return errf(err, errlen, "--config %s: line %d: %s", path, jerr.line, jerr.text);
+    if (!json_is_object(root)) {
+        rc = errf(err, errlen, "--config %s: expected a JSON object", path);
+        goto done;
+    }
+    json_object_foreach(root, key, val)
+    {
+        const opt *o = find_opt(key);
+        char tmp[64];
+        if (!o) {
+            rc = errf(err, errlen, "--config %s: unknown key '%s'", path, key);
+            goto done;
+        }
+        if (o->type == T_URLS && json_is_array(val)) {
+            size_t i;
+            json_t *u;
+            json_array_foreach(val, i, u)
+            {
+                if (!json_is_string(u)) {
+                    rc = errf(err, errlen, "--config %s: worker_urls must hold strings", path);
+                    goto done;
+                }
+                if ((rc = add_url(cfg, json_string_value(u))))
+                    goto done;
+            }
+            continue;
+        }
+        const char *s = tmp;
+        if (json_is_string(val))
+            s = json_string_value(val);
+        else if (json_is_integer(val))
+            snprintf(tmp, sizeof(tmp), "%lld", (long long)json_integer_value(val));
+        else if (json_is_real(val))
+            snprintf(tmp, sizeof(tmp), "%.17g", json_real_value(val));
+        else {
+            rc = errf(err, errlen, "--config %s: '%s' must be a string or a number", path, key);
+            goto done;
+        }
+        if ((rc = set_value(cfg, o, s, err, errlen)))
+            goto done;
+    }
+done:
+    json_decref(root);
+    return rc;
+}
+
+int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t errlen)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            ig_config_usage(argv[0]);
+            return 1;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("infergate %s\n", IG_VERSION);
+            return 1;
+        }
+        if (strncmp(a, "--", 2) != 0)
+            return errf(err, errlen, "unexpected argument '%s'", a);
+        char name[64];
+        const char *eq = strchr(a, '='), *val = NULL;
+        size_t nlen = eq ? (size_t)(eq - a - 2) : strlen(a + 2);
+        if (nlen >= sizeof(name))
+            return errf(err, errlen, "unknown option '%s'", a);
+        memcpy(name, a + 2, nlen);
+        name[nlen] = '\0';
+        if (eq)
+            val = eq + 1;
+        if (strcmp(name, "config") == 0) {
+            if (!val && i + 1 < argc)
+                val = argv[++i];
+            if (!val)
+                return errf(err, errlen, "--config needs a file");
+            int rc = load_file(cfg, val, err, errlen);
+            if (rc)
+                return rc;
+            continue;
+        }
+        const opt *o = find_opt(name);
+        if (!o)
+            return errf(err, errlen, "unknown option '--%s' (see --help)", name);
+        if (o->type == T_URLS && !val) {
+            int n = 0;
+            while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+                int rc = add_url(cfg, argv[++i]);
+                if (rc)
+                    return rc;
+                n++;
+            }
+            if (!n)
+                return errf(err, errlen, "--worker-urls needs at least one URL");
+            continue;
+        }
+        if (!val) {
+            if (i + 1 >= argc)
+                return errf(err, errlen, "--%s needs a value", name);
+            val = argv[++i];
+        }
+        int rc = set_value(cfg, o, val, err, errlen);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void ig_config_free(ig_config *cfg)
+{
+    for (int i = 0; i < cfg->n_worker_urls; i++)
+        free(cfg->worker_urls[i]);
+    free(cfg->worker_urls);
+    free(cfg->api_key);
+    cfg->worker_urls = NULL;
+    cfg->api_key = NULL;
+}

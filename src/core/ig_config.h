@@ -1,0 +1,39 @@
+/* Command-line and --config JSON settings; flag names follow sgl-model-gateway's. */
+#ifndef IG_CONFIG_H
+#define IG_CONFIG_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../balance/ig_policy.h"
+
+typedef struct ig_config {
+    char host[256];
+    int port;
+    int threads;
+    char **worker_urls;
+    int n_worker_urls;
+    ig_policy_kind policy;
+    char *api_key;
+    uint64_t max_payload_size;
+    uint32_t max_header_size;
+    double request_timeout_secs;
+    double connect_timeout_secs;
+    double discovery_timeout_secs;
+    double upstream_idle_timeout_secs;
+    uint32_t upstream_max_requests_per_conn; /* 0: unlimited */
+    double upstream_max_conn_age_secs;       /* 0: unlimited */
+    double client_idle_timeout_secs;
+    double drain_timeout_secs;
+    int log_level;
+} ig_config;
+
+/** Defaults for every setting. */
+void ig_config_defaults(ig_config *cfg);
+/**
+ * Parse argv (and any --config FILE it names) into cfg. 0, 1 when --help or
+ * --version was printed, or -EINVAL with a message in err.
+ */
+int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t errlen);
+void ig_config_free(ig_config *cfg);
+void ig_config_usage(const char *prog);
+#endif

@@ -1,0 +1,22 @@
+/* Leveled logging to stderr; the level check is inlined so disabled levels cost a compare. */
+#ifndef IG_LOG_H
+#define IG_LOG_H
+
+enum { IG_LOG_ERROR = 0, IG_LOG_WARN = 1, IG_LOG_INFO = 2, IG_LOG_DEBUG = 3 };
+
+extern int ig_log_level;
+
+/** Parse "error|warn|info|debug"; returns the level or -1. */
+int ig_log_level_from_name(const char *name);
+void ig_log_emit(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define ig_log(level, ...)                                                                         \
+    do {                                                                                           \
+        if ((level) <= ig_log_level)                                                               \
+            ig_log_emit((level), __VA_ARGS__);                                                     \
+    } while (0)
+#define ig_err(...) ig_log(IG_LOG_ERROR, __VA_ARGS__)
+#define ig_warn(...) ig_log(IG_LOG_WARN, __VA_ARGS__)
+#define ig_info(...) ig_log(IG_LOG_INFO, __VA_ARGS__)
+#define ig_debug(...) ig_log(IG_LOG_DEBUG, __VA_ARGS__)
+#endif

@@ -1,0 +1,611 @@
+/* Client connections: read and parse requests (llhttp), answer local
+ * endpoints, hand data requests to the proxy, write responses with
+ * backpressure, keep-alive and pipelining in order. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/ig_log.h"
+#include "ig_gateway.h"
+
+#define RBUF_MIN (16 * 1024)
+#define RBUF_KEEP (256 * 1024)
+
+static void client_parse(ig_client *c);
+
+static ig_client *parser_client(llhttp_t *p)
+{
+    return p->data;
+}
+
+/* ---- llhttp callbacks: record slices of rbuf by offset, enforce limits ---- */
+
+static int refuse(ig_client *c, int status, const char *msg)
+{
+    c->err_status = status;
+    c->err_msg = msg;
+    return HPE_USER;
+}
+
+static int on_message_begin(llhttp_t *p)
+{
+    ig_client *c = parser_client(p);
+    c->in_message = 1;
+    c->head_done = 0;
+    c->nhdrs = 0;
+    c->in_value = 0;
+    c->url_len = 0;
+    c->body_len = 0;
+    c->body_off = 0;
+    c->chunked = 0;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    ig_client *c = parser_client(p);
+    if (!c->url_len)
+        c->url_off = (uint32_t)(at - c->rbuf.data);
+    c->url_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    ig_client *c = parser_client(p);
+    if (c->in_value || c->nhdrs == 0) {
+        if (c->nhdrs == IG_MAX_HEADERS)
+            return refuse(c, 431, "too many request headers");
+        ig_hdr *h = &c->hdrs[c->nhdrs++];
+        h->name_off = (uint32_t)(at - c->rbuf.data);
+        h->name_len = 0;
+        h->value_off = 0;
+        h->value_len = 0;
+        c->in_value = 0;
+    }
+    c->hdrs[c->nhdrs - 1].name_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    ig_client *c = parser_client(p);
+    ig_hdr *h = &c->hdrs[c->nhdrs - 1];
+    if (!c->in_value) {
+        c->in_value = 1;
+        h->value_off = (uint32_t)(at - c->rbuf.data);
+    }
+    h->value_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    ig_client *c = parser_client(p);
+    const ig_config *cfg = c->th->cfg;
+    c->head_done = 1;
+    c->keep_alive = llhttp_should_keep_alive(p) != 0;
+    c->http10 = p->http_major == 1 && p->http_minor == 0;
+    c->chunked = (p->flags & F_CHUNKED) != 0;
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_payload_size)
+        return refuse(c, 413, "request body is larger than --max-payload-size");
+    if (c->http10 && c->chunked)
+        return refuse(c, 400, "chunked transfer coding is not allowed in HTTP/1.0");
+    if (p->flags & F_CONTENT_LENGTH) {
+        /* room for the whole body now, so it is never copied again while it arrives */
+        if (ig_buf_reserve(&c->rbuf, (size_t)p->content_length))
+            return refuse(c, 413, "request body is too large");
+    }
+    int e = ig_http_find(c->rbuf.data, c->hdrs, c->nhdrs, "expect");
+    if (e >= 0) {
+        const ig_hdr *h = &c->hdrs[e];
+        if (!ig_http_name_is(c->rbuf.data + h->value_off, h->value_len, "100-continue"))
+            return refuse(c, 417, "only 'Expect: 100-continue' is supported");
+        if (!c->http10) {
+            static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+            uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
+            ig_client_write(c, &b, 1, NULL);
+        }
+    }
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    ig_client *c = parser_client(p);
+    size_t off = (size_t)(at - c->rbuf.data);
+    if (c->body_len + len > c->th->cfg->max_payload_size)
+        return refuse(c, 413, "request body is larger than --max-payload-size");
+    if (!c->body_len && !c->body_off)
+        c->body_off = off;
+    else if (off != c->body_off + c->body_len)
+        /* chunked: close the gaps the chunk framing left, in place; the
+         * destination is always behind the parse position */
+        memmove(c->rbuf.data + c->body_off + c->body_len, at, len);
+    c->body_len += len;
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    ig_client *c = parser_client(p);
+    c->in_message = 0;
+    return HPE_PAUSED; /* one request at a time: the rest waits in rbuf */
+}
+
+static const llhttp_settings_t parser_settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- lifecycle ---- */
+
+static void client_free_cb(uv_handle_t *h)
+{
+    ig_client *c = h->data;
+    if (--c->handles_open)
+        return;
+    ig_thread *th = c->th;
+    ig_buf_free(&c->rbuf);
+    ig_buf_free(&c->obuf);
+    ig_buf_free(&c->uhead);
+    free(c);
+    ig_thread_client_closed(th);
+}
+
+void ig_client_close(ig_client *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->state == C_DISPATCHED)
+        ig_proxy_abort(c);
+    ig_list_remove(&c->link);
+    uv_close((uv_handle_t *)&c->tcp, client_free_cb);
+    uv_close((uv_handle_t *)&c->timer, client_free_cb);
+}
+
+static void idle_timeout_cb(uv_timer_t *t)
+{
+    ig_client *c = t->data;
+    if (c->state == C_DISPATCHED)
+        ig_proxy_timeout(c);
+    else
+        ig_client_close(c);
+}
+
+static void arm_idle_timer(ig_client *c)
+{
+    uv_timer_start(&c->timer, idle_timeout_cb,
+                   (uint64_t)(c->th->cfg->client_idle_timeout_secs * 1000.0), 0);
+}
+
+static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    ig_client *c = h->data;
+    (void)suggested;
+    if (c->rbuf.cap - c->rbuf.len < 4096 && c->state == C_READING) {
+        /* while a request is out, its head and body live in rbuf and a
+         * realloc would move them under the upstream write: only grow now */
+        size_t want = c->rbuf.cap < RBUF_MIN ? RBUF_MIN : c->rbuf.cap;
+        ig_buf_reserve(&c->rbuf, want);
+    }
+    buf->base = c->rbuf.data + c->rbuf.len;
+    buf->len = c->rbuf.cap - c->rbuf.len;
+    if (!c->rbuf.data)
+        buf->len = 0;
+}
+
+static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    ig_client *c = s->data;
+    (void)buf;
+    if (nread == UV_ENOBUFS) {
+        if (c->state == C_READING) {
+            /* rbuf at its hard cap inside one request head or body */
+            ig_client_error(c, c->head_done ? 413 : 431, "invalid_request_error",
+                            c->head_done ? "payload_too_large" : "headers_too_large",
+                            c->head_done ? "request body too large" : "request head too large");
+            return;
+        }
+        uv_read_stop(s);
+        c->read_paused = 1;
+        return;
+    }
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            ig_debug("client read: %s", uv_strerror((int)nread));
+        ig_client_close(c);
+        return;
+    }
+    c->rbuf.len += (size_t)nread;
+    if (c->state == C_READING)
+        client_parse(c);
+}
+
+void ig_client_accept(ig_thread *th, uv_stream_t *server)
+{
+    ig_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    c->th = th;
+    c->tcp.data = c;
+    c->timer.data = c;
+    uv_tcp_init(&th->loop, &c->tcp);
+    uv_timer_init(&th->loop, &c->timer);
+    c->handles_open = 2;
+    ig_list_push_front(&th->clients, &c->link);
+    th->nclients++;
+    ig_buf_init(&c->rbuf, (size_t)th->cfg->max_header_size + th->cfg->max_payload_size + RBUF_MIN);
+    ig_buf_init(&c->obuf, 1 << 20);
+    ig_buf_init(&c->uhead, (size_t)th->cfg->max_header_size + 4096);
+    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
+    c->parser.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+        ig_client_close(c);
+        return;
+    }
+    uv_tcp_nodelay(&c->tcp, 1);
+    arm_idle_timer(c);
+    uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+}
+
+/* ---- writing ---- */
+
+static void next_request(ig_client *c);
+
+static void client_write_cb(uv_write_t *req, int status)
+{
+    ig_wreq *w = (ig_wreq *)req;
+    ig_client *c = req->handle->data;
+    ig_thread *th = c->th;
+    if (w->blk)
+        ig_block_put(th, w->blk);
+    ig_wreq_put(th, w);
+    c->pending_writes--;
+    if (status < 0) {
+        ig_client_close(c);
+        return;
+    }
+    if (c->closing)
+        return;
+    if (c->state == C_DISPATCHED && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
+                                        IG_CLIENT_WQ_LOW)
+        ig_proxy_resume_upstream(c);
+    if (c->state == C_FLUSHING && c->pending_writes == 0)
+        next_request(c);
+}
+
+int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *hold)
+{
+    uv_buf_t rest[8];
+    size_t total = 0;
+    if (c->closing)
+        return -ECANCELED;
+    if (n > 8)
+        return -EINVAL;
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (!total)
+        return 0;
+    ssize_t done = 0;
+    if (c->pending_writes == 0) {
+        done = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        if (done == UV_EAGAIN)
+            done = 0;
+        if (done < 0) {
+            ig_client_close(c);
+            return (int)done;
+        }
+        if ((size_t)done == total)
+            return 0;
+    }
+    unsigned m = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if ((size_t)done >= bufs[i].len) {
+            done -= (ssize_t)bufs[i].len;
+            continue;
+        }
+        rest[m++] = uv_buf_init(bufs[i].base + done, (unsigned)(bufs[i].len - (size_t)done));
+        done = 0;
+    }
+    ig_wreq *w = ig_wreq_get(c->th);
+    if (!w) {
+        ig_client_close(c);
+        return -ENOMEM;
+    }
+    w->blk = hold;
+    if (hold)
+        hold->refs++;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, rest, m, client_write_cb);
+    if (rc) {
+        if (hold)
+            ig_block_put(c->th, hold);
+        ig_wreq_put(c->th, w);
+        ig_client_close(c);
+        return rc;
+    }
+    c->pending_writes++;
+    return 0;
+}
+
+int ig_client_wants_pause(ig_client *c);
+int ig_client_wants_pause(ig_client *c)
+{
+    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > IG_CLIENT_WQ_HIGH;
+}
+
+/* ---- request completion, keep-alive and pipelining ---- */
+
+static void next_request(ig_client *c)
+{
+    if (c->close_after || !c->keep_alive || c->th->draining) {
+        ig_client_close(c);
+        return;
+    }
+    size_t left = c->rbuf.len - c->parsed;
+    if (left && c->parsed)
+        memmove(c->rbuf.data, c->rbuf.data + c->parsed, left);
+    c->rbuf.len = left;
+    c->parsed = 0;
+    c->msg_start = 0;
+    if (!left && c->rbuf.cap > RBUF_KEEP) {
+        /* a big body passed through: do not keep its memory on an idle connection */
+        ig_buf_free(&c->rbuf);
+    }
+    c->state = C_READING;
+    c->ntried = 0;
+    c->resent = 0;
+    c->resp_started = 0;
+    c->dechunk = 0;
+    c->have_rid = 0;
+    c->last_timeout = 0;
+    arm_idle_timer(c);
+    if (c->read_paused) {
+        c->read_paused = 0;
+        uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+    }
+    if (!c->in_parse && left)
+        client_parse(c);
+}
+
+void ig_client_request_done(ig_client *c)
+{
+    c->state = C_FLUSHING;
+    uv_timer_stop(&c->timer);
+    if (c->pending_writes == 0)
+        next_request(c);
+}
+
+static void make_request_id(ig_client *c)
+{
+    int i = ig_http_find(c->rbuf.data, c->hdrs, c->nhdrs, "x-request-id");
+    if (i >= 0 && c->hdrs[i].value_len > 0 && c->hdrs[i].value_len < sizeof(c->rid)) {
+        memcpy(c->rid, c->rbuf.data + c->hdrs[i].value_off, c->hdrs[i].value_len);
+        c->rid_len = c->hdrs[i].value_len;
+        c->have_rid = 1;
+        return;
+    }
+    ig_thread *th = c->th;
+    c->rid_len = (size_t)snprintf(c->rid, sizeof(c->rid), "%s%llx", th->rid_prefix,
+                                  (unsigned long long)++th->rid_seq);
+    c->have_rid = 0;
+}
+
+void ig_client_error(ig_client *c, int status, const char *type, const char *code, const char *msg)
+{
+    ig_info("%.*s -> %d %s", (int)c->rid_len, c->rid, status, msg);
+    int fatal = status == 400 || status == 413 || status == 431 || status == 417;
+    if (fatal || c->state == C_READING) {
+        /* framing may be lost: answer, then close */
+        c->close_after = 1;
+        if (!c->rid_len)
+            make_request_id(c);
+    }
+    c->obuf.len = 0;
+    c->status = status;
+    if (ig_http_error_response(&c->obuf, status, type, code, msg, c->rid, c->rid_len,
+                               c->close_after || !c->keep_alive || c->th->draining,
+                               status == 405 ? "allow: POST\r\n" : NULL) == 0) {
+        uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
+        ig_client_write(c, &b, 1, NULL);
+    }
+    if (!c->closing)
+        ig_client_request_done(c);
+}
+
+static void respond_json(ig_client *c, int status, const char *body, size_t len)
+{
+    ig_buf *o = &c->obuf;
+    int close_conn = !c->keep_alive || c->th->draining;
+    o->len = 0;
+    c->status = status;
+    int rc = ig_buf_puts(o, "HTTP/1.1 ");
+    rc = rc ? rc : ig_buf_putu(o, (uint64_t)status);
+    rc = rc ? rc : ig_buf_puts(o, " ");
+    rc = rc ? rc : ig_buf_puts(o, ig_http_reason(status));
+    rc = rc ? rc : ig_buf_puts(o, "\r\ncontent-type: application/json\r\ncontent-length: ");
+    rc = rc ? rc : ig_buf_putu(o, len);
+    rc = rc ? rc : ig_buf_puts(o, "\r\nx-request-id: ");
+    rc = rc ? rc : ig_buf_append(o, c->rid, c->rid_len);
+    rc = rc ? rc : ig_buf_puts(o, close_conn ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n");
+    rc = rc ? rc : ig_buf_append(o, body, len);
+    if (rc) {
+        ig_client_error(c, 500, "server_error", "internal_error", "response too large");
+        return;
+    }
+    uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
+    ig_client_write(c, &b, 1, NULL);
+    if (!c->closing)
+        ig_client_request_done(c);
+}
+
+static void respond_models(ig_client *c)
+{
+    const ig_registry *r = ig_registry_get();
+    char tmp[16384];
+    ig_buf b = {tmp, 0, sizeof(tmp), sizeof(tmp)};
+    int rc = ig_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    int first = 1;
+    for (int i = 0; r && i < r->n && !rc; i++) {
+        const ig_worker *w = r->workers[i];
+        for (int m = 0; m < w->n_models && !rc; m++) {
+            int dup = 0; /* several workers serve one model: list it once */
+            for (int j = 0; j < i && !dup; j++)
+                dup = ig_worker_serves(r->workers[j], w->models[m], strlen(w->models[m])) &&
+                      !r->workers[j]->any_model;
+            for (int k = 0; k < m && !dup; k++)
+                dup = strcmp(w->models[k], w->models[m]) == 0;
+            if (dup)
+                continue;
+            rc = ig_buf_puts(&b, first ? "{\"id\":" : ",{\"id\":");
+            rc = rc ? rc : ig_json_append_string(&b, w->models[m], strlen(w->models[m]));
+            rc = rc ? rc : ig_buf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"infergate\"}");
+            first = 0;
+        }
+    }
+    rc = rc ? rc : ig_buf_puts(&b, "]}\n");
+    if (rc) {
+        ig_client_error(c, 500, "server_error", "internal_error", "model list too large");
+        return;
+    }
+    respond_json(c, 200, b.data, b.len);
+}
+
+static int authorized(ig_client *c)
+{
+    const char *key = c->th->cfg->api_key;
+    if (!key || !*key)
+        return 1;
+    int i = ig_http_find(c->rbuf.data, c->hdrs, c->nhdrs, "authorization");
+    if (i < 0)
+        return 0;
+    const char *v = c->rbuf.data + c->hdrs[i].value_off;
+    size_t vlen = c->hdrs[i].value_len, klen = strlen(key);
+    if (vlen != klen + 7 || strncasecmp(v, "Bearer ", 7) != 0)
+        return 0;
+    unsigned char diff = 0; /* constant time: no early exit on the first mismatch */
+    for (size_t k = 0; k < klen; k++)
+        diff |= (unsigned char)(v[7 + k] ^ key[k]);
+    return diff == 0;
+}
+
+static int path_is(const char *path, size_t len, const char *want)
+{
+    return strlen(want) == len && memcmp(path, want, len) == 0;
+}
+
+static void dispatch(ig_client *c)
+{
+    c->state = C_DISPATCHED;
+    c->start_ms = uv_now(&c->th->loop);
+    c->status = 0;
+    make_request_id(c);
+    uv_timer_stop(&c->timer);
+
+    const char *url = c->rbuf.data + c->url_off;
+    size_t plen = 0;
+    while (plen < c->url_len && url[plen] != '?')
+        plen++;
+    int method = llhttp_get_method(&c->parser);
+    static const char *const data_paths[] = {"/v1/chat/completions", "/v1/completions",
+                                             "/v1/embeddings", "/generate"};
+    for (size_t i = 0; i < sizeof(data_paths) / sizeof(data_paths[0]); i++) {
+        if (!path_is(url, plen, data_paths[i]))
+            continue;
+        if (method != HTTP_POST) {
+            ig_client_error(c, 405, "invalid_request_error", "method_not_allowed",
+                            "use POST for this endpoint");
+            return;
+        }
+        if (!authorized(c)) {
+            ig_client_error(c, 401, "invalid_request_error", "invalid_api_key",
+                            "missing or invalid API key (Authorization: Bearer ...)");
+            return;
+        }
+        uv_timer_start(&c->timer, idle_timeout_cb,
+                       (uint64_t)(c->th->cfg->request_timeout_secs * 1000.0), 0);
+        ig_proxy_start(c);
+        return;
+    }
+    int get = method == HTTP_GET || method == HTTP_HEAD;
+    if (get && (path_is(url, plen, "/health") || path_is(url, plen, "/liveness"))) {
+        static const char ok[] = "{\"status\":\"ok\"}\n";
+        respond_json(c, 200, ok, sizeof(ok) - 1);
+    } else if (get && path_is(url, plen, "/readiness")) {
+        const ig_registry *r = ig_registry_get();
+        static const char ready[] = "{\"status\":\"ready\"}\n";
+        static const char notready[] = "{\"status\":\"not ready\",\"reason\":\"no workers\"}\n";
+        if (r && r->n > 0)
+            respond_json(c, 200, ready, sizeof(ready) - 1);
+        else
+            respond_json(c, 503, notready, sizeof(notready) - 1);
+    } else if (get && path_is(url, plen, "/v1/models")) {
+        respond_models(c);
+    } else {
+        ig_client_error(c, 404, "invalid_request_error", "not_found", "unknown path");
+    }
+}
+
+static void client_parse(ig_client *c)
+{
+    c->in_parse = 1;
+    while (!c->closing && c->state == C_READING && c->parsed < c->rbuf.len) {
+        const char *start = c->rbuf.data + c->parsed;
+        llhttp_errno_t e = llhttp_execute(&c->parser, start, c->rbuf.len - c->parsed);
+        if (e == HPE_PAUSED) {
+            c->parsed = (size_t)(llhttp_get_error_pos(&c->parser) - c->rbuf.data);
+            llhttp_resume(&c->parser);
+            dispatch(c);
+            continue;
+        }
+        if (e != HPE_OK) {
+            if (c->err_status)
+                ig_client_error(c, c->err_status, "invalid_request_error",
+                                c->err_status == 413   ? "payload_too_large"
+                                : c->err_status == 431 ? "headers_too_large"
+                                : c->err_status == 417 ? "expectation_failed"
+                                                       : "bad_request",
+                                c->err_msg);
+            else {
+                char msg[160];
+                snprintf(msg, sizeof(msg), "malformed HTTP request: %s",
+                         llhttp_get_error_reason(&c->parser));
+                ig_client_error(c, 400, "invalid_request_error", "bad_request", msg);
+            }
+            break;
+        }
+        c->parsed = c->rbuf.len;
+        if (c->in_message && !c->head_done &&
+            c->rbuf.len - c->msg_start > c->th->cfg->max_header_size) {
+            ig_client_error(c, 431, "invalid_request_error", "headers_too_large",
+                            "request head is larger than --max-header-size");
+            break;
+        }
+    }
+    if (!c->in_message && c->state == C_READING) {
+        if (c->parsed == c->rbuf.len)
+            c->parsed = c->rbuf.len = 0; /* between requests nothing needs keeping */
+        c->msg_start = c->parsed;
+    }
+    c->in_parse = 0;
+}
+
+void ig_client_drain(ig_thread *th)
+{
+    ig_list *n = th->clients.next;
+    while (n != &th->clients) {
+        ig_client *c = ig_container_of(n, ig_client, link);
+        n = n->next;
+        if (c->state == C_READING && !c->in_message)
+            ig_client_close(c);
+        else
+            c->close_after = 1;
+    }
+}

@@ -1,0 +1,156 @@
+/* infergate: parse the configuration, build the registry, bind one
+ * SO_REUSEPORT socket per thread, run the threads, drain on SIGTERM/SIGINT. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "../core/ig_log.h"
+#include "ig_discovery.h"
+#include "ig_gateway.h"
+
+static ig_thread *threads;
+static int nthreads;
+
+static int bind_socket(const char *host, int port, int *out_port)
+{
+    struct addrinfo hints = {0}, *res = NULL;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%d", port);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(host, portstr, &hints, &res);
+    if (rc != 0) {
+        ig_err("cannot resolve --host %s: %s", host, gai_strerror(rc));
+        return -EINVAL;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) ||
+        bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+        rc = -errno;
+        ig_err("cannot listen on %s:%d: %s", host, port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(res);
+        return rc;
+    }
+    freeaddrinfo(res);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    *out_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                               : ((struct sockaddr_in *)&ss)->sin_port);
+    return fd;
+}
+
+static uv_signal_t sigterm, sigint;
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    ig_info("%s: draining (up to %.0fs), no new connections; a second signal exits at once",
+            strsignal(signum), ((const ig_config *)s->data)->drain_timeout_secs);
+    ig_threads_stop(threads, nthreads);
+    /* closing the last handle of a signal restores its default action */
+    uv_close((uv_handle_t *)&sigterm, NULL);
+    uv_close((uv_handle_t *)&sigint, NULL);
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    ig_config cfg;
+    ig_registry reg = {0};
+    char err[512];
+    int rc, exit_code = 1, port = 0;
+    int *fds = NULL;
+    uv_loop_t *main_loop = uv_default_loop();
+
+    ig_config_defaults(&cfg);
+    rc = ig_config_parse(&cfg, argc, argv, err, sizeof(err));
+    if (rc == 1) {
+        exit_code = 0;
+        goto out;
+    }
+    if (rc) {
+        fprintf(stderr, "infergate: %s\n", err);
+        exit_code = 2;
+        goto out;
+    }
+    ig_log_level = cfg.log_level;
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+
+    if (cfg.n_worker_urls == 0)
+        ig_warn("no --worker-urls: every data request will get 503");
+    reg.workers = calloc((size_t)(cfg.n_worker_urls ? cfg.n_worker_urls : 1), sizeof(ig_worker *));
+    for (int i = 0; i < cfg.n_worker_urls; i++) {
+        const char *why = "";
+        int dup = 0;
+        for (int j = 0; j < reg.n && !dup; j++)
+            dup = strcmp(reg.workers[j]->url, cfg.worker_urls[i]) == 0;
+        if (dup)
+            continue;
+        if (reg.n == IG_MAX_WORKERS || ig_worker_new(cfg.worker_urls[i], (uint32_t)reg.n,
+                                                     &reg.workers[reg.n], &why)) {
+            fprintf(stderr, "infergate: --worker-urls %s: %s\n", cfg.worker_urls[i],
+                    reg.n == IG_MAX_WORKERS ? "too many workers" : why);
+            exit_code = 2;
+            goto out;
+        }
+        reg.n++;
+    }
+    ig_discover_models(&reg, cfg.discovery_timeout_secs);
+    ig_registry_publish(&reg);
+
+    nthreads = cfg.threads;
+    fds = calloc((size_t)nthreads, sizeof(int));
+    threads = calloc((size_t)nthreads, sizeof(ig_thread));
+    if (!fds || !threads)
+        goto out;
+    port = cfg.port;
+    for (int i = 0; i < nthreads; i++) {
+        /* the first socket may pick an ephemeral port; the others share it */
+        fds[i] = bind_socket(cfg.host, port, &port);
+        if (fds[i] < 0)
+            goto out;
+    }
+    if ((rc = ig_threads_start(threads, nthreads, &cfg, fds)))
+        goto out;
+    ig_info("infergate listening on http://%s:%d (%d threads, policy %s, %d workers)", cfg.host,
+            port, nthreads, ig_policy_name(cfg.policy), reg.n);
+    printf("infergate listening on http://%s:%d\n", cfg.host, port);
+    fflush(stdout);
+
+    uv_signal_init(main_loop, &sigterm);
+    uv_signal_init(main_loop, &sigint);
+    sigterm.data = sigint.data = &cfg;
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_run(main_loop, UV_RUN_DEFAULT);
+    ig_threads_join(threads, nthreads);
+    ig_info("drained, exiting");
+    exit_code = 0;
+out:
+    uv_loop_close(main_loop);
+    free(threads);
+    free(fds);
+    for (int i = 0; i < reg.n; i++)
+        ig_worker_free(reg.workers[i]);
+    free(reg.workers);
+    ig_config_free(&cfg);
+    return exit_code;
+}

@@ -1,0 +1,222 @@
+/* Event-loop threads: each owns a loop, a SO_REUSEPORT listener, upstream
+ * pools and buffer free lists; nothing here is shared between threads except
+ * the stop flag and the wake-up async handle. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "../core/ig_log.h"
+#include "ig_gateway.h"
+
+/* free lists are bounded so a burst does not pin its peak memory forever */
+#define MAX_FREE_BLOCKS 256
+#define MAX_FREE_WREQS 1024
+
+ig_block *ig_block_get(ig_thread *th)
+{
+    ig_block *b = th->free_blocks;
+    if (b) {
+        th->free_blocks = b->next;
+        th->n_free_blocks--;
+    } else if (!(b = malloc(sizeof(*b)))) {
+        return NULL;
+    }
+    b->refs = 1;
+    b->next = NULL;
+    return b;
+}
+
+void ig_block_put(ig_thread *th, ig_block *b)
+{
+    if (--b->refs)
+        return;
+    if (th->n_free_blocks >= MAX_FREE_BLOCKS) {
+        free(b);
+        return;
+    }
+    b->next = th->free_blocks;
+    th->free_blocks = b;
+    th->n_free_blocks++;
+}
+
+ig_wreq *ig_wreq_get(ig_thread *th)
+{
+    ig_wreq *w = th->free_wreqs;
+    if (w) {
+        th->free_wreqs = w->next;
+        th->n_free_wreqs--;
+        return w;
+    }
+    return malloc(sizeof(*w));
+}
+
+void ig_wreq_put(ig_thread *th, ig_wreq *w)
+{
+    if (th->n_free_wreqs >= MAX_FREE_WREQS) {
+        free(w);
+        return;
+    }
+    w->next = th->free_wreqs;
+    th->free_wreqs = w;
+    th->n_free_wreqs++;
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    ig_thread *th = server->data;
+    if (status < 0) {
+        ig_warn("accept: %s", uv_strerror(status));
+        return;
+    }
+    ig_client_accept(th, server);
+}
+
+static void close_walk_cb(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+/* Everything has drained: close the remaining handles so the loop ends. */
+static void thread_finish(ig_thread *th)
+{
+    ig_upstream_close_all(th);
+    if (!uv_is_closing((uv_handle_t *)&th->sweep))
+        uv_close((uv_handle_t *)&th->sweep, NULL);
+    if (!uv_is_closing((uv_handle_t *)&th->drain_timer))
+        uv_close((uv_handle_t *)&th->drain_timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&th->wake))
+        uv_close((uv_handle_t *)&th->wake, NULL);
+}
+
+void ig_thread_client_closed(ig_thread *th)
+{
+    th->nclients--;
+    if (th->draining && th->nclients == 0)
+        thread_finish(th);
+}
+
+static void drain_timeout_cb(uv_timer_t *t)
+{
+    ig_thread *th = t->data;
+    ig_warn("thread %d: drain timeout, closing %d connections", th->idx, th->nclients);
+    while (!ig_list_empty(&th->clients))
+        ig_client_close(ig_container_of(th->clients.next, ig_client, link));
+    if (th->nclients == 0)
+        thread_finish(th);
+}
+
+static void wake_cb(uv_async_t *a)
+{
+    ig_thread *th = a->data;
+    if (!atomic_load(&th->stop_requested) || th->draining)
+        return;
+    th->draining = 1;
+    if (!uv_is_closing((uv_handle_t *)&th->listener))
+        uv_close((uv_handle_t *)&th->listener, NULL);
+    ig_client_drain(th);
+    if (th->nclients == 0) {
+        thread_finish(th);
+        return;
+    }
+    uv_timer_start(&th->drain_timer, drain_timeout_cb,
+                   (uint64_t)(th->cfg->drain_timeout_secs * 1000.0), 0);
+}
+
+static void sweep_cb(uv_timer_t *t)
+{
+    ig_upstream_sweep(t->data);
+}
+
+static void thread_main(void *arg)
+{
+    ig_thread *th = arg;
+    uv_run(&th->loop, UV_RUN_DEFAULT);
+    /* handles left by a forced drain: close them so the loop can be freed */
+    uv_walk(&th->loop, close_walk_cb, NULL);
+    uv_run(&th->loop, UV_RUN_DEFAULT);
+    uv_loop_close(&th->loop);
+}
+
+static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
+{
+    const ig_registry *r = ig_registry_get();
+    uint64_t seed;
+    memset(th, 0, sizeof(*th));
+    th->idx = idx;
+    th->cfg = cfg;
+    th->listen_fd = fd;
+    ig_list_init(&th->clients);
+    if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
+        seed = (uint64_t)idx * 7919 + 1;
+    ig_policy_state_init(&th->pol, seed);
+    snprintf(th->rid_prefix, sizeof(th->rid_prefix), "%08x-%x-", (unsigned)(seed >> 32), idx);
+    th->npools = IG_MAX_WORKERS < (r ? r->n : 0) ? IG_MAX_WORKERS : (r ? r->n : 0);
+    th->pools = calloc((size_t)(th->npools ? th->npools : 1), sizeof(ig_pool));
+    if (!th->pools)
+        return -1;
+    for (int i = 0; i < th->npools; i++)
+        ig_list_init(&th->pools[i].idle);
+    int rc = uv_loop_init(&th->loop);
+    rc = rc ? rc : uv_tcp_init(&th->loop, &th->listener);
+    if (rc)
+        return rc;
+    th->listener.data = th;
+    rc = uv_tcp_open(&th->listener, fd);
+    rc = rc ? rc : uv_listen((uv_stream_t *)&th->listener, 4096, on_connection);
+    if (rc)
+        return rc;
+    uv_async_init(&th->loop, &th->wake, wake_cb);
+    th->wake.data = th;
+    uv_timer_init(&th->loop, &th->sweep);
+    th->sweep.data = th;
+    uv_timer_start(&th->sweep, sweep_cb, 1000, 1000);
+    uv_timer_init(&th->loop, &th->drain_timer);
+    th->drain_timer.data = th;
+    return 0;
+}
+
+int ig_threads_start(ig_thread *ths, int n, const ig_config *cfg, const int *fds)
+{
+    for (int i = 0; i < n; i++) {
+        int rc = thread_init(&ths[i], i, cfg, fds[i]);
+        if (rc) {
+            ig_err("thread %d: %s", i, rc < 0 ? uv_strerror(rc) : "out of memory");
+            return rc < 0 ? rc : -1;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        int rc = uv_thread_create(&ths[i].tid, thread_main, &ths[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+void ig_threads_stop(ig_thread *ths, int n)
+{
+    for (int i = 0; i < n; i++) {
+        atomic_store(&ths[i].stop_requested, 1);
+        uv_async_send(&ths[i].wake);
+    }
+}
+
+void ig_threads_join(ig_thread *ths, int n)
+{
+    for (int i = 0; i < n; i++) {
+        uv_thread_join(&ths[i].tid);
+        while (ths[i].free_blocks) {
+            ig_block *b = ths[i].free_blocks;
+            ths[i].free_blocks = b->next;
+            free(b);
+        }
+        while (ths[i].free_wreqs) {
+            ig_wreq *w = ths[i].free_wreqs;
+            ths[i].free_wreqs = w->next;
+            free(w);
+        }
+        free(ths[i].pools);
+    }
+}

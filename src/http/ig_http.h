@@ -1,0 +1,60 @@
+/* HTTP/1.1 message pieces shared by the client and upstream sides: header
+ * slices, hop-by-hop filtering (RFC 9110 7.6.1) and head builders. */
+#ifndef IG_HTTP_H
+#define IG_HTTP_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../core/ig_buf.h"
+
+#define IG_MAX_HEADERS 128
+
+/* A header as offsets into a base buffer: the buffer may move (realloc) while
+ * the message is read, offsets stay valid. */
+typedef struct ig_hdr {
+    uint32_t name_off, name_len;
+    uint32_t value_off, value_len;
+} ig_hdr;
+
+/* Flags for ig_http_copy_headers: which end-to-end headers the caller replaces itself. */
+enum {
+    IG_COPY_DROP_HOST = 1u << 0,
+    IG_COPY_DROP_LENGTH = 1u << 1,   /* Content-Length and Transfer-Encoding */
+    IG_COPY_DROP_EXPECT = 1u << 2,
+    IG_COPY_DROP_REQUEST_ID = 1u << 3,
+};
+
+/** Case-insensitive compare of a header name slice with a lowercase literal. */
+int ig_http_name_is(const char *name, size_t len, const char *lower);
+
+/** 1 when the header is hop-by-hop by definition (Connection, Keep-Alive, TE, ...). */
+int ig_http_is_hop_by_hop(const char *name, size_t len);
+
+/** 1 when the comma-separated token list value contains token (case-insensitive). */
+int ig_http_list_has(const char *value, size_t vlen, const char *token, size_t tlen);
+
+/**
+ * Append every header of hdrs[0..n) to out as "Name: value\r\n", leaving out
+ * hop-by-hop headers, headers named by a Connection header, and those that
+ * flags say the caller writes itself. 0 or a negative errno code.
+ */
+int ig_http_copy_headers(ig_buf *out, const char *base, const ig_hdr *hdrs, int n, unsigned flags);
+
+/** Index of the first header called lower, or -1. */
+int ig_http_find(const char *base, const ig_hdr *hdrs, int n, const char *lower);
+
+/** Canonical reason phrase for a status code ("" when unknown). */
+const char *ig_http_reason(int status);
+
+/**
+ * Append a complete OpenAI-shaped JSON error response:
+ * {"error":{"message":..,"type":..,"code":..}} with status line, x-request-id,
+ * Content-Length and Connection handling. extra_headers may be NULL.
+ */
+int ig_http_error_response(ig_buf *out, int status, const char *type, const char *code,
+                           const char *message, const char *request_id, size_t rid_len,
+                           int close_conn, const char *extra_headers);
+
+/** Append s as a JSON string literal (with quotes), escaping as needed. */
+int ig_json_append_string(ig_buf *out, const char *s, size_t n);
+#endif

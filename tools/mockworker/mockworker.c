@@ -1,0 +1,802 @@
+/* infergate-mockworker: a fast fake OpenAI/SGLang inference worker for tests
+ * and load tests. --processes K forks K processes that share ONE listening
+ * socket without SO_REUSEPORT, like `uvicorn --workers K`, so the accept()
+ * race that pins keep-alive load is reproduced faithfully. */
+#include <errno.h>
+#include <llhttp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "../../src/core/ig_buf.h"
+#include "../../src/http/ig_body_scan.h"
+
+#define MAX_PROCS 256
+#define MAX_MODELS 16
+
+typedef struct proc_stats {
+    atomic_int pid;
+    atomic_ulong connections, requests, completed, aborted;
+} proc_stats;
+
+typedef struct shared_stats {
+    atomic_int inflight;
+    atomic_int max_inflight_seen;
+    atomic_ulong rejected;
+    proc_stats procs[MAX_PROCS];
+} shared_stats;
+
+static struct {
+    char host[64];
+    int port;
+    const char *models[MAX_MODELS];
+    int n_models;
+    const char *worker_id;
+    int ttft_ms, tokens, token_interval_ms, max_inflight, processes, embedding_dim;
+} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8};
+
+static shared_stats *stats;
+static proc_stats *me;
+static int my_pid;
+
+enum kind { K_CHAT, K_COMPLETIONS, K_GENERATE, K_EMBEDDINGS };
+
+typedef struct conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;
+    llhttp_t parser;
+    ig_buf in;        /* raw bytes read, parsed in place */
+    size_t parsed;
+    ig_buf body;
+    char url[256];
+    size_t url_len;
+    char hname[64];
+    size_t hname_len;
+    int in_value;
+    char echo_headers_json[8192];
+    size_t echo_len;
+    /* request controls */
+    int want_echo, ttft_ms, interval_ms, status_override, close_now, max_tokens;
+    /* active response */
+    int busy, streaming, stream, sent, ntokens, counted_inflight, closing, handles, keep_alive;
+    enum kind kind;
+    char model[IG_MODEL_MAX + 1];
+    char id[32];
+} conn;
+
+typedef struct wreq {
+    uv_write_t req;
+    char data[];
+} wreq;
+
+static void conn_parse(conn *c);
+
+static void free_cb(uv_handle_t *h)
+{
+    conn *c = h->data;
+    if (--c->handles == 0) {
+        ig_buf_free(&c->in);
+        ig_buf_free(&c->body);
+        free(c);
+    }
+}
+
+static void end_inflight(conn *c)
+{
+    if (c->counted_inflight) {
+        atomic_fetch_sub(&stats->inflight, 1);
+        c->counted_inflight = 0;
+    }
+}
+
+static void conn_close(conn *c)
+{
+    if (c->closing)
+        return;
+    c->closing = 1;
+    if (c->busy) {
+        atomic_fetch_add(&me->aborted, 1);
+        c->busy = 0;
+    }
+    end_inflight(c);
+    uv_close((uv_handle_t *)&c->tcp, free_cb);
+    uv_close((uv_handle_t *)&c->timer, free_cb);
+}
+
+static void write_cb(uv_write_t *r, int status)
+{
+    conn *c = r->data;
+    free(r);
+    if (status < 0)
+        conn_close(c);
+}
+
+static void send_bytes(conn *c, const char *p, size_t n)
+{
+    if (c->closing || !n)
+        return;
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int done = 0;
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) == 0) {
+        done = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        if (done == UV_EAGAIN)
+            done = 0;
+        if (done < 0) {
+            conn_close(c);
+            return;
+        }
+        if ((size_t)done == n)
+            return;
+    }
+    wreq *w = malloc(sizeof(*w) + n - (size_t)done);
+    if (!w) {
+        conn_close(c);
+        return;
+    }
+    memcpy(w->data, p + done, n - (size_t)done);
+    w->req.data = c;
+    b = uv_buf_init(w->data, (unsigned)(n - (size_t)done));
+    if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb)) {
+        free(w);
+        conn_close(c);
+    }
+}
+
+static int bprintf(ig_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bprintf(ig_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || ig_buf_reserve(b, (size_t)n + 1))
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+static void response_done(conn *c);
+
+static void send_simple(conn *c, int status, const char *reason, const char *ctype, const char *body)
+{
+    ig_buf b;
+    ig_buf_init(&b, 1 << 20);
+    bprintf(&b,
+            "HTTP/1.1 %d %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\nx-worker-id: %s\r\n"
+            "x-worker-pid: %d\r\n%s\r\n%s",
+            status, reason, ctype, strlen(body), opt.worker_id, my_pid,
+            c->keep_alive ? "" : "connection: close\r\n", body);
+    send_bytes(c, b.data, b.len);
+    ig_buf_free(&b);
+}
+
+static void send_error(conn *c, int status, const char *reason, const char *msg)
+{
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"error\":{\"message\":\"%s\",\"type\":\"mock_error\",\"code\":\"%d\"},"
+             "\"worker_id\":\"%s\",\"worker_pid\":%d}\n",
+             msg, status, opt.worker_id, my_pid);
+    send_simple(c, status, reason, "application/json", body);
+}
+
+static void token_text(int i, char *out, size_t cap)
+{
+    snprintf(out, cap, "tok%d ", i);
+}
+
+/* one SSE event for token i (or the final one when i < 0), chunk-framed */
+static void stream_event(conn *c, ig_buf *b, int i)
+{
+    char tok[32] = "";
+    if (i >= 0)
+        token_text(i, tok, sizeof(tok));
+    ig_buf ev;
+    char evbuf[1024];
+    ev.data = evbuf;
+    ev.len = 0;
+    ev.cap = ev.max = sizeof(evbuf);
+    const char *fin = i < 0 ? "\"stop\"" : "null";
+    if (c->kind == K_CHAT)
+        bprintf(&ev,
+                "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"%s\","
+                "\"worker_id\":\"%s\",\"worker_pid\":%d,\"choices\":[{\"index\":0,\"delta\":{%s%s%s},"
+                "\"finish_reason\":%s}]}\n\n",
+                c->id, c->model, opt.worker_id, my_pid, i >= 0 ? "\"content\":\"" : "", tok,
+                i >= 0 ? "\"" : "", fin);
+    else if (c->kind == K_COMPLETIONS)
+        bprintf(&ev,
+                "data: {\"id\":\"%s\",\"object\":\"text_completion\",\"created\":0,\"model\":\"%s\","
+                "\"worker_id\":\"%s\",\"worker_pid\":%d,\"choices\":[{\"index\":0,\"text\":\"%s\","
+                "\"finish_reason\":%s}]}\n\n",
+                c->id, c->model, opt.worker_id, my_pid, tok, fin);
+    else
+        bprintf(&ev,
+                "data: {\"text\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,\"meta_info\":{"
+                "\"id\":\"%s\",\"completion_tokens\":%d,\"finish_reason\":%s}}\n\n",
+                tok, opt.worker_id, my_pid, c->id, i < 0 ? c->ntokens : i + 1,
+                i < 0 ? "{\"type\":\"stop\"}" : "null");
+    bprintf(b, "%zx\r\n", ev.len);
+    ig_buf_append(b, ev.data, ev.len);
+    ig_buf_append(b, "\r\n", 2);
+}
+
+static void stream_tick(uv_timer_t *t);
+
+static void stream_more(conn *c)
+{
+    ig_buf b;
+    ig_buf_init(&b, 64 << 20);
+    if (c->sent == 0)
+        bprintf(&b,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+                "transfer-encoding: chunked\r\nx-worker-id: %s\r\nx-worker-pid: %d\r\n%s\r\n",
+                opt.worker_id, my_pid, c->keep_alive ? "" : "connection: close\r\n");
+    /* with no interval every token goes out at once; otherwise one per tick */
+    do {
+        if (c->sent < c->ntokens) {
+            stream_event(c, &b, c->sent);
+        }
+        c->sent++;
+    } while (c->interval_ms == 0 && c->sent <= c->ntokens);
+    int finished = c->sent > c->ntokens;
+    if (finished) {
+        stream_event(c, &b, -1);
+        static const char done[] = "data: [DONE]\n\n";
+        bprintf(&b, "%zx\r\n%s\r\n0\r\n\r\n", sizeof(done) - 1, done);
+    }
+    send_bytes(c, b.data, b.len);
+    ig_buf_free(&b);
+    if (c->closing)
+        return;
+    if (finished)
+        response_done(c);
+    else
+        uv_timer_start(&c->timer, stream_tick, (uint64_t)c->interval_ms, 0);
+}
+
+static void stream_tick(uv_timer_t *t)
+{
+    stream_more(t->data);
+}
+
+static void send_full(conn *c)
+{
+    ig_buf text, body, out;
+    ig_buf_init(&text, 64 << 20);
+    ig_buf_init(&body, 64 << 20);
+    ig_buf_init(&out, 64 << 20);
+    char tok[32];
+    for (int i = 0; i < c->ntokens; i++) {
+        token_text(i, tok, sizeof(tok));
+        ig_buf_puts(&text, tok);
+    }
+    ig_buf_append(&text, "", 1);
+    const char *echo = c->want_echo ? c->echo_headers_json : "null";
+    if (c->kind == K_CHAT)
+        bprintf(&body,
+                "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"%s\","
+                "\"worker_id\":\"%s\",\"worker_pid\":%d,\"received_headers\":%s,\"choices\":[{\"index\":0,"
+                "\"message\":{\"role\":\"assistant\",\"content\":\"%s\"},\"finish_reason\":\"stop\"}],"
+                "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":%d,\"total_tokens\":%d}}\n",
+                c->id, c->model, opt.worker_id, my_pid, echo, text.data, c->ntokens, c->ntokens + 1);
+    else if (c->kind == K_COMPLETIONS)
+        bprintf(&body,
+                "{\"id\":\"%s\",\"object\":\"text_completion\",\"created\":0,\"model\":\"%s\","
+                "\"worker_id\":\"%s\",\"worker_pid\":%d,\"received_headers\":%s,\"choices\":[{\"index\":0,"
+                "\"text\":\"%s\",\"finish_reason\":\"stop\"}],"
+                "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":%d,\"total_tokens\":%d}}\n",
+                c->id, c->model, opt.worker_id, my_pid, echo, text.data, c->ntokens, c->ntokens + 1);
+    else if (c->kind == K_GENERATE)
+        bprintf(&body,
+                "{\"text\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,\"received_headers\":%s,"
+                "\"meta_info\":{\"id\":\"%s\",\"completion_tokens\":%d,\"finish_reason\":{\"type\":\"stop\"}}}\n",
+                text.data, opt.worker_id, my_pid, echo, c->id, c->ntokens);
+    else {
+        bprintf(&body, "{\"object\":\"list\",\"model\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,"
+                       "\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[",
+                c->model, opt.worker_id, my_pid);
+        for (int i = 0; i < opt.embedding_dim; i++)
+            bprintf(&body, "%s%.4f", i ? "," : "", (double)((i * 37 + 11) % 100) / 100.0);
+        bprintf(&body, "]}],\"usage\":{\"prompt_tokens\":1,\"total_tokens\":1}}\n");
+    }
+    bprintf(&out,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
+            "x-worker-id: %s\r\nx-worker-pid: %d\r\n%s\r\n",
+            body.len, opt.worker_id, my_pid, c->keep_alive ? "" : "connection: close\r\n");
+    ig_buf_append(&out, body.data, body.len);
+    send_bytes(c, out.data, out.len);
+    ig_buf_free(&text);
+    ig_buf_free(&body);
+    ig_buf_free(&out);
+    if (!c->closing)
+        response_done(c);
+}
+
+static void first_token(uv_timer_t *t)
+{
+    conn *c = t->data;
+    if (c->stream) {
+        stream_more(c);
+        return;
+    }
+    send_full(c);
+}
+
+static void shutdown_cb(uv_shutdown_t *s, int status)
+{
+    (void)status;
+    free(s);
+}
+
+static void response_done(conn *c)
+{
+    c->busy = 0;
+    end_inflight(c);
+    atomic_fetch_add(&me->completed, 1);
+    if (!c->keep_alive) {
+        uv_shutdown_t *s = malloc(sizeof(*s));
+        if (s && uv_shutdown(s, (uv_stream_t *)&c->tcp, shutdown_cb) == 0)
+            return; /* the peer closes; our read sees EOF */
+        free(s);
+        conn_close(c);
+        return;
+    }
+    conn_parse(c);
+}
+
+static void send_stats(conn *c)
+{
+    ig_buf b;
+    ig_buf_init(&b, 1 << 20);
+    unsigned long conns = 0, reqs = 0, done = 0, ab = 0;
+    for (int i = 0; i < opt.processes; i++) {
+        conns += stats->procs[i].connections;
+        reqs += stats->procs[i].requests;
+        done += stats->procs[i].completed;
+        ab += stats->procs[i].aborted;
+    }
+    bprintf(&b,
+            "{\"worker_id\":\"%s\",\"connections\":%lu,\"requests\":%lu,\"completed\":%lu,"
+            "\"aborted\":%lu,\"inflight\":%d,\"max_inflight_seen\":%d,\"rejected\":%lu,\"processes\":[",
+            opt.worker_id, conns, reqs, done, ab, atomic_load(&stats->inflight),
+            atomic_load(&stats->max_inflight_seen), atomic_load(&stats->rejected));
+    for (int i = 0; i < opt.processes; i++)
+        bprintf(&b, "%s{\"pid\":%d,\"connections\":%lu,\"requests\":%lu,\"aborted\":%lu}", i ? "," : "",
+                atomic_load(&stats->procs[i].pid), atomic_load(&stats->procs[i].connections),
+                atomic_load(&stats->procs[i].requests), atomic_load(&stats->procs[i].aborted));
+    bprintf(&b, "]}\n");
+    send_simple(c, 200, "OK", "application/json", b.data);
+    ig_buf_free(&b);
+}
+
+static int path_is(conn *c, const char *p)
+{
+    size_t n = strlen(p), l = c->url_len;
+    for (size_t i = 0; i < c->url_len; i++)
+        if (c->url[i] == '?') {
+            l = i;
+            break;
+        }
+    return l == n && memcmp(c->url, p, n) == 0;
+}
+
+static void handle(conn *c)
+{
+    int method = llhttp_get_method(&c->parser);
+    c->keep_alive = llhttp_should_keep_alive(&c->parser);
+    atomic_fetch_add(&me->requests, 1);
+    c->busy = 1;
+    if (method == HTTP_GET && path_is(c, "/health")) {
+        send_simple(c, 200, "OK", "application/json", "{\"status\":\"ok\"}\n");
+        response_done(c);
+        return;
+    }
+    if (method == HTTP_GET && path_is(c, "/stats")) {
+        send_stats(c);
+        response_done(c);
+        return;
+    }
+    if (method == HTTP_GET && path_is(c, "/v1/models")) {
+        ig_buf b;
+        ig_buf_init(&b, 1 << 20);
+        bprintf(&b, "{\"object\":\"list\",\"data\":[");
+        for (int i = 0; i < opt.n_models; i++)
+            bprintf(&b, "%s{\"id\":\"%s\",\"object\":\"model\",\"owned_by\":\"mock\"}", i ? "," : "",
+                    opt.models[i]);
+        bprintf(&b, "]}\n");
+        send_simple(c, 200, "OK", "application/json", b.data);
+        ig_buf_free(&b);
+        response_done(c);
+        return;
+    }
+    if (method != HTTP_POST) {
+        send_error(c, 404, "Not Found", "unknown path");
+        response_done(c);
+        return;
+    }
+    if (path_is(c, "/v1/chat/completions"))
+        c->kind = K_CHAT;
+    else if (path_is(c, "/v1/completions"))
+        c->kind = K_COMPLETIONS;
+    else if (path_is(c, "/generate"))
+        c->kind = K_GENERATE;
+    else if (path_is(c, "/v1/embeddings"))
+        c->kind = K_EMBEDDINGS;
+    else {
+        send_error(c, 404, "Not Found", "unknown path");
+        response_done(c);
+        return;
+    }
+    if (c->close_now) {
+        /* simulate a worker dying mid-request */
+        conn_close(c);
+        return;
+    }
+    if (c->status_override) {
+        send_error(c, c->status_override, "Mock Status", "status requested by x-mock-status");
+        response_done(c);
+        return;
+    }
+    ig_body_fields f;
+    const char *err = NULL;
+    if (ig_body_scan(c->body.data ? c->body.data : "", c->body.len, &f, &err) != 0) {
+        send_error(c, 400, "Bad Request", "invalid JSON body");
+        response_done(c);
+        return;
+    }
+    int now = atomic_fetch_add(&stats->inflight, 1) + 1;
+    c->counted_inflight = 1;
+    if (opt.max_inflight && now > opt.max_inflight) {
+        atomic_fetch_add(&stats->rejected, 1);
+        send_error(c, 503, "Service Unavailable", "worker is at --max-inflight");
+        response_done(c);
+        return;
+    }
+    int seen = atomic_load(&stats->max_inflight_seen);
+    while (now > seen && !atomic_compare_exchange_weak(&stats->max_inflight_seen, &seen, now))
+        ;
+    snprintf(c->model, sizeof(c->model), "%.*s", f.has_model ? (int)f.model_len : 4,
+             f.has_model ? f.model : "mock");
+    for (char *p = c->model; *p; p++)
+        if (*p == '"' || *p == '\\')
+            *p = '_';
+    static unsigned long seq;
+    snprintf(c->id, sizeof(c->id), "cmpl-%d-%lu", my_pid, ++seq);
+    c->stream = f.stream && c->kind != K_EMBEDDINGS;
+    c->ntokens = f.max_tokens >= 0 ? (f.max_tokens > 100000 ? 100000 : f.max_tokens) : opt.tokens;
+    c->sent = 0;
+    if (c->ttft_ms > 0)
+        uv_timer_start(&c->timer, first_token, (uint64_t)c->ttft_ms, 0);
+    else if (c->stream)
+        stream_more(c);
+    else if (c->interval_ms > 0 && c->ntokens > 0)
+        /* a non-streamed answer still takes the whole generation time */
+        uv_timer_start(&c->timer, first_token, (uint64_t)c->interval_ms * (uint64_t)c->ntokens, 0);
+    else
+        send_full(c);
+}
+
+/* ---- parsing ---- */
+
+static int on_begin(llhttp_t *p)
+{
+    conn *c = p->data;
+    c->url_len = 0;
+    c->body.len = 0;
+    c->hname_len = 0;
+    c->in_value = 0;
+    c->want_echo = 0;
+    c->ttft_ms = opt.ttft_ms;
+    c->interval_ms = opt.token_interval_ms;
+    c->status_override = 0;
+    c->close_now = 0;
+    c->echo_len = 0;
+    c->echo_headers_json[0] = '{';
+    c->echo_len = 1;
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (c->url_len + len >= sizeof(c->url))
+        return HPE_USER;
+    memcpy(c->url + c->url_len, at, len);
+    c->url_len += len;
+    return 0;
+}
+
+static int on_hfield(llhttp_t *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    if (c->in_value) {
+        c->hname_len = 0;
+        c->in_value = 0;
+    }
+    size_t n = len < sizeof(c->hname) - 1 - c->hname_len ? len : sizeof(c->hname) - 1 - c->hname_len;
+    for (size_t i = 0; i < n; i++) {
+        char ch = at[i];
+        c->hname[c->hname_len++] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
+    }
+    c->hname[c->hname_len] = 0;
+    return 0;
+}
+
+static int hint(const char *at, size_t len)
+{
+    int v = 0;
+    for (size_t i = 0; i < len && at[i] >= '0' && at[i] <= '9'; i++)
+        v = v * 10 + (at[i] - '0');
+    return v;
+}
+
+static int on_hvalue(llhttp_t *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    c->in_value = 1;
+    if (strcmp(c->hname, "x-mock-echo-headers") == 0)
+        c->want_echo = 1;
+    else if (strcmp(c->hname, "x-mock-ttft-ms") == 0)
+        c->ttft_ms = hint(at, len);
+    else if (strcmp(c->hname, "x-mock-token-interval-ms") == 0)
+        c->interval_ms = hint(at, len);
+    else if (strcmp(c->hname, "x-mock-status") == 0)
+        c->status_override = hint(at, len);
+    else if (strcmp(c->hname, "x-mock-close") == 0)
+        c->close_now = 1;
+    /* record every header as "name":"value" for x-mock-echo-headers (lowercased names) */
+    size_t need = c->hname_len + len + 8;
+    if (c->echo_len + need < sizeof(c->echo_headers_json) - 2) {
+        char *o = c->echo_headers_json + c->echo_len;
+        int n = sprintf(o, "%s\"%s\":\"", c->echo_len > 1 ? "," : "", c->hname);
+        o += n;
+        for (size_t i = 0; i < len; i++)
+            *o++ = (at[i] == '"' || at[i] == '\\') ? '_' : at[i];
+        *o++ = '"';
+        c->echo_len = (size_t)(o - c->echo_headers_json);
+    }
+    return 0;
+}
+
+static int on_hdone(llhttp_t *p)
+{
+    conn *c = p->data;
+    c->echo_headers_json[c->echo_len++] = '}';
+    c->echo_headers_json[c->echo_len] = 0;
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    conn *c = p->data;
+    return ig_buf_append(&c->body, at, len) ? HPE_USER : 0;
+}
+
+static int on_complete(llhttp_t *p)
+{
+    (void)p;
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {
+    .on_message_begin = on_begin,
+    .on_url = on_url,
+    .on_header_field = on_hfield,
+    .on_header_value = on_hvalue,
+    .on_headers_complete = on_hdone,
+    .on_body = on_body,
+    .on_message_complete = on_complete,
+};
+
+static void conn_parse(conn *c)
+{
+    while (!c->closing && !c->busy && c->parsed < c->in.len) {
+        llhttp_errno_t e = llhttp_execute(&c->parser, c->in.data + c->parsed, c->in.len - c->parsed);
+        if (e == HPE_PAUSED) {
+            c->parsed = (size_t)(llhttp_get_error_pos(&c->parser) - c->in.data);
+            llhttp_resume(&c->parser);
+            handle(c);
+            continue;
+        }
+        if (e != HPE_OK) {
+            c->keep_alive = 0;
+            c->busy = 1;
+            send_error(c, 400, "Bad Request", "malformed request");
+            c->busy = 0;
+            conn_close(c);
+            return;
+        }
+        c->parsed = c->in.len;
+    }
+    if (!c->busy && c->parsed == c->in.len)
+        c->parsed = c->in.len = 0;
+}
+
+static void alloc_cb(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    conn *c = h->data;
+    (void)s;
+    if (c->in.cap - c->in.len < 4096 && !c->busy)
+        ig_buf_reserve(&c->in, c->in.cap < 16384 ? 16384 : c->in.cap);
+    *b = uv_buf_init(c->in.data + c->in.len, (unsigned)(c->in.cap - c->in.len));
+    if (!c->in.data)
+        b->len = 0;
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    conn *c = s->data;
+    (void)b;
+    if (n == UV_ENOBUFS)
+        return; /* busy with a full buffer: the peer waits for our answer */
+    if (n < 0) {
+        conn_close(c);
+        return;
+    }
+    c->in.len += (size_t)n;
+    if (!c->busy)
+        conn_parse(c);
+}
+
+static void on_conn(uv_stream_t *server, int status)
+{
+    if (status < 0)
+        return;
+    conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return;
+    uv_tcp_init(server->loop, &c->tcp);
+    uv_timer_init(server->loop, &c->timer);
+    c->tcp.data = c->timer.data = c;
+    c->handles = 2;
+    c->parser.data = c;
+    ig_buf_init(&c->in, 128u << 20);
+    ig_buf_init(&c->body, 64u << 20);
+    llhttp_init(&c->parser, HTTP_REQUEST, &settings);
+    c->parser.data = c;
+    if (uv_accept(server, (uv_stream_t *)&c->tcp)) {
+        conn_close(c);
+        return;
+    }
+    atomic_fetch_add(&me->connections, 1);
+    uv_tcp_nodelay(&c->tcp, 1);
+    uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+}
+
+static void on_signal(uv_signal_t *s, int sig)
+{
+    (void)sig;
+    uv_stop(s->loop);
+}
+
+static int serve(int fd, int slot)
+{
+    uv_loop_t *loop = uv_default_loop();
+    uv_tcp_t server;
+    uv_signal_t sig1, sig2;
+    my_pid = getpid();
+    me = &stats->procs[slot];
+    atomic_store(&me->pid, my_pid);
+    uv_tcp_init(loop, &server);
+    if (uv_tcp_open(&server, fd) || uv_listen((uv_stream_t *)&server, 4096, on_conn)) {
+        fprintf(stderr, "mockworker: listen failed\n");
+        return 1;
+    }
+    uv_signal_init(loop, &sig1);
+    uv_signal_init(loop, &sig2);
+    uv_signal_start(&sig1, on_signal, SIGTERM);
+    uv_signal_start(&sig2, on_signal, SIGINT);
+    uv_run(loop, UV_RUN_DEFAULT);
+    return 0;
+}
+
+static void usage(void)
+{
+    puts("usage: infergate-mockworker [--host H] [--port P] [--model NAME]... [--worker-id ID]\n"
+         "  [--ttft-ms N] [--tokens N] [--token-interval-ms N] [--max-inflight N]\n"
+         "  [--processes K] [--embedding-dim N]\n"
+         "Prints 'READY port=N' once listening (--port 0 picks a free port).\n"
+         "Per-request headers: x-mock-ttft-ms, x-mock-token-interval-ms, x-mock-status,\n"
+         "x-mock-close (drop the connection), x-mock-echo-headers (echo what arrived).\n"
+         "GET /stats returns connection, request and abort counts per process.");
+}
+
+int main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--help") == 0) {
+            usage();
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "mockworker: %s needs a value\n", a);
+            return 2;
+        }
+        i++;
+        if (strcmp(a, "--host") == 0)
+            snprintf(opt.host, sizeof(opt.host), "%s", v);
+        else if (strcmp(a, "--port") == 0)
+            opt.port = atoi(v);
+        else if (strcmp(a, "--model") == 0 && opt.n_models < MAX_MODELS)
+            opt.models[opt.n_models++] = v;
+        else if (strcmp(a, "--worker-id") == 0)
+            opt.worker_id = v;
+        else if (strcmp(a, "--ttft-ms") == 0)
+            opt.ttft_ms = atoi(v);
+        else if (strcmp(a, "--tokens") == 0)
+            opt.tokens = atoi(v);
+        else if (strcmp(a, "--token-interval-ms") == 0)
+            opt.token_interval_ms = atoi(v);
+        else if (strcmp(a, "--max-inflight") == 0)
+            opt.max_inflight = atoi(v);
+        else if (strcmp(a, "--processes") == 0)
+            opt.processes = atoi(v);
+        else if (strcmp(a, "--embedding-dim") == 0)
+            opt.embedding_dim = atoi(v);
+        else {
+            fprintf(stderr, "mockworker: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (opt.n_models == 0)
+        opt.models[opt.n_models++] = "mock-model";
+    if (opt.processes < 1 || opt.processes > MAX_PROCS) {
+        fprintf(stderr, "mockworker: --processes must be 1..%d\n", MAX_PROCS);
+        return 2;
+    }
+    stats = mmap(NULL, sizeof(*stats), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (stats == MAP_FAILED)
+        return 1;
+    memset(stats, 0, sizeof(*stats));
+    signal(SIGPIPE, SIG_IGN);
+
+    /* one socket, no SO_REUSEPORT: the processes race in accept() like pre-fork servers */
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt.port)};
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (inet_pton(AF_INET, opt.host, &sa.sin_addr) != 1 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) ||
+        listen(fd, 4096)) {
+        fprintf(stderr, "mockworker: cannot listen on %s:%d: %s\n", opt.host, opt.port, strerror(errno));
+        return 1;
+    }
+    socklen_t sl = sizeof(sa);
+    getsockname(fd, (struct sockaddr *)&sa, &sl);
+    printf("READY port=%d\n", ntohs(sa.sin_port));
+    fflush(stdout);
+    if (opt.processes == 1)
+        return serve(fd, 0);
+
+    pid_t kids[MAX_PROCS];
+    for (int k = 0; k < opt.processes; k++) {
+        kids[k] = fork();
+        if (kids[k] == 0)
+            _exit(serve(fd, k));
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    int sig;
+    sigwait(&set, &sig);
+    for (int k = 0; k < opt.processes; k++)
+        kill(kids[k], SIGTERM);
+    for (int k = 0; k < opt.processes; k++)
+        waitpid(kids[k], NULL, 0);
+    return 0;
+}
