@@ -2,6 +2,8 @@
  * endpoints, hand data requests to the proxy, write responses with
  * backpressure, keep-alive and pipelining in order. */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -202,6 +204,17 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         buf->len = 0;
 }
 
+/* A client that writes head and body separately without TCP_NODELAY (httpx,
+ * requests) holds the body until the head is ACKed; a delayed ACK would cost
+ * it 40 ms per request. Half a request in hand: ACK at once. */
+static void quick_ack(ig_client *c)
+{
+    uv_os_fd_t fd;
+    int one = 1;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+        setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+}
+
 static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     ig_client *c = s->data;
@@ -225,8 +238,11 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->rbuf.len += (size_t)nread;
-    if (c->state == C_READING)
+    if (c->state == C_READING) {
         client_parse(c);
+        if (!c->closing && c->in_message)
+            quick_ack(c);
+    }
 }
 
 void ig_client_accept(ig_thread *th, uv_stream_t *server)

@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <unistd.h>
 #include <uv.h>
@@ -43,7 +44,8 @@ static struct {
     int n_models;
     const char *worker_id;
     int ttft_ms, tokens, token_interval_ms, max_inflight, processes, embedding_dim;
-} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8};
+    int drop_reused; /* close, unanswered, any request after the first on a connection */
+} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0};
 
 static shared_stats *stats;
 static proc_stats *me;
@@ -68,6 +70,9 @@ typedef struct conn {
     /* request controls */
     int want_echo, ttft_ms, interval_ms, status_override, close_now, max_tokens;
     /* active response */
+    unsigned long nreq;
+    int data_req; /* counted in completed */
+    int in_msg;
     int busy, streaming, stream, sent, ntokens, counted_inflight, closing, handles, keep_alive;
     enum kind kind;
     char model[IG_MODEL_MAX + 1];
@@ -346,7 +351,9 @@ static void response_done(conn *c)
 {
     c->busy = 0;
     end_inflight(c);
-    atomic_fetch_add(&me->completed, 1);
+    if (c->data_req)
+        atomic_fetch_add(&me->completed, 1);
+    c->data_req = 0;
     if (!c->keep_alive) {
         uv_shutdown_t *s = malloc(sizeof(*s));
         if (s && uv_shutdown(s, (uv_stream_t *)&c->tcp, shutdown_cb) == 0)
@@ -441,7 +448,8 @@ static void handle(conn *c)
         response_done(c);
         return;
     }
-    if (c->close_now) {
+    c->data_req = 1;
+    if (c->close_now || (opt.drop_reused && ++c->nreq > 1)) {
         /* simulate a worker dying mid-request */
         conn_close(c);
         return;
@@ -495,6 +503,7 @@ static void handle(conn *c)
 static int on_begin(llhttp_t *p)
 {
     conn *c = p->data;
+    c->in_msg = 1;
     c->url_len = 0;
     c->body.len = 0;
     c->hname_len = 0;
@@ -588,7 +597,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
 
 static int on_complete(llhttp_t *p)
 {
-    (void)p;
+    ((conn *)p->data)->in_msg = 0;
     return HPE_PAUSED;
 }
 
@@ -650,6 +659,13 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     c->in.len += (size_t)n;
     if (!c->busy)
         conn_parse(c);
+    if (!c->closing && c->in_msg) {
+        /* half a request: ACK now so a Nagle-bound client sends the rest */
+        uv_os_fd_t fd;
+        int one = 1;
+        if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+            setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+    }
 }
 
 static void on_conn(uv_stream_t *server, int status)
@@ -708,7 +724,7 @@ static void usage(void)
 {
     puts("usage: infergate-mockworker [--host H] [--port P] [--model NAME]... [--worker-id ID]\n"
          "  [--ttft-ms N] [--tokens N] [--token-interval-ms N] [--max-inflight N]\n"
-         "  [--processes K] [--embedding-dim N]\n"
+         "  [--processes K] [--embedding-dim N] [--drop-reused 0|1]\n"
          "Prints 'READY port=N' once listening (--port 0 picks a free port).\n"
          "Per-request headers: x-mock-ttft-ms, x-mock-token-interval-ms, x-mock-status,\n"
          "x-mock-close (drop the connection), x-mock-echo-headers (echo what arrived).\n"
@@ -746,6 +762,8 @@ int main(int argc, char **argv)
             opt.max_inflight = atoi(v);
         else if (strcmp(a, "--processes") == 0)
             opt.processes = atoi(v);
+        else if (strcmp(a, "--drop-reused") == 0)
+            opt.drop_reused = atoi(v);
         else if (strcmp(a, "--embedding-dim") == 0)
             opt.embedding_dim = atoi(v);
         else {

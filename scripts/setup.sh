@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing infergate needs on Debian 12,
+# and nothing twice: a second run is a no-op. Benchmark peers (haproxy,
+# nginx, caddy, wrk) are installed by bench/run.sh, not here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pkgs=(build-essential libuv1-dev node-llhttp libjansson-dev libcmocka-dev
+      python3 python3-pytest python3-httpx python3-aiohttp python3-requests
+      curl ca-certificates procps)
+command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+[ "${IG_EXTRA_PKGS:-}" ] && pkgs+=($IG_EXTRA_PKGS)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# the OpenAI Node SDK the end-to-end tests drive (pinned in package-lock.json)
+if [ ! -d tests/node/node_modules/openai ]; then
+    echo "setup: npm install (tests/node)"
+    (cd tests/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+fi

@@ -1,0 +1,135 @@
+"""Real processes for the end-to-end tests: mock workers and the gateway,
+each on an ephemeral 127.0.0.1 port, always stopped after the test."""
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+BUILD = os.environ.get("IG_BUILD", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+GATEWAY = os.path.join(BUILD, "infergate")
+MOCK = os.path.join(BUILD, "infergate-mockworker")
+SANITIZED = bool(os.environ.get("IG_SANITIZED"))
+SAN_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+
+def _read_line(proc, prefix, what):
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{what} exited early: {proc.stderr.read() if proc.stderr else ''}")
+        if line.startswith(prefix):
+            return line[len(prefix):].strip()
+    raise RuntimeError(f"{what} did not start")
+
+
+class Worker:
+    def __init__(self, *args, worker_id="w0", model="mock-model"):
+        self.worker_id = worker_id
+        cmd = [MOCK, "--port", "0", "--worker-id", worker_id, "--model", model, *map(str, args)]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.port = int(_read_line(self.proc, "READY port=", "mock worker"))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stats(self):
+        with urllib.request.urlopen(self.url + "/stats", timeout=5) as r:
+            return json.loads(r.read())
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        for f in (self.proc.stdout, self.proc.stderr):
+            f and f.close()
+
+
+class Gateway:
+    def __init__(self, workers, *args, threads=2):
+        urls = [w.url if isinstance(w, Worker) else w for w in workers]
+        cmd = [GATEWAY, "--port", "0", "--threads", str(threads), "--log-level", "warn",
+               "--discovery-timeout-secs", "1"]
+        if urls:
+            cmd += ["--worker-urls", *urls]
+        cmd += [str(a) for a in args]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.base = _read_line(self.proc, "infergate listening on ", "gateway")
+        self.port = int(self.base.rsplit(":", 1)[1])
+        self.stderr = ""
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Stop, and return the exit code; a sanitizer report fails the test."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.stderr = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        for m in SAN_MARKERS:
+            assert m not in self.stderr, self.stderr[-4000:]
+        return self.proc.returncode
+
+
+@pytest.fixture
+def procs():
+    """Factory for workers and gateways; all are stopped when the test ends."""
+    started = []
+
+    class Factory:
+        def worker(self, *args, **kw):
+            w = Worker(*args, **kw)
+            started.append(w)
+            return w
+
+        def gateway(self, workers, *args, **kw):
+            g = Gateway(workers, *args, **kw)
+            started.append(g)
+            return g
+
+    yield Factory()
+    errors = []
+    for p in reversed(started):
+        if isinstance(p, Gateway):
+            if p.proc.poll() is None or not p.proc.stderr.closed:
+                code = p.stop()
+                if code != 0:
+                    errors.append(f"gateway exited {code}: {p.stderr[-2000:]}")
+        else:
+            p.stop()
+    assert not errors, errors
+
+
+CHAT = {"model": "mock-model", "messages": [{"role": "user", "content": "hello"}]}
+
+
+def chat_body(**kw):
+    b = dict(CHAT)
+    b.update(kw)
+    return b
+
+
+def sse_events(lines):
+    """data: payloads from an iterable of SSE lines."""
+    out = []
+    for line in lines:
+        if isinstance(line, bytes):
+            line = line.decode()
+        line = line.strip()
+        if line.startswith("data: "):
+            out.append(line[6:])
+    return out

@@ -1,0 +1,82 @@
+"""Keep-alive reuse towards workers, per-request spread, connection retirement."""
+import concurrent.futures
+
+import httpx
+
+from conftest import chat_body
+
+
+def test_1000_requests_over_few_upstream_connections(procs):
+    w1, w2 = procs.worker(worker_id="w1"), procs.worker(worker_id="w2")
+    gw = procs.gateway([w1, w2])
+
+    def run(n):
+        with httpx.Client(base_url=gw.base, timeout=10) as c:
+            for _ in range(n):
+                assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+
+    with concurrent.futures.ThreadPoolExecutor(4) as ex:
+        list(ex.map(run, [250] * 4))
+    s1, s2 = w1.stats(), w2.stats()
+    assert s1["completed"] + s2["completed"] == 1000
+    # 4 concurrent clients over 2 threads: a handful of pooled connections per worker,
+    # not one per request (+1 for the /v1/models discovery at start)
+    assert s1["connections"] + s2["connections"] <= 2 + 2 * 2 * 4
+
+
+def test_spread_per_request_from_one_client_connection(procs):
+    w1, w2, w3 = (procs.worker(worker_id=f"w{i}") for i in (1, 2, 3))
+    gw = procs.gateway([w1, w2, w3], "--policy", "round_robin", threads=1)
+    seen = []
+    with httpx.Client(base_url=gw.base, timeout=10, limits=httpx.Limits(max_connections=1)) as c:
+        for _ in range(90):
+            r = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
+            seen.append(r.json()["worker_id"])
+    assert {w: seen.count(w) for w in ("w1", "w2", "w3")} == {"w1": 30, "w2": 30, "w3": 30}
+
+
+def test_every_policy_spreads(procs):
+    for policy in ("random", "power_of_two", "least_load"):
+        w1, w2 = procs.worker(worker_id="w1"), procs.worker(worker_id="w2")
+        gw = procs.gateway([w1, w2], "--policy", policy)
+        with httpx.Client(base_url=gw.base, timeout=10) as c:
+            ids = {c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).json()["worker_id"]
+                   for _ in range(60)}
+        assert ids == {"w1", "w2"}, policy
+        assert gw.stop() == 0
+
+
+def test_max_requests_per_conn_retires_connections(procs):
+    w = procs.worker(worker_id="w1")
+    gw = procs.gateway([w], "--upstream-max-requests-per-conn", "5", threads=1)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        for _ in range(50):
+            assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+    # 50 requests, 5 per connection: 10 connections, +1 discovery, +1 this /stats
+    assert w.stats()["connections"] == 12
+
+
+def test_reused_connection_dying_before_answer_is_resent_once(procs):
+    """The worker closes every reused connection without answering (the idle
+    keep-alive race): each request is resent once on a fresh connection."""
+    w = procs.worker("--drop-reused", "1", worker_id="w1")
+    gw = procs.gateway([w], threads=1)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        for _ in range(20):
+            r = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
+            assert r.status_code == 200, r.text
+    st = w.stats()
+    assert st["completed"] >= 20
+    assert st["aborted"] >= 1  # the dropped attempts
+
+
+def test_worker_reset_on_fresh_connection_is_502_not_retried(procs):
+    w1 = procs.worker(worker_id="w1")
+    gw = procs.gateway([w1], threads=1)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        r = c.post("/v1/chat/completions", json=chat_body(), headers={"x-mock-close": "1"})
+        assert r.status_code == 502
+        err = r.json()["error"]
+        assert err["code"] == "worker_failed" and err["type"] == "upstream_error"
+        # the client connection stays usable
+        assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
