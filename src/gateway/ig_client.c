@@ -94,11 +94,9 @@ static int on_headers_complete(llhttp_t *p)
         return refuse(c, 413, "request body is larger than --max-payload-size");
     if (c->http10 && c->chunked)
         return refuse(c, 400, "chunked transfer coding is not allowed in HTTP/1.0");
-    if (p->flags & F_CONTENT_LENGTH) {
-        /* room for the whole body now, so it is never copied again while it arrives */
-        if (ig_buf_reserve(&c->rbuf, (size_t)p->content_length))
-            return refuse(c, 413, "request body is too large");
-    }
+    /* the next read makes room for the whole body at once (never here: llhttp
+     * is walking rbuf right now and a realloc would move it) */
+    c->body_hint = (p->flags & F_CONTENT_LENGTH) ? (size_t)p->content_length : 0;
     int e = ig_http_find(c->rbuf.data, c->hdrs, c->nhdrs, "expect");
     if (e >= 0) {
         const ig_hdr *h = &c->hdrs[e];
@@ -196,7 +194,11 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         /* while a request is out, its head and body live in rbuf and a
          * realloc would move them under the upstream write: only grow now */
         size_t want = c->rbuf.cap < RBUF_MIN ? RBUF_MIN : c->rbuf.cap;
-        ig_buf_reserve(&c->rbuf, want);
+        if (c->body_hint > want)
+            want = c->body_hint;
+        if (ig_buf_reserve(&c->rbuf, want))
+            ig_buf_reserve(&c->rbuf, c->rbuf.max - c->rbuf.len);
+        c->body_hint = 0;
     }
     buf->base = c->rbuf.data + c->rbuf.len;
     buf->len = c->rbuf.cap - c->rbuf.len;

@@ -87,6 +87,7 @@ typedef struct ig_client {
     ig_hdr hdrs[IG_MAX_HEADERS];
     int nhdrs;
     size_t body_off, body_len;
+    size_t body_hint; /* Content-Length still to arrive: grow rbuf once for it */
     int err_status; /* set by a parser callback that refused the request */
     const char *err_msg;
     char rid[80];

@@ -451,7 +451,7 @@ static void pick_and_send(ig_client *c)
                                        IG_MAX_WORKERS)
               : 0;
     if (n == 0 && c->ntried == 0) {
-        if (f->has_model) {
+        if (f->has_model && r && r->n > 0) {
             char msg[IG_MODEL_MAX + 64];
             snprintf(msg, sizeof(msg), "model '%.*s' is not served by any worker",
                      (int)f->model_len, f->model);
