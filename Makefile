@@ -27,19 +27,23 @@ LLHTTP_OBJ = $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj
 all: $(BUILD)/infergate $(BUILD)/infergate-mockworker
 
 $(BUILD)/infergate: $(GW_OBJ) $(LLHTTP_OBJ)
-	$(CC) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/infergate-mockworker: $(MOCK_OBJ) $(LLHTTP_OBJ)
-	$(CC) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_IG) -MMD -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) $(CFLAGS_IG) -MMD -c -o $@ $<
 
 # llhttp is generated C that does not pass -Wextra -Werror: its own flags
 $(BUILD)/obj/llhttp/%.o: $(LLHTTP)/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -O2 -g -I$(LLHTTP_H) $(SANFLAGS) -c -o $@ $<
+	@echo "  CC      $<"
+	@$(CC) -O2 -g -I$(LLHTTP_H) $(SANFLAGS) -c -o $@ $<
 
 -include $(GW_OBJ:.o=.d) $(MOCK_OBJ:.o=.d)
 
@@ -60,7 +64,8 @@ test: setup
 # ---- tests ----
 $(BUILD)/tests/%: tests/unit/%.c $(CORE_SRC) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -lcmocka -ljansson -pthread $(SANFLAGS)
+	@echo "  CC      $@"
+	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -lcmocka -ljansson -pthread $(SANFLAGS)
 
 unit: $(UNIT_TESTS:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
