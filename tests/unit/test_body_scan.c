@@ -1,0 +1,134 @@
+/* ig_body_scan: top-level fields found in place, nested ones ignored, bad JSON refused. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../src/http/ig_body_scan.h"
+
+static int scan(const char *s, ig_body_fields *f)
+{
+    const char *err = NULL;
+    return ig_body_scan(s, strlen(s), f, &err);
+}
+
+static void finds_model_and_stream(void **state)
+{
+    ig_body_fields f;
+    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"model\":\"llama-3\",\"stream\":true}";
+    assert_int_equal(scan(body, &f), 0);
+    assert_true(f.has_model);
+    assert_int_equal(f.model_len, 7);
+    assert_memory_equal(f.model, "llama-3", 7);
+    /* no copy: the model points into the body */
+    assert_true(f.model > body && f.model < body + strlen(body));
+    assert_int_equal(f.stream, 1);
+    assert_int_equal(f.max_tokens, -1);
+}
+
+static void nested_model_is_not_top_level(void **state)
+{
+    ig_body_fields f;
+    assert_int_equal(scan("{\"extra\":{\"model\":\"inner\",\"stream\":true},\"x\":[\"model\",\"stream\"]}", &f), 0);
+    assert_false(f.has_model);
+    assert_int_equal(f.stream, 0);
+}
+
+static void stream_false_and_absent(void **state)
+{
+    ig_body_fields f;
+    assert_int_equal(scan("{\"stream\":false,\"model\":\"m\"}", &f), 0);
+    assert_int_equal(f.stream, 0);
+    assert_int_equal(scan("{}", &f), 0);
+    assert_false(f.has_model);
+    assert_int_equal(scan("  {  \"model\" : \"m\" , \"stream\" : true }  \n", &f), 0);
+    assert_int_equal(f.stream, 1);
+}
+
+static void last_duplicate_wins(void **state)
+{
+    ig_body_fields f;
+    assert_int_equal(scan("{\"model\":\"a\",\"model\":\"bb\"}", &f), 0);
+    assert_int_equal(f.model_len, 2);
+    assert_memory_equal(f.model, "bb", 2);
+}
+
+static void escaped_model_is_decoded(void **state)
+{
+    ig_body_fields f;
+    assert_int_equal(scan("{\"model\":\"org\\/m\\u0031\"}", &f), 0);
+    assert_int_equal(f.model_len, 6);
+    assert_memory_equal(f.model, "org/m1", 6);
+}
+
+static void strings_with_brackets_and_quotes(void **state)
+{
+    ig_body_fields f;
+    const char *body = "{\"prompt\":\"} ] { [ \\\" \\\\\",\"n\":[1,2.5e3,-3,{\"a\":null}],\"model\":\"m\"}";
+    assert_int_equal(scan(body, &f), 0);
+    assert_true(f.has_model);
+    assert_memory_equal(f.model, "m", 1);
+}
+
+static void max_tokens(void **state)
+{
+    ig_body_fields f;
+    assert_int_equal(scan("{\"max_tokens\":128}", &f), 0);
+    assert_int_equal(f.max_tokens, 128);
+    assert_int_equal(scan("{\"max_tokens\":99999999999999}", &f), 0);
+    assert_int_equal(f.max_tokens, -1);
+}
+
+static void malformed_is_einval(void **state)
+{
+    ig_body_fields f;
+    const char *bad[] = {"",           "[]",          "{",           "{\"model\"}",   "{\"a\":1,}",
+                         "{\"a\":tru}", "{\"a\":\"x}", "{} {}",       "{\"a\":[1,2}",  "{\"a\":{\"b\":1]}",
+                         "{'a':1}",    "{\"a\":\"\\q\"}", "{\"a\":-}", "nul",          "{\"a\" 1}",
+                         "{\"a\":\"\x01\"}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *err = NULL;
+        assert_int_equal(ig_body_scan(bad[i], strlen(bad[i]), &f, &err), -EINVAL);
+        assert_non_null(err);
+    }
+}
+
+static void deep_nesting_is_bounded(void **state)
+{
+    ig_body_fields f;
+    char buf[4000];
+    size_t n = 0;
+    buf[n++] = '{';
+    memcpy(buf + n, "\"a\":", 4);
+    n += 4;
+    for (int i = 0; i < 1000; i++)
+        buf[n++] = '[';
+    buf[n] = 0;
+    const char *err = NULL;
+    assert_int_equal(ig_body_scan(buf, n, &f, &err), -EINVAL);
+    assert_string_equal(err, "JSON nested too deeply");
+}
+
+static void long_model_name(void **state)
+{
+    ig_body_fields f;
+    char buf[600];
+    memset(buf, 'x', sizeof(buf));
+    memcpy(buf, "{\"model\":\"", 10);
+    memcpy(buf + sizeof(buf) - 3, "\"}", 3);
+    assert_int_equal(scan(buf, &f), -ENAMETOOLONG);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(finds_model_and_stream),  cmocka_unit_test(nested_model_is_not_top_level),
+        cmocka_unit_test(stream_false_and_absent), cmocka_unit_test(last_duplicate_wins),
+        cmocka_unit_test(escaped_model_is_decoded), cmocka_unit_test(strings_with_brackets_and_quotes),
+        cmocka_unit_test(max_tokens),              cmocka_unit_test(malformed_is_einval),
+        cmocka_unit_test(deep_nesting_is_bounded), cmocka_unit_test(long_model_name),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
