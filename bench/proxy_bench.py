@@ -17,6 +17,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.environ.get("IG_BUILD", os.path.join(ROOT, "build"))
+last_wrk_output = ""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LOAD_CORE, SERVER_CORE = "0", "1"
 BODY = '{"model":"mock-model","messages":[{"role":"user","content":"Hello, how are you?"}],"max_tokens":8}'
@@ -160,6 +161,8 @@ wrk.headers["Content-Type"] = "application/json"
 
 def to_ms(v):
     m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
+    if not m:
+        raise ValueError(f"unexpected wrk latency {v!r}")
     n, u = float(m.group(1)), m.group(2)
     return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[u]
 
@@ -169,7 +172,8 @@ def run_wrk(port, duration, conns, work):
     with open(lua, "w") as f:
         f.write(WRK_LUA)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
+    global last_wrk_output
+    out = last_wrk_output = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
                           "--latency", "-s", lua, url], capture_output=True, text=True).stdout
     res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
            "requests": int(re.search(r"(\d+) requests in", out).group(1)),
@@ -202,7 +206,10 @@ def main():
             run_wrk(port, 1, args.connections, work)  # warm-up: pools, JIT-free but caches
             pid = p.pid if p else backend.pid
             t0 = tree_cpu_ticks(pid)
-            r = run_wrk(port, args.duration, args.connections, work)
+            try:
+                r = run_wrk(port, args.duration, args.connections, work)
+            except (AttributeError, ValueError) as e:
+                raise SystemExit(f"{name}: cannot read wrk output ({e}):\n{last_wrk_output}")
             ticks = tree_cpu_ticks(pid) - t0
             r["name"] = name
             r["cpu_us_per_req"] = ticks * 1e6 / CLK_TCK / max(r["requests"], 1)

@@ -97,9 +97,17 @@ static int on_headers_complete(llhttp_t *p)
     /* the next read makes room for the whole body at once (never here: llhttp
      * is walking rbuf right now and a realloc would move it) */
     c->body_hint = (p->flags & F_CONTENT_LENGTH) ? (size_t)p->content_length : 0;
-    int e = ig_http_find(c->rbuf.data, c->hdrs, c->nhdrs, "expect");
-    if (e >= 0) {
-        const ig_hdr *h = &c->hdrs[e];
+    c->h_expect = c->h_request_id = c->h_authorization = -1;
+    for (int i = 0; i < c->nhdrs; i++) {
+        switch (ig_http_header_kind(c->rbuf.data + c->hdrs[i].name_off, c->hdrs[i].name_len)) {
+        case IG_H_EXPECT: c->h_expect = (short)i; break;
+        case IG_H_REQUEST_ID: c->h_request_id = (short)i; break;
+        case IG_H_AUTHORIZATION: c->h_authorization = (short)i; break;
+        default: break;
+        }
+    }
+    if (c->h_expect >= 0) {
+        const ig_hdr *h = &c->hdrs[c->h_expect];
         if (!ig_http_name_is(c->rbuf.data + h->value_off, h->value_len, "100-continue"))
             return refuse(c, 417, "only 'Expect: 100-continue' is supported");
         if (!c->http10) {
@@ -403,7 +411,7 @@ void ig_client_request_done(ig_client *c)
 
 static void make_request_id(ig_client *c)
 {
-    int i = ig_http_find(c->rbuf.data, c->hdrs, c->nhdrs, "x-request-id");
+    int i = c->head_done ? c->h_request_id : -1;
     if (i >= 0 && c->hdrs[i].value_len > 0 && c->hdrs[i].value_len < sizeof(c->rid)) {
         memcpy(c->rid, c->rbuf.data + c->hdrs[i].value_off, c->hdrs[i].value_len);
         c->rid_len = c->hdrs[i].value_len;
@@ -501,7 +509,7 @@ static int authorized(ig_client *c)
     const char *key = c->th->cfg->api_key;
     if (!key || !*key)
         return 1;
-    int i = ig_http_find(c->rbuf.data, c->hdrs, c->nhdrs, "authorization");
+    int i = c->h_authorization;
     if (i < 0)
         return 0;
     const char *v = c->rbuf.data + c->hdrs[i].value_off;

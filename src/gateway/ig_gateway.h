@@ -86,6 +86,8 @@ typedef struct ig_client {
     uint32_t url_off, url_len;
     ig_hdr hdrs[IG_MAX_HEADERS];
     int nhdrs;
+    /* indexes into hdrs found in one pass at the end of the head, -1 when absent */
+    short h_expect, h_request_id, h_authorization;
     size_t body_off, body_len;
     size_t body_hint; /* Content-Length still to arrive: grow rbuf once for it */
     int err_status; /* set by a parser callback that refused the request */

@@ -1,6 +1,8 @@
 #include "ig_http.h"
 
 #include <ctype.h>
+#include <errno.h>
+#include <strings.h>
 #include <string.h>
 
 int ig_http_name_is(const char *name, size_t len, const char *lower)
@@ -13,15 +15,46 @@ int ig_http_name_is(const char *name, size_t len, const char *lower)
     return lower[i] == '\0';
 }
 
+ig_hkind ig_http_header_kind(const char *n, size_t len)
+{
+#define IS(lit) (strncasecmp(n, lit, len) == 0)
+    switch (len) {
+    case 2:
+        return IS("te") ? IG_H_HOP : IG_H_OTHER;
+    case 4:
+        return IS("host") ? IG_H_HOST : IG_H_OTHER;
+    case 6:
+        return IS("expect") ? IG_H_EXPECT : IG_H_OTHER;
+    case 7:
+        return IS("trailer") || IS("upgrade") ? IG_H_HOP : IG_H_OTHER;
+    case 10:
+        if ((n[0] | 0x20) == 'c')
+            return IS("connection") ? IG_H_CONNECTION : IG_H_OTHER;
+        return IS("keep-alive") ? IG_H_HOP : IG_H_OTHER;
+    case 12:
+        return IS("x-request-id") ? IG_H_REQUEST_ID : IG_H_OTHER;
+    case 13:
+        return IS("authorization") ? IG_H_AUTHORIZATION : IG_H_OTHER;
+    case 14:
+        return IS("content-length") ? IG_H_CONTENT_LENGTH : IG_H_OTHER;
+    case 16:
+        return IS("proxy-connection") ? IG_H_HOP : IG_H_OTHER;
+    case 17:
+        return IS("transfer-encoding") ? IG_H_TRANSFER_ENCODING : IG_H_OTHER;
+    case 18:
+        return IS("proxy-authenticate") ? IG_H_HOP : IG_H_OTHER;
+    case 19:
+        return IS("proxy-authorization") ? IG_H_HOP : IG_H_OTHER;
+    default:
+        return IG_H_OTHER;
+    }
+#undef IS
+}
+
 int ig_http_is_hop_by_hop(const char *name, size_t len)
 {
-    static const char *const hop[] = {"connection", "keep-alive",        "proxy-connection",
-                                      "te",         "trailer",           "upgrade",
-                                      "transfer-encoding", "proxy-authenticate", "proxy-authorization"};
-    for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-        if (ig_http_name_is(name, len, hop[i]))
-            return 1;
-    return 0;
+    ig_hkind k = ig_http_header_kind(name, len);
+    return k == IG_H_HOP || k == IG_H_CONNECTION || k == IG_H_TRANSFER_ENCODING;
 }
 
 int ig_http_list_has(const char *v, size_t vlen, const char *token, size_t tlen)
@@ -63,20 +96,42 @@ static int named_by_connection(const char *base, const ig_hdr *hdrs, int n, cons
 
 int ig_http_copy_headers(ig_buf *out, const char *base, const ig_hdr *hdrs, int n, unsigned flags)
 {
-    int has_connection = ig_http_find(base, hdrs, n, "connection") >= 0;
+    /* one classification per header; the rare Connection token lists cost a second pass */
+    unsigned char kinds[IG_MAX_HEADERS];
+    int has_connection = 0;
+    if (n > IG_MAX_HEADERS)
+        return -E2BIG;
+    for (int i = 0; i < n; i++) {
+        kinds[i] = (unsigned char)ig_http_header_kind(base + hdrs[i].name_off, hdrs[i].name_len);
+        has_connection |= kinds[i] == IG_H_CONNECTION;
+    }
     for (int i = 0; i < n; i++) {
         const char *name = base + hdrs[i].name_off;
         size_t len = hdrs[i].name_len;
-        if (ig_http_is_hop_by_hop(name, len))
+        switch ((ig_hkind)kinds[i]) {
+        case IG_H_HOP:
+        case IG_H_CONNECTION:
+        case IG_H_TRANSFER_ENCODING:
             continue;
-        if ((flags & IG_COPY_DROP_HOST) && ig_http_name_is(name, len, "host"))
-            continue;
-        if ((flags & IG_COPY_DROP_LENGTH) && ig_http_name_is(name, len, "content-length"))
-            continue;
-        if ((flags & IG_COPY_DROP_EXPECT) && ig_http_name_is(name, len, "expect"))
-            continue;
-        if ((flags & IG_COPY_DROP_REQUEST_ID) && ig_http_name_is(name, len, "x-request-id"))
-            continue;
+        case IG_H_HOST:
+            if (flags & IG_COPY_DROP_HOST)
+                continue;
+            break;
+        case IG_H_CONTENT_LENGTH:
+            if (flags & IG_COPY_DROP_LENGTH)
+                continue;
+            break;
+        case IG_H_EXPECT:
+            if (flags & IG_COPY_DROP_EXPECT)
+                continue;
+            break;
+        case IG_H_REQUEST_ID:
+            if (flags & IG_COPY_DROP_REQUEST_ID)
+                continue;
+            break;
+        default:
+            break;
+        }
         if (has_connection && named_by_connection(base, hdrs, n, name, len))
             continue;
         int rc = ig_buf_reserve(out, len + hdrs[i].value_len + 4);

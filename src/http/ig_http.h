@@ -24,6 +24,22 @@ enum {
     IG_COPY_DROP_REQUEST_ID = 1u << 3,
 };
 
+/* What a header name means to a proxy; most names are IG_H_OTHER. */
+typedef enum ig_hkind {
+    IG_H_OTHER = 0,
+    IG_H_HOP,               /* hop-by-hop by definition (Keep-Alive, TE, Upgrade, ...) */
+    IG_H_CONNECTION,
+    IG_H_TRANSFER_ENCODING, /* hop-by-hop too */
+    IG_H_HOST,
+    IG_H_CONTENT_LENGTH,
+    IG_H_EXPECT,
+    IG_H_REQUEST_ID,
+    IG_H_AUTHORIZATION,
+} ig_hkind;
+
+/** Classify a header name with at most one string compare (switch on length first). */
+ig_hkind ig_http_header_kind(const char *name, size_t len);
+
 /** Case-insensitive compare of a header name slice with a lowercase literal. */
 int ig_http_name_is(const char *name, size_t len, const char *lower);
 
