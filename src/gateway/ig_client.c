@@ -194,10 +194,20 @@ static void arm_idle_timer(ig_client *c)
                    (uint64_t)(c->th->cfg->client_idle_timeout_secs * 1000.0), 0);
 }
 
+#define LINGER_MS 2000
+#define LINGER_MAX (1u << 20)
+
 static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     ig_client *c = h->data;
     (void)suggested;
+    if (c->lingering) {
+        /* discarding: any room will do */
+        if (!c->rbuf.data)
+            ig_buf_reserve(&c->rbuf, RBUF_MIN);
+        *buf = uv_buf_init(c->rbuf.data, (unsigned)c->rbuf.cap);
+        return;
+    }
     if (c->rbuf.cap - c->rbuf.len < 4096 && c->state == C_READING) {
         /* while a request is out, its head and body live in rbuf and a
          * realloc would move them under the upstream write: only grow now */
@@ -229,6 +239,11 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     ig_client *c = s->data;
     (void)buf;
+    if (c->lingering) {
+        if (nread < 0 || (c->lingered += (size_t)nread) > LINGER_MAX)
+            ig_client_close(c);
+        return;
+    }
     if (nread == UV_ENOBUFS) {
         if (c->state == C_READING) {
             /* rbuf at its hard cap inside one request head or body */
@@ -369,10 +384,37 @@ int ig_client_wants_pause(ig_client *c)
 
 /* ---- request completion, keep-alive and pipelining ---- */
 
+static void linger_timeout_cb(uv_timer_t *t)
+{
+    ig_client_close(t->data);
+}
+
+/* We answered before the request ended (413, 431, 400). Closing with unread
+ * input would send a RST that can destroy the answer in flight, so half-close,
+ * read and discard for a while, then close (what nginx calls lingering close). */
+static void client_linger(ig_client *c)
+{
+    c->lingering = 1;
+    c->lingered = 0;
+    c->rbuf.len = c->parsed = 0;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) != 0) {
+        ig_client_close(c);
+        return;
+    }
+    if (c->read_paused) {
+        c->read_paused = 0;
+        uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+    }
+    uv_timer_start(&c->timer, linger_timeout_cb, LINGER_MS, 0);
+}
+
 static void next_request(ig_client *c)
 {
     if (c->close_after || !c->keep_alive || c->th->draining) {
-        ig_client_close(c);
+        if (c->in_message && !c->th->draining)
+            client_linger(c);
+        else
+            ig_client_close(c);
         return;
     }
     size_t left = c->rbuf.len - c->parsed;

@@ -72,14 +72,16 @@ struct ig_upconn;
 typedef struct ig_client {
     uv_tcp_t tcp;
     uv_timer_t timer; /* idle timeout between requests, request timeout during one */
+    uv_shutdown_t shutdown_req;
     ig_thread *th;
     ig_list link;
     llhttp_t parser;
+    size_t lingered; /* bytes discarded after an error answered before the request ended */
     ig_client_state state;
     int handles_open;
     unsigned closing : 1, read_paused : 1, in_parse : 1, keep_alive : 1, close_after : 1,
         http10 : 1, head_done : 1, in_value : 1, resp_started : 1, dechunk : 1, resent : 1,
-        chunked : 1, in_message : 1, have_rid : 1, last_timeout : 1;
+        chunked : 1, in_message : 1, have_rid : 1, last_timeout : 1, lingering : 1;
     /* the request being read: slices of rbuf by offset */
     ig_buf rbuf;
     size_t parsed, msg_start;

@@ -92,6 +92,17 @@ def test_body_over_max_payload_is_413(procs):
     assert w.stats()["completed"] == 1
 
 
+def test_413_survives_a_big_unread_body(procs):
+    """The 413 goes out before the body is read; lingering close keeps a RST
+    from destroying it while the client is still sending."""
+    gw = procs.gateway([procs.worker()], "--max-payload-size", "1000")
+    for _ in range(3):
+        r = requests.post(gw.base + "/v1/chat/completions", data=b"x" * (4 << 20),
+                          headers={"content-type": "application/json"})
+        assert_error(r, 413, "payload_too_large")
+        assert r.headers["connection"] == "close"
+
+
 def test_large_body_within_limit_passes(procs):
     w = procs.worker()
     gw = procs.gateway([w])
