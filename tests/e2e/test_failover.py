@@ -65,3 +65,38 @@ def test_models_route_to_the_workers_that_serve_them(procs):
         assert sorted(m["id"] for m in c.get("/v1/models").json()["data"]) == ["model-a", "model-b"]
         r = c.post("/v1/chat/completions", json={"model": "model-c"})
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+def _blackhole():
+    """A loopback listener that never accepts, its backlog full: connects hang."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(0)
+    fillers = []
+    for _ in range(4):
+        f = socket.socket()
+        f.setblocking(False)
+        f.connect_ex(s.getsockname())
+        fillers.append(f)
+    return s, fillers
+
+
+def test_connect_timeout_moves_on_then_504(procs):
+    hole, fillers = _blackhole()
+    try:
+        url = "http://127.0.0.1:%d" % hole.getsockname()[1]
+        w = procs.worker(worker_id="w1")
+        gw = procs.gateway([url, w], "--connect-timeout-secs", "0.3", "--discovery-timeout-secs", "0.3",
+                           "--policy", "round_robin")
+        with httpx.Client(base_url=gw.base, timeout=10) as c:
+            for _ in range(4):
+                r = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
+                assert r.status_code == 200 and r.json()["worker_id"] == "w1"
+        gw2 = procs.gateway([url], "--connect-timeout-secs", "0.3", "--discovery-timeout-secs", "0.3")
+        r = httpx.post(gw2.base + "/v1/chat/completions", json=chat_body(), timeout=10)
+        assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_connect_timeout"
+    finally:
+        for f in fillers:
+            f.close()
+        hole.close()

@@ -80,3 +80,48 @@ def test_worker_reset_on_fresh_connection_is_502_not_retried(procs):
         assert err["code"] == "worker_failed" and err["type"] == "upstream_error"
         # the client connection stays usable
         assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+
+
+def _wait(pred, timeout=10):
+    import time
+    end = time.time() + timeout
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_idle_pooled_connections_are_closed_after_the_idle_timeout(procs):
+    w = procs.worker(worker_id="w1")
+    gw = procs.gateway([w], "--upstream-idle-timeout-secs", "0.5", threads=1)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        for _ in range(5):
+            assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+        # one pooled connection plus this /stats connection
+        assert w.stats()["open_connections"] == 2
+        assert _wait(lambda: w.stats()["open_connections"] == 1)
+        # the next request simply connects again
+        assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+
+
+def test_connections_older_than_max_age_are_retired(procs):
+    import time
+    w = procs.worker(worker_id="w1")
+    gw = procs.gateway([w], "--upstream-max-conn-age-secs", "0.3", threads=1)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        for _ in range(4):
+            assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+            time.sleep(0.4)
+    # each request found its pooled connection too old: 4 connections, +discovery +/stats
+    assert w.stats()["connections"] == 6
+
+
+def test_worker_gone_while_pooled_is_a_clean_502(procs):
+    w = procs.worker(worker_id="w1")
+    gw = procs.gateway([w], threads=1)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+        w.stop()
+        r = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
+        assert r.status_code == 502  # nothing listens any more: a clean error, not a hang

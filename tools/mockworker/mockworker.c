@@ -28,6 +28,7 @@
 typedef struct proc_stats {
     atomic_int pid;
     atomic_ulong connections, requests, completed, aborted;
+    atomic_long open; /* connections open right now */
 } proc_stats;
 
 typedef struct shared_stats {
@@ -109,6 +110,7 @@ static void conn_close(conn *c)
     if (c->closing)
         return;
     c->closing = 1;
+    atomic_fetch_sub(&me->open, 1);
     if (c->busy) {
         atomic_fetch_add(&me->aborted, 1);
         c->busy = 0;
@@ -370,16 +372,19 @@ static void send_stats(conn *c)
     ig_buf b;
     ig_buf_init(&b, 1 << 20);
     unsigned long conns = 0, reqs = 0, done = 0, ab = 0;
+    long open_now = 0;
     for (int i = 0; i < opt.processes; i++) {
+        open_now += stats->procs[i].open;
         conns += stats->procs[i].connections;
         reqs += stats->procs[i].requests;
         done += stats->procs[i].completed;
         ab += stats->procs[i].aborted;
     }
     bprintf(&b,
-            "{\"worker_id\":\"%s\",\"connections\":%lu,\"requests\":%lu,\"completed\":%lu,"
-            "\"aborted\":%lu,\"inflight\":%d,\"max_inflight_seen\":%d,\"rejected\":%lu,\"processes\":[",
-            opt.worker_id, conns, reqs, done, ab, atomic_load(&stats->inflight),
+            "{\"worker_id\":\"%s\",\"connections\":%lu,\"open_connections\":%ld,\"requests\":%lu,"
+            "\"completed\":%lu,\"aborted\":%lu,\"inflight\":%d,\"max_inflight_seen\":%d,\"rejected\":%lu,"
+            "\"processes\":[",
+            opt.worker_id, conns, open_now, reqs, done, ab, atomic_load(&stats->inflight),
             atomic_load(&stats->max_inflight_seen), atomic_load(&stats->rejected));
     for (int i = 0; i < opt.processes; i++)
         bprintf(&b, "%s{\"pid\":%d,\"connections\":%lu,\"requests\":%lu,\"aborted\":%lu}", i ? "," : "",
@@ -689,6 +694,7 @@ static void on_conn(uv_stream_t *server, int status)
         return;
     }
     atomic_fetch_add(&me->connections, 1);
+    atomic_fetch_add(&me->open, 1);
     uv_tcp_nodelay(&c->tcp, 1);
     uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
 }
