@@ -133,3 +133,13 @@ def sse_events(lines):
         if line.startswith("data: "):
             out.append(line[6:])
     return out
+
+
+def wait_for(pred, timeout=10):
+    """Poll until pred() is true (behaviour, not timing: the bound only stops a hang)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False

@@ -6,16 +6,7 @@ import time
 
 import httpx
 
-from conftest import chat_body, sse_events
-
-
-def wait_for(pred, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
+from conftest import chat_body, sse_events, wait_for
 
 
 def test_client_abort_mid_stream_reaches_the_worker(procs):

@@ -3,7 +3,7 @@ import concurrent.futures
 
 import httpx
 
-from conftest import chat_body
+from conftest import chat_body, wait_for
 
 
 def test_1000_requests_over_few_upstream_connections(procs):
@@ -82,16 +82,6 @@ def test_worker_reset_on_fresh_connection_is_502_not_retried(procs):
         assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
 
 
-def _wait(pred, timeout=10):
-    import time
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_idle_pooled_connections_are_closed_after_the_idle_timeout(procs):
     w = procs.worker(worker_id="w1")
     gw = procs.gateway([w], "--upstream-idle-timeout-secs", "0.5", threads=1)
@@ -100,7 +90,7 @@ def test_idle_pooled_connections_are_closed_after_the_idle_timeout(procs):
             assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
         # one pooled connection plus this /stats connection
         assert w.stats()["open_connections"] == 2
-        assert _wait(lambda: w.stats()["open_connections"] == 1)
+        assert wait_for(lambda: w.stats()["open_connections"] == 1)
         # the next request simply connects again
         assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
 
