@@ -388,7 +388,27 @@ static void send_request(ig_upconn *up)
     }
     uv_buf_t bufs[2] = {uv_buf_init(c->uhead.data, (unsigned)c->uhead.len),
                         uv_buf_init(c->rbuf.data + c->body_off, (unsigned)c->body_len)};
-    int rc = uv_write(&up->wreq, (uv_stream_t *)&up->tcp, bufs, c->body_len ? 2 : 1, up_write_cb);
+    unsigned n = c->body_len ? 2 : 1;
+    /* try first: a uv_write that completes still costs libuv an epoll_ctl
+     * when it drains, one syscall per request for nothing */
+    int rc = uv_try_write((uv_stream_t *)&up->tcp, bufs, n);
+    if (rc == UV_EAGAIN)
+        rc = 0;
+    if (rc < 0) {
+        exchange_failed(up, rc);
+        return;
+    }
+    size_t done = (size_t)rc;
+    if (done == c->uhead.len + c->body_len)
+        return;
+    unsigned first = 0;
+    if (done >= bufs[0].len) {
+        done -= bufs[0].len;
+        first = 1;
+    }
+    bufs[first].base += done;
+    bufs[first].len -= done;
+    rc = uv_write(&up->wreq, (uv_stream_t *)&up->tcp, bufs + first, n - first, up_write_cb);
     if (rc)
         exchange_failed(up, rc);
 }
