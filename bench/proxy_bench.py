@@ -138,6 +138,10 @@ http {{
 http://127.0.0.1:{port} {{
     reverse_proxy {up} {{
         flush_interval -1
+        transport http {{
+            keepalive_idle_conns 256
+            keepalive_idle_conns_per_host 256
+        }}
     }}
 }}
 """)
