@@ -227,6 +227,29 @@ def main():
     write(results, args)
 
 
+def plot(results):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib missing: no plot")
+        return
+    proxies = [r for r in results if r["name"] != "direct"]
+    names = [r["name"] for r in proxies]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    colors = ["#2a7" if n == "infergate" else "#888" for n in names]
+    a.bar(names, [r["rps"] for r in proxies], color=colors)
+    a.set_title("requests/s (higher is better)")
+    b.bar(names, [r["cpu_us_per_req"] for r in proxies], color=colors)
+    b.set_title("proxy CPU µs per request (lower is better)")
+    b.set_yscale("log")
+    for ax in (a, b):
+        ax.tick_params(axis="x", rotation=25)
+    fig.tight_layout()
+    fig.savefig(os.path.join(ROOT, "bench", "results", "proxy.png"), dpi=110)
+
+
 def write(results, args):
     ref = next((r for r in results if r["name"] == "haproxy"), None)
     lines = ["| target | requests/s | vs HAProxy | p50 ms | p99 ms | proxy CPU µs/request | CPU vs HAProxy | errors |",
@@ -247,6 +270,7 @@ def write(results, args):
         f.write(f"# Proxy overhead\n\n{meta}\n\n{table}\n")
     with open(os.path.join(ROOT, "bench", "results", "proxy.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=2)
+    plot(results)
     readme = os.path.join(ROOT, "README.md")
     with open(readme) as f:
         text = f.read()

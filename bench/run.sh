@@ -3,7 +3,7 @@
 # runs every benchmark; results land in bench/results/ and the README.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-IG_EXTRA_PKGS="wrk haproxy nginx-light caddy util-linux" ./scripts/setup.sh
+IG_EXTRA_PKGS="wrk haproxy nginx-light caddy util-linux python3-matplotlib" ./scripts/setup.sh
 # the distribution's services must not hold ports or CPU during the run
 for s in nginx haproxy caddy; do
     command -v systemctl >/dev/null 2>&1 && systemctl stop "$s" 2>/dev/null || true
