@@ -104,7 +104,7 @@ def test_requests_all_endpoints(procs):
         assert s.get(gw.base + p).status_code == 200
 
 
-def test_curl_no_buffer_stream(procs):
+def test_curl_stream_and_plain(procs):
     w = procs.worker(worker_id="w1")
     gw = procs.gateway([w])
     out = subprocess.run(
@@ -115,6 +115,14 @@ def test_curl_no_buffer_stream(procs):
     assert out.returncode == 0, out.stderr
     events = sse_events(out.stdout.splitlines())
     assert events[-1] == "[DONE]" and len(events) == 22
+    out = subprocess.run(
+        ["curl", "-sS", "--fail-with-body", "-D", "-", gw.base + "/v1/chat/completions",
+         "-H", "content-type: application/json", "-d", json.dumps(chat_body(max_tokens=3))],
+        capture_output=True, text=True, timeout=20)
+    assert out.returncode == 0, out.stderr
+    head, _, body = out.stdout.partition("\n\n")  # text mode turned CRLF into LF
+    assert "x-request-id:" in head.lower()
+    assert json.loads(body)["choices"][0]["message"]["content"] == "tok0 tok1 tok2 "
 
 
 def test_openai_node_sdk(procs):

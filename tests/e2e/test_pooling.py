@@ -115,3 +115,28 @@ def test_worker_gone_while_pooled_is_a_clean_502(procs):
         w.stop()
         r = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
         assert r.status_code == 502  # nothing listens any more: a clean error, not a hang
+
+
+def test_mock_processes_share_one_socket_and_report_pids(procs):
+    """--processes K: K processes race in accept() on one socket; /stats and
+    every answer name the serving process, so later issues can measure spread."""
+    w = procs.worker("--processes", "4", worker_id="w1")
+    gw = procs.gateway([w], "--upstream-max-requests-per-conn", "1")
+
+    def run(_):
+        with httpx.Client(base_url=gw.base, timeout=10) as c:
+            out = []
+            for _ in range(25):
+                r = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
+                assert r.status_code == 200
+                assert r.headers["x-worker-pid"] == str(r.json()["worker_pid"])
+                out.append(r.json()["worker_pid"])
+            return out
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        pids = [p for chunk in ex.map(run, range(8)) for p in chunk]
+    st = w.stats()
+    assert len(st["processes"]) == 4
+    assert {p["pid"] for p in st["processes"]} >= set(pids)
+    assert len(set(pids)) >= 2
+    assert sum(p["requests"] for p in st["processes"]) >= 200
