@@ -469,9 +469,9 @@ static void make_request_id(ig_client *c)
 void ig_client_error(ig_client *c, int status, const char *type, const char *code, const char *msg)
 {
     ig_info("%.*s -> %d %s", (int)c->rid_len, c->rid, status, msg);
-    int fatal = status == 400 || status == 413 || status == 431 || status == 417;
-    if (fatal || c->state == C_READING) {
-        /* framing may be lost: answer, then close */
+    if (c->state == C_READING) {
+        /* refused while the request was still being read: its framing
+         * cannot be trusted, so answer, then close */
         c->close_after = 1;
         if (!c->rid_len)
             make_request_id(c);
