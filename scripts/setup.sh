@@ -26,5 +26,8 @@ fi
 # the OpenAI Node SDK the end-to-end tests drive (pinned in package-lock.json)
 if [ ! -d tests/node/node_modules/openai ]; then
     echo "setup: npm install (tests/node)"
+    # trust the system store (it holds any site CA, e.g. of a TLS-inspecting proxy)
+    ca=/etc/ssl/certs/ca-certificates.crt
+    [ -f "$ca" ] && [ -z "${npm_config_cafile:-}" ] && export npm_config_cafile=$ca
     (cd tests/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
