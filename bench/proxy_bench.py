@@ -203,10 +203,11 @@ def main():
                                 "--port", "0", "--worker-id", "bench", "--tokens", "8"],
                                stdout=subprocess.PIPE, text=True, start_new_session=True)
     bport = int(backend.stdout.readline().split("=")[1])
-    results = []
+    results, running = [], []
     try:
         for name in names:
             p, port = (None, bport) if name == "direct" else start_contender(name, bport, work)
+            running.append(p)
             run_wrk(port, 1, args.connections, work)  # warm-up: pools, JIT-free but caches
             pid = p.pid if p else backend.pid
             t0 = tree_cpu_ticks(pid)
@@ -222,6 +223,8 @@ def main():
                   f"  cpu {r['cpu_us_per_req']:.1f} us/req  errors {r['errors']}", flush=True)
             stop(p)
     finally:
+        for p in running:
+            stop(p)
         stop(backend)
         shutil.rmtree(work, ignore_errors=True)
     write(results, args)
