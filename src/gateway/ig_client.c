@@ -376,7 +376,6 @@ int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *ho
     return 0;
 }
 
-int ig_client_wants_pause(ig_client *c);
 int ig_client_wants_pause(ig_client *c)
 {
     return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > IG_CLIENT_WQ_HIGH;

@@ -153,6 +153,8 @@ int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *ho
 /** The response is fully queued: flush, then read the next request or close. */
 void ig_client_request_done(ig_client *c);
 void ig_client_close(ig_client *c);
+/** 1 when so much is queued to the client that the worker should stop being read. */
+int ig_client_wants_pause(ig_client *c);
 /** Answer with an OpenAI-shaped JSON error and finish the request. */
 void ig_client_error(ig_client *c, int status, const char *type, const char *code, const char *msg);
 void ig_client_drain(ig_thread *th);
@@ -171,5 +173,6 @@ void ig_upstream_release(ig_upconn *up, int reusable);
 void ig_upstream_close(ig_upconn *up);
 void ig_upstream_sweep(ig_thread *th);
 void ig_upstream_close_all(ig_thread *th);
+/* in ig_proxy.c: the read side belongs to the exchange */
 void ig_upstream_start_reading(ig_upconn *up);
 #endif

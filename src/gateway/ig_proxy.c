@@ -8,8 +8,6 @@
 #include "../core/ig_log.h"
 #include "ig_gateway.h"
 
-int ig_client_wants_pause(ig_client *c);
-
 typedef struct outv {
     uv_buf_t b[8];
     unsigned n;

@@ -75,14 +75,6 @@ int ig_http_list_has(const char *v, size_t vlen, const char *token, size_t tlen)
     return 0;
 }
 
-int ig_http_find(const char *base, const ig_hdr *hdrs, int n, const char *lower)
-{
-    for (int i = 0; i < n; i++)
-        if (ig_http_name_is(base + hdrs[i].name_off, hdrs[i].name_len, lower))
-            return i;
-    return -1;
-}
-
 /* A header named in any Connection header's token list is hop-by-hop too. */
 static int named_by_connection(const char *base, const ig_hdr *hdrs, int n, const char *name,
                                size_t len)

@@ -56,9 +56,6 @@ int ig_http_list_has(const char *value, size_t vlen, const char *token, size_t t
  */
 int ig_http_copy_headers(ig_buf *out, const char *base, const ig_hdr *hdrs, int n, unsigned flags);
 
-/** Index of the first header called lower, or -1. */
-int ig_http_find(const char *base, const ig_hdr *hdrs, int n, const char *lower);
-
 /** Canonical reason phrase for a status code ("" when unknown). */
 const char *ig_http_reason(int status);
 
