@@ -41,7 +41,7 @@ uint32_t ig_policy_rand(ig_policy_state *st, uint32_t n)
 
 static int load(ig_worker *const w)
 {
-    return atomic_load_explicit(&w->inflight, memory_order_relaxed);
+    return (int)ig_worker_inflight(w);
 }
 
 int ig_policy_pick(ig_policy_kind k, ig_policy_state *st, ig_worker *const *cand, int n)

@@ -12,7 +12,7 @@
 
 #define IG_VERSION "0.1.0"
 
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO } opt_type;
 
 typedef struct opt {
     const char *name;
@@ -39,7 +39,20 @@ static const opt opts[] = {
     {"upstream-max-conn-age-secs", T_SECS, OFF(upstream_max_conn_age_secs), "retire upstream connections this old (0: unlimited)"},
     {"client-idle-timeout-secs", T_SECS, OFF(client_idle_timeout_secs), "close idle client keep-alive connections (default 300)"},
     {"drain-timeout-secs", T_SECS, OFF(drain_timeout_secs), "on SIGTERM, wait this long for streams (default 30)"},
-    {"log-level", T_LOGLEVEL, OFF(log_level), "error | warn | info (default) | debug"},
+    {"log-level", T_LOGLEVEL, OFF(log_level), "error | warn | info (default: access log) | debug"},
+    {"admin-api-key", T_STR, OFF(admin_api_key), "require 'Authorization: Bearer KEY' on admin endpoints (unset: loopback only)"},
+    {"worker-max-inflight", T_U32, OFF(worker_max_inflight), "per-worker in-flight cap for --worker-urls (0: unlimited)"},
+    {"health-check-interval-secs", T_SECS, OFF(health_check_interval_secs), "active health checks, all workers at once (default 10; 0: off)"},
+    {"health-check-timeout-secs", T_SECS, OFF(health_check_timeout_secs), "limit for one check (default 5)"},
+    {"health-failure-threshold", T_U32, OFF(health_failure_threshold), "failed checks before unhealthy (default 3)"},
+    {"health-success-threshold", T_U32, OFF(health_success_threshold), "passed checks before healthy again (default 2)"},
+    {"health-check-endpoint", T_PATH, OFF(health_check_endpoint), "path checked (default /health)"},
+    {"cb-failure-threshold", T_U32, OFF(cb_failure_threshold), "consecutive failures that open a worker's circuit (default 10)"},
+    {"cb-success-threshold", T_U32, OFF(cb_success_threshold), "half-open successes that close it (default 3)"},
+    {"cb-timeout-duration-secs", T_SECS, OFF(cb_timeout_duration_secs), "open circuit cool-down before a probe (default 30)"},
+    {"disable-circuit-breaker", T_BOOL, OFF(disable_circuit_breaker), "never open circuits"},
+    {"retry-max-retries", T_U32, OFF(retry_max_retries), "other workers tried after a safe failure (default 2)"},
+    {"retry-budget-ratio", T_RATIO, OFF(retry_budget_ratio), "retries in flight at most this share of requests in flight (default 0.2)"},
 };
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -60,6 +73,16 @@ void ig_config_defaults(ig_config *cfg)
     cfg->client_idle_timeout_secs = 300;
     cfg->drain_timeout_secs = 30;
     cfg->log_level = IG_LOG_INFO;
+    cfg->health_check_interval_secs = 10;
+    cfg->health_check_timeout_secs = 5;
+    cfg->health_failure_threshold = 3;
+    cfg->health_success_threshold = 2;
+    snprintf(cfg->health_check_endpoint, sizeof(cfg->health_check_endpoint), "/health");
+    cfg->cb_failure_threshold = 10;
+    cfg->cb_success_threshold = 3;
+    cfg->cb_timeout_duration_secs = 30;
+    cfg->retry_max_retries = 2;
+    cfg->retry_budget_ratio = 0.2;
 }
 
 void ig_config_usage(const char *prog)
@@ -161,6 +184,26 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
         return 0;
     case T_URLS:
         return add_url(cfg, val);
+    case T_BOOL:
+        if (strcmp(val, "true") == 0 || strcmp(val, "1") == 0)
+            *(int *)field = 1;
+        else if (strcmp(val, "false") == 0 || strcmp(val, "0") == 0)
+            *(int *)field = 0;
+        else
+            return errf(err, errlen, "--%s: expected true or false", o->name);
+        return 0;
+    case T_PATH:
+        if (val[0] != '/' || strlen(val) >= 256 || strpbrk(val, " \r\n"))
+            return errf(err, errlen, "--%s: expected a path starting with /", o->name);
+        snprintf((char *)field, 256, "%s", val);
+        return 0;
+    case T_RATIO: {
+        double v = strtod(val, &end);
+        if (*end || end == val || !(v >= 0) || v > 1)
+            return errf(err, errlen, "--%s: expected a number from 0 to 1", o->name);
+        *(double *)field = v;
+        return 0;
+    }
     }
     return 0;
 }
@@ -207,6 +250,8 @@ static int load_file(ig_config *cfg, const char *path, char *err, size_t errlen)
             snprintf(tmp, sizeof(tmp), "%lld", (long long)json_integer_value(val));
         else if (json_is_real(val))
             snprintf(tmp, sizeof(tmp), "%.17g", json_real_value(val));
+        else if (json_is_boolean(val))
+            snprintf(tmp, sizeof(tmp), "%s", json_is_true(val) ? "true" : "false");
         else {
             rc = errf(err, errlen, "--config %s: '%s' must be a string or a number", path, key);
             goto done;
@@ -267,6 +312,8 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
                 return errf(err, errlen, "--worker-urls needs at least one URL");
             continue;
         }
+        if (!val && o->type == T_BOOL)
+            val = "true";
         if (!val) {
             if (i + 1 >= argc)
                 return errf(err, errlen, "--%s needs a value", name);
@@ -285,6 +332,8 @@ void ig_config_free(ig_config *cfg)
         free(cfg->worker_urls[i]);
     free(cfg->worker_urls);
     free(cfg->api_key);
+    free(cfg->admin_api_key);
     cfg->worker_urls = NULL;
     cfg->api_key = NULL;
+    cfg->admin_api_key = NULL;
 }

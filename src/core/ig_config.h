@@ -25,6 +25,19 @@ typedef struct ig_config {
     double client_idle_timeout_secs;
     double drain_timeout_secs;
     int log_level;
+    char *admin_api_key;
+    uint32_t worker_max_inflight;
+    double health_check_interval_secs; /* 0: no active checks */
+    double health_check_timeout_secs;
+    uint32_t health_failure_threshold;
+    uint32_t health_success_threshold;
+    char health_check_endpoint[256];
+    uint32_t cb_failure_threshold;
+    uint32_t cb_success_threshold;
+    double cb_timeout_duration_secs;
+    int disable_circuit_breaker;
+    uint32_t retry_max_retries;
+    double retry_budget_ratio;
 } ig_config;
 
 /** Defaults for every setting. */

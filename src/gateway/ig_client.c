@@ -4,11 +4,14 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/ig_log.h"
+#include "ig_admin.h"
 #include "ig_gateway.h"
 
 #define RBUF_MIN (16 * 1024)
@@ -167,13 +170,21 @@ static void client_free_cb(uv_handle_t *h)
     ig_thread_client_closed(th);
 }
 
+static void finish_request(ig_client *c, int aborted);
+
 void ig_client_close(ig_client *c)
 {
     if (c->closing)
         return;
     c->closing = 1;
-    if (c->state == C_DISPATCHED)
+    if (c->admin_msg) {
+        c->admin_msg->c = NULL; /* the answer will find nobody and be dropped */
+        c->admin_msg = NULL;
+    }
+    if (c->state == C_DISPATCHED) {
         ig_proxy_abort(c);
+        finish_request(c, 1);
+    }
     ig_list_remove(&c->link);
     uv_close((uv_handle_t *)&c->tcp, client_free_cb);
     uv_close((uv_handle_t *)&c->timer, client_free_cb);
@@ -284,7 +295,7 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
     ig_list_push_front(&th->clients, &c->link);
     th->nclients++;
     ig_buf_init(&c->rbuf, (size_t)th->cfg->max_header_size + th->cfg->max_payload_size + RBUF_MIN);
-    ig_buf_init(&c->obuf, 1 << 20);
+    ig_buf_init(&c->obuf, 32u << 20);
     ig_buf_init(&c->uhead, (size_t)th->cfg->max_header_size + 4096);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
     c->parser.data = c;
@@ -293,6 +304,7 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
+    ig_count(&th->stats.client_conns, 1);
     arm_idle_timer(c);
     uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
 }
@@ -335,6 +347,7 @@ int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *ho
         total += bufs[i].len;
     if (!total)
         return 0;
+    c->bytes_out += total;
     ssize_t done = 0;
     if (c->pending_writes == 0) {
         done = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
@@ -442,8 +455,29 @@ static void next_request(ig_client *c)
         client_parse(c);
 }
 
+/* The request is over: metrics, the access log, the gateway's in-flight count. */
+static void finish_request(ig_client *c, int aborted)
+{
+    ig_thread *th = c->th;
+    uint64_t now = uv_hrtime();
+    uint64_t dur_us = (now - c->start_ns) / 1000;
+    int status = aborted ? 499 : c->status; /* nginx's code for "client closed request" */
+    ig_proxy_finish(c);
+    ig_count(&th->stats.requests[c->route][ig_status_index(status)], 1);
+    ig_hist_observe(&th->stats.duration[c->route], dur_us);
+    if (c->first_byte_ns)
+        ig_hist_observe(&th->stats.ttfb[c->route], (c->first_byte_ns - c->start_ns) / 1000);
+    ig_count(&th->stats.bytes_out, c->bytes_out);
+    if (aborted)
+        ig_count(&th->stats.client_aborts, 1);
+    if (ig_log_level >= IG_LOG_INFO)
+        ig_thread_access_log(th, c, status, dur_us);
+}
+
 void ig_client_request_done(ig_client *c)
 {
+    if (c->state == C_DISPATCHED)
+        finish_request(c, 0);
     c->state = C_FLUSHING;
     uv_timer_stop(&c->timer);
     if (c->pending_writes == 0)
@@ -487,17 +521,20 @@ void ig_client_error(ig_client *c, int status, const char *type, const char *cod
         ig_client_request_done(c);
 }
 
-static void respond_json(ig_client *c, int status, const char *body, size_t len)
+static void respond_body(ig_client *c, int status, const char *ctype, const char *body, size_t len)
 {
     ig_buf *o = &c->obuf;
     int close_conn = !c->keep_alive || c->th->draining;
     o->len = 0;
     c->status = status;
-    int rc = ig_buf_puts(o, "HTTP/1.1 ");
+    int rc = ig_buf_reserve(o, len + 256);
+    rc = rc ? rc : ig_buf_puts(o, "HTTP/1.1 ");
     rc = rc ? rc : ig_buf_putu(o, (uint64_t)status);
     rc = rc ? rc : ig_buf_puts(o, " ");
     rc = rc ? rc : ig_buf_puts(o, ig_http_reason(status));
-    rc = rc ? rc : ig_buf_puts(o, "\r\ncontent-type: application/json\r\ncontent-length: ");
+    rc = rc ? rc : ig_buf_puts(o, "\r\ncontent-type: ");
+    rc = rc ? rc : ig_buf_puts(o, ctype);
+    rc = rc ? rc : ig_buf_puts(o, "\r\ncontent-length: ");
     rc = rc ? rc : ig_buf_putu(o, len);
     rc = rc ? rc : ig_buf_puts(o, "\r\nx-request-id: ");
     rc = rc ? rc : ig_buf_append(o, c->rid, c->rid_len);
@@ -513,54 +550,126 @@ static void respond_json(ig_client *c, int status, const char *body, size_t len)
         ig_client_request_done(c);
 }
 
+static void respond_json(ig_client *c, int status, const char *body, size_t len)
+{
+    respond_body(c, status, "application/json", body, len);
+}
+
 static void respond_models(ig_client *c)
 {
-    const ig_registry *r = ig_registry_get();
-    char tmp[16384];
-    ig_buf b = {tmp, 0, sizeof(tmp), sizeof(tmp)};
+    const ig_snapshot *snap = ig_snapshot_get();
+    ig_buf b;
+    ig_buf_init(&b, 4u << 20);
     int rc = ig_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
-    int first = 1;
-    for (int i = 0; r && i < r->n && !rc; i++) {
-        const ig_worker *w = r->workers[i];
-        for (int m = 0; m < w->n_models && !rc; m++) {
-            int dup = 0; /* several workers serve one model: list it once */
-            for (int j = 0; j < i && !dup; j++)
-                dup = ig_worker_serves(r->workers[j], w->models[m], strlen(w->models[m])) &&
-                      !r->workers[j]->any_model;
-            for (int k = 0; k < m && !dup; k++)
-                dup = strcmp(w->models[k], w->models[m]) == 0;
-            if (dup)
-                continue;
-            rc = ig_buf_puts(&b, first ? "{\"id\":" : ",{\"id\":");
-            rc = rc ? rc : ig_json_append_string(&b, w->models[m], strlen(w->models[m]));
-            rc = rc ? rc : ig_buf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"infergate\"}");
-            first = 0;
-        }
+    for (int m = 0; m < snap->n_models && !rc; m++) {
+        rc = ig_buf_puts(&b, m ? ",{\"id\":" : "{\"id\":");
+        rc = rc ? rc : ig_json_append_string(&b, snap->models[m].name, snap->models[m].len);
+        rc = rc ? rc : ig_buf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"infergate\",\"workers\":");
+        rc = rc ? rc : ig_buf_putu(&b, (uint64_t)snap->models[m].n);
+        rc = rc ? rc : ig_buf_puts(&b, "}");
     }
     rc = rc ? rc : ig_buf_puts(&b, "]}\n");
-    if (rc) {
+    if (rc)
         ig_client_error(c, 500, "server_error", "internal_error", "model list too large");
-        return;
-    }
-    respond_json(c, 200, b.data, b.len);
+    else
+        respond_json(c, 200, b.data, b.len);
+    ig_buf_free(&b);
+}
+
+static void respond_metrics(ig_client *c)
+{
+    ig_buf b;
+    ig_buf_init(&b, 32u << 20);
+    ig_metrics_render(&b, ig_all_threads, ig_n_threads, ig_snapshot_get());
+    respond_body(c, 200, "text/plain; version=0.0.4", b.data, b.len);
+    ig_buf_free(&b);
+}
+
+/* 0 when the bearer matches key; -1 missing or malformed; -2 wrong.
+ * Constant time: no early exit, the length difference folded into the result. */
+static int bearer(ig_client *c, const char *key)
+{
+    int i = c->h_authorization;
+    if (i < 0)
+        return -1;
+    const char *v = c->rbuf.data + c->hdrs[i].value_off;
+    size_t vlen = c->hdrs[i].value_len, klen = strlen(key);
+    if (vlen < 7 || strncasecmp(v, "Bearer ", 7) != 0)
+        return -1;
+    v += 7;
+    vlen -= 7;
+    unsigned char diff = vlen != klen;
+    for (size_t k = 0; k < klen; k++)
+        diff |= (unsigned char)((k < vlen ? v[k] : 0) ^ key[k]);
+    return diff ? -2 : 0;
 }
 
 static int authorized(ig_client *c)
 {
     const char *key = c->th->cfg->api_key;
-    if (!key || !*key)
-        return 1;
-    int i = c->h_authorization;
-    if (i < 0)
+    return !key || !*key || bearer(c, key) == 0;
+}
+
+static int from_loopback(ig_client *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len))
         return 0;
-    const char *v = c->rbuf.data + c->hdrs[i].value_off;
-    size_t vlen = c->hdrs[i].value_len, klen = strlen(key);
-    if (vlen != klen + 7 || strncasecmp(v, "Bearer ", 7) != 0)
-        return 0;
-    unsigned char diff = 0; /* constant time: no early exit on the first mismatch */
-    for (size_t k = 0; k < klen; k++)
-        diff |= (unsigned char)(v[7 + k] ^ key[k]);
-    return diff == 0;
+    if (ss.ss_family == AF_INET)
+        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+/* Admin work runs on the control thread; the answer comes back to this one. */
+static void admin_start(ig_client *c)
+{
+    const char *key = c->th->cfg->admin_api_key;
+    if (key && *key) {
+        int rc = bearer(c, key);
+        if (rc == -1) {
+            ig_client_error(c, 401, "authentication_error", "missing_admin_key",
+                            "admin endpoints need 'Authorization: Bearer <admin key>'");
+            return;
+        }
+        if (rc == -2) {
+            ig_client_error(c, 403, "permission_error", "invalid_admin_key", "wrong admin key");
+            return;
+        }
+    } else if (!from_loopback(c)) {
+        ig_client_error(c, 403, "permission_error", "admin_loopback_only",
+                        "without --admin-api-key the admin endpoints answer only on loopback");
+        return;
+    }
+    ig_admin_msg *m = calloc(1, sizeof(*m));
+    if (m) {
+        m->target = strndup(c->rbuf.data + c->url_off, c->url_len);
+        m->body = malloc(c->body_len + 1);
+    }
+    if (!m || !m->target || !m->body) {
+        ig_admin_msg_free(m);
+        ig_client_error(c, 500, "server_error", "internal_error", "out of memory");
+        return;
+    }
+    memcpy(m->body, c->rbuf.data + c->body_off, c->body_len);
+    m->body[c->body_len] = '\0';
+    m->body_len = c->body_len;
+    m->method = llhttp_get_method(&c->parser);
+    m->th = c->th;
+    m->c = c;
+    c->admin_msg = m;
+    ig_control_submit(m);
+}
+
+void ig_client_admin_reply(ig_client *c, ig_admin_msg *m)
+{
+    c->admin_msg = NULL;
+    respond_body(c, m->status, "application/json", m->reply ? m->reply : "{}",
+                 m->reply ? m->reply_len : 2);
 }
 
 static int path_is(const char *path, size_t len, const char *want)
@@ -568,11 +677,28 @@ static int path_is(const char *path, size_t len, const char *want)
     return strlen(want) == len && memcmp(path, want, len) == 0;
 }
 
+static ig_route data_route(const char *url, size_t plen)
+{
+    if (path_is(url, plen, "/v1/chat/completions"))
+        return IG_R_CHAT;
+    if (path_is(url, plen, "/v1/completions"))
+        return IG_R_COMPLETIONS;
+    if (path_is(url, plen, "/v1/embeddings"))
+        return IG_R_EMBEDDINGS;
+    if (path_is(url, plen, "/generate"))
+        return IG_R_GENERATE;
+    return IG_R_OTHER;
+}
+
 static void dispatch(ig_client *c)
 {
     c->state = C_DISPATCHED;
     c->start_ms = uv_now(&c->th->loop);
+    c->start_ns = uv_hrtime();
+    c->first_byte_ns = 0;
+    c->bytes_out = 0;
     c->status = 0;
+    c->worker_label[0] = '\0';
     make_request_id(c);
     uv_timer_stop(&c->timer);
 
@@ -581,11 +707,8 @@ static void dispatch(ig_client *c)
     while (plen < c->url_len && url[plen] != '?')
         plen++;
     int method = llhttp_get_method(&c->parser);
-    static const char *const data_paths[] = {"/v1/chat/completions", "/v1/completions",
-                                             "/v1/embeddings", "/generate"};
-    for (size_t i = 0; i < sizeof(data_paths) / sizeof(data_paths[0]); i++) {
-        if (!path_is(url, plen, data_paths[i]))
-            continue;
+    c->route = data_route(url, plen);
+    if (c->route != IG_R_OTHER) {
         if (method != HTTP_POST) {
             ig_client_error(c, 405, "invalid_request_error", "method_not_allowed",
                             "use POST for this endpoint");
@@ -601,20 +724,35 @@ static void dispatch(ig_client *c)
         ig_proxy_start(c);
         return;
     }
+    if (ig_admin_is_path(url, plen)) {
+        c->route = IG_R_ADMIN;
+        admin_start(c);
+        return;
+    }
     int get = method == HTTP_GET || method == HTTP_HEAD;
     if (get && (path_is(url, plen, "/health") || path_is(url, plen, "/liveness"))) {
         static const char ok[] = "{\"status\":\"ok\"}\n";
+        c->route = IG_R_PROBE;
         respond_json(c, 200, ok, sizeof(ok) - 1);
     } else if (get && path_is(url, plen, "/readiness")) {
-        const ig_registry *r = ig_registry_get();
-        static const char ready[] = "{\"status\":\"ready\"}\n";
-        static const char notready[] = "{\"status\":\"not ready\",\"reason\":\"no workers\"}\n";
-        if (r && r->n > 0)
-            respond_json(c, 200, ready, sizeof(ready) - 1);
-        else
-            respond_json(c, 503, notready, sizeof(notready) - 1);
+        const ig_snapshot *snap = ig_snapshot_get();
+        char body[160];
+        int n = snprintf(body, sizeof(body),
+                         "{\"status\":\"%s\",\"workers\":%d,\"routable_workers\":%d}\n",
+                         snap->n_routable > 0 ? "ready" : "not ready", snap->n_all,
+                         snap->n_routable);
+        c->route = IG_R_PROBE;
+        respond_json(c, snap->n_routable > 0 ? 200 : 503, body, (size_t)n);
     } else if (get && path_is(url, plen, "/v1/models")) {
-        respond_models(c);
+        c->route = IG_R_MODELS;
+        if (!authorized(c))
+            ig_client_error(c, 401, "invalid_request_error", "invalid_api_key",
+                            "missing or invalid API key (Authorization: Bearer ...)");
+        else
+            respond_models(c);
+    } else if (get && path_is(url, plen, "/metrics")) {
+        c->route = IG_R_METRICS;
+        respond_metrics(c);
     } else {
         ig_client_error(c, 404, "invalid_request_error", "not_found", "unknown path");
     }

@@ -14,12 +14,14 @@
 #include "../http/ig_body_scan.h"
 #include "../http/ig_http.h"
 #include "../registry/ig_registry.h"
+#include "ig_control.h"
+#include "ig_metrics.h"
 
 #define IG_BLOCK_SIZE (64 * 1024)
 /* Stop reading a worker once this much is queued towards a slow client. */
 #define IG_CLIENT_WQ_HIGH (256 * 1024)
 #define IG_CLIENT_WQ_LOW (64 * 1024)
-#define IG_MAX_TRIES 3
+#define IG_MAX_TRIES 8
 
 /* Upstream read buffer, recycled through a per-thread free list. A block can
  * be referenced by several pending client writes, hence the count. */
@@ -35,11 +37,6 @@ typedef struct ig_wreq {
     struct ig_wreq *next;
 } ig_wreq;
 
-typedef struct ig_pool {
-    ig_list idle; /* most recently used first */
-    int nidle;
-} ig_pool;
-
 typedef struct ig_thread {
     int idx;
     uv_loop_t loop;
@@ -47,6 +44,8 @@ typedef struct ig_thread {
     uv_async_t wake;
     uv_timer_t sweep;
     uv_timer_t drain_timer;
+    uv_prepare_t prepare; /* quiescent points for the registry's epochs, log flush */
+    uv_check_t check;
     uv_thread_t tid;
     int listen_fd;
     const ig_config *cfg;
@@ -55,14 +54,19 @@ typedef struct ig_thread {
     int n_free_blocks;
     ig_wreq *free_wreqs;
     int n_free_wreqs;
-    ig_pool *pools; /* indexed by ig_worker.idx */
-    int npools;
+    ig_list idle_conns; /* every idle pooled connection of this thread, oldest last */
     ig_list clients;
     int nclients;
     int draining;
     atomic_int stop_requested;
     uint64_t rid_seq;
     char rid_prefix[32];
+    uv_mutex_t reply_lock;
+    ig_admin_msg *replies; /* admin answers from the control thread, under reply_lock */
+    ig_buf alog;           /* access-log lines, written once per loop iteration */
+    int64_t alog_sec;
+    char alog_stamp[32];
+    ig_thread_stats stats;
 } ig_thread;
 
 typedef enum { C_READING, C_DISPATCHED, C_FLUSHING } ig_client_state;
@@ -81,7 +85,8 @@ typedef struct ig_client {
     int handles_open;
     unsigned closing : 1, read_paused : 1, in_parse : 1, keep_alive : 1, close_after : 1,
         http10 : 1, head_done : 1, in_value : 1, resp_started : 1, dechunk : 1, resent : 1,
-        chunked : 1, in_message : 1, have_rid : 1, last_timeout : 1, lingering : 1;
+        chunked : 1, in_message : 1, have_rid : 1, last_timeout : 1, lingering : 1, probe : 1,
+        retrying : 1, is_admin : 1, in_proxy : 1;
     /* the request being read: slices of rbuf by offset */
     ig_buf rbuf;
     size_t parsed, msg_start;
@@ -106,7 +111,12 @@ typedef struct ig_client {
     int ntried;
     int pending_writes;
     int status;
+    ig_route route;
     uint64_t start_ms;
+    uint64_t start_ns, first_byte_ns;
+    uint64_t bytes_out;
+    ig_admin_msg *admin_msg; /* an admin request out at the control thread */
+    char worker_label[80];   /* the last worker's URL, for the access log */
 } ig_client;
 
 typedef enum { U_CONNECTING, U_BUSY, U_IDLE, U_CLOSING } ig_upconn_state;
@@ -119,7 +129,8 @@ typedef struct ig_upconn {
     ig_thread *th;
     ig_worker *w;
     ig_client *c; /* attached client, NULL when idle or abandoned */
-    ig_list link; /* in the pool's idle list */
+    ig_list link;  /* in the worker's pool for this thread */
+    ig_list tlink; /* in the thread's list of idle connections */
     llhttp_t parser;
     ig_upconn_state state;
     int handles_open;
@@ -141,8 +152,17 @@ void ig_block_put(ig_thread *th, ig_block *b);
 ig_wreq *ig_wreq_get(ig_thread *th);
 void ig_wreq_put(ig_thread *th, ig_wreq *w);
 void ig_thread_client_closed(ig_thread *th);
-/** Start the loop threads (listening sockets already bound). 0 or negative errno. */
-int ig_threads_start(ig_thread *ths, int n, const ig_config *cfg, const int *fds);
+/** Prepare the loop threads (listening sockets already bound). 0 or negative errno. */
+int ig_threads_init(ig_thread *ths, int n, const ig_config *cfg, const int *fds);
+/** Run them. */
+int ig_threads_run(ig_thread *ths, int n);
+/** Control thread: an admin answer for a client of th. */
+void ig_thread_post_reply(ig_thread *th, ig_admin_msg *m);
+/** Every loop thread, for /metrics. */
+extern ig_thread *ig_all_threads;
+/** Append the access-log line of c's request (written once per loop iteration). */
+void ig_thread_access_log(ig_thread *th, ig_client *c, int status, uint64_t dur_us);
+extern int ig_n_threads;
 void ig_threads_stop(ig_thread *ths, int n);
 void ig_threads_join(ig_thread *ths, int n);
 
@@ -158,6 +178,8 @@ int ig_client_wants_pause(ig_client *c);
 /** Answer with an OpenAI-shaped JSON error and finish the request. */
 void ig_client_error(ig_client *c, int status, const char *type, const char *code, const char *msg);
 void ig_client_drain(ig_thread *th);
+/** Answer an admin request that came back from the control thread. */
+void ig_client_admin_reply(ig_client *c, ig_admin_msg *m);
 
 /* ig_proxy.c */
 void ig_proxy_start(ig_client *c);
@@ -165,11 +187,15 @@ void ig_proxy_start(ig_client *c);
 void ig_proxy_abort(ig_client *c);
 void ig_proxy_timeout(ig_client *c);
 void ig_proxy_resume_upstream(ig_client *c);
+/** The request is over, however it ended: leave the gateway's in-flight counts. */
+void ig_proxy_finish(ig_client *c);
 
 /* ig_upstream.c */
 ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w);
 ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb);
 void ig_upstream_release(ig_upconn *up, int reusable);
+/** A request is about to go out on a taken or new connection. */
+void ig_upstream_count_use(ig_upconn *up);
 void ig_upstream_close(ig_upconn *up);
 void ig_upstream_sweep(ig_thread *th);
 void ig_upstream_close_all(ig_thread *th);

@@ -11,7 +11,9 @@
 #include <unistd.h>
 
 #include "../core/ig_log.h"
-#include "ig_discovery.h"
+#include "../health/ig_breaker.h"
+#include "../registry/ig_epoch.h"
+#include "ig_control.h"
 #include "ig_gateway.h"
 
 static ig_thread *threads;
@@ -73,9 +75,8 @@ static void raise_nofile(void)
 int main(int argc, char **argv)
 {
     ig_config cfg;
-    ig_registry reg = {0};
     char err[512];
-    int rc, exit_code = 1, port = 0;
+    int rc, exit_code = 1, port = 0, control_started = 0;
     int *fds = NULL;
     uv_loop_t *main_loop = uv_default_loop();
 
@@ -95,26 +96,24 @@ int main(int argc, char **argv)
     raise_nofile();
 
     if (cfg.n_worker_urls == 0)
-        ig_warn("no --worker-urls: every data request will get 503");
-    reg.workers = calloc((size_t)(cfg.n_worker_urls ? cfg.n_worker_urls : 1), sizeof(ig_worker *));
+        ig_warn("no --worker-urls: add workers with POST /workers, until then data requests get 503");
+    /* URLs are checked before anything starts, so a typo fails fast with its reason */
     for (int i = 0; i < cfg.n_worker_urls; i++) {
+        char host[256];
+        uint16_t p;
         const char *why = "";
-        int dup = 0;
-        for (int j = 0; j < reg.n && !dup; j++)
-            dup = strcmp(reg.workers[j]->url, cfg.worker_urls[i]) == 0;
-        if (dup)
-            continue;
-        if (reg.n == IG_MAX_WORKERS || ig_worker_new(cfg.worker_urls[i], (uint32_t)reg.n,
-                                                     &reg.workers[reg.n], &why)) {
-            fprintf(stderr, "infergate: --worker-urls %s: %s\n", cfg.worker_urls[i],
-                    reg.n == IG_MAX_WORKERS ? "too many workers" : why);
+        if (ig_url_parse(cfg.worker_urls[i], host, sizeof(host), &p, &why)) {
+            fprintf(stderr, "infergate: --worker-urls %s: %s\n", cfg.worker_urls[i], why);
             exit_code = 2;
             goto out;
         }
-        reg.n++;
     }
-    ig_discover_models(&reg, cfg.discovery_timeout_secs);
-    ig_registry_publish(&reg);
+    ig_breaker_config bc = {!cfg.disable_circuit_breaker, (int)cfg.cb_failure_threshold,
+                            (int)cfg.cb_success_threshold,
+                            (uint64_t)(cfg.cb_timeout_duration_secs * 1000.0)};
+    ig_breaker_configure(&bc);
+    ig_registry_init(cfg.threads);
+    ig_epoch_init(cfg.threads);
 
     nthreads = cfg.threads;
     fds = calloc((size_t)nthreads, sizeof(int));
@@ -128,10 +127,15 @@ int main(int argc, char **argv)
         if (fds[i] < 0)
             goto out;
     }
-    if ((rc = ig_threads_start(threads, nthreads, &cfg, fds)))
+    if ((rc = ig_threads_init(threads, nthreads, &cfg, fds)))
+        goto out;
+    if ((rc = ig_control_start(&cfg, threads, nthreads)))
+        goto out;
+    control_started = 1;
+    if ((rc = ig_threads_run(threads, nthreads)))
         goto out;
     ig_info("infergate listening on http://%s:%d (%d threads, policy %s, %d workers)", cfg.host,
-            port, nthreads, ig_policy_name(cfg.policy), reg.n);
+            port, nthreads, ig_policy_name(cfg.policy), cfg.n_worker_urls);
     printf("infergate listening on http://%s:%d\n", cfg.host, port);
     fflush(stdout);
 
@@ -145,12 +149,11 @@ int main(int argc, char **argv)
     ig_info("drained, exiting");
     exit_code = 0;
 out:
+    if (control_started)
+        ig_control_stop();
     uv_loop_close(main_loop);
     free(threads);
     free(fds);
-    for (int i = 0; i < reg.n; i++)
-        ig_worker_free(reg.workers[i]);
-    free(reg.workers);
     ig_config_free(&cfg);
     return exit_code;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "../core/ig_log.h"
+#include "../health/ig_breaker.h"
 #include "ig_gateway.h"
 
 typedef struct outv {
@@ -15,12 +16,76 @@ typedef struct outv {
 
 static void pick_and_send(ig_client *c);
 static void send_to(ig_client *c, ig_worker *w, int fresh);
+static void connect_to(ig_client *c, ig_worker *w);
+static ig_worker *choose(ig_client *c, int *probe);
+static void on_connect(uv_connect_t *req, int status);
+
+/* Gateway-wide counts for the retry budget: retries may be at most a share
+ * of what is in flight, so a failing fleet is not hit twice as hard. */
+static atomic_int g_inflight, g_retrying;
 
 static void release_worker(ig_client *c)
 {
-    if (c->worker) {
-        atomic_fetch_sub_explicit(&c->worker->inflight, 1, memory_order_relaxed);
-        c->worker = NULL;
+    ig_worker *w = c->worker;
+    if (!w)
+        return;
+    if (c->probe) {
+        ig_breaker_probe_done(w);
+        c->probe = 0;
+    }
+    c->worker = NULL;
+    ig_worker_end(w);
+}
+
+/* The worker failed this attempt (not the client, not a timeout). */
+static void worker_failed(ig_client *c, ig_worker *w, int connect)
+{
+    atomic_fetch_add_explicit(&w->stats.failures, 1, memory_order_relaxed);
+    if (connect)
+        atomic_fetch_add_explicit(&w->stats.connect_failures, 1, memory_order_relaxed);
+    if (ig_breaker_failure(w, uv_now(&c->th->loop))) {
+        ig_warn("worker %s: circuit open after repeated failures", w->url);
+        ig_control_poke();
+    }
+}
+
+void ig_proxy_finish(ig_client *c)
+{
+    if (!c->in_proxy)
+        return;
+    c->in_proxy = 0;
+    atomic_fetch_sub_explicit(&g_inflight, 1, memory_order_relaxed);
+    if (c->retrying) {
+        c->retrying = 0;
+        atomic_fetch_sub_explicit(&g_retrying, 1, memory_order_relaxed);
+    }
+}
+
+static int retry_allowed(ig_client *c)
+{
+    const ig_config *cfg = c->th->cfg;
+    if (c->ntried > (int)cfg->retry_max_retries || c->ntried >= IG_MAX_TRIES) {
+        return 0;
+    }
+    if (c->retrying)
+        return 1; /* already counted against the budget */
+    int inflight = atomic_load_explicit(&g_inflight, memory_order_relaxed);
+    int retrying = atomic_load_explicit(&g_retrying, memory_order_relaxed);
+    double budget = cfg->retry_budget_ratio * inflight;
+    if (retrying >= (budget > 2 ? budget : 2)) {
+        ig_count(&c->th->stats.retries_denied, 1);
+        return 0;
+    }
+    return 1;
+}
+
+static void count_retry(ig_client *c, ig_worker *w)
+{
+    ig_count(&c->th->stats.retries, 1);
+    atomic_fetch_add_explicit(&w->stats.retries, 1, memory_order_relaxed);
+    if (!c->retrying) {
+        c->retrying = 1;
+        atomic_fetch_add_explicit(&g_retrying, 1, memory_order_relaxed);
     }
 }
 
@@ -203,36 +268,50 @@ static int send_head(ig_client *c, ig_upconn *up, outv *o)
 static void complete(ig_upconn *up, int reusable)
 {
     ig_client *c = up->c;
+    ig_worker *w = up->w;
     detach(c, up);
-    atomic_fetch_add_explicit(&up->w->requests, 1, memory_order_relaxed);
+    if (c->status >= 500)
+        atomic_fetch_add_explicit(&w->stats.responses_5xx, 1, memory_order_relaxed);
+    if (ig_breaker_is_failure_status(c->status))
+        worker_failed(c, w, 0);
+    else if (ig_breaker_success(w))
+        ig_control_poke();
     ig_upstream_release(up, reusable);
     release_worker(c);
     ig_debug("%.*s %d via %s", (int)c->rid_len, c->rid, c->status, up->w->url);
     ig_client_request_done(c);
 }
 
-/* The exchange broke. Resend once when a reused connection died before any
- * response byte (the worker closed an idle keep-alive connection under us);
- * otherwise 502 before the first byte, or cut the stream after it. */
+/* The exchange broke. A reused connection that died before any response
+ * byte (the worker closed an idle keep-alive connection under us) is sent
+ * again once, to another worker if there is one, else on a fresh connection
+ * to the same. Otherwise: 502 before the first byte, or cut the stream. */
 static void exchange_failed(ig_upconn *up, int err)
 {
     ig_client *c = up->c;
+    ig_worker *w = up->w;
     int resend = !up->got_bytes && up->reused && !c->resent;
     detach(c, up);
     ig_upstream_close(up);
-    ig_info("%.*s worker %s failed: %s%s", (int)c->rid_len, c->rid, up->w->url,
-            err ? uv_strerror(err) : "protocol error", resend ? " (resending once)" : "");
-    if (resend) {
+    ig_info("%.*s worker %s failed: %s%s", (int)c->rid_len, c->rid, w->url,
+            err ? uv_strerror(err) : "protocol error", resend ? " (sending again)" : "");
+    if (resend && retry_allowed(c)) {
         c->resent = 1;
-        ig_worker *w = c->worker;
-        c->worker = NULL;
-        atomic_fetch_sub_explicit(&w->inflight, 1, memory_order_relaxed);
-        /* same worker, fresh connection: take it back out of the tried list */
-        c->ntried--;
-        c->tried[c->ntried] = NULL;
-        send_to(c, w, 1);
+        int probe = 0;
+        ig_worker *alt = choose(c, &probe);
+        count_retry(c, alt ? alt : w);
+        if (!alt) {
+            /* keep our in-flight unit on w: same worker, new connection */
+            connect_to(c, w);
+            return;
+        }
+        release_worker(c);
+        c->probe = probe;
+        send_to(c, alt, 0);
         return;
     }
+    if (!resend || up->got_bytes)
+        worker_failed(c, w, 0);
     release_worker(c);
     if (!c->resp_started)
         ig_client_error(c, 502, "upstream_error", "worker_failed",
@@ -250,6 +329,8 @@ static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
     outv o = {.n = 0};
     cur_out = &o;
     cur_blk = blk;
+    if (!c->first_byte_ns)
+        c->first_byte_ns = uv_hrtime();
     up->got_bytes = 1;
     while (p < end) {
         int body = c->resp_started && !c->dechunk;
@@ -377,6 +458,8 @@ static void send_request(ig_upconn *up)
     up->pause_at_headers = 0;
     up->overflow = 0;
     up->nreq++;
+    ig_upstream_count_use(up);
+    atomic_fetch_add_explicit(&up->w->stats.requests, 1, memory_order_relaxed);
     if (build_request_head(c, up->w)) {
         detach(c, up);
         ig_upstream_release(up, 1);
@@ -429,7 +512,7 @@ static void on_connect(uv_connect_t *req, int status)
     if (!c)
         return;
     detach(c, up);
-    atomic_fetch_add_explicit(&up->w->connect_failures, 1, memory_order_relaxed);
+    worker_failed(c, up->w, 1);
     ig_info("%.*s connect to %s failed: %s", (int)c->rid_len, c->rid, up->w->url,
             timed_out ? "timed out" : uv_strerror(status));
     c->last_timeout = timed_out;
@@ -437,21 +520,12 @@ static void on_connect(uv_connect_t *req, int status)
     pick_and_send(c);
 }
 
-static void send_to(ig_client *c, ig_worker *w, int fresh)
+/* A new connection to w for c, which already holds its in-flight unit on w. */
+static void connect_to(ig_client *c, ig_worker *w)
 {
-    ig_thread *th = c->th;
-    c->tried[c->ntried++] = w;
-    c->worker = w;
-    atomic_fetch_add_explicit(&w->inflight, 1, memory_order_relaxed);
-    ig_upconn *up = fresh ? NULL : ig_upstream_take(th, w);
-    if (up) {
-        up->c = c;
-        c->up = up;
-        send_request(up);
-        return;
-    }
-    up = ig_upstream_connect(th, w, on_connect);
+    ig_upconn *up = ig_upstream_connect(c->th, w, on_connect);
     if (!up) {
+        worker_failed(c, w, 1);
         release_worker(c);
         pick_and_send(c);
         return;
@@ -460,45 +534,118 @@ static void send_to(ig_client *c, ig_worker *w, int fresh)
     c->up = up;
 }
 
+static void send_to(ig_client *c, ig_worker *w, int fresh)
+{
+    snprintf(c->worker_label, sizeof(c->worker_label), "%s", w->url);
+    c->tried[c->ntried++] = w;
+    c->worker = w;
+    ig_worker_begin(w);
+    ig_upconn *up = fresh ? NULL : ig_upstream_take(c->th, w);
+    if (!up) {
+        connect_to(c, w);
+        return;
+    }
+    up->c = c;
+    c->up = up;
+    send_request(up);
+}
+
+static int tried(const ig_client *c, const ig_worker *w)
+{
+    for (int t = 0; t < c->ntried; t++)
+        if (c->tried[t] == w)
+            return 1;
+    return 0;
+}
+
+/* A worker for c, or NULL. The first attempt picks straight from the
+ * snapshot's array (O(1) for round_robin, random, power_of_two); only when
+ * that pick is refused (breaker, or a retry excluding tried workers) is a
+ * filtered copy made. */
+static ig_worker *choose(ig_client *c, int *probe)
+{
+    static _Thread_local ig_worker *tmp[IG_MAX_WORKERS];
+    const ig_snapshot *s = ig_snapshot_get();
+    const ig_body_fields *f = &c->fields;
+    ig_worker *const *cand;
+    int known, n = ig_snapshot_candidates(s, f->has_model ? f->model : NULL, f->model_len, &cand,
+                                          &known);
+    ig_policy_kind policy = c->th->cfg->policy;
+    *probe = 0;
+    if (n == 0)
+        return NULL;
+    if (c->ntried == 0) {
+        ig_worker *w = cand[ig_policy_pick(policy, &c->th->pol, cand, n)];
+        if (ig_breaker_admit(w, probe))
+            return w;
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (!tried(c, cand[i]) && atomic_load_explicit(&cand[i]->breaker, memory_order_relaxed) !=
+                                      IG_BREAKER_OPEN)
+            tmp[m++] = cand[i];
+    while (m > 0) {
+        int i = ig_policy_pick(policy, &c->th->pol, tmp, m);
+        if (ig_breaker_admit(tmp[i], probe))
+            return tmp[i];
+        tmp[i] = tmp[--m];
+    }
+    return NULL;
+}
+
+static void no_worker_left(ig_client *c)
+{
+    if (c->last_timeout)
+        ig_client_error(c, 504, "timeout", "upstream_connect_timeout",
+                        "timed out connecting to the workers");
+    else
+        ig_client_error(c, 502, "upstream_error", "worker_unreachable",
+                        "could not connect to any worker");
+}
+
 static void pick_and_send(ig_client *c)
 {
-    static _Thread_local ig_worker *cand[IG_MAX_WORKERS];
-    const ig_registry *r = ig_registry_get();
-    const ig_body_fields *f = &c->fields;
-    int n = r ? ig_registry_candidates(r, f->has_model ? f->model : NULL, f->model_len, cand,
-                                       IG_MAX_WORKERS)
-              : 0;
-    if (n == 0 && c->ntried == 0) {
-        if (f->has_model && r && r->n > 0) {
+    if (c->ntried == 0) {
+        /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
+        const ig_snapshot *s = ig_snapshot_get();
+        const ig_body_fields *f = &c->fields;
+        ig_worker *const *cand;
+        int known, n = ig_snapshot_candidates(s, f->has_model ? f->model : NULL, f->model_len,
+                                              &cand, &known);
+        if (n == 0) {
             char msg[IG_MODEL_MAX + 64];
-            snprintf(msg, sizeof(msg), "model '%.*s' is not served by any worker",
-                     (int)f->model_len, f->model);
-            ig_client_error(c, 404, "invalid_request_error", "model_not_found", msg);
-        } else {
-            ig_client_error(c, 503, "service_unavailable", "no_workers", "no worker is available");
+            if (s->n_all == 0) {
+                ig_client_error(c, 503, "service_unavailable", "no_workers", "no worker is available");
+            } else if (f->has_model && !known) {
+                snprintf(msg, sizeof(msg), "model '%.*s' is not served by any worker",
+                         (int)f->model_len, f->model);
+                ig_client_error(c, 404, "invalid_request_error", "model_not_found", msg);
+            } else {
+                snprintf(msg, sizeof(msg), "no healthy worker serves %s%.*s%s",
+                         f->has_model ? "model '" : "this request", (int)f->model_len,
+                         f->has_model ? f->model : "", f->has_model ? "'" : "");
+                ig_client_error(c, 503, "service_unavailable", "no_healthy_workers", msg);
+            }
+            return;
         }
+    } else if (!retry_allowed(c)) {
+        no_worker_left(c);
         return;
     }
-    for (int i = 0; i < n;) {
-        int seen = 0;
-        for (int t = 0; t < c->ntried && !seen; t++)
-            seen = cand[i] == c->tried[t];
-        if (seen)
-            cand[i] = cand[--n];
+    int probe = 0;
+    ig_worker *w = choose(c, &probe);
+    if (!w) {
+        if (c->ntried == 0)
+            ig_client_error(c, 503, "service_unavailable", "no_healthy_workers",
+                            "every worker for this request is cooling down after failures");
         else
-            i++;
-    }
-    if (n == 0 || c->ntried >= IG_MAX_TRIES) {
-        if (c->last_timeout)
-            ig_client_error(c, 504, "timeout", "upstream_connect_timeout",
-                            "timed out connecting to the workers");
-        else
-            ig_client_error(c, 502, "upstream_error", "worker_unreachable",
-                            "could not connect to any worker");
+            no_worker_left(c);
         return;
     }
-    int i = ig_policy_pick(c->th->cfg->policy, &c->th->pol, cand, n);
-    send_to(c, cand[i], 0);
+    if (c->ntried > 0)
+        count_retry(c, w);
+    c->probe = probe;
+    send_to(c, w, 0);
 }
 
 void ig_proxy_start(ig_client *c)
@@ -515,6 +662,8 @@ void ig_proxy_start(ig_client *c)
     c->ntried = 0;
     c->resent = 0;
     c->last_timeout = 0;
+    c->in_proxy = 1;
+    atomic_fetch_add_explicit(&g_inflight, 1, memory_order_relaxed);
     pick_and_send(c);
 }
 

@@ -6,8 +6,15 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <time.h>
+#include <unistd.h>
+
 #include "../core/ig_log.h"
+#include "../registry/ig_epoch.h"
 #include "ig_gateway.h"
+
+ig_thread *ig_all_threads;
+int ig_n_threads;
 
 /* free lists are bounded so a burst does not pin its peak memory forever */
 #define MAX_FREE_BLOCKS 256
@@ -83,6 +90,10 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 static void thread_finish(ig_thread *th)
 {
     ig_upstream_close_all(th);
+    if (!uv_is_closing((uv_handle_t *)&th->prepare))
+        uv_close((uv_handle_t *)&th->prepare, NULL);
+    if (!uv_is_closing((uv_handle_t *)&th->check))
+        uv_close((uv_handle_t *)&th->check, NULL);
     if (!uv_is_closing((uv_handle_t *)&th->sweep))
         uv_close((uv_handle_t *)&th->sweep, NULL);
     if (!uv_is_closing((uv_handle_t *)&th->drain_timer))
@@ -108,9 +119,36 @@ static void drain_timeout_cb(uv_timer_t *t)
         thread_finish(th);
 }
 
+void ig_thread_post_reply(ig_thread *th, ig_admin_msg *m)
+{
+    uv_mutex_lock(&th->reply_lock);
+    m->next = th->replies;
+    th->replies = m;
+    uv_mutex_unlock(&th->reply_lock);
+    uv_async_send(&th->wake);
+}
+
+static void take_replies(ig_thread *th)
+{
+    uv_mutex_lock(&th->reply_lock);
+    ig_admin_msg *m = th->replies;
+    th->replies = NULL;
+    uv_mutex_unlock(&th->reply_lock);
+    while (m) {
+        ig_admin_msg *next = m->next;
+        if (m->c)
+            ig_client_admin_reply(m->c, m);
+        ig_admin_msg_free(m);
+        m = next;
+    }
+}
+
+/* Also the control thread's nudge after a publish: running at all is the
+ * point, the loop passes its quiescent points around it. */
 static void wake_cb(uv_async_t *a)
 {
     ig_thread *th = a->data;
+    take_replies(th);
     if (!atomic_load(&th->stop_requested) || th->draining)
         return;
     th->draining = 1;
@@ -130,6 +168,67 @@ static void sweep_cb(uv_timer_t *t)
     ig_upstream_sweep(t->data);
 }
 
+static void flush_access_log(ig_thread *th)
+{
+    size_t off = 0;
+    while (off < th->alog.len) {
+        ssize_t n = write(STDERR_FILENO, th->alog.data + off, th->alog.len - off);
+        if (n <= 0)
+            break; /* a log that cannot be written must not stop the proxy */
+        off += (size_t)n;
+    }
+    th->alog.len = 0;
+}
+
+void ig_thread_access_log(ig_thread *th, ig_client *c, int status, uint64_t dur_us)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != th->alog_sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(th->alog_stamp, sizeof(th->alog_stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+        th->alog_sec = ts.tv_sec;
+    }
+    const char *url = c->rbuf.data + c->url_off;
+    int plen = 0;
+    while ((uint32_t)plen < c->url_len && url[plen] != '?' && plen < 200)
+        plen++;
+    char ttfb[24] = "-";
+    if (c->first_byte_ns)
+        snprintf(ttfb, sizeof(ttfb), "%.1f", (double)(c->first_byte_ns - c->start_ns) / 1e6);
+    char line[768];
+    int is_data = c->route <= IG_R_GENERATE;
+    int n = snprintf(line, sizeof(line),
+                     "%s.%03ldZ access %.*s %s %.*s %d model=%.*s worker=%s bytes=%llu ttfb_ms=%s "
+                     "dur_ms=%.1f\n",
+                     th->alog_stamp, ts.tv_nsec / 1000000, (int)c->rid_len, c->rid,
+                     llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)), plen, url,
+                     status, is_data && c->fields.has_model ? (int)c->fields.model_len : 1,
+                     is_data && c->fields.has_model ? c->fields.model : "-",
+                     c->worker_label[0] ? c->worker_label : "-", (unsigned long long)c->bytes_out,
+                     ttfb, (double)dur_us / 1000.0);
+    if (n > 0)
+        ig_buf_append(&th->alog, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    if (th->alog.len > 60000)
+        flush_access_log(th);
+}
+
+/* Between callbacks the thread holds no snapshot: tell the registry. */
+static void prepare_cb(uv_prepare_t *p)
+{
+    ig_thread *th = p->data;
+    ig_epoch_quiescent(th->idx);
+    if (th->alog.len)
+        flush_access_log(th);
+}
+
+static void check_cb(uv_check_t *ch)
+{
+    ig_thread *th = ch->data;
+    ig_epoch_quiescent(th->idx);
+}
+
 static void thread_main(void *arg)
 {
     ig_thread *th = arg;
@@ -137,12 +236,14 @@ static void thread_main(void *arg)
     /* handles left by a forced drain: close them so the loop can be freed */
     uv_walk(&th->loop, close_walk_cb, NULL);
     uv_run(&th->loop, UV_RUN_DEFAULT);
+    ig_epoch_offline(th->idx);
+    take_replies(th);
+    flush_access_log(th);
     uv_loop_close(&th->loop);
 }
 
 static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
 {
-    const ig_registry *r = ig_registry_get();
     uint64_t seed;
     memset(th, 0, sizeof(*th));
     th->idx = idx;
@@ -153,12 +254,9 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
         seed = (uint64_t)idx * 7919 + 1;
     ig_policy_state_init(&th->pol, seed);
     snprintf(th->rid_prefix, sizeof(th->rid_prefix), "%08x-%x-", (unsigned)(seed >> 32), idx);
-    th->npools = IG_MAX_WORKERS < (r ? r->n : 0) ? IG_MAX_WORKERS : (r ? r->n : 0);
-    th->pools = calloc((size_t)(th->npools ? th->npools : 1), sizeof(ig_pool));
-    if (!th->pools)
-        return -1;
-    for (int i = 0; i < th->npools; i++)
-        ig_list_init(&th->pools[i].idle);
+    ig_list_init(&th->idle_conns);
+    uv_mutex_init(&th->reply_lock);
+    ig_buf_init(&th->alog, 1u << 20);
     int rc = uv_loop_init(&th->loop);
     rc = rc ? rc : uv_tcp_init(&th->loop, &th->listener);
     if (rc)
@@ -175,11 +273,19 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     uv_timer_start(&th->sweep, sweep_cb, 1000, 1000);
     uv_timer_init(&th->loop, &th->drain_timer);
     th->drain_timer.data = th;
+    uv_prepare_init(&th->loop, &th->prepare);
+    th->prepare.data = th;
+    uv_prepare_start(&th->prepare, prepare_cb);
+    uv_check_init(&th->loop, &th->check);
+    th->check.data = th;
+    uv_check_start(&th->check, check_cb);
     return 0;
 }
 
-int ig_threads_start(ig_thread *ths, int n, const ig_config *cfg, const int *fds)
+int ig_threads_init(ig_thread *ths, int n, const ig_config *cfg, const int *fds)
 {
+    ig_all_threads = ths;
+    ig_n_threads = n;
     for (int i = 0; i < n; i++) {
         int rc = thread_init(&ths[i], i, cfg, fds[i]);
         if (rc) {
@@ -187,6 +293,11 @@ int ig_threads_start(ig_thread *ths, int n, const ig_config *cfg, const int *fds
             return rc < 0 ? rc : -1;
         }
     }
+    return 0;
+}
+
+int ig_threads_run(ig_thread *ths, int n)
+{
     for (int i = 0; i < n; i++) {
         int rc = uv_thread_create(&ths[i].tid, thread_main, &ths[i]);
         if (rc)
@@ -217,6 +328,7 @@ void ig_threads_join(ig_thread *ths, int n)
             ths[i].free_wreqs = w->next;
             free(w);
         }
-        free(ths[i].pools);
+        uv_mutex_destroy(&ths[i].reply_lock);
+        ig_buf_free(&ths[i].alog);
     }
 }

@@ -6,7 +6,28 @@
 #include <stdlib.h>
 #include <string.h>
 
-static _Atomic(ig_registry *) current;
+#include "ig_epoch.h"
+
+#define REF_OTHER (1ull << 32)
+
+static _Atomic(ig_snapshot *) current;
+static int pool_count = 1;
+
+/* writer-owned */
+static ig_worker **list;
+static int list_n, list_cap;
+static uint64_t next_id = 1;
+static uint64_t version;
+
+static ig_snapshot empty_snapshot;
+
+void ig_registry_init(int nthreads)
+{
+    pool_count = nthreads > 0 ? nthreads : 1;
+    atomic_store(&current, &empty_snapshot);
+}
+
+/* ---- URLs and workers ---- */
 
 int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, const char **err)
 {
@@ -35,6 +56,11 @@ int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, co
         *err = "missing or too long host";
         return -EINVAL;
     }
+    for (const char *q = hb; q < he; q++)
+        if (*q <= ' ' || *q == '"' || *q == '\\' || *q == '@' || *q == '?' || *q == '#') {
+            *err = "invalid character in host";
+            return -EINVAL;
+        }
     memcpy(host, hb, (size_t)(he - hb));
     host[he - hb] = '\0';
     long prt = 80;
@@ -55,7 +81,17 @@ int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, co
     return 0;
 }
 
-int ig_worker_new(const char *url, uint32_t idx, ig_worker **out, const char **err)
+static void worker_free(ig_worker *w)
+{
+    ig_worker_set_models(w, NULL, 0);
+    free(w->url);
+    free(w->host);
+    free(w->host_header);
+    free(w->pools);
+    free(w);
+}
+
+int ig_worker_new(const char *url, ig_worker **out, const char **err)
 {
     char host[256], portstr[8];
     uint16_t port;
@@ -70,43 +106,33 @@ int ig_worker_new(const char *url, uint32_t idx, ig_worker **out, const char **e
     hints.ai_socktype = SOCK_STREAM;
     if (getaddrinfo(host, portstr, &hints, &res) != 0 || !res) {
         *err = "cannot resolve host";
-        rc = -EHOSTUNREACH;
-        goto fail;
+        free(w);
+        return -EHOSTUNREACH;
     }
     memcpy(&w->addr, res->ai_addr, res->ai_addrlen);
     w->addrlen = res->ai_addrlen;
     freeaddrinfo(res);
 
-    w->idx = idx;
-    w->port = port;
+    int v6 = strchr(host, ':') != NULL;
+    int ul = snprintf(NULL, 0, v6 ? "http://[%s]:%u" : "http://%s:%u", host, port);
+    w->url = malloc((size_t)ul + 1);
+    w->host_header = malloc((size_t)ul + 1);
     w->host = strdup(host);
-    size_t ulen = strlen(url);
-    while (ulen && url[ulen - 1] == '/')
-        ulen--;
-    w->url = strndup(url, ulen);
-    if (strncmp(w->url ? w->url : "", "http://", 7) != 0 && w->url) {
-        char *full = malloc(ulen + 8);
-        if (full) {
-            memcpy(full, "http://", 7);
-            memcpy(full + 7, w->url, ulen + 1);
-        }
-        free(w->url);
-        w->url = full;
+    w->pools = calloc((size_t)pool_count, sizeof(ig_pool));
+    if (!w->url || !w->host_header || !w->host || !w->pools) {
+        worker_free(w);
+        return -ENOMEM;
     }
-    int hl = snprintf(NULL, 0, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
-    w->host_header = malloc((size_t)hl + 1);
-    if (!w->host || !w->url || !w->host_header) {
-        rc = -ENOMEM;
-        goto fail;
-    }
-    snprintf(w->host_header, (size_t)hl + 1, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
-    w->host_header_len = (size_t)hl;
+    snprintf(w->url, (size_t)ul + 1, v6 ? "http://[%s]:%u" : "http://%s:%u", host, port);
+    w->host_header_len = (size_t)ul - 7;
+    memcpy(w->host_header, w->url + 7, w->host_header_len + 1);
+    for (int i = 0; i < pool_count; i++)
+        ig_list_init(&w->pools[i].idle);
+    w->port = port;
     w->any_model = 1;
+    atomic_store(&w->refs, REF_OTHER); /* the caller's reference */
     *out = w;
     return 0;
-fail:
-    ig_worker_free(w);
-    return rc;
 }
 
 void ig_worker_set_models(ig_worker *w, char **models, int n)
@@ -119,17 +145,6 @@ void ig_worker_set_models(ig_worker *w, char **models, int n)
     w->any_model = models == NULL;
 }
 
-void ig_worker_free(ig_worker *w)
-{
-    if (!w)
-        return;
-    ig_worker_set_models(w, NULL, 0);
-    free(w->url);
-    free(w->host);
-    free(w->host_header);
-    free(w);
-}
-
 int ig_worker_serves(const ig_worker *w, const char *model, size_t len)
 {
     if (w->any_model)
@@ -140,22 +155,258 @@ int ig_worker_serves(const ig_worker *w, const char *model, size_t len)
     return 0;
 }
 
-void ig_registry_publish(ig_registry *r)
+void ig_worker_end(ig_worker *w)
 {
-    atomic_store_explicit(&current, r, memory_order_release);
+    if (atomic_fetch_sub_explicit(&w->refs, 1, memory_order_acq_rel) == 1)
+        worker_free(w);
 }
 
-const ig_registry *ig_registry_get(void)
+void ig_worker_ref(ig_worker *w)
+{
+    atomic_fetch_add_explicit(&w->refs, REF_OTHER, memory_order_relaxed);
+}
+
+void ig_worker_unref(ig_worker *w)
+{
+    if (atomic_fetch_sub_explicit(&w->refs, REF_OTHER, memory_order_acq_rel) == REF_OTHER)
+        worker_free(w);
+}
+
+int ig_worker_routable(const ig_worker *w)
+{
+    ig_worker *m = (ig_worker *)w;
+    return !atomic_load_explicit(&m->removed, memory_order_relaxed) &&
+           atomic_load_explicit(&m->health, memory_order_relaxed) == IG_HEALTH_UP &&
+           atomic_load_explicit(&m->breaker, memory_order_relaxed) != IG_BREAKER_OPEN;
+}
+
+/* ---- snapshots ---- */
+
+static uint32_t hash_name(const char *s, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a: model names are short */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 16777619u;
+    return h;
+}
+
+static int find_model(const ig_snapshot *s, const char *name, size_t len)
+{
+    if (!s->table)
+        return -1;
+    for (uint32_t i = hash_name(name, len) & s->mask;; i = (i + 1) & s->mask) {
+        uint32_t e = s->table[i];
+        if (!e)
+            return -1;
+        const ig_model_set *m = &s->models[e - 1];
+        if (m->len == len && memcmp(m->name, name, len) == 0)
+            return (int)e - 1;
+    }
+}
+
+void ig_snapshot_free(void *p)
+{
+    ig_snapshot *s = p;
+    if (!s || s == &empty_snapshot)
+        return;
+    for (int i = 0; i < s->n_models; i++)
+        free(s->models[i].workers);
+    free(s->models);
+    free(s->table);
+    free(s->routable);
+    free(s->any);
+    for (int i = 0; i < s->n_all; i++)
+        ig_worker_unref(s->all[i]);
+    free(s->all);
+    free(s);
+}
+
+ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
+{
+    ig_snapshot *s = calloc(1, sizeof(*s));
+    int nmodel_entries = 0;
+    if (!s)
+        return NULL;
+    s->version = ver;
+    s->all = malloc(sizeof(ig_worker *) * (size_t)(n ? n : 1));
+    s->routable = malloc(sizeof(ig_worker *) * (size_t)(n ? n : 1));
+    s->any = malloc(sizeof(ig_worker *) * (size_t)(n ? n : 1));
+    if (!s->all || !s->routable || !s->any)
+        goto fail;
+    for (int i = 0; i < n; i++) {
+        ig_worker *w = workers[i];
+        ig_worker_ref(w);
+        s->all[s->n_all++] = w;
+        nmodel_entries += w->n_models;
+        if (!ig_worker_routable(w))
+            continue;
+        s->routable[s->n_routable++] = w;
+        if (w->any_model)
+            s->any[s->n_any++] = w;
+    }
+    /* model table: every model any worker lists (routable or not), so "no
+     * healthy worker" (503) and "nobody serves it" (404) stay apart */
+    uint32_t size = 8;
+    while (size < (uint32_t)nmodel_entries * 2)
+        size *= 2;
+    s->table = calloc(size, sizeof(uint32_t));
+    s->models = calloc((size_t)(nmodel_entries ? nmodel_entries : 1), sizeof(ig_model_set));
+    if (!s->table || !s->models)
+        goto fail;
+    s->mask = size - 1;
+    for (int i = 0; i < s->n_all; i++) {
+        ig_worker *w = s->all[i];
+        for (int m = 0; m < w->n_models; m++) {
+            size_t len = strlen(w->models[m]);
+            if (find_model(s, w->models[m], len) >= 0)
+                continue;
+            uint32_t slot = hash_name(w->models[m], len) & s->mask;
+            while (s->table[slot])
+                slot = (slot + 1) & s->mask;
+            s->table[slot] = (uint32_t)s->n_models + 1;
+            s->models[s->n_models].name = w->models[m];
+            s->models[s->n_models].len = len;
+            s->n_models++;
+        }
+    }
+    /* per model: the routable workers listing it, then the any-model ones */
+    int *counts = calloc((size_t)(s->n_models ? s->n_models : 1), sizeof(int));
+    if (!counts)
+        goto fail;
+    for (int i = 0; i < s->n_routable; i++)
+        for (int m = 0; m < s->routable[i]->n_models; m++)
+            counts[find_model(s, s->routable[i]->models[m], strlen(s->routable[i]->models[m]))]++;
+    for (int k = 0; k < s->n_models; k++) {
+        s->models[k].workers = malloc(sizeof(ig_worker *) * (size_t)(counts[k] + s->n_any + 1));
+        if (!s->models[k].workers) {
+            free(counts);
+            goto fail;
+        }
+    }
+    free(counts);
+    for (int i = 0; i < s->n_routable; i++) {
+        ig_worker *w = s->routable[i];
+        for (int m = 0; m < w->n_models; m++) {
+            ig_model_set *ms = &s->models[find_model(s, w->models[m], strlen(w->models[m]))];
+            if (ms->n == 0 || ms->workers[ms->n - 1] != w) /* a model listed twice by one worker */
+                ms->workers[ms->n++] = w;
+        }
+    }
+    for (int k = 0; k < s->n_models; k++)
+        for (int i = 0; i < s->n_any; i++)
+            s->models[k].workers[s->models[k].n++] = s->any[i];
+    return s;
+fail:
+    ig_snapshot_free(s);
+    return NULL;
+}
+
+const ig_snapshot *ig_snapshot_get(void)
 {
     return atomic_load_explicit(&current, memory_order_acquire);
 }
 
-int ig_registry_candidates(const ig_registry *r, const char *model, size_t len, ig_worker **out,
-                           int max)
+int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len,
+                           ig_worker *const **out, int *known)
 {
-    int n = 0;
-    for (int i = 0; i < r->n && n < max; i++)
-        if (!model || ig_worker_serves(r->workers[i], model, len))
-            out[n++] = r->workers[i];
-    return n;
+    if (!model) {
+        *known = s->n_all > 0;
+        *out = s->routable;
+        return s->n_routable;
+    }
+    int m = find_model(s, model, len);
+    if (m >= 0) {
+        *known = 1;
+        *out = s->models[m].workers;
+        return s->models[m].n;
+    }
+    /* nobody lists it: only workers that take any model may serve it */
+    *known = 0;
+    for (int i = 0; i < s->n_all && !*known; i++)
+        *known = s->all[i]->any_model;
+    *out = s->any;
+    return s->n_any;
+}
+
+/* ---- the writer ---- */
+
+int ig_registry_count(void)
+{
+    return list_n;
+}
+
+ig_worker *ig_registry_at(int i)
+{
+    return i >= 0 && i < list_n ? list[i] : NULL;
+}
+
+ig_worker *ig_registry_find_url(const char *url)
+{
+    for (int i = 0; i < list_n; i++)
+        if (strcmp(list[i]->url, url) == 0)
+            return list[i];
+    return NULL;
+}
+
+ig_worker *ig_registry_find_id(uint64_t id)
+{
+    for (int i = 0; i < list_n; i++)
+        if (list[i]->id == id)
+            return list[i];
+    return NULL;
+}
+
+int ig_registry_publish(void)
+{
+    ig_snapshot *s = ig_snapshot_build(list, list_n, ++version);
+    if (!s)
+        return -ENOMEM;
+    ig_snapshot *old = atomic_exchange_explicit(&current, s, memory_order_acq_rel);
+    ig_epoch_retire(old, ig_snapshot_free);
+    ig_epoch_advance();
+    return 0;
+}
+
+int ig_registry_add(ig_worker *w)
+{
+    if (list_n == IG_MAX_WORKERS)
+        return -ENOSPC;
+    if (list_n == list_cap) {
+        int ncap = list_cap ? list_cap * 2 : 16;
+        ig_worker **nl = realloc(list, sizeof(*nl) * (size_t)ncap);
+        if (!nl)
+            return -ENOMEM;
+        list = nl;
+        list_cap = ncap;
+    }
+    w->id = next_id++;
+    list[list_n++] = w;
+    return ig_registry_publish();
+}
+
+int ig_registry_remove(ig_worker *w)
+{
+    for (int i = 0; i < list_n; i++) {
+        if (list[i] != w)
+            continue;
+        memmove(&list[i], &list[i + 1], sizeof(*list) * (size_t)(list_n - i - 1));
+        list_n--;
+        atomic_store(&w->removed, 1);
+        int rc = ig_registry_publish();
+        ig_worker_unref(w); /* the registry's reference; snapshots and requests keep theirs */
+        return rc;
+    }
+    return -ENOENT;
+}
+
+void ig_registry_shutdown(void)
+{
+    ig_snapshot *old = atomic_exchange(&current, &empty_snapshot);
+    ig_snapshot_free(old);
+    ig_epoch_drain();
+    for (int i = 0; i < list_n; i++)
+        ig_worker_unref(list[i]);
+    free(list);
+    list = NULL;
+    list_n = list_cap = 0;
 }

@@ -1,5 +1,10 @@
-/* Workers and the models they serve. Routing reads an immutable snapshot through
- * one atomic pointer; per-worker counters are atomics shared by every thread. */
+/* Workers, their shared counters, and the snapshot routing reads.
+ *
+ * One writer (the control thread) owns the list of workers and publishes an
+ * immutable snapshot by one atomic pointer swap; loop threads read it without
+ * a lock, inside one callback at a time (see ig_epoch.h). A worker lives as
+ * long as anything holds a reference: snapshots, in-flight requests, pooled
+ * connections. */
 #ifndef IG_REGISTRY_H
 #define IG_REGISTRY_H
 #include <netinet/in.h>
@@ -8,30 +13,77 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define IG_MAX_WORKERS 4096
+#include "../core/ig_list.h"
+
+#define IG_MAX_WORKERS 65536
+
+enum { IG_HEALTH_UP = 0, IG_HEALTH_DOWN = 1 };
+enum { IG_BREAKER_CLOSED = 0, IG_BREAKER_OPEN = 1, IG_BREAKER_HALF_OPEN = 2 };
+
+/* A worker's idle keep-alive connections on one loop thread; only that thread touches it. */
+typedef struct ig_pool {
+    ig_list idle; /* most recently used first */
+    int nidle;
+} ig_pool;
+
+/* Counters every thread bumps; relaxed atomics, each group on its own line. */
+typedef struct ig_worker_stats {
+    atomic_uint_fast64_t requests, responses_5xx, failures, connect_failures;
+    atomic_uint_fast64_t conns_opened, conns_reused, conns_closed, retries;
+} ig_worker_stats;
 
 typedef struct ig_worker {
-    uint32_t idx;         /* dense index: per-thread pools are arrays indexed by it */
-    char *url;            /* as given, without a trailing slash */
-    char *host;           /* host part of the URL */
+    uint64_t id;          /* public id: never reused */
+    char *url;            /* normalised: http://host:port */
+    char *host;
     uint16_t port;
     char *host_header;    /* "host:port" sent as Host */
     size_t host_header_len;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    char **models;        /* from the worker's /v1/models; NULL with any_model */
+    char **models;        /* immutable once published; NULL with any_model */
     int n_models;
-    int any_model;        /* discovery failed: the worker takes any model */
-    /* shared counters, each on its own cache line: every thread writes them */
-    _Alignas(64) atomic_int inflight;
-    _Alignas(64) atomic_uint_fast64_t requests;
-    atomic_uint_fast64_t connect_failures;
+    int any_model;        /* model unknown: the worker takes any model */
+    int max_inflight;     /* 0: unlimited */
+    ig_pool *pools;       /* one per loop thread */
+    void *control;        /* the control thread's own state for this worker */
+    /* low 32 bits: requests in flight; high 32 bits: other references.
+     * One atomic, so a request costs no more than the in-flight count. */
+    _Alignas(64) atomic_uint_fast64_t refs;
+    _Alignas(64) atomic_int health;       /* IG_HEALTH_* (control thread writes) */
+    atomic_int removed;                   /* set once, when removed from the registry */
+    atomic_int breaker;                   /* IG_BREAKER_* */
+    atomic_int consecutive_failures;
+    atomic_int half_open_successes;
+    atomic_int probe_inflight;            /* half-open: one probe request at a time */
+    atomic_uint_fast64_t open_until_ms;
+    atomic_int health_fail_streak, health_ok_streak; /* control thread only, atomic for readers */
+    _Alignas(64) ig_worker_stats stats;
 } ig_worker;
 
-typedef struct ig_registry {
-    ig_worker **workers;
+typedef struct ig_model_set {
+    const char *name;      /* borrowed from a worker of the snapshot */
+    size_t len;
+    ig_worker **workers;   /* routable workers serving it (including any-model ones) */
     int n;
-} ig_registry;
+} ig_model_set;
+
+typedef struct ig_snapshot {
+    uint64_t version;
+    ig_worker **all;       /* every registered worker, for listings and metrics */
+    int n_all;
+    ig_worker **routable;  /* healthy, breaker not open: requests without a model */
+    int n_routable;
+    ig_worker **any;       /* routable any-model workers: models nobody listed */
+    int n_any;
+    ig_model_set *models;
+    int n_models;
+    uint32_t *table;       /* open addressing: index+1 into models, 0 empty */
+    uint32_t mask;
+} ig_snapshot;
+
+/** Loop threads that keep per-thread pools in every worker (set once at start). */
+void ig_registry_init(int nthreads);
 
 /**
  * Split "http://host[:port][/]" into host and port. Only plain http is
@@ -40,22 +92,59 @@ typedef struct ig_registry {
 int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, const char **err);
 
 /** Build a worker from its URL (resolves the host). 0 or negative errno; *err says why. */
-int ig_worker_new(const char *url, uint32_t idx, ig_worker **out, const char **err);
-void ig_worker_free(ig_worker *w);
-/** Replace the worker's model list (takes ownership of models). */
+int ig_worker_new(const char *url, ig_worker **out, const char **err);
+/** Replace the model list (takes ownership); only before the worker is published. */
 void ig_worker_set_models(ig_worker *w, char **models, int n);
 /** 1 when w serves the model (or any model). */
 int ig_worker_serves(const ig_worker *w, const char *model, size_t len);
 
-/** Publish the registry snapshot routing reads. */
-void ig_registry_publish(ig_registry *r);
-/** The current snapshot (lock-free). */
-const ig_registry *ig_registry_get(void);
+/** In-flight requests (what the policies compare). */
+static inline uint32_t ig_worker_inflight(const ig_worker *w)
+{
+    return (uint32_t)atomic_load_explicit(&((ig_worker *)w)->refs, memory_order_relaxed);
+}
+/** A request starts on w: counts as in flight and keeps w alive. */
+static inline void ig_worker_begin(ig_worker *w)
+{
+    atomic_fetch_add_explicit(&w->refs, 1, memory_order_relaxed);
+}
+/** The request ends; may free w. */
+void ig_worker_end(ig_worker *w);
+/** Non-request references (snapshots, pooled connections). */
+void ig_worker_ref(ig_worker *w);
+void ig_worker_unref(ig_worker *w);
+/** Routable right now: healthy, not removed, breaker not open. */
+int ig_worker_routable(const ig_worker *w);
 
+/* ---- the writer side: control thread only ---- */
+
+/** Registered workers, in order of addition. */
+int ig_registry_count(void);
+ig_worker *ig_registry_at(int i);
+ig_worker *ig_registry_find_url(const char *url);
+ig_worker *ig_registry_find_id(uint64_t id);
+/** Add (takes the caller's reference) and publish. */
+int ig_registry_add(ig_worker *w);
+/** Remove, mark removed (drain: in-flight requests finish) and publish. */
+int ig_registry_remove(ig_worker *w);
+/** Rebuild and publish the snapshot (after health or breaker changes). */
+int ig_registry_publish(void);
+/** Drop everything (at exit, when no reader is left). */
+void ig_registry_shutdown(void);
+
+/* ---- the reader side: loop threads, inside one callback ---- */
+
+/** The current snapshot (never NULL once ig_registry_init ran). */
+const ig_snapshot *ig_snapshot_get(void);
 /**
- * Fill out[] with the workers that serve model (all workers when model is
- * NULL); returns the count. No allocation, no lock.
+ * Candidates for model (NULL: any worker). *known says whether any
+ * registered worker serves the model at all (healthy or not). Returns the
+ * count and points *out at an immutable array of the snapshot.
  */
-int ig_registry_candidates(const ig_registry *r, const char *model, size_t len, ig_worker **out,
-                           int max);
+int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len,
+                           ig_worker *const **out, int *known);
+
+/** Build a snapshot from workers (exposed for unit tests); NULL on ENOMEM. */
+ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t version);
+void ig_snapshot_free(void *snapshot);
 #endif

@@ -1,5 +1,6 @@
-/* Per-thread keep-alive pools of worker connections: take, connect, release,
- * retire (request count, age, idle time) and close. */
+/* Keep-alive pools of worker connections: each worker keeps one pool per
+ * loop thread, touched only by that thread. Take, connect, release, retire
+ * (request count, age, idle time, worker removed) and close. */
 #include <stdlib.h>
 
 #include "../core/ig_log.h"
@@ -10,20 +11,28 @@ static void upconn_free_cb(uv_handle_t *h)
     ig_upconn *up = h->data;
     if (--up->handles_open == 0) {
         ig_buf_free(&up->hbuf);
+        ig_worker_unref(up->w);
         free(up);
     }
+}
+
+static void unlink_idle(ig_upconn *up)
+{
+    ig_list_remove(&up->link);
+    ig_list_remove(&up->tlink);
+    up->w->pools[up->th->idx].nidle--;
 }
 
 void ig_upstream_close(ig_upconn *up)
 {
     if (up->state == U_CLOSING)
         return;
-    if (up->state == U_IDLE) {
-        ig_list_remove(&up->link);
-        up->th->pools[up->w->idx].nidle--;
-    }
+    if (up->state == U_IDLE)
+        unlink_idle(up);
     up->state = U_CLOSING;
     up->c = NULL;
+    atomic_fetch_add_explicit(&up->w->stats.conns_closed, 1, memory_order_relaxed);
+    ig_count(&up->th->stats.conns_closed, 1);
     uv_close((uv_handle_t *)&up->tcp, upconn_free_cb);
     uv_close((uv_handle_t *)&up->timer, upconn_free_cb);
 }
@@ -36,17 +45,15 @@ static int too_old(const ig_upconn *up, uint64_t now)
 
 ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
 {
-    ig_pool *p = &th->pools[w->idx];
+    ig_pool *p = &w->pools[th->idx];
     uint64_t now = uv_now(&th->loop);
     while (!ig_list_empty(&p->idle)) {
         ig_upconn *up = ig_container_of(p->idle.next, ig_upconn, link);
-        ig_list_remove(&up->link);
-        p->nidle--;
         if (too_old(up, now)) {
-            up->state = U_BUSY; /* not in the list any more */
             ig_upstream_close(up);
             continue;
         }
+        unlink_idle(up);
         up->state = U_BUSY;
         up->reused = 1;
         return up;
@@ -54,14 +61,22 @@ ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
     return NULL;
 }
 
+void ig_upstream_count_use(ig_upconn *up)
+{
+    if (up->reused) {
+        atomic_fetch_add_explicit(&up->w->stats.conns_reused, 1, memory_order_relaxed);
+        ig_count(&up->th->stats.conns_reused, 1);
+    }
+}
+
 static void connect_timeout_cb(uv_timer_t *t)
 {
     ig_upconn *up = t->data;
+    ig_client *c = up->c;
     up->timed_out = 1;
-    /* closing cancels the connect: its callback reports the failure */
-    uv_close((uv_handle_t *)&up->tcp, upconn_free_cb);
-    uv_close((uv_handle_t *)&up->timer, upconn_free_cb);
-    up->state = U_CLOSING;
+    ig_upstream_close(up);
+    /* closing cancels the connect; its callback tells the client, so keep it attached */
+    up->c = c;
 }
 
 ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb)
@@ -71,17 +86,21 @@ ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb)
         return NULL;
     up->th = th;
     up->w = w;
+    ig_worker_ref(w);
     up->state = U_CONNECTING;
     up->tcp.data = up;
     up->timer.data = up;
     up->creq.data = up;
     up->wreq.data = up;
     ig_list_init(&up->link);
+    ig_list_init(&up->tlink);
     ig_buf_init(&up->hbuf, 64 * 1024);
     up->created_ms = uv_now(&th->loop);
     uv_tcp_init(&th->loop, &up->tcp);
     uv_timer_init(&th->loop, &up->timer);
     up->handles_open = 2;
+    atomic_fetch_add_explicit(&w->stats.conns_opened, 1, memory_order_relaxed);
+    ig_count(&th->stats.conns_opened, 1);
     int rc = uv_tcp_connect(&up->creq, &up->tcp, (const struct sockaddr *)&w->addr, cb);
     if (rc) {
         ig_warn("connect to %s: %s", w->url, uv_strerror(rc));
@@ -99,16 +118,17 @@ void ig_upstream_release(ig_upconn *up, int reusable)
     const ig_config *cfg = up->th->cfg;
     up->c = NULL;
     uint64_t now = uv_now(&up->th->loop);
-    if (!reusable || up->th->draining ||
+    if (!reusable || up->th->draining || atomic_load_explicit(&up->w->removed, memory_order_relaxed) ||
         (cfg->upstream_max_requests_per_conn && up->nreq >= cfg->upstream_max_requests_per_conn) ||
         too_old(up, now)) {
         ig_upstream_close(up);
         return;
     }
-    ig_pool *p = &up->th->pools[up->w->idx];
+    ig_pool *p = &up->w->pools[up->th->idx];
     up->state = U_IDLE;
     up->idle_since_ms = now;
     ig_list_push_front(&p->idle, &up->link);
+    ig_list_push_front(&up->th->idle_conns, &up->tlink);
     p->nidle++;
 }
 
@@ -116,21 +136,19 @@ void ig_upstream_sweep(ig_thread *th)
 {
     uint64_t now = uv_now(&th->loop);
     uint64_t idle_ms = (uint64_t)(th->cfg->upstream_idle_timeout_secs * 1000.0);
-    for (int i = 0; i < th->npools; i++) {
-        ig_pool *p = &th->pools[i];
-        /* the oldest idle connections sit at the tail */
-        while (!ig_list_empty(&p->idle)) {
-            ig_upconn *up = ig_container_of(p->idle.prev, ig_upconn, link);
-            if (now - up->idle_since_ms < idle_ms && !too_old(up, now))
-                break;
+    /* oldest first from the tail; a removed worker's connections go at once */
+    ig_list *n = th->idle_conns.prev;
+    while (n != &th->idle_conns) {
+        ig_upconn *up = ig_container_of(n, ig_upconn, tlink);
+        n = n->prev;
+        if (now - up->idle_since_ms >= idle_ms || too_old(up, now) ||
+            atomic_load_explicit(&up->w->removed, memory_order_relaxed))
             ig_upstream_close(up);
-        }
     }
 }
 
 void ig_upstream_close_all(ig_thread *th)
 {
-    for (int i = 0; i < th->npools; i++)
-        while (!ig_list_empty(&th->pools[i].idle))
-            ig_upstream_close(ig_container_of(th->pools[i].idle.next, ig_upconn, link));
+    while (!ig_list_empty(&th->idle_conns))
+        ig_upstream_close(ig_container_of(th->idle_conns.next, ig_upconn, tlink));
 }

@@ -40,16 +40,20 @@ def test_no_workers_is_503(procs):
     assert httpx.get(gw.base + "/readiness").status_code == 503
 
 
-def test_worker_that_never_answered_discovery_takes_any_model(procs):
+def test_worker_unreachable_at_start_gets_no_traffic(procs):
+    """A worker that cannot be reached at start is known down: no request is
+    sent to it until a health check passes."""
     w = procs.worker(worker_id="w1", model="m-a")
     dead = "http://127.0.0.1:9"  # discard port: nothing listens
     gw = procs.gateway([w, dead])
     with httpx.Client(base_url=gw.base, timeout=10) as c:
-        # m-b is not served by w1, but the silent worker may serve it: tried, fails, 502
+        # only the unknown worker might serve m-b, and it is down: 503, not a doomed try
         r = c.post("/v1/chat/completions", json={"model": "m-b", "messages": []})
-        assert r.status_code == 502
-        r = c.post("/v1/chat/completions", json={"model": "m-a", "messages": [], "max_tokens": 1})
-        assert r.status_code == 200 and r.json()["worker_id"] == "w1"
+        assert r.status_code == 503 and r.json()["error"]["code"] == "no_healthy_workers"
+        for _ in range(10):
+            r = c.post("/v1/chat/completions", json={"model": "m-a", "messages": [], "max_tokens": 1})
+            assert r.status_code == 200 and r.json()["worker_id"] == "w1"
+    assert w.stats()["completed"] == 10
 
 
 def test_models_route_to_the_workers_that_serve_them(procs):
@@ -87,13 +91,18 @@ def test_connect_timeout_moves_on_then_504(procs):
     try:
         url = "http://127.0.0.1:%d" % hole.getsockname()[1]
         w = procs.worker(worker_id="w1")
-        gw = procs.gateway([url, w], "--connect-timeout-secs", "0.3", "--discovery-timeout-secs", "0.3",
-                           "--policy", "round_robin")
+        # added by the admin API with its model, so no discovery marks it down first
+        args = ("--connect-timeout-secs", "0.3", "--health-check-interval-secs", "0",
+                "--policy", "round_robin")
+        gw = procs.gateway([w], *args)
+        r = httpx.post(gw.base + "/workers", json={"url": url, "model_id": "mock-model"})
+        assert r.status_code == 201
         with httpx.Client(base_url=gw.base, timeout=10) as c:
             for _ in range(4):
                 r = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
                 assert r.status_code == 200 and r.json()["worker_id"] == "w1"
-        gw2 = procs.gateway([url], "--connect-timeout-secs", "0.3", "--discovery-timeout-secs", "0.3")
+        gw2 = procs.gateway([], *args)
+        assert httpx.post(gw2.base + "/workers", json={"url": url, "model_id": "mock-model"}).status_code == 201
         r = httpx.post(gw2.base + "/v1/chat/completions", json=chat_body(), timeout=10)
         assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_connect_timeout"
     finally:

@@ -88,9 +88,9 @@ def test_idle_pooled_connections_are_closed_after_the_idle_timeout(procs):
     with httpx.Client(base_url=gw.base, timeout=10) as c:
         for _ in range(5):
             assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
-        # one pooled connection plus this /stats connection
-        assert w.stats()["open_connections"] == 2
-        assert wait_for(lambda: w.stats()["open_connections"] == 1)
+        # the pooled connection, the control thread's kept health-check connection, this /stats
+        assert w.stats()["open_connections"] == 3
+        assert wait_for(lambda: w.stats()["open_connections"] == 2)
         # the next request simply connects again
         assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
 

@@ -15,7 +15,6 @@ static int setup(void **state)
 {
     for (int i = 0; i < 8; i++) {
         memset(&ws[i], 0, sizeof(ws[i]));
-        ws[i].idx = (uint32_t)i;
         cand[i] = &ws[i];
     }
     return 0;
@@ -48,8 +47,8 @@ static void least_load_picks_the_minimum(void **state)
     ig_policy_state st;
     ig_policy_state_init(&st, 7);
     for (int i = 0; i < 8; i++)
-        atomic_store(&ws[i].inflight, 5);
-    atomic_store(&ws[6].inflight, 2);
+        atomic_store(&ws[i].refs, 5);
+    atomic_store(&ws[6].refs, 2);
     for (int i = 0; i < 50; i++)
         assert_int_equal(ig_policy_pick(IG_POLICY_LEAST_LOAD, &st, cand, 8), 6);
 }
@@ -70,7 +69,7 @@ static void power_of_two_never_picks_the_busiest(void **state)
     ig_policy_state st;
     ig_policy_state_init(&st, 3);
     for (int i = 0; i < 8; i++)
-        atomic_store(&ws[i].inflight, i); /* worker 7 is the busiest */
+        atomic_store(&ws[i].refs, (uint64_t)i); /* worker 7 is the busiest */
     for (int i = 0; i < 2000; i++)
         assert_int_not_equal(ig_policy_pick(IG_POLICY_POWER_OF_TWO, &st, cand, 8), 7);
     /* with two candidates, two distinct ones are compared: always the idle one */
@@ -118,26 +117,6 @@ static void url_parse(void **state)
     assert_int_not_equal(ig_url_parse("http://:1", host, sizeof(host), &port, &err), 0);
 }
 
-static void registry_candidates_by_model(void **state)
-{
-    char *m1[] = {strdup("a"), strdup("b")}, *m2[] = {strdup("b")};
-    char **v1 = malloc(sizeof(m1)), **v2 = malloc(sizeof(m2));
-    memcpy(v1, m1, sizeof(m1));
-    memcpy(v2, m2, sizeof(m2));
-    ig_worker_set_models(&ws[0], v1, 2);
-    ig_worker_set_models(&ws[1], v2, 1);
-    ws[2].any_model = 1;
-    ig_registry r = {cand, 3};
-    ig_worker *out[8];
-    assert_int_equal(ig_registry_candidates(&r, "a", 1, out, 8), 2); /* ws0 and the any-model ws2 */
-    assert_int_equal(ig_registry_candidates(&r, "b", 1, out, 8), 3);
-    assert_int_equal(ig_registry_candidates(&r, NULL, 0, out, 8), 3);
-    ws[2].any_model = 0;
-    assert_int_equal(ig_registry_candidates(&r, "c", 1, out, 8), 0);
-    ig_worker_set_models(&ws[0], NULL, 0);
-    ig_worker_set_models(&ws[1], NULL, 0);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -149,7 +128,6 @@ int main(void)
         cmocka_unit_test_setup(empty_and_single, setup),
         cmocka_unit_test(names_round_trip),
         cmocka_unit_test(url_parse),
-        cmocka_unit_test_setup(registry_candidates_by_model, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,35 @@
+/* The admin API's requests, parsed into operations (pure: unit-tested), and
+ * the JSON shape of a worker. Runs on the control thread. */
+#ifndef IG_ADMIN_H
+#define IG_ADMIN_H
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../registry/ig_registry.h"
+
+typedef enum { IG_ADMIN_LIST, IG_ADMIN_GET, IG_ADMIN_ADD, IG_ADMIN_DELETE } ig_admin_op;
+
+typedef struct ig_admin_request {
+    ig_admin_op op;
+    uint64_t id;     /* GET/DELETE /workers/{id} */
+    char *url;       /* ADD, or GET/DELETE by URL */
+    char *model_id;  /* ADD: skip discovery, serve this model */
+    int max_inflight;
+    /* on error */
+    int status;
+    const char *code;
+    const char *message;
+} ig_admin_request;
+
+/** 1 when path (no query) is an admin endpoint. */
+int ig_admin_is_path(const char *path, size_t len);
+/** Parse one admin request. 0, or -EINVAL with status/code/message set. */
+int ig_admin_parse(int method, const char *target, const char *body, size_t body_len,
+                   ig_admin_request *out);
+void ig_admin_request_free(ig_admin_request *r);
+/** Percent-decode the value of key in a query string into a new string (NULL if absent). */
+char *ig_query_get(const char *query, const char *key);
+/** A worker as the admin API shows it. */
+json_t *ig_worker_json(const ig_worker *w);
+#endif

@@ -1,0 +1,520 @@
+#include "ig_control.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "../core/ig_log.h"
+#include "../health/ig_breaker.h"
+#include "../registry/ig_epoch.h"
+#include "../registry/ig_registry.h"
+#include "../upstream/ig_httpc.h"
+#include "ig_admin.h"
+#include "ig_gateway.h"
+
+#define TICK_MS 200
+
+/* Control-thread state of a worker, hung off ig_worker.control. */
+typedef struct ctl_worker {
+    ig_worker *w;
+    ig_httpc *hc;       /* discovery and health checks, one kept connection */
+    ig_admin_msg *waiters; /* admin adds waiting for discovery to finish */
+    int discovering;
+} ctl_worker;
+
+static struct {
+    uv_loop_t loop;
+    uv_thread_t tid;
+    uv_async_t inbox_async;
+    uv_timer_t tick, health;
+    uv_mutex_t lock;
+    ig_admin_msg *inbox; /* under lock */
+    atomic_int poked, stopping;
+    const ig_config *cfg;
+    ig_thread *threads;
+    int nthreads;
+    int initial_pending;
+    ctl_worker **adding; /* workers being discovered, not yet in the registry */
+    int n_adding, cap_adding;
+} ctl;
+
+void ig_admin_msg_free(ig_admin_msg *m)
+{
+    if (!m)
+        return;
+    free(m->target);
+    free(m->body);
+    free(m->reply);
+    free(m);
+}
+
+/* Publishing retires the old snapshot: wake every loop thread so it passes a
+ * quiescent point soon, even if it is idle in epoll. */
+static void publish(void)
+{
+    if (ig_registry_publish())
+        ig_err("registry: out of memory publishing a snapshot");
+    for (int i = 0; i < ctl.nthreads; i++)
+        uv_async_send(&ctl.threads[i].wake);
+}
+
+static void reply(ig_admin_msg *m, int status, json_t *doc)
+{
+    m->status = status;
+    m->reply = json_dumps(doc, JSON_COMPACT);
+    m->reply_len = m->reply ? strlen(m->reply) : 0;
+    json_decref(doc);
+    if (m->th)
+        ig_thread_post_reply(m->th, m);
+    else
+        ig_admin_msg_free(m); /* a start-up add: nobody to answer */
+}
+
+static void reply_error(ig_admin_msg *m, int status, const char *code, const char *msg)
+{
+    reply(m, status, json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type",
+                               status == 404 ? "not_found_error" : "invalid_request_error", "code",
+                               code));
+}
+
+/* ---- worker JSON ---- */
+
+static const char *breaker_name(int b)
+{
+    return b == IG_BREAKER_OPEN ? "open" : b == IG_BREAKER_HALF_OPEN ? "half_open" : "closed";
+}
+
+json_t *ig_worker_json(const ig_worker *cw)
+{
+    ig_worker *w = (ig_worker *)cw;
+    char id[32];
+    snprintf(id, sizeof(id), "w%llu", (unsigned long long)w->id);
+    json_t *models = json_array();
+    for (int i = 0; i < w->n_models; i++)
+        json_array_append_new(models, json_string(w->models[i]));
+    ig_worker_stats *s = &w->stats;
+    return json_pack(
+        "{s:s,s:s,s:o,s:b,s:s,s:s,s:b,s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I}}", "id", id,
+        "url", w->url, "models", w->any_model ? (json_decref(models), json_null()) : models,
+        "any_model", w->any_model, "health",
+        atomic_load(&w->health) == IG_HEALTH_UP ? "healthy" : "unhealthy", "breaker",
+        breaker_name(atomic_load(&w->breaker)), "routable", ig_worker_routable(w), "inflight",
+        (json_int_t)ig_worker_inflight(w), "max_inflight", w->max_inflight, "requests",
+        (json_int_t)atomic_load(&s->requests), "failures", (json_int_t)atomic_load(&s->failures),
+        "connect_failures", (json_int_t)atomic_load(&s->connect_failures), "responses_5xx",
+        (json_int_t)atomic_load(&s->responses_5xx), "retries", (json_int_t)atomic_load(&s->retries),
+        "connections", "opened", (json_int_t)atomic_load(&s->conns_opened), "reused",
+        (json_int_t)atomic_load(&s->conns_reused), "closed",
+        (json_int_t)atomic_load(&s->conns_closed));
+}
+
+/* ---- adding and removing workers ---- */
+
+static void ctl_free(ctl_worker *cw)
+{
+    ig_httpc_close(cw->hc);
+    free(cw);
+}
+
+static void adding_remove(ctl_worker *cw)
+{
+    for (int i = 0; i < ctl.n_adding; i++)
+        if (ctl.adding[i] == cw) {
+            ctl.adding[i] = ctl.adding[--ctl.n_adding];
+            return;
+        }
+}
+
+static ctl_worker *adding_find(const char *url)
+{
+    for (int i = 0; i < ctl.n_adding; i++)
+        if (strcmp(ctl.adding[i]->w->url, url) == 0)
+            return ctl.adding[i];
+    return NULL;
+}
+
+static void finish_add(ctl_worker *cw)
+{
+    ig_worker *w = cw->w;
+    int rc = ig_registry_add(w);
+    ig_admin_msg *m = cw->waiters;
+    cw->waiters = NULL;
+    if (rc) {
+        ig_err("cannot add worker %s: %s", w->url, strerror(-rc));
+        while (m) {
+            ig_admin_msg *next = m->next;
+            m->next = NULL;
+            reply_error(m, 503, "registry_full", "cannot add more workers");
+            m = next;
+        }
+        ig_worker_unref(w);
+        ctl_free(cw);
+        return;
+    }
+    w->control = cw;
+    for (int i = 0; i < ctl.nthreads; i++)
+        uv_async_send(&ctl.threads[i].wake);
+    ig_info("worker %s added as w%llu (%s, %s)", w->url, (unsigned long long)w->id,
+            w->any_model ? "any model" : w->models[0],
+            atomic_load(&w->health) == IG_HEALTH_UP ? "healthy" : "unhealthy until it answers");
+    int first = 1;
+    while (m) {
+        ig_admin_msg *next = m->next;
+        m->next = NULL;
+        reply(m, first ? 201 : 200, json_pack("{s:o,s:b}", "worker", ig_worker_json(w), "created", first));
+        first = 0;
+        m = next;
+    }
+}
+
+static void discovery_cb(void *arg, int status, const char *body, size_t len, const char *err)
+{
+    ctl_worker *cw = arg;
+    ig_worker *w = cw->w;
+    cw->discovering = 0;
+    adding_remove(cw);
+    if (ctl.initial_pending > 0)
+        ctl.initial_pending--;
+    if (err && strcmp(err, "cancelled") == 0)
+        return;
+    if (status == 200) {
+        json_error_t jerr;
+        json_t *root = json_loadb(body ? body : "", len, 0, &jerr);
+        json_t *data = json_object_get(root, "data");
+        size_t n = json_array_size(data), k = 0;
+        char **models = n ? calloc(n, sizeof(char *)) : NULL;
+        for (size_t i = 0; models && i < n; i++) {
+            const char *id = json_string_value(json_object_get(json_array_get(data, i), "id"));
+            if (id)
+                models[k++] = strdup(id);
+        }
+        json_decref(root);
+        if (k)
+            ig_worker_set_models(w, models, (int)k);
+        else {
+            free(models);
+            ig_warn("worker %s: /v1/models listed no model; it will be sent any model", w->url);
+        }
+    } else if (status) {
+        ig_warn("worker %s: /v1/models answered %d; it will be sent any model", w->url, status);
+    } else {
+        /* not reachable now: known down until a health check says otherwise */
+        atomic_store(&w->health, IG_HEALTH_DOWN);
+        ig_warn("worker %s: /v1/models: %s; unhealthy until it answers", w->url, err);
+    }
+    finish_add(cw);
+}
+
+/* Add url: discover its models unless given, then publish. m may be NULL (start-up). */
+static void add_worker(const char *url, const char *model_id, int max_inflight, ig_admin_msg *m)
+{
+    const char *why = "invalid URL";
+    ig_worker *w = NULL;
+    int rc = ig_worker_new(url, &w, &why);
+    if (rc) {
+        if (m)
+            reply_error(m, 400, "invalid_url", why);
+        else
+            ig_err("--worker-urls %s: %s", url, why);
+        return;
+    }
+    ig_worker *existing = ig_registry_find_url(w->url);
+    ctl_worker *pending = adding_find(w->url);
+    if (existing || pending) {
+        ig_worker_unref(w);
+        if (existing && m)
+            reply(m, 200, json_pack("{s:o,s:b}", "worker", ig_worker_json(existing), "created", 0));
+        else if (pending && m) {
+            m->next = NULL;
+            ig_admin_msg **pp = &pending->waiters;
+            while (*pp)
+                pp = &(*pp)->next;
+            *pp = m;
+        }
+        return;
+    }
+    w->max_inflight = max_inflight;
+    ctl_worker *cw = calloc(1, sizeof(*cw));
+    if (!cw || !(cw->hc = ig_httpc_new(&ctl.loop, (struct sockaddr *)&w->addr, w->host_header))) {
+        free(cw);
+        ig_worker_unref(w);
+        if (m)
+            reply_error(m, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    cw->w = w;
+    cw->waiters = m;
+    if (m)
+        m->next = NULL;
+    if (model_id) {
+        char **models = malloc(sizeof(char *));
+        if (models && (models[0] = strdup(model_id)))
+            ig_worker_set_models(w, models, 1);
+        else
+            free(models);
+        finish_add(cw);
+        return;
+    }
+    if (ctl.n_adding == ctl.cap_adding) {
+        int ncap = ctl.cap_adding ? ctl.cap_adding * 2 : 16;
+        ctl_worker **na = realloc(ctl.adding, sizeof(*na) * (size_t)ncap);
+        if (!na) {
+            finish_add(cw);
+            return;
+        }
+        ctl.adding = na;
+        ctl.cap_adding = ncap;
+    }
+    ctl.adding[ctl.n_adding++] = cw;
+    cw->discovering = 1;
+    if (!m)
+        ctl.initial_pending++;
+    ig_httpc_request(cw->hc, "GET", "/v1/models", NULL, 0, ctl.cfg->discovery_timeout_secs,
+                     discovery_cb, cw);
+}
+
+static void remove_worker(ig_worker *w, ig_admin_msg *m)
+{
+    json_t *doc = json_pack("{s:o}", "removed", ig_worker_json(w));
+    ctl_worker *cw = w->control;
+    w->control = NULL;
+    if (cw)
+        ctl_free(cw);
+    ig_registry_remove(w); /* drains: in-flight requests keep their reference */
+    for (int i = 0; i < ctl.nthreads; i++)
+        uv_async_send(&ctl.threads[i].wake);
+    ig_info("worker removed; it drains");
+    reply(m, 200, doc);
+}
+
+/* ---- health checks: every worker at once, on kept connections ---- */
+
+static void health_cb(void *arg, int status, const char *body, size_t len, const char *err)
+{
+    ig_worker *w = arg;
+    const ig_config *cfg = ctl.cfg;
+    (void)body;
+    (void)len;
+    if (err && strcmp(err, "cancelled") == 0)
+        return;
+    int ok = status >= 200 && status < 300;
+    int health = atomic_load(&w->health);
+    if (ok) {
+        atomic_store(&w->health_fail_streak, 0);
+        int streak = atomic_fetch_add(&w->health_ok_streak, 1) + 1;
+        if (health == IG_HEALTH_DOWN && streak >= (int)cfg->health_success_threshold) {
+            atomic_store(&w->health, IG_HEALTH_UP);
+            ig_info("worker %s is healthy again", w->url);
+            publish();
+        }
+    } else {
+        atomic_store(&w->health_ok_streak, 0);
+        int streak = atomic_fetch_add(&w->health_fail_streak, 1) + 1;
+        if (health == IG_HEALTH_UP && streak >= (int)cfg->health_failure_threshold) {
+            atomic_store(&w->health, IG_HEALTH_DOWN);
+            ig_warn("worker %s is unhealthy: %s%s", w->url, err ? err : "status ",
+                    err ? "" : (status >= 500 ? "5xx" : "not 2xx"));
+            publish();
+        }
+    }
+}
+
+static void health_round(uv_timer_t *t)
+{
+    (void)t;
+    for (int i = 0; i < ig_registry_count(); i++) {
+        ig_worker *w = ig_registry_at(i);
+        ctl_worker *cw = w->control;
+        if (!cw || ig_httpc_busy(cw->hc))
+            continue; /* the previous check is still out: its timeout will count */
+        ig_httpc_request(cw->hc, "GET", ctl.cfg->health_check_endpoint, NULL, 0,
+                         ctl.cfg->health_check_timeout_secs, health_cb, w);
+    }
+}
+
+/* ---- the tick: breakers out of cool-down, pokes, reclamation ---- */
+
+static void tick_cb(uv_timer_t *t)
+{
+    (void)t;
+    int changed = atomic_exchange(&ctl.poked, 0);
+    uint64_t now = uv_now(&ctl.loop);
+    for (int i = 0; i < ig_registry_count(); i++)
+        changed |= ig_breaker_cooldown_over(ig_registry_at(i), now);
+    if (changed)
+        publish();
+    ig_epoch_reclaim();
+}
+
+void ig_control_poke(void)
+{
+    atomic_store(&ctl.poked, 1);
+}
+
+/* ---- the inbox ---- */
+
+static void handle(ig_admin_msg *m);
+
+static void inbox_cb(uv_async_t *a)
+{
+    (void)a;
+    uv_mutex_lock(&ctl.lock);
+    ig_admin_msg *m = ctl.inbox;
+    ctl.inbox = NULL;
+    uv_mutex_unlock(&ctl.lock);
+    /* the inbox is a stack: answer in arrival order */
+    ig_admin_msg *rev = NULL;
+    while (m) {
+        ig_admin_msg *next = m->next;
+        m->next = rev;
+        rev = m;
+        m = next;
+    }
+    while (rev) {
+        ig_admin_msg *next = rev->next;
+        rev->next = NULL;
+        handle(rev);
+        rev = next;
+    }
+    if (atomic_load(&ctl.stopping)) {
+        uv_stop(&ctl.loop);
+    }
+}
+
+void ig_control_submit(ig_admin_msg *m)
+{
+    uv_mutex_lock(&ctl.lock);
+    m->next = ctl.inbox;
+    ctl.inbox = m;
+    uv_mutex_unlock(&ctl.lock);
+    uv_async_send(&ctl.inbox_async);
+}
+
+/* ---- admin requests ---- */
+
+static void handle(ig_admin_msg *m)
+{
+    ig_admin_request req;
+    int rc = ig_admin_parse(m->method, m->target, m->body, m->body_len, &req);
+    if (rc) {
+        reply_error(m, req.status, req.code, req.message);
+        ig_admin_request_free(&req);
+        return;
+    }
+    switch (req.op) {
+    case IG_ADMIN_LIST: {
+        json_t *arr = json_array(), *urls = json_array();
+        for (int i = 0; i < ig_registry_count(); i++) {
+            json_array_append_new(arr, ig_worker_json(ig_registry_at(i)));
+            json_array_append_new(urls, json_string(ig_registry_at(i)->url));
+        }
+        reply(m, 200, json_pack("{s:o,s:o,s:i}", "workers", arr, "urls", urls, "total",
+                                ig_registry_count()));
+        break;
+    }
+    case IG_ADMIN_GET:
+    case IG_ADMIN_DELETE: {
+        ig_worker *w = req.url ? ig_registry_find_url(req.url) : ig_registry_find_id(req.id);
+        if (!w && req.url) {
+            /* a URL as given may differ from the stored, normalised one */
+            ig_worker *tmp = NULL;
+            const char *why;
+            if (ig_worker_new(req.url, &tmp, &why) == 0) {
+                w = ig_registry_find_url(tmp->url);
+                ig_worker_unref(tmp);
+            }
+        }
+        if (!w)
+            reply_error(m, 404, "worker_not_found", "no such worker");
+        else if (req.op == IG_ADMIN_GET)
+            reply(m, 200, ig_worker_json(w));
+        else
+            remove_worker(w, m);
+        break;
+    }
+    case IG_ADMIN_ADD:
+        add_worker(req.url, req.model_id, req.max_inflight, m);
+        break;
+    }
+    ig_admin_request_free(&req);
+}
+
+/* ---- life cycle ---- */
+
+static void control_main(void *arg)
+{
+    (void)arg;
+    uv_run(&ctl.loop, UV_RUN_DEFAULT);
+}
+
+int ig_control_start(const ig_config *cfg, ig_thread *threads, int nthreads)
+{
+    ctl.cfg = cfg;
+    ctl.threads = threads;
+    ctl.nthreads = nthreads;
+    int rc = uv_loop_init(&ctl.loop);
+    if (rc)
+        return rc;
+    uv_mutex_init(&ctl.lock);
+    uv_async_init(&ctl.loop, &ctl.inbox_async, inbox_cb);
+    uv_timer_init(&ctl.loop, &ctl.tick);
+    uv_timer_init(&ctl.loop, &ctl.health);
+
+    /* start-up workers, discovered concurrently on this thread before any loop thread runs */
+    for (int i = 0; i < cfg->n_worker_urls; i++)
+        add_worker(cfg->worker_urls[i], NULL, (int)cfg->worker_max_inflight, NULL);
+    while (ctl.initial_pending > 0)
+        uv_run(&ctl.loop, UV_RUN_ONCE);
+    ig_epoch_drain(); /* no reader exists yet */
+
+    uv_timer_start(&ctl.tick, tick_cb, TICK_MS, TICK_MS);
+    if (cfg->health_check_interval_secs > 0) {
+        uint64_t ms = (uint64_t)(cfg->health_check_interval_secs * 1000.0);
+        uv_timer_start(&ctl.health, health_round, ms, ms);
+    }
+    return uv_thread_create(&ctl.tid, control_main, NULL);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+void ig_control_stop(void)
+{
+    atomic_store(&ctl.stopping, 1);
+    uv_async_send(&ctl.inbox_async);
+    uv_thread_join(&ctl.tid);
+    /* the loop threads are gone: close what is left here, then the registry */
+    for (int i = 0; i < ig_registry_count(); i++) {
+        ig_worker *w = ig_registry_at(i);
+        if (w->control) {
+            ctl_free(w->control);
+            w->control = NULL;
+        }
+    }
+    for (int i = 0; i < ctl.n_adding; i++) {
+        ig_worker_unref(ctl.adding[i]->w);
+        ctl_free(ctl.adding[i]);
+    }
+    free(ctl.adding);
+    uv_walk(&ctl.loop, close_walk, NULL);
+    uv_run(&ctl.loop, UV_RUN_DEFAULT);
+    uv_loop_close(&ctl.loop);
+    uv_mutex_lock(&ctl.lock);
+    ig_admin_msg *m = ctl.inbox;
+    ctl.inbox = NULL;
+    uv_mutex_unlock(&ctl.lock);
+    while (m) {
+        ig_admin_msg *next = m->next;
+        ig_admin_msg_free(m);
+        m = next;
+    }
+    uv_mutex_destroy(&ctl.lock);
+    ig_registry_shutdown();
+}

@@ -1,0 +1,38 @@
+/* The control thread: the only writer of the registry. It runs admin
+ * requests handed over by the loop threads, discovers models, checks health
+ * concurrently, moves circuit breakers out of their cool-down, and frees
+ * retired snapshots. Nothing here is on the routing path. */
+#ifndef IG_CONTROL_H
+#define IG_CONTROL_H
+#include <stddef.h>
+
+#include "../core/ig_config.h"
+
+struct ig_thread;
+struct ig_client;
+
+/* An admin request travelling loop thread -> control thread -> loop thread. */
+typedef struct ig_admin_msg {
+    struct ig_admin_msg *next;
+    struct ig_thread *th;    /* where the reply goes */
+    struct ig_client *c;     /* touched only by th; NULL once the client left */
+    int method;              /* llhttp method */
+    char *target;            /* path and query */
+    char *body;
+    size_t body_len;
+    int status;              /* reply */
+    char *reply;
+    size_t reply_len;
+} ig_admin_msg;
+
+/** Start the control thread; the --worker-urls are added (models discovered,
+ * all at once) before this returns. 0 or a negative errno code. */
+int ig_control_start(const ig_config *cfg, struct ig_thread *threads, int nthreads);
+/** Hand an admin request to the control thread (any loop thread). */
+void ig_control_submit(ig_admin_msg *m);
+/** A breaker changed state on a loop thread: republish soon (any thread). */
+void ig_control_poke(void);
+/** Stop the control thread and free the registry (after the loop threads ended). */
+void ig_control_stop(void);
+void ig_admin_msg_free(ig_admin_msg *m);
+#endif

@@ -1,0 +1,182 @@
+#include "ig_metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ig_gateway.h"
+
+static const char *const route_names[IG_R_N] = {
+    "chat_completions", "completions", "embeddings", "generate", "models",
+    "probe",            "metrics",     "admin",      "other"};
+
+/* the codes a gateway commonly answers; the rest are folded into their class */
+static const int status_codes[IG_STATUS_N] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 413,
+                                              417, 422, 429, 431, 500, 502, 503, 504, 0, 0};
+static const char *const other_names[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
+
+/* seconds; inference latencies run from milliseconds to many minutes */
+static const double bounds[IG_HIST_N] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                         1,     2.5,    5,     10,   30,    60,   300, 1800};
+
+const char *ig_route_name(ig_route r)
+{
+    return route_names[r];
+}
+
+int ig_status_index(int status)
+{
+    for (int i = 0; i < 18; i++)
+        if (status_codes[i] == status)
+            return i;
+    return status >= 500 ? 19 : 18; /* other 5xx; any other class */
+}
+
+void ig_hist_observe(ig_hist *h, uint64_t us)
+{
+    int i = 0;
+    while (i < IG_HIST_N && (double)us > bounds[i] * 1e6)
+        i++;
+    ig_count(&h->bucket[i], 1);
+    ig_count(&h->sum_us, us);
+}
+
+static int put(ig_buf *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int put(ig_buf *o, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    return ig_buf_append(o, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+static uint64_t rd(ig_counter *c)
+{
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+#define SUM_THREADS(expr)                                                                          \
+    ({                                                                                             \
+        uint64_t _s = 0;                                                                           \
+        for (int _t = 0; _t < n; _t++) {                                                           \
+            ig_thread_stats *st = &th[_t].stats;                                                   \
+            _s += rd(&(expr));                                                                     \
+        }                                                                                          \
+        _s;                                                                                        \
+    })
+
+static void hist(ig_buf *o, const char *name, ig_thread *th, int n, int which)
+{
+    for (int r = 0; r < IG_R_N; r++) {
+        uint64_t cum = 0, total = 0;
+        for (int t = 0; t < n; t++)
+            for (int b = 0; b <= IG_HIST_N; b++)
+                total += rd(which ? &th[t].stats.ttfb[r].bucket[b] : &th[t].stats.duration[r].bucket[b]);
+        if (!total)
+            continue;
+        for (int b = 0; b <= IG_HIST_N; b++) {
+            for (int t = 0; t < n; t++)
+                cum += rd(which ? &th[t].stats.ttfb[r].bucket[b] : &th[t].stats.duration[r].bucket[b]);
+            if (b < IG_HIST_N)
+                put(o, "%s_bucket{route=\"%s\",le=\"%g\"} %llu\n", name, route_names[r], bounds[b],
+                    (unsigned long long)cum);
+            else
+                put(o, "%s_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name, route_names[r],
+                    (unsigned long long)cum);
+        }
+        uint64_t sum = 0;
+        for (int t = 0; t < n; t++)
+            sum += rd(which ? &th[t].stats.ttfb[r].sum_us : &th[t].stats.duration[r].sum_us);
+        put(o, "%s_sum{route=\"%s\"} %.6f\n", name, route_names[r], (double)sum / 1e6);
+        put(o, "%s_count{route=\"%s\"} %llu\n", name, route_names[r], (unsigned long long)total);
+    }
+}
+
+int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
+{
+    put(o, "# HELP infergate_requests_total Requests answered, by route and status.\n"
+           "# TYPE infergate_requests_total counter\n");
+    for (int r = 0; r < IG_R_N; r++)
+        for (int k = 0; k < IG_STATUS_N; k++) {
+            uint64_t v = SUM_THREADS(st->requests[r][k]);
+            if (!v)
+                continue;
+            char code[8];
+            if (k < 18)
+                snprintf(code, sizeof(code), "%d", status_codes[k]);
+            else
+                snprintf(code, sizeof(code), "%s", k == 19 ? other_names[4] : "other");
+            put(o, "infergate_requests_total{route=\"%s\",status=\"%s\"} %llu\n", route_names[r],
+                code, (unsigned long long)v);
+        }
+    put(o, "# HELP infergate_request_duration_seconds Time from the whole request read to the "
+           "response's end.\n# TYPE infergate_request_duration_seconds histogram\n");
+    hist(o, "infergate_request_duration_seconds", th, n, 0);
+    put(o, "# HELP infergate_time_to_first_byte_seconds Time from the request read to the first "
+           "response byte from the worker (first token for streams).\n"
+           "# TYPE infergate_time_to_first_byte_seconds histogram\n");
+    hist(o, "infergate_time_to_first_byte_seconds", th, n, 1);
+
+    struct {
+        const char *name, *help;
+        uint64_t v;
+    } counters[] = {
+        {"infergate_retries_total", "Requests sent again to another worker or connection.",
+         SUM_THREADS(st->retries)},
+        {"infergate_retries_denied_total", "Retries refused by the retry budget.",
+         SUM_THREADS(st->retries_denied)},
+        {"infergate_client_connections_total", "Client connections accepted.",
+         SUM_THREADS(st->client_conns)},
+        {"infergate_client_aborts_total", "Requests whose client left before the response ended.",
+         SUM_THREADS(st->client_aborts)},
+        {"infergate_response_bytes_total", "Bytes sent to clients.", SUM_THREADS(st->bytes_out)},
+        {"infergate_upstream_connections_opened_total", "Worker connections opened.",
+         SUM_THREADS(st->conns_opened)},
+        {"infergate_upstream_connections_reused_total", "Requests sent on a pooled connection.",
+         SUM_THREADS(st->conns_reused)},
+        {"infergate_upstream_connections_closed_total", "Worker connections closed.",
+         SUM_THREADS(st->conns_closed)},
+    };
+    for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+        put(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,
+            counters[i].name, counters[i].name, (unsigned long long)counters[i].v);
+
+    put(o, "# HELP infergate_workers Registered workers.\n# TYPE infergate_workers gauge\n"
+           "infergate_workers %d\n",
+        s->n_all);
+    put(o, "# HELP infergate_workers_routable Workers that take requests now.\n"
+           "# TYPE infergate_workers_routable gauge\ninfergate_workers_routable %d\n",
+        s->n_routable);
+    static const char *const wm[][3] = {
+        {"infergate_worker_inflight", "gauge", "Requests in flight on the worker."},
+        {"infergate_worker_healthy", "gauge", "1 when the last health checks passed."},
+        {"infergate_worker_breaker_state", "gauge", "0 closed, 1 open, 2 half-open."},
+        {"infergate_worker_requests_total", "counter", "Requests sent to the worker."},
+        {"infergate_worker_failures_total", "counter", "Requests the worker failed."},
+        {"infergate_worker_connect_failures_total", "counter", "Failed connects to the worker."},
+        {"infergate_worker_responses_5xx_total", "counter", "5xx answers from the worker."},
+    };
+    for (size_t m = 0; m < sizeof(wm) / sizeof(wm[0]); m++) {
+        put(o, "# HELP %s %s\n# TYPE %s %s\n", wm[m][0], wm[m][2], wm[m][0], wm[m][1]);
+        for (int i = 0; i < s->n_all; i++) {
+            ig_worker *w = s->all[i];
+            uint64_t v = 0;
+            switch (m) {
+            case 0: v = ig_worker_inflight(w); break;
+            case 1: v = atomic_load(&w->health) == IG_HEALTH_UP; break;
+            case 2: v = (uint64_t)atomic_load(&w->breaker); break;
+            case 3: v = rd(&w->stats.requests); break;
+            case 4: v = rd(&w->stats.failures); break;
+            case 5: v = rd(&w->stats.connect_failures); break;
+            default: v = rd(&w->stats.responses_5xx); break;
+            }
+            put(o, "%s{worker=\"w%llu\",url=\"%s\"} %llu\n", wm[m][0], (unsigned long long)w->id,
+                w->url, (unsigned long long)v);
+        }
+    }
+    return 0;
+}

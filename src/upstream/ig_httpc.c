@@ -1,0 +1,228 @@
+#include "ig_httpc.h"
+
+#include <errno.h>
+#include <llhttp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/ig_buf.h"
+
+#define HTTPC_MAX_BODY (8u << 20)
+
+/* The socket and its requests live apart from the client: libuv may still
+ * call them back (cancelled) after the client dropped or freed them. */
+typedef struct hconn {
+    uv_tcp_t tcp;
+    uv_connect_t creq;
+    uv_write_t wreq;
+    struct ig_httpc *owner; /* NULL once dropped */
+} hconn;
+
+struct ig_httpc {
+    uv_loop_t *loop;
+    struct sockaddr_storage addr;
+    char host[280];
+    hconn *conn; /* NULL when not connected; dropped and replaced on any error */
+    uv_timer_t timer;
+    llhttp_t parser;
+    ig_buf out, body;
+    ig_httpc_cb cb;
+    void *arg;
+    int busy, connected, closing, keep;
+    char rbuf[16384];
+};
+
+static void conn_free_cb(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void timer_free_cb(uv_handle_t *h)
+{
+    ig_httpc *c = h->data;
+    ig_buf_free(&c->out);
+    ig_buf_free(&c->body);
+    free(c);
+}
+
+static void drop_conn(ig_httpc *c)
+{
+    if (c->conn) {
+        c->conn->owner = NULL;
+        uv_close((uv_handle_t *)&c->conn->tcp, conn_free_cb);
+        c->conn = NULL;
+    }
+    c->connected = 0;
+}
+
+static void finish(ig_httpc *c, int status, const char *err)
+{
+    if (!c->busy)
+        return;
+    c->busy = 0;
+    uv_timer_stop(&c->timer);
+    if (err || !c->keep)
+        drop_conn(c);
+    ig_httpc_cb cb = c->cb;
+    c->cb = NULL;
+    cb(c->arg, status, c->body.data, c->body.len, err);
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    ig_httpc *c = p->data;
+    return ig_buf_append(&c->body, at, len) ? HPE_USER : 0;
+}
+
+static int on_complete(llhttp_t *p)
+{
+    ig_httpc *c = p->data;
+    c->keep = llhttp_should_keep_alive(p);
+    finish(c, p->status_code, NULL);
+    return HPE_PAUSED;
+}
+
+static const llhttp_settings_t settings = {.on_body = on_body, .on_message_complete = on_complete};
+
+static void alloc_cb(uv_handle_t *h, size_t s, uv_buf_t *b)
+{
+    ig_httpc *c = ((hconn *)h->data)->owner;
+    (void)s;
+    static char sink[256];
+    *b = c ? uv_buf_init(c->rbuf, sizeof(c->rbuf)) : uv_buf_init(sink, sizeof(sink));
+}
+
+static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    ig_httpc *c = ((hconn *)s->data)->owner;
+    if (!c)
+        return;
+    if (n < 0) {
+        if (c->busy && n == UV_EOF)
+            llhttp_finish(&c->parser); /* a close-delimited body ends here */
+        if (c->busy)
+            finish(c, 0, "connection closed before the response ended");
+        else
+            drop_conn(c); /* the peer closed the idle connection */
+        return;
+    }
+    if (!c->busy) {
+        drop_conn(c); /* bytes out of turn: the connection is unusable */
+        return;
+    }
+    llhttp_errno_t e = llhttp_execute(&c->parser, b->base, (size_t)n);
+    if (e != HPE_OK && e != HPE_PAUSED)
+        finish(c, 0, "malformed response");
+}
+
+static void write_cb(uv_write_t *w, int status)
+{
+    ig_httpc *c = ((hconn *)w->data)->owner;
+    if (c && status < 0 && c->busy)
+        finish(c, 0, "write failed");
+}
+
+static void send_request(ig_httpc *c)
+{
+    llhttp_init(&c->parser, HTTP_RESPONSE, &settings);
+    c->parser.data = c;
+    uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
+    c->conn->wreq.data = c->conn;
+    if (uv_write(&c->conn->wreq, (uv_stream_t *)&c->conn->tcp, &b, 1, write_cb))
+        finish(c, 0, "write failed");
+}
+
+static void connect_cb(uv_connect_t *r, int status)
+{
+    hconn *hc = r->data;
+    ig_httpc *c = hc->owner;
+    if (!c)
+        return; /* an abandoned connection */
+    if (status < 0) {
+        finish(c, 0, status == UV_ECONNREFUSED ? "connection refused" : "connect failed");
+        return;
+    }
+    c->connected = 1;
+    uv_read_start((uv_stream_t *)&hc->tcp, alloc_cb, read_cb);
+    send_request(c);
+}
+
+static void timeout_cb(uv_timer_t *t)
+{
+    finish(t->data, 0, "timed out");
+}
+
+ig_httpc *ig_httpc_new(uv_loop_t *loop, const struct sockaddr *addr, const char *host_header)
+{
+    ig_httpc *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->loop = loop;
+    memcpy(&c->addr, addr, addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                        : sizeof(struct sockaddr_in));
+    snprintf(c->host, sizeof(c->host), "%s", host_header);
+    ig_buf_init(&c->out, 1u << 20);
+    ig_buf_init(&c->body, HTTPC_MAX_BODY);
+    uv_timer_init(loop, &c->timer);
+    c->timer.data = c;
+    return c;
+}
+
+int ig_httpc_busy(const ig_httpc *c)
+{
+    return c->busy;
+}
+
+int ig_httpc_request(ig_httpc *c, const char *method, const char *path, const char *body,
+                     size_t len, double timeout_secs, ig_httpc_cb cb, void *arg)
+{
+    if (c->busy)
+        return -EBUSY;
+    if (c->closing)
+        return -ECANCELED;
+    c->out.len = 0;
+    c->body.len = 0;
+    char head[1024];
+    int n = snprintf(head, sizeof(head),
+                     "%s %s HTTP/1.1\r\nhost: %s\r\nuser-agent: infergate\r\n"
+                     "content-type: application/json\r\ncontent-length: %zu\r\n\r\n",
+                     method, path, c->host, body ? len : 0);
+    if (n < 0 || (size_t)n >= sizeof(head))
+        return -ENAMETOOLONG;
+    if (ig_buf_append(&c->out, head, (size_t)n) || (body && ig_buf_append(&c->out, body, len)))
+        return -E2BIG;
+    c->cb = cb;
+    c->arg = arg;
+    c->busy = 1;
+    c->keep = 0;
+    uv_timer_start(&c->timer, timeout_cb, (uint64_t)(timeout_secs * 1000.0), 0);
+    if (c->connected) {
+        send_request(c);
+        return 0;
+    }
+    drop_conn(c);
+    hconn *hc = calloc(1, sizeof(*hc));
+    if (!hc) {
+        finish(c, 0, "out of memory");
+        return 0;
+    }
+    uv_tcp_init(c->loop, &hc->tcp);
+    hc->owner = c;
+    hc->tcp.data = hc;
+    hc->creq.data = hc;
+    c->conn = hc;
+    if (uv_tcp_connect(&hc->creq, &hc->tcp, (struct sockaddr *)&c->addr, connect_cb))
+        finish(c, 0, "connect failed");
+    return 0;
+}
+
+void ig_httpc_close(ig_httpc *c)
+{
+    if (!c || c->closing)
+        return;
+    finish(c, 0, "cancelled");
+    c->closing = 1;
+    drop_conn(c);
+    uv_close((uv_handle_t *)&c->timer, timer_free_cb);
+}

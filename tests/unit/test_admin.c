@@ -1,0 +1,91 @@
+/* Admin request parsing and query decoding. */
+#include <llhttp.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../src/gateway/ig_admin.h"
+
+static void list_get_delete(void **state)
+{
+    ig_admin_request r;
+    assert_int_equal(ig_admin_parse(HTTP_GET, "/workers", NULL, 0, &r), 0);
+    assert_int_equal(r.op, IG_ADMIN_LIST);
+    assert_int_equal(ig_admin_parse(HTTP_GET, "/list_workers", NULL, 0, &r), 0);
+    assert_int_equal(r.op, IG_ADMIN_LIST);
+    assert_int_equal(ig_admin_parse(HTTP_GET, "/workers/w17", NULL, 0, &r), 0);
+    assert_int_equal(r.op, IG_ADMIN_GET);
+    assert_int_equal(r.id, 17);
+    assert_int_equal(ig_admin_parse(HTTP_DELETE, "/workers/3", NULL, 0, &r), 0);
+    assert_int_equal(r.op, IG_ADMIN_DELETE);
+    assert_int_equal(r.id, 3);
+    assert_int_not_equal(ig_admin_parse(HTTP_GET, "/workers/abc", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 404);
+    assert_int_not_equal(ig_admin_parse(HTTP_PUT, "/workers/3", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 405);
+}
+
+static void add_by_json(void **state)
+{
+    ig_admin_request r;
+    const char *b = "{\"url\":\"http://10.0.0.1:8000\",\"model_id\":\"qwen\",\"max_inflight\":4}";
+    assert_int_equal(ig_admin_parse(HTTP_POST, "/workers", b, strlen(b), &r), 0);
+    assert_int_equal(r.op, IG_ADMIN_ADD);
+    assert_string_equal(r.url, "http://10.0.0.1:8000");
+    assert_string_equal(r.model_id, "qwen");
+    assert_int_equal(r.max_inflight, 4);
+    ig_admin_request_free(&r);
+    const char *bad[] = {"", "{", "[]", "{\"model_id\":\"x\"}", "{\"url\":3}",
+                         "{\"url\":\"http://a:1\",\"max_inflight\":-1}",
+                         "{\"url\":\"http://a:1\",\"model_id\":7}"};
+    const int status[] = {400, 400, 400, 400, 400, 400, 400};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_not_equal(ig_admin_parse(HTTP_POST, "/workers", bad[i], strlen(bad[i]), &r), 0);
+        assert_int_equal(r.status, status[i]);
+        assert_non_null(r.code);
+        ig_admin_request_free(&r);
+    }
+}
+
+static void sgl_query_style(void **state)
+{
+    ig_admin_request r;
+    assert_int_equal(ig_admin_parse(HTTP_POST, "/add_worker?url=http%3A%2F%2F127.0.0.1%3A9000", NULL, 0, &r), 0);
+    assert_int_equal(r.op, IG_ADMIN_ADD);
+    assert_string_equal(r.url, "http://127.0.0.1:9000");
+    ig_admin_request_free(&r);
+    assert_int_equal(ig_admin_parse(HTTP_POST, "/remove_worker?x=1&url=http://h:1", NULL, 0, &r), 0);
+    assert_int_equal(r.op, IG_ADMIN_DELETE);
+    assert_string_equal(r.url, "http://h:1");
+    ig_admin_request_free(&r);
+    assert_int_not_equal(ig_admin_parse(HTTP_POST, "/add_worker", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    assert_int_not_equal(ig_admin_parse(HTTP_GET, "/add_worker?url=x", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 405);
+}
+
+static void query_get(void **state)
+{
+    char *v = ig_query_get("a=1&b=x%20y+z&c=%zz", "b");
+    assert_string_equal(v, "x y z");
+    free(v);
+    v = ig_query_get("a=1&b=2", "c");
+    assert_null(v);
+    v = ig_query_get("c=%zz", "c");
+    assert_string_equal(v, "%zz");
+    free(v);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(list_get_delete),
+        cmocka_unit_test(add_by_json),
+        cmocka_unit_test(sgl_query_style),
+        cmocka_unit_test(query_get),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,153 @@
+/* Snapshots (model index, routable sets), worker references, epoch reclamation. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../src/registry/ig_epoch.h"
+#include "../../src/registry/ig_registry.h"
+
+static ig_worker *mk(const char *url, const char *m1, const char *m2)
+{
+    ig_worker *w = NULL;
+    const char *err;
+    assert_int_equal(ig_worker_new(url, &w, &err), 0);
+    if (m1) {
+        char **models = calloc(2, sizeof(char *));
+        models[0] = strdup(m1);
+        if (m2)
+            models[1] = strdup(m2);
+        ig_worker_set_models(w, models, m2 ? 2 : 1);
+    }
+    return w;
+}
+
+static int contains(ig_worker *const *arr, int n, ig_worker *w)
+{
+    for (int i = 0; i < n; i++)
+        if (arr[i] == w)
+            return 1;
+    return 0;
+}
+
+static void snapshot_indexes_models(void **state)
+{
+    ig_registry_init(1);
+    ig_worker *a = mk("http://127.0.0.1:1", "llama", "qwen"), *b = mk("127.0.0.1:2", "qwen", NULL),
+              *any = mk("http://127.0.0.1:3/", NULL, NULL), *down = mk("http://127.0.0.1:4", "mistral", NULL);
+    atomic_store(&down->health, IG_HEALTH_DOWN);
+    ig_worker *ws[] = {a, b, any, down};
+    ig_snapshot *s = ig_snapshot_build(ws, 4, 1);
+    assert_non_null(s);
+    ig_worker *const *out;
+    int known, n;
+
+    n = ig_snapshot_candidates(s, "qwen", 4, &out, &known);
+    assert_int_equal(n, 3); /* a, b and the any-model worker */
+    assert_true(known && contains(out, n, a) && contains(out, n, b) && contains(out, n, any));
+    n = ig_snapshot_candidates(s, "llama", 5, &out, &known);
+    assert_int_equal(n, 2);
+    /* known but nobody healthy lists it: only the any-model worker is left */
+    n = ig_snapshot_candidates(s, "mistral", 7, &out, &known);
+    assert_true(known);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(out[0], any);
+    /* nobody lists it, but an any-model worker may serve it */
+    n = ig_snapshot_candidates(s, "gpt-x", 5, &out, &known);
+    assert_true(known);
+    assert_int_equal(n, 1);
+    n = ig_snapshot_candidates(s, NULL, 0, &out, &known);
+    assert_int_equal(n, 3); /* every routable worker */
+    assert_false(contains(out, n, down));
+    assert_int_equal(s->n_all, 4);
+    assert_string_equal(b->url, "http://127.0.0.1:2");
+    assert_string_equal(any->host_header, "127.0.0.1:3");
+
+    ig_snapshot_free(s);
+    ig_worker *ws2[] = {a, b};
+    s = ig_snapshot_build(ws2, 2, 2);
+    n = ig_snapshot_candidates(s, "gpt-x", 5, &out, &known);
+    assert_false(known); /* 404 territory */
+    assert_int_equal(n, 0);
+    ig_snapshot_free(s);
+    for (int i = 0; i < 4; i++)
+        ig_worker_unref(ws[i]);
+}
+
+static void references_keep_a_worker_alive(void **state)
+{
+    ig_registry_init(2);
+    ig_worker *w = mk("http://127.0.0.1:5", "m", NULL);
+    ig_worker_begin(w); /* a request */
+    ig_worker_ref(w);   /* a pooled connection */
+    assert_int_equal(ig_worker_inflight(w), 1);
+    ig_worker_unref(w); /* the creator's reference */
+    ig_worker_unref(w); /* the connection's */
+    assert_int_equal(ig_worker_inflight(w), 1); /* still alive: the request holds it */
+    ig_worker_end(w);                           /* freed here (ASan would catch a leak or reuse) */
+}
+
+static int freed;
+static void count_free(void *p)
+{
+    (void)p;
+    freed++;
+}
+
+static void epoch_waits_for_every_reader(void **state)
+{
+    ig_epoch_init(2);
+    freed = 0;
+    ig_epoch_retire(NULL, count_free);
+    ig_epoch_advance();
+    assert_int_equal(ig_epoch_reclaim(), 1); /* nobody passed a quiescent point yet */
+    ig_epoch_quiescent(0);
+    assert_int_equal(ig_epoch_reclaim(), 1); /* reader 1 may still hold it */
+    ig_epoch_quiescent(1);
+    assert_int_equal(ig_epoch_reclaim(), 0);
+    assert_int_equal(freed, 1);
+    /* an offline reader never blocks */
+    ig_epoch_offline(1);
+    ig_epoch_retire(NULL, count_free);
+    ig_epoch_advance();
+    ig_epoch_quiescent(0);
+    assert_int_equal(ig_epoch_reclaim(), 0);
+    assert_int_equal(freed, 2);
+}
+
+static void registry_publish_add_remove(void **state)
+{
+    ig_registry_init(1);
+    ig_epoch_init(1);
+    ig_worker *a = mk("http://127.0.0.1:7", "m", NULL), *b = mk("http://127.0.0.1:8", "m", NULL);
+    assert_int_equal(ig_registry_add(a), 0);
+    assert_int_equal(ig_registry_add(b), 0);
+    const ig_snapshot *s = ig_snapshot_get();
+    assert_int_equal(s->n_all, 2);
+    assert_ptr_equal(ig_registry_find_url("http://127.0.0.1:8"), b);
+    assert_ptr_equal(ig_registry_find_id(a->id), a);
+    ig_worker_begin(b); /* in flight while removed: drains */
+    assert_int_equal(ig_registry_remove(b), 0);
+    assert_true(atomic_load(&b->removed));
+    assert_int_equal(ig_snapshot_get()->n_all, 1);
+    assert_int_equal(ig_registry_remove(b), -ENOENT);
+    ig_epoch_quiescent(0);
+    ig_epoch_reclaim();
+    assert_int_equal(ig_worker_inflight(b), 1);
+    ig_worker_end(b);
+    ig_registry_shutdown();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(snapshot_indexes_models),
+        cmocka_unit_test(references_keep_a_worker_alive),
+        cmocka_unit_test(epoch_waits_for_every_reader),
+        cmocka_unit_test(registry_publish_add_remove),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
