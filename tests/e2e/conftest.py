@@ -13,7 +13,8 @@ BUILD = os.environ.get("IG_BUILD", os.path.join(os.path.dirname(__file__), "..",
 GATEWAY = os.path.join(BUILD, "infergate")
 MOCK = os.path.join(BUILD, "infergate-mockworker")
 SANITIZED = bool(os.environ.get("IG_SANITIZED"))
-SAN_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SAN_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+               "WARNING: ThreadSanitizer")
 
 
 def _read_line(proc, prefix, what):

@@ -32,6 +32,9 @@ typedef struct proc_stats {
 } proc_stats;
 
 typedef struct shared_stats {
+    /* runtime switches (POST /mock/health, /mock/fail), shared by every process */
+    atomic_int health_status, health_delay_ms, fail_status;
+    atomic_ulong health_checks;
     atomic_int inflight;
     atomic_int max_inflight_seen;
     atomic_ulong rejected;
@@ -367,6 +370,19 @@ static void response_done(conn *c)
     conn_parse(c);
 }
 
+static void health_reply(uv_timer_t *t)
+{
+    conn *c = t->data;
+    int st = atomic_load(&stats->health_status);
+    if (st == 0)
+        st = 200;
+    char body[64];
+    snprintf(body, sizeof(body), "{\"status\":%d}\n", st);
+    send_simple(c, st, st == 200 ? "OK" : "Mock Health", "application/json", body);
+    if (!c->closing)
+        response_done(c);
+}
+
 static void send_stats(conn *c)
 {
     ig_buf b;
@@ -383,9 +399,10 @@ static void send_stats(conn *c)
     bprintf(&b,
             "{\"worker_id\":\"%s\",\"connections\":%lu,\"open_connections\":%ld,\"requests\":%lu,"
             "\"completed\":%lu,\"aborted\":%lu,\"inflight\":%d,\"max_inflight_seen\":%d,\"rejected\":%lu,"
-            "\"processes\":[",
+            "\"health_checks\":%lu,\"processes\":[",
             opt.worker_id, conns, open_now, reqs, done, ab, atomic_load(&stats->inflight),
-            atomic_load(&stats->max_inflight_seen), atomic_load(&stats->rejected));
+            atomic_load(&stats->max_inflight_seen), atomic_load(&stats->rejected),
+            atomic_load(&stats->health_checks));
     for (int i = 0; i < opt.processes; i++)
         bprintf(&b, "%s{\"pid\":%d,\"connections\":%lu,\"requests\":%lu,\"aborted\":%lu}", i ? "," : "",
                 atomic_load(&stats->procs[i].pid), atomic_load(&stats->procs[i].connections),
@@ -413,7 +430,31 @@ static void handle(conn *c)
     atomic_fetch_add(&me->requests, 1);
     c->busy = 1;
     if (method == HTTP_GET && path_is(c, "/health")) {
-        send_simple(c, 200, "OK", "application/json", "{\"status\":\"ok\"}\n");
+        atomic_fetch_add(&stats->health_checks, 1);
+        int delay = atomic_load(&stats->health_delay_ms);
+        if (delay > 0)
+            uv_timer_start(&c->timer, health_reply, (uint64_t)delay, 0);
+        else
+            health_reply(&c->timer);
+        return;
+    }
+    if (method == HTTP_POST && (path_is(c, "/mock/health") || path_is(c, "/mock/fail"))) {
+        /* ?status=N[&delay_ms=M]: what /health (or every data request) answers from now on */
+        const char *q = memchr(c->url, '?', c->url_len);
+        int st = 0, delay = 0;
+        for (const char *p = q; p && p < c->url + c->url_len; p = memchr(p + 1, '&', (size_t)(c->url + c->url_len - p - 1))) {
+            if (strncmp(p + 1, "status=", 7) == 0)
+                st = atoi(p + 8);
+            else if (strncmp(p + 1, "delay_ms=", 9) == 0)
+                delay = atoi(p + 10);
+        }
+        if (path_is(c, "/mock/fail")) {
+            atomic_store(&stats->fail_status, st);
+        } else {
+            atomic_store(&stats->health_status, st);
+            atomic_store(&stats->health_delay_ms, delay);
+        }
+        send_simple(c, 200, "OK", "application/json", "{\"ok\":true}\n");
         response_done(c);
         return;
     }
@@ -459,6 +500,8 @@ static void handle(conn *c)
         conn_close(c);
         return;
     }
+    if (!c->status_override)
+        c->status_override = atomic_load(&stats->fail_status);
     if (c->status_override) {
         send_error(c, c->status_override, "Mock Status", "status requested by x-mock-status");
         response_done(c);
@@ -734,6 +777,8 @@ static void usage(void)
          "Prints 'READY port=N' once listening (--port 0 picks a free port).\n"
          "Per-request headers: x-mock-ttft-ms, x-mock-token-interval-ms, x-mock-status,\n"
          "x-mock-close (drop the connection), x-mock-echo-headers (echo what arrived).\n"
+         "POST /mock/health?status=N&delay_ms=M sets what /health answers; POST\n"
+         "/mock/fail?status=N makes every data request answer N (0: back to normal).\n"
          "GET /stats returns connection, request and abort counts per process.");
 }
 
