@@ -25,7 +25,7 @@ GW_OBJ    = $(GW_SRC:%.c=$(BUILD)/obj/%.o)
 MOCK_OBJ  = $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
 LLHTTP_OBJ = $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 
-.PHONY: all setup run test unit e2e asan test-asan bench clean format
+.PHONY: all setup run test unit e2e asan test-asan tsan test-tsan bench clean format
 all: $(BUILD)/infergate $(BUILD)/infergate-mockworker
 
 $(BUILD)/infergate: $(GW_OBJ) $(LLHTTP_OBJ)
@@ -62,6 +62,7 @@ test: setup
 	@$(MAKE) --no-print-directory unit
 	@$(MAKE) --no-print-directory e2e
 	@$(MAKE) --no-print-directory test-asan
+	@$(MAKE) --no-print-directory test-tsan
 
 # ---- tests ----
 # unit tests link the pure parts (and the admin parser); llhttp for its method names
@@ -87,6 +88,22 @@ test-asan: asan
 	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	IG_BUILD=$(abspath build/asan) IG_SANITIZED=1 /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
+
+TSAN_FLAGS = -fsanitize=thread
+tsan:
+	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SANFLAGS="$(TSAN_FLAGS)" all \
+	  build/tsan/tests/registry_stress
+
+$(BUILD)/tests/registry_stress: tests/stress/registry_stress.c $(CORE_SRC) $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -luv -ljansson -pthread $(SANFLAGS)
+
+# the registry stress test, then the live-registry end-to-end tests, under ThreadSanitizer
+test-tsan: tsan
+	TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/registry_stress
+	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 IG_BUILD=$(abspath build/tsan) IG_SANITIZED=1 \
+	/usr/bin/python3 -m pytest -q tests/e2e/test_admin.py tests/e2e/test_health.py tests/e2e/test_clients.py $(PYTEST_ARGS)
 
 bench: setup all
 	bench/run.sh
