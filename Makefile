@@ -9,7 +9,7 @@ CFLAGS_IG = -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-paramet
             -I$(LLHTTP_H) -pthread -D_GNU_SOURCE $(SANFLAGS)
 LDLIBS    = -luv -ljansson -pthread $(SANFLAGS)
 
-CORE_SRC  = src/core/ig_buf.c src/core/ig_log.c src/core/ig_config.c \
+CORE_SRC  = src/core/ig_buf.c src/core/ig_log.c src/core/ig_config.c src/core/ig_wakeup.c \
             src/http/ig_body_scan.c src/http/ig_http.c \
             src/registry/ig_registry.c src/registry/ig_epoch.c src/balance/ig_policy.c \
             src/health/ig_breaker.c
@@ -70,7 +70,7 @@ UNIT_SRC  = $(CORE_SRC) src/gateway/ig_admin.c
 $(BUILD)/tests/%: tests/unit/%.c $(UNIT_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_IG) -o $@ $< $(UNIT_SRC) $(LLHTTP_OBJ) -lcmocka -ljansson -pthread $(SANFLAGS)
+	@$(CC) $(CFLAGS_IG) -o $@ $< $(UNIT_SRC) $(LLHTTP_OBJ) -lcmocka -luv -ljansson -pthread $(SANFLAGS)
 
 unit: $(UNIT_TESTS:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
@@ -105,7 +105,11 @@ test-tsan: tsan
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 IG_BUILD=$(abspath build/tsan) IG_SANITIZED=1 \
 	/usr/bin/python3 -m pytest -q tests/e2e/test_admin.py tests/e2e/test_health.py tests/e2e/test_clients.py $(PYTEST_ARGS)
 
-bench: setup all
+$(BUILD)/route_bench: bench/route_bench.c $(CORE_SRC) $(wildcard src/*/*.h)
+	@echo "  CC      $@"
+	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -luv -ljansson -pthread
+
+bench: setup all $(BUILD)/route_bench
 	bench/run.sh
 
 format:

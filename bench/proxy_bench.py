@@ -7,72 +7,15 @@ Usage: /usr/bin/python3 bench/proxy_bench.py [--duration S] [--connections N] [-
 import argparse
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BUILD = os.environ.get("IG_BUILD", os.path.join(ROOT, "build"))
-last_wrk_output = ""
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-LOAD_CORE, SERVER_CORE = "0", "1"
-BODY = '{"model":"mock-model","messages":[{"role":"user","content":"Hello, how are you?"}],"max_tokens":8}'
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port}")
-
-
-def tree_cpu_ticks(pid):
-    """utime+stime of pid and all its descendants (nginx and haproxy may fork)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo += [int(c) for c in f.read().split()]
-        except (FileNotFoundError, ProcessLookupError):
-            pass
-    return total
-
-
-def pinned(cmd, **kw):
-    # output to a file: an unread pipe would fill up and stall a chatty proxy
-    log = open(os.path.join(tempfile.gettempdir(), f"igbench-{os.path.basename(cmd[0])}.log"), "w")
-    return subprocess.Popen(["taskset", "-c", SERVER_CORE, *cmd], stdout=log, stderr=log,
-                            start_new_session=True, **kw)
-
-
-def stop(p):
-    if p and p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+import benchlib
+from benchlib import (BODY, BUILD, LOAD_CORE, ROOT, SERVER_CORE, free_port, pinned, run_wrk, stop,
+                      tree_cpu_ticks, wait_port)
+CLK_TCK = benchlib.CLK_TCK
 
 
 def start_contender(name, backend_port, work):
@@ -157,39 +100,9 @@ http://127.0.0.1:{port} {{
     return p, port
 
 
-WRK_LUA = """wrk.method = "POST"
-wrk.body = '%s'
-wrk.headers["Content-Type"] = "application/json"
-""" % BODY
-
-
-def to_ms(v):
-    m = re.match(r"([\d.]+)(us|ms|s|m)$", v)
-    if not m:
-        raise ValueError(f"unexpected wrk latency {v!r}")
-    n, u = float(m.group(1)), m.group(2)
-    return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[u]
-
-
-def run_wrk(port, duration, conns, work):
-    lua = os.path.join(work, "post.lua")
-    with open(lua, "w") as f:
-        f.write(WRK_LUA)
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    global last_wrk_output
-    out = last_wrk_output = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
-                          "--latency", "-s", lua, url], capture_output=True, text=True).stdout
-    res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-           "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-           "p50_ms": to_ms(re.search(r"50%\s+(\S+)", out).group(1)),
-           "p99_ms": to_ms(re.search(r"99%\s+(\S+)", out).group(1))}
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    res["errors"] = (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
-    return res
-
-
 def main():
+    # the driver (and its churn thread) must not take CPU from the server core
+    os.sched_setaffinity(0, {int(benchlib.LOAD_CORE)})
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--connections", type=int, default=64)
@@ -214,7 +127,7 @@ def main():
             try:
                 r = run_wrk(port, args.duration, args.connections, work)
             except (AttributeError, ValueError) as e:
-                raise SystemExit(f"{name}: cannot read wrk output ({e}):\n{last_wrk_output}")
+                raise SystemExit(f"{name}: cannot read wrk output ({e}):\n{benchlib.last_wrk_output}")
             ticks = tree_cpu_ticks(pid) - t0
             r["name"] = name
             r["cpu_us_per_req"] = ticks * 1e6 / CLK_TCK / max(r["requests"], 1)

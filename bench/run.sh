@@ -9,3 +9,4 @@ for s in nginx haproxy caddy; do
     command -v systemctl >/dev/null 2>&1 && systemctl stop "$s" 2>/dev/null || true
 done
 /usr/bin/python3 bench/proxy_bench.py "$@"
+/usr/bin/python3 bench/registry_bench.py

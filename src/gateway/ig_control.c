@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "../core/ig_log.h"
+#include "../core/ig_wakeup.h"
 #include "../health/ig_breaker.h"
 #include "../registry/ig_epoch.h"
 #include "../registry/ig_registry.h"
@@ -28,7 +29,7 @@ typedef struct ctl_worker {
 static struct {
     uv_loop_t loop;
     uv_thread_t tid;
-    uv_async_t inbox_async;
+    ig_wakeup inbox_wake;
     uv_timer_t tick, health;
     uv_mutex_t lock;
     ig_admin_msg *inbox; /* under lock */
@@ -51,14 +52,14 @@ void ig_admin_msg_free(ig_admin_msg *m)
     free(m);
 }
 
-/* Publishing retires the old snapshot: wake every loop thread so it passes a
- * quiescent point soon, even if it is idle in epoll. */
+/* Publishing retires the old snapshot. Busy loop threads pass quiescent
+ * points all the time; only one idle in epoll holds reclamation up, and the
+ * tick wakes just that one. (Waking every thread on every publish costs more
+ * than it saves: libuv's async handles spin while a sender is mid-send.) */
 static void publish(void)
 {
     if (ig_registry_publish())
         ig_err("registry: out of memory publishing a snapshot");
-    for (int i = 0; i < ctl.nthreads; i++)
-        uv_async_send(&ctl.threads[i].wake);
 }
 
 static void reply(ig_admin_msg *m, int status, json_t *doc)
@@ -155,8 +156,6 @@ static void finish_add(ctl_worker *cw)
         return;
     }
     w->control = cw;
-    for (int i = 0; i < ctl.nthreads; i++)
-        uv_async_send(&ctl.threads[i].wake);
     ig_info("worker %s added as w%llu (%s, %s)", w->url, (unsigned long long)w->id,
             w->any_model ? "any model" : w->models[0],
             atomic_load(&w->health) == IG_HEALTH_UP ? "healthy" : "unhealthy until it answers");
@@ -284,8 +283,6 @@ static void remove_worker(ig_worker *w, ig_admin_msg *m)
     if (cw)
         ctl_free(cw);
     ig_registry_remove(w); /* drains: in-flight requests keep their reference */
-    for (int i = 0; i < ctl.nthreads; i++)
-        uv_async_send(&ctl.threads[i].wake);
     ig_info("worker removed; it drains");
     reply(m, 200, doc);
 }
@@ -346,7 +343,10 @@ static void tick_cb(uv_timer_t *t)
         changed |= ig_breaker_cooldown_over(ig_registry_at(i), now);
     if (changed)
         publish();
-    ig_epoch_reclaim();
+    if (ig_epoch_reclaim())
+        for (int i = 0; i < ctl.nthreads; i++)
+            if (ig_epoch_reader_behind(i))
+                ig_wakeup_send(&ctl.threads[i].wake);
 }
 
 void ig_control_poke(void)
@@ -358,7 +358,7 @@ void ig_control_poke(void)
 
 static void handle(ig_admin_msg *m);
 
-static void inbox_cb(uv_async_t *a)
+static void inbox_cb(ig_wakeup *a)
 {
     (void)a;
     uv_mutex_lock(&ctl.lock);
@@ -390,7 +390,7 @@ void ig_control_submit(ig_admin_msg *m)
     m->next = ctl.inbox;
     ctl.inbox = m;
     uv_mutex_unlock(&ctl.lock);
-    uv_async_send(&ctl.inbox_async);
+    ig_wakeup_send(&ctl.inbox_wake);
 }
 
 /* ---- admin requests ---- */
@@ -459,7 +459,8 @@ int ig_control_start(const ig_config *cfg, ig_thread *threads, int nthreads)
     if (rc)
         return rc;
     uv_mutex_init(&ctl.lock);
-    uv_async_init(&ctl.loop, &ctl.inbox_async, inbox_cb);
+    if ((rc = ig_wakeup_init(&ctl.loop, &ctl.inbox_wake, inbox_cb)))
+        return rc;
     uv_timer_init(&ctl.loop, &ctl.tick);
     uv_timer_init(&ctl.loop, &ctl.health);
 
@@ -488,7 +489,7 @@ static void close_walk(uv_handle_t *h, void *arg)
 void ig_control_stop(void)
 {
     atomic_store(&ctl.stopping, 1);
-    uv_async_send(&ctl.inbox_async);
+    ig_wakeup_send(&ctl.inbox_wake);
     uv_thread_join(&ctl.tid);
     /* the loop threads are gone: close what is left here, then the registry */
     for (int i = 0; i < ig_registry_count(); i++) {
@@ -503,6 +504,7 @@ void ig_control_stop(void)
         ctl_free(ctl.adding[i]);
     }
     free(ctl.adding);
+    ig_wakeup_close(&ctl.inbox_wake);
     uv_walk(&ctl.loop, close_walk, NULL);
     uv_run(&ctl.loop, UV_RUN_DEFAULT);
     uv_loop_close(&ctl.loop);

@@ -11,6 +11,7 @@
 #include "../core/ig_buf.h"
 #include "../core/ig_config.h"
 #include "../core/ig_list.h"
+#include "../core/ig_wakeup.h"
 #include "../http/ig_body_scan.h"
 #include "../http/ig_http.h"
 #include "../registry/ig_registry.h"
@@ -41,7 +42,7 @@ typedef struct ig_thread {
     int idx;
     uv_loop_t loop;
     uv_tcp_t listener;
-    uv_async_t wake;
+    ig_wakeup wake; /* stop, admin answers, epoch nudges: from other threads */
     uv_timer_t sweep;
     uv_timer_t drain_timer;
     uv_prepare_t prepare; /* quiescent points for the registry's epochs, log flush */

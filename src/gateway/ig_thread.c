@@ -98,8 +98,7 @@ static void thread_finish(ig_thread *th)
         uv_close((uv_handle_t *)&th->sweep, NULL);
     if (!uv_is_closing((uv_handle_t *)&th->drain_timer))
         uv_close((uv_handle_t *)&th->drain_timer, NULL);
-    if (!uv_is_closing((uv_handle_t *)&th->wake))
-        uv_close((uv_handle_t *)&th->wake, NULL);
+    ig_wakeup_close(&th->wake);
 }
 
 void ig_thread_client_closed(ig_thread *th)
@@ -125,7 +124,7 @@ void ig_thread_post_reply(ig_thread *th, ig_admin_msg *m)
     m->next = th->replies;
     th->replies = m;
     uv_mutex_unlock(&th->reply_lock);
-    uv_async_send(&th->wake);
+    ig_wakeup_send(&th->wake);
 }
 
 static void take_replies(ig_thread *th)
@@ -145,7 +144,7 @@ static void take_replies(ig_thread *th)
 
 /* Also the control thread's nudge after a publish: running at all is the
  * point, the loop passes its quiescent points around it. */
-static void wake_cb(uv_async_t *a)
+static void wake_cb(ig_wakeup *a)
 {
     ig_thread *th = a->data;
     take_replies(th);
@@ -234,6 +233,7 @@ static void thread_main(void *arg)
     ig_thread *th = arg;
     uv_run(&th->loop, UV_RUN_DEFAULT);
     /* handles left by a forced drain: close them so the loop can be freed */
+    ig_wakeup_close(&th->wake);
     uv_walk(&th->loop, close_walk_cb, NULL);
     uv_run(&th->loop, UV_RUN_DEFAULT);
     ig_epoch_offline(th->idx);
@@ -266,7 +266,8 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     rc = rc ? rc : uv_listen((uv_stream_t *)&th->listener, 4096, on_connection);
     if (rc)
         return rc;
-    uv_async_init(&th->loop, &th->wake, wake_cb);
+    if ((rc = ig_wakeup_init(&th->loop, &th->wake, wake_cb)))
+        return rc;
     th->wake.data = th;
     uv_timer_init(&th->loop, &th->sweep);
     th->sweep.data = th;
@@ -310,7 +311,7 @@ void ig_threads_stop(ig_thread *ths, int n)
 {
     for (int i = 0; i < n; i++) {
         atomic_store(&ths[i].stop_requested, 1);
-        uv_async_send(&ths[i].wake);
+        ig_wakeup_send(&ths[i].wake);
     }
 }
 

@@ -91,6 +91,12 @@ int ig_epoch_reclaim(void)
     return waiting;
 }
 
+int ig_epoch_reader_behind(int reader)
+{
+    return atomic_load_explicit(&slots[reader].seen, memory_order_acquire) <
+           atomic_load_explicit(&global_epoch, memory_order_acquire);
+}
+
 void ig_epoch_drain(void)
 {
     while (retired_list) {

@@ -24,6 +24,8 @@ uint64_t ig_epoch_advance(void);
 void ig_epoch_retire(void *p, void (*free_fn)(void *));
 /** Free what is safe now; returns how many retired objects are still waiting. */
 int ig_epoch_reclaim(void);
+/** 1 when reader has not been quiescent since the newest epoch (it may be idle in poll). */
+int ig_epoch_reader_behind(int reader);
 /** Free everything retired, readers or not (at exit, after the readers are gone). */
 void ig_epoch_drain(void);
 #endif

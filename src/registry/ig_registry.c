@@ -1,5 +1,6 @@
 #include "ig_registry.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -102,16 +103,30 @@ int ig_worker_new(const char *url, ig_worker **out, const char **err)
     ig_worker *w = calloc(1, sizeof(*w));
     if (!w)
         return -ENOMEM;
-    snprintf(portstr, sizeof(portstr), "%u", port);
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, portstr, &hints, &res) != 0 || !res) {
-        *err = "cannot resolve host";
-        free(w);
-        return -EHOSTUNREACH;
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&w->addr;
+    struct sockaddr_in6 *v6a = (struct sockaddr_in6 *)&w->addr;
+    /* numeric addresses need no resolver: getaddrinfo reads nsswitch and
+     * hosts files, hundreds of microseconds per admin change */
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons(port);
+        w->addrlen = sizeof(*v4);
+    } else if (inet_pton(AF_INET6, host, &v6a->sin6_addr) == 1) {
+        v6a->sin6_family = AF_INET6;
+        v6a->sin6_port = htons(port);
+        w->addrlen = sizeof(*v6a);
+    } else {
+        snprintf(portstr, sizeof(portstr), "%u", port);
+        hints.ai_socktype = SOCK_STREAM;
+        if (getaddrinfo(host, portstr, &hints, &res) != 0 || !res) {
+            *err = "cannot resolve host";
+            free(w);
+            return -EHOSTUNREACH;
+        }
+        memcpy(&w->addr, res->ai_addr, res->ai_addrlen);
+        w->addrlen = res->ai_addrlen;
+        freeaddrinfo(res);
     }
-    memcpy(&w->addr, res->ai_addr, res->ai_addrlen);
-    w->addrlen = res->ai_addrlen;
-    freeaddrinfo(res);
 
     int v6 = strchr(host, ':') != NULL;
     int ul = snprintf(NULL, 0, v6 ? "http://[%s]:%u" : "http://%s:%u", host, port);

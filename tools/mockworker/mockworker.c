@@ -49,7 +49,8 @@ static struct {
     const char *worker_id;
     int ttft_ms, tokens, token_interval_ms, max_inflight, processes, embedding_dim;
     int drop_reused; /* close, unanswered, any request after the first on a connection */
-} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0};
+    int ports;       /* listen on this many ports (one process): a large fleet for benchmarks */
+} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1};
 
 static shared_stats *stats;
 static proc_stats *me;
@@ -748,10 +749,16 @@ static void on_signal(uv_signal_t *s, int sig)
     uv_stop(s->loop);
 }
 
-static int serve(int fd, int slot)
+static int serve(int fd, int slot, int *extra_fds, int n_extra)
 {
     uv_loop_t *loop = uv_default_loop();
     uv_tcp_t server;
+    for (int i = 0; i < n_extra; i++) {
+        uv_tcp_t *t = malloc(sizeof(*t));
+        uv_tcp_init(loop, t);
+        if (!t || uv_tcp_open(t, extra_fds[i]) || uv_listen((uv_stream_t *)t, 4096, on_conn))
+            return 1;
+    }
     uv_signal_t sig1, sig2;
     my_pid = getpid();
     me = &stats->procs[slot];
@@ -773,7 +780,7 @@ static void usage(void)
 {
     puts("usage: infergate-mockworker [--host H] [--port P] [--model NAME]... [--worker-id ID]\n"
          "  [--ttft-ms N] [--tokens N] [--token-interval-ms N] [--max-inflight N]\n"
-         "  [--processes K] [--embedding-dim N] [--drop-reused 0|1]\n"
+         "  [--processes K] [--embedding-dim N] [--drop-reused 0|1] [--ports N]\n"
          "Prints 'READY port=N' once listening (--port 0 picks a free port).\n"
          "Per-request headers: x-mock-ttft-ms, x-mock-token-interval-ms, x-mock-status,\n"
          "x-mock-close (drop the connection), x-mock-echo-headers (echo what arrived).\n"
@@ -813,6 +820,8 @@ int main(int argc, char **argv)
             opt.max_inflight = atoi(v);
         else if (strcmp(a, "--processes") == 0)
             opt.processes = atoi(v);
+        else if (strcmp(a, "--ports") == 0)
+            opt.ports = atoi(v);
         else if (strcmp(a, "--drop-reused") == 0)
             opt.drop_reused = atoi(v);
         else if (strcmp(a, "--embedding-dim") == 0)
@@ -845,16 +854,35 @@ int main(int argc, char **argv)
     }
     socklen_t sl = sizeof(sa);
     getsockname(fd, (struct sockaddr *)&sa, &sl);
+    int *extra = NULL;
+    if (opt.ports > 1) {
+        /* more ports, each a separate "worker" to a gateway; listed on one line */
+        extra = calloc((size_t)opt.ports, sizeof(int));
+        printf("PORTS %d", ntohs(sa.sin_port));
+        for (int i = 1; i < opt.ports; i++) {
+            struct sockaddr_in xa = sa;
+            xa.sin_port = 0;
+            extra[i - 1] = socket(AF_INET, SOCK_STREAM, 0);
+            socklen_t xl = sizeof(xa);
+            if (bind(extra[i - 1], (struct sockaddr *)&xa, sizeof(xa)) || listen(extra[i - 1], 4096) ||
+                getsockname(extra[i - 1], (struct sockaddr *)&xa, &xl)) {
+                fprintf(stderr, "mockworker: cannot open port %d of %d\n", i + 1, opt.ports);
+                return 1;
+            }
+            printf(" %d", ntohs(xa.sin_port));
+        }
+        printf("\n");
+    }
     printf("READY port=%d\n", ntohs(sa.sin_port));
     fflush(stdout);
     if (opt.processes == 1)
-        return serve(fd, 0);
+        return serve(fd, 0, extra, opt.ports - 1);
 
     pid_t kids[MAX_PROCS];
     for (int k = 0; k < opt.processes; k++) {
         kids[k] = fork();
         if (kids[k] == 0)
-            _exit(serve(fd, k));
+            _exit(serve(fd, k, extra, opt.ports - 1));
     }
     sigset_t set;
     sigemptyset(&set);
