@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -104,7 +105,8 @@ def main():
     # the driver (and its churn thread) must not take CPU from the server core
     os.sched_setaffinity(0, {int(benchlib.LOAD_CORE)})
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--only", default="")
     args = ap.parse_args()
@@ -116,30 +118,40 @@ def main():
                                 "--port", "0", "--worker-id", "bench", "--tokens", "8"],
                                stdout=subprocess.PIPE, text=True, start_new_session=True)
     bport = int(backend.stdout.readline().split("=")[1])
-    results, running = [], []
+    # interleaved repetitions, medians: the machine is small and shared
+    runs = {name: [] for name in names}
+    running = []
     try:
-        for name in names:
-            p, port = (None, bport) if name == "direct" else start_contender(name, bport, work)
-            running.append(p)
-            run_wrk(port, 1, args.connections, work)  # warm-up: pools, JIT-free but caches
-            pid = p.pid if p else backend.pid
-            t0 = tree_cpu_ticks(pid)
-            try:
-                r = run_wrk(port, args.duration, args.connections, work)
-            except (AttributeError, ValueError) as e:
-                raise SystemExit(f"{name}: cannot read wrk output ({e}):\n{benchlib.last_wrk_output}")
-            ticks = tree_cpu_ticks(pid) - t0
-            r["name"] = name
-            r["cpu_us_per_req"] = ticks * 1e6 / CLK_TCK / max(r["requests"], 1)
-            results.append(r)
-            print(f"{name:15s} {r['rps']:10.0f} req/s  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
-                  f"  cpu {r['cpu_us_per_req']:.1f} us/req  errors {r['errors']}", flush=True)
-            stop(p)
+        for rep in range(args.reps):
+            for name in names:
+                p, port = (None, bport) if name == "direct" else start_contender(name, bport, work)
+                running.append(p)
+                run_wrk(port, 1, args.connections, work)  # warm-up: pools and caches
+                pid = p.pid if p else backend.pid
+                t0 = tree_cpu_ticks(pid)
+                try:
+                    r = run_wrk(port, args.duration, args.connections, work)
+                except (AttributeError, ValueError) as e:
+                    raise SystemExit(f"{name}: cannot read wrk output ({e}):\n{benchlib.last_wrk_output}")
+                ticks = tree_cpu_ticks(pid) - t0
+                r["cpu_us_per_req"] = ticks * 1e6 / CLK_TCK / max(r["requests"], 1)
+                runs[name].append(r)
+                print(f"[{rep}] {name:15s} {r['rps']:10.0f} req/s  p50 {r['p50_ms']:.2f} ms  "
+                      f"p99 {r['p99_ms']:.2f} ms  cpu {r['cpu_us_per_req']:.1f} us/req  errors {r['errors']}",
+                      flush=True)
+                stop(p)
+                running.remove(p)
     finally:
         for p in running:
             stop(p)
         stop(backend)
         shutil.rmtree(work, ignore_errors=True)
+    results = []
+    for name in names:
+        rs = runs[name]
+        med = {k: statistics.median(r[k] for r in rs) for k in ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")}
+        results.append({"name": name, **med, "errors": sum(r["errors"] for r in rs),
+                        "requests": sum(r["requests"] for r in rs), "runs": rs})
     write(results, args)
 
 
@@ -180,7 +192,8 @@ def write(results, args):
     table = "\n".join(lines)
     meta = (f"wrk -t1 -c{args.connections} -d{args.duration}s, POST /v1/chat/completions ({len(BODY)} B body, "
             f"~0.4 KB JSON answer) to one infergate-mockworker; wrk on core {LOAD_CORE}, proxy and backend on "
-            f"core {SERVER_CORE}; one thread/process/GOMAXPROCS per proxy; measured {time.strftime('%Y-%m-%d')}.")
+            f"core {SERVER_CORE}; one thread/process/GOMAXPROCS per proxy; medians of {args.reps} interleaved "
+            f"runs; measured {time.strftime('%Y-%m-%d')}.")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "proxy.md"), "w") as f:
         f.write(f"# Proxy overhead\n\n{meta}\n\n{table}\n")

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import statistics
 import subprocess
 import tempfile
 import threading
@@ -65,51 +66,68 @@ def churn(port, urls, rate, stop_evt, count, model="mock-model"):
     s.close()
 
 
+def median(runs):
+    out = {}
+    for k in ("rps", "cpu_us_per_req", "changes_per_sec"):
+        if k in runs[0]:
+            out[k] = statistics.median(r[k] for r in runs)
+    out["errors"] = sum(r["errors"] for r in runs)
+    out["runs"] = [{k: r[k] for k in ("rps", "cpu_us_per_req")} for r in runs]
+    return out
+
+
 def main():
     # the driver (and its churn thread) must not take CPU from the server core
     os.sched_setaffinity(0, {int(benchlib.LOAD_CORE)})
     ap = argparse.ArgumentParser()
-    ap.add_argument("--duration", type=int, default=6)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="igreg-")
     mock, ports = start_mock("--ports", "104", "--tokens", "8")
     urls = [f"http://127.0.0.1:{p}" for p in ports]
-    rows, churn_rows = [], []
+    # the machine is small and shared: every configuration runs REPS times,
+    # interleaved, and the tables show medians
+    size_cfgs = [(n, policy) for n in (1, 100) for policy in POLICIES]
+    # no churn; churn of workers for another model (the registry's own cost:
+    # snapshots, reclamation, admin requests); churn of workers that take this
+    # traffic (which also opens connections to every worker added)
+    churn_cfgs = [("none", 0, None), ("other model", 100, "churn-model"), ("same model", 100, "mock-model")]
+    size_runs = {c: [] for c in size_cfgs}
+    churn_runs = {c: [] for c in churn_cfgs}
     try:
-        for n in (1, 100):
-            for policy in POLICIES:
+        for rep in range(args.reps):
+            for n, policy in size_cfgs:
                 gw, gport = start_gateway(urls[:n], policy)
                 run_wrk(gport, 1, 64, work)
                 r = cpu_us_per_request(gw.pid, lambda: run_wrk(gport, args.duration, 64, work))
                 stop(gw)
-                rows.append({"workers": n, "policy": policy, **r})
-                print(f"{n:4d} workers {policy:13s} {r['rps']:9.0f} req/s  {r['cpu_us_per_req']:.1f} us/req"
-                      f"  errors {r['errors']}", flush=True)
-        # no churn; churn of workers for another model (the registry's own cost:
-        # snapshots, reclamation, admin requests); churn of workers that take
-        # this traffic (also new connections to every added worker)
-        for label, rate, model in (("none", 0, None), ("other model", 100, "churn-model"),
-                                   ("same model", 100, "mock-model")):
-            gw, gport = start_gateway(urls[:8], "least_load")
-            run_wrk(gport, 1, 64, work)
-            stop_evt, count = threading.Event(), [0]
-            t = threading.Thread(target=churn, args=(gport, urls[100:104], rate, stop_evt, count, model))
-            if rate:
-                t.start()
-            t0 = time.time()
-            r = cpu_us_per_request(gw.pid, lambda: run_wrk(gport, args.duration, 64, work))
-            elapsed = time.time() - t0
-            stop_evt.set()
-            if rate:
-                t.join()
-            stop(gw)
-            r["changes_per_sec"] = count[0] / elapsed
-            r["churn"] = label
-            churn_rows.append(r)
-            print(f"churn {label:12s} {r['changes_per_sec']:5.0f}/s  {r['rps']:9.0f} req/s  "
-                  f"{r['cpu_us_per_req']:.1f} us/req  errors {r['errors']}", flush=True)
+                size_runs[(n, policy)].append(r)
+                print(f"[{rep}] {n:4d} workers {policy:13s} {r['rps']:9.0f} req/s  "
+                      f"{r['cpu_us_per_req']:.1f} us/req  errors {r['errors']}", flush=True)
+            for cfg in churn_cfgs:
+                label, rate, model = cfg
+                gw, gport = start_gateway(urls[:8], "least_load")
+                run_wrk(gport, 1, 64, work)
+                stop_evt, count = threading.Event(), [0]
+                t = threading.Thread(target=churn, args=(gport, urls[100:104], rate, stop_evt, count, model))
+                if rate:
+                    t.start()
+                t0 = time.time()
+                r = cpu_us_per_request(gw.pid, lambda: run_wrk(gport, args.duration, 64, work))
+                elapsed = time.time() - t0
+                stop_evt.set()
+                if rate:
+                    t.join()
+                stop(gw)
+                r["changes_per_sec"] = count[0] / elapsed
+                churn_runs[cfg].append(r)
+                print(f"[{rep}] churn {label:12s} {r['changes_per_sec']:5.0f}/s  {r['rps']:9.0f} req/s  "
+                      f"{r['cpu_us_per_req']:.1f} us/req  errors {r['errors']}", flush=True)
     finally:
         stop(mock)
+    rows = [{"workers": n, "policy": p, **median(size_runs[(n, p)])} for n, p in size_cfgs]
+    churn_rows = [{"churn": c[0], **median(churn_runs[c])} for c in churn_cfgs]
     route = subprocess.run(["taskset", "-c", "1", os.path.join(BUILD, "route_bench")],
                            capture_output=True, text=True).stdout
     write(rows, churn_rows, route, args)
@@ -130,7 +148,8 @@ def write(rows, churn_rows, route, args):
         t2.append(f"| {r['churn']} | {r['changes_per_sec']:.0f} | {r['rps']:.0f} | {r['rps'] / c0['rps']:.2f}x | "
                   f"{r['cpu_us_per_req']:.1f} | {r['cpu_us_per_req'] / c0['cpu_us_per_req']:.2f}x | {r['errors']} |")
     meta = (f"wrk -t1 -c64 -d{args.duration}s on core 0; infergate (1 thread) and one mock process "
-            f"listening on 100 ports on core 1; health checks off; measured {time.strftime('%Y-%m-%d')}.")
+            f"listening on 100 ports on core 1; health checks off; medians of {args.reps} interleaved runs; "
+            f"measured {time.strftime('%Y-%m-%d')}.")
     body = (f"{meta}\n\nRouting cost by fleet size, end to end:\n\n" + "\n".join(t1) +
             "\n\nRegistry churn under load (8 workers, least_load; the churn adds and removes a ninth "
             "worker through the admin API, serving another model or this one):\n\n" + "\n".join(t2) +

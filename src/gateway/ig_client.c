@@ -493,9 +493,20 @@ static void make_request_id(ig_client *c)
         c->have_rid = 1;
         return;
     }
+    /* prefix (thread and start-up random) + sequence in hex, without printf */
     ig_thread *th = c->th;
-    c->rid_len = (size_t)snprintf(c->rid, sizeof(c->rid), "%s%llx", th->rid_prefix,
-                                  (unsigned long long)++th->rid_seq);
+    size_t n = strlen(th->rid_prefix);
+    memcpy(c->rid, th->rid_prefix, n);
+    char hex[16];
+    int k = 0;
+    uint64_t seq = ++th->rid_seq;
+    do {
+        hex[k++] = "0123456789abcdef"[seq & 15];
+        seq >>= 4;
+    } while (seq);
+    while (k)
+        c->rid[n++] = hex[--k];
+    c->rid_len = n;
     c->have_rid = 0;
 }
 

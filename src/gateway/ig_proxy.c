@@ -536,7 +536,12 @@ static void connect_to(ig_client *c, ig_worker *w)
 
 static void send_to(ig_client *c, ig_worker *w, int fresh)
 {
-    snprintf(c->worker_label, sizeof(c->worker_label), "%s", w->url);
+    if (ig_log_level >= IG_LOG_INFO) { /* only the access log reads it */
+        size_t n = strlen(w->url);
+        n = n < sizeof(c->worker_label) - 1 ? n : sizeof(c->worker_label) - 1;
+        memcpy(c->worker_label, w->url, n);
+        c->worker_label[n] = '\0';
+    }
     c->tried[c->ntried++] = w;
     c->worker = w;
     ig_worker_begin(w);
