@@ -52,6 +52,9 @@ static const opt opts[] = {
     {"cb-timeout-duration-secs", T_SECS, OFF(cb_timeout_duration_secs), "open circuit cool-down before a probe (default 30)"},
     {"disable-circuit-breaker", T_BOOL, OFF(disable_circuit_breaker), "never open circuits"},
     {"retry-max-retries", T_U32, OFF(retry_max_retries), "other workers tried after a safe failure (default 2)"},
+    {"max-concurrent-requests", T_U32, OFF(max_concurrent_requests), "requests sent to workers at once, whole gateway (0: unlimited)"},
+    {"queue-size", T_U32, OFF(queue_size), "requests that may wait for a free worker slot (default 1024; 0: unlimited)"},
+    {"queue-timeout-secs", T_SECS, OFF(queue_timeout_secs), "longest wait in the queue before a 503 (default 60)"},
     {"retry-budget-ratio", T_RATIO, OFF(retry_budget_ratio), "retries in flight at most this share of requests in flight (default 0.2)"},
 };
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
@@ -83,6 +86,8 @@ void ig_config_defaults(ig_config *cfg)
     cfg->cb_timeout_duration_secs = 30;
     cfg->retry_max_retries = 2;
     cfg->retry_budget_ratio = 0.2;
+    cfg->queue_size = 1024;
+    cfg->queue_timeout_secs = 60;
 }
 
 void ig_config_usage(const char *prog)

@@ -38,6 +38,9 @@ typedef struct ig_config {
     int disable_circuit_breaker;
     uint32_t retry_max_retries;
     double retry_budget_ratio;
+    uint32_t max_concurrent_requests; /* 0: unlimited */
+    uint32_t queue_size;
+    double queue_timeout_secs;
 } ig_config;
 
 /** Defaults for every setting. */

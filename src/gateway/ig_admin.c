@@ -113,6 +113,7 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
             r->op = IG_ADMIN_ADD;
             r->url = strdup(json_string_value(url));
             r->model_id = json_is_string(model) ? strdup(json_string_value(model)) : NULL;
+            r->has_max_inflight = json_is_integer(cap);
             r->max_inflight = json_is_integer(cap) ? (int)json_integer_value(cap) : 0;
         }
         json_decref(doc);
@@ -137,6 +138,7 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
         if (add) {
             r->model_id = ig_query_get(query, "model_id");
             char *cap = ig_query_get(query, "max_inflight");
+            r->has_max_inflight = cap != NULL;
             r->max_inflight = cap ? atoi(cap) : 0;
             free(cap);
         }

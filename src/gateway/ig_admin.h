@@ -16,6 +16,7 @@ typedef struct ig_admin_request {
     char *url;       /* ADD, or GET/DELETE by URL */
     char *model_id;  /* ADD: skip discovery, serve this model */
     int max_inflight;
+    int has_max_inflight;
     /* on error */
     int status;
     const char *code;

@@ -190,7 +190,7 @@ void ig_client_close(ig_client *c)
     uv_close((uv_handle_t *)&c->timer, client_free_cb);
 }
 
-static void idle_timeout_cb(uv_timer_t *t)
+void ig_client_timer_cb(uv_timer_t *t)
 {
     ig_client *c = t->data;
     if (c->state == C_DISPATCHED)
@@ -201,7 +201,7 @@ static void idle_timeout_cb(uv_timer_t *t)
 
 static void arm_idle_timer(ig_client *c)
 {
-    uv_timer_start(&c->timer, idle_timeout_cb,
+    uv_timer_start(&c->timer, ig_client_timer_cb,
                    (uint64_t)(c->th->cfg->client_idle_timeout_secs * 1000.0), 0);
 }
 
@@ -512,6 +512,12 @@ static void make_request_id(ig_client *c)
 
 void ig_client_error(ig_client *c, int status, const char *type, const char *code, const char *msg)
 {
+    ig_client_error_headers(c, status, type, code, msg, status == 405 ? "allow: POST\r\n" : NULL);
+}
+
+void ig_client_error_headers(ig_client *c, int status, const char *type, const char *code,
+                             const char *msg, const char *extra_headers)
+{
     ig_info("%.*s -> %d %s", (int)c->rid_len, c->rid, status, msg);
     if (c->state == C_READING) {
         /* refused while the request was still being read: its framing
@@ -524,7 +530,7 @@ void ig_client_error(ig_client *c, int status, const char *type, const char *cod
     c->status = status;
     if (ig_http_error_response(&c->obuf, status, type, code, msg, c->rid, c->rid_len,
                                c->close_after || !c->keep_alive || c->th->draining,
-                               status == 405 ? "allow: POST\r\n" : NULL) == 0) {
+                               extra_headers) == 0) {
         uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
         ig_client_write(c, &b, 1, NULL);
     }
@@ -730,7 +736,7 @@ static void dispatch(ig_client *c)
                             "missing or invalid API key (Authorization: Bearer ...)");
             return;
         }
-        uv_timer_start(&c->timer, idle_timeout_cb,
+        uv_timer_start(&c->timer, ig_client_timer_cb,
                        (uint64_t)(c->th->cfg->request_timeout_secs * 1000.0), 0);
         ig_proxy_start(c);
         return;

@@ -103,7 +103,7 @@ json_t *ig_worker_json(const ig_worker *cw)
         "any_model", w->any_model, "health",
         atomic_load(&w->health) == IG_HEALTH_UP ? "healthy" : "unhealthy", "breaker",
         breaker_name(atomic_load(&w->breaker)), "routable", ig_worker_routable(w), "inflight",
-        (json_int_t)ig_worker_inflight(w), "max_inflight", w->max_inflight, "requests",
+        (json_int_t)ig_worker_inflight(w), "max_inflight", atomic_load(&w->max_inflight), "requests",
         (json_int_t)atomic_load(&s->requests), "failures", (json_int_t)atomic_load(&s->failures),
         "connect_failures", (json_int_t)atomic_load(&s->connect_failures), "responses_5xx",
         (json_int_t)atomic_load(&s->responses_5xx), "retries", (json_int_t)atomic_load(&s->retries),
@@ -208,6 +208,7 @@ static void discovery_cb(void *arg, int status, const char *body, size_t len, co
 }
 
 /* Add url: discover its models unless given, then publish. m may be NULL (start-up). */
+/* max_inflight < 0: leave the cap as it is (new workers: --worker-max-inflight) */
 static void add_worker(const char *url, const char *model_id, int max_inflight, ig_admin_msg *m)
 {
     const char *why = "invalid URL";
@@ -224,6 +225,8 @@ static void add_worker(const char *url, const char *model_id, int max_inflight, 
     ctl_worker *pending = adding_find(w->url);
     if (existing || pending) {
         ig_worker_unref(w);
+        if (existing && max_inflight >= 0)
+            atomic_store(&existing->max_inflight, max_inflight); /* the cap can change live */
         if (existing && m)
             reply(m, 200, json_pack("{s:o,s:b}", "worker", ig_worker_json(existing), "created", 0));
         else if (pending && m) {
@@ -235,7 +238,7 @@ static void add_worker(const char *url, const char *model_id, int max_inflight, 
         }
         return;
     }
-    w->max_inflight = max_inflight;
+    atomic_store(&w->max_inflight, max_inflight >= 0 ? max_inflight : (int)ctl.cfg->worker_max_inflight);
     ctl_worker *cw = calloc(1, sizeof(*cw));
     if (!cw || !(cw->hc = ig_httpc_new(&ctl.loop, (struct sockaddr *)&w->addr, w->host_header))) {
         free(cw);
@@ -436,7 +439,7 @@ static void handle(ig_admin_msg *m)
         break;
     }
     case IG_ADMIN_ADD:
-        add_worker(req.url, req.model_id, req.max_inflight, m);
+        add_worker(req.url, req.model_id, req.has_max_inflight ? req.max_inflight : -1, m);
         break;
     }
     ig_admin_request_free(&req);

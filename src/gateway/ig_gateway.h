@@ -15,6 +15,7 @@
 #include "../http/ig_body_scan.h"
 #include "../http/ig_http.h"
 #include "../registry/ig_registry.h"
+#include "ig_admission.h"
 #include "ig_control.h"
 #include "ig_metrics.h"
 
@@ -68,6 +69,12 @@ typedef struct ig_thread {
     int64_t alog_sec;
     char alog_stamp[32];
     ig_thread_stats stats;
+    /* admission queue: only this thread touches the list */
+    ig_list queue;
+    int nqueued;
+    int queue_dirty; /* a slot freed here: dispatch after the current callback */
+    uv_timer_t queue_poll;
+    atomic_uint_fast64_t queue_oldest_ns; /* read by other threads to pick whom to wake */
 } ig_thread;
 
 typedef enum { C_READING, C_DISPATCHED, C_FLUSHING } ig_client_state;
@@ -87,7 +94,7 @@ typedef struct ig_client {
     unsigned closing : 1, read_paused : 1, in_parse : 1, keep_alive : 1, close_after : 1,
         http10 : 1, head_done : 1, in_value : 1, resp_started : 1, dechunk : 1, resent : 1,
         chunked : 1, in_message : 1, have_rid : 1, last_timeout : 1, lingering : 1, probe : 1,
-        retrying : 1, is_admin : 1, in_proxy : 1;
+        retrying : 1, is_admin : 1, in_proxy : 1, queued : 1;
     /* the request being read: slices of rbuf by offset */
     ig_buf rbuf;
     size_t parsed, msg_start;
@@ -118,6 +125,8 @@ typedef struct ig_client {
     uint64_t bytes_out;
     ig_admin_msg *admin_msg; /* an admin request out at the control thread */
     char worker_label[80];   /* the last worker's URL, for the access log */
+    ig_list qlink;           /* in th->queue while waiting for a worker slot */
+    uint64_t enqueued_ns;
 } ig_client;
 
 typedef enum { U_CONNECTING, U_BUSY, U_IDLE, U_CLOSING } ig_upconn_state;
@@ -178,6 +187,11 @@ void ig_client_close(ig_client *c);
 int ig_client_wants_pause(ig_client *c);
 /** Answer with an OpenAI-shaped JSON error and finish the request. */
 void ig_client_error(ig_client *c, int status, const char *type, const char *code, const char *msg);
+/** The same with extra response header lines ("name: value\r\n..."). */
+void ig_client_error_headers(ig_client *c, int status, const char *type, const char *code,
+                             const char *msg, const char *extra_headers);
+/** The client's timer: idle, queue wait or request timeout depending on its state. */
+void ig_client_timer_cb(uv_timer_t *t);
 void ig_client_drain(ig_thread *th);
 /** Answer an admin request that came back from the control thread. */
 void ig_client_admin_reply(ig_client *c, ig_admin_msg *m);
@@ -190,6 +204,8 @@ void ig_proxy_timeout(ig_client *c);
 void ig_proxy_resume_upstream(ig_client *c);
 /** The request is over, however it ended: leave the gateway's in-flight counts. */
 void ig_proxy_finish(ig_client *c);
+/** A queued request gets another chance at a worker slot. */
+void ig_proxy_try_queued(ig_client *c);
 
 /* ig_upstream.c */
 ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w);

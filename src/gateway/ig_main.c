@@ -112,6 +112,7 @@ int main(int argc, char **argv)
                             (int)cfg.cb_success_threshold,
                             (uint64_t)(cfg.cb_timeout_duration_secs * 1000.0)};
     ig_breaker_configure(&bc);
+    ig_admission_configure(&cfg);
     ig_registry_init(cfg.threads);
     ig_epoch_init(cfg.threads);
 

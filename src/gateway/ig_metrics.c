@@ -140,11 +140,37 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
          SUM_THREADS(st->conns_reused)},
         {"infergate_upstream_connections_closed_total", "Worker connections closed.",
          SUM_THREADS(st->conns_closed)},
+        {"infergate_rejected_queue_full_total", "Requests refused with 429: the queue was full.",
+         SUM_THREADS(st->rejected_queue_full)},
+        {"infergate_queue_timeouts_total", "Requests answered 503 after waiting --queue-timeout-secs.",
+         SUM_THREADS(st->queue_timeouts)},
     };
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         put(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,
             counters[i].name, counters[i].name, (unsigned long long)counters[i].v);
 
+    put(o, "# HELP infergate_queue_depth Requests waiting for a worker slot.\n"
+           "# TYPE infergate_queue_depth gauge\ninfergate_queue_depth %d\n",
+        ig_admission_depth());
+    {
+        uint64_t cum = 0, sum = 0;
+        put(o, "# HELP infergate_queue_wait_seconds Time requests waited for a worker slot.\n"
+               "# TYPE infergate_queue_wait_seconds histogram\n");
+        for (int b = 0; b <= IG_HIST_N; b++) {
+            for (int t = 0; t < n; t++)
+                cum += rd(&th[t].stats.queue_wait.bucket[b]);
+            if (b < IG_HIST_N)
+                put(o, "infergate_queue_wait_seconds_bucket{le=\"%g\"} %llu\n", bounds[b],
+                    (unsigned long long)cum);
+            else
+                put(o, "infergate_queue_wait_seconds_bucket{le=\"+Inf\"} %llu\n",
+                    (unsigned long long)cum);
+        }
+        for (int t = 0; t < n; t++)
+            sum += rd(&th[t].stats.queue_wait.sum_us);
+        put(o, "infergate_queue_wait_seconds_sum %.6f\ninfergate_queue_wait_seconds_count %llu\n",
+            (double)sum / 1e6, (unsigned long long)cum);
+    }
     put(o, "# HELP infergate_workers Registered workers.\n# TYPE infergate_workers gauge\n"
            "infergate_workers %d\n",
         s->n_all);
@@ -155,6 +181,7 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
         {"infergate_worker_inflight", "gauge", "Requests in flight on the worker."},
         {"infergate_worker_healthy", "gauge", "1 when the last health checks passed."},
         {"infergate_worker_breaker_state", "gauge", "0 closed, 1 open, 2 half-open."},
+        {"infergate_worker_max_inflight", "gauge", "The worker's in-flight cap (0: none)."},
         {"infergate_worker_requests_total", "counter", "Requests sent to the worker."},
         {"infergate_worker_failures_total", "counter", "Requests the worker failed."},
         {"infergate_worker_connect_failures_total", "counter", "Failed connects to the worker."},
@@ -169,9 +196,10 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
             case 0: v = ig_worker_inflight(w); break;
             case 1: v = atomic_load(&w->health) == IG_HEALTH_UP; break;
             case 2: v = (uint64_t)atomic_load(&w->breaker); break;
-            case 3: v = rd(&w->stats.requests); break;
-            case 4: v = rd(&w->stats.failures); break;
-            case 5: v = rd(&w->stats.connect_failures); break;
+            case 3: v = (uint64_t)atomic_load(&w->max_inflight); break;
+            case 4: v = rd(&w->stats.requests); break;
+            case 5: v = rd(&w->stats.failures); break;
+            case 6: v = rd(&w->stats.connect_failures); break;
             default: v = rd(&w->stats.responses_5xx); break;
             }
             put(o, "%s{worker=\"w%llu\",url=\"%s\"} %llu\n", wm[m][0], (unsigned long long)w->id,

@@ -17,7 +17,7 @@ typedef struct outv {
 static void pick_and_send(ig_client *c);
 static void send_to(ig_client *c, ig_worker *w, int fresh);
 static void connect_to(ig_client *c, ig_worker *w);
-static ig_worker *choose(ig_client *c, int *probe);
+static ig_worker *choose(ig_client *c, int *probe, int *full);
 static void on_connect(uv_connect_t *req, int status);
 
 /* Gateway-wide counts for the retry budget: retries may be at most a share
@@ -34,7 +34,7 @@ static void release_worker(ig_client *c)
         c->probe = 0;
     }
     c->worker = NULL;
-    ig_worker_end(w);
+    ig_admission_release(c->th, w);
 }
 
 /* The worker failed this attempt (not the client, not a timeout). */
@@ -297,8 +297,8 @@ static void exchange_failed(ig_upconn *up, int err)
             err ? uv_strerror(err) : "protocol error", resend ? " (sending again)" : "");
     if (resend && retry_allowed(c)) {
         c->resent = 1;
-        int probe = 0;
-        ig_worker *alt = choose(c, &probe);
+        int probe = 0, full = 0;
+        ig_worker *alt = choose(c, &probe, &full);
         count_retry(c, alt ? alt : w);
         if (!alt) {
             /* keep our in-flight unit on w: same worker, new connection */
@@ -543,8 +543,7 @@ static void send_to(ig_client *c, ig_worker *w, int fresh)
         c->worker_label[n] = '\0';
     }
     c->tried[c->ntried++] = w;
-    c->worker = w;
-    ig_worker_begin(w);
+    c->worker = w; /* its slot was claimed by choose() */
     ig_upconn *up = fresh ? NULL : ig_upstream_take(c->th, w);
     if (!up) {
         connect_to(c, w);
@@ -563,11 +562,12 @@ static int tried(const ig_client *c, const ig_worker *w)
     return 0;
 }
 
-/* A worker for c, or NULL. The first attempt picks straight from the
+/* A worker for c with its slot claimed, or NULL (*full: some worker would
+ * do but all are at their cap). The first attempt picks straight from the
  * snapshot's array (O(1) for round_robin, random, power_of_two); only when
- * that pick is refused (breaker, or a retry excluding tried workers) is a
- * filtered copy made. */
-static ig_worker *choose(ig_client *c, int *probe)
+ * that pick is refused (cap, breaker, or a retry excluding tried workers) is
+ * a filtered copy made. */
+static ig_worker *choose(ig_client *c, int *probe, int *full)
 {
     static _Thread_local ig_worker *tmp[IG_MAX_WORKERS];
     const ig_snapshot *s = ig_snapshot_get();
@@ -577,23 +577,39 @@ static ig_worker *choose(ig_client *c, int *probe)
                                           &known);
     ig_policy_kind policy = c->th->cfg->policy;
     *probe = 0;
+    *full = 0;
     if (n == 0)
         return NULL;
     if (c->ntried == 0) {
         ig_worker *w = cand[ig_policy_pick(policy, &c->th->pol, cand, n)];
-        if (ig_breaker_admit(w, probe))
-            return w;
+        if (ig_admission_claim(w)) {
+            if (ig_breaker_admit(w, probe))
+                return w;
+            ig_admission_release(c->th, w);
+        }
     }
     int m = 0;
-    for (int i = 0; i < n; i++)
-        if (!tried(c, cand[i]) && atomic_load_explicit(&cand[i]->breaker, memory_order_relaxed) !=
-                                      IG_BREAKER_OPEN)
-            tmp[m++] = cand[i];
+    for (int i = 0; i < n; i++) {
+        if (tried(c, cand[i]) ||
+            atomic_load_explicit(&cand[i]->breaker, memory_order_relaxed) == IG_BREAKER_OPEN)
+            continue;
+        if (!ig_admission_has_room(cand[i])) {
+            *full = 1;
+            continue;
+        }
+        tmp[m++] = cand[i];
+    }
     while (m > 0) {
         int i = ig_policy_pick(policy, &c->th->pol, tmp, m);
-        if (ig_breaker_admit(tmp[i], probe))
-            return tmp[i];
+        ig_worker *w = tmp[i];
         tmp[i] = tmp[--m];
+        if (!ig_admission_claim(w)) {
+            *full = 1; /* taken by another request since the scan */
+            continue;
+        }
+        if (ig_breaker_admit(w, probe))
+            return w;
+        ig_admission_release(c->th, w);
     }
     return NULL;
 }
@@ -608,6 +624,32 @@ static void no_worker_left(ig_client *c)
                         "could not connect to any worker");
 }
 
+/* Wait for a slot instead of refusing: 429 only when the queue is full. */
+static void enqueue(ig_client *c)
+{
+    if (c->queued)
+        return; /* still waiting: keeps its place */
+    if (ig_admission_enqueue(c)) {
+        ig_count(&c->th->stats.rejected_queue_full, 1);
+        ig_client_error_headers(c, 429, "rate_limit_error", "queue_full",
+                                "every worker is busy and the queue is full; retry later",
+                                "retry-after: 1\r\n");
+        return;
+    }
+    uv_timer_start(&c->timer, ig_client_timer_cb,
+                   (uint64_t)(c->th->cfg->queue_timeout_secs * 1000.0), 0);
+}
+
+/* Leaving the queue for a worker: the request timeout starts now. */
+static void dequeue_for_dispatch(ig_client *c)
+{
+    if (!c->queued)
+        return;
+    ig_admission_leave(c);
+    uv_timer_start(&c->timer, ig_client_timer_cb,
+                   (uint64_t)(c->th->cfg->request_timeout_secs * 1000.0), 0);
+}
+
 static void pick_and_send(ig_client *c)
 {
     if (c->ntried == 0) {
@@ -619,6 +661,7 @@ static void pick_and_send(ig_client *c)
                                               &cand, &known);
         if (n == 0) {
             char msg[IG_MODEL_MAX + 64];
+            ig_admission_leave(c);
             if (s->n_all == 0) {
                 ig_client_error(c, 503, "service_unavailable", "no_workers", "no worker is available");
             } else if (f->has_model && !known) {
@@ -633,13 +676,26 @@ static void pick_and_send(ig_client *c)
             }
             return;
         }
+        /* first in, first out: while others wait, a newcomer waits behind them */
+        if (!c->queued && ig_admission_waiting()) {
+            enqueue(c);
+            if (c->queued)
+                ig_admission_dispatch(c->th);
+            return;
+        }
     } else if (!retry_allowed(c)) {
+        ig_admission_leave(c);
         no_worker_left(c);
         return;
     }
-    int probe = 0;
-    ig_worker *w = choose(c, &probe);
+    int probe = 0, full = 0;
+    ig_worker *w = choose(c, &probe, &full);
     if (!w) {
+        if (full) {
+            enqueue(c);
+            return;
+        }
+        ig_admission_leave(c);
         if (c->ntried == 0)
             ig_client_error(c, 503, "service_unavailable", "no_healthy_workers",
                             "every worker for this request is cooling down after failures");
@@ -647,10 +703,17 @@ static void pick_and_send(ig_client *c)
             no_worker_left(c);
         return;
     }
+    dequeue_for_dispatch(c);
     if (c->ntried > 0)
         count_retry(c, w);
     c->probe = probe;
     send_to(c, w, 0);
+}
+
+void ig_proxy_try_queued(ig_client *c)
+{
+    if (c->queued && !c->closing)
+        pick_and_send(c);
 }
 
 void ig_proxy_start(ig_client *c)
@@ -674,6 +737,7 @@ void ig_proxy_start(ig_client *c)
 
 void ig_proxy_abort(ig_client *c)
 {
+    ig_admission_leave(c); /* a queued request just leaves: nothing was sent */
     ig_upconn *up = c->up;
     if (up) {
         /* closing at once is how the worker learns the client left: it can stop generating */
@@ -685,6 +749,13 @@ void ig_proxy_abort(ig_client *c)
 
 void ig_proxy_timeout(ig_client *c)
 {
+    if (c->queued) {
+        ig_admission_leave(c);
+        ig_count(&c->th->stats.queue_timeouts, 1);
+        ig_client_error(c, 503, "service_unavailable", "queue_timeout",
+                        "no worker slot freed within --queue-timeout-secs");
+        return;
+    }
     ig_proxy_abort(c);
     if (!c->resp_started)
         ig_client_error(c, 504, "timeout", "upstream_timeout",

@@ -99,6 +99,7 @@ static void thread_finish(ig_thread *th)
     if (!uv_is_closing((uv_handle_t *)&th->drain_timer))
         uv_close((uv_handle_t *)&th->drain_timer, NULL);
     ig_wakeup_close(&th->wake);
+    ig_admission_thread_close(th);
 }
 
 void ig_thread_client_closed(ig_thread *th)
@@ -148,6 +149,8 @@ static void wake_cb(ig_wakeup *a)
 {
     ig_thread *th = a->data;
     take_replies(th);
+    if (th->nqueued)
+        ig_admission_dispatch(th); /* another thread freed a slot our oldest waiter may take */
     if (!atomic_load(&th->stop_requested) || th->draining)
         return;
     th->draining = 1;
@@ -226,6 +229,8 @@ static void check_cb(uv_check_t *ch)
 {
     ig_thread *th = ch->data;
     ig_epoch_quiescent(th->idx);
+    if (th->queue_dirty)
+        ig_admission_dispatch(th);
 }
 
 static void thread_main(void *arg)
@@ -274,6 +279,7 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     uv_timer_start(&th->sweep, sweep_cb, 1000, 1000);
     uv_timer_init(&th->loop, &th->drain_timer);
     th->drain_timer.data = th;
+    ig_admission_thread_init(th);
     uv_prepare_init(&th->loop, &th->prepare);
     th->prepare.data = th;
     uv_prepare_start(&th->prepare, prepare_cb);

@@ -44,7 +44,7 @@ typedef struct ig_worker {
     char **models;        /* immutable once published; NULL with any_model */
     int n_models;
     int any_model;        /* model unknown: the worker takes any model */
-    int max_inflight;     /* 0: unlimited */
+    atomic_int max_inflight; /* 0: unlimited; the admin API may change it live */
     ig_pool *pools;       /* one per loop thread */
     void *control;        /* the control thread's own state for this worker */
     /* low 32 bits: requests in flight; high 32 bits: other references.
