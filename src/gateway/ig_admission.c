@@ -18,13 +18,39 @@ void ig_admission_configure(const ig_config *cfg)
     queue_size = cfg->queue_size;
 }
 
-int ig_admission_has_room(const ig_worker *w)
+int ig_admission_effective_cap(const ig_worker *cw, uint64_t now_ms)
 {
-    int cap = atomic_load_explicit(&((ig_worker *)w)->max_inflight, memory_order_relaxed);
+    ig_worker *w = (ig_worker *)cw;
+    int cap = atomic_load_explicit(&w->max_inflight, memory_order_relaxed);
+    int learned = atomic_load_explicit(&w->learned_cap, memory_order_relaxed);
+    if (learned <= 0)
+        return cap;
+    /* additive increase: one more slot for every second without an overload answer */
+    uint64_t at = atomic_load_explicit(&w->learned_at_ms, memory_order_relaxed);
+    uint64_t grown = (uint64_t)learned + (now_ms > at ? (now_ms - at) / 1000 : 0);
+    if (cap > 0 && grown >= (uint64_t)cap)
+        return cap;
+    return grown > 1000000 ? cap : (int)grown;
+}
+
+void ig_admission_overloaded(ig_worker *w, uint32_t inflight, uint64_t now_ms)
+{
+    /* it said "full" with inflight requests on it (this one included): that many minus one fit */
+    int cap = inflight > 1 ? (int)inflight - 1 : 1;
+    int cur = ig_admission_effective_cap(w, now_ms);
+    if (cur > 0 && cur < cap)
+        cap = cur; /* never raise it on an overload answer */
+    atomic_store_explicit(&w->learned_cap, cap, memory_order_relaxed);
+    atomic_store_explicit(&w->learned_at_ms, now_ms, memory_order_relaxed);
+}
+
+int ig_admission_has_room(const ig_worker *w, uint64_t now_ms)
+{
+    int cap = ig_admission_effective_cap(w, now_ms);
     return cap <= 0 || ig_worker_inflight(w) < (uint32_t)cap;
 }
 
-int ig_admission_claim(ig_worker *w)
+int ig_admission_claim(ig_worker *w, uint64_t now_ms)
 {
     if (max_concurrent) {
         int v = atomic_load_explicit(&g_active, memory_order_relaxed);
@@ -33,7 +59,7 @@ int ig_admission_claim(ig_worker *w)
                 return 0;
         } while (!atomic_compare_exchange_weak(&g_active, &v, v + 1));
     }
-    int cap = atomic_load_explicit(&w->max_inflight, memory_order_relaxed);
+    int cap = ig_admission_effective_cap(w, now_ms);
     if (cap <= 0) {
         ig_worker_begin(w);
         return 1;
@@ -101,7 +127,7 @@ static void poll_cb(uv_timer_t *t)
     ig_admission_dispatch(t->data);
 }
 
-int ig_admission_enqueue(ig_client *c)
+int ig_admission_enqueue(ig_client *c, int front)
 {
     ig_thread *th = c->th;
     int n = atomic_fetch_add(&g_queued, 1);
@@ -111,10 +137,14 @@ int ig_admission_enqueue(ig_client *c)
     }
     c->queued = 1;
     c->enqueued_ns = uv_hrtime();
-    ig_list_push_front(th->queue.prev, &c->qlink); /* append at the tail */
+    if (front)
+        ig_list_push_front(&th->queue, &c->qlink);
+    else
+        ig_list_push_front(th->queue.prev, &c->qlink); /* append at the tail */
     th->nqueued++;
-    if (th->nqueued == 1) {
+    if (front || th->nqueued == 1)
         publish_head(th);
+    if (th->nqueued == 1) {
         uv_timer_start(&th->queue_poll, poll_cb, QUEUE_POLL_MS, QUEUE_POLL_MS);
     }
     return 0;

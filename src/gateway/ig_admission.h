@@ -16,15 +16,20 @@ struct ig_client;
 void ig_admission_configure(const ig_config *cfg);
 /** Claim a slot on w (and a gateway slot): 1 claimed (w's in-flight unit is
  * held), 0 full. */
-int ig_admission_claim(ig_worker *w);
+int ig_admission_claim(ig_worker *w, uint64_t now_ms);
 /** 1 when w has room now (a hint; the claim decides). */
-int ig_admission_has_room(const ig_worker *w);
+int ig_admission_has_room(const ig_worker *w, uint64_t now_ms);
+/** w answered 503/429 with inflight requests on it: lower its cap for a while. */
+void ig_admission_overloaded(ig_worker *w, uint32_t inflight, uint64_t now_ms);
+/** w's cap now: the configured one, lowered by what its overload answers taught (0: none). */
+int ig_admission_effective_cap(const ig_worker *w, uint64_t now_ms);
 /** The request left w: release its slot and wake a waiter. May free w. */
 void ig_admission_release(struct ig_thread *th, ig_worker *w);
 /** 1 when requests are waiting anywhere (new ones queue behind them). */
 int ig_admission_waiting(void);
-/** Queue c; 0, or -ENOSPC when --queue-size is reached. */
-int ig_admission_enqueue(struct ig_client *c);
+/** Queue c (at the front: a request sent back by an overloaded worker keeps
+ * its turn); 0, or -ENOSPC when --queue-size is reached. */
+int ig_admission_enqueue(struct ig_client *c, int front);
 /** Take c out of the queue (dispatched, timed out, or its client left). */
 void ig_admission_leave(struct ig_client *c);
 /** Try to start queued requests of th, oldest first. */

@@ -98,12 +98,13 @@ json_t *ig_worker_json(const ig_worker *cw)
         json_array_append_new(models, json_string(w->models[i]));
     ig_worker_stats *s = &w->stats;
     return json_pack(
-        "{s:s,s:s,s:o,s:b,s:s,s:s,s:b,s:I,s:i,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I}}", "id", id,
+        "{s:s,s:s,s:o,s:b,s:s,s:s,s:b,s:I,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I}}", "id", id,
         "url", w->url, "models", w->any_model ? (json_decref(models), json_null()) : models,
         "any_model", w->any_model, "health",
         atomic_load(&w->health) == IG_HEALTH_UP ? "healthy" : "unhealthy", "breaker",
         breaker_name(atomic_load(&w->breaker)), "routable", ig_worker_routable(w), "inflight",
-        (json_int_t)ig_worker_inflight(w), "max_inflight", atomic_load(&w->max_inflight), "requests",
+        (json_int_t)ig_worker_inflight(w), "max_inflight", atomic_load(&w->max_inflight),
+        "effective_max_inflight", ig_admission_effective_cap(w, uv_now(&ctl.loop)), "requests",
         (json_int_t)atomic_load(&s->requests), "failures", (json_int_t)atomic_load(&s->failures),
         "connect_failures", (json_int_t)atomic_load(&s->connect_failures), "responses_5xx",
         (json_int_t)atomic_load(&s->responses_5xx), "retries", (json_int_t)atomic_load(&s->retries),

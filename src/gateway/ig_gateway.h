@@ -24,6 +24,8 @@
 #define IG_CLIENT_WQ_HIGH (256 * 1024)
 #define IG_CLIENT_WQ_LOW (64 * 1024)
 #define IG_MAX_TRIES 8
+/* a request sent back by overloaded workers this often gets their answer */
+#define IG_MAX_REQUEUES 5
 
 /* Upstream read buffer, recycled through a per-thread free list. A block can
  * be referenced by several pending client writes, hence the count. */
@@ -127,6 +129,7 @@ typedef struct ig_client {
     char worker_label[80];   /* the last worker's URL, for the access log */
     ig_list qlink;           /* in th->queue while waiting for a worker slot */
     uint64_t enqueued_ns;
+    int requeues;            /* times an overloaded worker sent it back */
 } ig_client;
 
 typedef enum { U_CONNECTING, U_BUSY, U_IDLE, U_CLOSING } ig_upconn_state;
@@ -145,7 +148,7 @@ typedef struct ig_upconn {
     ig_upconn_state state;
     int handles_open;
     unsigned reused : 1, got_bytes : 1, head_done : 1, msg_done : 1, in_value : 1, paused : 1,
-        skip_informational : 1, timed_out : 1, pause_at_headers : 1;
+        skip_informational : 1, timed_out : 1, pause_at_headers : 1, discard : 1;
     uint32_t nreq;
     uint64_t created_ms, idle_since_ms;
     /* response head, copied out of read blocks (it may span several) */

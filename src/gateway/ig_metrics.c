@@ -144,6 +144,8 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
          SUM_THREADS(st->rejected_queue_full)},
         {"infergate_queue_timeouts_total", "Requests answered 503 after waiting --queue-timeout-secs.",
          SUM_THREADS(st->queue_timeouts)},
+        {"infergate_requeued_overload_total", "Requests sent back to the queue by a worker's 503/429.",
+         SUM_THREADS(st->requeued_overload)},
     };
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         put(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,

@@ -15,6 +15,8 @@ typedef struct outv {
 } outv;
 
 static void pick_and_send(ig_client *c);
+static void enqueue(ig_client *c, int front);
+static void requeue(ig_upconn *up, int reusable);
 static void send_to(ig_client *c, ig_worker *w, int fresh);
 static void connect_to(ig_client *c, ig_worker *w);
 static ig_worker *choose(ig_client *c, int *probe, int *full);
@@ -265,6 +267,25 @@ static int send_head(ig_client *c, ig_upconn *up, outv *o)
     return 0;
 }
 
+/* The worker's overload answer was read to its end: keep the connection,
+ * put the request back at the front of the queue. */
+static void requeue(ig_upconn *up, int reusable)
+{
+    ig_client *c = up->c;
+    if (up->parser.status_code >= 500)
+        atomic_fetch_add_explicit(&up->w->stats.responses_5xx, 1, memory_order_relaxed);
+    detach(c, up);
+    up->discard = 0;
+    ig_upstream_release(up, reusable);
+    release_worker(c);
+    c->requeues++;
+    c->ntried--; /* not a failure of the worker, not a retry */
+    ig_count(&c->th->stats.requeued_overload, 1);
+    enqueue(c, 1);
+    if (c->queued)
+        ig_admission_dispatch(c->th);
+}
+
 static void complete(ig_upconn *up, int reusable)
 {
     ig_client *c = up->c;
@@ -353,6 +374,14 @@ static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
         llhttp_resume(&up->parser);
         if (up->pause_at_headers) {
             up->pause_at_headers = 0;
+            int st = up->parser.status_code;
+            if ((st == 503 || st == 429) && c->requeues < IG_MAX_REQUEUES) {
+                /* the worker is full, not broken: drop its answer, learn its
+                 * capacity, and give the request back its turn in the queue */
+                up->discard = 1;
+                ig_admission_overloaded(up->w, ig_worker_inflight(up->w), uv_now(&c->th->loop));
+                continue;
+            }
             if (send_head(c, up, &o)) {
                 cur_out = NULL;
                 exchange_failed(up, 0);
@@ -363,7 +392,9 @@ static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
         /* message complete: anything after it is a worker bug, so no reuse */
         flush(c, &o, blk);
         cur_out = NULL;
-        if (up->c)
+        if (up->c && up->discard)
+            requeue(up, p == end && llhttp_should_keep_alive(&up->parser));
+        else if (up->c)
             complete(up, p == end && llhttp_should_keep_alive(&up->parser));
         return;
     }
@@ -399,7 +430,10 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             llhttp_finish(&up->parser);
             cur_out = NULL;
             if (up->msg_done) {
-                complete(up, 0);
+                if (up->discard)
+                    requeue(up, 0);
+                else
+                    complete(up, 0);
                 goto out;
             }
         }
@@ -576,13 +610,14 @@ static ig_worker *choose(ig_client *c, int *probe, int *full)
     int known, n = ig_snapshot_candidates(s, f->has_model ? f->model : NULL, f->model_len, &cand,
                                           &known);
     ig_policy_kind policy = c->th->cfg->policy;
+    uint64_t now = uv_now(&c->th->loop);
     *probe = 0;
     *full = 0;
     if (n == 0)
         return NULL;
     if (c->ntried == 0) {
         ig_worker *w = cand[ig_policy_pick(policy, &c->th->pol, cand, n)];
-        if (ig_admission_claim(w)) {
+        if (ig_admission_claim(w, now)) {
             if (ig_breaker_admit(w, probe))
                 return w;
             ig_admission_release(c->th, w);
@@ -593,7 +628,7 @@ static ig_worker *choose(ig_client *c, int *probe, int *full)
         if (tried(c, cand[i]) ||
             atomic_load_explicit(&cand[i]->breaker, memory_order_relaxed) == IG_BREAKER_OPEN)
             continue;
-        if (!ig_admission_has_room(cand[i])) {
+        if (!ig_admission_has_room(cand[i], now)) {
             *full = 1;
             continue;
         }
@@ -603,7 +638,7 @@ static ig_worker *choose(ig_client *c, int *probe, int *full)
         int i = ig_policy_pick(policy, &c->th->pol, tmp, m);
         ig_worker *w = tmp[i];
         tmp[i] = tmp[--m];
-        if (!ig_admission_claim(w)) {
+        if (!ig_admission_claim(w, now)) {
             *full = 1; /* taken by another request since the scan */
             continue;
         }
@@ -625,11 +660,11 @@ static void no_worker_left(ig_client *c)
 }
 
 /* Wait for a slot instead of refusing: 429 only when the queue is full. */
-static void enqueue(ig_client *c)
+static void enqueue(ig_client *c, int front)
 {
     if (c->queued)
         return; /* still waiting: keeps its place */
-    if (ig_admission_enqueue(c)) {
+    if (ig_admission_enqueue(c, front)) {
         ig_count(&c->th->stats.rejected_queue_full, 1);
         ig_client_error_headers(c, 429, "rate_limit_error", "queue_full",
                                 "every worker is busy and the queue is full; retry later",
@@ -678,7 +713,7 @@ static void pick_and_send(ig_client *c)
         }
         /* first in, first out: while others wait, a newcomer waits behind them */
         if (!c->queued && ig_admission_waiting()) {
-            enqueue(c);
+            enqueue(c, 0);
             if (c->queued)
                 ig_admission_dispatch(c->th);
             return;
@@ -692,7 +727,7 @@ static void pick_and_send(ig_client *c)
     ig_worker *w = choose(c, &probe, &full);
     if (!w) {
         if (full) {
-            enqueue(c);
+            enqueue(c, 0);
             return;
         }
         ig_admission_leave(c);
@@ -729,6 +764,7 @@ void ig_proxy_start(ig_client *c)
     }
     c->ntried = 0;
     c->resent = 0;
+    c->requeues = 0;
     c->last_timeout = 0;
     c->in_proxy = 1;
     atomic_fetch_add_explicit(&g_inflight, 1, memory_order_relaxed);

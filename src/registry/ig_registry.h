@@ -45,6 +45,9 @@ typedef struct ig_worker {
     int n_models;
     int any_model;        /* model unknown: the worker takes any model */
     atomic_int max_inflight; /* 0: unlimited; the admin API may change it live */
+    /* learned from the worker's own 503/429: a cap that grows back one slot a second */
+    atomic_int learned_cap;  /* 0: none */
+    atomic_uint_fast64_t learned_at_ms;
     ig_pool *pools;       /* one per loop thread */
     void *control;        /* the control thread's own state for this worker */
     /* low 32 bits: requests in flight; high 32 bits: other references.

@@ -140,3 +140,41 @@ def test_cap_changes_live_through_the_admin_api(procs):
     r = httpx.post(gw.base + "/workers", json={"url": w.url, "max_inflight": 3})
     assert r.status_code == 200 and r.json()["worker"]["max_inflight"] == 3
     assert httpx.get(gw.base + "/workers").json()["workers"][0]["max_inflight"] == 3
+
+
+def test_worker_503_for_overload_requeues_and_teaches_a_cap(procs):
+    """Caps unknown to the gateway: the workers' own 503s are not passed on
+    and not counted as failures; the requests wait and get through."""
+    ws = [procs.worker("--max-inflight", "2", "--token-interval-ms", "20", worker_id=f"w{i}") for i in range(2)]
+    gw = procs.gateway(ws, "--cb-failure-threshold", "2")
+
+    async def main():
+        async with aiohttp.ClientSession(gw.base) as s:
+            async def one():
+                async with s.post("/v1/chat/completions", json=chat_body(max_tokens=5, stream=True)) as r:
+                    assert r.status == 200, await r.text()
+                    events = []
+                    async for line in r.content:
+                        events += sse_events([line])
+                    return events
+            return await asyncio.gather(*[one() for _ in range(16)])
+
+    results = asyncio.run(main())
+    assert all(e[-1] == "[DONE]" for e in results)
+    stats = [w.stats() for w in ws]
+    rejected = sum(s["rejected"] for s in stats)
+    assert rejected >= 1  # they did say 503 ...
+    assert sum(s["completed"] for s in stats) - rejected == 16  # ... and every request was served once
+    assert metric(gw, "infergate_requeued_overload_total") >= 1
+    workers = httpx.get(gw.base + "/workers").json()["workers"]
+    assert all(w["breaker"] == "closed" for w in workers)  # busy is not broken
+    assert any(w["effective_max_inflight"] in (1, 2, 3) for w in workers)
+
+
+def test_overload_answer_passes_through_after_repeated_requeues(procs):
+    w = procs.worker(worker_id="w1")
+    gw = procs.gateway([w])
+    httpx.post(w.url + "/mock/fail?status=503")
+    r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "503"  # the worker's own answer
+    assert metric(gw, "infergate_requeued_overload_total") == 5

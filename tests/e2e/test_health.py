@@ -126,8 +126,10 @@ def test_overloaded_503s_do_not_trip_the_breaker(procs):
     httpx.post(w2.url + "/mock/fail?status=503")
     with httpx.Client(base_url=gw.base, timeout=10) as c:
         statuses = [c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code for _ in range(40)]
-    assert statuses.count(503) == 20 and statuses.count(200) == 20
-    assert worker_state(gw, w2.url)["breaker"] == "closed"
+    # w2's 503s send requests back to the queue; w1 serves them
+    assert statuses == [200] * 40
+    st = worker_state(gw, w2.url)
+    assert st["breaker"] == "closed" and st["failures"] == 0 and st["responses_5xx"] >= 20
 
 
 def test_connect_failures_open_the_breaker_and_stop_the_retries(procs):
