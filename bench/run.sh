@@ -10,3 +10,4 @@ for s in nginx haproxy caddy; do
 done
 /usr/bin/python3 bench/proxy_bench.py "$@"
 /usr/bin/python3 bench/registry_bench.py
+/usr/bin/python3 bench/overload_bench.py
