@@ -5,8 +5,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "e2e")
 import aiohttp
 from conftest import Worker, Gateway, chat_body, sse_events
 
-def run(extra, k=8, clients=64, per_client=30, tokens=5, interval=10):
-    w = Worker("--processes", str(k), "--token-interval-ms", str(interval), worker_id="w1")
+def run(extra, k=8, clients=64, per_client=30, tokens=5, interval=10, cpu_us=int(os.environ.get("CPU_US", "0"))):
+    w = Worker("--processes", str(k), "--token-interval-ms", str(interval), "--cpu-us-per-token", str(cpu_us), worker_id="w1")
     g = Gateway([w], *extra, threads=2)
     async def main():
         async with aiohttp.ClientSession(g.base) as s:

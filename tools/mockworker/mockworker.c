@@ -50,7 +50,8 @@ static struct {
     int ttft_ms, tokens, token_interval_ms, max_inflight, processes, embedding_dim;
     int drop_reused; /* close, unanswered, any request after the first on a connection */
     int ports;       /* listen on this many ports (one process): a large fleet for benchmarks */
-} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1};
+    int cpu_us_per_token; /* busy CPU per token, like a Python server's per-token work */
+} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0};
 
 static shared_stats *stats;
 static proc_stats *me;
@@ -209,9 +210,19 @@ static void token_text(int i, char *out, size_t cap)
     snprintf(out, cap, "tok%d ", i);
 }
 
+static void burn_cpu(int us)
+{
+    if (us <= 0)
+        return;
+    uint64_t end = uv_hrtime() + (uint64_t)us * 1000;
+    while (uv_hrtime() < end)
+        ;
+}
+
 /* one SSE event for token i (or the final one when i < 0), chunk-framed */
 static void stream_event(conn *c, ig_buf *b, int i)
 {
+    burn_cpu(opt.cpu_us_per_token);
     char tok[32] = "";
     if (i >= 0)
         token_text(i, tok, sizeof(tok));
@@ -291,6 +302,7 @@ static void send_full(conn *c)
     ig_buf_init(&body, 64 << 20);
     ig_buf_init(&out, 64 << 20);
     char tok[32];
+    burn_cpu(opt.cpu_us_per_token * c->ntokens);
     for (int i = 0; i < c->ntokens; i++) {
         token_text(i, tok, sizeof(tok));
         ig_buf_puts(&text, tok);
@@ -781,6 +793,7 @@ static void usage(void)
     puts("usage: infergate-mockworker [--host H] [--port P] [--model NAME]... [--worker-id ID]\n"
          "  [--ttft-ms N] [--tokens N] [--token-interval-ms N] [--max-inflight N]\n"
          "  [--processes K] [--embedding-dim N] [--drop-reused 0|1] [--ports N]\n"
+         "  [--cpu-us-per-token N]  (busy CPU per token, like a Python server)\n"
          "Prints 'READY port=N' once listening (--port 0 picks a free port).\n"
          "Per-request headers: x-mock-ttft-ms, x-mock-token-interval-ms, x-mock-status,\n"
          "x-mock-close (drop the connection), x-mock-echo-headers (echo what arrived).\n"
@@ -820,6 +833,8 @@ int main(int argc, char **argv)
             opt.max_inflight = atoi(v);
         else if (strcmp(a, "--processes") == 0)
             opt.processes = atoi(v);
+        else if (strcmp(a, "--cpu-us-per-token") == 0)
+            opt.cpu_us_per_token = atoi(v);
         else if (strcmp(a, "--ports") == 0)
             opt.ports = atoi(v);
         else if (strcmp(a, "--drop-reused") == 0)
