@@ -121,3 +121,42 @@ def cpu_us_per_request(pid, fn):
     r = fn()
     r["cpu_us_per_req"] = (tree_cpu_ticks(pid) - t0) * 1e6 / CLK_TCK / max(r["requests"], 1)
     return r
+
+
+def nginx_conf(work, port, upstream_block):
+    """An nginx.conf for one worker process proxying to upstream `be` without buffering."""
+    return f"""worker_processes 1;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log crit;
+events {{ worker_connections 9000; }}
+http {{
+    access_log off;
+    client_body_temp_path {work}/body;
+    proxy_temp_path {work}/proxy;
+    fastcgi_temp_path {work}/fcgi;
+    uwsgi_temp_path {work}/uwsgi;
+    scgi_temp_path {work}/scgi;
+{upstream_block}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+def update_readme(section, body):
+    """Replace what stands between <!-- bench:SECTION --> and <!-- /bench:SECTION -->."""
+    readme = os.path.join(ROOT, "README.md")
+    text = open(readme).read()
+    a, b = f"<!-- bench:{section} -->", f"<!-- /bench:{section} -->"
+    if a in text and b in text:
+        text = text[:text.index(a) + len(a)] + "\n" + body + text[text.index(b):]
+        with open(readme, "w") as f:
+            f.write(text)

@@ -16,7 +16,8 @@ import time
 import urllib.request
 
 import benchlib
-from benchlib import BUILD, ROOT, free_port, pinned, run_wrk, start_mock, stop, wait_port
+from benchlib import (BUILD, ROOT, free_port, nginx_conf, pinned, run_wrk, start_mock, stop, update_readme,
+                      wait_port)
 
 CAP, WORKERS, CONNS = 4, 4, 32
 
@@ -53,34 +54,8 @@ backend be
     elif name == "nginx":
         cfg = os.path.join(work, "nginx.conf")
         servers = "\n".join(f"        server {u}" + (f" max_conns={CAP}" if caps else "") + ";" for u in ups)
-        open(cfg, "w").write(f"""worker_processes 1;
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log crit;
-events {{ worker_connections 9000; }}
-http {{
-    access_log off;
-    client_body_temp_path {work}/body;
-    proxy_temp_path {work}/proxy;
-    fastcgi_temp_path {work}/fcgi;
-    uwsgi_temp_path {work}/uwsgi;
-    scgi_temp_path {work}/scgi;
-    upstream be {{
-        least_conn;
-{servers}
-        keepalive 64;
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://be;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }}
-    }}
-}}
-""")
+        with open(cfg, "w") as f:
+            f.write(nginx_conf(work, port, f"    upstream be {{\n        least_conn;\n{servers}\n        keepalive 64;\n    }}"))
         p = pinned(["nginx", "-c", cfg, "-p", work])
     wait_port(port)
     return p, port
@@ -144,12 +119,7 @@ def main():
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     open(os.path.join(ROOT, "bench", "results", "overload.md"), "w").write("# Overload\n\n" + body)
     json.dump({"meta": meta, "runs": {f"{k[0]} / {k[1]}": v for k, v in runs.items()}}, open(os.path.join(ROOT, "bench", "results", "overload.json"), "w"), indent=2)
-    readme = os.path.join(ROOT, "README.md")
-    text = open(readme).read()
-    a, b = "<!-- bench:overload -->", "<!-- /bench:overload -->"
-    if a in text and b in text:
-        text = text[:text.index(a) + len(a)] + "\n" + body + text[text.index(b):]
-        open(readme, "w").write(text)
+    update_readme("overload", body)
     print(body)
 
 

@@ -14,7 +14,8 @@ import tempfile
 import time
 
 import benchlib
-from benchlib import (BODY, BUILD, LOAD_CORE, ROOT, SERVER_CORE, free_port, pinned, run_wrk, stop,
+from benchlib import (BODY, BUILD, LOAD_CORE, ROOT, SERVER_CORE, free_port, nginx_conf, pinned, run_wrk, stop,
+                      update_readme,
                       tree_cpu_ticks, wait_port)
 CLK_TCK = benchlib.CLK_TCK
 
@@ -47,30 +48,7 @@ backend be
     elif name == "nginx":
         cfg = os.path.join(work, "nginx.conf")
         with open(cfg, "w") as f:
-            f.write(f"""worker_processes 1;
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/nginx-error.log warn;
-events {{ worker_connections 9000; }}
-http {{
-    access_log off;
-    client_body_temp_path {work}/body;
-    proxy_temp_path {work}/proxy;
-    fastcgi_temp_path {work}/fcgi;
-    uwsgi_temp_path {work}/uwsgi;
-    scgi_temp_path {work}/scgi;
-    upstream be {{ server {up}; keepalive 128; }}
-    server {{
-        listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass http://be;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-        }}
-    }}
-}}
-""")
+            f.write(nginx_conf(work, port, f"    upstream be {{ server {up}; keepalive 128; }}"))
         p = pinned(["nginx", "-c", cfg, "-p", work])
     elif name == "caddy":
         cfg = os.path.join(work, "Caddyfile")
@@ -200,14 +178,7 @@ def write(results, args):
     with open(os.path.join(ROOT, "bench", "results", "proxy.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=2)
     plot(results)
-    readme = os.path.join(ROOT, "README.md")
-    with open(readme) as f:
-        text = f.read()
-    start, end = "<!-- bench:proxy -->", "<!-- /bench:proxy -->"
-    if start in text and end in text:
-        text = text[:text.index(start) + len(start)] + f"\n{meta}\n\n{table}\n" + text[text.index(end):]
-        with open(readme, "w") as f:
-            f.write(text)
+    update_readme("proxy", f"{meta}\n\n{table}\n")
     print(table)
 
 

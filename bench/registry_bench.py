@@ -17,7 +17,7 @@ import time
 
 import benchlib
 from benchlib import (BUILD, ROOT, cpu_us_per_request, free_port, pinned, run_wrk, start_mock, stop,
-                      wait_port)
+                      update_readme, wait_port)
 
 POLICIES = ["round_robin", "random", "power_of_two", "least_load"]
 
@@ -160,12 +160,7 @@ def write(rows, churn_rows, route, args):
         f.write("# Registry: routing cost and churn\n\n" + body)
     with open(os.path.join(ROOT, "bench", "results", "registry.json"), "w") as f:
         json.dump({"meta": meta, "by_size": rows, "churn": churn_rows, "route_bench": route}, f, indent=2)
-    readme = os.path.join(ROOT, "README.md")
-    text = open(readme).read()
-    start, end = "<!-- bench:registry -->", "<!-- /bench:registry -->"
-    if start in text and end in text:
-        text = text[:text.index(start) + len(start)] + "\n" + body + text[text.index(end):]
-        open(readme, "w").write(text)
+    update_readme("registry", body)
     print(body)
 
 
