@@ -12,7 +12,7 @@
 
 #define IG_VERSION "0.1.0"
 
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD } opt_type;
 
 typedef struct opt {
     const char *name;
@@ -52,6 +52,7 @@ static const opt opts[] = {
     {"cb-timeout-duration-secs", T_SECS, OFF(cb_timeout_duration_secs), "open circuit cool-down before a probe (default 30)"},
     {"disable-circuit-breaker", T_BOOL, OFF(disable_circuit_breaker), "never open circuits"},
     {"retry-max-retries", T_U32, OFF(retry_max_retries), "other workers tried after a safe failure (default 2)"},
+    {"upstream-spread", T_SPREAD, OFF(upstream_spread), "latency (default): spread over the processes behind one worker address | off"},
     {"max-concurrent-requests", T_U32, OFF(max_concurrent_requests), "requests sent to workers at once, whole gateway (0: unlimited)"},
     {"queue-size", T_U32, OFF(queue_size), "requests that may wait for a free worker slot (default 1024; 0: unlimited)"},
     {"queue-timeout-secs", T_SECS, OFF(queue_timeout_secs), "longest wait in the queue before a 503 (default 60)"},
@@ -87,6 +88,7 @@ void ig_config_defaults(ig_config *cfg)
     cfg->retry_max_retries = 2;
     cfg->retry_budget_ratio = 0.2;
     cfg->queue_size = 1024;
+    cfg->upstream_spread = 1;
     cfg->queue_timeout_secs = 60;
 }
 
@@ -201,6 +203,14 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
         if (val[0] != '/' || strlen(val) >= 256 || strpbrk(val, " \r\n"))
             return errf(err, errlen, "--%s: expected a path starting with /", o->name);
         snprintf((char *)field, 256, "%s", val);
+        return 0;
+    case T_SPREAD:
+        if (strcmp(val, "latency") == 0)
+            *(int *)field = 1;
+        else if (strcmp(val, "off") == 0)
+            *(int *)field = 0;
+        else
+            return errf(err, errlen, "--%s: expected latency or off", o->name);
         return 0;
     case T_RATIO: {
         double v = strtod(val, &end);

@@ -39,6 +39,7 @@ typedef struct ig_config {
     uint32_t retry_max_retries;
     double retry_budget_ratio;
     uint32_t max_concurrent_requests; /* 0: unlimited */
+    int upstream_spread;              /* 1: latency-aware connection choice and rotation */
     uint32_t queue_size;
     double queue_timeout_secs;
 } ig_config;

@@ -151,6 +151,8 @@ typedef struct ig_upconn {
         skip_informational : 1, timed_out : 1, pause_at_headers : 1, discard : 1;
     uint32_t nreq;
     uint64_t created_ms, idle_since_ms;
+    uint64_t sent_ns;        /* when the current request went out */
+    uint32_t ttfb_ewma_us;   /* this connection's time to first byte: its process's load */
     /* response head, copied out of read blocks (it may span several) */
     ig_buf hbuf;
     ig_hdr hdrs[IG_MAX_HEADERS];
@@ -214,6 +216,8 @@ void ig_proxy_try_queued(ig_client *c);
 ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w);
 ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb);
 void ig_upstream_release(ig_upconn *up, int reusable);
+/** The first response byte of a request arrived after us microseconds. */
+void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us);
 /** A request is about to go out on a taken or new connection. */
 void ig_upstream_count_use(ig_upconn *up);
 void ig_upstream_close(ig_upconn *up);

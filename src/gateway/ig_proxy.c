@@ -352,6 +352,8 @@ static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
     cur_blk = blk;
     if (!c->first_byte_ns)
         c->first_byte_ns = uv_hrtime();
+    if (!up->got_bytes)
+        ig_upstream_note_ttfb(up, (c->first_byte_ns - up->sent_ns) / 1000);
     up->got_bytes = 1;
     while (p < end) {
         int body = c->resp_started && !c->dechunk;
@@ -506,6 +508,7 @@ static void send_request(ig_upconn *up)
     unsigned n = c->body_len ? 2 : 1;
     /* try first: a uv_write that completes still costs libuv an epoll_ctl
      * when it drains, one syscall per request for nothing */
+    up->sent_ns = uv_hrtime();
     int rc = uv_try_write((uv_stream_t *)&up->tcp, bufs, n);
     if (rc == UV_EAGAIN)
         rc = 0;

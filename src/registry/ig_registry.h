@@ -24,6 +24,7 @@ enum { IG_BREAKER_CLOSED = 0, IG_BREAKER_OPEN = 1, IG_BREAKER_HALF_OPEN = 2 };
 typedef struct ig_pool {
     ig_list idle; /* most recently used first */
     int nidle;
+    int retire_credit; /* earned per request; retiring a slow connection spends it */
 } ig_pool;
 
 /* Counters every thread bumps; relaxed atomics, each group on its own line. */
@@ -48,6 +49,8 @@ typedef struct ig_worker {
     /* learned from the worker's own 503/429: a cap that grows back one slot a second */
     atomic_int learned_cap;  /* 0: none */
     atomic_uint_fast64_t learned_at_ms;
+    /* the best time to first byte its connections show lately (slowly forgets) */
+    atomic_uint best_ttfb_us;
     ig_pool *pools;       /* one per loop thread */
     void *control;        /* the control thread's own state for this worker */
     /* low 32 bits: requests in flight; high 32 bits: other references.

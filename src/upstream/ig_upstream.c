@@ -43,22 +43,60 @@ static int too_old(const ig_upconn *up, uint64_t now)
     return age > 0 && (double)(now - up->created_ms) >= age * 1000.0;
 }
 
+void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us)
+{
+    uint32_t s = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
+    up->ttfb_ewma_us = up->ttfb_ewma_us ? (up->ttfb_ewma_us * 3 + s) / 4 : s;
+    /* the worker's best: follows improvements at once, forgets 1/64 per sample */
+    uint32_t best = atomic_load_explicit(&up->w->best_ttfb_us, memory_order_relaxed);
+    uint32_t next = best && best < UINT32_MAX - best / 64 ? best + best / 64 + 1 : s;
+    atomic_store_explicit(&up->w->best_ttfb_us, s < next ? s : next, memory_order_relaxed);
+}
+
+/* Spreading over the processes behind one address (pre-fork servers share a
+ * socket; a connection belongs to whichever process won accept()). Among
+ * the idle connections take the one whose process answers fastest; if even
+ * that one answers clearly slower than the worker's best, it sits on a loaded
+ * process: retire it, and the request opens a fresh connection, which
+ * re-races accept() (a busy process tends to lose). */
+#define SPREAD_SCAN 64
+#define SPREAD_MARGIN_US 1000 /* slower than the worker's best by this much: a loaded process */
+/* at most one retirement per this many requests: new connections stay under 4% */
+/* at most one retirement per this many requests: new connections stay near 3% */
+#define SPREAD_RETIRE_COST 30
+
 ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
 {
+    int spread = th->cfg->upstream_spread;
     ig_pool *p = &w->pools[th->idx];
     uint64_t now = uv_now(&th->loop);
-    while (!ig_list_empty(&p->idle)) {
-        ig_upconn *up = ig_container_of(p->idle.next, ig_upconn, link);
+    ig_upconn *best = NULL;
+    int scanned = 0;
+    for (ig_list *n = p->idle.next; n != &p->idle && scanned < (spread ? SPREAD_SCAN : 1);) {
+        ig_upconn *up = ig_container_of(n, ig_upconn, link);
+        n = n->next;
         if (too_old(up, now)) {
             ig_upstream_close(up);
             continue;
         }
-        unlink_idle(up);
-        up->state = U_BUSY;
-        up->reused = 1;
-        return up;
+        scanned++;
+        if (!best || up->ttfb_ewma_us < best->ttfb_ewma_us)
+            best = up;
     }
-    return NULL;
+    if (!best)
+        return NULL;
+    uint32_t wbest = atomic_load_explicit(&w->best_ttfb_us, memory_order_relaxed);
+    if (p->retire_credit < SPREAD_RETIRE_COST)
+        p->retire_credit++;
+    if (spread && wbest && best->ttfb_ewma_us > wbest + SPREAD_MARGIN_US &&
+        p->retire_credit >= SPREAD_RETIRE_COST) {
+        p->retire_credit -= SPREAD_RETIRE_COST;
+        return NULL; /* connect afresh; the slow one stays pooled for when its process calms down */
+    }
+    unlink_idle(best);
+    best->state = U_BUSY;
+    best->reused = 1;
+    return best;
 }
 
 void ig_upstream_count_use(ig_upconn *up)
