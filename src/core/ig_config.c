@@ -52,6 +52,8 @@ static const opt opts[] = {
     {"cb-timeout-duration-secs", T_SECS, OFF(cb_timeout_duration_secs), "open circuit cool-down before a probe (default 30)"},
     {"disable-circuit-breaker", T_BOOL, OFF(disable_circuit_breaker), "never open circuits"},
     {"retry-max-retries", T_U32, OFF(retry_max_retries), "other workers tried after a safe failure (default 2)"},
+    {"broadcast-timeout-secs", T_SECS, OFF(broadcast_timeout_secs), "per-worker limit of a fleet control broadcast (default 60)"},
+    {"exclude-stale-workers", T_BOOL, OFF(exclude_stale_workers), "route only to workers on the fleet's weight version (after set_version)"},
     {"upstream-spread", T_SPREAD, OFF(upstream_spread), "latency (default): spread over the processes behind one worker address | off"},
     {"max-concurrent-requests", T_U32, OFF(max_concurrent_requests), "requests sent to workers at once, whole gateway (0: unlimited)"},
     {"queue-size", T_U32, OFF(queue_size), "requests that may wait for a free worker slot (default 1024; 0: unlimited)"},
@@ -89,6 +91,7 @@ void ig_config_defaults(ig_config *cfg)
     cfg->retry_budget_ratio = 0.2;
     cfg->queue_size = 1024;
     cfg->upstream_spread = 1;
+    cfg->broadcast_timeout_secs = 60;
     cfg->queue_timeout_secs = 60;
 }
 

@@ -40,6 +40,8 @@ typedef struct ig_config {
     double retry_budget_ratio;
     uint32_t max_concurrent_requests; /* 0: unlimited */
     int upstream_spread;              /* 1: latency-aware connection choice and rotation */
+    double broadcast_timeout_secs;
+    int exclude_stale_workers;
     uint32_t queue_size;
     double queue_timeout_secs;
 } ig_config;

@@ -10,8 +10,48 @@ static int path_eq(const char *p, size_t len, const char *want)
     return strlen(want) == len && memcmp(p, want, len) == 0;
 }
 
+static const struct {
+    const char *path;
+    ig_broadcast_kind kind;
+    int get; /* GET, else POST */
+} broadcasts[] = {
+    {"/pause_generation", IG_BC_PAUSE, 0},
+    {"/continue_generation", IG_BC_CONTINUE, 0},
+    {"/set_version", IG_BC_SET_VERSION, 0},
+    {"/get_version", IG_BC_GET_VERSION, 1},
+    {"/flush_cache", IG_BC_FLUSH_CACHE, 0},
+    {"/release_memory_occupation", IG_BC_RELEASE_MEMORY, 0},
+    {"/resume_memory_occupation", IG_BC_RESUME_MEMORY, 0},
+};
+#define N_BROADCASTS (sizeof(broadcasts) / sizeof(broadcasts[0]))
+
+/* index of the broadcast whose path is p, or p followed by "/{id}"; -1 */
+static int broadcast_of(const char *p, size_t len, const char **id, size_t *idlen)
+{
+    for (size_t i = 0; i < N_BROADCASTS; i++) {
+        size_t n = strlen(broadcasts[i].path);
+        if (len < n || memcmp(p, broadcasts[i].path, n) != 0)
+            continue;
+        if (len == n) {
+            *id = NULL;
+            *idlen = 0;
+            return (int)i;
+        }
+        if (p[n] == '/' && len > n + 1) {
+            *id = p + n + 1;
+            *idlen = len - n - 1;
+            return (int)i;
+        }
+    }
+    return -1;
+}
+
 int ig_admin_is_path(const char *p, size_t len)
 {
+    const char *id;
+    size_t idlen;
+    if (broadcast_of(p, len, &id, &idlen) >= 0)
+        return 1;
     return path_eq(p, len, "/workers") || (len > 9 && memcmp(p, "/workers/", 9) == 0) ||
            path_eq(p, len, "/add_worker") || path_eq(p, len, "/remove_worker") ||
            path_eq(p, len, "/list_workers");
@@ -127,6 +167,45 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
             return fail(r, 404, "worker_not_found", "no such worker id");
         return 0;
     }
+    const char *wid;
+    size_t widlen;
+    int bi = broadcast_of(target, plen, &wid, &widlen);
+    if (bi >= 0) {
+        if (method != (broadcasts[bi].get ? HTTP_GET : HTTP_POST) &&
+            !(broadcasts[bi].get && method == HTTP_POST))
+            return fail(r, 405, "method_not_allowed", broadcasts[bi].get ? "use GET" : "use POST");
+        r->op = IG_ADMIN_BROADCAST;
+        r->bc = broadcasts[bi].kind;
+        r->bc_path = broadcasts[bi].path;
+        r->bc_method = broadcasts[bi].get ? HTTP_GET : HTTP_POST;
+        if (wid) {
+            r->has_worker = 1;
+            if (parse_id(wid, widlen, &r->id))
+                return fail(r, 404, "worker_not_found", "no such worker id");
+        }
+        if (body_len) {
+            json_error_t jerr;
+            json_t *doc = json_loadb(body, body_len, 0, &jerr);
+            if (!json_is_object(doc)) {
+                json_decref(doc);
+                return fail(r, 400, "invalid_json", "the body must be a JSON object");
+            }
+            json_t *model = json_object_get(doc, "model"), *ver = json_object_get(doc, "version");
+            if (json_is_string(model))
+                r->model = strdup(json_string_value(model));
+            if (ver && !json_is_null(ver)) {
+                if (!json_is_integer(ver)) {
+                    json_decref(doc);
+                    return fail(r, 400, "invalid_version", "\"version\" must be an integer");
+                }
+                r->version = (long)json_integer_value(ver);
+            }
+            json_decref(doc);
+        }
+        if (r->bc == IG_BC_SET_VERSION && !body_len)
+            return fail(r, 400, "missing_version", "set_version needs {\"version\": N}");
+        return 0;
+    }
     if (path_eq(target, plen, "/add_worker") || path_eq(target, plen, "/remove_worker")) {
         int add = path_eq(target, plen, "/add_worker");
         if (method != HTTP_POST)
@@ -151,5 +230,6 @@ void ig_admin_request_free(ig_admin_request *r)
 {
     free(r->url);
     free(r->model_id);
-    r->url = r->model_id = NULL;
+    free(r->model);
+    r->url = r->model_id = r->model = NULL;
 }

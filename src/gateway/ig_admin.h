@@ -8,7 +8,18 @@
 
 #include "../registry/ig_registry.h"
 
-typedef enum { IG_ADMIN_LIST, IG_ADMIN_GET, IG_ADMIN_ADD, IG_ADMIN_DELETE } ig_admin_op;
+typedef enum { IG_ADMIN_LIST, IG_ADMIN_GET, IG_ADMIN_ADD, IG_ADMIN_DELETE, IG_ADMIN_BROADCAST } ig_admin_op;
+
+/* Fleet control endpoints, sent to every targeted worker at once. */
+typedef enum {
+    IG_BC_PAUSE,
+    IG_BC_CONTINUE,
+    IG_BC_SET_VERSION,
+    IG_BC_GET_VERSION,
+    IG_BC_FLUSH_CACHE,
+    IG_BC_RELEASE_MEMORY,
+    IG_BC_RESUME_MEMORY,
+} ig_broadcast_kind;
 
 typedef struct ig_admin_request {
     ig_admin_op op;
@@ -17,6 +28,13 @@ typedef struct ig_admin_request {
     char *model_id;  /* ADD: skip discovery, serve this model */
     int max_inflight;
     int has_max_inflight;
+    /* BROADCAST */
+    ig_broadcast_kind bc;
+    const char *bc_path;  /* the worker endpoint, e.g. "/pause_generation" */
+    int bc_method;        /* as received */
+    int has_worker;       /* the path form /pause_generation/{worker_id} */
+    char *model;          /* {"model": ...} narrows the target */
+    long version;         /* set_version */
     /* on error */
     int status;
     const char *code;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <llhttp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,26 @@ typedef struct ctl_worker {
     int discovering;
 } ctl_worker;
 
+/* A fan-out to several workers, answered when the last one has. */
+typedef struct bcast {
+    ig_admin_msg *m;
+    ig_broadcast_kind kind;
+    int pending;
+    int failed;
+    long version;
+    char *model;   /* the pause scope, if narrowed by model */
+    int scope_all; /* the whole fleet (no model, no worker) */
+    json_t *results;
+    uint64_t start_ms;
+} bcast;
+
+typedef struct bcast_item {
+    bcast *b;
+    ig_worker *w; /* referenced until the answer */
+    ig_httpc *hc;
+    json_t *entry;
+} bcast_item;
+
 static struct {
     uv_loop_t loop;
     uv_thread_t tid;
@@ -40,6 +61,11 @@ static struct {
     int initial_pending;
     ctl_worker **adding; /* workers being discovered, not yet in the registry */
     int n_adding, cap_adding;
+    /* gateway-side pause: the fleet, or these models */
+    int paused_all;
+    char **paused_models;
+    int n_paused_models;
+    long fleet_version;
 } ctl;
 
 void ig_admin_msg_free(ig_admin_msg *m)
@@ -358,6 +384,161 @@ void ig_control_poke(void)
     atomic_store(&ctl.poked, 1);
 }
 
+/* ---- fleet control broadcasts ---- */
+
+static void wake_loops(void)
+{
+    for (int i = 0; i < ctl.nthreads; i++)
+        ig_wakeup_send(&ctl.threads[i].wake); /* queued requests may go now */
+}
+
+static void set_model_paused(const char *model, int paused)
+{
+    int i = 0;
+    while (i < ctl.n_paused_models && strcmp(ctl.paused_models[i], model) != 0)
+        i++;
+    if (paused && i == ctl.n_paused_models) {
+        char **v = realloc(ctl.paused_models, sizeof(char *) * (size_t)(ctl.n_paused_models + 1));
+        if (v && (v[ctl.n_paused_models] = strdup(model))) {
+            ctl.paused_models = v;
+            ctl.n_paused_models++;
+        }
+    } else if (!paused && i < ctl.n_paused_models) {
+        free(ctl.paused_models[i]);
+        ctl.paused_models[i] = ctl.paused_models[--ctl.n_paused_models];
+    }
+}
+
+/* Gateway-side pause: new data requests of that scope wait in the admission
+ * queue (pause is set before the workers are told; continue after). */
+static void gateway_pause(bcast *b, int paused)
+{
+    if (b->scope_all) {
+        ctl.paused_all = paused;
+        if (!paused)
+            while (ctl.n_paused_models)
+                set_model_paused(ctl.paused_models[0], 0);
+    } else if (b->model) {
+        set_model_paused(b->model, paused);
+    } else {
+        return; /* one worker: it leaves routing through its own flag */
+    }
+    ig_registry_set_paused(ctl.paused_all, ctl.paused_models, ctl.n_paused_models);
+    publish();
+    if (!paused)
+        wake_loops();
+}
+
+static void bcast_done(bcast *b)
+{
+    if (b->kind == IG_BC_CONTINUE)
+        gateway_pause(b, 0);
+    if (b->kind == IG_BC_SET_VERSION && b->scope_all) {
+        ctl.fleet_version = b->version;
+        ig_registry_set_fleet_version(b->version, ctl.cfg->exclude_stale_workers);
+    }
+    if (b->kind == IG_BC_SET_VERSION || b->kind == IG_BC_GET_VERSION || b->kind == IG_BC_PAUSE ||
+        b->kind == IG_BC_CONTINUE)
+        publish(); /* versions and per-worker pauses change who is routable */
+    if (b->kind == IG_BC_CONTINUE)
+        wake_loops();
+    json_t *doc = json_pack("{s:o,s:b,s:I,s:I}", "results", b->results, "ok", !b->failed,
+                            "elapsed_ms", (json_int_t)(uv_now(&ctl.loop) - b->start_ms),
+                            "fleet_version", (json_int_t)ctl.fleet_version);
+    reply(b->m, b->failed ? 502 : 200, doc);
+    free(b->model);
+    free(b);
+}
+
+static void bcast_cb(void *arg, int status, const char *body, size_t len, const char *err)
+{
+    bcast_item *it = arg;
+    bcast *b = it->b;
+    ig_worker *w = it->w;
+    int ok = status >= 200 && status < 300;
+    json_object_set_new(it->entry, "status", json_integer(status));
+    json_object_set_new(it->entry, "ok", json_boolean(ok));
+    json_object_set_new(it->entry, "error",
+                        ok ? json_null() : json_string(err ? err : "worker answered an error"));
+    if (ok) {
+        json_error_t jerr;
+        json_t *doc = json_loadb(body ? body : "", len, 0, &jerr);
+        json_t *v = json_object_get(doc, "version");
+        if (b->kind == IG_BC_SET_VERSION)
+            atomic_store(&w->version, b->version);
+        else if (json_is_integer(v))
+            atomic_store(&w->version, (long)json_integer_value(v));
+        if (b->kind == IG_BC_PAUSE && !b->scope_all && !b->model)
+            atomic_store(&w->paused, 1);
+        if (b->kind == IG_BC_CONTINUE)
+            atomic_store(&w->paused, 0);
+        json_object_set_new(it->entry, "version", json_integer(atomic_load(&w->version)));
+        json_decref(doc);
+    } else {
+        b->failed = 1;
+    }
+    ig_httpc_close(it->hc); /* the answer is in: this connection was for one request */
+    ig_worker_unref(w);
+    free(it);
+    if (--b->pending == 0)
+        bcast_done(b);
+}
+
+/* Send the control request to every targeted worker at once: the broadcast
+ * takes the slowest worker's time, not the sum. */
+static void broadcast(ig_admin_request *req, ig_admin_msg *m)
+{
+    bcast *b = calloc(1, sizeof(*b));
+    if (!b) {
+        reply_error(m, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    b->m = m;
+    b->kind = req->bc;
+    b->version = req->version;
+    b->results = json_array();
+    b->start_ms = uv_now(&ctl.loop);
+    b->model = req->model ? strdup(req->model) : NULL;
+    b->scope_all = !req->has_worker && !req->model;
+    if (b->kind == IG_BC_PAUSE)
+        gateway_pause(b, 1);
+    b->pending = 1; /* held until every request is out, so no early answer */
+    for (int i = 0; i < ig_registry_count(); i++) {
+        ig_worker *w = ig_registry_at(i);
+        if (req->has_worker && w->id != req->id)
+            continue;
+        if (req->model && !ig_worker_serves(w, req->model, strlen(req->model)))
+            continue;
+        char id[32];
+        snprintf(id, sizeof(id), "w%llu", (unsigned long long)w->id);
+        bcast_item *it = calloc(1, sizeof(*it));
+        if (!it)
+            break;
+        it->b = b;
+        it->w = w;
+        ig_worker_ref(w);
+        it->entry = json_pack("{s:s,s:s}", "worker_id", id, "url", w->url);
+        json_array_append_new(b->results, it->entry);
+        it->hc = ig_httpc_new(&ctl.loop, (struct sockaddr *)&w->addr, w->host_header);
+        b->pending++;
+        int rc = it->hc ? ig_httpc_request(it->hc, req->bc_method == HTTP_GET ? "GET" : "POST",
+                                           req->bc_path, m->body, m->body_len,
+                                           ctl.cfg->broadcast_timeout_secs, bcast_cb, it)
+                        : -ENOMEM;
+        if (rc) /* its callback will not run: answer for it now */
+            bcast_cb(it, 0, NULL, 0, rc == -ENOMEM ? "out of memory" : "cannot send the request");
+    }
+    if (req->has_worker && json_array_size(b->results) == 0) {
+        json_decref(b->results);
+        free(b->model);
+        free(b);
+        reply_error(m, 404, "worker_not_found", "no such worker");
+        return;
+    }
+    if (--b->pending == 0)
+        bcast_done(b);
+}
+
 /* ---- the inbox ---- */
 
 static void handle(ig_admin_msg *m);
@@ -441,6 +622,9 @@ static void handle(ig_admin_msg *m)
     }
     case IG_ADMIN_ADD:
         add_worker(req.url, req.model_id, req.has_max_inflight ? req.max_inflight : -1, m);
+        break;
+    case IG_ADMIN_BROADCAST:
+        broadcast(&req, m);
         break;
     }
     ig_admin_request_free(&req);

@@ -130,6 +130,7 @@ typedef struct ig_client {
     ig_list qlink;           /* in th->queue while waiting for a worker slot */
     uint64_t enqueued_ns;
     int requeues;            /* times an overloaded worker sent it back */
+    long weight_version;     /* of the worker that serves it, at dispatch */
 } ig_client;
 
 typedef enum { U_CONNECTING, U_BUSY, U_IDLE, U_CLOSING } ig_upconn_state;

@@ -253,7 +253,9 @@ static int send_head(ig_client *c, ig_upconn *up, outv *o)
     rc = rc ? rc : ig_http_copy_headers(h, up->hbuf.data, up->hdrs, up->nhdrs, IG_COPY_DROP_REQUEST_ID);
     if (chunked && !c->dechunk)
         rc = rc ? rc : ig_buf_puts(h, "transfer-encoding: chunked\r\n");
-    rc = rc ? rc : ig_buf_puts(h, "x-request-id: ");
+    rc = rc ? rc : ig_buf_puts(h, "x-weight-version: ");
+    rc = rc ? rc : ig_buf_putu(h, (uint64_t)(c->weight_version > 0 ? c->weight_version : 0));
+    rc = rc ? rc : ig_buf_puts(h, "\r\nx-request-id: ");
     rc = rc ? rc : ig_buf_append(h, c->rid, c->rid_len);
     if (c->close_after || !c->keep_alive || c->th->draining) {
         c->close_after = 1;
@@ -581,6 +583,7 @@ static void send_to(ig_client *c, ig_worker *w, int fresh)
     }
     c->tried[c->ntried++] = w;
     c->worker = w; /* its slot was claimed by choose() */
+    c->weight_version = atomic_load_explicit(&w->version, memory_order_relaxed);
     ig_upconn *up = fresh ? NULL : ig_upstream_take(c->th, w);
     if (!up) {
         connect_to(c, w);
@@ -712,6 +715,11 @@ static void pick_and_send(ig_client *c)
                          f->has_model ? f->model : "", f->has_model ? "'" : "");
                 ig_client_error(c, 503, "service_unavailable", "no_healthy_workers", msg);
             }
+            return;
+        }
+        /* paused (fleet or model): wait in the queue until continue */
+        if (ig_snapshot_paused(s, f->has_model ? f->model : NULL, f->model_len)) {
+            enqueue(c, 0);
             return;
         }
         /* first in, first out: while others wait, a newcomer waits behind them */

@@ -21,6 +21,31 @@ static uint64_t next_id = 1;
 static uint64_t version;
 
 static ig_snapshot empty_snapshot;
+static int paused_all;
+static char **paused_models;
+static int n_paused_models;
+static long fleet_version;
+static int exclude_stale;
+
+void ig_registry_set_paused(int all, char **models, int n)
+{
+    paused_all = all;
+    paused_models = models;
+    n_paused_models = n;
+}
+
+void ig_registry_set_fleet_version(long v, int exclude)
+{
+    fleet_version = v;
+    exclude_stale = exclude;
+}
+
+/* routable, and on the fleet's weights when stale workers are excluded */
+static int takes_requests(ig_worker *w)
+{
+    return ig_worker_routable(w) && !atomic_load(&w->paused) &&
+           (!exclude_stale || fleet_version <= 0 || atomic_load(&w->version) >= fleet_version);
+}
 
 void ig_registry_init(int nthreads)
 {
@@ -253,7 +278,7 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
         ig_worker_ref(w);
         s->all[s->n_all++] = w;
         nmodel_entries += w->n_models;
-        if (!ig_worker_routable(w))
+        if (!takes_requests(w))
             continue;
         s->routable[s->n_routable++] = w;
         if (w->any_model)
@@ -310,10 +335,27 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
     for (int k = 0; k < s->n_models; k++)
         for (int i = 0; i < s->n_any; i++)
             s->models[k].workers[s->models[k].n++] = s->any[i];
+    s->paused_all = paused_all;
+    s->fleet_version = fleet_version;
+    for (int p = 0; p < n_paused_models; p++) {
+        int k = find_model(s, paused_models[p], strlen(paused_models[p]));
+        if (k >= 0)
+            s->models[k].paused = 1;
+    }
     return s;
 fail:
     ig_snapshot_free(s);
     return NULL;
+}
+
+int ig_snapshot_paused(const ig_snapshot *s, const char *model, size_t len)
+{
+    if (s->paused_all)
+        return 1;
+    if (!model || !s->table)
+        return 0;
+    int m = find_model(s, model, len);
+    return m >= 0 && s->models[m].paused;
 }
 
 const ig_snapshot *ig_snapshot_get(void)

@@ -49,6 +49,8 @@ typedef struct ig_worker {
     /* learned from the worker's own 503/429: a cap that grows back one slot a second */
     atomic_int learned_cap;  /* 0: none */
     atomic_uint_fast64_t learned_at_ms;
+    atomic_long version;     /* weight version it reported or was set to (0: unknown) */
+    atomic_int paused;       /* paused alone (/pause_generation/{id}): out of routing */
     /* the best time to first byte its connections show lately (slowly forgets) */
     atomic_uint best_ttfb_us;
     ig_pool *pools;       /* one per loop thread */
@@ -70,6 +72,7 @@ typedef struct ig_worker {
 typedef struct ig_model_set {
     const char *name;      /* borrowed from a worker of the snapshot */
     size_t len;
+    int paused;            /* new requests for it wait in the queue */
     ig_worker **workers;   /* routable workers serving it (including any-model ones) */
     int n;
 } ig_model_set;
@@ -86,6 +89,8 @@ typedef struct ig_snapshot {
     int n_models;
     uint32_t *table;       /* open addressing: index+1 into models, 0 empty */
     uint32_t mask;
+    int paused_all;        /* the fleet is paused: every new request waits */
+    long fleet_version;
 } ig_snapshot;
 
 /** Loop threads that keep per-thread pools in every worker (set once at start). */
@@ -135,6 +140,9 @@ int ig_registry_add(ig_worker *w);
 int ig_registry_remove(ig_worker *w);
 /** Rebuild and publish the snapshot (after health or breaker changes). */
 int ig_registry_publish(void);
+/** Pause state and fleet version for the next snapshots (writer side). */
+void ig_registry_set_paused(int all, char **models, int n);
+void ig_registry_set_fleet_version(long v, int exclude_stale);
 /** Drop everything (at exit, when no reader is left). */
 void ig_registry_shutdown(void);
 
@@ -150,6 +158,8 @@ const ig_snapshot *ig_snapshot_get(void);
 int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len,
                            ig_worker *const **out, int *known);
 
+/** 1 when new requests for model (NULL: any) must wait: the fleet or the model is paused. */
+int ig_snapshot_paused(const ig_snapshot *s, const char *model, size_t len);
 /** Build a snapshot from workers (exposed for unit tests); NULL on ENOMEM. */
 ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t version);
 void ig_snapshot_free(void *snapshot);

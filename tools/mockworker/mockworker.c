@@ -35,6 +35,11 @@ typedef struct shared_stats {
     /* runtime switches (POST /mock/health, /mock/fail), shared by every process */
     atomic_int health_status, health_delay_ms, fail_status;
     atomic_ulong health_checks;
+    /* RL control: paused (new generations wait; with --pause-mode abort running
+     * streams end at once), weight version, and how often each endpoint ran */
+    atomic_int paused;
+    atomic_long version;
+    atomic_ulong control_calls, flushes;
     atomic_int inflight;
     atomic_int max_inflight_seen;
     atomic_ulong rejected;
@@ -51,7 +56,9 @@ static struct {
     int drop_reused; /* close, unanswered, any request after the first on a connection */
     int ports;       /* listen on this many ports (one process): a large fleet for benchmarks */
     int cpu_us_per_token; /* busy CPU per token, like a Python server's per-token work */
-} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0};
+    int control_delay_ms; /* each control endpoint (pause, set_version, ...) takes this long */
+    int pause_abort;      /* pause aborts running streams instead of holding new ones only */
+} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0, 0, 0};
 
 static shared_stats *stats;
 static proc_stats *me;
@@ -78,6 +85,7 @@ typedef struct conn {
     /* active response */
     unsigned long nreq;
     int data_req; /* counted in completed */
+    char control_reply[256]; /* answered after --control-delay-ms */
     int in_msg;
     int busy, streaming, stream, sent, ntokens, counted_inflight, closing, handles, keep_alive;
     enum kind kind;
@@ -267,6 +275,8 @@ static void stream_more(conn *c)
                 "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
                 "transfer-encoding: chunked\r\nx-worker-id: %s\r\nx-worker-pid: %d\r\n%s\r\n",
                 opt.worker_id, my_pid, c->keep_alive ? "" : "connection: close\r\n");
+    if (atomic_load(&stats->paused) && opt.pause_abort && c->sent > 0)
+        c->sent = c->ntokens + 1; /* aborted by pause: finish the stream now */
     /* with no interval every token goes out at once; otherwise one per tick */
     do {
         if (c->sent < c->ntokens) {
@@ -352,6 +362,10 @@ static void send_full(conn *c)
 static void first_token(uv_timer_t *t)
 {
     conn *c = t->data;
+    if (atomic_load(&stats->paused) && !opt.pause_abort) {
+        uv_timer_start(&c->timer, first_token, 5, 0); /* held until continue */
+        return;
+    }
     if (c->stream) {
         stream_more(c);
         return;
@@ -396,6 +410,44 @@ static void health_reply(uv_timer_t *t)
         response_done(c);
 }
 
+static int path_is(conn *c, const char *p);
+
+static void control_reply_cb(uv_timer_t *t)
+{
+    conn *c = t->data;
+    send_simple(c, 200, "OK", "application/json", c->control_reply);
+    if (!c->closing)
+        response_done(c);
+}
+
+/* An RL control endpoint: act now, answer after --control-delay-ms. */
+static int control(conn *c)
+{
+    long v = atomic_load(&stats->version);
+    if (path_is(c, "/pause_generation"))
+        atomic_store(&stats->paused, 1);
+    else if (path_is(c, "/continue_generation"))
+        atomic_store(&stats->paused, 0);
+    else if (path_is(c, "/set_version")) {
+        const char *b = c->body.data ? strstr(c->body.data, "\"version\"") : NULL;
+        if (b && (b = strchr(b, ':')))
+            atomic_store(&stats->version, v = strtol(b + 1, NULL, 10));
+    } else if (path_is(c, "/flush_cache"))
+        atomic_fetch_add(&stats->flushes, 1);
+    else if (!path_is(c, "/get_version") && !path_is(c, "/release_memory_occupation") &&
+             !path_is(c, "/resume_memory_occupation"))
+        return 0;
+    atomic_fetch_add(&stats->control_calls, 1);
+    snprintf(c->control_reply, sizeof(c->control_reply),
+             "{\"ok\":true,\"version\":%ld,\"paused\":%s,\"worker_id\":\"%s\"}\n", v,
+             atomic_load(&stats->paused) ? "true" : "false", opt.worker_id);
+    if (opt.control_delay_ms > 0)
+        uv_timer_start(&c->timer, control_reply_cb, (uint64_t)opt.control_delay_ms, 0);
+    else
+        control_reply_cb(&c->timer);
+    return 1;
+}
+
 static void send_stats(conn *c)
 {
     ig_buf b;
@@ -412,10 +464,13 @@ static void send_stats(conn *c)
     bprintf(&b,
             "{\"worker_id\":\"%s\",\"connections\":%lu,\"open_connections\":%ld,\"requests\":%lu,"
             "\"completed\":%lu,\"aborted\":%lu,\"inflight\":%d,\"max_inflight_seen\":%d,\"rejected\":%lu,"
-            "\"health_checks\":%lu,\"processes\":[",
+            "\"health_checks\":%lu,\"paused\":%d,\"version\":%ld,\"control_calls\":%lu,"
+            "\"flushes\":%lu,\"processes\":[",
             opt.worker_id, conns, open_now, reqs, done, ab, atomic_load(&stats->inflight),
             atomic_load(&stats->max_inflight_seen), atomic_load(&stats->rejected),
-            atomic_load(&stats->health_checks));
+            atomic_load(&stats->health_checks), atomic_load(&stats->paused),
+            atomic_load(&stats->version), atomic_load(&stats->control_calls),
+            atomic_load(&stats->flushes));
     for (int i = 0; i < opt.processes; i++)
         bprintf(&b, "%s{\"pid\":%d,\"connections\":%lu,\"requests\":%lu,\"aborted\":%lu}", i ? "," : "",
                 atomic_load(&stats->procs[i].pid), atomic_load(&stats->procs[i].connections),
@@ -471,6 +526,8 @@ static void handle(conn *c)
         response_done(c);
         return;
     }
+    if ((method == HTTP_POST || method == HTTP_GET) && control(c))
+        return;
     if (method == HTTP_GET && path_is(c, "/stats")) {
         send_stats(c);
         response_done(c);
@@ -548,8 +605,8 @@ static void handle(conn *c)
     c->stream = f.stream && c->kind != K_EMBEDDINGS;
     c->ntokens = f.max_tokens >= 0 ? (f.max_tokens > 100000 ? 100000 : f.max_tokens) : opt.tokens;
     c->sent = 0;
-    if (c->ttft_ms > 0)
-        uv_timer_start(&c->timer, first_token, (uint64_t)c->ttft_ms, 0);
+    if (c->ttft_ms > 0 || atomic_load(&stats->paused))
+        uv_timer_start(&c->timer, first_token, (uint64_t)(c->ttft_ms > 0 ? c->ttft_ms : 5), 0);
     else if (c->stream)
         stream_more(c);
     else if (c->interval_ms > 0 && c->ntokens > 0)
@@ -794,6 +851,9 @@ static void usage(void)
          "  [--ttft-ms N] [--tokens N] [--token-interval-ms N] [--max-inflight N]\n"
          "  [--processes K] [--embedding-dim N] [--drop-reused 0|1] [--ports N]\n"
          "  [--cpu-us-per-token N]  (busy CPU per token, like a Python server)\n"
+         "  [--control-delay-ms N] [--pause-mode hold|abort]\n"
+         "RL control: POST /pause_generation, /continue_generation, /set_version {version},\n"
+         "/flush_cache, /release_memory_occupation, /resume_memory_occupation; GET /get_version.\n"
          "Prints 'READY port=N' once listening (--port 0 picks a free port).\n"
          "Per-request headers: x-mock-ttft-ms, x-mock-token-interval-ms, x-mock-status,\n"
          "x-mock-close (drop the connection), x-mock-echo-headers (echo what arrived).\n"
@@ -833,6 +893,10 @@ int main(int argc, char **argv)
             opt.max_inflight = atoi(v);
         else if (strcmp(a, "--processes") == 0)
             opt.processes = atoi(v);
+        else if (strcmp(a, "--control-delay-ms") == 0)
+            opt.control_delay_ms = atoi(v);
+        else if (strcmp(a, "--pause-mode") == 0)
+            opt.pause_abort = strcmp(v, "abort") == 0;
         else if (strcmp(a, "--cpu-us-per-token") == 0)
             opt.cpu_us_per_token = atoi(v);
         else if (strcmp(a, "--ports") == 0)
