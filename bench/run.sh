@@ -12,3 +12,4 @@ done
 /usr/bin/python3 bench/registry_bench.py
 /usr/bin/python3 bench/overload_bench.py
 /usr/bin/python3 bench/spread_bench.py
+/usr/bin/python3 bench/fleet_bench.py

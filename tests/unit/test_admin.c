@@ -67,6 +67,43 @@ static void sgl_query_style(void **state)
     assert_int_equal(r.status, 405);
 }
 
+static void broadcasts(void **state)
+{
+    ig_admin_request r;
+    assert_int_equal(ig_admin_parse(HTTP_POST, "/pause_generation", NULL, 0, &r), 0);
+    assert_int_equal(r.op, IG_ADMIN_BROADCAST);
+    assert_int_equal(r.bc, IG_BC_PAUSE);
+    assert_string_equal(r.bc_path, "/pause_generation");
+    assert_false(r.has_worker);
+    ig_admin_request_free(&r);
+    assert_int_equal(ig_admin_parse(HTTP_POST, "/continue_generation/w4", NULL, 0, &r), 0);
+    assert_int_equal(r.bc, IG_BC_CONTINUE);
+    assert_true(r.has_worker);
+    assert_int_equal(r.id, 4);
+    ig_admin_request_free(&r);
+    const char *b = "{\"version\": 12, \"model\": \"qwen\"}";
+    assert_int_equal(ig_admin_parse(HTTP_POST, "/set_version", b, strlen(b), &r), 0);
+    assert_int_equal(r.bc, IG_BC_SET_VERSION);
+    assert_int_equal(r.version, 12);
+    assert_string_equal(r.model, "qwen");
+    ig_admin_request_free(&r);
+    assert_int_equal(ig_admin_parse(HTTP_GET, "/get_version", NULL, 0, &r), 0);
+    assert_int_equal(r.bc, IG_BC_GET_VERSION);
+    ig_admin_request_free(&r);
+    assert_int_not_equal(ig_admin_parse(HTTP_POST, "/set_version", NULL, 0, &r), 0);
+    assert_string_equal(r.code, "missing_version");
+    ig_admin_request_free(&r);
+    assert_int_not_equal(ig_admin_parse(HTTP_POST, "/set_version", "{\"version\":\"x\"}", 15, &r), 0);
+    assert_string_equal(r.code, "invalid_version");
+    ig_admin_request_free(&r);
+    assert_int_not_equal(ig_admin_parse(HTTP_GET, "/flush_cache", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 405);
+    ig_admin_request_free(&r);
+    assert_true(ig_admin_is_path("/pause_generation/w1", 20));
+    assert_true(ig_admin_is_path("/release_memory_occupation", 26));
+    assert_false(ig_admin_is_path("/pause_generations", 18));
+}
+
 static void query_get(void **state)
 {
     char *v = ig_query_get("a=1&b=x%20y+z&c=%zz", "b");
@@ -85,6 +122,7 @@ int main(void)
         cmocka_unit_test(list_get_delete),
         cmocka_unit_test(add_by_json),
         cmocka_unit_test(sgl_query_style),
+        cmocka_unit_test(broadcasts),
         cmocka_unit_test(query_get),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
