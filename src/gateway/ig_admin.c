@@ -52,7 +52,8 @@ int ig_admin_is_path(const char *p, size_t len)
     size_t idlen;
     if (broadcast_of(p, len, &id, &idlen) >= 0)
         return 1;
-    return path_eq(p, len, "/workers") || (len > 9 && memcmp(p, "/workers/", 9) == 0) ||
+    return path_eq(p, len, "/register") || path_eq(p, len, "/unregister") ||
+           path_eq(p, len, "/workers") || (len > 9 && memcmp(p, "/workers/", 9) == 0) ||
            path_eq(p, len, "/add_worker") || path_eq(p, len, "/remove_worker") ||
            path_eq(p, len, "/list_workers");
 }
@@ -166,6 +167,34 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
         if (parse_id(target + 9, plen - 9, &r->id))
             return fail(r, 404, "worker_not_found", "no such worker id");
         return 0;
+    }
+    if (path_eq(target, plen, "/register") || path_eq(target, plen, "/unregister")) {
+        /* AReaL's router: {worker_addr} to register; {worker_id | worker_addr} to unregister */
+        int reg = path_eq(target, plen, "/register");
+        if (method != HTTP_POST)
+            return fail(r, 405, "method_not_allowed", "use POST");
+        json_error_t jerr;
+        json_t *doc = json_loadb(body ? body : "", body_len, 0, &jerr);
+        if (!json_is_object(doc)) {
+            json_decref(doc);
+            return fail(r, 422, "invalid_json", "body must be a JSON object");
+        }
+        json_t *addr = json_object_get(doc, "worker_addr"), *id = json_object_get(doc, "worker_id");
+        int rc = 0;
+        r->areal = 1;
+        r->op = reg ? IG_ADMIN_ADD : IG_ADMIN_DELETE;
+        if (json_is_string(id) && !reg) {
+            const char *s = json_string_value(id);
+            if (parse_id(s, strlen(s), &r->id))
+                rc = fail(r, 404, "worker_not_found", "no such worker id");
+        } else if (json_is_string(addr)) {
+            r->url = strdup(json_string_value(addr));
+        } else {
+            rc = fail(r, 422, "missing_worker", reg ? "\"worker_addr\" is required"
+                                                    : "either \"worker_id\" or \"worker_addr\" is required");
+        }
+        json_decref(doc);
+        return rc;
     }
     const char *wid;
     size_t widlen;

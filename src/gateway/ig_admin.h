@@ -35,6 +35,7 @@ typedef struct ig_admin_request {
     int has_worker;       /* the path form /pause_generation/{worker_id} */
     char *model;          /* {"model": ...} narrows the target */
     long version;         /* set_version */
+    int areal;            /* AReaL router form (/register, /unregister): its answer shapes */
     /* on error */
     int status;
     const char *code;

@@ -139,7 +139,26 @@ json_t *ig_worker_json(const ig_worker *cw)
         (json_int_t)atomic_load(&s->conns_closed));
 }
 
+/* The same, with AReaL's router field names added (worker_id, addr, healthy,
+ * active_requests), so its controller reads our /workers unchanged. */
+static json_t *worker_json_all(const ig_worker *w)
+{
+    json_t *j = ig_worker_json(w);
+    json_object_set(j, "worker_id", json_object_get(j, "id"));
+    json_object_set(j, "addr", json_object_get(j, "url"));
+    json_object_set_new(j, "healthy", json_boolean(atomic_load(&((ig_worker *)w)->health) == IG_HEALTH_UP));
+    json_object_set_new(j, "active_requests", json_integer(ig_worker_inflight(w)));
+    return j;
+}
+
 /* ---- adding and removing workers ---- */
+
+static json_t *areal_registered(const ig_worker *w)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "w%llu", (unsigned long long)w->id);
+    return json_pack("{s:s,s:s}", "status", "ok", "worker_id", id);
+}
 
 static void ctl_free(ctl_worker *cw)
 {
@@ -190,7 +209,10 @@ static void finish_add(ctl_worker *cw)
     while (m) {
         ig_admin_msg *next = m->next;
         m->next = NULL;
-        reply(m, first ? 201 : 200, json_pack("{s:o,s:b}", "worker", ig_worker_json(w), "created", first));
+        if (m->areal)
+            reply(m, 200, areal_registered(w));
+        else
+            reply(m, first ? 201 : 200, json_pack("{s:o,s:b}", "worker", ig_worker_json(w), "created", first));
         first = 0;
         m = next;
     }
@@ -255,7 +277,8 @@ static void add_worker(const char *url, const char *model_id, int max_inflight, 
         if (existing && max_inflight >= 0)
             atomic_store(&existing->max_inflight, max_inflight); /* the cap can change live */
         if (existing && m)
-            reply(m, 200, json_pack("{s:o,s:b}", "worker", ig_worker_json(existing), "created", 0));
+            reply(m, 200, m->areal ? areal_registered(existing)
+                                   : json_pack("{s:o,s:b}", "worker", ig_worker_json(existing), "created", 0));
         else if (pending && m) {
             m->next = NULL;
             ig_admin_msg **pp = &pending->waiters;
@@ -307,7 +330,9 @@ static void add_worker(const char *url, const char *model_id, int max_inflight, 
 
 static void remove_worker(ig_worker *w, ig_admin_msg *m)
 {
-    json_t *doc = json_pack("{s:o}", "removed", ig_worker_json(w));
+    /* sessions pinned to it are revoked with the AReaL session registry (not yet here: 0) */
+    json_t *doc = m->areal ? json_pack("{s:s,s:i}", "status", "ok", "sessions_revoked", 0)
+                           : json_pack("{s:o}", "removed", ig_worker_json(w));
     ctl_worker *cw = w->control;
     w->control = NULL;
     if (cw)
@@ -584,6 +609,7 @@ static void handle(ig_admin_msg *m)
 {
     ig_admin_request req;
     int rc = ig_admin_parse(m->method, m->target, m->body, m->body_len, &req);
+    m->areal = req.areal;
     if (rc) {
         reply_error(m, req.status, req.code, req.message);
         ig_admin_request_free(&req);
@@ -593,7 +619,7 @@ static void handle(ig_admin_msg *m)
     case IG_ADMIN_LIST: {
         json_t *arr = json_array(), *urls = json_array();
         for (int i = 0; i < ig_registry_count(); i++) {
-            json_array_append_new(arr, ig_worker_json(ig_registry_at(i)));
+            json_array_append_new(arr, worker_json_all(ig_registry_at(i)));
             json_array_append_new(urls, json_string(ig_registry_at(i)->url));
         }
         reply(m, 200, json_pack("{s:o,s:o,s:i}", "workers", arr, "urls", urls, "total",

@@ -20,6 +20,7 @@ typedef struct ig_admin_msg {
     char *target;            /* path and query */
     char *body;
     size_t body_len;
+    int areal;               /* answer in AReaL's router shapes */
     int status;              /* reply */
     char *reply;
     size_t reply_len;
