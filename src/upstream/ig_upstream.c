@@ -47,9 +47,10 @@ void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us)
 {
     uint32_t s = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
     up->ttfb_ewma_us = up->ttfb_ewma_us ? (up->ttfb_ewma_us * 3 + s) / 4 : s;
-    /* the worker's best: follows improvements at once, forgets 1/64 per sample */
+    /* the worker's best lately: follows improvements at once and forgets 1/8 per sample, so
+     * it tracks the current minimum across connections, not a stale record */
     uint32_t best = atomic_load_explicit(&up->w->best_ttfb_us, memory_order_relaxed);
-    uint32_t next = best && best < UINT32_MAX - best / 64 ? best + best / 64 + 1 : s;
+    uint32_t next = best && best < UINT32_MAX - best / 8 ? best + best / 8 + 1 : s;
     atomic_store_explicit(&up->w->best_ttfb_us, s < next ? s : next, memory_order_relaxed);
 }
 
@@ -88,7 +89,7 @@ ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
     uint32_t wbest = atomic_load_explicit(&w->best_ttfb_us, memory_order_relaxed);
     if (p->retire_credit < SPREAD_RETIRE_COST)
         p->retire_credit++;
-    if (spread && wbest && best->ttfb_ewma_us > wbest + SPREAD_MARGIN_US &&
+    if (spread && wbest && best->ttfb_ewma_us > 2 * wbest + SPREAD_MARGIN_US &&
         p->retire_credit >= SPREAD_RETIRE_COST) {
         p->retire_credit -= SPREAD_RETIRE_COST;
         return NULL; /* connect afresh; the slow one stays pooled for when its process calms down */
