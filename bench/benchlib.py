@@ -151,6 +151,26 @@ http {{
 """
 
 
+def haproxy_conf(port, servers, queue_timeout=False):
+    """A haproxy.cfg with one thread and reused server connections; servers are 'server ...' lines."""
+    queue = "    timeout queue 60s\n" if queue_timeout else ""
+    return f"""global
+    nbthread 1
+    maxconn 9000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+{queue}    http-reuse always
+frontend fe
+    bind 127.0.0.1:{port}
+    default_backend be
+backend be
+{servers}
+"""
+
+
 def update_readme(section, body):
     """Replace what stands between <!-- bench:SECTION --> and <!-- /bench:SECTION -->."""
     readme = os.path.join(ROOT, "README.md")

@@ -16,7 +16,7 @@ import time
 import urllib.request
 
 import benchlib
-from benchlib import (BUILD, ROOT, free_port, nginx_conf, pinned, run_wrk, start_mock, stop, update_readme,
+from benchlib import (haproxy_conf, BUILD, ROOT, free_port, nginx_conf, pinned, run_wrk, start_mock, stop, update_readme,
                       wait_port)
 
 CAP, WORKERS, CONNS = 4, 4, 32
@@ -33,23 +33,8 @@ def start(name, ports, work, caps):
     elif name == "haproxy":
         cfg = os.path.join(work, "haproxy.cfg")
         servers = "\n".join(f"    server s{i} {u}" + (f" maxconn {CAP}" if caps else "") for i, u in enumerate(ups))
-        open(cfg, "w").write(f"""global
-    nbthread 1
-    maxconn 9000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    timeout queue 60s
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-backend be
-    balance leastconn
-{servers}
-""")
+        with open(cfg, "w") as f:
+            f.write(haproxy_conf(port, "    balance leastconn\n" + servers, queue_timeout=True))
         p = pinned(["haproxy", "-db", "-f", cfg])
     elif name == "nginx":
         cfg = os.path.join(work, "nginx.conf")

@@ -14,7 +14,7 @@ import tempfile
 import time
 
 import benchlib
-from benchlib import (BODY, BUILD, LOAD_CORE, ROOT, SERVER_CORE, free_port, nginx_conf, pinned, run_wrk, stop,
+from benchlib import (haproxy_conf, BODY, BUILD, LOAD_CORE, ROOT, SERVER_CORE, free_port, nginx_conf, pinned, run_wrk, stop,
                       update_readme,
                       tree_cpu_ticks, wait_port)
 CLK_TCK = benchlib.CLK_TCK
@@ -29,21 +29,7 @@ def start_contender(name, backend_port, work):
     elif name == "haproxy":
         cfg = os.path.join(work, "haproxy.cfg")
         with open(cfg, "w") as f:
-            f.write(f"""global
-    nbthread 1
-    maxconn 9000
-defaults
-    mode http
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-    http-reuse always
-frontend fe
-    bind 127.0.0.1:{port}
-    default_backend be
-backend be
-    server s1 {up}
-""")
+            f.write(haproxy_conf(port, f"    server s1 {up}"))
         p = pinned(["haproxy", "-db", "-f", cfg])
     elif name == "nginx":
         cfg = os.path.join(work, "nginx.conf")

@@ -58,17 +58,6 @@ int ig_buf_putu(ig_buf *b, uint64_t v)
     return ig_buf_append(b, tmp + i, sizeof(tmp) - i);
 }
 
-void ig_buf_shrink(ig_buf *b, size_t keep)
-{
-    if (b->cap <= keep || b->len > keep)
-        return;
-    char *p = realloc(b->data, keep ? keep : 1);
-    if (!p)
-        return;
-    b->data = p;
-    b->cap = keep ? keep : 1;
-}
-
 void ig_buf_free(ig_buf *b)
 {
     free(b->data);

@@ -21,7 +21,5 @@ int ig_buf_append(ig_buf *b, const void *p, size_t n);
 int ig_buf_puts(ig_buf *b, const char *s);
 /** Append a decimal unsigned number. */
 int ig_buf_putu(ig_buf *b, uint64_t v);
-/** Release memory when the buffer grew past keep bytes (long-lived per-connection buffers). */
-void ig_buf_shrink(ig_buf *b, size_t keep);
 void ig_buf_free(ig_buf *b);
 #endif

@@ -11,7 +11,6 @@ typedef struct ig_list {
 
 static inline void ig_list_init(ig_list *l) { l->prev = l->next = l; }
 static inline int ig_list_empty(const ig_list *l) { return l->next == l; }
-static inline int ig_list_linked(const ig_list *n) { return n->next != NULL && n->next != n; }
 static inline void ig_list_push_front(ig_list *l, ig_list *n)
 {
     n->next = l->next;

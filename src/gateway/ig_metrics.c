@@ -69,30 +69,45 @@ static uint64_t rd(ig_counter *c)
         _s;                                                                                        \
     })
 
-static void hist(ig_buf *o, const char *name, ig_thread *th, int n, int which)
+typedef ig_hist *(*hist_of)(ig_thread *t, int route);
+
+static ig_hist *duration_of(ig_thread *t, int r) { return &t->stats.duration[r]; }
+static ig_hist *ttfb_of(ig_thread *t, int r) { return &t->stats.ttfb[r]; }
+static ig_hist *queue_wait_of(ig_thread *t, int r) { (void)r; return &t->stats.queue_wait; }
+
+/* One histogram summed over the threads; label is "" or route="...",
+ * and empty histograms are skipped unless always is set. */
+static void hist1(ig_buf *o, const char *name, const char *label, ig_thread *th, int n, hist_of get,
+                  int route, int always)
+{
+    uint64_t total = 0, cum = 0, sum = 0;
+    for (int t = 0; t < n; t++)
+        for (int b = 0; b <= IG_HIST_N; b++)
+            total += rd(&get(&th[t], route)->bucket[b]);
+    if (!total && !always)
+        return;
+    const char *sep = *label ? "," : "";
+    for (int b = 0; b <= IG_HIST_N; b++) {
+        for (int t = 0; t < n; t++)
+            cum += rd(&get(&th[t], route)->bucket[b]);
+        if (b < IG_HIST_N)
+            put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, label, sep, bounds[b], (unsigned long long)cum);
+        else
+            put(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, label, sep, (unsigned long long)cum);
+    }
+    for (int t = 0; t < n; t++)
+        sum += rd(&get(&th[t], route)->sum_us);
+    const char *open = *label ? "{" : "", *close = *label ? "}" : "";
+    put(o, "%s_sum%s%s%s %.6f\n", name, open, label, close, (double)sum / 1e6);
+    put(o, "%s_count%s%s%s %llu\n", name, open, label, close, (unsigned long long)total);
+}
+
+static void hist(ig_buf *o, const char *name, ig_thread *th, int n, hist_of get)
 {
     for (int r = 0; r < IG_R_N; r++) {
-        uint64_t cum = 0, total = 0;
-        for (int t = 0; t < n; t++)
-            for (int b = 0; b <= IG_HIST_N; b++)
-                total += rd(which ? &th[t].stats.ttfb[r].bucket[b] : &th[t].stats.duration[r].bucket[b]);
-        if (!total)
-            continue;
-        for (int b = 0; b <= IG_HIST_N; b++) {
-            for (int t = 0; t < n; t++)
-                cum += rd(which ? &th[t].stats.ttfb[r].bucket[b] : &th[t].stats.duration[r].bucket[b]);
-            if (b < IG_HIST_N)
-                put(o, "%s_bucket{route=\"%s\",le=\"%g\"} %llu\n", name, route_names[r], bounds[b],
-                    (unsigned long long)cum);
-            else
-                put(o, "%s_bucket{route=\"%s\",le=\"+Inf\"} %llu\n", name, route_names[r],
-                    (unsigned long long)cum);
-        }
-        uint64_t sum = 0;
-        for (int t = 0; t < n; t++)
-            sum += rd(which ? &th[t].stats.ttfb[r].sum_us : &th[t].stats.duration[r].sum_us);
-        put(o, "%s_sum{route=\"%s\"} %.6f\n", name, route_names[r], (double)sum / 1e6);
-        put(o, "%s_count{route=\"%s\"} %llu\n", name, route_names[r], (unsigned long long)total);
+        char label[48];
+        snprintf(label, sizeof(label), "route=\"%s\"", route_names[r]);
+        hist1(o, name, label, th, n, get, r, 0);
     }
 }
 
@@ -115,11 +130,11 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
         }
     put(o, "# HELP infergate_request_duration_seconds Time from the whole request read to the "
            "response's end.\n# TYPE infergate_request_duration_seconds histogram\n");
-    hist(o, "infergate_request_duration_seconds", th, n, 0);
+    hist(o, "infergate_request_duration_seconds", th, n, duration_of);
     put(o, "# HELP infergate_time_to_first_byte_seconds Time from the request read to the first "
            "response byte from the worker (first token for streams).\n"
            "# TYPE infergate_time_to_first_byte_seconds histogram\n");
-    hist(o, "infergate_time_to_first_byte_seconds", th, n, 1);
+    hist(o, "infergate_time_to_first_byte_seconds", th, n, ttfb_of);
 
     struct {
         const char *name, *help;
@@ -154,25 +169,9 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
     put(o, "# HELP infergate_queue_depth Requests waiting for a worker slot.\n"
            "# TYPE infergate_queue_depth gauge\ninfergate_queue_depth %d\n",
         ig_admission_depth());
-    {
-        uint64_t cum = 0, sum = 0;
-        put(o, "# HELP infergate_queue_wait_seconds Time requests waited for a worker slot.\n"
-               "# TYPE infergate_queue_wait_seconds histogram\n");
-        for (int b = 0; b <= IG_HIST_N; b++) {
-            for (int t = 0; t < n; t++)
-                cum += rd(&th[t].stats.queue_wait.bucket[b]);
-            if (b < IG_HIST_N)
-                put(o, "infergate_queue_wait_seconds_bucket{le=\"%g\"} %llu\n", bounds[b],
-                    (unsigned long long)cum);
-            else
-                put(o, "infergate_queue_wait_seconds_bucket{le=\"+Inf\"} %llu\n",
-                    (unsigned long long)cum);
-        }
-        for (int t = 0; t < n; t++)
-            sum += rd(&th[t].stats.queue_wait.sum_us);
-        put(o, "infergate_queue_wait_seconds_sum %.6f\ninfergate_queue_wait_seconds_count %llu\n",
-            (double)sum / 1e6, (unsigned long long)cum);
-    }
+    put(o, "# HELP infergate_queue_wait_seconds Time requests waited for a worker slot.\n"
+           "# TYPE infergate_queue_wait_seconds histogram\n");
+    hist1(o, "infergate_queue_wait_seconds", "", th, n, queue_wait_of, 0, 1);
     put(o, "# HELP infergate_workers Registered workers.\n# TYPE infergate_workers gauge\n"
            "infergate_workers %d\n",
         s->n_all);

@@ -51,12 +51,6 @@ ig_hkind ig_http_header_kind(const char *n, size_t len)
 #undef IS
 }
 
-int ig_http_is_hop_by_hop(const char *name, size_t len)
-{
-    ig_hkind k = ig_http_header_kind(name, len);
-    return k == IG_H_HOP || k == IG_H_CONNECTION || k == IG_H_TRANSFER_ENCODING;
-}
-
 int ig_http_list_has(const char *v, size_t vlen, const char *token, size_t tlen)
 {
     size_t i = 0;

@@ -43,9 +43,6 @@ ig_hkind ig_http_header_kind(const char *name, size_t len);
 /** Case-insensitive compare of a header name slice with a lowercase literal. */
 int ig_http_name_is(const char *name, size_t len, const char *lower);
 
-/** 1 when the header is hop-by-hop by definition (Connection, Keep-Alive, TE, ...). */
-int ig_http_is_hop_by_hop(const char *name, size_t len);
-
 /** 1 when the comma-separated token list value contains token (case-insensitive). */
 int ig_http_list_has(const char *value, size_t vlen, const char *token, size_t tlen);
 

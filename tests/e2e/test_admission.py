@@ -9,6 +9,21 @@ import httpx
 from conftest import chat_body, sse_events, wait_for
 
 
+def stream_all(gw, n, max_tokens):
+    """n concurrent streaming chat requests; each one's SSE data payloads (asserting 200)."""
+    async def main():
+        async with aiohttp.ClientSession(gw.base) as s:
+            async def stream():
+                async with s.post("/v1/chat/completions", json=chat_body(max_tokens=max_tokens, stream=True)) as r:
+                    assert r.status == 200, await r.text()
+                    events = []
+                    async for line in r.content:
+                        events += sse_events([line])
+                    return events
+            return await asyncio.gather(*[stream() for _ in range(n)])
+    return asyncio.run(main())
+
+
 def metric(gw, name):
     for line in httpx.get(gw.base + "/metrics").text.splitlines():
         if line.startswith(name + " "):
@@ -22,18 +37,7 @@ def test_64_streams_on_8_workers_capped_at_4(procs):
     ws = [procs.worker("--max-inflight", "4", "--token-interval-ms", "10", worker_id=f"w{i}") for i in range(8)]
     gw = procs.gateway(ws, "--worker-max-inflight", "4")
 
-    async def main():
-        async with aiohttp.ClientSession(gw.base) as s:
-            async def stream():
-                async with s.post("/v1/chat/completions", json=chat_body(max_tokens=10, stream=True)) as r:
-                    assert r.status == 200, await r.text()
-                    events = []
-                    async for line in r.content:
-                        events += sse_events([line])
-                    return events
-            return await asyncio.gather(*[stream() for _ in range(64)])
-
-    results = asyncio.run(main())
+    results = stream_all(gw, 64, max_tokens=10)
     assert all(e[-1] == "[DONE]" and len(e) == 12 for e in results)
     stats = [w.stats() for w in ws]
     assert sum(s["completed"] for s in stats) == 64
@@ -138,18 +142,7 @@ def test_worker_503_for_overload_requeues_and_teaches_a_cap(procs):
     ws = [procs.worker("--max-inflight", "2", "--token-interval-ms", "20", worker_id=f"w{i}") for i in range(2)]
     gw = procs.gateway(ws, "--cb-failure-threshold", "2")
 
-    async def main():
-        async with aiohttp.ClientSession(gw.base) as s:
-            async def one():
-                async with s.post("/v1/chat/completions", json=chat_body(max_tokens=5, stream=True)) as r:
-                    assert r.status == 200, await r.text()
-                    events = []
-                    async for line in r.content:
-                        events += sse_events([line])
-                    return events
-            return await asyncio.gather(*[one() for _ in range(16)])
-
-    results = asyncio.run(main())
+    results = stream_all(gw, 16, max_tokens=5)
     assert all(e[-1] == "[DONE]" for e in results)
     stats = [w.stats() for w in ws]
     rejected = sum(s["rejected"] for s in stats)
