@@ -19,7 +19,8 @@ static void enqueue(ig_client *c, int front);
 static void requeue(ig_upconn *up, int reusable);
 static void send_to(ig_client *c, ig_worker *w, int fresh);
 static void connect_to(ig_client *c, ig_worker *w);
-static ig_worker *choose(ig_client *c, int *probe, int *full);
+static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, int *probe, int *full);
+static int candidates(ig_client *c, const ig_snapshot *s, ig_worker *const **cand, int *known);
 static void on_connect(uv_connect_t *req, int status);
 
 /* Gateway-wide counts for the retry budget: retries may be at most a share
@@ -320,8 +321,10 @@ static void exchange_failed(ig_upconn *up, int err)
             err ? uv_strerror(err) : "protocol error", resend ? " (sending again)" : "");
     if (resend && retry_allowed(c)) {
         c->resent = 1;
-        int probe = 0, full = 0;
-        ig_worker *alt = choose(c, &probe, &full);
+        int probe = 0, full = 0, known;
+        ig_worker *const *cand;
+        int n = candidates(c, ig_snapshot_get(), &cand, &known);
+        ig_worker *alt = choose(c, cand, n, &probe, &full);
         count_retry(c, alt ? alt : w);
         if (!alt) {
             /* keep our in-flight unit on w: same worker, new connection */
@@ -607,14 +610,16 @@ static int tried(const ig_client *c, const ig_worker *w)
  * snapshot's array (O(1) for round_robin, random, power_of_two); only when
  * that pick is refused (cap, breaker, or a retry excluding tried workers) is
  * a filtered copy made. */
-static ig_worker *choose(ig_client *c, int *probe, int *full)
+/* The workers that may serve c's model, from the snapshot s. */
+static int candidates(ig_client *c, const ig_snapshot *s, ig_worker *const **cand, int *known)
+{
+    const ig_body_fields *f = &c->fields;
+    return ig_snapshot_candidates(s, f->has_model ? f->model : NULL, f->model_len, cand, known);
+}
+
+static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, int *probe, int *full)
 {
     static _Thread_local ig_worker *tmp[IG_MAX_WORKERS];
-    const ig_snapshot *s = ig_snapshot_get();
-    const ig_body_fields *f = &c->fields;
-    ig_worker *const *cand;
-    int known, n = ig_snapshot_candidates(s, f->has_model ? f->model : NULL, f->model_len, &cand,
-                                          &known);
     ig_policy_kind policy = c->th->cfg->policy;
     uint64_t now = uv_now(&c->th->loop);
     *probe = 0;
@@ -693,13 +698,12 @@ static void dequeue_for_dispatch(ig_client *c)
 
 static void pick_and_send(ig_client *c)
 {
+    const ig_snapshot *s = ig_snapshot_get();
+    const ig_body_fields *f = &c->fields;
+    ig_worker *const *cand;
+    int known, n = candidates(c, s, &cand, &known);
     if (c->ntried == 0) {
         /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
-        const ig_snapshot *s = ig_snapshot_get();
-        const ig_body_fields *f = &c->fields;
-        ig_worker *const *cand;
-        int known, n = ig_snapshot_candidates(s, f->has_model ? f->model : NULL, f->model_len,
-                                              &cand, &known);
         if (n == 0) {
             char msg[IG_MODEL_MAX + 64];
             ig_admission_leave(c);
@@ -735,7 +739,7 @@ static void pick_and_send(ig_client *c)
         return;
     }
     int probe = 0, full = 0;
-    ig_worker *w = choose(c, &probe, &full);
+    ig_worker *w = choose(c, cand, n, &probe, &full);
     if (!w) {
         if (full) {
             enqueue(c, 0);
