@@ -11,16 +11,17 @@ LDLIBS    = -luv -ljansson -pthread $(SANFLAGS)
 
 CORE_SRC  = src/core/ig_buf.c src/core/ig_log.c src/core/ig_config.c src/core/ig_wakeup.c \
             src/http/ig_body_scan.c src/http/ig_http.c \
-            src/registry/ig_registry.c src/registry/ig_epoch.c src/balance/ig_policy.c \
+            src/registry/ig_registry.c src/registry/ig_epoch.c src/registry/ig_sessions.c \
+            src/balance/ig_policy.c \
             src/health/ig_breaker.c
 GW_SRC    = $(CORE_SRC) src/upstream/ig_upstream.c src/upstream/ig_httpc.c \
             src/gateway/ig_client.c src/gateway/ig_proxy.c src/gateway/ig_thread.c \
             src/gateway/ig_control.c src/gateway/ig_admin.c src/gateway/ig_metrics.c \
-            src/gateway/ig_admission.c \
+            src/gateway/ig_admission.c src/gateway/ig_areal.c \
             src/gateway/ig_main.c
-MOCK_SRC  = tools/mockworker/mockworker.c src/core/ig_buf.c src/http/ig_body_scan.c
+MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c src/core/ig_buf.c src/http/ig_body_scan.c
 LLHTTP_SRC = $(LLHTTP)/llhttp.c $(LLHTTP)/api.c $(LLHTTP)/http.c
-UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin
+UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin test_sessions
 
 GW_OBJ    = $(GW_SRC:%.c=$(BUILD)/obj/%.o)
 MOCK_OBJ  = $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
@@ -104,7 +105,7 @@ $(BUILD)/tests/registry_stress: tests/stress/registry_stress.c $(CORE_SRC) $(wil
 test-tsan: tsan
 	TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/registry_stress
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 IG_BUILD=$(abspath build/tsan) IG_SANITIZED=1 \
-	/usr/bin/python3 -m pytest -q tests/e2e/test_admin.py tests/e2e/test_health.py tests/e2e/test_clients.py tests/e2e/test_admission.py tests/e2e/test_fleet.py $(PYTEST_ARGS)
+	/usr/bin/python3 -m pytest -q tests/e2e/test_admin.py tests/e2e/test_health.py tests/e2e/test_clients.py tests/e2e/test_admission.py tests/e2e/test_fleet.py tests/e2e/test_areal.py $(PYTEST_ARGS)
 
 $(BUILD)/route_bench: bench/route_bench.c $(CORE_SRC) $(wildcard src/*/*.h)
 	@echo "  CC      $@"

@@ -46,11 +46,26 @@ static int broadcast_of(const char *p, size_t len, const char **id, size_t *idle
     return -1;
 }
 
+/* AReaL's router and gateway endpoints that are not broadcasts */
+static int is_areal_path(const char *p, size_t len)
+{
+    static const char *const paths[] = {"/route", "/register_session", "/remove_session",
+                                        "/register_model", "/models", "/remove_model",
+                                        "/rl/start_session", "/export_trajectories"};
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
+        if (path_eq(p, len, paths[i]))
+            return 1;
+    return len > 16 && memcmp(p, "/resolve_worker/", 16) == 0;
+}
+
 int ig_admin_is_path(const char *p, size_t len)
 {
     const char *id;
     size_t idlen;
     if (broadcast_of(p, len, &id, &idlen) >= 0)
+        return 1;
+    if (is_areal_path(p, len) ||
+        (len > 9 && memcmp(p, "/callback", 9) == 0 && broadcast_of(p + 9, len - 9, &id, &idlen) >= 0))
         return 1;
     return path_eq(p, len, "/register") || path_eq(p, len, "/unregister") ||
            path_eq(p, len, "/workers") || (len > 9 && memcmp(p, "/workers/", 9) == 0) ||
@@ -118,6 +133,118 @@ static int parse_id(const char *s, size_t len, uint64_t *id)
     return 0;
 }
 
+/* A string field: 1 present (copied to *out), 0 absent or null, -1 not a string. */
+static int str_field(json_t *doc, const char *name, char **out)
+{
+    json_t *v = json_object_get(doc, name);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_string(v))
+        return -1;
+    *out = strdup(json_string_value(v));
+    return 1;
+}
+
+/* The JSON object body of an AReaL endpoint, or NULL with the error set (422 like its router). */
+static json_t *object_body(const char *body, size_t len, ig_admin_request *r, int status)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(body ? body : "", len, 0, &jerr);
+    if (json_is_object(doc))
+        return doc;
+    json_decref(doc);
+    fail(r, status, "invalid_json", "the body must be a JSON object");
+    return NULL;
+}
+
+static int parse_areal(int method, const char *target, size_t plen, const char *body,
+                       size_t body_len, ig_admin_request *r)
+{
+    if (path_eq(target, plen, "/models")) {
+        if (method != HTTP_GET)
+            return fail(r, 405, "method_not_allowed", "use GET");
+        r->op = IG_ADMIN_MODELS;
+        return 0;
+    }
+    if (plen > 16 && memcmp(target, "/resolve_worker/", 16) == 0) {
+        if (method != HTTP_GET)
+            return fail(r, 405, "method_not_allowed", "use GET");
+        r->op = IG_ADMIN_RESOLVE_WORKER;
+        if (parse_id(target + 16, plen - 16, &r->id))
+            return fail(r, 404, "worker_not_found", "no such worker id");
+        return 0;
+    }
+    if (method != HTTP_POST)
+        return fail(r, 405, "method_not_allowed", "use POST");
+    if (path_eq(target, plen, "/rl/start_session")) {
+        r->op = IG_ADMIN_START_SESSION; /* the body goes to the worker as it is */
+        return 0;
+    }
+    int export = path_eq(target, plen, "/export_trajectories");
+    json_t *doc = object_body(body, body_len, r, export ? 400 : 422);
+    if (!doc)
+        return -EINVAL;
+    int rc = 0;
+    if (path_eq(target, plen, "/route")) {
+        r->op = IG_ADMIN_ROUTE;
+        if (str_field(doc, "api_key", &r->key) < 0 || str_field(doc, "session_id", &r->session_id) < 0 ||
+            str_field(doc, "model", &r->model) < 0)
+            rc = fail(r, 422, "invalid_field", "api_key, session_id and model must be strings");
+        else if (!r->key && !r->session_id && !r->model)
+            rc = fail(r, 422, "missing_field",
+                      "Either 'api_key', 'session_id', or 'model' must be provided");
+    } else if (path_eq(target, plen, "/register_session")) {
+        r->op = IG_ADMIN_REGISTER_SESSION;
+        if (str_field(doc, "session_api_key", &r->key) != 1 ||
+            str_field(doc, "session_id", &r->session_id) != 1 ||
+            str_field(doc, "worker_addr", &r->url) != 1)
+            rc = fail(r, 422, "missing_field",
+                      "\"session_api_key\", \"session_id\" and \"worker_addr\" (strings) are required");
+    } else if (path_eq(target, plen, "/remove_session")) {
+        r->op = IG_ADMIN_REMOVE_SESSION;
+        if (str_field(doc, "session_id", &r->session_id) != 1)
+            rc = fail(r, 422, "missing_field", "\"session_id\" (a string) is required");
+    } else if (path_eq(target, plen, "/register_model")) {
+        r->op = IG_ADMIN_REGISTER_MODEL;
+        json_t *addrs = json_object_get(doc, "data_proxy_addrs");
+        if (str_field(doc, "model", &r->model) != 1)
+            rc = fail(r, 400, "missing_model", "model is required");
+        else if (str_field(doc, "url", &r->ext_url) < 0 || str_field(doc, "api_key", &r->key) < 0)
+            rc = fail(r, 422, "invalid_field", "url and api_key must be strings");
+        else if (addrs && !json_is_null(addrs) && !json_is_array(addrs))
+            rc = fail(r, 422, "invalid_field", "data_proxy_addrs must be a list of strings");
+        else if (json_is_array(addrs) && json_array_size(addrs)) {
+            r->addrs = calloc(json_array_size(addrs), sizeof(char *));
+            size_t i;
+            json_t *v;
+            json_array_foreach(addrs, i, v) {
+                if (!json_is_string(v)) {
+                    rc = fail(r, 422, "invalid_field", "data_proxy_addrs must be a list of strings");
+                    break;
+                }
+                if (r->addrs)
+                    r->addrs[r->n_addrs++] = strdup(json_string_value(v));
+            }
+        }
+    } else if (path_eq(target, plen, "/remove_model")) {
+        r->op = IG_ADMIN_REMOVE_MODEL;
+        if (str_field(doc, "name", &r->model) != 1)
+            rc = fail(r, 422, "missing_field", "\"name\" (a string) is required");
+    } else { /* /export_trajectories: {session_id}, or {model} naming the session */
+        r->op = IG_ADMIN_EXPORT;
+        if (str_field(doc, "session_id", &r->session_id) < 0)
+            rc = fail(r, 400, "invalid_field", "session_id must be a string");
+        else if (!r->session_id && str_field(doc, "model", &r->session_id) == 1) {
+            json_object_set_new(doc, "session_id", json_string(r->session_id));
+            r->body_out = json_dumps(doc, JSON_COMPACT);
+        }
+        if (!rc && (!r->session_id || !*r->session_id))
+            rc = fail(r, 400, "missing_session_id", "session_id is required");
+    }
+    json_decref(doc);
+    return rc;
+}
+
 int ig_admin_parse(int method, const char *target, const char *body, size_t body_len,
                    ig_admin_request *r)
 {
@@ -125,6 +252,15 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
     const char *qm = strchr(target, '?');
     size_t plen = qm ? (size_t)(qm - target) : strlen(target);
     const char *query = qm ? qm + 1 : "";
+    /* RolloutCallback's aliases: /callback/pause_generation/{id} is /pause_generation/{id} */
+    if (plen > 10 && memcmp(target, "/callback/", 10) == 0) {
+        target += 9;
+        plen -= 9;
+    }
+    if (is_areal_path(target, plen)) {
+        r->areal = 1;
+        return parse_areal(method, target, plen, body, body_len, r);
+    }
 
     if (path_eq(target, plen, "/workers") || path_eq(target, plen, "/list_workers")) {
         if (method == HTTP_GET) {
@@ -260,5 +396,12 @@ void ig_admin_request_free(ig_admin_request *r)
     free(r->url);
     free(r->model_id);
     free(r->model);
-    r->url = r->model_id = r->model = NULL;
+    free(r->key);
+    free(r->session_id);
+    free(r->ext_url);
+    free(r->body_out);
+    for (int i = 0; i < r->n_addrs; i++)
+        free(r->addrs[i]);
+    free(r->addrs);
+    memset(r, 0, sizeof(*r));
 }

@@ -8,7 +8,23 @@
 
 #include "../registry/ig_registry.h"
 
-typedef enum { IG_ADMIN_LIST, IG_ADMIN_GET, IG_ADMIN_ADD, IG_ADMIN_DELETE, IG_ADMIN_BROADCAST } ig_admin_op;
+typedef enum {
+    IG_ADMIN_LIST,
+    IG_ADMIN_GET,
+    IG_ADMIN_ADD,
+    IG_ADMIN_DELETE,
+    IG_ADMIN_BROADCAST,
+    /* AReaL's router and gateway */
+    IG_ADMIN_ROUTE,
+    IG_ADMIN_REGISTER_SESSION,
+    IG_ADMIN_REMOVE_SESSION,
+    IG_ADMIN_RESOLVE_WORKER,
+    IG_ADMIN_REGISTER_MODEL,
+    IG_ADMIN_MODELS,
+    IG_ADMIN_REMOVE_MODEL,
+    IG_ADMIN_START_SESSION,
+    IG_ADMIN_EXPORT,
+} ig_admin_op;
 
 /* Fleet control endpoints, sent to every targeted worker at once. */
 typedef enum {
@@ -36,6 +52,13 @@ typedef struct ig_admin_request {
     char *model;          /* {"model": ...} narrows the target */
     long version;         /* set_version */
     int areal;            /* AReaL router form (/register, /unregister): its answer shapes */
+    /* AReaL sessions and models */
+    char *key;            /* /route api_key, /register_session session_api_key, model api_key */
+    char *session_id;     /* /route, sessions, export */
+    char *ext_url;        /* /register_model url */
+    char **addrs;         /* /register_model data_proxy_addrs */
+    int n_addrs;
+    char *body_out;       /* export: the body to forward when it had to be rewritten */
     /* on error */
     int status;
     const char *code;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../core/ig_log.h"
+#include "../registry/ig_sessions.h"
 #include "ig_admin.h"
 #include "ig_gateway.h"
 
@@ -602,29 +603,51 @@ static void respond_metrics(ig_client *c)
     ig_buf_free(&b);
 }
 
-/* 0 when the bearer matches key; -1 missing or malformed; -2 wrong.
- * Constant time: no early exit, the length difference folded into the result. */
-static int bearer(ig_client *c, const char *key)
+int ig_client_bearer(const ig_client *c, const char **tok, size_t *len)
 {
     int i = c->h_authorization;
     if (i < 0)
         return -1;
     const char *v = c->rbuf.data + c->hdrs[i].value_off;
-    size_t vlen = c->hdrs[i].value_len, klen = strlen(key);
+    size_t vlen = c->hdrs[i].value_len;
     if (vlen < 7 || strncasecmp(v, "Bearer ", 7) != 0)
         return -1;
     v += 7;
     vlen -= 7;
+    while (vlen && (*v == ' ' || *v == '\t')) { /* AReaL strips the token */
+        v++;
+        vlen--;
+    }
+    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+        vlen--;
+    *tok = v;
+    *len = vlen;
+    return 0;
+}
+
+/* 0 when the bearer matches key; -1 missing or malformed; -2 wrong.
+ * Constant time: no early exit, the length difference folded into the result. */
+static int bearer(ig_client *c, const char *key)
+{
+    const char *v;
+    size_t vlen, klen = strlen(key);
+    if (ig_client_bearer(c, &v, &vlen))
+        return -1;
     unsigned char diff = vlen != klen;
     for (size_t k = 0; k < klen; k++)
         diff |= (unsigned char)((k < vlen ? v[k] : 0) ^ key[k]);
     return diff ? -2 : 0;
 }
 
+/* The client key, or (AReaL) a session's key or the admin key. */
 static int authorized(ig_client *c)
 {
-    const char *key = c->th->cfg->api_key;
-    return !key || !*key || bearer(c, key) == 0;
+    const char *key = c->th->cfg->api_key, *admin = c->th->cfg->admin_api_key, *tok;
+    size_t len;
+    if (!key || !*key || bearer(c, key) == 0)
+        return 1;
+    return (admin && *admin && bearer(c, admin) == 0) ||
+           (ig_client_bearer(c, &tok, &len) == 0 && ig_sessions_by_key(tok, len));
 }
 
 static int from_loopback(ig_client *c)
@@ -674,6 +697,9 @@ static void admin_start(ig_client *c)
     }
     memcpy(m->body, c->rbuf.data + c->body_off, c->body_len);
     m->body[c->body_len] = '\0';
+    if (c->h_authorization >= 0) /* some worker endpoints (AReaL's sessions) check it too */
+        m->auth = strndup(c->rbuf.data + c->hdrs[c->h_authorization].value_off,
+                          c->hdrs[c->h_authorization].value_len);
     m->body_len = c->body_len;
     m->method = llhttp_get_method(&c->parser);
     m->th = c->th;
@@ -696,8 +722,10 @@ static int path_is(const char *path, size_t len, const char *want)
 
 static ig_route data_route(const char *url, size_t plen)
 {
-    if (path_is(url, plen, "/v1/chat/completions"))
+    if (path_is(url, plen, "/v1/chat/completions") || path_is(url, plen, "/chat/completions"))
         return IG_R_CHAT;
+    if (path_is(url, plen, "/rl/set_reward"))
+        return IG_R_SESSION;
     if (path_is(url, plen, "/v1/completions"))
         return IG_R_COMPLETIONS;
     if (path_is(url, plen, "/v1/embeddings"))

@@ -15,6 +15,7 @@
 #include "../registry/ig_registry.h"
 #include "../upstream/ig_httpc.h"
 #include "ig_admin.h"
+#include "ig_control_int.h"
 #include "ig_gateway.h"
 
 #define TICK_MS 200
@@ -27,25 +28,21 @@ typedef struct ctl_worker {
     int discovering;
 } ctl_worker;
 
-/* A fan-out to several workers, answered when the last one has. */
+/* A fleet-control broadcast: a fan-out plus what to do with its answers. */
 typedef struct bcast {
-    ig_admin_msg *m;
+    ig_fanout f; /* first: the fan-out's callbacks get it back */
     ig_broadcast_kind kind;
-    int pending;
-    int failed;
     long version;
     char *model;   /* the pause scope, if narrowed by model */
     int scope_all; /* the whole fleet (no model, no worker) */
-    json_t *results;
-    uint64_t start_ms;
 } bcast;
 
-typedef struct bcast_item {
-    bcast *b;
+typedef struct fanout_item {
+    ig_fanout *f;
     ig_worker *w; /* referenced until the answer */
     ig_httpc *hc;
     json_t *entry;
-} bcast_item;
+} fanout_item;
 
 static struct {
     uv_loop_t loop;
@@ -72,9 +69,12 @@ void ig_admin_msg_free(ig_admin_msg *m)
 {
     if (!m)
         return;
+    if (m->pin)
+        ig_worker_unref(m->pin);
     free(m->target);
     free(m->body);
     free(m->reply);
+    free(m->auth);
     free(m);
 }
 
@@ -88,7 +88,7 @@ static void publish(void)
         ig_err("registry: out of memory publishing a snapshot");
 }
 
-static void reply(ig_admin_msg *m, int status, json_t *doc)
+void ig_ctl_reply(ig_admin_msg *m, int status, json_t *doc)
 {
     m->status = status;
     m->reply = json_dumps(doc, JSON_COMPACT);
@@ -100,9 +100,60 @@ static void reply(ig_admin_msg *m, int status, json_t *doc)
         ig_admin_msg_free(m); /* a start-up add: nobody to answer */
 }
 
-static void reply_error(ig_admin_msg *m, int status, const char *code, const char *msg)
+void ig_ctl_reply_raw(ig_admin_msg *m, int status, const char *body, size_t len)
 {
-    reply(m, status, json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type",
+    m->status = status;
+    m->reply = malloc(len + 1);
+    m->reply_len = m->reply ? len : 0;
+    if (m->reply) {
+        memcpy(m->reply, body, len);
+        m->reply[len] = '\0';
+    }
+    if (m->th)
+        ig_thread_post_reply(m->th, m);
+    else
+        ig_admin_msg_free(m);
+}
+
+uv_loop_t *ig_ctl_loop(void)
+{
+    return &ctl.loop;
+}
+
+const ig_config *ig_ctl_cfg(void)
+{
+    return ctl.cfg;
+}
+
+void ig_ctl_publish(void)
+{
+    publish();
+}
+
+ig_worker *ig_ctl_find_url(const char *url)
+{
+    ig_worker *w = ig_registry_find_url(url), *tmp = NULL;
+    const char *why;
+    /* a URL as given may differ from the stored, normalised one */
+    if (!w && ig_worker_new(url, &tmp, &why) == 0) {
+        w = ig_registry_find_url(tmp->url);
+        ig_worker_unref(tmp);
+    }
+    return w;
+}
+
+ig_worker *ig_ctl_pick(const char *model, int *known)
+{
+    static uint64_t rr;
+    const ig_snapshot *s = ig_snapshot_get(); /* the writer's own: always current */
+    ig_worker *const *cand;
+    int n = ig_snapshot_candidates(s, model, model ? strlen(model) : 0, &cand, known);
+    return n > 0 ? cand[rr++ % (uint64_t)n] : NULL;
+}
+
+void ig_ctl_reply_error(ig_admin_msg *m, int status, const char *code, const char *msg)
+{
+    ig_ctl_reply(m, status, json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type",
                                status == 404 ? "not_found_error" : "invalid_request_error", "code",
                                code));
 }
@@ -194,7 +245,7 @@ static void finish_add(ctl_worker *cw)
         while (m) {
             ig_admin_msg *next = m->next;
             m->next = NULL;
-            reply_error(m, 503, "registry_full", "cannot add more workers");
+            ig_ctl_reply_error(m, 503, "registry_full", "cannot add more workers");
             m = next;
         }
         ig_worker_unref(w);
@@ -210,9 +261,9 @@ static void finish_add(ctl_worker *cw)
         ig_admin_msg *next = m->next;
         m->next = NULL;
         if (m->areal)
-            reply(m, 200, areal_registered(w));
+            ig_ctl_reply(m, 200, areal_registered(w));
         else
-            reply(m, first ? 201 : 200, json_pack("{s:o,s:b}", "worker", ig_worker_json(w), "created", first));
+            ig_ctl_reply(m, first ? 201 : 200, json_pack("{s:o,s:b}", "worker", ig_worker_json(w), "created", first));
         first = 0;
         m = next;
     }
@@ -265,7 +316,7 @@ static void add_worker(const char *url, const char *model_id, int max_inflight, 
     int rc = ig_worker_new(url, &w, &why);
     if (rc) {
         if (m)
-            reply_error(m, 400, "invalid_url", why);
+            ig_ctl_reply_error(m, 400, "invalid_url", why);
         else
             ig_err("--worker-urls %s: %s", url, why);
         return;
@@ -277,7 +328,7 @@ static void add_worker(const char *url, const char *model_id, int max_inflight, 
         if (existing && max_inflight >= 0)
             atomic_store(&existing->max_inflight, max_inflight); /* the cap can change live */
         if (existing && m)
-            reply(m, 200, m->areal ? areal_registered(existing)
+            ig_ctl_reply(m, 200, m->areal ? areal_registered(existing)
                                    : json_pack("{s:o,s:b}", "worker", ig_worker_json(existing), "created", 0));
         else if (pending && m) {
             m->next = NULL;
@@ -294,7 +345,7 @@ static void add_worker(const char *url, const char *model_id, int max_inflight, 
         free(cw);
         ig_worker_unref(w);
         if (m)
-            reply_error(m, 503, "out_of_memory", "out of memory");
+            ig_ctl_reply_error(m, 503, "out_of_memory", "out of memory");
         return;
     }
     cw->w = w;
@@ -324,22 +375,23 @@ static void add_worker(const char *url, const char *model_id, int max_inflight, 
     cw->discovering = 1;
     if (!m)
         ctl.initial_pending++;
-    ig_httpc_request(cw->hc, "GET", "/v1/models", NULL, 0, ctl.cfg->discovery_timeout_secs,
+    ig_httpc_request(cw->hc, "GET", "/v1/models", NULL, NULL, 0, ctl.cfg->discovery_timeout_secs,
                      discovery_cb, cw);
 }
 
 static void remove_worker(ig_worker *w, ig_admin_msg *m)
 {
-    /* sessions pinned to it are revoked with the AReaL session registry (not yet here: 0) */
-    json_t *doc = m->areal ? json_pack("{s:s,s:i}", "status", "ok", "sessions_revoked", 0)
-                           : json_pack("{s:o}", "removed", ig_worker_json(w));
+    int revoked = ig_areal_worker_removed(w);
+    json_t *doc = m->areal ? json_pack("{s:s,s:i}", "status", "ok", "sessions_revoked", revoked)
+                           : json_pack("{s:o,s:i}", "removed", ig_worker_json(w),
+                                       "sessions_revoked", revoked);
     ctl_worker *cw = w->control;
     w->control = NULL;
     if (cw)
         ctl_free(cw);
     ig_registry_remove(w); /* drains: in-flight requests keep their reference */
     ig_info("worker removed; it drains");
-    reply(m, 200, doc);
+    ig_ctl_reply(m, 200, doc);
 }
 
 /* ---- health checks: every worker at once, on kept connections ---- */
@@ -382,7 +434,7 @@ static void health_round(uv_timer_t *t)
         ctl_worker *cw = w->control;
         if (!cw || ig_httpc_busy(cw->hc))
             continue; /* the previous check is still out: its timeout will count */
-        ig_httpc_request(cw->hc, "GET", ctl.cfg->health_check_endpoint, NULL, 0,
+        ig_httpc_request(cw->hc, "GET", ctl.cfg->health_check_endpoint, NULL, NULL, 0,
                          ctl.cfg->health_check_timeout_secs, health_cb, w);
     }
 }
@@ -402,6 +454,16 @@ static void tick_cb(uv_timer_t *t)
         for (int i = 0; i < ctl.nthreads; i++)
             if (ig_epoch_reader_behind(i))
                 ig_wakeup_send(&ctl.threads[i].wake);
+}
+
+void ig_control_pin_admin(ig_worker *w)
+{
+    ig_admin_msg *m = calloc(1, sizeof(*m));
+    if (!m)
+        return; /* the next admin-key request pins instead */
+    ig_worker_ref(w);
+    m->pin = w;
+    ig_control_submit(m);
 }
 
 void ig_control_poke(void)
@@ -454,8 +516,9 @@ static void gateway_pause(bcast *b, int paused)
         wake_loops();
 }
 
-static void bcast_done(bcast *b)
+static void bcast_done(ig_fanout *f)
 {
+    bcast *b = (bcast *)f;
     if (b->kind == IG_BC_CONTINUE)
         gateway_pause(b, 0);
     if (b->kind == IG_BC_SET_VERSION && b->scope_all) {
@@ -467,46 +530,96 @@ static void bcast_done(bcast *b)
         publish(); /* versions and per-worker pauses change who is routable */
     if (b->kind == IG_BC_CONTINUE)
         wake_loops();
-    json_t *doc = json_pack("{s:o,s:b,s:I,s:I}", "results", b->results, "ok", !b->failed,
-                            "elapsed_ms", (json_int_t)(uv_now(&ctl.loop) - b->start_ms),
+    json_t *doc = json_pack("{s:o,s:b,s:I,s:I}", "results", f->results, "ok", !f->failed,
+                            "elapsed_ms", (json_int_t)(uv_now(&ctl.loop) - f->start_ms),
                             "fleet_version", (json_int_t)ctl.fleet_version);
-    reply(b->m, b->failed ? 502 : 200, doc);
+    ig_ctl_reply(f->m, f->failed ? 502 : 200, doc);
     free(b->model);
     free(b);
 }
 
-static void bcast_cb(void *arg, int status, const char *body, size_t len, const char *err)
+static void bcast_item(ig_fanout *f, ig_worker *w, json_t *entry, int ok, const char *body,
+                       size_t len)
 {
-    bcast_item *it = arg;
-    bcast *b = it->b;
-    ig_worker *w = it->w;
+    bcast *b = (bcast *)f;
+    if (!ok)
+        return;
+    json_error_t jerr;
+    json_t *doc = json_loadb(body ? body : "", len, 0, &jerr);
+    json_t *v = json_object_get(doc, "version");
+    if (b->kind == IG_BC_SET_VERSION)
+        atomic_store(&w->version, b->version);
+    else if (json_is_integer(v))
+        atomic_store(&w->version, (long)json_integer_value(v));
+    if (b->kind == IG_BC_PAUSE && !b->scope_all && !b->model)
+        atomic_store(&w->paused, 1);
+    if (b->kind == IG_BC_CONTINUE)
+        atomic_store(&w->paused, 0);
+    json_object_set_new(entry, "version", json_integer(atomic_load(&w->version)));
+    json_decref(doc);
+}
+
+/* ---- fan-out: one request to many workers at once, answered when the last has ---- */
+
+void ig_fanout_init(ig_fanout *f, ig_admin_msg *m, ig_fanout_item_fn on_item,
+                    ig_fanout_done_fn on_done)
+{
+    f->m = m;
+    f->on_item = on_item;
+    f->on_done = on_done;
+    f->results = json_array();
+    f->pending = 1; /* held until every request is out, so no early answer */
+    f->failed = 0;
+    f->start_ms = uv_now(&ctl.loop);
+}
+
+static void fanout_cb(void *arg, int status, const char *body, size_t len, const char *err)
+{
+    fanout_item *it = arg;
+    ig_fanout *f = it->f;
     int ok = status >= 200 && status < 300;
     json_object_set_new(it->entry, "status", json_integer(status));
     json_object_set_new(it->entry, "ok", json_boolean(ok));
     json_object_set_new(it->entry, "error",
                         ok ? json_null() : json_string(err ? err : "worker answered an error"));
-    if (ok) {
-        json_error_t jerr;
-        json_t *doc = json_loadb(body ? body : "", len, 0, &jerr);
-        json_t *v = json_object_get(doc, "version");
-        if (b->kind == IG_BC_SET_VERSION)
-            atomic_store(&w->version, b->version);
-        else if (json_is_integer(v))
-            atomic_store(&w->version, (long)json_integer_value(v));
-        if (b->kind == IG_BC_PAUSE && !b->scope_all && !b->model)
-            atomic_store(&w->paused, 1);
-        if (b->kind == IG_BC_CONTINUE)
-            atomic_store(&w->paused, 0);
-        json_object_set_new(it->entry, "version", json_integer(atomic_load(&w->version)));
-        json_decref(doc);
-    } else {
-        b->failed = 1;
-    }
+    if (!ok)
+        f->failed = 1;
+    if (f->on_item)
+        f->on_item(f, it->w, it->entry, ok, body, len);
     ig_httpc_close(it->hc); /* the answer is in: this connection was for one request */
-    ig_worker_unref(w);
+    ig_worker_unref(it->w);
     free(it);
-    if (--b->pending == 0)
-        bcast_done(b);
+    ig_fanout_end(f);
+}
+
+void ig_fanout_send(ig_fanout *f, ig_worker *w, const char *method, const char *path,
+                    const char *headers, const char *body, size_t len)
+{
+    char id[32];
+    snprintf(id, sizeof(id), "w%llu", (unsigned long long)w->id);
+    fanout_item *it = calloc(1, sizeof(*it));
+    if (!it) {
+        f->failed = 1;
+        return;
+    }
+    it->f = f;
+    it->w = w;
+    ig_worker_ref(w);
+    it->entry = json_pack("{s:s,s:s,s:s}", "worker_id", id, "url", w->url, "worker_addr", w->url);
+    json_array_append_new(f->results, it->entry);
+    it->hc = ig_httpc_new(&ctl.loop, (struct sockaddr *)&w->addr, w->host_header);
+    f->pending++;
+    int rc = it->hc ? ig_httpc_request(it->hc, method, path, headers, body, len,
+                                       ctl.cfg->broadcast_timeout_secs, fanout_cb, it)
+                    : -ENOMEM;
+    if (rc) /* its callback will not run: answer for it now */
+        fanout_cb(it, 0, NULL, 0, rc == -ENOMEM ? "out of memory" : "cannot send the request");
+}
+
+void ig_fanout_end(ig_fanout *f)
+{
+    if (--f->pending == 0)
+        f->on_done(f);
 }
 
 /* Send the control request to every targeted worker at once: the broadcast
@@ -515,53 +628,33 @@ static void broadcast(ig_admin_request *req, ig_admin_msg *m)
 {
     bcast *b = calloc(1, sizeof(*b));
     if (!b) {
-        reply_error(m, 503, "out_of_memory", "out of memory");
+        ig_ctl_reply_error(m, 503, "out_of_memory", "out of memory");
         return;
     }
-    b->m = m;
+    ig_fanout_init(&b->f, m, bcast_item, bcast_done);
     b->kind = req->bc;
     b->version = req->version;
-    b->results = json_array();
-    b->start_ms = uv_now(&ctl.loop);
     b->model = req->model ? strdup(req->model) : NULL;
     b->scope_all = !req->has_worker && !req->model;
+    if (req->has_worker && !ig_registry_find_id(req->id)) {
+        json_decref(b->f.results);
+        free(b->model);
+        free(b);
+        ig_ctl_reply_error(m, 404, "worker_not_found", "no such worker");
+        return;
+    }
     if (b->kind == IG_BC_PAUSE)
         gateway_pause(b, 1);
-    b->pending = 1; /* held until every request is out, so no early answer */
     for (int i = 0; i < ig_registry_count(); i++) {
         ig_worker *w = ig_registry_at(i);
         if (req->has_worker && w->id != req->id)
             continue;
         if (req->model && !ig_worker_serves(w, req->model, strlen(req->model)))
             continue;
-        char id[32];
-        snprintf(id, sizeof(id), "w%llu", (unsigned long long)w->id);
-        bcast_item *it = calloc(1, sizeof(*it));
-        if (!it)
-            break;
-        it->b = b;
-        it->w = w;
-        ig_worker_ref(w);
-        it->entry = json_pack("{s:s,s:s}", "worker_id", id, "url", w->url);
-        json_array_append_new(b->results, it->entry);
-        it->hc = ig_httpc_new(&ctl.loop, (struct sockaddr *)&w->addr, w->host_header);
-        b->pending++;
-        int rc = it->hc ? ig_httpc_request(it->hc, req->bc_method == HTTP_GET ? "GET" : "POST",
-                                           req->bc_path, m->body, m->body_len,
-                                           ctl.cfg->broadcast_timeout_secs, bcast_cb, it)
-                        : -ENOMEM;
-        if (rc) /* its callback will not run: answer for it now */
-            bcast_cb(it, 0, NULL, 0, rc == -ENOMEM ? "out of memory" : "cannot send the request");
+        ig_fanout_send(&b->f, w, req->bc_method == HTTP_GET ? "GET" : "POST", req->bc_path, NULL,
+                       m->body, m->body_len);
     }
-    if (req->has_worker && json_array_size(b->results) == 0) {
-        json_decref(b->results);
-        free(b->model);
-        free(b);
-        reply_error(m, 404, "worker_not_found", "no such worker");
-        return;
-    }
-    if (--b->pending == 0)
-        bcast_done(b);
+    ig_fanout_end(&b->f);
 }
 
 /* ---- the inbox ---- */
@@ -607,11 +700,17 @@ void ig_control_submit(ig_admin_msg *m)
 
 static void handle(ig_admin_msg *m)
 {
+    if (m->pin) {
+        if (!atomic_load(&m->pin->removed))
+            ig_areal_pin_admin(m->pin);
+        ig_admin_msg_free(m);
+        return;
+    }
     ig_admin_request req;
     int rc = ig_admin_parse(m->method, m->target, m->body, m->body_len, &req);
     m->areal = req.areal;
     if (rc) {
-        reply_error(m, req.status, req.code, req.message);
+        ig_ctl_reply_error(m, req.status, req.code, req.message);
         ig_admin_request_free(&req);
         return;
     }
@@ -622,26 +721,17 @@ static void handle(ig_admin_msg *m)
             json_array_append_new(arr, worker_json_all(ig_registry_at(i)));
             json_array_append_new(urls, json_string(ig_registry_at(i)->url));
         }
-        reply(m, 200, json_pack("{s:o,s:o,s:i}", "workers", arr, "urls", urls, "total",
+        ig_ctl_reply(m, 200, json_pack("{s:o,s:o,s:i}", "workers", arr, "urls", urls, "total",
                                 ig_registry_count()));
         break;
     }
     case IG_ADMIN_GET:
     case IG_ADMIN_DELETE: {
-        ig_worker *w = req.url ? ig_registry_find_url(req.url) : ig_registry_find_id(req.id);
-        if (!w && req.url) {
-            /* a URL as given may differ from the stored, normalised one */
-            ig_worker *tmp = NULL;
-            const char *why;
-            if (ig_worker_new(req.url, &tmp, &why) == 0) {
-                w = ig_registry_find_url(tmp->url);
-                ig_worker_unref(tmp);
-            }
-        }
+        ig_worker *w = req.url ? ig_ctl_find_url(req.url) : ig_registry_find_id(req.id);
         if (!w)
-            reply_error(m, 404, "worker_not_found", "no such worker");
+            ig_ctl_reply_error(m, 404, "worker_not_found", "no such worker");
         else if (req.op == IG_ADMIN_GET)
-            reply(m, 200, ig_worker_json(w));
+            ig_ctl_reply(m, 200, ig_worker_json(w));
         else
             remove_worker(w, m);
         break;
@@ -651,6 +741,9 @@ static void handle(ig_admin_msg *m)
         break;
     case IG_ADMIN_BROADCAST:
         broadcast(&req, m);
+        break;
+    default:
+        ig_areal_handle(&req, m);
         break;
     }
     ig_admin_request_free(&req);
@@ -732,5 +825,6 @@ void ig_control_stop(void)
         m = next;
     }
     uv_mutex_destroy(&ctl.lock);
+    ig_areal_shutdown();
     ig_registry_shutdown();
 }

@@ -10,6 +10,7 @@
 
 struct ig_thread;
 struct ig_client;
+struct ig_worker;
 
 /* An admin request travelling loop thread -> control thread -> loop thread. */
 typedef struct ig_admin_msg {
@@ -21,6 +22,8 @@ typedef struct ig_admin_msg {
     char *body;
     size_t body_len;
     int areal;               /* answer in AReaL's router shapes */
+    char *auth;              /* the client's Authorization value, for workers that want it */
+    struct ig_worker *pin;   /* internal: pin the admin key's session here (referenced) */
     int status;              /* reply */
     char *reply;
     size_t reply_len;
@@ -31,6 +34,9 @@ typedef struct ig_admin_msg {
 int ig_control_start(const ig_config *cfg, struct ig_thread *threads, int nthreads);
 /** Hand an admin request to the control thread (any loop thread). */
 void ig_control_submit(ig_admin_msg *m);
+/** Pin the admin key's session to w unless pinned already (any loop thread;
+ * the pin lands shortly after, on the control thread). */
+void ig_control_pin_admin(struct ig_worker *w);
 /** A breaker changed state on a loop thread: republish soon (any thread). */
 void ig_control_poke(void);
 /** Stop the control thread and free the registry (after the loop threads ended). */

@@ -199,6 +199,8 @@ void ig_client_error_headers(ig_client *c, int status, const char *type, const c
 /** The client's timer: idle, queue wait or request timeout depending on its state. */
 void ig_client_timer_cb(uv_timer_t *t);
 void ig_client_drain(ig_thread *th);
+/** The bearer token of c's request (trimmed): 0, or -1 when absent or not "Bearer". */
+int ig_client_bearer(const ig_client *c, const char **tok, size_t *len);
 /** Answer an admin request that came back from the control thread. */
 void ig_client_admin_reply(ig_client *c, ig_admin_msg *m);
 

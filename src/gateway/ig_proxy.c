@@ -7,6 +7,7 @@
 
 #include "../core/ig_log.h"
 #include "../health/ig_breaker.h"
+#include "../registry/ig_sessions.h"
 #include "ig_gateway.h"
 
 typedef struct outv {
@@ -696,12 +697,50 @@ static void dequeue_for_dispatch(ig_client *c)
                    (uint64_t)(c->th->cfg->request_timeout_secs * 1000.0), 0);
 }
 
+/* The session c's bearer is pinned to (AReaL), or NULL. Valid in this callback only. */
+static const ig_session *pinned_session(ig_client *c)
+{
+    const char *tok;
+    size_t len;
+    if (ig_sessions_count() == 0 || ig_client_bearer(c, &tok, &len))
+        return NULL;
+    return ig_sessions_by_key(tok, len);
+}
+
+/* A request carrying the admin key and no pin yet: its worker becomes the
+ * admin key's persistent session (AReaL's human-in-the-loop session). */
+static int is_admin_bearer(ig_client *c)
+{
+    const char *admin = c->th->cfg->admin_api_key, *tok;
+    size_t len;
+    if (!admin || !*admin || ig_client_bearer(c, &tok, &len) || len != strlen(admin))
+        return 0;
+    unsigned char diff = 0;
+    for (size_t i = 0; i < len; i++)
+        diff |= (unsigned char)(tok[i] ^ admin[i]);
+    return !diff;
+}
+
 static void pick_and_send(ig_client *c)
 {
     const ig_snapshot *s = ig_snapshot_get();
     const ig_body_fields *f = &c->fields;
     ig_worker *const *cand;
-    int known, n = candidates(c, s, &cand, &known);
+    int known, n;
+    const ig_session *sess = pinned_session(c);
+    if (sess) {
+        /* the session's state lives on its worker: only that one, waiting
+         * in the queue while it cannot take the request */
+        cand = &sess->w;
+        n = 1;
+        if (c->ntried == 0 && (!ig_worker_routable(sess->w) || atomic_load(&sess->w->paused) ||
+                               ig_snapshot_paused(s, f->has_model ? f->model : NULL, f->model_len))) {
+            enqueue(c, 0);
+            return;
+        }
+    } else {
+        n = candidates(c, s, &cand, &known);
+    }
     if (c->ntried == 0) {
         /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
         if (n == 0) {
@@ -722,7 +761,7 @@ static void pick_and_send(ig_client *c)
             return;
         }
         /* paused (fleet or model): wait in the queue until continue */
-        if (ig_snapshot_paused(s, f->has_model ? f->model : NULL, f->model_len)) {
+        if (!sess && ig_snapshot_paused(s, f->has_model ? f->model : NULL, f->model_len)) {
             enqueue(c, 0);
             return;
         }
@@ -756,6 +795,8 @@ static void pick_and_send(ig_client *c)
     dequeue_for_dispatch(c);
     if (c->ntried > 0)
         count_retry(c, w);
+    else if (!sess && c->route != IG_R_SESSION && is_admin_bearer(c))
+        ig_control_pin_admin(w);
     c->probe = probe;
     send_to(c, w, 0);
 }

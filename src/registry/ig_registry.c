@@ -26,6 +26,14 @@ static char **paused_models;
 static int n_paused_models;
 static long fleet_version;
 static int exclude_stale;
+static const ig_model_route *routes;
+static int n_routes;
+
+void ig_registry_set_model_routes(const ig_model_route *r, int n)
+{
+    routes = r;
+    n_routes = n;
+}
 
 void ig_registry_set_paused(int all, char **models, int n)
 {
@@ -249,8 +257,11 @@ void ig_snapshot_free(void *p)
     ig_snapshot *s = p;
     if (!s || s == &empty_snapshot)
         return;
-    for (int i = 0; i < s->n_models; i++)
+    for (int i = 0; i < s->n_models; i++) {
         free(s->models[i].workers);
+        if (s->models[i].registered)
+            free((char *)s->models[i].name);
+    }
     free(s->models);
     free(s->table);
     free(s->routable);
@@ -286,6 +297,7 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
     }
     /* model table: every model any worker lists (routable or not), so "no
      * healthy worker" (503) and "nobody serves it" (404) stay apart */
+    nmodel_entries += n_routes;
     uint32_t size = 8;
     while (size < (uint32_t)nmodel_entries * 2)
         size *= 2;
@@ -309,6 +321,28 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
             s->n_models++;
         }
     }
+    /* registered models: their own name copy (a route may go before this snapshot) */
+    for (int r = 0; r < n_routes; r++) {
+        size_t len = strlen(routes[r].name);
+        int k = find_model(s, routes[r].name, len);
+        if (k < 0) {
+            char *name = strdup(routes[r].name);
+            if (!name)
+                goto fail;
+            uint32_t slot = hash_name(name, len) & s->mask;
+            while (s->table[slot])
+                slot = (slot + 1) & s->mask;
+            s->table[slot] = (uint32_t)s->n_models + 1;
+            s->models[s->n_models] = (ig_model_set){.name = name, .len = len, .registered = 1};
+            k = s->n_models++;
+        } else if (!s->models[k].registered) {
+            char *name = strdup(routes[r].name);
+            if (!name)
+                goto fail;
+            s->models[k].name = name;
+            s->models[k].registered = 1;
+        }
+    }
     /* per model: the routable workers listing it, then the any-model ones */
     int *counts = calloc((size_t)(s->n_models ? s->n_models : 1), sizeof(int));
     if (!counts)
@@ -316,6 +350,8 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
     for (int i = 0; i < s->n_routable; i++)
         for (int m = 0; m < s->routable[i]->n_models; m++)
             counts[find_model(s, s->routable[i]->models[m], strlen(s->routable[i]->models[m]))]++;
+    for (int r = 0; r < n_routes; r++)
+        counts[find_model(s, routes[r].name, strlen(routes[r].name))] += routes[r].n;
     for (int k = 0; k < s->n_models; k++) {
         s->models[k].workers = malloc(sizeof(ig_worker *) * (size_t)(counts[k] + s->n_any + 1));
         if (!s->models[k].workers) {
@@ -332,8 +368,20 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
                 ms->workers[ms->n++] = w;
         }
     }
+    for (int r = 0; r < n_routes; r++) {
+        ig_model_set *ms = &s->models[find_model(s, routes[r].name, strlen(routes[r].name))];
+        for (int i = 0; i < routes[r].n; i++) {
+            ig_worker *w = routes[r].workers[i];
+            int dup = 0;
+            for (int j = 0; j < ms->n && !dup; j++)
+                dup = ms->workers[j] == w;
+            if (!dup && takes_requests(w) && !atomic_load(&w->removed))
+                ms->workers[ms->n++] = w;
+        }
+    }
+    /* a registered model is served by its listed workers only */
     for (int k = 0; k < s->n_models; k++)
-        for (int i = 0; i < s->n_any; i++)
+        for (int i = 0; i < s->n_any && !s->models[k].registered; i++)
             s->models[k].workers[s->models[k].n++] = s->any[i];
     s->paused_all = paused_all;
     s->fleet_version = fleet_version;

@@ -70,9 +70,10 @@ typedef struct ig_worker {
 } ig_worker;
 
 typedef struct ig_model_set {
-    const char *name;      /* borrowed from a worker of the snapshot */
+    const char *name;      /* borrowed from a worker of the snapshot, or owned (registered) */
     size_t len;
     int paused;            /* new requests for it wait in the queue */
+    int registered;        /* by /register_model: exactly its listed workers, name owned */
     ig_worker **workers;   /* routable workers serving it (including any-model ones) */
     int n;
 } ig_model_set;
@@ -140,6 +141,17 @@ int ig_registry_add(ig_worker *w);
 int ig_registry_remove(ig_worker *w);
 /** Rebuild and publish the snapshot (after health or breaker changes). */
 int ig_registry_publish(void);
+/* A model registered by name onto a set of workers (AReaL's /register_model):
+ * requests for it go to exactly these, whatever the workers list themselves. */
+typedef struct ig_model_route {
+    char *name;
+    ig_worker **workers;
+    int n;
+} ig_model_route;
+
+/** The registered models for the next snapshots (borrowed: the writer keeps
+ * the array alive and calls this again after changing it). */
+void ig_registry_set_model_routes(const ig_model_route *routes, int n);
 /** Pause state and fleet version for the next snapshots (writer side). */
 void ig_registry_set_paused(int all, char **models, int n);
 void ig_registry_set_fleet_version(long v, int exclude_stale);

@@ -174,8 +174,8 @@ int ig_httpc_busy(const ig_httpc *c)
     return c->busy;
 }
 
-int ig_httpc_request(ig_httpc *c, const char *method, const char *path, const char *body,
-                     size_t len, double timeout_secs, ig_httpc_cb cb, void *arg)
+int ig_httpc_request(ig_httpc *c, const char *method, const char *path, const char *extra_headers,
+                     const char *body, size_t len, double timeout_secs, ig_httpc_cb cb, void *arg)
 {
     if (c->busy)
         return -EBUSY;
@@ -183,11 +183,11 @@ int ig_httpc_request(ig_httpc *c, const char *method, const char *path, const ch
         return -ECANCELED;
     c->out.len = 0;
     c->body.len = 0;
-    char head[1024];
+    char head[2048];
     int n = snprintf(head, sizeof(head),
-                     "%s %s HTTP/1.1\r\nhost: %s\r\nuser-agent: infergate\r\n"
+                     "%s %s HTTP/1.1\r\nhost: %s\r\nuser-agent: infergate\r\n%s"
                      "content-type: application/json\r\ncontent-length: %zu\r\n\r\n",
-                     method, path, c->host, body ? len : 0);
+                     method, path, c->host, extra_headers ? extra_headers : "", body ? len : 0);
     if (n < 0 || (size_t)n >= sizeof(head))
         return -ENAMETOOLONG;
     if (ig_buf_append(&c->out, head, (size_t)n) || (body && ig_buf_append(&c->out, body, len)))

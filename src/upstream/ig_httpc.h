@@ -18,9 +18,10 @@ ig_httpc *ig_httpc_new(uv_loop_t *loop, const struct sockaddr *addr, const char 
 /**
  * Send one request (body may be NULL) on the kept connection, connecting
  * first if needed; cb runs exactly once. -EBUSY while one is in flight.
+ * extra_headers: complete "name: value\r\n" lines, or NULL.
  */
-int ig_httpc_request(ig_httpc *c, const char *method, const char *path, const char *body,
-                     size_t len, double timeout_secs, ig_httpc_cb cb, void *arg);
+int ig_httpc_request(ig_httpc *c, const char *method, const char *path, const char *extra_headers,
+                     const char *body, size_t len, double timeout_secs, ig_httpc_cb cb, void *arg);
 /** 1 while a request is in flight. */
 int ig_httpc_busy(const ig_httpc *c);
 /** Cancel (cb runs with err "cancelled") and free once the handles closed. */

@@ -81,10 +81,13 @@ def test_admin_key(procs):
         r = c.get("/workers", headers={"authorization": "Bearer adm1n-longer"})
         assert r.status_code == 403
         assert c.get("/workers", headers={"authorization": "Bearer adm1n"}).status_code == 200
-        # the data key is not an admin key, and the admin key is not a data key
+        # the data key is not an admin key; the admin key is also a data key
+        # (AReaL's human-in-the-loop session: it can do everything anyway)
         assert c.get("/workers", headers={"authorization": "Bearer data-key"}).status_code == 403
         assert c.post("/v1/chat/completions", json=chat_body(),
-                      headers={"authorization": "Bearer adm1n"}).status_code == 401
+                      headers={"authorization": "Bearer adm1n"}).status_code == 200
+        assert c.post("/v1/chat/completions", json=chat_body(),
+                      headers={"authorization": "Bearer other"}).status_code == 401
         assert c.get("/v1/models").status_code == 401
         assert c.get("/v1/models", headers={"authorization": "Bearer data-key"}).status_code == 200
 

@@ -1,8 +1,12 @@
-"""AReaL router compatibility, the part that maps onto the worker registry:
-/register, /unregister and /workers with AReaL's field names and auth."""
+"""AReaL compatibility: its router's worker, session and model endpoints,
+its gateway's session routing, and the whole RL sequence under load."""
+import asyncio
+import json
+
+import aiohttp
 import httpx
 
-from conftest import chat_body
+from conftest import chat_body, wait_for
 
 
 def test_register_unregister_and_workers_like_areal_router(procs):
@@ -34,3 +38,222 @@ def test_register_unregister_and_workers_like_areal_router(procs):
         assert c.post("/register", json={"worker_addr": w2.url}).status_code == 401
         assert c.post("/register", json={"worker_addr": w2.url}, headers={"authorization": "Basic eDp5"}).status_code == 401
         assert c.post("/register", json={"worker_addr": w2.url}, headers={"authorization": "Bearer nope"}).status_code == 403
+
+
+ADM = {"authorization": "Bearer adm"}
+
+
+def bearer(key):
+    return {"authorization": "Bearer " + key}
+
+
+def areal_fleet(procs, n=2, *gw_args):
+    ws = [procs.worker("--admin-api-key", "adm", worker_id=f"m{i}") for i in range(n)]
+    gw = procs.gateway([], "--admin-api-key", "adm", *gw_args)
+    ids = {}
+    for w in ws:
+        r = httpx.post(gw.base + "/register", json={"worker_addr": w.url}, headers=ADM)
+        assert r.status_code == 200
+        ids[w.worker_id] = r.json()["worker_id"]
+    return ws, gw, ids
+
+
+def test_sessions_pin_chat_to_the_worker_that_started_them(procs):
+    ws, gw, ids = areal_fleet(procs, 3)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        sessions = []
+        for t in range(6):
+            r = c.post("/rl/start_session", json={"task_id": f"t{t}"}, headers=ADM)
+            assert r.status_code == 201, r.text
+            sessions.append(r.json())
+        owners = {s["session_id"]: s["session_id"].split("-")[1] for s in sessions}
+        assert set(owners.values()) == {"m0", "m1", "m2"}  # spread over the fleet
+        for s in sessions:
+            for path in ("/chat/completions", "/v1/chat/completions"):
+                r = c.post(path, json=chat_body(max_tokens=1), headers=bearer(s["api_key"]))
+                assert r.status_code == 200 and r.json()["worker_id"] == owners[s["session_id"]]
+            r = c.post("/rl/set_reward", json={"reward": 0.5}, headers=bearer(s["api_key"]))
+            assert r.status_code == 200 and r.json()["interaction_count"] == 2
+            assert r.json()["worker_id"] == owners[s["session_id"]]
+        # the router's view of the pins
+        s0 = sessions[0]
+        r = c.post("/route", json={"session_id": s0["session_id"]}, headers=ADM)
+        assert r.status_code == 200
+        wid = ids[owners[s0["session_id"]]]
+        assert r.json()["worker_addr"] == c.get(f"/resolve_worker/{wid}", headers=ADM).json()["worker_addr"]
+        assert c.post("/route", json={"api_key": s0["api_key"]}, headers=ADM).json() == r.json()
+        # export goes to the pinned worker, returns its record, and ends the session
+        r = c.post("/export_trajectories", json={"session_id": s0["session_id"]}, headers=ADM)
+        assert r.status_code == 200
+        assert r.json()["worker_id"] == owners[s0["session_id"]] and r.json()["interactions"] == 2
+        assert r.json()["reward"] == 0.5
+        assert c.post("/export_trajectories", json={"session_id": s0["session_id"]}, headers=ADM).status_code == 401
+        assert c.post("/route", json={"session_id": s0["session_id"]}, headers=ADM).status_code == 404
+        # export by model naming the session (AReaL's alias)
+        s1 = sessions[1]
+        r = c.post("/export_trajectories", json={"model": s1["session_id"]}, headers=ADM)
+        assert r.status_code == 200 and r.json()["session_id"] == s1["session_id"]
+        # remove_session forgets the pin
+        s2 = sessions[2]
+        assert c.post("/remove_session", json={"session_id": s2["session_id"]}, headers=ADM).json() == \
+            {"status": "ok", "removed": True, "persistent": False}
+        assert c.post("/remove_session", json={"session_id": s2["session_id"]}, headers=ADM).json()["removed"] is False
+        # unregister revokes the worker's sessions
+        victim = owners[sessions[3]["session_id"]]
+        left = [s for s in sessions[3:] if owners[s["session_id"]] == victim]
+        r = c.post("/unregister", json={"worker_id": ids[victim]}, headers=ADM)
+        assert r.status_code == 200 and r.json()["sessions_revoked"] == len(left)
+        for s in left:
+            assert c.post("/route", json={"session_id": s["session_id"]}, headers=ADM).status_code == 404
+
+
+def test_admin_key_is_one_persistent_session(procs):
+    ws, gw, ids = areal_fleet(procs, 3)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        first = c.post("/chat/completions", json=chat_body(max_tokens=1), headers=ADM).json()["worker_id"]
+        assert wait_for(lambda: c.post("/route", json={"session_id": "__hitl__"}, headers=ADM).status_code == 200)
+        got = {c.post("/v1/chat/completions", json=chat_body(max_tokens=1), headers=ADM).json()["worker_id"]
+               for _ in range(9)}
+        assert got == {first}
+        r = c.post("/rl/set_reward", json={"reward": 1}, headers=ADM)
+        assert r.status_code == 200 and r.json()["worker_id"] == first and r.json()["session_id"] == "__hitl__"
+        assert c.post("/remove_session", json={"session_id": "__hitl__"}, headers=ADM).json() == \
+            {"status": "ok", "removed": False, "persistent": True}
+        # requests without a session still spread over the fleet
+        got = {c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).json()["worker_id"] for _ in range(9)}
+        assert got == {"m0", "m1", "m2"}
+
+
+def test_router_endpoints_errors_and_auth(procs):
+    ws, gw, ids = areal_fleet(procs, 2)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        paths = [("POST", "/route", {"model": "mock-model"}), ("POST", "/register_session", {}),
+                 ("POST", "/remove_session", {}), ("GET", "/resolve_worker/w1", None),
+                 ("POST", "/register_model", {}), ("GET", "/models", None), ("POST", "/remove_model", {}),
+                 ("POST", "/rl/start_session", {}), ("POST", "/export_trajectories", {}),
+                 ("POST", "/callback/pause_generation/w1", None)]
+        for method, path, body in paths:
+            assert c.request(method, path, json=body).status_code == 401, path
+            assert c.request(method, path, json=body, headers={"authorization": "Token adm"}).status_code == 401
+            assert c.request(method, path, json=body, headers=bearer("nope")).status_code == 403, path
+        assert c.post("/route", json={}, headers=ADM).status_code == 422
+        assert c.post("/route", json={"api_key": "stranger"}, headers=ADM).status_code == 404
+        assert c.post("/route", json={"model": "no-such"}, headers=ADM).status_code == 404
+        r = c.post("/route", json={"model": "mock-model"}, headers=ADM)
+        assert r.status_code == 200 and r.json()["worker_addr"] in {w.url for w in ws}
+        assert c.post("/register_session", json={"session_api_key": "k"}, headers=ADM).status_code == 422
+        assert c.post("/register_session", json={"session_api_key": "k", "session_id": "s",
+                                                 "worker_addr": "http://127.0.0.1:1"}, headers=ADM).status_code == 404
+        assert c.post("/remove_session", json={}, headers=ADM).status_code == 422
+        assert c.get("/resolve_worker/w999", headers=ADM).status_code == 404
+        assert c.post("/register_model", json={"url": "x"}, headers=ADM).status_code == 400
+        assert c.post("/register_model", json={"model": "p", "data_proxy_addrs": ["http://127.0.0.1:1"]},
+                      headers=ADM).status_code == 404
+        assert c.post("/remove_model", json={"name": "p"}, headers=ADM).status_code == 404
+        assert c.post("/export_trajectories", content=b"{", headers=ADM).status_code == 400
+        assert c.post("/export_trajectories", json={}, headers=ADM).status_code == 400
+        assert c.post("/export_trajectories", json={"session_id": "nope"}, headers=ADM).status_code == 401
+        # a session registered by hand pins like a started one
+        assert c.post("/register_session", json={"session_api_key": "hand", "session_id": "sh",
+                                                 "worker_addr": ws[1].url}, headers=ADM).json() == {"status": "ok"}
+        assert {c.post("/v1/chat/completions", json=chat_body(max_tokens=1), headers=bearer("hand")).json()["worker_id"]
+                for _ in range(5)} == {"m1"}
+
+
+def test_register_model_routes_it_to_its_data_proxies(procs):
+    ws, gw, ids = areal_fleet(procs, 3)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        r = c.post("/register_model", json={"model": "policy", "data_proxy_addrs": [ws[0].url, ws[2].url]},
+                   headers=ADM)
+        assert r.status_code == 200
+        assert r.json() == {"status": "ok", "model": "policy", "data_proxy_addrs": [ws[0].url, ws[2].url]}
+        assert c.get("/models", headers=ADM).json() == {"models": ["policy"]}
+        got = {c.post("/v1/chat/completions", json=chat_body(model="policy", max_tokens=1)).json()["worker_id"]
+               for _ in range(12)}
+        assert got == {"m0", "m2"}
+        r = c.post("/route", json={"model": "policy"}, headers=ADM)
+        assert r.json()["worker_addr"] in {ws[0].url, ws[2].url}
+        # without addresses: every healthy worker
+        assert c.post("/register_model", json={"model": "all"}, headers=ADM).json()["data_proxy_addrs"] == \
+            [w.url for w in ws]
+        assert c.post("/remove_model", json={"name": "policy"}, headers=ADM).json() == {"status": "ok", "name": "policy"}
+        assert c.get("/models", headers=ADM).json() == {"models": ["all"]}
+        # a data proxy that refuses the model fails the registration, per worker
+        ws[1].kill()
+        r = c.post("/register_model", json={"model": "x", "data_proxy_addrs": [ws[0].url, ws[1].url]}, headers=ADM)
+        assert r.status_code == 502
+        res = {d["worker_addr"]: d for d in r.json()["details"]}
+        assert res[ws[0].url]["ok"] is True and res[ws[1].url]["ok"] is False
+        assert "x" not in c.get("/models", headers=ADM).json()["models"]
+
+
+async def _rollout(c, base, sessions, log):
+    """One agent: sessions one after another, each a few streamed turns,
+    a reward and an export."""
+    for _ in range(sessions):
+        async with c.post(base + "/rl/start_session", json={"task_id": "t"}, headers=ADM) as r:
+            assert r.status == 201, await r.text()
+            sess = await r.json()
+        owner = sess["session_id"].split("-")[1]
+        turns = 3
+        for turn in range(turns):
+            path = "/chat/completions" if turn % 2 else "/v1/chat/completions"
+            body = chat_body(stream=True, max_tokens=6)
+            async with c.post(base + path, json=body, headers=bearer(sess["api_key"])) as resp:
+                assert resp.status == 200, await resp.text()
+                tag = int(resp.headers["x-weight-version"])
+                chunks = [json.loads(line[6:]) async for line in resp.content if line.startswith(b"data: {")]
+            assert len(chunks) == 7  # six tokens and the final chunk: nothing lost
+            assert {ch["worker_id"] for ch in chunks} == {owner}  # pinned
+            assert {ch["weight_version"] for ch in chunks} == {tag}  # tagged with what served it
+            log.append(tag)
+        async with c.post(base + "/rl/set_reward", json={"reward": 1.0}, headers=bearer(sess["api_key"])) as r:
+            assert r.status == 200 and (await r.json())["interaction_count"] == turns
+        async with c.post(base + "/export_trajectories", json={"session_id": sess["session_id"]},
+                          headers=ADM) as r:
+            assert r.status == 200
+            got = await r.json()
+        assert got["worker_id"] == owner and got["interactions"] == turns and got["rewarded"] is True
+
+
+async def _trainer(c, base, log, n_workers, at_turns):
+    """Pause, push a new version, continue: each time the rollouts have
+    done so many turns, so every cycle happens while they run."""
+    for version, turns in enumerate(at_turns, start=2):
+        while len(log) < turns:
+            await asyncio.sleep(0.01)
+        for path, body in (("/pause_generation", None), ("/set_version", {"version": version}),
+                           ("/continue_generation", None)):
+            async with c.post(base + path, json=body, headers=ADM) as r:
+                doc = await r.json()
+                assert r.status == 200 and doc["ok"] is True, doc
+                assert len(doc["results"]) == n_workers
+        async with c.get(base + "/get_version", headers=ADM) as r:
+            assert (await r.json())["fleet_version"] == version
+
+
+def test_full_rl_sequence_with_200_streaming_rollouts(procs):
+    """register workers; 200 agents (aiohttp) start sessions and stream
+    pinned chats, set rewards and export, while the trainer pauses, sets
+    versions and continues: no request fails, every turn stays on its
+    session's worker, every response carries the version of the worker that
+    served it."""
+    ws, gw, ids = areal_fleet(procs, 4)
+    agents, sessions, at_turns = 200, 2, (150, 450, 750)  # 1200 turns in all
+    cycles = len(at_turns)
+
+    async def main():
+        conn = aiohttp.TCPConnector(limit=400)
+        async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as c:
+            async with c.post(gw.base + "/set_version", json={"version": 1}, headers=ADM) as r:
+                assert r.status == 200
+            log = []
+            await asyncio.gather(_trainer(c, gw.base, log, len(ws), at_turns),
+                                 *[_rollout(c, gw.base, sessions, log) for _ in range(agents)])
+            return log
+
+    log = asyncio.run(main())
+    print("turns by version", {v: log.count(v) for v in sorted(set(log))})
+    assert len(log) == agents * sessions * 3
+    assert set(log) == set(range(1, 2 + cycles))  # the rollouts ran through every version
+    assert all(w.stats()["version"] == 1 + cycles and w.stats()["paused"] == 0 for w in ws)

@@ -21,6 +21,7 @@
 
 #include "../../src/core/ig_buf.h"
 #include "../../src/http/ig_body_scan.h"
+#include "mock_sessions.h"
 
 #define MAX_PROCS 256
 #define MAX_MODELS 16
@@ -58,7 +59,8 @@ static struct {
     int cpu_us_per_token; /* busy CPU per token, like a Python server's per-token work */
     int control_delay_ms; /* each control endpoint (pause, set_version, ...) takes this long */
     int pause_abort;      /* pause aborts running streams instead of holding new ones only */
-} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0, 0, 0};
+    const char *admin_api_key; /* AReaL session endpoints check it (NULL: any bearer) */
+} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0, 0, 0, NULL};
 
 static shared_stats *stats;
 static proc_stats *me;
@@ -77,6 +79,8 @@ typedef struct conn {
     size_t url_len;
     char hname[64];
     size_t hname_len;
+    char auth[512]; /* the Authorization value, for AReaL sessions */
+    size_t auth_len;
     int in_value;
     char echo_headers_json[8192];
     size_t echo_len;
@@ -89,6 +93,7 @@ typedef struct conn {
     int in_msg;
     int busy, streaming, stream, sent, ntokens, counted_inflight, closing, handles, keep_alive;
     enum kind kind;
+    long version; /* the weight version when the request arrived */
     char model[IG_MODEL_MAX + 1];
     char id[32];
 } conn;
@@ -243,9 +248,9 @@ static void stream_event(conn *c, ig_buf *b, int i)
     if (c->kind == K_CHAT)
         bprintf(&ev,
                 "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"%s\","
-                "\"worker_id\":\"%s\",\"worker_pid\":%d,\"choices\":[{\"index\":0,\"delta\":{%s%s%s},"
-                "\"finish_reason\":%s}]}\n\n",
-                c->id, c->model, opt.worker_id, my_pid, i >= 0 ? "\"content\":\"" : "", tok,
+                "\"worker_id\":\"%s\",\"worker_pid\":%d,\"weight_version\":%ld,\"choices\":[{\"index\":0,"
+                "\"delta\":{%s%s%s},\"finish_reason\":%s}]}\n\n",
+                c->id, c->model, opt.worker_id, my_pid, c->version, i >= 0 ? "\"content\":\"" : "", tok,
                 i >= 0 ? "\"" : "", fin);
     else if (c->kind == K_COMPLETIONS)
         bprintf(&ev,
@@ -322,10 +327,12 @@ static void send_full(conn *c)
     if (c->kind == K_CHAT)
         bprintf(&body,
                 "{\"id\":\"%s\",\"object\":\"chat.completion\",\"created\":0,\"model\":\"%s\","
-                "\"worker_id\":\"%s\",\"worker_pid\":%d,\"received_headers\":%s,\"choices\":[{\"index\":0,"
+                "\"worker_id\":\"%s\",\"worker_pid\":%d,\"weight_version\":%ld,\"received_headers\":%s,"
+                "\"choices\":[{\"index\":0,"
                 "\"message\":{\"role\":\"assistant\",\"content\":\"%s\"},\"finish_reason\":\"stop\"}],"
                 "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":%d,\"total_tokens\":%d}}\n",
-                c->id, c->model, opt.worker_id, my_pid, echo, text.data, c->ntokens, c->ntokens + 1);
+                c->id, c->model, opt.worker_id, my_pid, c->version, echo, text.data, c->ntokens,
+                c->ntokens + 1);
     else if (c->kind == K_COMPLETIONS)
         bprintf(&body,
                 "{\"id\":\"%s\",\"object\":\"text_completion\",\"created\":0,\"model\":\"%s\","
@@ -551,7 +558,19 @@ static void handle(conn *c)
         response_done(c);
         return;
     }
-    if (path_is(c, "/v1/chat/completions"))
+    char path[256];
+    const char *qm = memchr(c->url, '?', c->url_len);
+    snprintf(path, sizeof(path), "%.*s", (int)(qm ? (size_t)(qm - c->url) : c->url_len), c->url);
+    char *out = NULL;
+    int st = mock_sessions_handle(path, c->auth_len ? c->auth : NULL, c->auth_len, c->body.data,
+                                  c->body.len, opt.admin_api_key, opt.worker_id, &out);
+    if (st) {
+        send_simple(c, st, st < 300 ? "OK" : "Error", "application/json", out ? out : "{}");
+        free(out);
+        response_done(c);
+        return;
+    }
+    if (path_is(c, "/v1/chat/completions") || path_is(c, "/chat/completions"))
         c->kind = K_CHAT;
     else if (path_is(c, "/v1/completions"))
         c->kind = K_COMPLETIONS;
@@ -565,6 +584,9 @@ static void handle(conn *c)
         return;
     }
     c->data_req = 1;
+    c->version = atomic_load(&stats->version);
+    if (c->kind == K_CHAT && c->auth_len)
+        mock_sessions_note_chat(c->auth, c->auth_len, opt.admin_api_key);
     if (c->close_now || (opt.drop_reused && ++c->nreq > 1)) {
         /* simulate a worker dying mid-request */
         conn_close(c);
@@ -631,6 +653,7 @@ static int on_begin(llhttp_t *p)
     c->interval_ms = opt.token_interval_ms;
     c->status_override = 0;
     c->close_now = 0;
+    c->auth_len = 0;
     c->echo_len = 0;
     c->echo_headers_json[0] = '{';
     c->echo_len = 1;
@@ -685,6 +708,10 @@ static int on_hvalue(llhttp_t *p, const char *at, size_t len)
         c->status_override = hint(at, len);
     else if (strcmp(c->hname, "x-mock-close") == 0)
         c->close_now = 1;
+    else if (strcmp(c->hname, "authorization") == 0 && c->auth_len + len < sizeof(c->auth)) {
+        memcpy(c->auth + c->auth_len, at, len);
+        c->auth_len += len;
+    }
     /* record every header as "name":"value" for x-mock-echo-headers (lowercased names) */
     size_t need = c->hname_len + len + 8;
     if (c->echo_len + need < sizeof(c->echo_headers_json) - 2) {
@@ -821,6 +848,7 @@ static void on_signal(uv_signal_t *s, int sig)
 static int serve(int fd, int slot, int *extra_fds, int n_extra)
 {
     uv_loop_t *loop = uv_default_loop();
+    srandom((unsigned)getpid() ^ (unsigned)uv_hrtime()); /* session keys differ across runs */
     uv_tcp_t server;
     for (int i = 0; i < n_extra; i++) {
         uv_tcp_t *t = malloc(sizeof(*t));
@@ -854,6 +882,8 @@ static void usage(void)
          "  [--control-delay-ms N] [--pause-mode hold|abort]\n"
          "RL control: POST /pause_generation, /continue_generation, /set_version {version},\n"
          "/flush_cache, /release_memory_occupation, /resume_memory_occupation; GET /get_version.\n"
+         "AReaL sessions: POST /rl/start_session (admin key: --admin-api-key), /rl/set_reward\n"
+         "(session key), /export_trajectories {session_id}; chats count on the bearer's session.\n"
          "Prints 'READY port=N' once listening (--port 0 picks a free port).\n"
          "Per-request headers: x-mock-ttft-ms, x-mock-token-interval-ms, x-mock-status,\n"
          "x-mock-close (drop the connection), x-mock-echo-headers (echo what arrived).\n"
@@ -895,6 +925,8 @@ int main(int argc, char **argv)
             opt.processes = atoi(v);
         else if (strcmp(a, "--control-delay-ms") == 0)
             opt.control_delay_ms = atoi(v);
+        else if (strcmp(a, "--admin-api-key") == 0)
+            opt.admin_api_key = v;
         else if (strcmp(a, "--pause-mode") == 0)
             opt.pause_abort = strcmp(v, "abort") == 0;
         else if (strcmp(a, "--cpu-us-per-token") == 0)
