@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../registry/ig_sessions.h"
 #include "ig_gateway.h"
 
 static const char *const route_names[IG_R_N] = {
@@ -169,6 +170,9 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
     put(o, "# HELP infergate_queue_depth Requests waiting for a worker slot.\n"
            "# TYPE infergate_queue_depth gauge\ninfergate_queue_depth %d\n",
         ig_admission_depth());
+    put(o, "# HELP infergate_sessions Sessions pinned to a worker (AReaL).\n"
+           "# TYPE infergate_sessions gauge\ninfergate_sessions %d\n",
+        ig_sessions_count());
     put(o, "# HELP infergate_queue_wait_seconds Time requests waited for a worker slot.\n"
            "# TYPE infergate_queue_wait_seconds histogram\n");
     hist1(o, "infergate_queue_wait_seconds", "", th, n, queue_wait_of, 0, 1);

@@ -68,6 +68,7 @@ def test_sessions_pin_chat_to_the_worker_that_started_them(procs):
             sessions.append(r.json())
         owners = {s["session_id"]: s["session_id"].split("-")[1] for s in sessions}
         assert set(owners.values()) == {"m0", "m1", "m2"}  # spread over the fleet
+        assert "infergate_sessions 6\n" in c.get("/metrics").text
         for s in sessions:
             for path in ("/chat/completions", "/v1/chat/completions"):
                 r = c.post(path, json=chat_body(max_tokens=1), headers=bearer(s["api_key"]))
@@ -257,3 +258,17 @@ def test_full_rl_sequence_with_200_streaming_rollouts(procs):
     assert len(log) == agents * sessions * 3
     assert set(log) == set(range(1, 2 + cycles))  # the rollouts ran through every version
     assert all(w.stats()["version"] == 1 + cycles and w.stats()["paused"] == 0 for w in ws)
+
+
+def test_api_key_refuses_unknown_bearers_like_areal(procs):
+    """With --api-key, a bearer that is neither that key, the admin key nor a
+    session's key gets 401, as AReaL's gateway answers; sessions still pass."""
+    ws, gw, ids = areal_fleet(procs, 2, "--api-key", "internal")
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        sess = c.post("/rl/start_session", json={"task_id": "t"}, headers=ADM).json()
+        assert c.post("/chat/completions", json=chat_body(max_tokens=1), headers=bearer("stranger")).status_code == 401
+        assert c.post("/chat/completions", json=chat_body(max_tokens=1)).status_code == 401
+        r = c.post("/chat/completions", json=chat_body(max_tokens=1), headers=bearer(sess["api_key"]))
+        assert r.status_code == 200 and r.json()["worker_id"] == sess["session_id"].split("-")[1]
+        assert c.post("/chat/completions", json=chat_body(max_tokens=1), headers=ADM).status_code == 200
+        assert c.post("/chat/completions", json=chat_body(max_tokens=1), headers=bearer("internal")).status_code == 200

@@ -1,4 +1,5 @@
 """RL fleet control: concurrent broadcasts, gateway-side pause, weight versions."""
+import json
 import threading
 import time
 
@@ -131,3 +132,42 @@ def test_broadcast_errors_and_auth(procs):
     r = httpx.post(gw.base + "/set_version", headers=h, json={"version": "seven"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_version"
     assert httpx.get(gw.base + "/pause_generation", headers=h).status_code == 405
+
+
+def _stream_through_pause(gw, w):
+    """A stream that is running when the fleet pauses: what reaches the client."""
+    body = chat_body(stream=True, max_tokens=30)
+    events = []
+    with httpx.Client(timeout=30) as c:
+        with c.stream("POST", gw.base + "/v1/chat/completions", json=body,
+                      headers={"x-mock-token-interval-ms": "20"}) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            for line in lines:
+                if line.startswith("data: {"):
+                    events.append(json.loads(line[6:]))
+                    if len(events) == 3:
+                        assert httpx.post(gw.base + "/pause_generation").json()["ok"] is True
+                        break
+            for line in map(str.strip, lines):
+                if line.startswith("data: "):
+                    events.append(line[6:] if line == "data: [DONE]" else json.loads(line[6:]))
+    return events
+
+
+def test_running_streams_follow_the_workers_pause_mode(procs):
+    """infergate leaves running requests to the worker: a holding worker
+    finishes them, an aborting one ends them with finish_reason "abort";
+    either way the client gets a well-formed stream ending in [DONE]."""
+    for mode, finish in (("hold", "stop"), ("abort", "abort")):
+        w = procs.worker("--pause-mode", mode, worker_id=mode)
+        gw = procs.gateway([w])
+        events = _stream_through_pause(gw, w)
+        assert events[-1] == "[DONE]"
+        assert events[-2]["choices"][0]["finish_reason"] == finish
+        tokens = [e for e in events[:-1] if e["choices"][0]["finish_reason"] is None]
+        if mode == "hold":
+            assert len(tokens) == 30  # ran to the end while paused
+        else:
+            assert 3 <= len(tokens) < 30  # cut by the worker's pause
+        httpx.post(gw.base + "/continue_generation")

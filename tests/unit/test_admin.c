@@ -104,6 +104,92 @@ static void broadcasts(void **state)
     assert_false(ig_admin_is_path("/pause_generations", 18));
 }
 
+static size_t len_of(const char *s)
+{
+    return s ? strlen(s) : 0;
+}
+#define PARSE(m, t, b) ig_admin_parse(m, t, b, len_of(b), &r)
+
+static void areal_router_and_gateway(void **state)
+{
+    ig_admin_request r;
+    assert_int_equal(PARSE(HTTP_POST, "/route", "{\"api_key\":\"k\",\"model\":null}"), 0);
+    assert_int_equal(r.op, IG_ADMIN_ROUTE);
+    assert_string_equal(r.key, "k");
+    assert_null(r.model);
+    ig_admin_request_free(&r);
+    assert_int_not_equal(PARSE(HTTP_POST, "/route", "{}"), 0);
+    assert_int_equal(r.status, 422);
+    ig_admin_request_free(&r);
+    assert_int_not_equal(PARSE(HTTP_POST, "/route", "{\"session_id\":3}"), 0);
+    assert_int_equal(r.status, 422);
+    ig_admin_request_free(&r);
+
+    const char *reg = "{\"session_api_key\":\"sk\",\"session_id\":\"s1\",\"worker_addr\":\"http://h:1\"}";
+    assert_int_equal(PARSE(HTTP_POST, "/register_session", reg), 0);
+    assert_int_equal(r.op, IG_ADMIN_REGISTER_SESSION);
+    assert_string_equal(r.key, "sk");
+    assert_string_equal(r.session_id, "s1");
+    assert_string_equal(r.url, "http://h:1");
+    ig_admin_request_free(&r);
+    assert_int_not_equal(PARSE(HTTP_POST, "/register_session", "{\"session_api_key\":\"sk\"}"), 0);
+    assert_int_equal(r.status, 422);
+    ig_admin_request_free(&r);
+    assert_int_not_equal(PARSE(HTTP_POST, "/remove_session", "[]"), 0);
+    assert_int_equal(r.status, 422);
+    ig_admin_request_free(&r);
+
+    assert_int_equal(PARSE(HTTP_GET, "/resolve_worker/w7", NULL), 0);
+    assert_int_equal(r.op, IG_ADMIN_RESOLVE_WORKER);
+    assert_int_equal(r.id, 7);
+    assert_int_not_equal(PARSE(HTTP_GET, "/resolve_worker/x", NULL), 0);
+    assert_int_equal(r.status, 404);
+    assert_int_not_equal(PARSE(HTTP_POST, "/models", NULL), 0);
+    assert_int_equal(r.status, 405);
+
+    const char *model = "{\"model\":\"p\",\"url\":\"\",\"data_proxy_addrs\":[\"http://a:1\",\"http://b:2\"]}";
+    assert_int_equal(PARSE(HTTP_POST, "/register_model", model), 0);
+    assert_int_equal(r.op, IG_ADMIN_REGISTER_MODEL);
+    assert_int_equal(r.n_addrs, 2);
+    assert_string_equal(r.addrs[1], "http://b:2");
+    ig_admin_request_free(&r);
+    assert_int_not_equal(PARSE(HTTP_POST, "/register_model", "{\"url\":\"x\"}"), 0);
+    assert_int_equal(r.status, 400);
+    ig_admin_request_free(&r);
+    assert_int_not_equal(PARSE(HTTP_POST, "/register_model", "{\"model\":\"p\",\"data_proxy_addrs\":[1]}"), 0);
+    assert_int_equal(r.status, 422);
+    ig_admin_request_free(&r);
+    assert_int_equal(PARSE(HTTP_POST, "/remove_model", "{\"name\":\"p\"}"), 0);
+    assert_string_equal(r.model, "p");
+    ig_admin_request_free(&r);
+
+    /* export: a model naming the session is rewritten into session_id */
+    assert_int_equal(PARSE(HTTP_POST, "/export_trajectories", "{\"model\":\"s9\",\"discount\":1}"), 0);
+    assert_int_equal(r.op, IG_ADMIN_EXPORT);
+    assert_string_equal(r.session_id, "s9");
+    assert_non_null(strstr(r.body_out, "\"session_id\":\"s9\""));
+    assert_non_null(strstr(r.body_out, "\"discount\":1"));
+    ig_admin_request_free(&r);
+    assert_int_not_equal(PARSE(HTTP_POST, "/export_trajectories", "{"), 0);
+    assert_int_equal(r.status, 400);
+    ig_admin_request_free(&r);
+    assert_int_not_equal(PARSE(HTTP_POST, "/export_trajectories", "{}"), 0);
+    assert_int_equal(r.status, 400);
+    ig_admin_request_free(&r);
+    assert_int_equal(PARSE(HTTP_POST, "/rl/start_session", "anything"), 0);
+    assert_int_equal(r.op, IG_ADMIN_START_SESSION);
+
+    /* RolloutCallback's /callback aliases */
+    assert_int_equal(PARSE(HTTP_POST, "/callback/pause_generation/w2", NULL), 0);
+    assert_int_equal(r.op, IG_ADMIN_BROADCAST);
+    assert_int_equal(r.bc, IG_BC_PAUSE);
+    assert_int_equal(r.id, 2);
+    assert_true(ig_admin_is_path("/callback/continue_generation/w1", 32));
+    assert_false(ig_admin_is_path("/callback/online_ready", 22));
+    assert_true(ig_admin_is_path("/route", 6));
+    assert_false(ig_admin_is_path("/rl/set_reward", 14)); /* a data request: the session's worker */
+}
+
 static void query_get(void **state)
 {
     char *v = ig_query_get("a=1&b=x%20y+z&c=%zz", "b");
@@ -123,6 +209,7 @@ int main(void)
         cmocka_unit_test(add_by_json),
         cmocka_unit_test(sgl_query_style),
         cmocka_unit_test(broadcasts),
+        cmocka_unit_test(areal_router_and_gateway),
         cmocka_unit_test(query_get),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -77,6 +77,42 @@ static void snapshot_indexes_models(void **state)
         ig_worker_unref(ws[i]);
 }
 
+/* A model registered onto some workers (AReaL's /register_model) is served
+ * by exactly those, even when others take any model; a native model that is
+ * also registered gains the listed workers. */
+static void registered_models_route_to_their_workers(void **state)
+{
+    ig_registry_init(1);
+    ig_worker *a = mk("http://127.0.0.1:11", "qwen", NULL), *b = mk("http://127.0.0.1:12", NULL, NULL),
+              *c = mk("http://127.0.0.1:13", NULL, NULL);
+    ig_worker *ws[] = {a, b, c};
+    ig_worker *pol[] = {b, c}, *q[] = {c};
+    ig_model_route routes[] = {{.name = "policy", .workers = pol, .n = 2},
+                               {.name = "qwen", .workers = q, .n = 1}};
+    ig_registry_set_model_routes(routes, 2);
+    ig_snapshot *s = ig_snapshot_build(ws, 3, 1);
+    ig_worker *const *out;
+    int known, n = ig_snapshot_candidates(s, "policy", 6, &out, &known);
+    assert_int_equal(n, 2);
+    assert_true(known && contains(out, n, b) && contains(out, n, c) && !contains(out, n, a));
+    n = ig_snapshot_candidates(s, "qwen", 4, &out, &known);
+    assert_int_equal(n, 2); /* a lists it, c was registered; b (any model) is not added */
+    assert_true(contains(out, n, a) && contains(out, n, c));
+    atomic_store(&c->health, IG_HEALTH_DOWN);
+    ig_snapshot *s2 = ig_snapshot_build(ws, 3, 2);
+    n = ig_snapshot_candidates(s2, "policy", 6, &out, &known);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(out[0], b);
+    /* the snapshot keeps its own copy of the names: the routes may go first */
+    ig_registry_set_model_routes(NULL, 0);
+    assert_int_equal(ig_snapshot_candidates(s2, "policy", 6, &out, &known), 1);
+    ig_snapshot_free(s);
+    ig_snapshot_free(s2);
+    ig_worker_unref(a);
+    ig_worker_unref(b);
+    ig_worker_unref(c);
+}
+
 static void references_keep_a_worker_alive(void **state)
 {
     ig_registry_init(2);
@@ -145,6 +181,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(snapshot_indexes_models),
+        cmocka_unit_test(registered_models_route_to_their_workers),
         cmocka_unit_test(references_keep_a_worker_alive),
         cmocka_unit_test(epoch_waits_for_every_reader),
         cmocka_unit_test(registry_publish_add_remove),

@@ -94,6 +94,7 @@ typedef struct conn {
     int busy, streaming, stream, sent, ntokens, counted_inflight, closing, handles, keep_alive;
     enum kind kind;
     long version; /* the weight version when the request arrived */
+    int aborted;  /* a pause (--pause-mode abort) cut its stream */
     char model[IG_MODEL_MAX + 1];
     char id[32];
 } conn;
@@ -244,7 +245,7 @@ static void stream_event(conn *c, ig_buf *b, int i)
     ev.data = evbuf;
     ev.len = 0;
     ev.cap = ev.max = sizeof(evbuf);
-    const char *fin = i < 0 ? "\"stop\"" : "null";
+    const char *fin = i >= 0 ? "null" : c->aborted ? "\"abort\"" : "\"stop\"";
     if (c->kind == K_CHAT)
         bprintf(&ev,
                 "data: {\"id\":\"%s\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"%s\","
@@ -280,8 +281,10 @@ static void stream_more(conn *c)
                 "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
                 "transfer-encoding: chunked\r\nx-worker-id: %s\r\nx-worker-pid: %d\r\n%s\r\n",
                 opt.worker_id, my_pid, c->keep_alive ? "" : "connection: close\r\n");
-    if (atomic_load(&stats->paused) && opt.pause_abort && c->sent > 0)
-        c->sent = c->ntokens + 1; /* aborted by pause: finish the stream now */
+    if (atomic_load(&stats->paused) && opt.pause_abort && c->sent > 0 && c->sent <= c->ntokens) {
+        c->sent = c->ntokens + 1; /* aborted by pause: finish the stream now, as SGLang does */
+        c->aborted = 1;
+    }
     /* with no interval every token goes out at once; otherwise one per tick */
     do {
         if (c->sent < c->ntokens) {
@@ -585,6 +588,7 @@ static void handle(conn *c)
     }
     c->data_req = 1;
     c->version = atomic_load(&stats->version);
+    c->aborted = 0;
     if (c->kind == K_CHAT && c->auth_len)
         mock_sessions_note_chat(c->auth, c->auth_len, opt.admin_api_key);
     if (c->close_now || (opt.drop_reused && ++c->nreq > 1)) {
