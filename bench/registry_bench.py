@@ -82,7 +82,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--route-only", action="store_true",
+                    help="rerun bench/route_bench.c only; keep the end-to-end tables of the last run")
     args = ap.parse_args()
+    if args.route_only:
+        with open(os.path.join(ROOT, "bench", "results", "registry.json")) as f:
+            last = json.load(f)
+        write(last["by_size"], last["churn"], run_route_bench(), args, last["meta"])
+        return
     work = tempfile.mkdtemp(prefix="igreg-")
     mock, ports = start_mock("--ports", "104", "--tokens", "8")
     urls = [f"http://127.0.0.1:{p}" for p in ports]
@@ -128,12 +135,16 @@ def main():
         stop(mock)
     rows = [{"workers": n, "policy": p, **median(size_runs[(n, p)])} for n, p in size_cfgs]
     churn_rows = [{"churn": c[0], **median(churn_runs[c])} for c in churn_cfgs]
-    route = subprocess.run(["taskset", "-c", "1", os.path.join(BUILD, "route_bench")],
-                           capture_output=True, text=True).stdout
-    write(rows, churn_rows, route, args)
+    write(rows, churn_rows, run_route_bench(), args)
 
 
-def write(rows, churn_rows, route, args):
+def run_route_bench():
+    out = subprocess.run(["taskset", "-c", "1", os.path.join(BUILD, "route_bench")],
+                         capture_output=True, text=True, check=True).stdout
+    return out.strip() + f"\n\n(route_bench measured {time.strftime('%Y-%m-%d')})"
+
+
+def write(rows, churn_rows, route, args, meta=None):
     base = {r["policy"]: r for r in rows if r["workers"] == 1}
     t1 = ["| workers | policy | requests/s | vs 1 worker | CPU µs/request | vs 1 worker | errors |",
           "|---:|---|---:|---:|---:|---:|---:|"]
@@ -147,14 +158,15 @@ def write(rows, churn_rows, route, args):
     for r in churn_rows:
         t2.append(f"| {r['churn']} | {r['changes_per_sec']:.0f} | {r['rps']:.0f} | {r['rps'] / c0['rps']:.2f}x | "
                   f"{r['cpu_us_per_req']:.1f} | {r['cpu_us_per_req'] / c0['cpu_us_per_req']:.2f}x | {r['errors']} |")
-    meta = (f"wrk -t1 -c64 -d{args.duration}s on core 0; infergate (1 thread) and one mock process "
-            f"listening on 100 ports on core 1; health checks off; medians of {args.reps} interleaved runs; "
-            f"measured {time.strftime('%Y-%m-%d')}.")
+    meta = meta or (f"wrk -t1 -c64 -d{args.duration}s on core 0; infergate (1 thread) and one mock process "
+                    f"listening on 100 ports on core 1; health checks off; medians of {args.reps} interleaved "
+                    f"runs; measured {time.strftime('%Y-%m-%d')}.")
     body = (f"{meta}\n\nRouting cost by fleet size, end to end:\n\n" + "\n".join(t1) +
             "\n\nRegistry churn under load (8 workers, least_load; the churn adds and removes a ninth "
             "worker through the admin API, serving another model or this one):\n\n" + "\n".join(t2) +
             "\n\nThe routing decision alone (`bench/route_bench.c`: snapshot lookup by model, policy pick, "
-            "in-flight count; one thread):\n\n" + route.strip() + "\n")
+            "in-flight count; one thread), then what a request carrying a bearer adds when AReaL sessions "
+            "exist (the session-table lookup):\n\n" + route.strip() + "\n")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "registry.md"), "w") as f:
         f.write("# Registry: routing cost and churn\n\n" + body)

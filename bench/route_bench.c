@@ -8,7 +8,57 @@
 #include <uv.h>
 
 #include "../src/balance/ig_policy.h"
+#include "../src/registry/ig_epoch.h"
 #include "../src/registry/ig_registry.h"
+#include "../src/registry/ig_sessions.h"
+
+/* What a pinned request adds: looking its bearer up in the session table
+ * (AReaL session keys look like these), hits and misses, by table size. */
+static int session_lookups(void)
+{
+    static const int sizes[] = {0, 1000, 100000};
+    ig_worker *ws[8];
+    for (int i = 0; i < 8; i++) {
+        char url[64];
+        const char *err;
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", 20000 + i);
+        if (ig_worker_new(url, &ws[i], &err))
+            return 1;
+    }
+    ig_epoch_init(0);
+    printf("\n| sessions | bearer | ns per lookup |\n|---:|---|---:|\n");
+    int have = 0;
+    char (*keys)[64] = calloc(100000, 64);
+    for (size_t si = 0; si < 3; si++) {
+        for (; have < sizes[si]; have++) {
+            char id[64];
+            snprintf(keys[have], 64, "sk-sess-w%d-%d-%08x", have % 8, have, (unsigned)(have * 2654435761u));
+            snprintf(id, sizeof(id), "sess-w%d-%d", have % 8, have);
+            if (ig_sessions_put(keys[have], strlen(keys[have]), id, strlen(id), ws[have % 8], 0))
+                return 1;
+            ig_epoch_reclaim();
+        }
+        for (int hit = have ? 1 : 0; hit >= 0; hit--) {
+            long iters = 4000000;
+            uint64_t sink = 0, t0 = uv_hrtime();
+            for (long it = 0; it < iters; it++) {
+                const char *k = hit ? keys[(it * 7919) % have] : "sk-proj-not-a-session-key-0123456789";
+                const ig_session *e = ig_sessions_by_key(k, strlen(k));
+                sink += e ? e->w->port : 1;
+            }
+            double ns = (double)(uv_hrtime() - t0) / (double)iters;
+            printf("| %d | %s | %.1f |\n", sizes[si], hit ? "a session's key" : "not a session key", ns);
+            if (sink == 1)
+                puts("");
+        }
+    }
+    ig_sessions_shutdown();
+    ig_epoch_drain();
+    for (int i = 0; i < 8; i++)
+        ig_worker_unref(ws[i]);
+    free(keys);
+    return 0;
+}
 
 int main(void)
 {
@@ -54,5 +104,5 @@ int main(void)
             ig_worker_unref(ws[i]);
         free(ws);
     }
-    return 0;
+    return session_lookups();
 }

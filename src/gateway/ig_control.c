@@ -35,6 +35,12 @@ typedef struct bcast {
     long version;
     char *model;   /* the pause scope, if narrowed by model */
     int scope_all; /* the whole fleet (no model, no worker) */
+    /* set_version/{id} and get_version/{id} answer with the worker's own
+     * reply, as AReaL's gateway does */
+    int raw;
+    int raw_status;
+    char *raw_body;
+    size_t raw_len;
 } bcast;
 
 typedef struct fanout_item {
@@ -530,10 +536,16 @@ static void bcast_done(ig_fanout *f)
         publish(); /* versions and per-worker pauses change who is routable */
     if (b->kind == IG_BC_CONTINUE)
         wake_loops();
-    json_t *doc = json_pack("{s:o,s:b,s:I,s:I}", "results", f->results, "ok", !f->failed,
-                            "elapsed_ms", (json_int_t)(uv_now(&ctl.loop) - f->start_ms),
-                            "fleet_version", (json_int_t)ctl.fleet_version);
-    ig_ctl_reply(f->m, f->failed ? 502 : 200, doc);
+    if (b->raw && b->raw_status) {
+        json_decref(f->results);
+        ig_ctl_reply_raw(f->m, b->raw_status, b->raw_body ? b->raw_body : "", b->raw_len);
+    } else {
+        json_t *doc = json_pack("{s:o,s:b,s:I,s:I}", "results", f->results, "ok", !f->failed,
+                                "elapsed_ms", (json_int_t)(uv_now(&ctl.loop) - f->start_ms),
+                                "fleet_version", (json_int_t)ctl.fleet_version);
+        ig_ctl_reply(f->m, f->failed ? 502 : 200, doc);
+    }
+    free(b->raw_body);
     free(b->model);
     free(b);
 }
@@ -542,6 +554,12 @@ static void bcast_item(ig_fanout *f, ig_worker *w, json_t *entry, int ok, const 
                        size_t len)
 {
     bcast *b = (bcast *)f;
+    if (b->raw && body && (b->raw_body = malloc(len + 1))) {
+        memcpy(b->raw_body, body, len);
+        b->raw_body[len] = '\0';
+        b->raw_len = len;
+        b->raw_status = json_integer_value(json_object_get(entry, "status"));
+    }
     if (!ok)
         return;
     json_error_t jerr;
@@ -636,6 +654,7 @@ static void broadcast(ig_admin_request *req, ig_admin_msg *m)
     b->version = req->version;
     b->model = req->model ? strdup(req->model) : NULL;
     b->scope_all = !req->has_worker && !req->model;
+    b->raw = req->has_worker && (b->kind == IG_BC_SET_VERSION || b->kind == IG_BC_GET_VERSION);
     if (req->has_worker && !ig_registry_find_id(req->id)) {
         json_decref(b->f.results);
         free(b->model);

@@ -135,4 +135,22 @@ def test_openai_node_sdk(procs):
     assert res["plain"] == "tok0 tok1 tok2 tok3 tok4 "
     assert "".join(res["stream"]) == TOKENS20 and len(res["stream"]) == 20
     assert res["completion"] == "tok0 tok1 tok2 "
+    assert set(res["workers"]) == {"w1", "w2"}  # balanced per request
     assert res["error"]["status"] == 404 and res["error"]["code"] == "model_not_found"
+
+
+def test_openai_node_sdk_with_an_areal_session_key(procs):
+    """An agent using the OpenAI SDK with its session key as the API key: every
+    request of the session reaches the worker that holds it."""
+    ws = [procs.worker("--admin-api-key", "adm", worker_id=f"w{i}") for i in range(3)]
+    gw = procs.gateway(ws, "--admin-api-key", "adm")
+    sessions = [httpx.post(gw.base + "/rl/start_session", json={"task_id": "t"},
+                           headers={"authorization": "Bearer adm"}).json() for _ in range(3)]
+    script = os.path.join(os.path.dirname(__file__), "..", "node", "openai_client.mjs")
+    for s in sessions:
+        out = subprocess.run(["node", script, gw.base + "/v1", s["api_key"]], capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, out.stderr
+        res = json.loads(out.stdout)
+        assert res["workers"] == [s["session_id"].split("-")[1]]
+        assert "".join(res["stream"]) == TOKENS20

@@ -107,7 +107,11 @@ def test_weight_versions_tag_every_response(procs):
     wid = httpx.post(gw.base + "/workers", json={"url": w3.url}).json()["worker"]["id"]
     ids = {httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1)).json()["worker_id"] for _ in range(12)}
     assert "w3" not in ids
-    httpx.post(gw.base + f"/set_version/{wid}", json={"version": 5})
+    # one worker's set_version/get_version answer with the worker's own reply, like AReaL's gateway
+    r = httpx.post(gw.base + f"/set_version/{wid}", json={"version": 5})
+    assert r.status_code == 200 and r.json()["version"] == 5 and r.json()["worker_id"] == "w3"
+    r = httpx.get(gw.base + f"/get_version/{wid}")
+    assert r.status_code == 200 and r.json()["version"] == 5
     ids = {httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1)).json()["worker_id"] for _ in range(20)}
     assert "w3" in ids
 
