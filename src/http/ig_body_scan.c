@@ -216,6 +216,12 @@ static int key_is(const char *k, size_t klen, const char *want)
     return klen == n && memcmp(k, want, n) == 0;
 }
 
+static int is_prompt_key(const char *k, size_t klen)
+{
+    return key_is(k, klen, "messages") || key_is(k, klen, "prompt") || key_is(k, klen, "text") ||
+           key_is(k, klen, "input") || key_is(k, klen, "input_ids");
+}
+
 int ig_body_scan(const char *body, size_t len, ig_body_fields *out, const char **err)
 {
     scan s = {body, body + len, NULL};
@@ -228,6 +234,9 @@ int ig_body_scan(const char *body, size_t len, ig_body_fields *out, const char *
     out->has_model = 0;
     out->stream = 0;
     out->max_tokens = -1;
+    out->n_text = 0;
+    out->user.p = NULL;
+    out->user.len = 0;
 
     skip_ws(&s);
     if (s.p >= s.end || *s.p != '{') {
@@ -285,6 +294,21 @@ int ig_body_scan(const char *body, size_t len, ig_body_fields *out, const char *
             for (const char *q = b; q < s.p && val <= 1000000000; q++)
                 val = (*q >= '0' && *q <= '9') ? val * 10 + (*q - '0') : 1000000001;
             out->max_tokens = val <= 1000000000 ? (int)val : -1;
+        } else if (!kesc && key_is(k, klen, "user") && *s.p == '"') {
+            if ((rc = scan_string(&s, &v, &vlen, &vesc)))
+                goto done;
+            out->user.p = v;
+            out->user.len = vlen;
+        } else if (!kesc && is_prompt_key(k, klen)) {
+            const char *b = s.p;
+            if ((rc = skip_value(&s)))
+                goto done;
+            if (out->n_text < IG_TEXT_SPANS) {
+                int str = *b == '"';
+                out->text[out->n_text].p = b + str;
+                out->text[out->n_text].len = (size_t)(s.p - b) - 2 * (size_t)str;
+                out->n_text++;
+            }
         } else if ((rc = skip_value(&s))) {
             goto done;
         }

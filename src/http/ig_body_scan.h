@@ -5,6 +5,15 @@
 #include <stddef.h>
 
 #define IG_MODEL_MAX 256
+#define IG_TEXT_SPANS 4
+
+/* A raw slice of the body: a string's contents without its quotes, or an
+ * array or object as written (escapes and all: routing compares bytes, and
+ * one client writes the same prompt the same way every time). */
+typedef struct ig_span {
+    const char *p;
+    size_t len;
+} ig_span;
 
 typedef struct ig_body_fields {
     const char *model; /* points into the body, or into model_buf when the JSON string had escapes */
@@ -12,11 +21,17 @@ typedef struct ig_body_fields {
     int has_model;     /* 1 when a top-level "model" string was found */
     int stream;        /* 1 for "stream": true, else 0 */
     int max_tokens;    /* top-level "max_tokens" when a small non-negative integer, else -1 */
+    /* the prompt, for cache-aware routing: the values of "prompt", "text",
+     * "input", "input_ids" and "messages" (all messages), in body order */
+    ig_span text[IG_TEXT_SPANS];
+    int n_text;
+    ig_span user;      /* top-level "user" string (consistent hashing), len 0 when absent */
     char model_buf[IG_MODEL_MAX];
 } ig_body_fields;
 
 /**
- * Scan body for top-level "model", "stream" and "max_tokens".
+ * Scan body for top-level "model", "stream", "max_tokens", the prompt spans
+ * and "user".
  * Returns 0, -EINVAL when the body is not one well-formed JSON object
  * (the error text is then a static string in *err), or -ENAMETOOLONG for an
  * over-long model name.

@@ -121,6 +121,39 @@ static void long_model_name(void **state)
     assert_int_equal(scan(buf, &f), -ENAMETOOLONG);
 }
 
+static int span_is(ig_span sp, const char *want)
+{
+    return sp.len == strlen(want) && memcmp(sp.p, want, sp.len) == 0;
+}
+
+static void prompt_spans_and_user(void **state)
+{
+    ig_body_fields f;
+    /* chat: the whole messages array, as written, so every turn counts */
+    const char *chat = "{\"model\":\"m\",\"messages\": [{\"role\":\"system\",\"content\":\"S\"},"
+                       "{\"role\":\"user\",\"content\":\"a \\\"q\\\"\"}] ,\"user\":\"u-42\"}";
+    assert_int_equal(scan(chat, &f), 0);
+    assert_int_equal(f.n_text, 1);
+    assert_true(span_is(f.text[0], "[{\"role\":\"system\",\"content\":\"S\"},"
+                                   "{\"role\":\"user\",\"content\":\"a \\\"q\\\"\"}]"));
+    assert_true(span_is(f.user, "u-42"));
+    /* a string prompt: its contents without the quotes */
+    assert_int_equal(scan("{\"prompt\":\"once upon\",\"max_tokens\":3}", &f), 0);
+    assert_int_equal(f.n_text, 1);
+    assert_true(span_is(f.text[0], "once upon"));
+    assert_int_equal(f.user.len, 0);
+    /* token ids, SGLang's text and several fields at once, in body order */
+    assert_int_equal(scan("{\"input_ids\":[1,2,3],\"text\":\"t\",\"input\":[\"a\",\"b\"]}", &f), 0);
+    assert_int_equal(f.n_text, 3);
+    assert_true(span_is(f.text[0], "[1,2,3]"));
+    assert_true(span_is(f.text[1], "t"));
+    assert_true(span_is(f.text[2], "[\"a\",\"b\"]"));
+    /* nested ones are not the prompt */
+    assert_int_equal(scan("{\"x\":{\"prompt\":\"no\"},\"user\":7}", &f), 0);
+    assert_int_equal(f.n_text, 0);
+    assert_int_equal(f.user.len, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -129,6 +162,7 @@ int main(void)
         cmocka_unit_test(escaped_model_is_decoded), cmocka_unit_test(strings_with_brackets_and_quotes),
         cmocka_unit_test(max_tokens),              cmocka_unit_test(malformed_is_einval),
         cmocka_unit_test(deep_nesting_is_bounded), cmocka_unit_test(long_model_name),
+        cmocka_unit_test(prompt_spans_and_user),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
