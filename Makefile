@@ -7,21 +7,21 @@ OPT      ?= -O2 -g
 SANFLAGS ?=
 CFLAGS_IG = -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
             -I$(LLHTTP_H) -pthread -D_GNU_SOURCE $(SANFLAGS)
-LDLIBS    = -luv -ljansson -pthread $(SANFLAGS)
+LDLIBS    = -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
 
 CORE_SRC  = src/core/ig_buf.c src/core/ig_log.c src/core/ig_config.c src/core/ig_wakeup.c \
             src/http/ig_body_scan.c src/http/ig_http.c \
             src/registry/ig_registry.c src/registry/ig_epoch.c src/registry/ig_sessions.c \
-            src/balance/ig_policy.c \
+            src/balance/ig_policy.c src/balance/ig_prefix.c src/balance/ig_affinity.c \
             src/health/ig_breaker.c
 GW_SRC    = $(CORE_SRC) src/upstream/ig_upstream.c src/upstream/ig_httpc.c \
             src/gateway/ig_client.c src/gateway/ig_proxy.c src/gateway/ig_thread.c \
             src/gateway/ig_control.c src/gateway/ig_admin.c src/gateway/ig_metrics.c \
             src/gateway/ig_admission.c src/gateway/ig_areal.c \
             src/gateway/ig_main.c
-MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c src/core/ig_buf.c src/http/ig_body_scan.c
+MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c tools/mockworker/mock_kvcache.c src/core/ig_buf.c src/http/ig_body_scan.c src/balance/ig_prefix.c
 LLHTTP_SRC = $(LLHTTP)/llhttp.c $(LLHTTP)/api.c $(LLHTTP)/http.c
-UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin test_sessions
+UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin test_sessions test_affinity
 
 GW_OBJ    = $(GW_SRC:%.c=$(BUILD)/obj/%.o)
 MOCK_OBJ  = $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
@@ -72,7 +72,7 @@ UNIT_SRC  = $(CORE_SRC) src/gateway/ig_admin.c
 $(BUILD)/tests/%: tests/unit/%.c $(UNIT_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_IG) -o $@ $< $(UNIT_SRC) $(LLHTTP_OBJ) -lcmocka -luv -ljansson -pthread $(SANFLAGS)
+	@$(CC) $(CFLAGS_IG) -o $@ $< $(UNIT_SRC) $(LLHTTP_OBJ) -lcmocka -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
 
 unit: $(UNIT_TESTS:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
@@ -99,17 +99,17 @@ tsan:
 $(BUILD)/tests/registry_stress: tests/stress/registry_stress.c $(CORE_SRC) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -luv -ljansson -pthread $(SANFLAGS)
+	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
 
 # the registry stress test, then the live-registry end-to-end tests, under ThreadSanitizer
 test-tsan: tsan
 	TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/registry_stress
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 IG_BUILD=$(abspath build/tsan) IG_SANITIZED=1 \
-	/usr/bin/python3 -m pytest -q tests/e2e/test_admin.py tests/e2e/test_health.py tests/e2e/test_clients.py tests/e2e/test_admission.py tests/e2e/test_fleet.py tests/e2e/test_areal.py $(PYTEST_ARGS)
+	/usr/bin/python3 -m pytest -q tests/e2e/test_admin.py tests/e2e/test_health.py tests/e2e/test_clients.py tests/e2e/test_admission.py tests/e2e/test_fleet.py tests/e2e/test_areal.py tests/e2e/test_affinity.py $(PYTEST_ARGS)
 
 $(BUILD)/route_bench: bench/route_bench.c $(CORE_SRC) $(wildcard src/*/*.h)
 	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -luv -ljansson -pthread
+	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -luv -ljansson -lxxhash -lm -pthread
 
 bench: setup all $(BUILD)/route_bench
 	bench/run.sh

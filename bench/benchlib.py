@@ -1,4 +1,5 @@
 """Shared pieces of the benchmarks: ports, pinning, CPU time from /proc, wrk."""
+import json
 import os
 import re
 import signal
@@ -180,3 +181,14 @@ def update_readme(section, body):
         text = text[:text.index(a) + len(a)] + "\n" + body + text[text.index(b):]
         with open(readme, "w") as f:
             f.write(text)
+
+
+def write_results(name, title, body, data):
+    """bench/results/NAME.md and .json, the README section NAME, and the console."""
+    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
+    with open(os.path.join(ROOT, "bench", "results", f"{name}.md"), "w") as f:
+        f.write(f"# {title}\n\n" + body)
+    with open(os.path.join(ROOT, "bench", "results", f"{name}.json"), "w") as f:
+        json.dump(data, f, indent=2)
+    update_readme(name, body)
+    print(body)

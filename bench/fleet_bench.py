@@ -5,10 +5,8 @@ first token. Writes bench/results/fleet.md and the README section.
 
 Usage: /usr/bin/python3 bench/fleet_bench.py"""
 import asyncio
-import json
 import os
 import statistics
-import sys
 import time
 
 import aiohttp

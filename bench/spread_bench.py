@@ -7,14 +7,13 @@ bench/results/spread.md and the README section.
 Usage: /usr/bin/python3 bench/spread_bench.py [--per-client N]"""
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "e2e"))
 import aiohttp  # noqa: E402
-from benchlib import ROOT, update_readme  # noqa: E402
+from benchlib import write_results  # noqa: E402
 from conftest import Gateway, Worker, chat_body  # noqa: E402
 
 K, CLIENTS, TOKENS, INTERVAL_MS = 8, 64, 5, 10
@@ -70,13 +69,8 @@ def main():
             f"concurrent streaming clients, {args.per_client} requests each ({TOKENS} tokens, {INTERVAL_MS} ms apart); "
             f"share = a process's requests / (all requests / {K}); measured {time.strftime('%Y-%m-%d')}.")
     body = meta + "\n\n" + "\n".join(rows) + "\n"
-    os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
-    with open(os.path.join(ROOT, "bench", "results", "spread.md"), "w") as f:
-        f.write("# Spreading over the processes behind one address\n\n" + body)
-    with open(os.path.join(ROOT, "bench", "results", "spread.json"), "w") as f:
-        json.dump({"meta": meta, "results": results}, f, indent=2)
-    update_readme("spread", body)
-    print(body)
+    write_results("spread", "Spreading over the processes behind one address", body,
+                  {"meta": meta, "results": results})
 
 
 if __name__ == "__main__":

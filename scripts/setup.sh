@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(build-essential libuv1-dev node-llhttp libjansson-dev libcmocka-dev
+pkgs=(build-essential libuv1-dev node-llhttp libjansson-dev libxxhash-dev libcmocka-dev
       python3 python3-pytest python3-httpx python3-aiohttp python3-requests
       curl ca-certificates procps)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)

@@ -3,14 +3,16 @@
 #include <errno.h>
 #include <string.h>
 
-static const char *const names[] = {"round_robin", "random", "power_of_two", "least_load"};
+static const char *const names[] = {"round_robin", "random",      "power_of_two",
+                                    "least_load",  "cache_aware", "consistent_hash"};
+#define N_POLICIES (int)(sizeof(names) / sizeof(names[0]))
 
 /* One cursor for the whole process, so round robin is exact across threads. */
 static atomic_uint_fast64_t rr_cursor;
 
 int ig_policy_from_name(const char *name, ig_policy_kind *out)
 {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < N_POLICIES; i++)
         if (strcmp(name, names[i]) == 0) {
             *out = (ig_policy_kind)i;
             return 0;

@@ -10,6 +10,8 @@ typedef enum ig_policy_kind {
     IG_POLICY_RANDOM,
     IG_POLICY_POWER_OF_TWO,
     IG_POLICY_LEAST_LOAD,
+    IG_POLICY_CACHE_AWARE,     /* prefix affinity (ig_affinity.h); least_load without a prompt */
+    IG_POLICY_CONSISTENT_HASH, /* a routing key on a ring (ig_affinity.h); least_load without a key */
 } ig_policy_kind;
 
 /* Per-thread state: policies never share mutable state across threads except

@@ -12,7 +12,7 @@
 
 #define IG_VERSION "0.1.0"
 
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR } opt_type;
 
 typedef struct opt {
     const char *name;
@@ -27,7 +27,7 @@ static const opt opts[] = {
     {"port", T_INT, OFF(port), "port to listen on (default 8080; 0 picks a free one)"},
     {"threads", T_INT, OFF(threads), "event-loop threads (default: number of cores)"},
     {"worker-urls", T_URLS, OFF(worker_urls), "URL [URL ...]: inference workers (http://host:port)"},
-    {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default)"},
+    {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default) | cache_aware | consistent_hash"},
     {"api-key", T_STR, OFF(api_key), "require 'Authorization: Bearer KEY' on data endpoints"},
     {"max-payload-size", T_U64, OFF(max_payload_size), "largest request body in bytes (default 64 MiB)"},
     {"max-header-size", T_U32, OFF(max_header_size), "largest request head in bytes (default 64 KiB)"},
@@ -59,6 +59,11 @@ static const opt opts[] = {
     {"queue-size", T_U32, OFF(queue_size), "requests that may wait for a free worker slot (default 1024; 0: unlimited)"},
     {"queue-timeout-secs", T_SECS, OFF(queue_timeout_secs), "longest wait in the queue before a 503 (default 60)"},
     {"retry-budget-ratio", T_RATIO, OFF(retry_budget_ratio), "retries in flight at most this share of requests in flight (default 0.2)"},
+    {"cache-threshold", T_RATIO, OFF(cache_threshold), "cache_aware: share of the prompt a cached prefix must cover to earn affinity (default 0.3)"},
+    {"balance-abs-threshold", T_U32, OFF(balance_abs_threshold), "cache_aware: imbalanced when max - min in-flight exceeds this (default 64) ..."},
+    {"balance-rel-threshold", T_FACTOR, OFF(balance_rel_threshold), "... and max exceeds min times this (default 1.5); imbalanced: least load"},
+    {"max-tree-size", T_U64, OFF(max_tree_size), "cache_aware: prompt bytes the prefix index tracks, all models together (default 16777216)"},
+    {"eviction-interval-secs", T_SECS, OFF(eviction_interval_secs), "cache_aware: background sweep of the prefix index (default 30)"},
 };
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -93,6 +98,11 @@ void ig_config_defaults(ig_config *cfg)
     cfg->upstream_spread = 1;
     cfg->broadcast_timeout_secs = 60;
     cfg->queue_timeout_secs = 60;
+    cfg->cache_threshold = 0.3;
+    cfg->balance_abs_threshold = 64;
+    cfg->balance_rel_threshold = 1.5;
+    cfg->max_tree_size = 1ull << 24;
+    cfg->eviction_interval_secs = 30;
 }
 
 void ig_config_usage(const char *prog)
@@ -185,7 +195,8 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
     case T_POLICY:
         if (ig_policy_from_name(val, &cfg->policy))
             return errf(err, errlen,
-                        "--policy: unknown policy '%s' (round_robin, random, power_of_two, least_load)",
+                        "--policy: unknown policy '%s' (round_robin, random, power_of_two, least_load, "
+                        "cache_aware, consistent_hash)",
                         val);
         return 0;
     case T_LOGLEVEL:
@@ -215,6 +226,13 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
         else
             return errf(err, errlen, "--%s: expected latency or off", o->name);
         return 0;
+    case T_FACTOR: {
+        double v = strtod(val, &end);
+        if (*end || end == val || !(v >= 1) || v > 1000)
+            return errf(err, errlen, "--%s: expected a number from 1 to 1000", o->name);
+        *(double *)field = v;
+        return 0;
+    }
     case T_RATIO: {
         double v = strtod(val, &end);
         if (*end || end == val || !(v >= 0) || v > 1)

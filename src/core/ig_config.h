@@ -44,6 +44,12 @@ typedef struct ig_config {
     int exclude_stale_workers;
     uint32_t queue_size;
     double queue_timeout_secs;
+    /* cache_aware (sgl-model-gateway's meanings) */
+    double cache_threshold;
+    uint32_t balance_abs_threshold;
+    double balance_rel_threshold;
+    uint64_t max_tree_size;       /* prompt bytes the prefix index tracks, all models */
+    double eviction_interval_secs;
 } ig_config;
 
 /** Defaults for every setting. */

@@ -101,11 +101,15 @@ static int on_headers_complete(llhttp_t *p)
     /* the next read makes room for the whole body at once (never here: llhttp
      * is walking rbuf right now and a realloc would move it) */
     c->body_hint = (p->flags & F_CONTENT_LENGTH) ? (size_t)p->content_length : 0;
-    c->h_expect = c->h_request_id = c->h_authorization = -1;
+    c->h_expect = c->h_request_id = c->h_authorization = c->h_routing_key = -1;
     for (int i = 0; i < c->nhdrs; i++) {
         switch (ig_http_header_kind(c->rbuf.data + c->hdrs[i].name_off, c->hdrs[i].name_len)) {
         case IG_H_EXPECT: c->h_expect = (short)i; break;
         case IG_H_REQUEST_ID: c->h_request_id = (short)i; break;
+        case IG_H_ROUTING_KEY:
+            if (c->h_routing_key < 0) /* the first one given decides */
+                c->h_routing_key = (short)i;
+            break;
         case IG_H_AUTHORIZATION: c->h_authorization = (short)i; break;
         default: break;
         }

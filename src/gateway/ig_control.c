@@ -10,6 +10,7 @@
 
 #include "../core/ig_log.h"
 #include "../core/ig_wakeup.h"
+#include "../balance/ig_prefix.h"
 #include "../health/ig_breaker.h"
 #include "../registry/ig_epoch.h"
 #include "../registry/ig_registry.h"
@@ -54,7 +55,7 @@ static struct {
     uv_loop_t loop;
     uv_thread_t tid;
     ig_wakeup inbox_wake;
-    uv_timer_t tick, health;
+    uv_timer_t tick, health, prefix_sweep;
     uv_mutex_t lock;
     ig_admin_msg *inbox; /* under lock */
     atomic_int poked, stopping;
@@ -462,6 +463,18 @@ static void tick_cb(uv_timer_t *t)
                 ig_wakeup_send(&ctl.threads[i].wake);
 }
 
+/* The prefix index's upkeep, off the routing path: forget removed workers,
+ * and evict the least recently used entries when it is 90% full (to 70%). */
+static void prefix_sweep_cb(uv_timer_t *t)
+{
+    (void)t;
+    ig_holders live = {{0, 0}};
+    for (int i = 0; i < ig_registry_count(); i++)
+        ig_holders_add(&live, ig_registry_at(i)->id);
+    size_t used = ig_prefix_sweep(&live, (uint32_t)(uv_now(&ctl.loop) / 100), 90, 70);
+    ig_debug("prefix index: %zu of %zu entries in use", used, ig_prefix_capacity());
+}
+
 void ig_control_pin_admin(ig_worker *w)
 {
     ig_admin_msg *m = calloc(1, sizeof(*m));
@@ -789,6 +802,7 @@ int ig_control_start(const ig_config *cfg, ig_thread *threads, int nthreads)
         return rc;
     uv_timer_init(&ctl.loop, &ctl.tick);
     uv_timer_init(&ctl.loop, &ctl.health);
+    uv_timer_init(&ctl.loop, &ctl.prefix_sweep);
 
     /* start-up workers, discovered concurrently on this thread before any loop thread runs */
     for (int i = 0; i < cfg->n_worker_urls; i++)
@@ -798,6 +812,10 @@ int ig_control_start(const ig_config *cfg, ig_thread *threads, int nthreads)
     ig_epoch_drain(); /* no reader exists yet */
 
     uv_timer_start(&ctl.tick, tick_cb, TICK_MS, TICK_MS);
+    if (cfg->policy == IG_POLICY_CACHE_AWARE && cfg->eviction_interval_secs > 0) {
+        uint64_t ms = (uint64_t)(cfg->eviction_interval_secs * 1000.0);
+        uv_timer_start(&ctl.prefix_sweep, prefix_sweep_cb, ms, ms);
+    }
     if (cfg->health_check_interval_secs > 0) {
         uint64_t ms = (uint64_t)(cfg->health_check_interval_secs * 1000.0);
         uv_timer_start(&ctl.health, health_round, ms, ms);

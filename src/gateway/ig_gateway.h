@@ -104,7 +104,7 @@ typedef struct ig_client {
     ig_hdr hdrs[IG_MAX_HEADERS];
     int nhdrs;
     /* indexes into hdrs found in one pass at the end of the head, -1 when absent */
-    short h_expect, h_request_id, h_authorization;
+    short h_expect, h_request_id, h_authorization, h_routing_key;
     size_t body_off, body_len;
     size_t body_hint; /* Content-Length still to arrive: grow rbuf once for it */
     int err_status; /* set by a parser callback that refused the request */

@@ -13,6 +13,7 @@
 #include "../core/ig_log.h"
 #include "../health/ig_breaker.h"
 #include "../registry/ig_epoch.h"
+#include "../balance/ig_affinity.h"
 #include "ig_control.h"
 #include "ig_gateway.h"
 
@@ -114,6 +115,12 @@ int main(int argc, char **argv)
     ig_breaker_configure(&bc);
     ig_admission_configure(&cfg);
     ig_registry_init(cfg.threads);
+    if (cfg.policy == IG_POLICY_CONSISTENT_HASH)
+        ig_registry_set_ring_vnodes(IG_RING_VNODES);
+    if (cfg.policy == IG_POLICY_CACHE_AWARE && (rc = ig_prefix_init(cfg.max_tree_size))) {
+        fprintf(stderr, "infergate: cannot allocate the prefix index (--max-tree-size)\n");
+        goto out;
+    }
     ig_epoch_init(cfg.threads);
 
     nthreads = cfg.threads;
@@ -155,6 +162,7 @@ out:
     uv_loop_close(main_loop);
     free(threads);
     free(fds);
+    ig_prefix_free();
     ig_config_free(&cfg);
     return exit_code;
 }

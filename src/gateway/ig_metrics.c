@@ -162,6 +162,12 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
          SUM_THREADS(st->queue_timeouts)},
         {"infergate_requeued_overload_total", "Requests sent back to the queue by a worker's 503/429.",
          SUM_THREADS(st->requeued_overload)},
+        {"infergate_affinity_hits_total",
+         "Requests routed by affinity: a cached prefix (cache_aware) or a routing key's worker (consistent_hash).",
+         SUM_THREADS(st->affinity_hits)},
+        {"infergate_affinity_misses_total",
+         "Affinity requests routed by load instead: no usable prefix or key, imbalance, or a full worker.",
+         SUM_THREADS(st->affinity_misses)},
     };
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         put(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,

@@ -39,6 +39,7 @@ typedef struct ig_thread_stats {
     ig_hist ttfb[IG_R_N];
     ig_hist queue_wait;
     ig_counter rejected_queue_full, queue_timeouts, requeued_overload;
+    ig_counter affinity_hits, affinity_misses; /* cache_aware / consistent_hash decisions */
     ig_counter retries, retries_denied, client_conns, client_aborts, bytes_out;
     ig_counter conns_opened, conns_reused, conns_closed;
 } ig_thread_stats;

@@ -7,6 +7,7 @@
 
 #include "../core/ig_log.h"
 #include "../health/ig_breaker.h"
+#include "../balance/ig_affinity.h"
 #include "../registry/ig_sessions.h"
 #include "ig_gateway.h"
 
@@ -20,9 +21,12 @@ static void enqueue(ig_client *c, int front);
 static void requeue(ig_upconn *up, int reusable);
 static void send_to(ig_client *c, ig_worker *w, int fresh);
 static void connect_to(ig_client *c, ig_worker *w);
-static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, int *probe, int *full);
-static int candidates(ig_client *c, const ig_snapshot *s, ig_worker *const **cand, int *known);
+static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, const ig_ring *ring, int *probe,
+                         int *full);
+static int candidates(ig_client *c, const ig_snapshot *s, ig_worker *const **cand, int *known,
+                      const ig_ring **ring);
 static void on_connect(uv_connect_t *req, int status);
+static const ig_session *pinned_session(ig_client *c);
 
 /* Gateway-wide counts for the retry budget: retries may be at most a share
  * of what is in flight, so a failing fleet is not hit twice as hard. */
@@ -324,8 +328,10 @@ static void exchange_failed(ig_upconn *up, int err)
         c->resent = 1;
         int probe = 0, full = 0, known;
         ig_worker *const *cand;
-        int n = candidates(c, ig_snapshot_get(), &cand, &known);
-        ig_worker *alt = choose(c, cand, n, &probe, &full);
+        const ig_ring *ring;
+        /* a pinned session stays on its worker: a new connection to the same */
+        int n = pinned_session(c) ? 0 : candidates(c, ig_snapshot_get(), &cand, &known, &ring);
+        ig_worker *alt = n ? choose(c, cand, n, NULL, &probe, &full) : NULL;
         count_retry(c, alt ? alt : w);
         if (!alt) {
             /* keep our in-flight unit on w: same worker, new connection */
@@ -612,13 +618,73 @@ static int tried(const ig_client *c, const ig_worker *w)
  * that pick is refused (cap, breaker, or a retry excluding tried workers) is
  * a filtered copy made. */
 /* The workers that may serve c's model, from the snapshot s. */
-static int candidates(ig_client *c, const ig_snapshot *s, ig_worker *const **cand, int *known)
+static int candidates(ig_client *c, const ig_snapshot *s, ig_worker *const **cand, int *known,
+                      const ig_ring **ring)
 {
     const ig_body_fields *f = &c->fields;
-    return ig_snapshot_candidates(s, f->has_model ? f->model : NULL, f->model_len, cand, known);
+    return ig_snapshot_candidates_ring(s, f->has_model ? f->model : NULL, f->model_len, cand, known,
+                                       ring);
 }
 
-static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, int *probe, int *full)
+static int has_room(const ig_worker *w, void *now_ms)
+{
+    return ig_admission_has_room(w, *(uint64_t *)now_ms);
+}
+
+/* The routing key of consistent_hash: a header, else the body's "user". */
+static int routing_key(ig_client *c, const char **key, size_t *len)
+{
+    if (c->h_routing_key >= 0) {
+        *key = c->rbuf.data + c->hdrs[c->h_routing_key].value_off;
+        *len = c->hdrs[c->h_routing_key].value_len;
+        return *len > 0;
+    }
+    *key = c->fields.user.p;
+    *len = c->fields.user.len;
+    return *len > 0;
+}
+
+/* cache_aware and consistent_hash: the affinity worker with its slot claimed,
+ * or NULL to let the plain least-load pick decide. The prompt's block keys
+ * stay in a per-thread buffer between the match and the record. */
+static ig_worker *affinity_choose(ig_client *c, ig_worker *const *cand, int n, const ig_ring *ring,
+                                  uint64_t now, int *probe)
+{
+    static _Thread_local ig_prefix_query q;
+    const ig_config *cfg = c->th->cfg;
+    const ig_body_fields *f = &c->fields;
+    int i, aff = 0, cache = cfg->policy == IG_POLICY_CACHE_AWARE;
+    if (cache) {
+        if (!f->n_text)
+            return NULL;
+        ig_holders holders;
+        ig_prefix_hash(f->text, f->n_text, f->has_model ? f->model : NULL, f->model_len, &q);
+        int depth = ig_prefix_match(&q, &holders);
+        ig_cache_aware_cfg cc = {cfg->cache_threshold, (int)cfg->balance_abs_threshold,
+                                 cfg->balance_rel_threshold};
+        i = ig_cache_aware_pick(&cc, &c->th->pol, cand, n, depth, q.len, &holders, has_room, &now, &aff);
+    } else {
+        const char *key;
+        size_t len;
+        if (!routing_key(c, &key, &len))
+            return NULL;
+        i = ig_ring_pick(ring, ig_ring_key(key, len), cand, n, IG_AFFINITY_LOAD_BOUND, has_room, &now);
+        aff = i >= 0;
+    }
+    ig_count(aff ? &c->th->stats.affinity_hits : &c->th->stats.affinity_misses, 1);
+    if (i < 0 || !ig_admission_claim(cand[i], now))
+        return NULL;
+    if (!ig_breaker_admit(cand[i], probe)) {
+        ig_admission_release(c->th, cand[i]);
+        return NULL;
+    }
+    if (cache) /* it will hold this prompt's prefix now */
+        ig_prefix_insert(&q, cand[i]->id, (uint32_t)(now / 100));
+    return cand[i];
+}
+
+static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, const ig_ring *ring, int *probe,
+                         int *full)
 {
     static _Thread_local ig_worker *tmp[IG_MAX_WORKERS];
     ig_policy_kind policy = c->th->cfg->policy;
@@ -627,6 +693,12 @@ static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, int *probe
     *full = 0;
     if (n == 0)
         return NULL;
+    if (c->ntried == 0 && ring && (policy == IG_POLICY_CACHE_AWARE || policy == IG_POLICY_CONSISTENT_HASH)) {
+        ig_worker *w = affinity_choose(c, cand, n, ring, now, probe);
+        if (w)
+            return w;
+        policy = IG_POLICY_LEAST_LOAD;
+    }
     if (c->ntried == 0) {
         ig_worker *w = cand[ig_policy_pick(policy, &c->th->pol, cand, n)];
         if (ig_admission_claim(w, now)) {
@@ -726,6 +798,7 @@ static void pick_and_send(ig_client *c)
     const ig_snapshot *s = ig_snapshot_get();
     const ig_body_fields *f = &c->fields;
     ig_worker *const *cand;
+    const ig_ring *ring = NULL; /* NULL: no affinity (a pinned session) */
     int known, n;
     const ig_session *sess = pinned_session(c);
     if (sess) {
@@ -739,7 +812,7 @@ static void pick_and_send(ig_client *c)
             return;
         }
     } else {
-        n = candidates(c, s, &cand, &known);
+        n = candidates(c, s, &cand, &known, &ring);
     }
     if (c->ntried == 0) {
         /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
@@ -778,7 +851,7 @@ static void pick_and_send(ig_client *c)
         return;
     }
     int probe = 0, full = 0;
-    ig_worker *w = choose(c, cand, n, &probe, &full);
+    ig_worker *w = choose(c, cand, n, ring, &probe, &full);
     if (!w) {
         if (full) {
             enqueue(c, 0);

@@ -31,7 +31,11 @@ ig_hkind ig_http_header_kind(const char *n, size_t len)
         if ((n[0] | 0x20) == 'c')
             return IS("connection") ? IG_H_CONNECTION : IG_H_OTHER;
         return IS("keep-alive") ? IG_H_HOP : IG_H_OTHER;
+    case 9:
+        return IS("x-user-id") ? IG_H_ROUTING_KEY : IG_H_OTHER;
     case 12:
+        if (IS("x-session-id"))
+            return IG_H_ROUTING_KEY;
         return IS("x-request-id") ? IG_H_REQUEST_ID : IG_H_OTHER;
     case 13:
         return IS("authorization") ? IG_H_AUTHORIZATION : IG_H_OTHER;
@@ -40,6 +44,8 @@ ig_hkind ig_http_header_kind(const char *n, size_t len)
     case 16:
         return IS("proxy-connection") ? IG_H_HOP : IG_H_OTHER;
     case 17:
+        if (IS("x-smg-routing-key"))
+            return IG_H_ROUTING_KEY;
         return IS("transfer-encoding") ? IG_H_TRANSFER_ENCODING : IG_H_OTHER;
     case 18:
         return IS("proxy-authenticate") ? IG_H_HOP : IG_H_OTHER;

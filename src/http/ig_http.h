@@ -35,6 +35,7 @@ typedef enum ig_hkind {
     IG_H_EXPECT,
     IG_H_REQUEST_ID,
     IG_H_AUTHORIZATION,
+    IG_H_ROUTING_KEY,       /* x-session-id, x-user-id, x-smg-routing-key: consistent_hash */
 } ig_hkind;
 
 /** Classify a header name with at most one string compare (switch on length first). */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../balance/ig_affinity.h"
 #include "ig_epoch.h"
 
 #define REF_OTHER (1ull << 32)
@@ -28,6 +29,12 @@ static long fleet_version;
 static int exclude_stale;
 static const ig_model_route *routes;
 static int n_routes;
+static int ring_vnodes;
+
+void ig_registry_set_ring_vnodes(int vnodes)
+{
+    ring_vnodes = vnodes;
+}
 
 void ig_registry_set_model_routes(const ig_model_route *r, int n)
 {
@@ -259,9 +266,12 @@ void ig_snapshot_free(void *p)
         return;
     for (int i = 0; i < s->n_models; i++) {
         free(s->models[i].workers);
+        ig_ring_free(&s->models[i].ring);
         if (s->models[i].registered)
             free((char *)s->models[i].name);
     }
+    ig_ring_free(&s->routable_ring);
+    ig_ring_free(&s->any_ring);
     free(s->models);
     free(s->table);
     free(s->routable);
@@ -383,6 +393,14 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
     for (int k = 0; k < s->n_models; k++)
         for (int i = 0; i < s->n_any && !s->models[k].registered; i++)
             s->models[k].workers[s->models[k].n++] = s->any[i];
+    if (ring_vnodes > 0) { /* membership changed (or might have): the rings follow */
+        int rc = ig_ring_build(&s->routable_ring, s->routable, s->n_routable, ring_vnodes) |
+                 ig_ring_build(&s->any_ring, s->any, s->n_any, ring_vnodes);
+        for (int k = 0; k < s->n_models; k++)
+            rc |= ig_ring_build(&s->models[k].ring, s->models[k].workers, s->models[k].n, ring_vnodes);
+        if (rc)
+            goto fail;
+    }
     s->paused_all = paused_all;
     s->fleet_version = fleet_version;
     for (int p = 0; p < n_paused_models; p++) {
@@ -411,18 +429,20 @@ const ig_snapshot *ig_snapshot_get(void)
     return atomic_load_explicit(&current, memory_order_acquire);
 }
 
-int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len,
-                           ig_worker *const **out, int *known)
+int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t len,
+                                ig_worker *const **out, int *known, const ig_ring **ring)
 {
     if (!model) {
         *known = s->n_all > 0;
         *out = s->routable;
+        *ring = &s->routable_ring;
         return s->n_routable;
     }
     int m = find_model(s, model, len);
     if (m >= 0) {
         *known = 1;
         *out = s->models[m].workers;
+        *ring = &s->models[m].ring;
         return s->models[m].n;
     }
     /* nobody lists it: only workers that take any model may serve it */
@@ -430,7 +450,15 @@ int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len,
     for (int i = 0; i < s->n_all && !*known; i++)
         *known = s->all[i]->any_model;
     *out = s->any;
+    *ring = &s->any_ring;
     return s->n_any;
+}
+
+int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len,
+                           ig_worker *const **out, int *known)
+{
+    const ig_ring *ring;
+    return ig_snapshot_candidates_ring(s, model, len, out, known, &ring);
 }
 
 /* ---- the writer ---- */

@@ -69,6 +69,15 @@ typedef struct ig_worker {
     _Alignas(64) ig_worker_stats stats;
 } ig_worker;
 
+/* A consistent-hash ring over one candidate array (--policy consistent_hash):
+ * points sorted, each naming its worker by index into that array. Built with
+ * the snapshot, so only a change of membership rebuilds it. */
+typedef struct ig_ring {
+    uint64_t *point;
+    uint32_t *idx;
+    int n;
+} ig_ring;
+
 typedef struct ig_model_set {
     const char *name;      /* borrowed from a worker of the snapshot, or owned (registered) */
     size_t len;
@@ -76,6 +85,7 @@ typedef struct ig_model_set {
     int registered;        /* by /register_model: exactly its listed workers, name owned */
     ig_worker **workers;   /* routable workers serving it (including any-model ones) */
     int n;
+    ig_ring ring;
 } ig_model_set;
 
 typedef struct ig_snapshot {
@@ -84,8 +94,10 @@ typedef struct ig_snapshot {
     int n_all;
     ig_worker **routable;  /* healthy, breaker not open: requests without a model */
     int n_routable;
+    ig_ring routable_ring;
     ig_worker **any;       /* routable any-model workers: models nobody listed */
     int n_any;
+    ig_ring any_ring;
     ig_model_set *models;
     int n_models;
     uint32_t *table;       /* open addressing: index+1 into models, 0 empty */
@@ -169,6 +181,11 @@ const ig_snapshot *ig_snapshot_get(void);
  */
 int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len,
                            ig_worker *const **out, int *known);
+/** The same, with the ring over those candidates (empty unless rings are built). */
+int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t len,
+                                ig_worker *const **out, int *known, const ig_ring **ring);
+/** Build consistent-hash rings with this many points per worker (0: none). Writer side. */
+void ig_registry_set_ring_vnodes(int vnodes);
 
 /** 1 when new requests for model (NULL: any) must wait: the fleet or the model is paused. */
 int ig_snapshot_paused(const ig_snapshot *s, const char *model, size_t len);

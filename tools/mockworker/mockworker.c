@@ -21,6 +21,7 @@
 
 #include "../../src/core/ig_buf.h"
 #include "../../src/http/ig_body_scan.h"
+#include "mock_kvcache.h"
 #include "mock_sessions.h"
 
 #define MAX_PROCS 256
@@ -44,6 +45,7 @@ typedef struct shared_stats {
     atomic_int inflight;
     atomic_int max_inflight_seen;
     atomic_ulong rejected;
+    atomic_ulong prompt_tokens, cached_tokens; /* the simulated prefix cache */
     proc_stats procs[MAX_PROCS];
 } shared_stats;
 
@@ -60,7 +62,9 @@ static struct {
     int control_delay_ms; /* each control endpoint (pause, set_version, ...) takes this long */
     int pause_abort;      /* pause aborts running streams instead of holding new ones only */
     const char *admin_api_key; /* AReaL session endpoints check it (NULL: any bearer) */
-} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0, 0, 0, NULL};
+    long kv_cache_tokens;      /* prefix cache capacity (0: none) */
+    int prefill_us_per_token;  /* prefill time per uncached prompt token, one prefill at a time */
+} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0, 0, 0, NULL, 0, 0};
 
 static shared_stats *stats;
 static proc_stats *me;
@@ -94,6 +98,7 @@ typedef struct conn {
     int busy, streaming, stream, sent, ntokens, counted_inflight, closing, handles, keep_alive;
     enum kind kind;
     long version; /* the weight version when the request arrived */
+    long prompt_tokens, cached_tokens;
     int aborted;  /* a pause (--pause-mode abort) cut its stream */
     char model[IG_MODEL_MAX + 1];
     char id[32];
@@ -333,16 +338,19 @@ static void send_full(conn *c)
                 "\"worker_id\":\"%s\",\"worker_pid\":%d,\"weight_version\":%ld,\"received_headers\":%s,"
                 "\"choices\":[{\"index\":0,"
                 "\"message\":{\"role\":\"assistant\",\"content\":\"%s\"},\"finish_reason\":\"stop\"}],"
-                "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":%d,\"total_tokens\":%d}}\n",
-                c->id, c->model, opt.worker_id, my_pid, c->version, echo, text.data, c->ntokens,
-                c->ntokens + 1);
+                "\"usage\":{\"prompt_tokens\":%ld,\"completion_tokens\":%d,\"total_tokens\":%ld,"
+                "\"prompt_tokens_details\":{\"cached_tokens\":%ld}}}\n",
+                c->id, c->model, opt.worker_id, my_pid, c->version, echo, text.data, c->prompt_tokens,
+                c->ntokens, c->prompt_tokens + c->ntokens, c->cached_tokens);
     else if (c->kind == K_COMPLETIONS)
         bprintf(&body,
                 "{\"id\":\"%s\",\"object\":\"text_completion\",\"created\":0,\"model\":\"%s\","
                 "\"worker_id\":\"%s\",\"worker_pid\":%d,\"received_headers\":%s,\"choices\":[{\"index\":0,"
                 "\"text\":\"%s\",\"finish_reason\":\"stop\"}],"
-                "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":%d,\"total_tokens\":%d}}\n",
-                c->id, c->model, opt.worker_id, my_pid, echo, text.data, c->ntokens, c->ntokens + 1);
+                "\"usage\":{\"prompt_tokens\":%ld,\"completion_tokens\":%d,\"total_tokens\":%ld,"
+                "\"prompt_tokens_details\":{\"cached_tokens\":%ld}}}\n",
+                c->id, c->model, opt.worker_id, my_pid, echo, text.data, c->prompt_tokens, c->ntokens,
+                c->prompt_tokens + c->ntokens, c->cached_tokens);
     else if (c->kind == K_GENERATE)
         bprintf(&body,
                 "{\"text\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,\"received_headers\":%s,"
@@ -475,12 +483,13 @@ static void send_stats(conn *c)
             "{\"worker_id\":\"%s\",\"connections\":%lu,\"open_connections\":%ld,\"requests\":%lu,"
             "\"completed\":%lu,\"aborted\":%lu,\"inflight\":%d,\"max_inflight_seen\":%d,\"rejected\":%lu,"
             "\"health_checks\":%lu,\"paused\":%d,\"version\":%ld,\"control_calls\":%lu,"
-            "\"flushes\":%lu,\"processes\":[",
+            "\"flushes\":%lu,\"prompt_tokens\":%lu,\"cached_tokens\":%lu,\"processes\":[",
             opt.worker_id, conns, open_now, reqs, done, ab, atomic_load(&stats->inflight),
             atomic_load(&stats->max_inflight_seen), atomic_load(&stats->rejected),
             atomic_load(&stats->health_checks), atomic_load(&stats->paused),
             atomic_load(&stats->version), atomic_load(&stats->control_calls),
-            atomic_load(&stats->flushes));
+            atomic_load(&stats->flushes), atomic_load(&stats->prompt_tokens),
+            atomic_load(&stats->cached_tokens));
     for (int i = 0; i < opt.processes; i++)
         bprintf(&b, "%s{\"pid\":%d,\"connections\":%lu,\"requests\":%lu,\"aborted\":%lu}", i ? "," : "",
                 atomic_load(&stats->procs[i].pid), atomic_load(&stats->procs[i].connections),
@@ -499,6 +508,21 @@ static int path_is(conn *c, const char *p)
             break;
         }
     return l == n && memcmp(c->url, p, n) == 0;
+}
+
+/* The prompt against the prefix cache: what was cached is free, the rest
+ * takes --prefill-us-per-token, one prefill at a time per process (a GPU). */
+static void prefill(conn *c, const ig_body_fields *f)
+{
+    static ig_prefix_query q;
+    static uint64_t gpu_free_at_us;
+    ig_prefix_hash(f->text, f->n_text, f->has_model ? f->model : NULL, f->model_len, &q);
+    c->cached_tokens = mock_kv_use(&q, &c->prompt_tokens);
+    atomic_fetch_add(&stats->prompt_tokens, (unsigned long)c->prompt_tokens);
+    atomic_fetch_add(&stats->cached_tokens, (unsigned long)c->cached_tokens);
+    uint64_t now = uv_hrtime() / 1000, start = gpu_free_at_us > now ? gpu_free_at_us : now;
+    gpu_free_at_us = start + (uint64_t)(c->prompt_tokens - c->cached_tokens) * (uint64_t)opt.prefill_us_per_token;
+    c->ttft_ms += (int)((gpu_free_at_us - now + 500) / 1000);
 }
 
 static void handle(conn *c)
@@ -628,6 +652,10 @@ static void handle(conn *c)
             *p = '_';
     static unsigned long seq;
     snprintf(c->id, sizeof(c->id), "cmpl-%d-%lu", my_pid, ++seq);
+    c->prompt_tokens = 1;
+    c->cached_tokens = 0;
+    if (opt.kv_cache_tokens > 0 || opt.prefill_us_per_token > 0)
+        prefill(c, &f);
     c->stream = f.stream && c->kind != K_EMBEDDINGS;
     c->ntokens = f.max_tokens >= 0 ? (f.max_tokens > 100000 ? 100000 : f.max_tokens) : opt.tokens;
     c->sent = 0;
@@ -886,6 +914,8 @@ static void usage(void)
          "  [--control-delay-ms N] [--pause-mode hold|abort]\n"
          "RL control: POST /pause_generation, /continue_generation, /set_version {version},\n"
          "/flush_cache, /release_memory_occupation, /resume_memory_occupation; GET /get_version.\n"
+         "Prefix cache: [--kv-cache-tokens N] [--prefill-us-per-token N]: an LRU of 256-byte\n"
+         "prompt blocks; usage.prompt_tokens_details.cached_tokens; /stats sums both.\n"
          "AReaL sessions: POST /rl/start_session (admin key: --admin-api-key), /rl/set_reward\n"
          "(session key), /export_trajectories {session_id}; chats count on the bearer's session.\n"
          "Prints 'READY port=N' once listening (--port 0 picks a free port).\n"
@@ -929,6 +959,10 @@ int main(int argc, char **argv)
             opt.processes = atoi(v);
         else if (strcmp(a, "--control-delay-ms") == 0)
             opt.control_delay_ms = atoi(v);
+        else if (strcmp(a, "--kv-cache-tokens") == 0)
+            opt.kv_cache_tokens = atol(v);
+        else if (strcmp(a, "--prefill-us-per-token") == 0)
+            opt.prefill_us_per_token = atoi(v);
         else if (strcmp(a, "--admin-api-key") == 0)
             opt.admin_api_key = v;
         else if (strcmp(a, "--pause-mode") == 0)
@@ -990,6 +1024,7 @@ int main(int argc, char **argv)
     }
     printf("READY port=%d\n", ntohs(sa.sin_port));
     fflush(stdout);
+    mock_kv_init(opt.kv_cache_tokens);
     if (opt.processes == 1)
         return serve(fd, 0, extra, opt.ports - 1);
 

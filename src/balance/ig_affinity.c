@@ -1,0 +1,157 @@
+#include "ig_affinity.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+static int load(const ig_worker *w)
+{
+    return (int)ig_worker_inflight(w);
+}
+
+/* least-loaded worker with room (among holders under cap only, if given);
+ * a random start breaks ties */
+static int least_loaded(ig_policy_state *st, ig_worker *const *cand, int n, const ig_holders *only,
+                        int cap, ig_room_fn room, void *arg)
+{
+    int start = (int)ig_policy_rand(st, (uint32_t)n), best = -1, best_load = 0;
+    for (int i = 0; i < n; i++) {
+        int j = (start + i) % n, l = load(cand[j]);
+        if ((best < 0 || l < best_load) &&
+            (!only || (ig_holders_has(only, cand[j]->id) && l + 1 <= cap)) && room(cand[j], arg)) {
+            best = j;
+            best_load = l;
+        }
+    }
+    return best;
+}
+
+int ig_cache_aware_pick(const ig_cache_aware_cfg *cfg, ig_policy_state *st, ig_worker *const *cand,
+                        int n, int matched_blocks, size_t prompt_len, const ig_holders *holders,
+                        ig_room_fn room, void *arg, int *affinity)
+{
+    *affinity = 0;
+    if (n <= 0)
+        return -1;
+    int lo = load(cand[0]), hi = lo;
+    long total = lo;
+    for (int i = 1; i < n; i++) {
+        int l = load(cand[i]);
+        lo = l < lo ? l : lo;
+        hi = l > hi ? l : hi;
+        total += l;
+    }
+    int imbalanced = hi - lo > cfg->balance_abs_threshold && hi > lo * cfg->balance_rel_threshold;
+    double matched = (double)matched_blocks * IG_PREFIX_BLOCK;
+    if (!imbalanced && matched_blocks > 0 && matched > cfg->cache_threshold * (double)prompt_len) {
+        int held = 0;
+        for (int i = 0; i < n && held < 2; i++)
+            held += ig_holders_has(holders, cand[i]->id);
+        if (held >= 2) {
+            /* a prefix several workers hold (a shared system prompt): the
+             * least-loaded worker, a holder when it is no busier, so new
+             * conversations spread instead of piling onto the holders */
+            int h = least_loaded(st, cand, n, holders, INT_MAX, room, arg);
+            int any = least_loaded(st, cand, n, NULL, 0, room, arg);
+            if (h >= 0 && (any < 0 || load(cand[h]) <= load(cand[any]))) {
+                *affinity = 1;
+                return h;
+            }
+            return any;
+        }
+        /* one holder (a conversation's own history): stay with it within
+         * the load bound */
+        int cap = (int)ceil(IG_AFFINITY_LOAD_BOUND * (double)(total + 1) / (double)n);
+        int i = least_loaded(st, cand, n, holders, cap, room, arg);
+        if (i >= 0) {
+            *affinity = 1;
+            return i;
+        }
+    }
+    return least_loaded(st, cand, n, NULL, 0, room, arg);
+}
+
+/* ---- consistent hashing ---- */
+
+uint64_t ig_ring_key(const char *key, size_t len)
+{
+    return XXH3_64bits_withSeed(key, len, 0x6a09e667f3bcc909ull);
+}
+
+void ig_ring_free(ig_ring *r)
+{
+    free(r->point);
+    free(r->idx);
+    memset(r, 0, sizeof(*r));
+}
+
+typedef struct point {
+    uint64_t h;
+    uint32_t idx;
+} point;
+
+static int by_hash(const void *a, const void *b)
+{
+    uint64_t x = ((const point *)a)->h, y = ((const point *)b)->h;
+    return x < y ? -1 : x > y;
+}
+
+int ig_ring_build(ig_ring *r, ig_worker *const *ws, int n, int vnodes)
+{
+    memset(r, 0, sizeof(*r));
+    if (n <= 0 || vnodes <= 0)
+        return 0;
+    size_t total = (size_t)n * (size_t)vnodes;
+    point *p = malloc(sizeof(*p) * total);
+    r->point = malloc(sizeof(uint64_t) * total);
+    r->idx = malloc(sizeof(uint32_t) * total);
+    if (!p || !r->point || !r->idx) {
+        free(p);
+        ig_ring_free(r);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        uint64_t base = XXH3_64bits(ws[i]->url, strlen(ws[i]->url));
+        for (int v = 0; v < vnodes; v++) {
+            uint64_t h = XXH3_64bits_withSeed(&v, sizeof(v), base);
+            p[(size_t)i * (size_t)vnodes + (size_t)v] = (point){h, (uint32_t)i};
+        }
+    }
+    qsort(p, total, sizeof(*p), by_hash);
+    for (size_t k = 0; k < total; k++) {
+        r->point[k] = p[k].h;
+        r->idx[k] = p[k].idx;
+    }
+    r->n = (int)total;
+    free(p);
+    return 0;
+}
+
+int ig_ring_pick(const ig_ring *r, uint64_t key, ig_worker *const *cand, int n, double bound,
+                 ig_room_fn room, void *arg)
+{
+    if (n <= 0 || r->n == 0)
+        return -1;
+    long total = 0;
+    for (int i = 0; i < n; i++)
+        total += load(cand[i]);
+    /* bounded load: nobody above bound times the mean, counting this request */
+    int cap = (int)ceil(bound * (double)(total + 1) / (double)n);
+    int lo = 0, hi = r->n;
+    while (lo < hi) { /* first point at or after the key */
+        int mid = lo + (hi - lo) / 2;
+        if (r->point[mid] < key)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (int k = 0; k < r->n; k++) {
+        uint32_t i = r->idx[(lo + k) % r->n];
+        if ((int)i < n && load(cand[i]) + 1 <= cap && room(cand[i], arg))
+            return (int)i;
+    }
+    return -1;
+}
