@@ -7,10 +7,69 @@
 #include <string.h>
 #include <uv.h>
 
+#include "../src/balance/ig_affinity.h"
 #include "../src/balance/ig_policy.h"
+#include "../src/balance/ig_prefix.h"
 #include "../src/registry/ig_epoch.h"
 #include "../src/registry/ig_registry.h"
 #include "../src/registry/ig_sessions.h"
+
+static int yes(const ig_worker *w, void *arg)
+{
+    (void)w;
+    (void)arg;
+    return 1;
+}
+
+/* What cache_aware adds per request: keying the prompt, matching it, the
+ * decision over 8 workers, and recording it; by prompt size, for prompts that
+ * continue a cached conversation. */
+static int cache_aware_cost(void)
+{
+    static const size_t sizes[] = {1024, 4096, 32768, 131072};
+    static ig_prefix_query q;
+    ig_worker *ws[8];
+    for (int i = 0; i < 8; i++) {
+        char url[64];
+        const char *err;
+        snprintf(url, sizeof(url), "http://127.0.0.1:%d", 30000 + i);
+        if (ig_worker_new(url, &ws[i], &err))
+            return 1;
+        ws[i]->id = (uint64_t)i + 1;
+    }
+    if (ig_prefix_init(1u << 24))
+        return 1;
+    ig_policy_state st;
+    ig_policy_state_init(&st, 7);
+    ig_cache_aware_cfg cfg = {0.3, 64, 1.5};
+    printf("\n| prompt bytes | ns per cache_aware decision (key, match, pick, record) |\n|---:|---:|\n");
+    for (size_t si = 0; si < 4; si++) {
+        size_t len = sizes[si];
+        char *text = malloc(len);
+        for (size_t i = 0; i < len; i++)
+            text[i] = (char)('a' + (i * 7919 + si) % 26);
+        ig_span sp = {text, len};
+        long iters = len > 32768 ? 20000 : 200000;
+        uint64_t sink = 0, t0 = uv_hrtime();
+        for (long it = 0; it < iters; it++) {
+            ig_holders h;
+            ig_prefix_hash(&sp, 1, "llama-3-70b", 11, &q);
+            int depth = ig_prefix_match(&q, &h), aff;
+            int i = ig_cache_aware_pick(&cfg, &st, ws, 8, depth, q.len, &h, yes, NULL, &aff);
+            ig_prefix_insert(&q, ws[i]->id, (uint32_t)(it / 1000));
+            sink += (uint64_t)depth;
+        }
+        double ns = (double)(uv_hrtime() - t0) / (double)iters;
+        printf("| %zu | %.0f |\n", len, ns);
+        if (sink == 1)
+            puts("");
+        free(text);
+    }
+    ig_prefix_free();
+    for (int i = 0; i < 8; i++)
+        ig_worker_unref(ws[i]);
+    return 0;
+}
 
 /* What a pinned request adds: looking its bearer up in the session table
  * (AReaL session keys look like these), hits and misses, by table size. */
@@ -104,5 +163,5 @@ int main(void)
             ig_worker_unref(ws[i]);
         free(ws);
     }
-    return session_lookups();
+    return session_lookups() || cache_aware_cost();
 }

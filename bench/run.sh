@@ -13,3 +13,4 @@ done
 /usr/bin/python3 bench/overload_bench.py
 /usr/bin/python3 bench/spread_bench.py
 /usr/bin/python3 bench/fleet_bench.py
+/usr/bin/python3 bench/cache_bench.py --reps 3
