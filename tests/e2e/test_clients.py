@@ -127,7 +127,7 @@ def test_curl_stream_and_plain(procs):
 
 def test_openai_node_sdk(procs):
     w1, w2 = procs.worker(worker_id="w1"), procs.worker(worker_id="w2")
-    gw = procs.gateway([w1, w2])
+    gw = procs.gateway([w1, w2], "--policy", "round_robin")
     script = os.path.join(os.path.dirname(__file__), "..", "node", "openai_client.mjs")
     out = subprocess.run(["node", script, gw.base + "/v1"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
@@ -135,7 +135,7 @@ def test_openai_node_sdk(procs):
     assert res["plain"] == "tok0 tok1 tok2 tok3 tok4 "
     assert "".join(res["stream"]) == TOKENS20 and len(res["stream"]) == 20
     assert res["completion"] == "tok0 tok1 tok2 "
-    assert set(res["workers"]) == {"w1", "w2"}  # balanced per request
+    assert set(res["workers"]) == {"w1", "w2"}  # balanced per request (round robin)
     assert res["error"]["status"] == 404 and res["error"]["code"] == "model_not_found"
 
 
