@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../core/ig_log.h"
+#include "../http/ig_framing.h"
 #include "../registry/ig_sessions.h"
 #include "ig_admin.h"
 #include "ig_gateway.h"
@@ -60,6 +61,8 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     ig_client *c = parser_client(p);
+    if (c->head_done) /* a field after a chunked body: a worker might read it otherwise */
+        return refuse(c, 400, "trailer fields are not accepted");
     if (c->in_value || c->nhdrs == 0) {
         if (c->nhdrs == IG_MAX_HEADERS)
             return refuse(c, 431, "too many request headers");
@@ -86,11 +89,31 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* The whole head, checked byte for byte (ig_framing.h): llhttp tolerates
+ * some framing that a worker behind us might read differently. */
+static int check_framing(ig_client *c, llhttp_t *p)
+{
+    const char *why = "malformed request head";
+    size_t mlen = strlen(llhttp_method_name((llhttp_method_t)p->method)) + 1;
+    if (c->url_off < mlen)
+        return refuse(c, 400, why);
+    const char *head = c->rbuf.data + c->url_off - mlen;
+    size_t hlen = ig_framing_head_len(head, c->rbuf.len - (c->url_off - mlen));
+    if (!hlen || ig_framing_check_head(head, hlen, &why))
+        return refuse(c, 400, why);
+    c->chunk_raw_end = c->url_off - mlen + hlen;
+    return 0;
+}
+
 static int on_headers_complete(llhttp_t *p)
 {
     ig_client *c = parser_client(p);
     const ig_config *cfg = c->th->cfg;
+    int rc = check_framing(c, p);
+    if (rc)
+        return rc;
     c->head_done = 1;
+    c->chunks_seen = c->chunk_new = 0;
     c->keep_alive = llhttp_should_keep_alive(p) != 0;
     c->http10 = p->http_major == 1 && p->http_minor == 0;
     c->chunked = (p->flags & F_CHUNKED) != 0;
@@ -127,10 +150,28 @@ static int on_headers_complete(llhttp_t *p)
     return 0;
 }
 
+static int on_chunk_header(llhttp_t *p)
+{
+    parser_client(p)->chunk_new = 1;
+    return 0;
+}
+
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     ig_client *c = parser_client(p);
     size_t off = (size_t)(at - c->rbuf.data);
+    if (c->chunked) {
+        /* the raw framing before this data, checked before the de-chunking
+         * below writes over it (ig_framing.h: llhttp is laxer) */
+        const char *why;
+        if (c->chunk_new ? ig_framing_check_chunk(c->rbuf.data + c->chunk_raw_end,
+                                                  off - c->chunk_raw_end, c->chunks_seen == 0, 0, &why)
+                         : (off != c->chunk_raw_end ? (why = "malformed chunk framing", -1) : 0))
+            return refuse(c, 400, why);
+        c->chunk_raw_end = off + len;
+        c->chunks_seen++;
+        c->chunk_new = 0;
+    }
     if (c->body_len + len > c->th->cfg->max_payload_size)
         return refuse(c, 413, "request body is larger than --max-payload-size");
     if (!c->body_len && !c->body_off)
@@ -157,6 +198,7 @@ static const llhttp_settings_t parser_settings = {
     .on_header_value = on_header_value,
     .on_headers_complete = on_headers_complete,
     .on_body = on_body,
+    .on_chunk_header = on_chunk_header,
     .on_message_complete = on_message_complete,
 };
 
@@ -816,6 +858,13 @@ static void client_parse(ig_client *c)
         if (e == HPE_PAUSED) {
             c->parsed = (size_t)(llhttp_get_error_pos(&c->parser) - c->rbuf.data);
             llhttp_resume(&c->parser);
+            const char *why;
+            if (c->chunked && ig_framing_check_chunk(c->rbuf.data + c->chunk_raw_end,
+                                                     c->parsed - c->chunk_raw_end,
+                                                     c->chunks_seen == 0, 1, &why)) {
+                ig_client_error(c, 400, "invalid_request_error", "bad_request", why);
+                break;
+            }
             dispatch(c);
             continue;
         }

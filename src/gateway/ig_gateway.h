@@ -107,6 +107,9 @@ typedef struct ig_client {
     short h_expect, h_request_id, h_authorization, h_routing_key;
     size_t body_off, body_len;
     size_t body_hint; /* Content-Length still to arrive: grow rbuf once for it */
+    size_t chunk_raw_end; /* chunked: where the framing after the last data byte starts */
+    int chunks_seen;      /* chunked: data pieces so far (0: the next gap is the first) */
+    int chunk_new;        /* chunked: a chunk header was parsed since the last data */
     int err_status; /* set by a parser callback that refused the request */
     const char *err_msg;
     char rid[80];
