@@ -8,6 +8,7 @@
 #include "../core/ig_log.h"
 #include "../health/ig_breaker.h"
 #include "../balance/ig_affinity.h"
+#include "../http/ig_framing.h"
 #include "../registry/ig_sessions.h"
 #include "ig_gateway.h"
 
@@ -195,6 +196,12 @@ static int r_on_header_value(llhttp_t *p, const char *at, size_t len)
 static int r_on_headers_complete(llhttp_t *p)
 {
     ig_upconn *up = p->data;
+    /* a field llhttp let through but a client's parser may not: this
+     * worker's answer is broken, and so is the connection */
+    for (int i = 0; i < up->nhdrs; i++)
+        if (!ig_framing_field_ok(up->hbuf.data + up->hdrs[i].name_off, up->hdrs[i].name_len,
+                                 up->hbuf.data + up->hdrs[i].value_off, up->hdrs[i].value_len))
+            return HPE_USER;
     up->head_done = 1;
     if (p->status_code < 200 && p->status_code != 101) {
         up->skip_informational = 1; /* 100/103 are not forwarded */

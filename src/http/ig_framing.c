@@ -43,6 +43,19 @@ static int valid_host(const char *v, size_t n)
     return 1;
 }
 
+int ig_framing_field_ok(const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (!nlen)
+        return 0;
+    for (size_t i = 0; i < nlen; i++)
+        if (!is_tchar((unsigned char)name[i]))
+            return 0;
+    for (size_t i = 0; i < vlen; i++)
+        if (!is_value_char((unsigned char)value[i]))
+            return 0;
+    return 1;
+}
+
 static int name_is(const char *n, size_t len, const char *want)
 {
     return strlen(want) == len && strncasecmp(n, want, len) == 0;

@@ -26,6 +26,8 @@ int ig_framing_check_head(const char *head, size_t len, const char **why);
  * 0 or -EINVAL with a static reason.
  */
 int ig_framing_check_chunk(const char *p, size_t n, int first, int last, const char **why);
+/** 1 when name is a token and value holds only field bytes (RFC 9110). */
+int ig_framing_field_ok(const char *name, size_t nlen, const char *value, size_t vlen);
 /** The length of the head at the start of buf (through the empty line), or 0 if none ends there. */
 size_t ig_framing_head_len(const char *buf, size_t len);
 #endif

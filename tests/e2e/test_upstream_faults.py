@@ -1,0 +1,128 @@
+"""A worker that breaks HTTP: malformed heads, wrong lengths, ambiguous
+framing, closing mid-body. The client gets a 502 before the first byte, or a
+cleanly cut stream after it; the connection to that worker is thrown away,
+never reused; the gateway keeps serving."""
+import socket
+import threading
+
+import httpx
+import pytest
+
+OK_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+
+FAULTS = {
+    # before the first byte reaches the client: 502
+    "garbage": b"NOT HTTP AT ALL\r\n\r\n",
+    "bad_status": b"HTTP/1.1 2x0 OK\r\ncontent-length: 2\r\n\r\n{}",
+    "bad_header_name": b"HTTP/1.1 200 OK\r\nbad name: x\r\ncontent-length: 2\r\n\r\n{}",
+    "cl_and_te": b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    "two_lengths": b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n{}",
+    "bad_length": b"HTTP/1.1 200 OK\r\ncontent-length: 2x\r\n\r\n{}",
+    "close_in_head": b"HTTP/1.1 200 OK\r\ncontent-le",
+    "close_silently": b"",
+}
+# after the head: the client sees the stream cut
+CUT = {
+    "short_body": OK_HEAD + b"content-length: 100\r\n\r\n{\"partial\":",
+    "chunked_then_close": OK_HEAD + b"transfer-encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n",
+    "bad_chunk_size": OK_HEAD + b"transfer-encoding: chunked\r\n\r\n5\r\n{\"a\":\r\nzz\r\n",
+}
+
+
+class FaultyWorker:
+    """Answers by the request's x-fault header; 'ok' answers name the connection."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.conns = 0
+        self.faulty_conn = None  # the connection the last faulty answer went out on
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns += 1
+            threading.Thread(target=self._serve, args=(conn, self.conns), daemon=True).start()
+
+    def _serve(self, conn, cid):
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = conn.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                fault, length = b"ok", 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"x-fault":
+                        fault = v.strip()
+                    if k.strip().lower() == b"content-length":
+                        length = int(v)
+                while len(buf) < length:
+                    buf += conn.recv(65536)
+                buf = buf[length:]
+                name = fault.decode()
+                if name == "ok":
+                    body = b'{"conn":%d}' % cid
+                    conn.sendall(OK_HEAD + b"content-length: %d\r\n\r\n" % len(body) + body)
+                    continue
+                self.faulty_conn = cid
+                conn.sendall(FAULTS.get(name) or CUT[name])
+                if name.startswith("close") or name in CUT:
+                    return
+                # otherwise stay open: a gateway that pooled this connection
+                # would send its next request here
+
+    def stop(self):
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def setup():
+    from conftest import Gateway
+    w = FaultyWorker()
+    gw = Gateway([], "--health-check-interval-secs", "0", "--retry-max-retries", "0",
+                 "--disable-circuit-breaker")
+    assert httpx.post(gw.base + "/workers", json={"url": w.url, "model_id": "m"}).status_code in (200, 201)
+    yield gw, w
+    gw.stop()
+    w.stop()
+
+
+def ask(c, fault):
+    return c.post("/v1/chat/completions", json={"model": "m", "messages": []}, headers={"x-fault": fault})
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_malformed_answer_before_the_first_byte_is_502_and_the_connection_is_dropped(setup, fault):
+    gw, w = setup
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        assert ask(c, "ok").status_code == 200  # a pooled connection exists
+        r = ask(c, fault)
+        assert r.status_code == 502, (fault, r.status_code, r.text)
+        assert r.json()["error"]["type"] == "upstream_error"
+        for _ in range(3):  # never on the connection that broke
+            after = ask(c, "ok")
+            assert after.status_code == 200 and after.json()["conn"] != w.faulty_conn, fault
+
+
+@pytest.mark.parametrize("fault", sorted(CUT))
+def test_broken_body_after_the_head_cuts_the_stream(setup, fault):
+    gw, w = setup
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+            with c.stream("POST", "/v1/chat/completions", json={"model": "m", "messages": []},
+                          headers={"x-fault": fault}) as r:
+                assert r.status_code == 200  # the head had gone out
+                r.read()
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        assert ask(c, "ok").status_code == 200  # and the gateway goes on
