@@ -38,6 +38,9 @@ static const opt opts[] = {
     {"upstream-max-requests-per-conn", T_U32, OFF(upstream_max_requests_per_conn), "requests per upstream connection (0: unlimited)"},
     {"upstream-max-conn-age-secs", T_SECS, OFF(upstream_max_conn_age_secs), "retire upstream connections this old (0: unlimited)"},
     {"client-idle-timeout-secs", T_SECS, OFF(client_idle_timeout_secs), "close idle client keep-alive connections (default 300)"},
+    {"max-client-connections", T_U32, OFF(max_client_connections), "client connections open at once; beyond, new ones get 503 and a close (default: from the open-file limit)"},
+    {"client-header-timeout-secs", T_SECS, OFF(client_header_timeout_secs), "a request head must arrive within this, from its first byte (default 15; then 408 and close)"},
+    {"client-body-timeout-secs", T_SECS, OFF(client_body_timeout_secs), "longest pause between two reads of a request body (default 60; then 408 and close)"},
     {"drain-timeout-secs", T_SECS, OFF(drain_timeout_secs), "on SIGTERM, wait this long for streams (default 30)"},
     {"log-level", T_LOGLEVEL, OFF(log_level), "error | warn | info (default: access log) | debug"},
     {"admin-api-key", T_STR, OFF(admin_api_key), "require 'Authorization: Bearer KEY' on admin endpoints (unset: loopback only)"},
@@ -82,6 +85,8 @@ void ig_config_defaults(ig_config *cfg)
     cfg->discovery_timeout_secs = 3;
     cfg->upstream_idle_timeout_secs = 60;
     cfg->client_idle_timeout_secs = 300;
+    cfg->client_header_timeout_secs = 15;
+    cfg->client_body_timeout_secs = 60;
     cfg->drain_timeout_secs = 30;
     cfg->log_level = IG_LOG_INFO;
     cfg->health_check_interval_secs = 10;

@@ -23,6 +23,9 @@ typedef struct ig_config {
     uint32_t upstream_max_requests_per_conn; /* 0: unlimited */
     double upstream_max_conn_age_secs;       /* 0: unlimited */
     double client_idle_timeout_secs;
+    double client_header_timeout_secs; /* the whole head, from its first byte */
+    uint32_t max_client_connections;   /* 0 at parse: derived from the open-file limit */
+    double client_body_timeout_secs;   /* between two reads of a request body */
     double drain_timeout_secs;
     int log_level;
     char *admin_api_key;

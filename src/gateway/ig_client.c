@@ -35,9 +35,16 @@ static int refuse(ig_client *c, int status, const char *msg)
     return HPE_USER;
 }
 
+static void arm_timer_secs(ig_client *c, double secs)
+{
+    uv_timer_start(&c->timer, ig_client_timer_cb, (uint64_t)(secs * 1000.0), 0);
+}
+
 static int on_message_begin(llhttp_t *p)
 {
     ig_client *c = parser_client(p);
+    /* the whole head within the header timeout, however slowly it trickles (slowloris) */
+    arm_timer_secs(c, c->th->cfg->client_header_timeout_secs);
     c->in_message = 1;
     c->head_done = 0;
     c->nhdrs = 0;
@@ -114,6 +121,7 @@ static int on_headers_complete(llhttp_t *p)
         return rc;
     c->head_done = 1;
     c->chunks_seen = c->chunk_new = 0;
+    arm_timer_secs(c, cfg->client_body_timeout_secs); /* reset on every read of the body */
     c->keep_alive = llhttp_should_keep_alive(p) != 0;
     c->http10 = p->http_major == 1 && p->http_minor == 0;
     c->chunked = (p->flags & F_CHUNKED) != 0;
@@ -204,6 +212,9 @@ static const llhttp_settings_t parser_settings = {
 
 /* ---- lifecycle ---- */
 
+/* Open client connections, all threads, against --max-client-connections. */
+static atomic_int g_clients;
+
 static void client_free_cb(uv_handle_t *h)
 {
     ig_client *c = h->data;
@@ -214,6 +225,7 @@ static void client_free_cb(uv_handle_t *h)
     ig_buf_free(&c->obuf);
     ig_buf_free(&c->uhead);
     free(c);
+    atomic_fetch_sub_explicit(&g_clients, 1, memory_order_relaxed);
     ig_thread_client_closed(th);
 }
 
@@ -242,6 +254,10 @@ void ig_client_timer_cb(uv_timer_t *t)
     ig_client *c = t->data;
     if (c->state == C_DISPATCHED)
         ig_proxy_timeout(c);
+    else if (c->state == C_READING && c->in_message && !c->closing)
+        ig_client_error(c, 408, "invalid_request_error", "request_timeout",
+                        c->head_done ? "the request body stalled (--client-body-timeout-secs)"
+                                     : "the request head took too long (--client-header-timeout-secs)");
     else
         ig_client_close(c);
 }
@@ -322,17 +338,57 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     c->rbuf.len += (size_t)nread;
     if (c->state == C_READING) {
+        if (c->in_message && c->head_done)
+            arm_timer_secs(c, c->th->cfg->client_body_timeout_secs);
         client_parse(c);
         if (!c->closing && c->in_message)
             quick_ack(c);
     }
 }
 
+int ig_client_count(void)
+{
+    return atomic_load_explicit(&g_clients, memory_order_relaxed);
+}
+
+static void refused_close_cb(uv_handle_t *h)
+{
+    free(h);
+}
+
+/* Over the limit: take the connection off the backlog, say why, close. */
+static void refuse_connection(ig_thread *th, uv_stream_t *server)
+{
+    static const char busy[] =
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\n"
+        "retry-after: 1\r\ncontent-length: 138\r\n\r\n"
+        "{\"error\":{\"message\":\"too many client connections (--max-client-connections)\","
+        "\"type\":\"service_unavailable\",\"code\":\"too_many_connections\"}}\n";
+    uv_tcp_t *t = malloc(sizeof(*t));
+    if (!t)
+        return;
+    uv_tcp_init(&th->loop, t);
+    if (uv_accept(server, (uv_stream_t *)t) == 0) {
+        uv_buf_t b = uv_buf_init((char *)busy, sizeof(busy) - 1);
+        uv_try_write((uv_stream_t *)t, &b, 1);
+    }
+    ig_count(&th->stats.client_conns_refused, 1);
+    uv_close((uv_handle_t *)t, refused_close_cb);
+}
+
 void ig_client_accept(ig_thread *th, uv_stream_t *server)
 {
-    ig_client *c = calloc(1, sizeof(*c));
-    if (!c)
+    if (atomic_fetch_add_explicit(&g_clients, 1, memory_order_relaxed) >=
+        (int)th->cfg->max_client_connections) {
+        atomic_fetch_sub_explicit(&g_clients, 1, memory_order_relaxed);
+        refuse_connection(th, server);
         return;
+    }
+    ig_client *c = calloc(1, sizeof(*c));
+    if (!c) {
+        atomic_fetch_sub_explicit(&g_clients, 1, memory_order_relaxed);
+        return;
+    }
     c->th = th;
     c->tcp.data = c;
     c->timer.data = c;

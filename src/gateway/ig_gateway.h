@@ -187,6 +187,8 @@ void ig_threads_join(ig_thread *ths, int n);
 
 /* ig_client.c */
 void ig_client_accept(ig_thread *th, uv_stream_t *server);
+/** Client connections open now, all threads. */
+int ig_client_count(void);
 /** Queue bytes to the client; hold is referenced until written. 0 or negative errno. */
 int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *hold);
 /** The response is fully queued: flush, then read the next request or close. */

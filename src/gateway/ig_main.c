@@ -64,13 +64,27 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&sigint, NULL);
 }
 
-static void raise_nofile(void)
+/* As many descriptors as the hard limit allows; returns what we have. */
+static long raise_nofile(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl))
+        return 1024;
+    long before = (long)rl.rlim_cur;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+            ig_info("open-file limit raised from %ld to %ld", before, (long)rl.rlim_cur);
+        getrlimit(RLIMIT_NOFILE, &rl);
     }
+    return (long)rl.rlim_cur;
+}
+
+/* Each client may hold a worker connection too; keep room for pools, health checks, logs. */
+static uint32_t default_max_clients(long nofile)
+{
+    long n = (nofile - 256) / 2;
+    return n > 16 ? (uint32_t)n : 16;
 }
 
 int main(int argc, char **argv)
@@ -94,7 +108,11 @@ int main(int argc, char **argv)
     }
     ig_log_level = cfg.log_level;
     signal(SIGPIPE, SIG_IGN);
-    raise_nofile();
+    long nofile = raise_nofile();
+    if (!cfg.max_client_connections)
+        cfg.max_client_connections = default_max_clients(nofile);
+    ig_info("open-file limit %ld: up to %u client connections (--max-client-connections)", nofile,
+            cfg.max_client_connections);
 
     if (cfg.n_worker_urls == 0)
         ig_warn("no --worker-urls: add workers with POST /workers, until then data requests get 503");
@@ -144,14 +162,14 @@ int main(int argc, char **argv)
         goto out;
     ig_info("infergate listening on http://%s:%d (%d threads, policy %s, %d workers)", cfg.host,
             port, nthreads, ig_policy_name(cfg.policy), cfg.n_worker_urls);
-    printf("infergate listening on http://%s:%d\n", cfg.host, port);
-    fflush(stdout);
-
+    /* handlers first: whoever reads the line below may signal at once */
     uv_signal_init(main_loop, &sigterm);
     uv_signal_init(main_loop, &sigint);
     sigterm.data = sigint.data = &cfg;
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
+    printf("infergate listening on http://%s:%d\n", cfg.host, port);
+    fflush(stdout);
     uv_run(main_loop, UV_RUN_DEFAULT);
     ig_threads_join(threads, nthreads);
     ig_info("drained, exiting");

@@ -149,6 +149,9 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
          SUM_THREADS(st->client_conns)},
         {"infergate_client_aborts_total", "Requests whose client left before the response ended.",
          SUM_THREADS(st->client_aborts)},
+        {"infergate_client_connections_refused_total",
+         "Client connections refused (503, closed) over --max-client-connections.",
+         SUM_THREADS(st->client_conns_refused)},
         {"infergate_response_bytes_total", "Bytes sent to clients.", SUM_THREADS(st->bytes_out)},
         {"infergate_upstream_connections_opened_total", "Worker connections opened.",
          SUM_THREADS(st->conns_opened)},
@@ -176,6 +179,9 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
     put(o, "# HELP infergate_queue_depth Requests waiting for a worker slot.\n"
            "# TYPE infergate_queue_depth gauge\ninfergate_queue_depth %d\n",
         ig_admission_depth());
+    put(o, "# HELP infergate_client_connections Client connections open now.\n"
+           "# TYPE infergate_client_connections gauge\ninfergate_client_connections %d\n",
+        ig_client_count());
     put(o, "# HELP infergate_sessions Sessions pinned to a worker (AReaL).\n"
            "# TYPE infergate_sessions gauge\ninfergate_sessions %d\n",
         ig_sessions_count());

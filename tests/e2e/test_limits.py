@@ -1,0 +1,101 @@
+"""Limits and timeouts: a head that trickles in (slowloris) or a body that
+stalls gets 408 and a close; beyond --max-client-connections new connections
+get 503 and a close while the open ones keep working; the open-file limit is
+raised at start and reported."""
+import json
+import socket
+import time
+
+import httpx
+
+from conftest import chat_body
+
+
+def raw(port):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    return s
+
+
+def read_all(s):
+    out = b""
+    while True:
+        try:
+            d = s.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not d:
+            break
+        out += d
+    return out
+
+
+def test_slowloris_head_gets_408_and_close(procs):
+    gw = procs.gateway([procs.worker()], "--client-header-timeout-secs", "1")
+    s = raw(gw.port)
+    t0 = time.time()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n")
+    for _ in range(20):  # a header line every 0.2 s, never the end of the head
+        try:
+            s.sendall(b"X-Slow: 1\r\n")
+        except OSError:
+            break
+        time.sleep(0.2)
+        if time.time() - t0 > 3:
+            break
+    out = read_all(s)
+    assert out.startswith(b"HTTP/1.1 408 "), out[:100]
+    assert json.loads(out.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "request_timeout"
+    assert time.time() - t0 < 5
+    # the gateway is fine
+    assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+
+
+def test_stalled_body_gets_408(procs):
+    gw = procs.gateway([procs.worker()], "--client-body-timeout-secs", "1")
+    s = raw(gw.port)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: 100\r\n\r\n{\"model\":")
+    t0 = time.time()
+    out = read_all(s)
+    assert out.startswith(b"HTTP/1.1 408 "), out[:100]
+    assert 0.8 < time.time() - t0 < 4
+
+
+def test_idle_keep_alive_connection_is_closed(procs):
+    gw = procs.gateway([procs.worker()], "--client-idle-timeout-secs", "1")
+    s = raw(gw.port)
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n")
+    t0 = time.time()
+    out = read_all(s)  # the answer, then the close once idle
+    assert out.startswith(b"HTTP/1.1 200") and 0.8 < time.time() - t0 < 4
+
+
+def test_connections_beyond_the_limit_are_refused_and_the_others_keep_working(procs):
+    gw = procs.gateway([procs.worker()], "--max-client-connections", "4", threads=1)
+    held = [raw(gw.port) for _ in range(4)]
+    time.sleep(0.2)
+    extra = raw(gw.port)
+    out = read_all(extra)
+    assert out.startswith(b"HTTP/1.1 503 "), out[:100]
+    assert b"too_many_connections" in out
+    # the four open connections still work
+    for s in held:
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    held.pop().close()
+    time.sleep(0.2)
+    # one left: a new connection fits again
+    r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1),
+                   headers={"connection": "close"})
+    assert r.status_code == 200
+    metrics = [l for l in httpx.get(gw.base + "/metrics", headers={"connection": "close"}).text.splitlines()
+               if l.startswith("infergate_client_connections_refused_total")]
+    assert metrics and float(metrics[0].split()[1]) >= 1
+    for s in held:
+        s.close()
+
+
+def test_open_file_limit_is_reported_at_start(procs):
+    gw = procs.gateway([procs.worker()], "--log-level", "info")
+    gw.stop()
+    assert "open-file limit" in gw.stderr and "client connections" in gw.stderr
