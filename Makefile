@@ -27,7 +27,7 @@ GW_OBJ    = $(GW_SRC:%.c=$(BUILD)/obj/%.o)
 MOCK_OBJ  = $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
 LLHTTP_OBJ = $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
 
-.PHONY: all setup run test unit e2e asan test-asan tsan test-tsan bench clean format
+.PHONY: all setup run test unit e2e asan test-asan tsan test-tsan bench clean format fuzz fuzz-replay
 all: $(BUILD)/infergate $(BUILD)/infergate-mockworker
 
 $(BUILD)/infergate: $(GW_OBJ) $(LLHTTP_OBJ)
@@ -87,7 +87,7 @@ asan:
 # the end-to-end suite against the sanitizer build
 test-asan: asan
 	@$(MAKE) --no-print-directory BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer" \
-	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit
+	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined" unit fuzz-replay
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	IG_BUILD=$(abspath build/asan) IG_SANITIZED=1 /usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
 
@@ -119,3 +119,34 @@ format:
 
 clean:
 	rm -rf build
+
+# ---- fuzzing ----
+# Each driver in tests/fuzz has a libFuzzer entry point. `make fuzz-replay`
+# (part of test-asan) runs the committed corpus through them with gcc and the
+# build's sanitizers; `make fuzz` runs libFuzzer itself (clang) for
+# FUZZ_SECS per driver, new inputs going to build/fuzz-findings, not the repo.
+FUZZERS   = fuzz_request fuzz_body_scan fuzz_admin
+FUZZ_SECS ?= 60
+FUZZ_SRC  = $(CORE_SRC) src/gateway/ig_admin.c
+$(BUILD)/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay.c $(FUZZ_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	@$(CC) $(CFLAGS_IG) -o $@ $< tests/fuzz/replay.c $(FUZZ_SRC) $(LLHTTP_OBJ) -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
+
+fuzz-replay: $(FUZZERS:%=$(BUILD)/fuzz/%-replay)
+	@set -e; for f in $(FUZZERS); do echo "== $$f corpus"; \
+	  ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  $(BUILD)/fuzz/$$f-replay tests/fuzz/corpus/$$f; done
+
+fuzz:
+	@IG_EXTRA_PKGS="clang libclang-rt-14-dev" scripts/setup.sh
+	@mkdir -p build/fuzz-clang build/fuzz-findings
+	@set -e; for f in $(FUZZERS); do \
+	  echo "== $$f: libFuzzer for $(FUZZ_SECS) s"; \
+	  clang -std=gnu11 -g -O1 -I$(LLHTTP_H) -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+	    -o build/fuzz-clang/$$f tests/fuzz/$$f.c $(FUZZ_SRC) $(LLHTTP_SRC) -luv -ljansson -lxxhash -lm -pthread; \
+	  dict=tests/fuzz/json.dict; [ $$f = fuzz_request ] && dict=tests/fuzz/request.dict; \
+	  mkdir -p build/fuzz-findings/$$f; \
+	  build/fuzz-clang/$$f -max_total_time=$(FUZZ_SECS) -dict=$$dict -artifact_prefix=build/fuzz-findings/ \
+	    build/fuzz-findings/$$f tests/fuzz/corpus/$$f; \
+	done

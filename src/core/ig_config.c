@@ -249,15 +249,32 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
     return 0;
 }
 
+static int apply_json(ig_config *cfg, json_t *root, const char *path, char *err, size_t errlen);
+
 static int load_file(ig_config *cfg, const char *path, char *err, size_t errlen)
 {
     json_error_t jerr;
     json_t *root = json_load_file(path, 0, &jerr);
+    if (!root)
+        return errf(err, errlen, "--config %s: line %d: %s", path, jerr.line, jerr.text);
+    return apply_json(cfg, root, path, err, errlen);
+}
+
+int ig_config_load_json(ig_config *cfg, const char *text, size_t len, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, 0, &jerr);
+    if (!root)
+        return errf(err, errlen, "config: line %d: %s", jerr.line, jerr.text);
+    return apply_json(cfg, root, "(text)", err, errlen);
+}
+
+/* Takes root. */
+static int apply_json(ig_config *cfg, json_t *root, const char *path, char *err, size_t errlen)
+{
     const char *key;
     json_t *val;
     int rc = 0;
-    if (!root)
-        return errf(err, errlen, "--config %s: line %d: %s", path, jerr.line, jerr.text);
     if (!json_is_object(root)) {
         rc = errf(err, errlen, "--config %s: expected a JSON object", path);
         goto done;

@@ -62,6 +62,8 @@ void ig_config_defaults(ig_config *cfg);
  * --version was printed, or -EINVAL with a message in err.
  */
 int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t errlen);
+/** Apply a --config JSON document given as text (what --config FILE does). */
+int ig_config_load_json(ig_config *cfg, const char *text, size_t len, char *err, size_t errlen);
 void ig_config_free(ig_config *cfg);
 void ig_config_usage(const char *prog);
 #endif

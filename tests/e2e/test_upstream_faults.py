@@ -76,7 +76,7 @@ class FaultyWorker:
                     conn.sendall(OK_HEAD + b"content-length: %d\r\n\r\n" % len(body) + body)
                     continue
                 self.faulty_conn = cid
-                conn.sendall(FAULTS.get(name) or CUT[name])
+                conn.sendall(FAULTS[name] if name in FAULTS else CUT[name])
                 if name.startswith("close") or name in CUT:
                     return
                 # otherwise stay open: a gateway that pooled this connection

@@ -1,0 +1,58 @@
+"""Writes the seed corpus of the fuzz drivers (committed; rerun after adding
+cases): requests from the framing test table, bodies, admin requests."""
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
+from test_framing import BAD, CHUNKED_BODY, CL, TE, req  # noqa: E402
+
+
+def write(driver, name, data):
+    d = os.path.join(HERE, "corpus", driver)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+for name, data in BAD.items():
+    write("fuzz_request", name, data)
+write("fuzz_request", "good_length", req(CL))
+write("fuzz_request", "good_chunked", req(TE, CHUNKED_BODY))
+write("fuzz_request", "good_chunk_ext", req(TE, b'1b;a=b;c="d e"\r\n{"model":"m","messages":[]}\r\n0\r\n\r\n'))
+write("fuzz_request", "good_get_http10", b"GET /health HTTP/1.0\r\n\r\n")
+write("fuzz_request", "pipelined", req(CL) + req(CL))
+
+bodies = {
+    "chat": {"model": "m", "messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}],
+             "stream": True, "max_tokens": 16, "user": "u1"},
+    "prompt": {"model": "m", "prompt": "once upon a time " * 40},
+    "input_ids": {"model": "m", "input_ids": list(range(200))},
+    "text_input": {"text": "t", "input": ["a", "b"], "model": "m"},
+    "nested": {"x": {"prompt": "no", "model": "no"}, "model": "yes", "messages": [[[[{}]]]]},
+}
+for name, b in bodies.items():
+    write("fuzz_body_scan", name, json.dumps(b).encode())
+write("fuzz_body_scan", "escapes", b'{"model":"m\\u0041\\n","messages":[{"content":"\\"q\\\\"}]}')
+write("fuzz_body_scan", "deep", b"[" * 600 + b"]" * 600)
+write("fuzz_body_scan", "truncated", b'{"model":"m","messages":[{"role":')
+
+admin = {
+    "add": (1, "/workers", {"url": "http://127.0.0.1:9000", "model_id": "m", "max_inflight": 4}),
+    "list": (0, "/workers", None),
+    "delete": (2, "/workers/w3", None),
+    "add_query": (1, "/add_worker?url=http%3A%2F%2Fh%3A1&max_inflight=2", None),
+    "register": (1, "/register", {"worker_addr": "http://h:1"}),
+    "route": (1, "/route", {"api_key": "k", "model": "m"}),
+    "session": (1, "/register_session", {"session_api_key": "k", "session_id": "s", "worker_addr": "http://h:1"}),
+    "model": (1, "/register_model", {"model": "p", "data_proxy_addrs": ["http://h:1", "http://h:2"]}),
+    "export": (1, "/export_trajectories", {"model": "s1", "discount": 0.9}),
+    "broadcast": (1, "/set_version/w2", {"version": 7, "model": "m"}),
+    "callback": (1, "/callback/pause_generation/w1", None),
+    "config": (1, "/x", {"policy": "cache_aware", "worker_urls": ["http://h:1"], "cache_threshold": 0.5,
+                         "balance_rel_threshold": 1.2, "max_tree_size": 65536}),
+}
+for name, (m, target, body) in admin.items():
+    write("fuzz_admin", name, bytes([m]) + target.encode() + b"\n" + (json.dumps(body).encode() if body else b""))
+print("seeds written")
