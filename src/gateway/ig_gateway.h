@@ -96,7 +96,8 @@ typedef struct ig_client {
     unsigned closing : 1, read_paused : 1, in_parse : 1, keep_alive : 1, close_after : 1,
         http10 : 1, head_done : 1, in_value : 1, resp_started : 1, dechunk : 1, resent : 1,
         chunked : 1, in_message : 1, have_rid : 1, last_timeout : 1, lingering : 1, probe : 1,
-        retrying : 1, is_admin : 1, in_proxy : 1, queued : 1;
+        retrying : 1, is_admin : 1, in_proxy : 1, queued : 1,
+        last_refused : 1; /* the last connect was refused: the worker got nothing */
     /* the request being read: slices of rbuf by offset */
     ig_buf rbuf;
     size_t parsed, msg_start;

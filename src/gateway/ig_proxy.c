@@ -78,6 +78,8 @@ static int retry_allowed(ig_client *c)
     }
     if (c->retrying)
         return 1; /* already counted against the budget */
+    if (c->last_refused)
+        return 1; /* a refused connection put no load on anyone: nothing to budget */
     int inflight = atomic_load_explicit(&g_inflight, memory_order_relaxed);
     int retrying = atomic_load_explicit(&g_retrying, memory_order_relaxed);
     double budget = cfg->retry_budget_ratio * inflight;
@@ -572,6 +574,7 @@ static void on_connect(uv_connect_t *req, int status)
     ig_info("%.*s connect to %s failed: %s", (int)c->rid_len, c->rid, up->w->url,
             timed_out ? "timed out" : uv_strerror(status));
     c->last_timeout = timed_out;
+    c->last_refused = status == UV_ECONNREFUSED;
     release_worker(c);
     pick_and_send(c);
 }
@@ -902,6 +905,7 @@ void ig_proxy_start(ig_client *c)
     c->resent = 0;
     c->requeues = 0;
     c->last_timeout = 0;
+    c->last_refused = 0;
     c->in_proxy = 1;
     atomic_fetch_add_explicit(&g_inflight, 1, memory_order_relaxed);
     pick_and_send(c);
