@@ -26,6 +26,7 @@ int ig_wakeup_init(uv_loop_t *loop, ig_wakeup *w, void (*cb)(ig_wakeup *w))
     int rc = uv_poll_init(loop, &w->poll, w->fd);
     if (rc) {
         close(w->fd);
+        w->fd = -1;
         return rc;
     }
     w->poll.data = w;
@@ -40,15 +41,15 @@ void ig_wakeup_send(ig_wakeup *w)
         ;
 }
 
-static void closed(uv_handle_t *h)
-{
-    ig_wakeup *w = h->data;
-    close(w->fd);
-    w->fd = -1;
-}
-
 void ig_wakeup_close(ig_wakeup *w)
 {
     if (!uv_is_closing((uv_handle_t *)&w->poll))
-        uv_close((uv_handle_t *)&w->poll, closed);
+        uv_close((uv_handle_t *)&w->poll, NULL);
+}
+
+void ig_wakeup_release(ig_wakeup *w)
+{
+    if (w->fd >= 0)
+        close(w->fd);
+    w->fd = -1;
 }

@@ -17,6 +17,9 @@ typedef struct ig_wakeup {
 int ig_wakeup_init(uv_loop_t *loop, ig_wakeup *w, void (*cb)(ig_wakeup *w));
 /** Any thread; coalesces. */
 void ig_wakeup_send(ig_wakeup *w);
-/** Loop thread; the fd is closed once the handle is. */
+/** Loop thread: stop watching. The eventfd stays open, because another
+ * thread may still be sending; ig_wakeup_release closes it. */
 void ig_wakeup_close(ig_wakeup *w);
+/** Close the eventfd, once no thread can send any more (after the joins). */
+void ig_wakeup_release(ig_wakeup *w);
 #endif

@@ -851,6 +851,7 @@ void ig_control_stop(void)
     ig_wakeup_close(&ctl.inbox_wake);
     uv_walk(&ctl.loop, close_walk, NULL);
     uv_run(&ctl.loop, UV_RUN_DEFAULT);
+    ig_wakeup_release(&ctl.inbox_wake); /* the loop threads, its senders, are gone */
     uv_loop_close(&ctl.loop);
     uv_mutex_lock(&ctl.lock);
     ig_admin_msg *m = ctl.inbox;

@@ -185,6 +185,9 @@ void ig_thread_access_log(ig_thread *th, ig_client *c, int status, uint64_t dur_
 extern int ig_n_threads;
 void ig_threads_stop(ig_thread *ths, int n);
 void ig_threads_join(ig_thread *ths, int n);
+/** Close the loop threads' wake-up descriptors: only once nothing can send
+ * to them any more (loop threads joined, control thread stopped). */
+void ig_threads_release_wakeups(ig_thread *ths, int n);
 
 /* ig_client.c */
 void ig_client_accept(ig_thread *th, uv_stream_t *server);

@@ -177,6 +177,8 @@ int main(int argc, char **argv)
 out:
     if (control_started)
         ig_control_stop();
+    if (threads)
+        ig_threads_release_wakeups(threads, nthreads);
     uv_loop_close(main_loop);
     free(threads);
     free(fds);

@@ -293,6 +293,8 @@ int ig_threads_init(ig_thread *ths, int n, const ig_config *cfg, const int *fds)
 {
     ig_all_threads = ths;
     ig_n_threads = n;
+    for (int i = 0; i < n; i++)
+        ths[i].wake.fd = -1; /* released at exit even if its init never ran */
     for (int i = 0; i < n; i++) {
         int rc = thread_init(&ths[i], i, cfg, fds[i]);
         if (rc) {
@@ -321,10 +323,18 @@ void ig_threads_stop(ig_thread *ths, int n)
     }
 }
 
+void ig_threads_release_wakeups(ig_thread *ths, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (ths[i].wake.cb) /* its init ran */
+            ig_wakeup_release(&ths[i].wake);
+}
+
 void ig_threads_join(ig_thread *ths, int n)
 {
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         uv_thread_join(&ths[i].tid);
+    for (int i = 0; i < n; i++) {
         while (ths[i].free_blocks) {
             ig_block *b = ths[i].free_blocks;
             ths[i].free_blocks = b->next;
