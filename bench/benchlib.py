@@ -124,13 +124,14 @@ def cpu_us_per_request(pid, fn):
     return r
 
 
-def nginx_conf(work, port, upstream_block):
+def nginx_conf(work, port, upstream_block, connections=9000):
     """An nginx.conf for one worker process proxying to upstream `be` without buffering."""
     return f"""worker_processes 1;
+worker_rlimit_nofile {max(connections + 200, 1024)};
 daemon off;
 pid {work}/nginx.pid;
 error_log {work}/nginx-error.log crit;
-events {{ worker_connections 9000; }}
+events {{ worker_connections {connections}; }}
 http {{
     access_log off;
     client_body_temp_path {work}/body;
@@ -152,17 +153,17 @@ http {{
 """
 
 
-def haproxy_conf(port, servers, queue_timeout=False):
+def haproxy_conf(port, servers, queue_timeout=False, maxconn=9000, timeout="60s"):
     """A haproxy.cfg with one thread and reused server connections; servers are 'server ...' lines."""
     queue = "    timeout queue 60s\n" if queue_timeout else ""
     return f"""global
     nbthread 1
-    maxconn 9000
+    maxconn {maxconn}
 defaults
     mode http
     timeout connect 5s
-    timeout client 60s
-    timeout server 60s
+    timeout client {timeout}
+    timeout server {timeout}
 {queue}    http-reuse always
 frontend fe
     bind 127.0.0.1:{port}

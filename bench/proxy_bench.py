@@ -20,7 +20,8 @@ from benchlib import (haproxy_conf, BODY, BUILD, LOAD_CORE, ROOT, SERVER_CORE, f
 CLK_TCK = benchlib.CLK_TCK
 
 
-def start_contender(name, backend_port, work):
+def start_contender(name, backend_port, work, streams=0):
+    """streams: room for that many long-lived streams (two connections each)."""
     port = free_port()
     up = f"127.0.0.1:{backend_port}"
     if name == "infergate":
@@ -29,12 +30,14 @@ def start_contender(name, backend_port, work):
     elif name == "haproxy":
         cfg = os.path.join(work, "haproxy.cfg")
         with open(cfg, "w") as f:
-            f.write(haproxy_conf(port, f"    server s1 {up}"))
+            f.write(haproxy_conf(port, f"    server s1 {up}", maxconn=max(9000, streams + 500),
+                                 timeout="600s" if streams else "60s"))
         p = pinned(["haproxy", "-db", "-f", cfg])
     elif name == "nginx":
         cfg = os.path.join(work, "nginx.conf")
         with open(cfg, "w") as f:
-            f.write(nginx_conf(work, port, f"    upstream be {{ server {up}; keepalive 128; }}"))
+            f.write(nginx_conf(work, port, f"    upstream be {{ server {up}; keepalive 128; }}",
+                               connections=max(9000, 2 * streams + 500)))
         p = pinned(["nginx", "-c", cfg, "-p", work])
     elif name == "caddy":
         cfg = os.path.join(work, "Caddyfile")

@@ -14,3 +14,4 @@ done
 /usr/bin/python3 bench/spread_bench.py
 /usr/bin/python3 bench/fleet_bench.py
 /usr/bin/python3 bench/cache_bench.py --reps 3
+/usr/bin/python3 bench/streams_bench.py

@@ -281,6 +281,8 @@ static int send_head(ig_client *c, ig_upconn *up, outv *o)
         return rc;
     c->resp_started = 1;
     push(c, o, NULL, h->data, h->len);
+    /* the worker's head is copied out: a long stream need not keep it */
+    ig_buf_free(&up->hbuf);
     return 0;
 }
 
