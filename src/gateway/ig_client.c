@@ -431,6 +431,8 @@ static void client_write_cb(uv_write_t *req, int status)
     }
     if (c->closing)
         return;
+    if (c->state == C_DISPATCHED && c->resp_started && c->pending_writes == 0 && c->obuf.data)
+        ig_buf_free(&c->obuf); /* the response head is written: a long stream need not keep it */
     if (c->state == C_DISPATCHED && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
                                         IG_CLIENT_WQ_LOW)
         ig_proxy_resume_upstream(c);

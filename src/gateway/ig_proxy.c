@@ -425,6 +425,8 @@ static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
     }
     flush(c, &o, blk);
     cur_out = NULL;
+    if (up->c && c->resp_started && c->pending_writes == 0 && c->obuf.data)
+        ig_buf_free(&c->obuf); /* the head is out: a long stream need not keep it */
     if (up->c && ig_client_wants_pause(c) && !up->paused) {
         uv_read_stop((uv_stream_t *)&up->tcp);
         up->paused = 1;
@@ -540,8 +542,11 @@ static void send_request(ig_upconn *up)
         return;
     }
     size_t done = (size_t)rc;
-    if (done == c->uhead.len + c->body_len)
+    if (done == c->uhead.len + c->body_len) {
+        /* all out: a long stream need not keep the head (a resend rebuilds it) */
+        ig_buf_free(&c->uhead);
         return;
+    }
     unsigned first = 0;
     if (done >= bufs[0].len) {
         done -= bufs[0].len;

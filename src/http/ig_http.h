@@ -7,7 +7,7 @@
 
 #include "../core/ig_buf.h"
 
-#define IG_MAX_HEADERS 128
+#define IG_MAX_HEADERS 100 /* per head, like HAProxy's 101; more is 431 (or a broken answer) */
 
 /* A header as offsets into a base buffer: the buffer may move (realloc) while
  * the message is read, offsets stay valid. */
