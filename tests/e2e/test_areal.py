@@ -11,7 +11,7 @@ from conftest import chat_body, wait_for
 
 def test_register_unregister_and_workers_like_areal_router(procs):
     w1, w2 = procs.worker(worker_id="w1"), procs.worker(worker_id="w2")
-    gw = procs.gateway([w1], "--admin-api-key", "adm")
+    gw = procs.gateway([w1], "--admin-api-key", "adm", "--policy", "round_robin")
     h = {"authorization": "Bearer adm"}
     with httpx.Client(base_url=gw.base, timeout=10) as c:
         r = c.post("/register", json={"worker_addr": w2.url}, headers=h)
@@ -49,7 +49,9 @@ def bearer(key):
 
 def areal_fleet(procs, n=2, *gw_args):
     ws = [procs.worker("--admin-api-key", "adm", worker_id=f"m{i}") for i in range(n)]
-    gw = procs.gateway([], "--admin-api-key", "adm", *gw_args)
+    # round robin: tests that check requests reach every worker must not
+    # depend on least_load's random tie-breaks on an idle fleet
+    gw = procs.gateway([], "--admin-api-key", "adm", "--policy", "round_robin", *gw_args)
     ids = {}
     for w in ws:
         r = httpx.post(gw.base + "/register", json={"worker_addr": w.url}, headers=ADM)
