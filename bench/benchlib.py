@@ -35,18 +35,40 @@ def wait_port(port, timeout=15):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-def tree_cpu_ticks(pid):
-    """utime+stime of pid and all its descendants (nginx and haproxy may fork)."""
-    total, todo = 0, [pid]
+def tree_pids(pid):
+    """pid and all its descendants (nginx and haproxy fork)."""
+    todo = [pid]
     while todo:
         p = todo.pop()
+        yield p
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(c) for c in f.read().split()]
+        except OSError:
+            pass
+
+
+def tree_cpu_ticks(pid):
+    """utime+stime of pid and all its descendants."""
+    total = 0
+    for p in tree_pids(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo += [int(c) for c in f.read().split()]
-        except (FileNotFoundError, ProcessLookupError):
+        except OSError:
+            pass
+    return total
+
+
+def tree_rss_kb(pid):
+    """Resident memory of pid and all its descendants."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
             pass
     return total
 

@@ -15,25 +15,10 @@ import tempfile
 import time
 
 import benchlib
-from benchlib import start_mock, stop, wait_port, write_results
+from benchlib import start_mock, stop, tree_rss_kb, wait_port, write_results
 from proxy_bench import start_contender
 
 PROXIES = ["infergate", "nginx", "haproxy"]
-
-
-def tree_rss_kb(pid):
-    """Resident memory of pid and its children (nginx's master and worker)."""
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        try:
-            with open(f"/proc/{p}/status") as f:
-                total += next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo += [int(x) for x in f.read().split()]
-        except (OSError, StopIteration):
-            pass
-    return total
 
 
 async def hold_streams(port, n, ready, release):

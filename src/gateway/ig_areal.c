@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "../core/ig_log.h"
+#include "../http/ig_http.h"
 #include "../registry/ig_sessions.h"
 #include "../upstream/ig_httpc.h"
 #include "ig_control_int.h"
@@ -23,14 +24,7 @@ static int n_routes;
 
 static int admin_key_is(const char *key, size_t len)
 {
-    const char *admin = ig_ctl_cfg()->admin_api_key;
-    if (!admin || !*admin)
-        return 0;
-    size_t alen = strlen(admin);
-    unsigned char diff = len != alen;
-    for (size_t i = 0; i < alen; i++) /* constant time in the key's content */
-        diff |= (unsigned char)((i < len ? key[i] : 0) ^ admin[i]);
-    return !diff;
+    return ig_http_secret_is(key, len, ig_ctl_cfg()->admin_api_key);
 }
 
 static int find_route(const char *name)

@@ -731,16 +731,13 @@ int ig_client_bearer(const ig_client *c, const char **tok, size_t *len)
 
 /* 0 when the bearer matches key; -1 missing or malformed; -2 wrong.
  * Constant time: no early exit, the length difference folded into the result. */
-static int bearer(ig_client *c, const char *key)
+int ig_client_bearer_is(const ig_client *c, const char *key)
 {
     const char *v;
-    size_t vlen, klen = strlen(key);
+    size_t vlen;
     if (ig_client_bearer(c, &v, &vlen))
         return -1;
-    unsigned char diff = vlen != klen;
-    for (size_t k = 0; k < klen; k++)
-        diff |= (unsigned char)((k < vlen ? v[k] : 0) ^ key[k]);
-    return diff ? -2 : 0;
+    return ig_http_secret_is(v, vlen, key) ? 0 : -2;
 }
 
 /* The client key, or (AReaL) a session's key or the admin key. */
@@ -748,9 +745,9 @@ static int authorized(ig_client *c)
 {
     const char *key = c->th->cfg->api_key, *admin = c->th->cfg->admin_api_key, *tok;
     size_t len;
-    if (!key || !*key || bearer(c, key) == 0)
+    if (!key || !*key || ig_client_bearer_is(c, key) == 0)
         return 1;
-    return (admin && *admin && bearer(c, admin) == 0) ||
+    return ig_client_bearer_is(c, admin) == 0 ||
            (ig_client_bearer(c, &tok, &len) == 0 && ig_sessions_by_key(tok, len));
 }
 
@@ -774,7 +771,7 @@ static void admin_start(ig_client *c)
 {
     const char *key = c->th->cfg->admin_api_key;
     if (key && *key) {
-        int rc = bearer(c, key);
+        int rc = ig_client_bearer_is(c, key);
         if (rc == -1) {
             ig_client_error(c, 401, "authentication_error", "missing_admin_key",
                             "admin endpoints need 'Authorization: Bearer <admin key>'");

@@ -210,6 +210,8 @@ void ig_client_timer_cb(uv_timer_t *t);
 void ig_client_drain(ig_thread *th);
 /** The bearer token of c's request (trimmed): 0, or -1 when absent or not "Bearer". */
 int ig_client_bearer(const ig_client *c, const char **tok, size_t *len);
+/** 0 when the bearer is key (compared in constant time), -1 missing or malformed, -2 other. */
+int ig_client_bearer_is(const ig_client *c, const char *key);
 /** Answer an admin request that came back from the control thread. */
 void ig_client_admin_reply(ig_client *c, ig_admin_msg *m);
 

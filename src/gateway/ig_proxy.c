@@ -800,14 +800,7 @@ static const ig_session *pinned_session(ig_client *c)
  * admin key's persistent session (AReaL's human-in-the-loop session). */
 static int is_admin_bearer(ig_client *c)
 {
-    const char *admin = c->th->cfg->admin_api_key, *tok;
-    size_t len;
-    if (!admin || !*admin || ig_client_bearer(c, &tok, &len) || len != strlen(admin))
-        return 0;
-    unsigned char diff = 0;
-    for (size_t i = 0; i < len; i++)
-        diff |= (unsigned char)(tok[i] ^ admin[i]);
-    return !diff;
+    return ig_client_bearer_is(c, c->th->cfg->admin_api_key) == 0;
 }
 
 static void pick_and_send(ig_client *c)

@@ -229,3 +229,14 @@ int ig_http_error_response(ig_buf *out, int status, const char *type, const char
     rc = rc ? rc : ig_buf_puts(out, "\r\n");
     return rc ? rc : ig_buf_append(out, b.data, b.len);
 }
+
+int ig_http_secret_is(const char *given, size_t len, const char *secret)
+{
+    if (!secret || !*secret)
+        return 0;
+    size_t slen = strlen(secret);
+    unsigned char diff = len != slen;
+    for (size_t i = 0; i < slen; i++) /* no early exit */
+        diff |= (unsigned char)((i < len ? given[i] : 0) ^ secret[i]);
+    return !diff;
+}

@@ -68,4 +68,7 @@ int ig_http_error_response(ig_buf *out, int status, const char *type, const char
 
 /** Append s as a JSON string literal (with quotes), escaping as needed. */
 int ig_json_append_string(ig_buf *out, const char *s, size_t n);
+/** 1 when given (len bytes) equals the NUL-terminated secret, in time that
+ * does not depend on where they differ; 0 for a NULL or empty secret. */
+int ig_http_secret_is(const char *given, size_t len, const char *secret);
 #endif
