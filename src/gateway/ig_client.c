@@ -16,8 +16,7 @@
 #include "ig_admin.h"
 #include "ig_gateway.h"
 
-#define RBUF_MIN (16 * 1024)
-#define RBUF_KEEP (256 * 1024)
+#define RBUF_MIN IG_RBUF_SIZE
 
 static void client_parse(ig_client *c);
 
@@ -47,6 +46,8 @@ static int on_message_begin(llhttp_t *p)
     arm_timer_secs(c, c->th->cfg->client_header_timeout_secs);
     c->in_message = 1;
     c->head_done = 0;
+    if (!c->hdrs && !(c->hdrs = ig_freelist_get(&c->th->hdr_tables)))
+        return refuse(c, 503, "out of memory");
     c->nhdrs = 0;
     c->in_value = 0;
     c->url_len = 0;
@@ -221,9 +222,11 @@ static void client_free_cb(uv_handle_t *h)
     if (--c->handles_open)
         return;
     ig_thread *th = c->th;
-    ig_buf_free(&c->rbuf);
-    ig_buf_free(&c->obuf);
-    ig_buf_free(&c->uhead);
+    ig_buf_give(&c->rbuf, &th->rbufs);
+    ig_buf_give(&c->obuf, &th->heads);
+    ig_buf_give(&c->uhead, &th->heads);
+    ig_freelist_put(&th->hdr_tables, c->hdrs);
+    free(c->logtag);
     free(c);
     atomic_fetch_sub_explicit(&g_clients, 1, memory_order_relaxed);
     ig_thread_client_closed(th);
@@ -274,12 +277,16 @@ static void arm_idle_timer(ig_client *c)
 static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     ig_client *c = h->data;
+    ig_thread *th = c->th;
     (void)suggested;
-    if (c->lingering) {
-        /* discarding: any room will do */
-        if (!c->rbuf.data)
-            ig_buf_reserve(&c->rbuf, RBUF_MIN);
-        *buf = uv_buf_init(c->rbuf.data, (unsigned)c->rbuf.cap);
+    if (c->lingering || (c->retired && c->rbuf.cap == c->rbuf.len)) {
+        /* discarding, or a streaming client with nothing in hand: the
+         * thread's scratch (client_read copies anything worth keeping) */
+        *buf = uv_buf_init(th->rscratch, sizeof(th->rscratch));
+        return;
+    }
+    if (c->state == C_READING && ig_buf_take(&c->rbuf, &th->rbufs)) {
+        *buf = uv_buf_init(NULL, 0);
         return;
     }
     if (c->rbuf.cap - c->rbuf.len < 4096 && c->state == C_READING) {
@@ -336,6 +343,12 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         ig_client_close(c);
         return;
     }
+    if (buf->base == c->th->rscratch) {
+        /* early bytes of the next request while a stream is out */
+        if (nread && (ig_buf_take(&c->rbuf, &c->th->rbufs) || ig_buf_append(&c->rbuf, buf->base, (size_t)nread)))
+            ig_client_close(c);
+        return;
+    }
     c->rbuf.len += (size_t)nread;
     if (c->state == C_READING) {
         if (c->in_message && c->head_done)
@@ -390,6 +403,7 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
         return;
     }
     c->th = th;
+    c->h_expect = c->h_request_id = c->h_authorization = c->h_routing_key = -1;
     c->tcp.data = c;
     c->timer.data = c;
     uv_tcp_init(&th->loop, &c->tcp);
@@ -423,7 +437,7 @@ static void client_write_cb(uv_write_t *req, int status)
     ig_thread *th = c->th;
     if (w->blk)
         ig_block_put(th, w->blk);
-    ig_wreq_put(th, w);
+    ig_freelist_put(&th->wreqs, w);
     c->pending_writes--;
     if (status < 0) {
         ig_client_close(c);
@@ -432,7 +446,7 @@ static void client_write_cb(uv_write_t *req, int status)
     if (c->closing)
         return;
     if (c->state == C_DISPATCHED && c->resp_started && c->pending_writes == 0 && c->obuf.data)
-        ig_buf_free(&c->obuf); /* the response head is written: a long stream need not keep it */
+        ig_buf_give(&c->obuf, &th->heads); /* the response head is written: a long stream need not keep it */
     if (c->state == C_DISPATCHED && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
                                         IG_CLIENT_WQ_LOW)
         ig_proxy_resume_upstream(c);
@@ -474,7 +488,7 @@ int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *ho
         rest[m++] = uv_buf_init(bufs[i].base + done, (unsigned)(bufs[i].len - (size_t)done));
         done = 0;
     }
-    ig_wreq *w = ig_wreq_get(c->th);
+    ig_wreq *w = ig_freelist_get(&c->th->wreqs);
     if (!w) {
         ig_client_close(c);
         return -ENOMEM;
@@ -486,7 +500,7 @@ int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *ho
     if (rc) {
         if (hold)
             ig_block_put(c->th, hold);
-        ig_wreq_put(c->th, w);
+        ig_freelist_put(&c->th->wreqs, w);
         ig_client_close(c);
         return rc;
     }
@@ -513,7 +527,8 @@ static void client_linger(ig_client *c)
 {
     c->lingering = 1;
     c->lingered = 0;
-    c->rbuf.len = c->parsed = 0;
+    ig_buf_give(&c->rbuf, &c->th->rbufs); /* discarding reads go to the thread's scratch */
+    c->parsed = 0;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) != 0) {
         ig_client_close(c);
         return;
@@ -534,16 +549,24 @@ static void next_request(ig_client *c)
             ig_client_close(c);
         return;
     }
+    ig_thread *th = c->th;
     size_t left = c->rbuf.len - c->parsed;
     if (left && c->parsed)
         memmove(c->rbuf.data, c->rbuf.data + c->parsed, left);
     c->rbuf.len = left;
     c->parsed = 0;
     c->msg_start = 0;
-    if (!left && c->rbuf.cap > RBUF_KEEP) {
-        /* a big body passed through: do not keep its memory on an idle connection */
-        ig_buf_free(&c->rbuf);
-    }
+    /* an idle keep-alive connection keeps no buffer: the next request takes one */
+    if (!left)
+        ig_buf_give(&c->rbuf, &th->rbufs);
+    ig_buf_give(&c->obuf, &th->heads);
+    ig_buf_give(&c->uhead, &th->heads);
+    ig_freelist_put(&th->hdr_tables, c->hdrs);
+    c->hdrs = NULL;
+    c->nhdrs = 0;
+    c->head_done = 0; /* no header index is valid until the next head */
+    c->h_expect = c->h_request_id = c->h_authorization = c->h_routing_key = -1;
+    c->retired = 0;
     c->state = C_READING;
     c->ntried = 0;
     c->resent = 0;
@@ -577,6 +600,53 @@ static void finish_request(ig_client *c, int aborted)
         ig_count(&th->stats.client_aborts, 1);
     if (ig_log_level >= IG_LOG_INFO)
         ig_thread_access_log(th, c, status, dur_us);
+    free(c->logtag);
+    c->logtag = NULL;
+}
+
+const char *ig_client_path(const ig_client *c, size_t *len)
+{
+    const char *url = c->logtag ? c->logtag : c->rbuf.data + c->url_off;
+    size_t n = 0;
+    while (n < c->url_len && url[n] != '?')
+        n++;
+    *len = n;
+    return url;
+}
+
+void ig_client_retire_request(ig_client *c)
+{
+    ig_thread *th = c->th;
+    if (c->retired || c->parsed != c->rbuf.len || (c->up && c->up->writing))
+        return; /* done already, the next request is in rbuf, or rbuf is being sent */
+    ig_body_fields *f = &c->fields;
+    if (ig_log_level >= IG_LOG_INFO) {
+        size_t plen, mlen = f->has_model ? f->model_len : 0;
+        const char *path = ig_client_path(c, &plen);
+        char *t = malloc(plen + mlen + 1);
+        if (!t)
+            return; /* keep it all then */
+        memcpy(t, path, plen);
+        memcpy(t + plen, f->model, mlen);
+        c->logtag = t;
+        c->url_off = 0;
+        c->url_len = (uint32_t)plen;
+        f->model = t + plen;
+    } else {
+        f->has_model = 0;
+        f->model_len = 0;
+    }
+    f->n_text = 0;
+    f->user.len = 0;
+    ig_freelist_put(&th->hdr_tables, c->hdrs);
+    c->hdrs = NULL;
+    c->nhdrs = 0;
+    c->h_expect = c->h_request_id = c->h_authorization = c->h_routing_key = -1;
+    ig_buf_give(&c->rbuf, &th->rbufs);
+    ig_buf_give(&c->uhead, &th->heads);
+    c->parsed = c->msg_start = 0;
+    c->body_off = c->body_len = 0;
+    c->retired = 1;
 }
 
 void ig_client_request_done(ig_client *c)
@@ -633,7 +703,7 @@ void ig_client_error_headers(ig_client *c, int status, const char *type, const c
     }
     c->obuf.len = 0;
     c->status = status;
-    if (ig_http_error_response(&c->obuf, status, type, code, msg, c->rid, c->rid_len,
+    if (ig_buf_take(&c->obuf, &c->th->heads) == 0 && ig_http_error_response(&c->obuf, status, type, code, msg, c->rid, c->rid_len,
                                c->close_after || !c->keep_alive || c->th->draining,
                                extra_headers) == 0) {
         uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
@@ -649,7 +719,8 @@ static void respond_body(ig_client *c, int status, const char *ctype, const char
     int close_conn = !c->keep_alive || c->th->draining;
     o->len = 0;
     c->status = status;
-    int rc = ig_buf_reserve(o, len + 256);
+    int rc = ig_buf_take(o, &c->th->heads);
+    rc = rc ? rc : ig_buf_reserve(o, len + 256);
     rc = rc ? rc : ig_buf_puts(o, "HTTP/1.1 ");
     rc = rc ? rc : ig_buf_putu(o, (uint64_t)status);
     rc = rc ? rc : ig_buf_puts(o, " ");

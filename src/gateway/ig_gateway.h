@@ -10,6 +10,7 @@
 #include "../balance/ig_policy.h"
 #include "../core/ig_buf.h"
 #include "../core/ig_config.h"
+#include "../core/ig_freelist.h"
 #include "../core/ig_list.h"
 #include "../core/ig_wakeup.h"
 #include "../http/ig_body_scan.h"
@@ -30,16 +31,19 @@
 /* Upstream read buffer, recycled through a per-thread free list. A block can
  * be referenced by several pending client writes, hence the count. */
 typedef struct ig_block {
-    struct ig_block *next;
-    uint32_t refs;
+    size_t refs;
     char data[IG_BLOCK_SIZE];
 } ig_block;
 
 typedef struct ig_wreq {
     uv_write_t req;
     ig_block *blk;
-    struct ig_wreq *next;
 } ig_wreq;
+
+/* A client's request buffer starts at this size (from the thread's free list). */
+#define IG_RBUF_SIZE (16 * 1024)
+/* Request and response heads are built in buffers of this size (they grow past it). */
+#define IG_HEAD_SIZE 4096
 
 typedef struct ig_thread {
     int idx;
@@ -54,10 +58,15 @@ typedef struct ig_thread {
     int listen_fd;
     const ig_config *cfg;
     ig_policy_state pol;
-    ig_block *free_blocks;
-    int n_free_blocks;
-    ig_wreq *free_wreqs;
-    int n_free_wreqs;
+    /* Memory a request needs only for a while comes from here and goes back
+     * as soon as it is done with, so an open stream or an idle keep-alive
+     * connection holds little more than its struct. */
+    ig_freelist blocks;     /* ig_block: upstream reads */
+    ig_freelist wreqs;      /* ig_wreq: client writes */
+    ig_freelist rbufs;      /* IG_RBUF_SIZE: client request buffers */
+    ig_freelist heads;      /* IG_HEAD_SIZE: request/response heads being built or parsed */
+    ig_freelist hdr_tables; /* ig_hdr[IG_MAX_HEADERS]: header slices of a head being read */
+    char rscratch[IG_RBUF_SIZE]; /* client reads with no request buffer (one read at a time) */
     ig_list idle_conns; /* every idle pooled connection of this thread, oldest last */
     ig_list clients;
     int nclients;
@@ -97,12 +106,13 @@ typedef struct ig_client {
         http10 : 1, head_done : 1, in_value : 1, resp_started : 1, dechunk : 1, resent : 1,
         chunked : 1, in_message : 1, have_rid : 1, last_timeout : 1, lingering : 1, probe : 1,
         retrying : 1, is_admin : 1, in_proxy : 1, queued : 1,
-        last_refused : 1; /* the last connect was refused: the worker got nothing */
+        last_refused : 1, /* the last connect was refused: the worker got nothing */
+        retired : 1;      /* the request's memory is given back (its response streams) */
     /* the request being read: slices of rbuf by offset */
     ig_buf rbuf;
     size_t parsed, msg_start;
     uint32_t url_off, url_len;
-    ig_hdr hdrs[IG_MAX_HEADERS];
+    ig_hdr *hdrs; /* from th->hdr_tables while a request is read and sent */
     int nhdrs;
     /* indexes into hdrs found in one pass at the end of the head, -1 when absent */
     short h_expect, h_request_id, h_authorization, h_routing_key;
@@ -131,6 +141,7 @@ typedef struct ig_client {
     uint64_t bytes_out;
     ig_admin_msg *admin_msg; /* an admin request out at the control thread */
     char worker_label[80];   /* the last worker's URL, for the access log */
+    char *logtag;            /* path then model, once the request is retired (access log) */
     ig_list qlink;           /* in th->queue while waiting for a worker slot */
     uint64_t enqueued_ns;
     int requeues;            /* times an overloaded worker sent it back */
@@ -153,14 +164,15 @@ typedef struct ig_upconn {
     ig_upconn_state state;
     int handles_open;
     unsigned reused : 1, got_bytes : 1, head_done : 1, msg_done : 1, in_value : 1, paused : 1,
-        skip_informational : 1, timed_out : 1, pause_at_headers : 1, discard : 1;
+        skip_informational : 1, timed_out : 1, pause_at_headers : 1, discard : 1,
+        writing : 1; /* the request is not all written yet */
     uint32_t nreq;
     uint64_t created_ms, idle_since_ms;
     uint64_t sent_ns;        /* when the current request went out */
     uint32_t ttfb_ewma_us;   /* this connection's time to first byte: its process's load */
     /* response head, copied out of read blocks (it may span several) */
-    ig_buf hbuf;
-    ig_hdr hdrs[IG_MAX_HEADERS];
+    ig_buf hbuf;  /* from th->heads until the head is forwarded */
+    ig_hdr *hdrs; /* from th->hdr_tables, likewise */
     int nhdrs;
     uint32_t reason_off, reason_len;
     int overflow;
@@ -169,8 +181,6 @@ typedef struct ig_upconn {
 /* ig_thread.c */
 ig_block *ig_block_get(ig_thread *th);
 void ig_block_put(ig_thread *th, ig_block *b);
-ig_wreq *ig_wreq_get(ig_thread *th);
-void ig_wreq_put(ig_thread *th, ig_wreq *w);
 void ig_thread_client_closed(ig_thread *th);
 /** Prepare the loop threads (listening sockets already bound). 0 or negative errno. */
 int ig_threads_init(ig_thread *ths, int n, const ig_config *cfg, const int *fds);
@@ -212,6 +222,11 @@ void ig_client_drain(ig_thread *th);
 int ig_client_bearer(const ig_client *c, const char **tok, size_t *len);
 /** 0 when the bearer is key (compared in constant time), -1 missing or malformed, -2 other. */
 int ig_client_bearer_is(const ig_client *c, const char *key);
+/** The response streams: give the request's memory back to the thread
+ * (no retry can follow); the access log keeps its path and model. */
+void ig_client_retire_request(ig_client *c);
+/** Path of c's request (for the access log), before or after retirement. */
+const char *ig_client_path(const ig_client *c, size_t *len);
 /** Answer an admin request that came back from the control thread. */
 void ig_client_admin_reply(ig_client *c, ig_admin_msg *m);
 

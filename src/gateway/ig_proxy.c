@@ -146,6 +146,9 @@ static int hdr_append(ig_upconn *up, const char *at, size_t len)
 static int r_on_message_begin(llhttp_t *p)
 {
     ig_upconn *up = p->data;
+    if (ig_buf_take(&up->hbuf, &up->th->heads) ||
+        (!up->hdrs && !(up->hdrs = ig_freelist_get(&up->th->hdr_tables))))
+        return HPE_USER; /* out of memory: 502 */
     up->hbuf.len = 0;
     up->nhdrs = 0;
     up->in_value = 0;
@@ -257,7 +260,8 @@ static int send_head(ig_client *c, ig_upconn *up, outv *o)
     if (llhttp_message_needs_eof(p))
         c->close_after = 1; /* close-delimited body: only a close can end it */
     h->len = 0;
-    int rc = ig_buf_puts(h, "HTTP/1.1 ");
+    int rc = ig_buf_take(h, &c->th->heads);
+    rc = rc ? rc : ig_buf_puts(h, "HTTP/1.1 ");
     rc = rc ? rc : ig_buf_putu(h, p->status_code);
     rc = rc ? rc : ig_buf_puts(h, " ");
     if (up->reason_len)
@@ -282,7 +286,10 @@ static int send_head(ig_client *c, ig_upconn *up, outv *o)
     c->resp_started = 1;
     push(c, o, NULL, h->data, h->len);
     /* the worker's head is copied out: a long stream need not keep it */
-    ig_buf_free(&up->hbuf);
+    ig_buf_give(&up->hbuf, &c->th->heads);
+    ig_freelist_put(&c->th->hdr_tables, up->hdrs);
+    up->hdrs = NULL;
+    up->nhdrs = 0;
     return 0;
 }
 
@@ -425,8 +432,12 @@ static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
     }
     flush(c, &o, blk);
     cur_out = NULL;
-    if (up->c && c->resp_started && c->pending_writes == 0 && c->obuf.data)
-        ig_buf_free(&c->obuf); /* the head is out: a long stream need not keep it */
+    if (up->c && c->resp_started) {
+        /* the response streams: what it no longer needs goes back to the thread */
+        if (c->pending_writes == 0)
+            ig_buf_give(&c->obuf, &c->th->heads);
+        ig_client_retire_request(c);
+    }
     if (up->c && ig_client_wants_pause(c) && !up->paused) {
         uv_read_stop((uv_stream_t *)&up->tcp);
         up->paused = 1;
@@ -482,15 +493,19 @@ void ig_upstream_start_reading(ig_upconn *up)
 static void up_write_cb(uv_write_t *req, int status)
 {
     ig_upconn *up = req->data;
+    up->writing = 0;
     if (status < 0 && status != UV_ECANCELED && up->c && up->state == U_BUSY)
         exchange_failed(up, status);
+    else if (status == 0 && up->c)
+        ig_buf_give(&up->c->uhead, &up->th->heads); /* a resend builds it again */
 }
 
 static int build_request_head(ig_client *c, ig_worker *w)
 {
     ig_buf *h = &c->uhead;
     h->len = 0;
-    int rc = ig_buf_puts(h, llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)));
+    int rc = ig_buf_take(h, &c->th->heads);
+    rc = rc ? rc : ig_buf_puts(h, llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)));
     rc = rc ? rc : ig_buf_puts(h, " ");
     rc = rc ? rc : ig_buf_append(h, c->rbuf.data + c->url_off, c->url_len);
     rc = rc ? rc : ig_buf_puts(h, " HTTP/1.1\r\nhost: ");
@@ -544,7 +559,7 @@ static void send_request(ig_upconn *up)
     size_t done = (size_t)rc;
     if (done == c->uhead.len + c->body_len) {
         /* all out: a long stream need not keep the head (a resend rebuilds it) */
-        ig_buf_free(&c->uhead);
+        ig_buf_give(&c->uhead, &c->th->heads);
         return;
     }
     unsigned first = 0;
@@ -557,6 +572,8 @@ static void send_request(ig_upconn *up)
     rc = uv_write(&up->wreq, (uv_stream_t *)&up->tcp, bufs + first, n - first, up_write_cb);
     if (rc)
         exchange_failed(up, rc);
+    else
+        up->writing = 1;
 }
 
 static void on_connect(uv_connect_t *req, int status)

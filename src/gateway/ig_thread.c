@@ -19,54 +19,22 @@ int ig_n_threads;
 /* free lists are bounded so a burst does not pin its peak memory forever */
 #define MAX_FREE_BLOCKS 256
 #define MAX_FREE_WREQS 1024
+#define MAX_FREE_RBUFS 64
+#define MAX_FREE_HEADS 256
+#define MAX_FREE_HDR_TABLES 256
 
 ig_block *ig_block_get(ig_thread *th)
 {
-    ig_block *b = th->free_blocks;
-    if (b) {
-        th->free_blocks = b->next;
-        th->n_free_blocks--;
-    } else if (!(b = malloc(sizeof(*b)))) {
-        return NULL;
-    }
-    b->refs = 1;
-    b->next = NULL;
+    ig_block *b = ig_freelist_get(&th->blocks);
+    if (b)
+        b->refs = 1;
     return b;
 }
 
 void ig_block_put(ig_thread *th, ig_block *b)
 {
-    if (--b->refs)
-        return;
-    if (th->n_free_blocks >= MAX_FREE_BLOCKS) {
-        free(b);
-        return;
-    }
-    b->next = th->free_blocks;
-    th->free_blocks = b;
-    th->n_free_blocks++;
-}
-
-ig_wreq *ig_wreq_get(ig_thread *th)
-{
-    ig_wreq *w = th->free_wreqs;
-    if (w) {
-        th->free_wreqs = w->next;
-        th->n_free_wreqs--;
-        return w;
-    }
-    return malloc(sizeof(*w));
-}
-
-void ig_wreq_put(ig_thread *th, ig_wreq *w)
-{
-    if (th->n_free_wreqs >= MAX_FREE_WREQS) {
-        free(w);
-        return;
-    }
-    w->next = th->free_wreqs;
-    th->free_wreqs = w;
-    th->n_free_wreqs++;
+    if (--b->refs == 0)
+        ig_freelist_put(&th->blocks, b);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -192,10 +160,10 @@ void ig_thread_access_log(ig_thread *th, ig_client *c, int status, uint64_t dur_
         strftime(th->alog_stamp, sizeof(th->alog_stamp), "%Y-%m-%dT%H:%M:%S", &tm);
         th->alog_sec = ts.tv_sec;
     }
-    const char *url = c->rbuf.data + c->url_off;
-    int plen = 0;
-    while ((uint32_t)plen < c->url_len && url[plen] != '?' && plen < 200)
-        plen++;
+    size_t plen;
+    const char *url = ig_client_path(c, &plen);
+    if (plen > 200)
+        plen = 200;
     char ttfb[24] = "-";
     if (c->first_byte_ns)
         snprintf(ttfb, sizeof(ttfb), "%.1f", (double)(c->first_byte_ns - c->start_ns) / 1e6);
@@ -205,7 +173,7 @@ void ig_thread_access_log(ig_thread *th, ig_client *c, int status, uint64_t dur_
                      "%s.%03ldZ access %.*s %s %.*s %d model=%.*s worker=%s bytes=%llu ttfb_ms=%s "
                      "dur_ms=%.1f\n",
                      th->alog_stamp, ts.tv_nsec / 1000000, (int)c->rid_len, c->rid,
-                     llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)), plen, url,
+                     llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)), (int)plen, url,
                      status, is_data && c->fields.has_model ? (int)c->fields.model_len : 1,
                      is_data && c->fields.has_model ? c->fields.model : "-",
                      c->worker_label[0] ? c->worker_label : "-", (unsigned long long)c->bytes_out,
@@ -262,6 +230,11 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     ig_list_init(&th->idle_conns);
     uv_mutex_init(&th->reply_lock);
     ig_buf_init(&th->alog, 1u << 20);
+    ig_freelist_init(&th->blocks, sizeof(ig_block), MAX_FREE_BLOCKS);
+    ig_freelist_init(&th->wreqs, sizeof(ig_wreq), MAX_FREE_WREQS);
+    ig_freelist_init(&th->rbufs, IG_RBUF_SIZE, MAX_FREE_RBUFS);
+    ig_freelist_init(&th->heads, IG_HEAD_SIZE, MAX_FREE_HEADS);
+    ig_freelist_init(&th->hdr_tables, sizeof(ig_hdr) * IG_MAX_HEADERS, MAX_FREE_HDR_TABLES);
     int rc = uv_loop_init(&th->loop);
     rc = rc ? rc : uv_tcp_init(&th->loop, &th->listener);
     if (rc)
@@ -335,16 +308,11 @@ void ig_threads_join(ig_thread *ths, int n)
     for (int i = 0; i < n; i++)
         uv_thread_join(&ths[i].tid);
     for (int i = 0; i < n; i++) {
-        while (ths[i].free_blocks) {
-            ig_block *b = ths[i].free_blocks;
-            ths[i].free_blocks = b->next;
-            free(b);
-        }
-        while (ths[i].free_wreqs) {
-            ig_wreq *w = ths[i].free_wreqs;
-            ths[i].free_wreqs = w->next;
-            free(w);
-        }
+        ig_freelist_clear(&ths[i].blocks);
+        ig_freelist_clear(&ths[i].wreqs);
+        ig_freelist_clear(&ths[i].rbufs);
+        ig_freelist_clear(&ths[i].heads);
+        ig_freelist_clear(&ths[i].hdr_tables);
         uv_mutex_destroy(&ths[i].reply_lock);
         ig_buf_free(&ths[i].alog);
     }

@@ -257,3 +257,32 @@ def test_worker_error_status_passes_through(procs):
     gw = procs.gateway([procs.worker()])
     r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), headers={"x-mock-status": "429"})
     assert r.status_code == 429 and r.json()["error"]["code"] == "429"
+
+
+def test_request_pipelined_during_a_stream_waits_its_turn(procs):
+    """Once a stream runs, the gateway gives the request's memory back and
+    reads the client into a scratch buffer: bytes of the next request that
+    arrive mid-stream are kept, and answered after the stream, in order."""
+    gw = procs.gateway([procs.worker()])
+    body = json.dumps(chat_body(max_tokens=5, stream=True)).encode()
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-mock-token-interval-ms: 100\r\n"
+              b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    got = b""
+    while got.count(b"data: ") < 2:  # the stream is running
+        d = s.recv(65536)
+        assert d
+        got += d
+    nxt = json.dumps(chat_body(max_tokens=2)).encode()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(nxt)).encode()
+              + b"\r\n\r\n" + nxt + b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    s.close()
+    parts = got.split(b"HTTP/1.1 ")[1:]
+    assert [p[:3] for p in parts] == [b"200", b"200", b"404"], got[-600:]
+    assert parts[0].count(b"data: ") == 7 and b"data: [DONE]" in parts[0]  # 5 tokens, the final chunk, DONE
+    assert json.loads(parts[1].partition(b"\r\n\r\n")[2])["choices"][0]["message"]["content"] == "tok0 tok1 "

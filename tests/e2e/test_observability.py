@@ -65,6 +65,21 @@ def test_access_log_line_per_request(procs):
     assert re.search(r"access \S+ GET /nope 404 model=- worker=- ", gw.stderr)
 
 
+def test_access_log_names_a_long_stream_whose_request_memory_was_given_back(procs):
+    """A stream's request buffer goes back to the thread while it runs; its
+    log line still names the path (query cut) and the model."""
+    w = procs.worker()
+    gw = procs.gateway([w], "--log-level", "info")
+    with httpx.stream("POST", gw.base + "/v1/chat/completions?probe=1", json=chat_body(max_tokens=4, stream=True),
+                      headers={"x-request-id": "long-stream-7", "x-mock-token-interval-ms": "100"}) as r:
+        assert r.status_code == 200
+        assert sse_events(r.iter_lines())[-1] == "[DONE]"
+    assert gw.stop() == 0
+    line = next(l for l in gw.stderr.splitlines() if "access long-stream-7 " in l)
+    assert re.search(r"access long-stream-7 POST /v1/chat/completions 200 model=mock-model "
+                     rf"worker={re.escape(w.url)} ", line), line
+
+
 def test_config_file(procs):
     w = procs.worker(worker_id="w1")
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:

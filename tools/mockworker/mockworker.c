@@ -221,6 +221,7 @@ static void send_error(conn *c, int status, const char *reason, const char *msg)
              "{\"error\":{\"message\":\"%s\",\"type\":\"mock_error\",\"code\":\"%d\"},"
              "\"worker_id\":\"%s\",\"worker_pid\":%d}\n",
              msg, status, opt.worker_id, my_pid);
+    end_inflight(c);
     send_simple(c, status, reason, "application/json", body);
 }
 
@@ -302,6 +303,9 @@ static void stream_more(conn *c)
         stream_event(c, &b, -1);
         static const char done[] = "data: [DONE]\n\n";
         bprintf(&b, "%zx\r\n%s\r\n0\r\n\r\n", sizeof(done) - 1, done);
+        /* Uncount before the last byte leaves: the gateway may dispatch the
+         * next request to a sibling process before this one is scheduled again. */
+        end_inflight(c);
     }
     send_bytes(c, b.data, b.len);
     ig_buf_free(&b);
@@ -369,6 +373,7 @@ static void send_full(conn *c)
             "x-worker-id: %s\r\nx-worker-pid: %d\r\n%s\r\n",
             body.len, opt.worker_id, my_pid, c->keep_alive ? "" : "connection: close\r\n");
     ig_buf_append(&out, body.data, body.len);
+    end_inflight(c); /* before the last byte leaves, as in stream_more */
     send_bytes(c, out.data, out.len);
     ig_buf_free(&text);
     ig_buf_free(&body);
