@@ -101,11 +101,11 @@ $(BUILD)/tests/registry_stress: tests/stress/registry_stress.c $(CORE_SRC) $(wil
 	@echo "  CC      $@"
 	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
 
-# the registry stress test, then the live-registry end-to-end tests, under ThreadSanitizer
+# the registry stress test, then the whole end-to-end suite, under ThreadSanitizer
 test-tsan: tsan
 	TSAN_OPTIONS=halt_on_error=1 build/tsan/tests/registry_stress
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 IG_BUILD=$(abspath build/tsan) IG_SANITIZED=1 \
-	/usr/bin/python3 -m pytest -q tests/e2e/test_admin.py tests/e2e/test_health.py tests/e2e/test_clients.py tests/e2e/test_admission.py tests/e2e/test_fleet.py tests/e2e/test_areal.py tests/e2e/test_affinity.py $(PYTEST_ARGS)
+	/usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
 
 $(BUILD)/route_bench: bench/route_bench.c $(CORE_SRC) $(wildcard src/*/*.h)
 	@echo "  CC      $@"
