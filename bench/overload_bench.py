@@ -11,6 +11,7 @@ import json
 import os
 import re
 import statistics
+import shutil
 import tempfile
 import time
 import urllib.request
@@ -85,6 +86,7 @@ def main():
     finally:
         for m, _ in mocks:
             stop(m)
+        shutil.rmtree(work, ignore_errors=True)
     rows = ["| scenario | proxy | completed requests/s | vs HAProxy | errors (non-2xx + socket) | p50 ms | p99 ms | p99 queue wait ms |",
             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for sc, _ in scenarios:

@@ -11,6 +11,7 @@ import re
 import socket
 import statistics
 import subprocess
+import shutil
 import tempfile
 import threading
 import time
@@ -133,6 +134,7 @@ def main():
                       f"{r['cpu_us_per_req']:.1f} us/req  errors {r['errors']}", flush=True)
     finally:
         stop(mock)
+        shutil.rmtree(work, ignore_errors=True)
     rows = [{"workers": n, "policy": p, **median(size_runs[(n, p)])} for n, p in size_cfgs]
     churn_rows = [{"churn": c[0], **median(churn_runs[c])} for c in churn_cfgs]
     write(rows, churn_rows, run_route_bench(), args)

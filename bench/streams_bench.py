@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import tempfile
 import time
 
@@ -79,6 +80,7 @@ def measure(name, mock_port, n):
                 "per_stream_kb": (peak - idle) / max(1, live), "open_secs": opened_s}
     finally:
         stop(p)
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main():
