@@ -114,8 +114,9 @@ $(BUILD)/route_bench: bench/route_bench.c $(CORE_SRC) $(wildcard src/*/*.h)
 bench: setup all $(BUILD)/route_bench
 	bench/run.sh
 
+# the style of .clang-format, on every C file of ours
 format:
-	clang-format -i src/*/*.c src/*/*.h tools/mockworker/*.c tests/unit/*.c
+	clang-format -i src/*/*.[ch] tools/mockworker/*.[ch] tests/unit/*.[ch] tests/fuzz/*.[ch] tests/stress/*.c bench/*.c
 
 clean:
 	rm -rf build

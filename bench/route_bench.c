@@ -87,7 +87,7 @@ static int session_lookups(void)
     ig_epoch_init(0);
     printf("\n| sessions | bearer | ns per lookup |\n|---:|---|---:|\n");
     int have = 0;
-    char (*keys)[64] = calloc(100000, 64);
+    char(*keys)[64] = calloc(100000, 64);
     for (size_t si = 0; si < 3; si++) {
         for (; have < sizes[si]; have++) {
             char id[64];

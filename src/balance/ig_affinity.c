@@ -14,14 +14,14 @@ static int load(const ig_worker *w)
 
 /* least-loaded worker with room (among holders under cap only, if given);
  * a random start breaks ties */
-static int least_loaded(ig_policy_state *st, ig_worker *const *cand, int n, const ig_holders *only,
-                        int cap, ig_room_fn room, void *arg)
+static int least_loaded(ig_policy_state *st, ig_worker *const *cand, int n, const ig_holders *only, int cap,
+                        ig_room_fn room, void *arg)
 {
     int start = (int)ig_policy_rand(st, (uint32_t)n), best = -1, best_load = 0;
     for (int i = 0; i < n; i++) {
         int j = (start + i) % n, l = load(cand[j]);
-        if ((best < 0 || l < best_load) &&
-            (!only || (ig_holders_has(only, cand[j]->id) && l + 1 <= cap)) && room(cand[j], arg)) {
+        if ((best < 0 || l < best_load) && (!only || (ig_holders_has(only, cand[j]->id) && l + 1 <= cap)) &&
+            room(cand[j], arg)) {
             best = j;
             best_load = l;
         }
@@ -29,9 +29,9 @@ static int least_loaded(ig_policy_state *st, ig_worker *const *cand, int n, cons
     return best;
 }
 
-int ig_cache_aware_pick(const ig_cache_aware_cfg *cfg, ig_policy_state *st, ig_worker *const *cand,
-                        int n, int matched_blocks, size_t prompt_len, const ig_holders *holders,
-                        ig_room_fn room, void *arg, int *affinity)
+int ig_cache_aware_pick(const ig_cache_aware_cfg *cfg, ig_policy_state *st, ig_worker *const *cand, int n,
+                        int matched_blocks, size_t prompt_len, const ig_holders *holders, ig_room_fn room,
+                        void *arg, int *affinity)
 {
     *affinity = 0;
     if (n <= 0)
@@ -130,8 +130,8 @@ int ig_ring_build(ig_ring *r, ig_worker *const *ws, int n, int vnodes)
     return 0;
 }
 
-int ig_ring_pick(const ig_ring *r, uint64_t key, ig_worker *const *cand, int n, double bound,
-                 ig_room_fn room, void *arg)
+int ig_ring_pick(const ig_ring *r, uint64_t key, ig_worker *const *cand, int n, double bound, ig_room_fn room,
+                 void *arg)
 {
     if (n <= 0 || r->n == 0)
         return -1;

@@ -18,8 +18,8 @@
 
 /* sgl-model-gateway's knobs, with its meanings */
 typedef struct ig_cache_aware_cfg {
-    double cache_threshold;    /* matched share of the prompt that earns affinity */
-    int balance_abs_threshold; /* the fleet is imbalanced when max - min in-flight exceeds this */
+    double cache_threshold;       /* matched share of the prompt that earns affinity */
+    int balance_abs_threshold;    /* the fleet is imbalanced when max - min in-flight exceeds this */
     double balance_rel_threshold; /* ... and max exceeds min times this */
 } ig_cache_aware_cfg;
 
@@ -33,9 +33,9 @@ typedef int (*ig_room_fn)(const ig_worker *w, void *arg);
  * chosen. Returns an index into cand, or -1 when none has room; *affinity
  * says whether the prefix decided.
  */
-int ig_cache_aware_pick(const ig_cache_aware_cfg *cfg, ig_policy_state *st, ig_worker *const *cand,
-                        int n, int matched_blocks, size_t prompt_len, const ig_holders *holders,
-                        ig_room_fn room, void *arg, int *affinity);
+int ig_cache_aware_pick(const ig_cache_aware_cfg *cfg, ig_policy_state *st, ig_worker *const *cand, int n,
+                        int matched_blocks, size_t prompt_len, const ig_holders *holders, ig_room_fn room,
+                        void *arg, int *affinity);
 
 /** Build the ring over ws (points per worker from its URL, so the same
  * worker lands on the same points in every snapshot). 0 or -ENOMEM. */
@@ -48,6 +48,6 @@ uint64_t ig_ring_key(const char *key, size_t len);
  * next distinct one clockwise while a worker is above bound times the mean
  * in-flight (or has no room). -1 when nobody can take it.
  */
-int ig_ring_pick(const ig_ring *r, uint64_t key, ig_worker *const *cand, int n, double bound,
-                 ig_room_fn room, void *arg);
+int ig_ring_pick(const ig_ring *r, uint64_t key, ig_worker *const *cand, int n, double bound, ig_room_fn room,
+                 void *arg);
 #endif

@@ -55,8 +55,7 @@ int ig_policy_pick(ig_policy_kind k, ig_policy_state *st, ig_worker *const *cand
     switch (k) {
     case IG_POLICY_ROUND_ROBIN:
         return (int)(atomic_fetch_add_explicit(&rr_cursor, 1, memory_order_relaxed) % (uint64_t)n);
-    case IG_POLICY_RANDOM:
-        return (int)ig_policy_rand(st, (uint32_t)n);
+    case IG_POLICY_RANDOM: return (int)ig_policy_rand(st, (uint32_t)n);
     case IG_POLICY_POWER_OF_TWO: {
         int a = (int)ig_policy_rand(st, (uint32_t)n);
         int b = (int)ig_policy_rand(st, (uint32_t)n - 1);

@@ -20,8 +20,7 @@ static size_t nbuckets; /* a power of two */
 
 /* ---- keys ---- */
 
-void ig_prefix_hash(const ig_span *spans, int nspans, const char *model, size_t mlen,
-                    ig_prefix_query *q)
+void ig_prefix_hash(const ig_span *spans, int nspans, const char *model, size_t mlen, ig_prefix_query *q)
 {
     uint64_t h = XXH3_64bits_withSeed(model ? model : "", model ? mlen : 0, 0x1f2e3d4c5b6a7988ull);
     unsigned char stage[IG_PREFIX_BLOCK];

@@ -46,8 +46,7 @@ static inline int ig_holders_has(const ig_holders *h, uint64_t worker_id)
 
 /** Key the prompt's blocks: the spans in order, as one byte string, chained
  * from the model's name. Pure (the mock worker uses it too). */
-void ig_prefix_hash(const ig_span *spans, int nspans, const char *model, size_t mlen,
-                    ig_prefix_query *q);
+void ig_prefix_hash(const ig_span *spans, int nspans, const char *model, size_t mlen, ig_prefix_query *q);
 
 /** Size the index for max_bytes of prompt; 0 or -ENOMEM. Before any thread uses it. */
 int ig_prefix_init(size_t max_bytes);

@@ -12,7 +12,9 @@
 
 #define IG_VERSION "0.1.0"
 
+/* clang-format off */
 typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR } opt_type;
+/* clang-format on */
 
 typedef struct opt {
     const char *name;
@@ -21,6 +23,8 @@ typedef struct opt {
     const char *help;
 } opt;
 
+/* one option per line reads better than any reflow */
+/* clang-format off */
 #define OFF(f) offsetof(ig_config, f)
 static const opt opts[] = {
     {"host", T_STR, OFF(host), "address to listen on (default 127.0.0.1)"},
@@ -68,6 +72,7 @@ static const opt opts[] = {
     {"max-tree-size", T_U64, OFF(max_tree_size), "cache_aware: prompt bytes the prefix index tracks, all models together (default 16777216)"},
     {"eviction-interval-secs", T_SECS, OFF(eviction_interval_secs), "cache_aware: background sweep of the prefix index (default 30)"},
 };
+/* clang-format on */
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
 void ig_config_defaults(ig_config *cfg)
@@ -208,8 +213,7 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
         if ((cfg->log_level = ig_log_level_from_name(val)) < 0)
             return errf(err, errlen, "--log-level: expected error, warn, info or debug");
         return 0;
-    case T_URLS:
-        return add_url(cfg, val);
+    case T_URLS: return add_url(cfg, val);
     case T_BOOL:
         if (strcmp(val, "true") == 0 || strcmp(val, "1") == 0)
             *(int *)field = 1;

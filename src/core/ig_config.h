@@ -51,7 +51,7 @@ typedef struct ig_config {
     double cache_threshold;
     uint32_t balance_abs_threshold;
     double balance_rel_threshold;
-    uint64_t max_tree_size;       /* prompt bytes the prefix index tracks, all models */
+    uint64_t max_tree_size; /* prompt bytes the prefix index tracks, all models */
     double eviction_interval_secs;
 } ig_config;
 

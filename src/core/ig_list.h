@@ -9,8 +9,14 @@ typedef struct ig_list {
 
 #define ig_container_of(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
-static inline void ig_list_init(ig_list *l) { l->prev = l->next = l; }
-static inline int ig_list_empty(const ig_list *l) { return l->next == l; }
+static inline void ig_list_init(ig_list *l)
+{
+    l->prev = l->next = l;
+}
+static inline int ig_list_empty(const ig_list *l)
+{
+    return l->next == l;
+}
 static inline void ig_list_push_front(ig_list *l, ig_list *n)
 {
     n->next = l->next;

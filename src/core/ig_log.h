@@ -10,10 +10,10 @@ extern int ig_log_level;
 int ig_log_level_from_name(const char *name);
 void ig_log_emit(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define ig_log(level, ...)                                                                         \
-    do {                                                                                           \
-        if ((level) <= ig_log_level)                                                               \
-            ig_log_emit((level), __VA_ARGS__);                                                     \
+#define ig_log(level, ...)                                                                                   \
+    do {                                                                                                     \
+        if ((level) <= ig_log_level)                                                                         \
+            ig_log_emit((level), __VA_ARGS__);                                                               \
     } while (0)
 #define ig_err(...) ig_log(IG_LOG_ERROR, __VA_ARGS__)
 #define ig_warn(...) ig_log(IG_LOG_WARN, __VA_ARGS__)

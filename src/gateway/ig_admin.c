@@ -49,9 +49,9 @@ static int broadcast_of(const char *p, size_t len, const char **id, size_t *idle
 /* AReaL's router and gateway endpoints that are not broadcasts */
 static int is_areal_path(const char *p, size_t len)
 {
-    static const char *const paths[] = {"/route", "/register_session", "/remove_session",
-                                        "/register_model", "/models", "/remove_model",
-                                        "/rl/start_session", "/export_trajectories"};
+    static const char *const paths[] = {
+        "/route",  "/register_session", "/remove_session",   "/register_model",
+        "/models", "/remove_model",     "/rl/start_session", "/export_trajectories"};
     for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++)
         if (path_eq(p, len, paths[i]))
             return 1;
@@ -67,16 +67,17 @@ int ig_admin_is_path(const char *p, size_t len)
     if (is_areal_path(p, len) ||
         (len > 9 && memcmp(p, "/callback", 9) == 0 && broadcast_of(p + 9, len - 9, &id, &idlen) >= 0))
         return 1;
-    return path_eq(p, len, "/register") || path_eq(p, len, "/unregister") ||
-           path_eq(p, len, "/workers") || (len > 9 && memcmp(p, "/workers/", 9) == 0) ||
-           path_eq(p, len, "/add_worker") || path_eq(p, len, "/remove_worker") ||
-           path_eq(p, len, "/list_workers");
+    return path_eq(p, len, "/register") || path_eq(p, len, "/unregister") || path_eq(p, len, "/workers") ||
+           (len > 9 && memcmp(p, "/workers/", 9) == 0) || path_eq(p, len, "/add_worker") ||
+           path_eq(p, len, "/remove_worker") || path_eq(p, len, "/list_workers");
 }
 
 static int hexv(char c)
 {
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
 }
 
 char *ig_query_get(const char *q, const char *key)
@@ -157,8 +158,8 @@ static json_t *object_body(const char *body, size_t len, ig_admin_request *r, in
     return NULL;
 }
 
-static int parse_areal(int method, const char *target, size_t plen, const char *body,
-                       size_t body_len, ig_admin_request *r)
+static int parse_areal(int method, const char *target, size_t plen, const char *body, size_t body_len,
+                       ig_admin_request *r)
 {
     if (path_eq(target, plen, "/models")) {
         if (method != HTTP_GET)
@@ -191,13 +192,11 @@ static int parse_areal(int method, const char *target, size_t plen, const char *
             str_field(doc, "model", &r->model) < 0)
             rc = fail(r, 422, "invalid_field", "api_key, session_id and model must be strings");
         else if (!r->key && !r->session_id && !r->model)
-            rc = fail(r, 422, "missing_field",
-                      "Either 'api_key', 'session_id', or 'model' must be provided");
+            rc = fail(r, 422, "missing_field", "Either 'api_key', 'session_id', or 'model' must be provided");
     } else if (path_eq(target, plen, "/register_session")) {
         r->op = IG_ADMIN_REGISTER_SESSION;
         if (str_field(doc, "session_api_key", &r->key) != 1 ||
-            str_field(doc, "session_id", &r->session_id) != 1 ||
-            str_field(doc, "worker_addr", &r->url) != 1)
+            str_field(doc, "session_id", &r->session_id) != 1 || str_field(doc, "worker_addr", &r->url) != 1)
             rc = fail(r, 422, "missing_field",
                       "\"session_api_key\", \"session_id\" and \"worker_addr\" (strings) are required");
     } else if (path_eq(target, plen, "/remove_session")) {
@@ -217,7 +216,8 @@ static int parse_areal(int method, const char *target, size_t plen, const char *
             r->addrs = calloc(json_array_size(addrs), sizeof(char *));
             size_t i;
             json_t *v;
-            json_array_foreach(addrs, i, v) {
+            json_array_foreach(addrs, i, v)
+            {
                 if (!json_is_string(v)) {
                     rc = fail(r, 422, "invalid_field", "data_proxy_addrs must be a list of strings");
                     break;
@@ -245,8 +245,7 @@ static int parse_areal(int method, const char *target, size_t plen, const char *
     return rc;
 }
 
-int ig_admin_parse(int method, const char *target, const char *body, size_t body_len,
-                   ig_admin_request *r)
+int ig_admin_parse(int method, const char *target, const char *body, size_t body_len, ig_admin_request *r)
 {
     memset(r, 0, sizeof(*r));
     const char *qm = strchr(target, '?');
@@ -283,8 +282,7 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
         else if (model && !json_is_null(model) && !json_is_string(model))
             rc = fail(r, 400, "invalid_model_id", "\"model_id\" must be a string");
         else if (cap && !json_is_null(cap) &&
-                 (!json_is_integer(cap) || json_integer_value(cap) < 0 ||
-                  json_integer_value(cap) > 1000000))
+                 (!json_is_integer(cap) || json_integer_value(cap) < 0 || json_integer_value(cap) > 1000000))
             rc = fail(r, 400, "invalid_max_inflight", "\"max_inflight\" must be an integer >= 0");
         if (!rc) {
             r->op = IG_ADMIN_ADD;
@@ -326,8 +324,9 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
         } else if (json_is_string(addr)) {
             r->url = strdup(json_string_value(addr));
         } else {
-            rc = fail(r, 422, "missing_worker", reg ? "\"worker_addr\" is required"
-                                                    : "either \"worker_id\" or \"worker_addr\" is required");
+            rc = fail(r, 422, "missing_worker",
+                      reg ? "\"worker_addr\" is required"
+                          : "either \"worker_id\" or \"worker_addr\" is required");
         }
         json_decref(doc);
         return rc;

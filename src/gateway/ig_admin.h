@@ -39,26 +39,26 @@ typedef enum {
 
 typedef struct ig_admin_request {
     ig_admin_op op;
-    uint64_t id;     /* GET/DELETE /workers/{id} */
-    char *url;       /* ADD, or GET/DELETE by URL */
-    char *model_id;  /* ADD: skip discovery, serve this model */
+    uint64_t id;    /* GET/DELETE /workers/{id} */
+    char *url;      /* ADD, or GET/DELETE by URL */
+    char *model_id; /* ADD: skip discovery, serve this model */
     int max_inflight;
     int has_max_inflight;
     /* BROADCAST */
     ig_broadcast_kind bc;
-    const char *bc_path;  /* the worker endpoint, e.g. "/pause_generation" */
-    int bc_method;        /* as received */
-    int has_worker;       /* the path form /pause_generation/{worker_id} */
-    char *model;          /* {"model": ...} narrows the target */
-    long version;         /* set_version */
-    int areal;            /* AReaL router form (/register, /unregister): its answer shapes */
+    const char *bc_path; /* the worker endpoint, e.g. "/pause_generation" */
+    int bc_method;       /* as received */
+    int has_worker;      /* the path form /pause_generation/{worker_id} */
+    char *model;         /* {"model": ...} narrows the target */
+    long version;        /* set_version */
+    int areal;           /* AReaL router form (/register, /unregister): its answer shapes */
     /* AReaL sessions and models */
-    char *key;            /* /route api_key, /register_session session_api_key, model api_key */
-    char *session_id;     /* /route, sessions, export */
-    char *ext_url;        /* /register_model url */
-    char **addrs;         /* /register_model data_proxy_addrs */
+    char *key;        /* /route api_key, /register_session session_api_key, model api_key */
+    char *session_id; /* /route, sessions, export */
+    char *ext_url;    /* /register_model url */
+    char **addrs;     /* /register_model data_proxy_addrs */
     int n_addrs;
-    char *body_out;       /* export: the body to forward when it had to be rewritten */
+    char *body_out; /* export: the body to forward when it had to be rewritten */
     /* on error */
     int status;
     const char *code;
@@ -68,8 +68,7 @@ typedef struct ig_admin_request {
 /** 1 when path (no query) is an admin endpoint. */
 int ig_admin_is_path(const char *path, size_t len);
 /** Parse one admin request. 0, or -EINVAL with status/code/message set. */
-int ig_admin_parse(int method, const char *target, const char *body, size_t body_len,
-                   ig_admin_request *out);
+int ig_admin_parse(int method, const char *target, const char *body, size_t body_len, ig_admin_request *out);
 void ig_admin_request_free(ig_admin_request *r);
 /** Percent-decode the value of key in a query string into a new string (NULL if absent). */
 char *ig_query_get(const char *query, const char *key);

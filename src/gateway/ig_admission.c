@@ -9,7 +9,7 @@
 
 static uint32_t max_concurrent; /* 0: unlimited */
 static uint32_t queue_size;
-static atomic_int g_active;     /* requests holding a gateway slot (only counted with a cap) */
+static atomic_int g_active; /* requests holding a gateway slot (only counted with a cap) */
 static atomic_int g_queued;
 
 void ig_admission_configure(const ig_config *cfg)

@@ -60,9 +60,10 @@ static json_t *str_or_null(const char *s)
 
 static void reply_route(ig_admin_msg *m, ig_worker *w, int route)
 {
-    ig_ctl_reply(m, 200, json_pack("{s:s,s:o,s:o}", "worker_addr", w->url, "url",
-                                   str_or_null(route >= 0 ? infos[route].url : NULL), "api_key",
-                                   str_or_null(route >= 0 ? infos[route].api_key : NULL)));
+    ig_ctl_reply(m, 200,
+                 json_pack("{s:s,s:o,s:o}", "worker_addr", w->url, "url",
+                           str_or_null(route >= 0 ? infos[route].url : NULL), "api_key",
+                           str_or_null(route >= 0 ? infos[route].api_key : NULL)));
 }
 
 /* "authorization: <as the client sent it>\r\n" for workers that check the admin key */
@@ -114,8 +115,8 @@ static void route(ig_admin_request *req, ig_admin_msg *m)
         ig_ctl_reply_error(m, 503, "no_workers", "No registered workers");
         return;
     }
-    if (req->key && ig_sessions_put(req->key, strlen(req->key), IG_HITL_SESSION_ID,
-                                    strlen(IG_HITL_SESSION_ID), w, 1)) {
+    if (req->key &&
+        ig_sessions_put(req->key, strlen(req->key), IG_HITL_SESSION_ID, strlen(IG_HITL_SESSION_ID), w, 1)) {
         ig_ctl_reply_error(m, 503, "out_of_memory", "out of memory");
         return;
     }
@@ -144,8 +145,8 @@ static void remove_session(ig_admin_request *req, ig_admin_msg *m)
     const ig_session *s = ig_sessions_by_id(req->session_id, len);
     int persistent = s && s->persistent;
     int removed = !persistent && ig_sessions_remove_id(req->session_id, len);
-    ig_ctl_reply(m, 200, json_pack("{s:s,s:b,s:b}", "status", "ok", "removed", removed,
-                                   "persistent", persistent));
+    ig_ctl_reply(m, 200,
+                 json_pack("{s:s,s:b,s:b}", "status", "ok", "removed", removed, "persistent", persistent));
 }
 
 /* ---- models ---- */
@@ -173,10 +174,10 @@ static void model_reg_done(ig_fanout *f)
 {
     model_reg *r = (model_reg *)f;
     if (f->failed) {
-        ig_ctl_reply(f->m, 502, json_pack("{s:{s:s,s:s,s:s},s:o}", "error", "message",
-                                          "Data proxy registration failed", "type",
-                                          "upstream_error", "code", "registration_failed",
-                                          "details", f->results));
+        ig_ctl_reply(f->m, 502,
+                     json_pack("{s:{s:s,s:s,s:s},s:o}", "error", "message", "Data proxy registration failed",
+                               "type", "upstream_error", "code", "registration_failed", "details",
+                               f->results));
         model_reg_free(r);
         return;
     }
@@ -205,8 +206,8 @@ static void model_reg_done(ig_fanout *f)
     ig_registry_set_model_routes(routes, n_routes);
     ig_ctl_publish();
     ig_info("model %s registered on %d workers", r->name, r->n);
-    ig_ctl_reply(f->m, 200, json_pack("{s:s,s:s,s:o}", "status", "ok", "model", r->name,
-                                      "data_proxy_addrs", addrs));
+    ig_ctl_reply(f->m, 200,
+                 json_pack("{s:s,s:s,s:o}", "status", "ok", "model", r->name, "data_proxy_addrs", addrs));
     free(r); /* its strings and workers now belong to the route */
 }
 
@@ -249,9 +250,8 @@ static void register_model(ig_admin_request *req, ig_admin_msg *m)
     r->name = strdup(req->model);
     r->url = req->ext_url ? strdup(req->ext_url) : NULL;
     r->api_key = req->key ? strdup(req->key) : NULL;
-    json_t *doc = json_pack("{s:s,s:s,s:s,s:o}", "name", req->model, "url",
-                            req->ext_url ? req->ext_url : "", "model", req->model, "api_key",
-                            str_or_null(req->key));
+    json_t *doc = json_pack("{s:s,s:s,s:s,s:o}", "name", req->model, "url", req->ext_url ? req->ext_url : "",
+                            "model", req->model, "api_key", str_or_null(req->key));
     char *body = json_dumps(doc, JSON_COMPACT), *hdr = auth_header(m);
     json_decref(doc);
     ig_fanout_init(&r->f, m, NULL, model_reg_done);
@@ -324,8 +324,8 @@ static void exchange_cb(void *arg, int status, const char *body, size_t len, con
     free(x);
 }
 
-static void pass_through(ig_admin_msg *m, ig_worker *w, const char *path, const char *body,
-                         size_t len, const char *session_id)
+static void pass_through(ig_admin_msg *m, ig_worker *w, const char *path, const char *body, size_t len,
+                         const char *session_id)
 {
     exchange *x = calloc(1, sizeof(*x));
     char *hdr = auth_header(m);
@@ -340,8 +340,8 @@ static void pass_through(ig_admin_msg *m, ig_worker *w, const char *path, const 
     ig_worker_ref(w);
     x->export = session_id != NULL;
     x->hc = ig_httpc_new(ig_ctl_loop(), (struct sockaddr *)&w->addr, w->host_header);
-    int rc = x->hc ? ig_httpc_request(x->hc, "POST", path, hdr, body, len,
-                                      ig_ctl_cfg()->request_timeout_secs, exchange_cb, x)
+    int rc = x->hc ? ig_httpc_request(x->hc, "POST", path, hdr, body, len, ig_ctl_cfg()->request_timeout_secs,
+                                      exchange_cb, x)
                    : -ENOMEM;
     free(hdr);
     if (rc)

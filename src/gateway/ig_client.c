@@ -173,8 +173,8 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         /* the raw framing before this data, checked before the de-chunking
          * below writes over it (ig_framing.h: llhttp is laxer) */
         const char *why;
-        if (c->chunk_new ? ig_framing_check_chunk(c->rbuf.data + c->chunk_raw_end,
-                                                  off - c->chunk_raw_end, c->chunks_seen == 0, 0, &why)
+        if (c->chunk_new ? ig_framing_check_chunk(c->rbuf.data + c->chunk_raw_end, off - c->chunk_raw_end,
+                                                  c->chunks_seen == 0, 0, &why)
                          : (off != c->chunk_raw_end ? (why = "malformed chunk framing", -1) : 0))
             return refuse(c, 400, why);
         c->chunk_raw_end = off + len;
@@ -267,8 +267,8 @@ void ig_client_timer_cb(uv_timer_t *t)
 
 static void arm_idle_timer(ig_client *c)
 {
-    uv_timer_start(&c->timer, ig_client_timer_cb,
-                   (uint64_t)(c->th->cfg->client_idle_timeout_secs * 1000.0), 0);
+    uv_timer_start(&c->timer, ig_client_timer_cb, (uint64_t)(c->th->cfg->client_idle_timeout_secs * 1000.0),
+                   0);
 }
 
 #define LINGER_MS 2000
@@ -345,7 +345,8 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     if (buf->base == c->th->rscratch) {
         /* early bytes of the next request while a stream is out */
-        if (nread && (ig_buf_take(&c->rbuf, &c->th->rbufs) || ig_buf_append(&c->rbuf, buf->base, (size_t)nread)))
+        if (nread &&
+            (ig_buf_take(&c->rbuf, &c->th->rbufs) || ig_buf_append(&c->rbuf, buf->base, (size_t)nread)))
             ig_client_close(c);
         return;
     }
@@ -447,8 +448,7 @@ static void client_write_cb(uv_write_t *req, int status)
         return;
     if (c->state == C_DISPATCHED && c->resp_started && c->pending_writes == 0 && c->obuf.data)
         ig_buf_give(&c->obuf, &th->heads); /* the response head is written: a long stream need not keep it */
-    if (c->state == C_DISPATCHED && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) <
-                                        IG_CLIENT_WQ_LOW)
+    if (c->state == C_DISPATCHED && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < IG_CLIENT_WQ_LOW)
         ig_proxy_resume_upstream(c);
     if (c->state == C_FLUSHING && c->pending_writes == 0)
         next_request(c);
@@ -690,8 +690,8 @@ void ig_client_error(ig_client *c, int status, const char *type, const char *cod
     ig_client_error_headers(c, status, type, code, msg, status == 405 ? "allow: POST\r\n" : NULL);
 }
 
-void ig_client_error_headers(ig_client *c, int status, const char *type, const char *code,
-                             const char *msg, const char *extra_headers)
+void ig_client_error_headers(ig_client *c, int status, const char *type, const char *code, const char *msg,
+                             const char *extra_headers)
 {
     ig_info("%.*s -> %d %s", (int)c->rid_len, c->rid, status, msg);
     if (c->state == C_READING) {
@@ -703,9 +703,9 @@ void ig_client_error_headers(ig_client *c, int status, const char *type, const c
     }
     c->obuf.len = 0;
     c->status = status;
-    if (ig_buf_take(&c->obuf, &c->th->heads) == 0 && ig_http_error_response(&c->obuf, status, type, code, msg, c->rid, c->rid_len,
-                               c->close_after || !c->keep_alive || c->th->draining,
-                               extra_headers) == 0) {
+    if (ig_buf_take(&c->obuf, &c->th->heads) == 0 &&
+        ig_http_error_response(&c->obuf, status, type, code, msg, c->rid, c->rid_len,
+                               c->close_after || !c->keep_alive || c->th->draining, extra_headers) == 0) {
         uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
         ig_client_write(c, &b, 1, NULL);
     }
@@ -883,8 +883,7 @@ static void admin_start(ig_client *c)
 void ig_client_admin_reply(ig_client *c, ig_admin_msg *m)
 {
     c->admin_msg = NULL;
-    respond_body(c, m->status, "application/json", m->reply ? m->reply : "{}",
-                 m->reply ? m->reply_len : 2);
+    respond_body(c, m->status, "application/json", m->reply ? m->reply : "{}", m->reply ? m->reply_len : 2);
 }
 
 static int path_is(const char *path, size_t len, const char *want)
@@ -936,8 +935,8 @@ static void dispatch(ig_client *c)
                             "missing or invalid API key (Authorization: Bearer ...)");
             return;
         }
-        uv_timer_start(&c->timer, ig_client_timer_cb,
-                       (uint64_t)(c->th->cfg->request_timeout_secs * 1000.0), 0);
+        uv_timer_start(&c->timer, ig_client_timer_cb, (uint64_t)(c->th->cfg->request_timeout_secs * 1000.0),
+                       0);
         ig_proxy_start(c);
         return;
     }
@@ -954,10 +953,8 @@ static void dispatch(ig_client *c)
     } else if (get && path_is(url, plen, "/readiness")) {
         const ig_snapshot *snap = ig_snapshot_get();
         char body[160];
-        int n = snprintf(body, sizeof(body),
-                         "{\"status\":\"%s\",\"workers\":%d,\"routable_workers\":%d}\n",
-                         snap->n_routable > 0 ? "ready" : "not ready", snap->n_all,
-                         snap->n_routable);
+        int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"workers\":%d,\"routable_workers\":%d}\n",
+                         snap->n_routable > 0 ? "ready" : "not ready", snap->n_all, snap->n_routable);
         c->route = IG_R_PROBE;
         respond_json(c, snap->n_routable > 0 ? 200 : 503, body, (size_t)n);
     } else if (get && path_is(url, plen, "/v1/models")) {
@@ -985,9 +982,9 @@ static void client_parse(ig_client *c)
             c->parsed = (size_t)(llhttp_get_error_pos(&c->parser) - c->rbuf.data);
             llhttp_resume(&c->parser);
             const char *why;
-            if (c->chunked && ig_framing_check_chunk(c->rbuf.data + c->chunk_raw_end,
-                                                     c->parsed - c->chunk_raw_end,
-                                                     c->chunks_seen == 0, 1, &why)) {
+            if (c->chunked &&
+                ig_framing_check_chunk(c->rbuf.data + c->chunk_raw_end, c->parsed - c->chunk_raw_end,
+                                       c->chunks_seen == 0, 1, &why)) {
                 ig_client_error(c, 400, "invalid_request_error", "bad_request", why);
                 break;
             }
@@ -1004,15 +1001,13 @@ static void client_parse(ig_client *c)
                                 c->err_msg);
             else {
                 char msg[160];
-                snprintf(msg, sizeof(msg), "malformed HTTP request: %s",
-                         llhttp_get_error_reason(&c->parser));
+                snprintf(msg, sizeof(msg), "malformed HTTP request: %s", llhttp_get_error_reason(&c->parser));
                 ig_client_error(c, 400, "invalid_request_error", "bad_request", msg);
             }
             break;
         }
         c->parsed = c->rbuf.len;
-        if (c->in_message && !c->head_done &&
-            c->rbuf.len - c->msg_start > c->th->cfg->max_header_size) {
+        if (c->in_message && !c->head_done && c->rbuf.len - c->msg_start > c->th->cfg->max_header_size) {
             ig_client_error(c, 431, "invalid_request_error", "headers_too_large",
                             "request head is larger than --max-header-size");
             break;

@@ -24,7 +24,7 @@
 /* Control-thread state of a worker, hung off ig_worker.control. */
 typedef struct ctl_worker {
     ig_worker *w;
-    ig_httpc *hc;       /* discovery and health checks, one kept connection */
+    ig_httpc *hc;          /* discovery and health checks, one kept connection */
     ig_admin_msg *waiters; /* admin adds waiting for discovery to finish */
     int discovering;
 } ctl_worker;
@@ -160,9 +160,9 @@ ig_worker *ig_ctl_pick(const char *model, int *known)
 
 void ig_ctl_reply_error(ig_admin_msg *m, int status, const char *code, const char *msg)
 {
-    ig_ctl_reply(m, status, json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type",
-                               status == 404 ? "not_found_error" : "invalid_request_error", "code",
-                               code));
+    ig_ctl_reply(m, status,
+                 json_pack("{s:{s:s,s:s,s:s}}", "error", "message", msg, "type",
+                           status == 404 ? "not_found_error" : "invalid_request_error", "code", code));
 }
 
 /* ---- worker JSON ---- */
@@ -182,10 +182,9 @@ json_t *ig_worker_json(const ig_worker *cw)
         json_array_append_new(models, json_string(w->models[i]));
     ig_worker_stats *s = &w->stats;
     return json_pack(
-        "{s:s,s:s,s:o,s:b,s:s,s:s,s:b,s:I,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I}}", "id", id,
-        "url", w->url, "models", w->any_model ? (json_decref(models), json_null()) : models,
-        "any_model", w->any_model, "health",
-        atomic_load(&w->health) == IG_HEALTH_UP ? "healthy" : "unhealthy", "breaker",
+        "{s:s,s:s,s:o,s:b,s:s,s:s,s:b,s:I,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I}}", "id", id, "url",
+        w->url, "models", w->any_model ? (json_decref(models), json_null()) : models, "any_model",
+        w->any_model, "health", atomic_load(&w->health) == IG_HEALTH_UP ? "healthy" : "unhealthy", "breaker",
         breaker_name(atomic_load(&w->breaker)), "routable", ig_worker_routable(w), "inflight",
         (json_int_t)ig_worker_inflight(w), "max_inflight", atomic_load(&w->max_inflight),
         "effective_max_inflight", ig_admission_effective_cap(w, uv_now(&ctl.loop)), "requests",
@@ -193,8 +192,7 @@ json_t *ig_worker_json(const ig_worker *cw)
         "connect_failures", (json_int_t)atomic_load(&s->connect_failures), "responses_5xx",
         (json_int_t)atomic_load(&s->responses_5xx), "retries", (json_int_t)atomic_load(&s->retries),
         "connections", "opened", (json_int_t)atomic_load(&s->conns_opened), "reused",
-        (json_int_t)atomic_load(&s->conns_reused), "closed",
-        (json_int_t)atomic_load(&s->conns_closed));
+        (json_int_t)atomic_load(&s->conns_reused), "closed", (json_int_t)atomic_load(&s->conns_closed));
 }
 
 /* The same, with AReaL's router field names added (worker_id, addr, healthy,
@@ -270,7 +268,8 @@ static void finish_add(ctl_worker *cw)
         if (m->areal)
             ig_ctl_reply(m, 200, areal_registered(w));
         else
-            ig_ctl_reply(m, first ? 201 : 200, json_pack("{s:o,s:b}", "worker", ig_worker_json(w), "created", first));
+            ig_ctl_reply(m, first ? 201 : 200,
+                         json_pack("{s:o,s:b}", "worker", ig_worker_json(w), "created", first));
         first = 0;
         m = next;
     }
@@ -335,8 +334,9 @@ static void add_worker(const char *url, const char *model_id, int max_inflight, 
         if (existing && max_inflight >= 0)
             atomic_store(&existing->max_inflight, max_inflight); /* the cap can change live */
         if (existing && m)
-            ig_ctl_reply(m, 200, m->areal ? areal_registered(existing)
-                                   : json_pack("{s:o,s:b}", "worker", ig_worker_json(existing), "created", 0));
+            ig_ctl_reply(m, 200,
+                         m->areal ? areal_registered(existing)
+                                  : json_pack("{s:o,s:b}", "worker", ig_worker_json(existing), "created", 0));
         else if (pending && m) {
             m->next = NULL;
             ig_admin_msg **pp = &pending->waiters;
@@ -389,9 +389,9 @@ static void add_worker(const char *url, const char *model_id, int max_inflight, 
 static void remove_worker(ig_worker *w, ig_admin_msg *m)
 {
     int revoked = ig_areal_worker_removed(w);
-    json_t *doc = m->areal ? json_pack("{s:s,s:i}", "status", "ok", "sessions_revoked", revoked)
-                           : json_pack("{s:o,s:i}", "removed", ig_worker_json(w),
-                                       "sessions_revoked", revoked);
+    json_t *doc = m->areal
+                      ? json_pack("{s:s,s:i}", "status", "ok", "sessions_revoked", revoked)
+                      : json_pack("{s:o,s:i}", "removed", ig_worker_json(w), "sessions_revoked", revoked);
     ctl_worker *cw = w->control;
     w->control = NULL;
     if (cw)
@@ -553,9 +553,9 @@ static void bcast_done(ig_fanout *f)
         json_decref(f->results);
         ig_ctl_reply_raw(f->m, b->raw_status, b->raw_body ? b->raw_body : "", b->raw_len);
     } else {
-        json_t *doc = json_pack("{s:o,s:b,s:I,s:I}", "results", f->results, "ok", !f->failed,
-                                "elapsed_ms", (json_int_t)(uv_now(&ctl.loop) - f->start_ms),
-                                "fleet_version", (json_int_t)ctl.fleet_version);
+        json_t *doc = json_pack("{s:o,s:b,s:I,s:I}", "results", f->results, "ok", !f->failed, "elapsed_ms",
+                                (json_int_t)(uv_now(&ctl.loop) - f->start_ms), "fleet_version",
+                                (json_int_t)ctl.fleet_version);
         ig_ctl_reply(f->m, f->failed ? 502 : 200, doc);
     }
     free(b->raw_body);
@@ -563,8 +563,7 @@ static void bcast_done(ig_fanout *f)
     free(b);
 }
 
-static void bcast_item(ig_fanout *f, ig_worker *w, json_t *entry, int ok, const char *body,
-                       size_t len)
+static void bcast_item(ig_fanout *f, ig_worker *w, json_t *entry, int ok, const char *body, size_t len)
 {
     bcast *b = (bcast *)f;
     if (b->raw && body && (b->raw_body = malloc(len + 1))) {
@@ -592,8 +591,7 @@ static void bcast_item(ig_fanout *f, ig_worker *w, json_t *entry, int ok, const 
 
 /* ---- fan-out: one request to many workers at once, answered when the last has ---- */
 
-void ig_fanout_init(ig_fanout *f, ig_admin_msg *m, ig_fanout_item_fn on_item,
-                    ig_fanout_done_fn on_done)
+void ig_fanout_init(ig_fanout *f, ig_admin_msg *m, ig_fanout_item_fn on_item, ig_fanout_done_fn on_done)
 {
     f->m = m;
     f->on_item = on_item;
@@ -623,8 +621,8 @@ static void fanout_cb(void *arg, int status, const char *body, size_t len, const
     ig_fanout_end(f);
 }
 
-void ig_fanout_send(ig_fanout *f, ig_worker *w, const char *method, const char *path,
-                    const char *headers, const char *body, size_t len)
+void ig_fanout_send(ig_fanout *f, ig_worker *w, const char *method, const char *path, const char *headers,
+                    const char *body, size_t len)
 {
     char id[32];
     snprintf(id, sizeof(id), "w%llu", (unsigned long long)w->id);
@@ -683,8 +681,8 @@ static void broadcast(ig_admin_request *req, ig_admin_msg *m)
             continue;
         if (req->model && !ig_worker_serves(w, req->model, strlen(req->model)))
             continue;
-        ig_fanout_send(&b->f, w, req->bc_method == HTTP_GET ? "GET" : "POST", req->bc_path, NULL,
-                       m->body, m->body_len);
+        ig_fanout_send(&b->f, w, req->bc_method == HTTP_GET ? "GET" : "POST", req->bc_path, NULL, m->body,
+                       m->body_len);
     }
     ig_fanout_end(&b->f);
 }
@@ -753,8 +751,8 @@ static void handle(ig_admin_msg *m)
             json_array_append_new(arr, worker_json_all(ig_registry_at(i)));
             json_array_append_new(urls, json_string(ig_registry_at(i)->url));
         }
-        ig_ctl_reply(m, 200, json_pack("{s:o,s:o,s:i}", "workers", arr, "urls", urls, "total",
-                                ig_registry_count()));
+        ig_ctl_reply(m, 200,
+                     json_pack("{s:o,s:o,s:i}", "workers", arr, "urls", urls, "total", ig_registry_count()));
         break;
     }
     case IG_ADMIN_GET:
@@ -771,12 +769,8 @@ static void handle(ig_admin_msg *m)
     case IG_ADMIN_ADD:
         add_worker(req.url, req.model_id, req.has_max_inflight ? req.max_inflight : -1, m);
         break;
-    case IG_ADMIN_BROADCAST:
-        broadcast(&req, m);
-        break;
-    default:
-        ig_areal_handle(&req, m);
-        break;
+    case IG_ADMIN_BROADCAST: broadcast(&req, m); break;
+    default: ig_areal_handle(&req, m); break;
     }
     ig_admin_request_free(&req);
 }

@@ -15,16 +15,16 @@ struct ig_worker;
 /* An admin request travelling loop thread -> control thread -> loop thread. */
 typedef struct ig_admin_msg {
     struct ig_admin_msg *next;
-    struct ig_thread *th;    /* where the reply goes */
-    struct ig_client *c;     /* touched only by th; NULL once the client left */
-    int method;              /* llhttp method */
-    char *target;            /* path and query */
+    struct ig_thread *th; /* where the reply goes */
+    struct ig_client *c;  /* touched only by th; NULL once the client left */
+    int method;           /* llhttp method */
+    char *target;         /* path and query */
     char *body;
     size_t body_len;
-    int areal;               /* answer in AReaL's router shapes */
-    char *auth;              /* the client's Authorization value, for workers that want it */
-    struct ig_worker *pin;   /* internal: pin the admin key's session here (referenced) */
-    int status;              /* reply */
+    int areal;             /* answer in AReaL's router shapes */
+    char *auth;            /* the client's Authorization value, for workers that want it */
+    struct ig_worker *pin; /* internal: pin the admin key's session here (referenced) */
+    int status;            /* reply */
     char *reply;
     size_t reply_len;
 } ig_admin_msg;

@@ -29,8 +29,8 @@ ig_worker *ig_ctl_pick(const char *model, int *known);
 /* A fan-out: one request to many workers at once, answered when the last
  * one has; results holds {worker_id, url, worker_addr, status, ok, error}. */
 typedef struct ig_fanout ig_fanout;
-typedef void (*ig_fanout_item_fn)(ig_fanout *f, ig_worker *w, json_t *entry, int ok,
-                                  const char *body, size_t len);
+typedef void (*ig_fanout_item_fn)(ig_fanout *f, ig_worker *w, json_t *entry, int ok, const char *body,
+                                  size_t len);
 typedef void (*ig_fanout_done_fn)(ig_fanout *f);
 struct ig_fanout {
     ig_admin_msg *m;
@@ -41,11 +41,10 @@ struct ig_fanout {
     int failed;
     uint64_t start_ms;
 };
-void ig_fanout_init(ig_fanout *f, ig_admin_msg *m, ig_fanout_item_fn on_item,
-                    ig_fanout_done_fn on_done);
+void ig_fanout_init(ig_fanout *f, ig_admin_msg *m, ig_fanout_item_fn on_item, ig_fanout_done_fn on_done);
 /** headers: extra "name: value\r\n" lines or NULL. */
-void ig_fanout_send(ig_fanout *f, ig_worker *w, const char *method, const char *path,
-                    const char *headers, const char *body, size_t len);
+void ig_fanout_send(ig_fanout *f, ig_worker *w, const char *method, const char *path, const char *headers,
+                    const char *body, size_t len);
 /** Every request is out: on_done runs when the last answer is in (maybe now). */
 void ig_fanout_end(ig_fanout *f);
 

@@ -61,13 +61,13 @@ typedef struct ig_thread {
     /* Memory a request needs only for a while comes from here and goes back
      * as soon as it is done with, so an open stream or an idle keep-alive
      * connection holds little more than its struct. */
-    ig_freelist blocks;     /* ig_block: upstream reads */
-    ig_freelist wreqs;      /* ig_wreq: client writes */
-    ig_freelist rbufs;      /* IG_RBUF_SIZE: client request buffers */
-    ig_freelist heads;      /* IG_HEAD_SIZE: request/response heads being built or parsed */
-    ig_freelist hdr_tables; /* ig_hdr[IG_MAX_HEADERS]: header slices of a head being read */
+    ig_freelist blocks;          /* ig_block: upstream reads */
+    ig_freelist wreqs;           /* ig_wreq: client writes */
+    ig_freelist rbufs;           /* IG_RBUF_SIZE: client request buffers */
+    ig_freelist heads;           /* IG_HEAD_SIZE: request/response heads being built or parsed */
+    ig_freelist hdr_tables;      /* ig_hdr[IG_MAX_HEADERS]: header slices of a head being read */
     char rscratch[IG_RBUF_SIZE]; /* client reads with no request buffer (one read at a time) */
-    ig_list idle_conns; /* every idle pooled connection of this thread, oldest last */
+    ig_list idle_conns;          /* every idle pooled connection of this thread, oldest last */
     ig_list clients;
     int nclients;
     int draining;
@@ -102,12 +102,11 @@ typedef struct ig_client {
     size_t lingered; /* bytes discarded after an error answered before the request ended */
     ig_client_state state;
     int handles_open;
-    unsigned closing : 1, read_paused : 1, in_parse : 1, keep_alive : 1, close_after : 1,
-        http10 : 1, head_done : 1, in_value : 1, resp_started : 1, dechunk : 1, resent : 1,
-        chunked : 1, in_message : 1, have_rid : 1, last_timeout : 1, lingering : 1, probe : 1,
-        retrying : 1, is_admin : 1, in_proxy : 1, queued : 1,
-        last_refused : 1, /* the last connect was refused: the worker got nothing */
-        retired : 1;      /* the request's memory is given back (its response streams) */
+    unsigned closing : 1, read_paused : 1, in_parse : 1, keep_alive : 1, close_after : 1, http10 : 1,
+        head_done : 1, in_value : 1, resp_started : 1, dechunk : 1, resent : 1, chunked : 1, in_message : 1,
+        have_rid : 1, last_timeout : 1, lingering : 1, probe : 1, retrying : 1, is_admin : 1, in_proxy : 1,
+        queued : 1, last_refused : 1, /* the last connect was refused: the worker got nothing */
+        retired : 1;                  /* the request's memory is given back (its response streams) */
     /* the request being read: slices of rbuf by offset */
     ig_buf rbuf;
     size_t parsed, msg_start;
@@ -117,11 +116,11 @@ typedef struct ig_client {
     /* indexes into hdrs found in one pass at the end of the head, -1 when absent */
     short h_expect, h_request_id, h_authorization, h_routing_key;
     size_t body_off, body_len;
-    size_t body_hint; /* Content-Length still to arrive: grow rbuf once for it */
+    size_t body_hint;     /* Content-Length still to arrive: grow rbuf once for it */
     size_t chunk_raw_end; /* chunked: where the framing after the last data byte starts */
     int chunks_seen;      /* chunked: data pieces so far (0: the next gap is the first) */
     int chunk_new;        /* chunked: a chunk header was parsed since the last data */
-    int err_status; /* set by a parser callback that refused the request */
+    int err_status;       /* set by a parser callback that refused the request */
     const char *err_msg;
     char rid[80];
     size_t rid_len;
@@ -144,8 +143,8 @@ typedef struct ig_client {
     char *logtag;            /* path then model, once the request is retired (access log) */
     ig_list qlink;           /* in th->queue while waiting for a worker slot */
     uint64_t enqueued_ns;
-    int requeues;            /* times an overloaded worker sent it back */
-    long weight_version;     /* of the worker that serves it, at dispatch */
+    int requeues;        /* times an overloaded worker sent it back */
+    long weight_version; /* of the worker that serves it, at dispatch */
 } ig_client;
 
 typedef enum { U_CONNECTING, U_BUSY, U_IDLE, U_CLOSING } ig_upconn_state;
@@ -157,7 +156,7 @@ typedef struct ig_upconn {
     uv_write_t wreq;
     ig_thread *th;
     ig_worker *w;
-    ig_client *c; /* attached client, NULL when idle or abandoned */
+    ig_client *c;  /* attached client, NULL when idle or abandoned */
     ig_list link;  /* in the worker's pool for this thread */
     ig_list tlink; /* in the thread's list of idle connections */
     llhttp_t parser;
@@ -168,8 +167,8 @@ typedef struct ig_upconn {
         writing : 1; /* the request is not all written yet */
     uint32_t nreq;
     uint64_t created_ms, idle_since_ms;
-    uint64_t sent_ns;        /* when the current request went out */
-    uint32_t ttfb_ewma_us;   /* this connection's time to first byte: its process's load */
+    uint64_t sent_ns;      /* when the current request went out */
+    uint32_t ttfb_ewma_us; /* this connection's time to first byte: its process's load */
     /* response head, copied out of read blocks (it may span several) */
     ig_buf hbuf;  /* from th->heads until the head is forwarded */
     ig_hdr *hdrs; /* from th->hdr_tables, likewise */
@@ -213,8 +212,8 @@ int ig_client_wants_pause(ig_client *c);
 /** Answer with an OpenAI-shaped JSON error and finish the request. */
 void ig_client_error(ig_client *c, int status, const char *type, const char *code, const char *msg);
 /** The same with extra response header lines ("name: value\r\n..."). */
-void ig_client_error_headers(ig_client *c, int status, const char *type, const char *code,
-                             const char *msg, const char *extra_headers);
+void ig_client_error_headers(ig_client *c, int status, const char *type, const char *code, const char *msg,
+                             const char *extra_headers);
 /** The client's timer: idle, queue wait or request timeout depending on its state. */
 void ig_client_timer_cb(uv_timer_t *t);
 void ig_client_drain(ig_thread *th);

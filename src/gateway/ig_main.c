@@ -128,8 +128,7 @@ int main(int argc, char **argv)
         }
     }
     ig_breaker_config bc = {!cfg.disable_circuit_breaker, (int)cfg.cb_failure_threshold,
-                            (int)cfg.cb_success_threshold,
-                            (uint64_t)(cfg.cb_timeout_duration_secs * 1000.0)};
+                            (int)cfg.cb_success_threshold, (uint64_t)(cfg.cb_timeout_duration_secs * 1000.0)};
     ig_breaker_configure(&bc);
     ig_admission_configure(&cfg);
     ig_registry_init(cfg.threads);
@@ -160,8 +159,8 @@ int main(int argc, char **argv)
     control_started = 1;
     if ((rc = ig_threads_run(threads, nthreads)))
         goto out;
-    ig_info("infergate listening on http://%s:%d (%d threads, policy %s, %d workers)", cfg.host,
-            port, nthreads, ig_policy_name(cfg.policy), cfg.n_worker_urls);
+    ig_info("infergate listening on http://%s:%d (%d threads, policy %s, %d workers)", cfg.host, port,
+            nthreads, ig_policy_name(cfg.policy), cfg.n_worker_urls);
     /* handlers first: whoever reads the line below may signal at once */
     uv_signal_init(main_loop, &sigterm);
     uv_signal_init(main_loop, &sigint);

@@ -13,7 +13,7 @@ static const char *const route_names[IG_R_N] = {
 
 /* the codes a gateway commonly answers; the rest are folded into their class */
 static const int status_codes[IG_STATUS_N] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 413,
-                                              417, 422, 429, 431, 500, 502, 503, 504, 0, 0};
+                                              417, 422, 429, 431, 500, 502, 503, 504, 0,   0};
 static const char *const other_names[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
 /* seconds; inference latencies run from milliseconds to many minutes */
@@ -60,21 +60,31 @@ static uint64_t rd(ig_counter *c)
     return atomic_load_explicit(c, memory_order_relaxed);
 }
 
-#define SUM_THREADS(expr)                                                                          \
-    ({                                                                                             \
-        uint64_t _s = 0;                                                                           \
-        for (int _t = 0; _t < n; _t++) {                                                           \
-            ig_thread_stats *st = &th[_t].stats;                                                   \
-            _s += rd(&(expr));                                                                     \
-        }                                                                                          \
-        _s;                                                                                        \
+#define SUM_THREADS(expr)                                                                                    \
+    ({                                                                                                       \
+        uint64_t _s = 0;                                                                                     \
+        for (int _t = 0; _t < n; _t++) {                                                                     \
+            ig_thread_stats *st = &th[_t].stats;                                                             \
+            _s += rd(&(expr));                                                                               \
+        }                                                                                                    \
+        _s;                                                                                                  \
     })
 
 typedef ig_hist *(*hist_of)(ig_thread *t, int route);
 
-static ig_hist *duration_of(ig_thread *t, int r) { return &t->stats.duration[r]; }
-static ig_hist *ttfb_of(ig_thread *t, int r) { return &t->stats.ttfb[r]; }
-static ig_hist *queue_wait_of(ig_thread *t, int r) { (void)r; return &t->stats.queue_wait; }
+static ig_hist *duration_of(ig_thread *t, int r)
+{
+    return &t->stats.duration[r];
+}
+static ig_hist *ttfb_of(ig_thread *t, int r)
+{
+    return &t->stats.ttfb[r];
+}
+static ig_hist *queue_wait_of(ig_thread *t, int r)
+{
+    (void)r;
+    return &t->stats.queue_wait;
+}
 
 /* One histogram summed over the threads; label is "" or route="...",
  * and empty histograms are skipped unless always is set. */
@@ -126,8 +136,8 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
                 snprintf(code, sizeof(code), "%d", status_codes[k]);
             else
                 snprintf(code, sizeof(code), "%s", k == 19 ? other_names[4] : "other");
-            put(o, "infergate_requests_total{route=\"%s\",status=\"%s\"} %llu\n", route_names[r],
-                code, (unsigned long long)v);
+            put(o, "infergate_requests_total{route=\"%s\",status=\"%s\"} %llu\n", route_names[r], code,
+                (unsigned long long)v);
         }
     put(o, "# HELP infergate_request_duration_seconds Time from the whole request read to the "
            "response's end.\n# TYPE infergate_request_duration_seconds histogram\n");
@@ -145,8 +155,7 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
          SUM_THREADS(st->retries)},
         {"infergate_retries_denied_total", "Retries refused by the retry budget.",
          SUM_THREADS(st->retries_denied)},
-        {"infergate_client_connections_total", "Client connections accepted.",
-         SUM_THREADS(st->client_conns)},
+        {"infergate_client_connections_total", "Client connections accepted.", SUM_THREADS(st->client_conns)},
         {"infergate_client_aborts_total", "Requests whose client left before the response ended.",
          SUM_THREADS(st->client_aborts)},
         {"infergate_client_connections_refused_total",
@@ -176,23 +185,28 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
         put(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,
             counters[i].name, counters[i].name, (unsigned long long)counters[i].v);
 
-    put(o, "# HELP infergate_queue_depth Requests waiting for a worker slot.\n"
-           "# TYPE infergate_queue_depth gauge\ninfergate_queue_depth %d\n",
+    put(o,
+        "# HELP infergate_queue_depth Requests waiting for a worker slot.\n"
+        "# TYPE infergate_queue_depth gauge\ninfergate_queue_depth %d\n",
         ig_admission_depth());
-    put(o, "# HELP infergate_client_connections Client connections open now.\n"
-           "# TYPE infergate_client_connections gauge\ninfergate_client_connections %d\n",
+    put(o,
+        "# HELP infergate_client_connections Client connections open now.\n"
+        "# TYPE infergate_client_connections gauge\ninfergate_client_connections %d\n",
         ig_client_count());
-    put(o, "# HELP infergate_sessions Sessions pinned to a worker (AReaL).\n"
-           "# TYPE infergate_sessions gauge\ninfergate_sessions %d\n",
+    put(o,
+        "# HELP infergate_sessions Sessions pinned to a worker (AReaL).\n"
+        "# TYPE infergate_sessions gauge\ninfergate_sessions %d\n",
         ig_sessions_count());
     put(o, "# HELP infergate_queue_wait_seconds Time requests waited for a worker slot.\n"
            "# TYPE infergate_queue_wait_seconds histogram\n");
     hist1(o, "infergate_queue_wait_seconds", "", th, n, queue_wait_of, 0, 1);
-    put(o, "# HELP infergate_workers Registered workers.\n# TYPE infergate_workers gauge\n"
-           "infergate_workers %d\n",
+    put(o,
+        "# HELP infergate_workers Registered workers.\n# TYPE infergate_workers gauge\n"
+        "infergate_workers %d\n",
         s->n_all);
-    put(o, "# HELP infergate_workers_routable Workers that take requests now.\n"
-           "# TYPE infergate_workers_routable gauge\ninfergate_workers_routable %d\n",
+    put(o,
+        "# HELP infergate_workers_routable Workers that take requests now.\n"
+        "# TYPE infergate_workers_routable gauge\ninfergate_workers_routable %d\n",
         s->n_routable);
     static const char *const wm[][3] = {
         {"infergate_worker_inflight", "gauge", "Requests in flight on the worker."},
@@ -219,8 +233,8 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
             case 6: v = rd(&w->stats.connect_failures); break;
             default: v = rd(&w->stats.responses_5xx); break;
             }
-            put(o, "%s{worker=\"w%llu\",url=\"%s\"} %llu\n", wm[m][0], (unsigned long long)w->id,
-                w->url, (unsigned long long)v);
+            put(o, "%s{worker=\"w%llu\",url=\"%s\"} %llu\n", wm[m][0], (unsigned long long)w->id, w->url,
+                (unsigned long long)v);
         }
     }
     return 0;

@@ -48,8 +48,7 @@ typedef struct ig_thread_stats {
 /* single writer per counter: no atomic read-modify-write needed */
 static inline void ig_count(ig_counter *c, uint64_t v)
 {
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
-                          memory_order_relaxed);
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v, memory_order_relaxed);
 }
 
 const char *ig_route_name(ig_route r);

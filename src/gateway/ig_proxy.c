@@ -130,7 +130,6 @@ static void push(ig_client *c, outv *o, ig_block *blk, const char *p, size_t n)
     o->b[o->n++] = uv_buf_init((char *)p, (unsigned)n);
 }
 
-
 /* ---- response parsing (llhttp, response mode): the head is copied out so it
  * can be rewritten; body bytes are forwarded from the read block as they are */
 
@@ -511,9 +510,10 @@ static int build_request_head(ig_client *c, ig_worker *w)
     rc = rc ? rc : ig_buf_puts(h, " HTTP/1.1\r\nhost: ");
     rc = rc ? rc : ig_buf_append(h, w->host_header, w->host_header_len);
     rc = rc ? rc : ig_buf_puts(h, "\r\n");
-    rc = rc ? rc : ig_http_copy_headers(h, c->rbuf.data, c->hdrs, c->nhdrs,
-                                         IG_COPY_DROP_HOST | IG_COPY_DROP_LENGTH |
-                                             IG_COPY_DROP_EXPECT | IG_COPY_DROP_REQUEST_ID);
+    rc = rc ? rc
+            : ig_http_copy_headers(h, c->rbuf.data, c->hdrs, c->nhdrs,
+                                   IG_COPY_DROP_HOST | IG_COPY_DROP_LENGTH | IG_COPY_DROP_EXPECT |
+                                       IG_COPY_DROP_REQUEST_ID);
     rc = rc ? rc : ig_buf_puts(h, "x-request-id: ");
     rc = rc ? rc : ig_buf_append(h, c->rid, c->rid_len);
     rc = rc ? rc : ig_buf_puts(h, "\r\ncontent-length: ");
@@ -656,8 +656,7 @@ static int candidates(ig_client *c, const ig_snapshot *s, ig_worker *const **can
                       const ig_ring **ring)
 {
     const ig_body_fields *f = &c->fields;
-    return ig_snapshot_candidates_ring(s, f->has_model ? f->model : NULL, f->model_len, cand, known,
-                                       ring);
+    return ig_snapshot_candidates_ring(s, f->has_model ? f->model : NULL, f->model_len, cand, known, ring);
 }
 
 static int has_room(const ig_worker *w, void *now_ms)
@@ -770,11 +769,9 @@ static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, const ig_r
 static void no_worker_left(ig_client *c)
 {
     if (c->last_timeout)
-        ig_client_error(c, 504, "timeout", "upstream_connect_timeout",
-                        "timed out connecting to the workers");
+        ig_client_error(c, 504, "timeout", "upstream_connect_timeout", "timed out connecting to the workers");
     else
-        ig_client_error(c, 502, "upstream_error", "worker_unreachable",
-                        "could not connect to any worker");
+        ig_client_error(c, 502, "upstream_error", "worker_unreachable", "could not connect to any worker");
 }
 
 /* Wait for a slot instead of refusing: 429 only when the queue is full. */
@@ -789,8 +786,7 @@ static void enqueue(ig_client *c, int front)
                                 "retry-after: 1\r\n");
         return;
     }
-    uv_timer_start(&c->timer, ig_client_timer_cb,
-                   (uint64_t)(c->th->cfg->queue_timeout_secs * 1000.0), 0);
+    uv_timer_start(&c->timer, ig_client_timer_cb, (uint64_t)(c->th->cfg->queue_timeout_secs * 1000.0), 0);
 }
 
 /* Leaving the queue for a worker: the request timeout starts now. */
@@ -799,8 +795,7 @@ static void dequeue_for_dispatch(ig_client *c)
     if (!c->queued)
         return;
     ig_admission_leave(c);
-    uv_timer_start(&c->timer, ig_client_timer_cb,
-                   (uint64_t)(c->th->cfg->request_timeout_secs * 1000.0), 0);
+    uv_timer_start(&c->timer, ig_client_timer_cb, (uint64_t)(c->th->cfg->request_timeout_secs * 1000.0), 0);
 }
 
 /* The session c's bearer is pinned to (AReaL), or NULL. Valid in this callback only. */
@@ -849,8 +844,8 @@ static void pick_and_send(ig_client *c)
             if (s->n_all == 0) {
                 ig_client_error(c, 503, "service_unavailable", "no_workers", "no worker is available");
             } else if (f->has_model && !known) {
-                snprintf(msg, sizeof(msg), "model '%.*s' is not served by any worker",
-                         (int)f->model_len, f->model);
+                snprintf(msg, sizeof(msg), "model '%.*s' is not served by any worker", (int)f->model_len,
+                         f->model);
                 ig_client_error(c, 404, "invalid_request_error", "model_not_found", msg);
             } else {
                 snprintf(msg, sizeof(msg), "no healthy worker serves %s%.*s%s",

@@ -129,8 +129,7 @@ static void wake_cb(ig_wakeup *a)
         thread_finish(th);
         return;
     }
-    uv_timer_start(&th->drain_timer, drain_timeout_cb,
-                   (uint64_t)(th->cfg->drain_timeout_secs * 1000.0), 0);
+    uv_timer_start(&th->drain_timer, drain_timeout_cb, (uint64_t)(th->cfg->drain_timeout_secs * 1000.0), 0);
 }
 
 static void sweep_cb(uv_timer_t *t)
@@ -176,8 +175,8 @@ void ig_thread_access_log(ig_thread *th, ig_client *c, int status, uint64_t dur_
                      llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)), (int)plen, url,
                      status, is_data && c->fields.has_model ? (int)c->fields.model_len : 1,
                      is_data && c->fields.has_model ? c->fields.model : "-",
-                     c->worker_label[0] ? c->worker_label : "-", (unsigned long long)c->bytes_out,
-                     ttfb, (double)dur_us / 1000.0);
+                     c->worker_label[0] ? c->worker_label : "-", (unsigned long long)c->bytes_out, ttfb,
+                     (double)dur_us / 1000.0);
     if (n > 0)
         ig_buf_append(&th->alog, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
     if (th->alog.len > 60000)

@@ -20,8 +20,7 @@ int ig_breaker_failure(ig_worker *w, uint64_t now_ms)
     int n = atomic_fetch_add_explicit(&w->consecutive_failures, 1, memory_order_relaxed) + 1;
     int state = atomic_load_explicit(&w->breaker, memory_order_relaxed);
     int expect = state;
-    if (state == IG_BREAKER_HALF_OPEN ||
-        (state == IG_BREAKER_CLOSED && n >= conf.failure_threshold)) {
+    if (state == IG_BREAKER_HALF_OPEN || (state == IG_BREAKER_CLOSED && n >= conf.failure_threshold)) {
         if (atomic_compare_exchange_strong(&w->breaker, &expect, IG_BREAKER_OPEN)) {
             atomic_store(&w->open_until_ms, now_ms + conf.cooldown_ms);
             atomic_store(&w->half_open_successes, 0);

@@ -91,8 +91,8 @@ static int scan_number(scan *s)
     if (s->p < s->end && *s->p == '-')
         s->p++;
     int digits = 0;
-    while (s->p < s->end && ((*s->p >= '0' && *s->p <= '9') || *s->p == '.' || *s->p == 'e' ||
-                             *s->p == 'E' || *s->p == '+' || *s->p == '-')) {
+    while (s->p < s->end && ((*s->p >= '0' && *s->p <= '9') || *s->p == '.' || *s->p == 'e' || *s->p == 'E' ||
+                             *s->p == '+' || *s->p == '-')) {
         digits += (*s->p >= '0' && *s->p <= '9');
         s->p++;
     }
@@ -193,8 +193,8 @@ static int unescape(const char *in, size_t n, char *out, size_t cap, size_t *ole
         if (c == '\\') {
             char e = in[++i];
             if (e == 'u') {
-                int v = (hexval(in[i + 1]) << 12) | (hexval(in[i + 2]) << 8) |
-                        (hexval(in[i + 3]) << 4) | hexval(in[i + 4]);
+                int v = (hexval(in[i + 1]) << 12) | (hexval(in[i + 2]) << 8) | (hexval(in[i + 3]) << 4) |
+                        hexval(in[i + 4]);
                 i += 4;
                 c = v < 0x80 ? (char)v : '?';
             } else {

@@ -174,8 +174,10 @@ static size_t chunk_line(const char *p, size_t n, unsigned long long *size)
     *size = 0;
     while (i < n && i < 17) {
         char c = p[i];
-        int v = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int v = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (v < 0)
             break;
         *size = *size * 16 + (unsigned)v;

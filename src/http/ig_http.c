@@ -19,40 +19,29 @@ ig_hkind ig_http_header_kind(const char *n, size_t len)
 {
 #define IS(lit) (strncasecmp(n, lit, len) == 0)
     switch (len) {
-    case 2:
-        return IS("te") ? IG_H_HOP : IG_H_OTHER;
-    case 4:
-        return IS("host") ? IG_H_HOST : IG_H_OTHER;
-    case 6:
-        return IS("expect") ? IG_H_EXPECT : IG_H_OTHER;
-    case 7:
-        return IS("trailer") || IS("upgrade") ? IG_H_HOP : IG_H_OTHER;
+    case 2: return IS("te") ? IG_H_HOP : IG_H_OTHER;
+    case 4: return IS("host") ? IG_H_HOST : IG_H_OTHER;
+    case 6: return IS("expect") ? IG_H_EXPECT : IG_H_OTHER;
+    case 7: return IS("trailer") || IS("upgrade") ? IG_H_HOP : IG_H_OTHER;
     case 10:
         if ((n[0] | 0x20) == 'c')
             return IS("connection") ? IG_H_CONNECTION : IG_H_OTHER;
         return IS("keep-alive") ? IG_H_HOP : IG_H_OTHER;
-    case 9:
-        return IS("x-user-id") ? IG_H_ROUTING_KEY : IG_H_OTHER;
+    case 9: return IS("x-user-id") ? IG_H_ROUTING_KEY : IG_H_OTHER;
     case 12:
         if (IS("x-session-id"))
             return IG_H_ROUTING_KEY;
         return IS("x-request-id") ? IG_H_REQUEST_ID : IG_H_OTHER;
-    case 13:
-        return IS("authorization") ? IG_H_AUTHORIZATION : IG_H_OTHER;
-    case 14:
-        return IS("content-length") ? IG_H_CONTENT_LENGTH : IG_H_OTHER;
-    case 16:
-        return IS("proxy-connection") ? IG_H_HOP : IG_H_OTHER;
+    case 13: return IS("authorization") ? IG_H_AUTHORIZATION : IG_H_OTHER;
+    case 14: return IS("content-length") ? IG_H_CONTENT_LENGTH : IG_H_OTHER;
+    case 16: return IS("proxy-connection") ? IG_H_HOP : IG_H_OTHER;
     case 17:
         if (IS("x-smg-routing-key"))
             return IG_H_ROUTING_KEY;
         return IS("transfer-encoding") ? IG_H_TRANSFER_ENCODING : IG_H_OTHER;
-    case 18:
-        return IS("proxy-authenticate") ? IG_H_HOP : IG_H_OTHER;
-    case 19:
-        return IS("proxy-authorization") ? IG_H_HOP : IG_H_OTHER;
-    default:
-        return IG_H_OTHER;
+    case 18: return IS("proxy-authenticate") ? IG_H_HOP : IG_H_OTHER;
+    case 19: return IS("proxy-authorization") ? IG_H_HOP : IG_H_OTHER;
+    default: return IG_H_OTHER;
     }
 #undef IS
 }
@@ -76,8 +65,7 @@ int ig_http_list_has(const char *v, size_t vlen, const char *token, size_t tlen)
 }
 
 /* A header named in any Connection header's token list is hop-by-hop too. */
-static int named_by_connection(const char *base, const ig_hdr *hdrs, int n, const char *name,
-                               size_t len)
+static int named_by_connection(const char *base, const ig_hdr *hdrs, int n, const char *name, size_t len)
 {
     for (int i = 0; i < n; i++)
         if (ig_http_name_is(base + hdrs[i].name_off, hdrs[i].name_len, "connection") &&
@@ -103,8 +91,7 @@ int ig_http_copy_headers(ig_buf *out, const char *base, const ig_hdr *hdrs, int 
         switch ((ig_hkind)kinds[i]) {
         case IG_H_HOP:
         case IG_H_CONNECTION:
-        case IG_H_TRANSFER_ENCODING:
-            continue;
+        case IG_H_TRANSFER_ENCODING: continue;
         case IG_H_HOST:
             if (flags & IG_COPY_DROP_HOST)
                 continue;
@@ -121,8 +108,7 @@ int ig_http_copy_headers(ig_buf *out, const char *base, const ig_hdr *hdrs, int 
             if (flags & IG_COPY_DROP_REQUEST_ID)
                 continue;
             break;
-        default:
-            break;
+        default: break;
         }
         if (has_connection && named_by_connection(base, hdrs, n, name, len))
             continue;
@@ -197,9 +183,8 @@ int ig_json_append_string(ig_buf *out, const char *s, size_t n)
     return rc ? rc : ig_buf_append(out, "\"", 1);
 }
 
-int ig_http_error_response(ig_buf *out, int status, const char *type, const char *code,
-                           const char *message, const char *rid, size_t rid_len, int close_conn,
-                           const char *extra_headers)
+int ig_http_error_response(ig_buf *out, int status, const char *type, const char *code, const char *message,
+                           const char *rid, size_t rid_len, int close_conn, const char *extra_headers)
 {
     char body[1024];
     ig_buf b = {body, 0, sizeof(body), sizeof(body)};

@@ -19,7 +19,7 @@ typedef struct ig_hdr {
 /* Flags for ig_http_copy_headers: which end-to-end headers the caller replaces itself. */
 enum {
     IG_COPY_DROP_HOST = 1u << 0,
-    IG_COPY_DROP_LENGTH = 1u << 1,   /* Content-Length and Transfer-Encoding */
+    IG_COPY_DROP_LENGTH = 1u << 1, /* Content-Length and Transfer-Encoding */
     IG_COPY_DROP_EXPECT = 1u << 2,
     IG_COPY_DROP_REQUEST_ID = 1u << 3,
 };
@@ -27,7 +27,7 @@ enum {
 /* What a header name means to a proxy; most names are IG_H_OTHER. */
 typedef enum ig_hkind {
     IG_H_OTHER = 0,
-    IG_H_HOP,               /* hop-by-hop by definition (Keep-Alive, TE, Upgrade, ...) */
+    IG_H_HOP, /* hop-by-hop by definition (Keep-Alive, TE, Upgrade, ...) */
     IG_H_CONNECTION,
     IG_H_TRANSFER_ENCODING, /* hop-by-hop too */
     IG_H_HOST,
@@ -35,7 +35,7 @@ typedef enum ig_hkind {
     IG_H_EXPECT,
     IG_H_REQUEST_ID,
     IG_H_AUTHORIZATION,
-    IG_H_ROUTING_KEY,       /* x-session-id, x-user-id, x-smg-routing-key: consistent_hash */
+    IG_H_ROUTING_KEY, /* x-session-id, x-user-id, x-smg-routing-key: consistent_hash */
 } ig_hkind;
 
 /** Classify a header name with at most one string compare (switch on length first). */
@@ -62,9 +62,8 @@ const char *ig_http_reason(int status);
  * {"error":{"message":..,"type":..,"code":..}} with status line, x-request-id,
  * Content-Length and Connection handling. extra_headers may be NULL.
  */
-int ig_http_error_response(ig_buf *out, int status, const char *type, const char *code,
-                           const char *message, const char *request_id, size_t rid_len,
-                           int close_conn, const char *extra_headers);
+int ig_http_error_response(ig_buf *out, int status, const char *type, const char *code, const char *message,
+                           const char *request_id, size_t rid_len, int close_conn, const char *extra_headers);
 
 /** Append s as a JSON string literal (with quotes), escaping as needed. */
 int ig_json_append_string(ig_buf *out, const char *s, size_t n);

@@ -429,8 +429,8 @@ const ig_snapshot *ig_snapshot_get(void)
     return atomic_load_explicit(&current, memory_order_acquire);
 }
 
-int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t len,
-                                ig_worker *const **out, int *known, const ig_ring **ring)
+int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t len, ig_worker *const **out,
+                                int *known, const ig_ring **ring)
 {
     if (!model) {
         *known = s->n_all > 0;
@@ -454,8 +454,8 @@ int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t 
     return s->n_any;
 }
 
-int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len,
-                           ig_worker *const **out, int *known)
+int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len, ig_worker *const **out,
+                           int *known)
 {
     const ig_ring *ring;
     return ig_snapshot_candidates_ring(s, model, len, out, known, &ring);

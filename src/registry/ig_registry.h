@@ -34,36 +34,36 @@ typedef struct ig_worker_stats {
 } ig_worker_stats;
 
 typedef struct ig_worker {
-    uint64_t id;          /* public id: never reused */
-    char *url;            /* normalised: http://host:port */
+    uint64_t id; /* public id: never reused */
+    char *url;   /* normalised: http://host:port */
     char *host;
     uint16_t port;
-    char *host_header;    /* "host:port" sent as Host */
+    char *host_header; /* "host:port" sent as Host */
     size_t host_header_len;
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    char **models;        /* immutable once published; NULL with any_model */
+    char **models; /* immutable once published; NULL with any_model */
     int n_models;
-    int any_model;        /* model unknown: the worker takes any model */
+    int any_model;           /* model unknown: the worker takes any model */
     atomic_int max_inflight; /* 0: unlimited; the admin API may change it live */
     /* learned from the worker's own 503/429: a cap that grows back one slot a second */
-    atomic_int learned_cap;  /* 0: none */
+    atomic_int learned_cap; /* 0: none */
     atomic_uint_fast64_t learned_at_ms;
-    atomic_long version;     /* weight version it reported or was set to (0: unknown) */
-    atomic_int paused;       /* paused alone (/pause_generation/{id}): out of routing */
+    atomic_long version; /* weight version it reported or was set to (0: unknown) */
+    atomic_int paused;   /* paused alone (/pause_generation/{id}): out of routing */
     /* the best time to first byte its connections show lately (slowly forgets) */
     atomic_uint best_ttfb_us;
-    ig_pool *pools;       /* one per loop thread */
-    void *control;        /* the control thread's own state for this worker */
+    ig_pool *pools; /* one per loop thread */
+    void *control;  /* the control thread's own state for this worker */
     /* low 32 bits: requests in flight; high 32 bits: other references.
      * One atomic, so a request costs no more than the in-flight count. */
     _Alignas(64) atomic_uint_fast64_t refs;
-    _Alignas(64) atomic_int health;       /* IG_HEALTH_* (control thread writes) */
-    atomic_int removed;                   /* set once, when removed from the registry */
-    atomic_int breaker;                   /* IG_BREAKER_* */
+    _Alignas(64) atomic_int health; /* IG_HEALTH_* (control thread writes) */
+    atomic_int removed;             /* set once, when removed from the registry */
+    atomic_int breaker;             /* IG_BREAKER_* */
     atomic_int consecutive_failures;
     atomic_int half_open_successes;
-    atomic_int probe_inflight;            /* half-open: one probe request at a time */
+    atomic_int probe_inflight; /* half-open: one probe request at a time */
     atomic_uint_fast64_t open_until_ms;
     atomic_int health_fail_streak, health_ok_streak; /* control thread only, atomic for readers */
     _Alignas(64) ig_worker_stats stats;
@@ -79,30 +79,30 @@ typedef struct ig_ring {
 } ig_ring;
 
 typedef struct ig_model_set {
-    const char *name;      /* borrowed from a worker of the snapshot, or owned (registered) */
+    const char *name; /* borrowed from a worker of the snapshot, or owned (registered) */
     size_t len;
-    int paused;            /* new requests for it wait in the queue */
-    int registered;        /* by /register_model: exactly its listed workers, name owned */
-    ig_worker **workers;   /* routable workers serving it (including any-model ones) */
+    int paused;          /* new requests for it wait in the queue */
+    int registered;      /* by /register_model: exactly its listed workers, name owned */
+    ig_worker **workers; /* routable workers serving it (including any-model ones) */
     int n;
     ig_ring ring;
 } ig_model_set;
 
 typedef struct ig_snapshot {
     uint64_t version;
-    ig_worker **all;       /* every registered worker, for listings and metrics */
+    ig_worker **all; /* every registered worker, for listings and metrics */
     int n_all;
-    ig_worker **routable;  /* healthy, breaker not open: requests without a model */
+    ig_worker **routable; /* healthy, breaker not open: requests without a model */
     int n_routable;
     ig_ring routable_ring;
-    ig_worker **any;       /* routable any-model workers: models nobody listed */
+    ig_worker **any; /* routable any-model workers: models nobody listed */
     int n_any;
     ig_ring any_ring;
     ig_model_set *models;
     int n_models;
-    uint32_t *table;       /* open addressing: index+1 into models, 0 empty */
+    uint32_t *table; /* open addressing: index+1 into models, 0 empty */
     uint32_t mask;
-    int paused_all;        /* the fleet is paused: every new request waits */
+    int paused_all; /* the fleet is paused: every new request waits */
     long fleet_version;
 } ig_snapshot;
 
@@ -179,11 +179,11 @@ const ig_snapshot *ig_snapshot_get(void);
  * registered worker serves the model at all (healthy or not). Returns the
  * count and points *out at an immutable array of the snapshot.
  */
-int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len,
-                           ig_worker *const **out, int *known);
+int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len, ig_worker *const **out,
+                           int *known);
 /** The same, with the ring over those candidates (empty unless rings are built). */
-int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t len,
-                                ig_worker *const **out, int *known, const ig_ring **ring);
+int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t len, ig_worker *const **out,
+                                int *known, const ig_ring **ring);
 /** Build consistent-hash rings with this many points per worker (0: none). Writer side. */
 void ig_registry_set_ring_vnodes(int vnodes);
 

@@ -48,8 +48,8 @@ static uint64_t hash(const char *s, size_t n)
     return mix(h ^ v ^ 0xa5);
 }
 
-static const ig_session *find(_Atomic(ig_session *) *slots, uint32_t mask, uint64_t h,
-                              const char *s, size_t len, int by_id)
+static const ig_session *find(_Atomic(ig_session *) *slots, uint32_t mask, uint64_t h, const char *s,
+                              size_t len, int by_id)
 {
     for (uint32_t i = (uint32_t)h & mask, probes = 0; probes <= mask; i = (i + 1) & mask, probes++) {
         ig_session *e = atomic_load_explicit(&slots[i], memory_order_acquire);
@@ -133,8 +133,7 @@ static _Atomic(ig_session *) *slot_of(_Atomic(ig_session *) *slots, uint32_t mas
     return NULL;
 }
 
-static void place(_Atomic(ig_session *) *slots, uint32_t mask, uint64_t h, ig_session *e,
-                  uint32_t *used)
+static void place(_Atomic(ig_session *) *slots, uint32_t mask, uint64_t h, ig_session *e, uint32_t *used)
 {
     uint32_t i = (uint32_t)h & mask;
     for (;;) {
@@ -192,8 +191,7 @@ static int reserve(void)
     return 0;
 }
 
-int ig_sessions_put(const char *key, size_t klen, const char *id, size_t idlen, ig_worker *w,
-                    int persistent)
+int ig_sessions_put(const char *key, size_t klen, const char *id, size_t idlen, ig_worker *w, int persistent)
 {
     if (!seed) { /* readers hash only after they see a table, published after this */
         uint64_t s;
@@ -209,9 +207,14 @@ int ig_sessions_put(const char *key, size_t klen, const char *id, size_t idlen, 
     k[klen] = '\0';
     memcpy(d, id, idlen);
     d[idlen] = '\0';
-    *e = (ig_session){.w = w, .key_hash = hash(key, klen), .id_hash = hash(id, idlen),
-                      .key_len = (uint32_t)klen, .id_len = (uint32_t)idlen,
-                      .persistent = persistent, .key = k, .id = d};
+    *e = (ig_session){.w = w,
+                      .key_hash = hash(key, klen),
+                      .id_hash = hash(id, idlen),
+                      .key_len = (uint32_t)klen,
+                      .id_len = (uint32_t)idlen,
+                      .persistent = persistent,
+                      .key = k,
+                      .id = d};
     /* drop what it replaces first, so neither index ever holds two matches */
     const ig_session *old;
     table *t = atomic_load_explicit(&current, memory_order_relaxed);

@@ -19,11 +19,11 @@
 #define IG_HITL_SESSION_ID "__hitl__"
 
 typedef struct ig_session {
-    ig_worker *w;        /* referenced while the entry lives */
+    ig_worker *w; /* referenced while the entry lives */
     uint64_t key_hash, id_hash;
     uint32_t key_len, id_len;
-    int persistent;      /* the admin key's session: /remove_session keeps it */
-    const char *key;     /* both point into the entry's own allocation */
+    int persistent;  /* the admin key's session: /remove_session keeps it */
+    const char *key; /* both point into the entry's own allocation */
     const char *id;
 } ig_session;
 
@@ -40,8 +40,7 @@ int ig_sessions_count(void);
 
 /** Pin key and id to w, replacing any session with the same key or the same
  * id. 0 or -ENOMEM. */
-int ig_sessions_put(const char *key, size_t klen, const char *id, size_t idlen, ig_worker *w,
-                    int persistent);
+int ig_sessions_put(const char *key, size_t klen, const char *id, size_t idlen, ig_worker *w, int persistent);
 /** Remove the session with this id: 1 removed, 0 none. */
 int ig_sessions_remove_id(const char *id, size_t len);
 /** Remove every session pinned to w (it left the fleet); returns how many. */

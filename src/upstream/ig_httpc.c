@@ -159,8 +159,8 @@ ig_httpc *ig_httpc_new(uv_loop_t *loop, const struct sockaddr *addr, const char 
     if (!c)
         return NULL;
     c->loop = loop;
-    memcpy(&c->addr, addr, addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                        : sizeof(struct sockaddr_in));
+    memcpy(&c->addr, addr,
+           addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
     snprintf(c->host, sizeof(c->host), "%s", host_header);
     ig_buf_init(&c->out, 1u << 20);
     ig_buf_init(&c->body, HTTPC_MAX_BODY);

@@ -71,7 +71,6 @@ void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us)
  * re-races accept() (a busy process tends to lose). */
 #define SPREAD_SCAN 64
 #define SPREAD_MARGIN_US 1000 /* slower than the worker's best by this much: a loaded process */
-/* at most one retirement per this many requests: new connections stay under 4% */
 /* at most one retirement per this many requests: new connections stay near 3% */
 #define SPREAD_RETIRE_COST 30
 
@@ -156,8 +155,7 @@ ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb)
         ig_upstream_close(up);
         return NULL;
     }
-    uv_timer_start(&up->timer, connect_timeout_cb,
-                   (uint64_t)(th->cfg->connect_timeout_secs * 1000.0), 0);
+    uv_timer_start(&up->timer, connect_timeout_cb, (uint64_t)(th->cfg->connect_timeout_secs * 1000.0), 0);
     return up;
 }
 

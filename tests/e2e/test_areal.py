@@ -190,16 +190,19 @@ def test_register_model_routes_it_to_its_data_proxies(procs):
         assert "x" not in c.get("/models", headers=ADM).json()["models"]
 
 
-async def _rollout(c, base, sessions, log):
+async def _rollout(c, base, sessions, log, trained):
     """One agent: sessions one after another, each a few streamed turns,
-    a reward and an export."""
-    for _ in range(sessions):
+    a reward and an export. Its very last turn waits for the trainer's last
+    cycle, so the newest weights serve some turns however the load is timed."""
+    for s in range(sessions):
         async with c.post(base + "/rl/start_session", json={"task_id": "t"}, headers=ADM) as r:
             assert r.status == 201, await r.text()
             sess = await r.json()
         owner = sess["session_id"].split("-")[1]
         turns = 3
         for turn in range(turns):
+            if s == sessions - 1 and turn == turns - 1:
+                await trained.wait()
             path = "/chat/completions" if turn % 2 else "/v1/chat/completions"
             body = chat_body(stream=True, max_tokens=6)
             async with c.post(base + path, json=body, headers=bearer(sess["api_key"])) as resp:
@@ -219,7 +222,7 @@ async def _rollout(c, base, sessions, log):
         assert got["worker_id"] == owner and got["interactions"] == turns and got["rewarded"] is True
 
 
-async def _trainer(c, base, log, n_workers, at_turns):
+async def _trainer(c, base, log, n_workers, at_turns, trained):
     """Pause, push a new version, continue: each time the rollouts have
     done so many turns, so every cycle happens while they run."""
     for version, turns in enumerate(at_turns, start=2):
@@ -233,6 +236,7 @@ async def _trainer(c, base, log, n_workers, at_turns):
                 assert len(doc["results"]) == n_workers
         async with c.get(base + "/get_version", headers=ADM) as r:
             assert (await r.json())["fleet_version"] == version
+    trained.set()
 
 
 def test_full_rl_sequence_with_200_streaming_rollouts(procs):
@@ -250,9 +254,9 @@ def test_full_rl_sequence_with_200_streaming_rollouts(procs):
         async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as c:
             async with c.post(gw.base + "/set_version", json={"version": 1}, headers=ADM) as r:
                 assert r.status == 200
-            log = []
-            await asyncio.gather(_trainer(c, gw.base, log, len(ws), at_turns),
-                                 *[_rollout(c, gw.base, sessions, log) for _ in range(agents)])
+            log, trained = [], asyncio.Event()
+            await asyncio.gather(_trainer(c, gw.base, log, len(ws), at_turns, trained),
+                                 *[_rollout(c, gw.base, sessions, log, trained) for _ in range(agents)])
             return log
 
     log = asyncio.run(main())

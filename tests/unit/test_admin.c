@@ -38,7 +38,11 @@ static void add_by_json(void **state)
     assert_string_equal(r.model_id, "qwen");
     assert_int_equal(r.max_inflight, 4);
     ig_admin_request_free(&r);
-    const char *bad[] = {"", "{", "[]", "{\"model_id\":\"x\"}", "{\"url\":3}",
+    const char *bad[] = {"",
+                         "{",
+                         "[]",
+                         "{\"model_id\":\"x\"}",
+                         "{\"url\":3}",
                          "{\"url\":\"http://a:1\",\"max_inflight\":-1}",
                          "{\"url\":\"http://a:1\",\"model_id\":7}"};
     const int status[] = {400, 400, 400, 400, 400, 400, 400};
@@ -53,7 +57,8 @@ static void add_by_json(void **state)
 static void sgl_query_style(void **state)
 {
     ig_admin_request r;
-    assert_int_equal(ig_admin_parse(HTTP_POST, "/add_worker?url=http%3A%2F%2F127.0.0.1%3A9000", NULL, 0, &r), 0);
+    assert_int_equal(ig_admin_parse(HTTP_POST, "/add_worker?url=http%3A%2F%2F127.0.0.1%3A9000", NULL, 0, &r),
+                     0);
     assert_int_equal(r.op, IG_ADMIN_ADD);
     assert_string_equal(r.url, "http://127.0.0.1:9000");
     ig_admin_request_free(&r);
@@ -156,7 +161,8 @@ static void areal_router_and_gateway(void **state)
     assert_int_not_equal(PARSE(HTTP_POST, "/register_model", "{\"url\":\"x\"}"), 0);
     assert_int_equal(r.status, 400);
     ig_admin_request_free(&r);
-    assert_int_not_equal(PARSE(HTTP_POST, "/register_model", "{\"model\":\"p\",\"data_proxy_addrs\":[1]}"), 0);
+    assert_int_not_equal(PARSE(HTTP_POST, "/register_model", "{\"model\":\"p\",\"data_proxy_addrs\":[1]}"),
+                         0);
     assert_int_equal(r.status, 422);
     ig_admin_request_free(&r);
     assert_int_equal(PARSE(HTTP_POST, "/remove_model", "{\"name\":\"p\"}"), 0);
@@ -205,12 +211,9 @@ static void query_get(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(list_get_delete),
-        cmocka_unit_test(add_by_json),
-        cmocka_unit_test(sgl_query_style),
-        cmocka_unit_test(broadcasts),
-        cmocka_unit_test(areal_router_and_gateway),
-        cmocka_unit_test(query_get),
+        cmocka_unit_test(list_get_delete),          cmocka_unit_test(add_by_json),
+        cmocka_unit_test(sgl_query_style),          cmocka_unit_test(broadcasts),
+        cmocka_unit_test(areal_router_and_gateway), cmocka_unit_test(query_get),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -156,7 +156,8 @@ static void cache_aware_decision(void **state)
     ig_holders_add(&h, w[2]->id);
     int aff;
     /* a long enough match goes to its holder */
-    assert_int_equal(ig_cache_aware_pick(&cfg, &st, w, 4, 4, 4 * IG_PREFIX_BLOCK + 100, &h, always, NULL, &aff), 2);
+    assert_int_equal(
+        ig_cache_aware_pick(&cfg, &st, w, 4, 4, 4 * IG_PREFIX_BLOCK + 100, &h, always, NULL, &aff), 2);
     assert_true(aff);
     /* a short one (under the threshold) goes by load */
     set_load(w[0], 5);

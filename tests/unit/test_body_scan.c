@@ -17,7 +17,8 @@ static int scan(const char *s, ig_body_fields *f)
 static void finds_model_and_stream(void **state)
 {
     ig_body_fields f;
-    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"model\":\"llama-3\",\"stream\":true}";
+    const char *body =
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"model\":\"llama-3\",\"stream\":true}";
     assert_int_equal(scan(body, &f), 0);
     assert_true(f.has_model);
     assert_int_equal(f.model_len, 7);
@@ -31,7 +32,8 @@ static void finds_model_and_stream(void **state)
 static void nested_model_is_not_top_level(void **state)
 {
     ig_body_fields f;
-    assert_int_equal(scan("{\"extra\":{\"model\":\"inner\",\"stream\":true},\"x\":[\"model\",\"stream\"]}", &f), 0);
+    assert_int_equal(
+        scan("{\"extra\":{\"model\":\"inner\",\"stream\":true},\"x\":[\"model\",\"stream\"]}", &f), 0);
     assert_false(f.has_model);
     assert_int_equal(f.stream, 0);
 }
@@ -84,9 +86,21 @@ static void max_tokens(void **state)
 static void malformed_is_einval(void **state)
 {
     ig_body_fields f;
-    const char *bad[] = {"",           "[]",          "{",           "{\"model\"}",   "{\"a\":1,}",
-                         "{\"a\":tru}", "{\"a\":\"x}", "{} {}",       "{\"a\":[1,2}",  "{\"a\":{\"b\":1]}",
-                         "{'a':1}",    "{\"a\":\"\\q\"}", "{\"a\":-}", "nul",          "{\"a\" 1}",
+    const char *bad[] = {"",
+                         "[]",
+                         "{",
+                         "{\"model\"}",
+                         "{\"a\":1,}",
+                         "{\"a\":tru}",
+                         "{\"a\":\"x}",
+                         "{} {}",
+                         "{\"a\":[1,2}",
+                         "{\"a\":{\"b\":1]}",
+                         "{'a':1}",
+                         "{\"a\":\"\\q\"}",
+                         "{\"a\":-}",
+                         "nul",
+                         "{\"a\" 1}",
                          "{\"a\":\"\x01\"}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         const char *err = NULL;
@@ -157,11 +171,16 @@ static void prompt_spans_and_user(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(finds_model_and_stream),  cmocka_unit_test(nested_model_is_not_top_level),
-        cmocka_unit_test(stream_false_and_absent), cmocka_unit_test(last_duplicate_wins),
-        cmocka_unit_test(escaped_model_is_decoded), cmocka_unit_test(strings_with_brackets_and_quotes),
-        cmocka_unit_test(max_tokens),              cmocka_unit_test(malformed_is_einval),
-        cmocka_unit_test(deep_nesting_is_bounded), cmocka_unit_test(long_model_name),
+        cmocka_unit_test(finds_model_and_stream),
+        cmocka_unit_test(nested_model_is_not_top_level),
+        cmocka_unit_test(stream_false_and_absent),
+        cmocka_unit_test(last_duplicate_wins),
+        cmocka_unit_test(escaped_model_is_decoded),
+        cmocka_unit_test(strings_with_brackets_and_quotes),
+        cmocka_unit_test(max_tokens),
+        cmocka_unit_test(malformed_is_einval),
+        cmocka_unit_test(deep_nesting_is_bounded),
+        cmocka_unit_test(long_model_name),
         cmocka_unit_test(prompt_spans_and_user),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -24,9 +24,20 @@ static void sgl_style_flags(void **state)
 {
     ig_config cfg;
     char err[256];
-    char *argv[] = {"infergate", "--host", "0.0.0.0", "--port", "30000", "--worker-urls",
-                    "http://a:1", "http://b:2", "--policy", "power_of_two", "--request-timeout-secs=60",
-                    "--threads", "4", NULL};
+    char *argv[] = {"infergate",
+                    "--host",
+                    "0.0.0.0",
+                    "--port",
+                    "30000",
+                    "--worker-urls",
+                    "http://a:1",
+                    "http://b:2",
+                    "--policy",
+                    "power_of_two",
+                    "--request-timeout-secs=60",
+                    "--threads",
+                    "4",
+                    NULL};
     assert_int_equal(parse(&cfg, argv, err), 0);
     assert_string_equal(cfg.host, "0.0.0.0");
     assert_int_equal(cfg.port, 30000);

@@ -21,8 +21,10 @@ static int head(const char *h)
 
 static void good_heads(void **state)
 {
-    assert_int_equal(head("POST /v1/chat/completions HTTP/1.1\r\nHost: gw:8080\r\nContent-Length: 27\r\n\r\n"), 0);
-    assert_int_equal(head("POST /a?b=c HTTP/1.1\r\nhost: [::1]:80\r\ntransfer-encoding:  Chunked \r\n\r\n"), 0);
+    assert_int_equal(
+        head("POST /v1/chat/completions HTTP/1.1\r\nHost: gw:8080\r\nContent-Length: 27\r\n\r\n"), 0);
+    assert_int_equal(head("POST /a?b=c HTTP/1.1\r\nhost: [::1]:80\r\ntransfer-encoding:  Chunked \r\n\r\n"),
+                     0);
     assert_int_equal(head("GET / HTTP/1.0\r\n\r\n"), 0); /* HTTP/1.0 needs no Host */
     assert_int_equal(head("GET /x HTTP/1.1\r\nHost: a\r\nX-Obs: caf\xc3\xa9\r\nX-Empty:\r\n\r\n"), 0);
     assert_int_equal(ig_framing_head_len("GET / HTTP/1.1\r\nHost: a\r\n\r\nBODY", 31), 27);
@@ -68,14 +70,15 @@ static void chunk_framing(void **state)
     assert_int_equal(chunk("\r\nA;name=v;x=\"q \\\" d\"\r\n", 0, 0), 0);
     assert_int_equal(chunk("\r\n0\r\n\r\n", 0, 1), 0);
     assert_int_equal(chunk("0;e\r\n\r\n", 1, 1), 0);
-    static const char *const bad[][1] = {{"XX1b\r\n"}, {" 1b\r\n"}, {"1b \r\n"}, {"+1\r\n"}, {"1b;\r\n"},
-                                         {"1b;a=\r\n"}, {"1b\n"}, {"11111111111111111\r\n"}, {"0\r\n"}};
+    static const char *const bad[][1] = {{"XX1b\r\n"}, {" 1b\r\n"},   {"1b \r\n"}, {"+1\r\n"},
+                                         {"1b;\r\n"},  {"1b;a=\r\n"}, {"1b\n"},    {"11111111111111111\r\n"},
+                                         {"0\r\n"}};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         if (chunk(bad[i][0], 1, 0) == 0)
             fail_msg("accepted chunk line: %s", bad[i][0]);
-    assert_int_not_equal(chunk("XX1b\r\n", 0, 0), 0);       /* data not followed by CRLF */
+    assert_int_not_equal(chunk("XX1b\r\n", 0, 0), 0);              /* data not followed by CRLF */
     assert_int_not_equal(chunk("\r\n0\r\nX: a\r\n\r\n", 0, 1), 0); /* trailer fields */
-    assert_int_not_equal(chunk("\r\n5\r\n\r\n", 0, 1), 0);    /* the last chunk is 0 */
+    assert_int_not_equal(chunk("\r\n5\r\n\r\n", 0, 1), 0);         /* the last chunk is 0 */
 }
 
 int main(void)

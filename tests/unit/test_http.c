@@ -56,9 +56,9 @@ static void drops_headers_named_by_connection(void **state)
 static void flags_drop_what_the_caller_rewrites(void **state)
 {
     const char *in = "Host: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\nX-Request-Id: r\r\nA: b\r\n";
-    assert_string_equal(copy(in, IG_COPY_DROP_HOST | IG_COPY_DROP_LENGTH | IG_COPY_DROP_EXPECT |
-                                     IG_COPY_DROP_REQUEST_ID),
-                        "A: b\r\n");
+    assert_string_equal(
+        copy(in, IG_COPY_DROP_HOST | IG_COPY_DROP_LENGTH | IG_COPY_DROP_EXPECT | IG_COPY_DROP_REQUEST_ID),
+        "A: b\r\n");
     assert_string_equal(copy(in, 0), in);
 }
 

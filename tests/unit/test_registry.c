@@ -120,8 +120,8 @@ static void references_keep_a_worker_alive(void **state)
     ig_worker_begin(w); /* a request */
     ig_worker_ref(w);   /* a pooled connection */
     assert_int_equal(ig_worker_inflight(w), 1);
-    ig_worker_unref(w); /* the creator's reference */
-    ig_worker_unref(w); /* the connection's */
+    ig_worker_unref(w);                         /* the creator's reference */
+    ig_worker_unref(w);                         /* the connection's */
     assert_int_equal(ig_worker_inflight(w), 1); /* still alive: the request holds it */
     ig_worker_end(w);                           /* freed here (ASan would catch a leak or reuse) */
 }

@@ -44,7 +44,7 @@ static void put_find_replace_remove(void **state)
     assert_ptr_equal(e->w, a);
     assert_string_equal(e->id, "s1");
     assert_ptr_equal(BY_ID("s2")->w, b);
-    assert_null(BY_KEY("k"));   /* a prefix is not a match */
+    assert_null(BY_KEY("k")); /* a prefix is not a match */
     assert_null(BY_KEY("k10"));
     assert_int_equal(other_refs(a), base + 1); /* the session keeps its worker */
 

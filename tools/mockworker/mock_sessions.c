@@ -97,8 +97,7 @@ int mock_sessions_handle(const char *path, const char *auth, size_t auth_len, co
                          size_t body_len, const char *admin, const char *worker_id, char **out)
 {
     int start = strcmp(path, "/rl/start_session") == 0, reward = strcmp(path, "/rl/set_reward") == 0,
-        export = strcmp(path, "/export_trajectories") == 0,
-        model = strcmp(path, "/register_model") == 0;
+        export = strcmp(path, "/export_trajectories") == 0, model = strcmp(path, "/register_model") == 0;
     if (!start && !reward && !export && !model)
         return 0;
     size_t tlen = auth_len;
@@ -118,11 +117,10 @@ int mock_sessions_handle(const char *path, const char *auth, size_t auth_len, co
         } else {
             s->reward = json_is_number(r) ? json_number_value(r) : 0;
             s->rewarded = 1;
-            rc = reply(out, 200, json_pack("{s:s,s:I,s:s,s:i,s:b,s:b,s:s}", "message", "success",
-                                           "interaction_count", (json_int_t)s->interactions,
-                                           "session_id", s->id, "trajectory_id", 0,
-                                           "trajectory_ready", 1, "ready_transition", 1,
-                                           "worker_id", worker_id));
+            rc = reply(out, 200,
+                       json_pack("{s:s,s:I,s:s,s:i,s:b,s:b,s:s}", "message", "success", "interaction_count",
+                                 (json_int_t)s->interactions, "session_id", s->id, "trajectory_id", 0,
+                                 "trajectory_ready", 1, "ready_transition", 1, "worker_id", worker_id));
         }
     } else if (!tok) {
         rc = error(out, 401, "Missing or malformed Authorization header.");
@@ -132,8 +130,7 @@ int mock_sessions_handle(const char *path, const char *auth, size_t auth_len, co
         const char *want = json_string_value(json_object_get(doc, "api_key"));
         char id[96], key[128];
         snprintf(id, sizeof(id), "sess-%s-%lu", worker_id, ++seq);
-        snprintf(key, sizeof(key), "sk-sess-%s-%lu-%08lx", worker_id, seq,
-                 (unsigned long)random());
+        snprintf(key, sizeof(key), "sk-sess-%s-%lu-%08lx", worker_id, seq, (unsigned long)random());
         if (want && find(want, strlen(want), 0))
             rc = error(out, 409, "api_key already in use");
         else if (!add(id, want ? want : key))
@@ -146,10 +143,10 @@ int mock_sessions_handle(const char *path, const char *auth, size_t auth_len, co
         if (!s) {
             rc = error(out, 404, "Session not found");
         } else {
-            rc = reply(out, 200, json_pack("{s:s,s:s,s:I,s:f,s:b}", "session_id", s->id,
-                                           "worker_id", worker_id, "interactions",
-                                           (json_int_t)s->interactions, "reward", s->reward,
-                                           "rewarded", s->rewarded));
+            rc = reply(out, 200,
+                       json_pack("{s:s,s:s,s:I,s:f,s:b}", "session_id", s->id, "worker_id", worker_id,
+                                 "interactions", (json_int_t)s->interactions, "reward", s->reward, "rewarded",
+                                 s->rewarded));
             free(s->id);
             free(s->key);
             *s = sessions[--n_sessions];

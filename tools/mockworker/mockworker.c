@@ -56,11 +56,11 @@ static struct {
     int n_models;
     const char *worker_id;
     int ttft_ms, tokens, token_interval_ms, max_inflight, processes, embedding_dim;
-    int drop_reused; /* close, unanswered, any request after the first on a connection */
-    int ports;       /* listen on this many ports (one process): a large fleet for benchmarks */
-    int cpu_us_per_token; /* busy CPU per token, like a Python server's per-token work */
-    int control_delay_ms; /* each control endpoint (pause, set_version, ...) takes this long */
-    int pause_abort;      /* pause aborts running streams instead of holding new ones only */
+    int drop_reused;           /* close, unanswered, any request after the first on a connection */
+    int ports;                 /* listen on this many ports (one process): a large fleet for benchmarks */
+    int cpu_us_per_token;      /* busy CPU per token, like a Python server's per-token work */
+    int control_delay_ms;      /* each control endpoint (pause, set_version, ...) takes this long */
+    int pause_abort;           /* pause aborts running streams instead of holding new ones only */
     const char *admin_api_key; /* AReaL session endpoints check it (NULL: any bearer) */
     long kv_cache_tokens;      /* prefix cache capacity (0: none) */
     int prefill_us_per_token;  /* prefill time per uncached prompt token, one prefill at a time */
@@ -76,7 +76,7 @@ typedef struct conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     llhttp_t parser;
-    ig_buf in;        /* raw bytes read, parsed in place */
+    ig_buf in; /* raw bytes read, parsed in place */
     size_t parsed;
     ig_buf body;
     char url[256];
@@ -92,14 +92,14 @@ typedef struct conn {
     int want_echo, ttft_ms, interval_ms, status_override, close_now, max_tokens;
     /* active response */
     unsigned long nreq;
-    int data_req; /* counted in completed */
+    int data_req;            /* counted in completed */
     char control_reply[256]; /* answered after --control-delay-ms */
     int in_msg;
     int busy, streaming, stream, sent, ntokens, counted_inflight, closing, handles, keep_alive;
     enum kind kind;
     long version; /* the weight version when the request arrived */
     long prompt_tokens, cached_tokens;
-    int aborted;  /* a pause (--pause-mode abort) cut its stream */
+    int aborted; /* a pause (--pause-mode abort) cut its stream */
     char model[IG_MODEL_MAX + 1];
     char id[32];
 } conn;
@@ -356,13 +356,15 @@ static void send_full(conn *c)
                 c->id, c->model, opt.worker_id, my_pid, echo, text.data, c->prompt_tokens, c->ntokens,
                 c->prompt_tokens + c->ntokens, c->cached_tokens);
     else if (c->kind == K_GENERATE)
-        bprintf(&body,
-                "{\"text\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,\"received_headers\":%s,"
-                "\"meta_info\":{\"id\":\"%s\",\"completion_tokens\":%d,\"finish_reason\":{\"type\":\"stop\"}}}\n",
-                text.data, opt.worker_id, my_pid, echo, c->id, c->ntokens);
+        bprintf(
+            &body,
+            "{\"text\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,\"received_headers\":%s,"
+            "\"meta_info\":{\"id\":\"%s\",\"completion_tokens\":%d,\"finish_reason\":{\"type\":\"stop\"}}}\n",
+            text.data, opt.worker_id, my_pid, echo, c->id, c->ntokens);
     else {
-        bprintf(&body, "{\"object\":\"list\",\"model\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,"
-                       "\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[",
+        bprintf(&body,
+                "{\"object\":\"list\",\"model\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,"
+                "\"data\":[{\"object\":\"embedding\",\"index\":0,\"embedding\":[",
                 c->model, opt.worker_id, my_pid);
         for (int i = 0; i < opt.embedding_dim; i++)
             bprintf(&body, "%s%.4f", i ? "," : "", (double)((i * 37 + 11) % 100) / 100.0);
@@ -491,10 +493,9 @@ static void send_stats(conn *c)
             "\"flushes\":%lu,\"prompt_tokens\":%lu,\"cached_tokens\":%lu,\"processes\":[",
             opt.worker_id, conns, open_now, reqs, done, ab, atomic_load(&stats->inflight),
             atomic_load(&stats->max_inflight_seen), atomic_load(&stats->rejected),
-            atomic_load(&stats->health_checks), atomic_load(&stats->paused),
-            atomic_load(&stats->version), atomic_load(&stats->control_calls),
-            atomic_load(&stats->flushes), atomic_load(&stats->prompt_tokens),
-            atomic_load(&stats->cached_tokens));
+            atomic_load(&stats->health_checks), atomic_load(&stats->paused), atomic_load(&stats->version),
+            atomic_load(&stats->control_calls), atomic_load(&stats->flushes),
+            atomic_load(&stats->prompt_tokens), atomic_load(&stats->cached_tokens));
     for (int i = 0; i < opt.processes; i++)
         bprintf(&b, "%s{\"pid\":%d,\"connections\":%lu,\"requests\":%lu,\"aborted\":%lu}", i ? "," : "",
                 atomic_load(&stats->procs[i].pid), atomic_load(&stats->procs[i].connections),
@@ -526,7 +527,8 @@ static void prefill(conn *c, const ig_body_fields *f)
     atomic_fetch_add(&stats->prompt_tokens, (unsigned long)c->prompt_tokens);
     atomic_fetch_add(&stats->cached_tokens, (unsigned long)c->cached_tokens);
     uint64_t now = uv_hrtime() / 1000, start = gpu_free_at_us > now ? gpu_free_at_us : now;
-    gpu_free_at_us = start + (uint64_t)(c->prompt_tokens - c->cached_tokens) * (uint64_t)opt.prefill_us_per_token;
+    gpu_free_at_us =
+        start + (uint64_t)(c->prompt_tokens - c->cached_tokens) * (uint64_t)opt.prefill_us_per_token;
     c->ttft_ms += (int)((gpu_free_at_us - now + 500) / 1000);
 }
 
@@ -549,7 +551,8 @@ static void handle(conn *c)
         /* ?status=N[&delay_ms=M]: what /health (or every data request) answers from now on */
         const char *q = memchr(c->url, '?', c->url_len);
         int st = 0, delay = 0;
-        for (const char *p = q; p && p < c->url + c->url_len; p = memchr(p + 1, '&', (size_t)(c->url + c->url_len - p - 1))) {
+        for (const char *p = q; p && p < c->url + c->url_len;
+             p = memchr(p + 1, '&', (size_t)(c->url + c->url_len - p - 1))) {
             if (strncmp(p + 1, "status=", 7) == 0)
                 st = atoi(p + 8);
             else if (strncmp(p + 1, "delay_ms=", 9) == 0)
@@ -594,8 +597,8 @@ static void handle(conn *c)
     const char *qm = memchr(c->url, '?', c->url_len);
     snprintf(path, sizeof(path), "%.*s", (int)(qm ? (size_t)(qm - c->url) : c->url_len), c->url);
     char *out = NULL;
-    int st = mock_sessions_handle(path, c->auth_len ? c->auth : NULL, c->auth_len, c->body.data,
-                                  c->body.len, opt.admin_api_key, opt.worker_id, &out);
+    int st = mock_sessions_handle(path, c->auth_len ? c->auth : NULL, c->auth_len, c->body.data, c->body.len,
+                                  opt.admin_api_key, opt.worker_id, &out);
     if (st) {
         send_simple(c, st, st < 300 ? "OK" : "Error", "application/json", out ? out : "{}");
         free(out);
