@@ -34,16 +34,34 @@ static int refuse(ig_client *c, int status, const char *msg)
     return HPE_USER;
 }
 
-static void arm_timer_secs(ig_client *c, double secs)
+static void client_timer_cb(uv_timer_t *t);
+
+/* Lazy, as nginx's timers: a request moves its client's deadline three or
+ * four times, nearly always later, and a later deadline is only a field; the
+ * timer heap is touched when a deadline comes earlier, or when the timer
+ * fires before the deadline and is set again for the rest. */
+void ig_client_arm_timer(ig_client *c, double secs)
 {
-    uv_timer_start(&c->timer, ig_client_timer_cb, (uint64_t)(secs * 1000.0), 0);
+    if (c->lingering)
+        return; /* the linger timer owns the handle until the close */
+    uint64_t ms = (uint64_t)(secs * 1000.0);
+    c->deadline_ms = uv_now(&c->th->loop) + ms;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_due_ms > c->deadline_ms) {
+        c->timer_due_ms = c->deadline_ms;
+        uv_timer_start(&c->timer, client_timer_cb, ms, 0);
+    }
+}
+
+static void disarm_timer(ig_client *c)
+{
+    c->deadline_ms = IG_NO_DEADLINE; /* a timer still armed fires and finds nothing due */
 }
 
 static int on_message_begin(llhttp_t *p)
 {
     ig_client *c = parser_client(p);
     /* the whole head within the header timeout, however slowly it trickles (slowloris) */
-    arm_timer_secs(c, c->th->cfg->client_header_timeout_secs);
+    ig_client_arm_timer(c, c->th->cfg->client_header_timeout_secs);
     c->in_message = 1;
     c->head_done = 0;
     if (!c->hdrs && !(c->hdrs = ig_freelist_get(&c->th->hdr_tables)))
@@ -122,7 +140,7 @@ static int on_headers_complete(llhttp_t *p)
         return rc;
     c->head_done = 1;
     c->chunks_seen = c->chunk_new = 0;
-    arm_timer_secs(c, cfg->client_body_timeout_secs); /* reset on every read of the body */
+    ig_client_arm_timer(c, cfg->client_body_timeout_secs); /* reset on every read of the body */
     c->keep_alive = llhttp_should_keep_alive(p) != 0;
     c->http10 = p->http_major == 1 && p->http_minor == 0;
     c->chunked = (p->flags & F_CHUNKED) != 0;
@@ -252,9 +270,18 @@ void ig_client_close(ig_client *c)
     uv_close((uv_handle_t *)&c->timer, client_free_cb);
 }
 
-void ig_client_timer_cb(uv_timer_t *t)
+static void client_timer_cb(uv_timer_t *t)
 {
     ig_client *c = t->data;
+    uint64_t now = uv_now(&c->th->loop);
+    if (c->deadline_ms > now) {
+        if (c->deadline_ms != IG_NO_DEADLINE) {
+            c->timer_due_ms = c->deadline_ms;
+            uv_timer_start(t, client_timer_cb, c->deadline_ms - now, 0);
+        }
+        return;
+    }
+    c->deadline_ms = IG_NO_DEADLINE;
     if (c->state == C_DISPATCHED)
         ig_proxy_timeout(c);
     else if (c->state == C_READING && c->in_message && !c->closing)
@@ -267,8 +294,7 @@ void ig_client_timer_cb(uv_timer_t *t)
 
 static void arm_idle_timer(ig_client *c)
 {
-    uv_timer_start(&c->timer, ig_client_timer_cb, (uint64_t)(c->th->cfg->client_idle_timeout_secs * 1000.0),
-                   0);
+    ig_client_arm_timer(c, c->th->cfg->client_idle_timeout_secs);
 }
 
 #define LINGER_MS 2000
@@ -353,7 +379,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->rbuf.len += (size_t)nread;
     if (c->state == C_READING) {
         if (c->in_message && c->head_done)
-            arm_timer_secs(c, c->th->cfg->client_body_timeout_secs);
+            ig_client_arm_timer(c, c->th->cfg->client_body_timeout_secs);
         client_parse(c);
         if (!c->closing && c->in_message)
             quick_ack(c);
@@ -537,6 +563,7 @@ static void client_linger(ig_client *c)
         c->read_paused = 0;
         uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
     }
+    c->deadline_ms = IG_NO_DEADLINE;
     uv_timer_start(&c->timer, linger_timeout_cb, LINGER_MS, 0);
 }
 
@@ -654,7 +681,7 @@ void ig_client_request_done(ig_client *c)
     if (c->state == C_DISPATCHED)
         finish_request(c, 0);
     c->state = C_FLUSHING;
-    uv_timer_stop(&c->timer);
+    disarm_timer(c);
     if (c->pending_writes == 0)
         next_request(c);
 }
@@ -916,7 +943,7 @@ static void dispatch(ig_client *c)
     c->status = 0;
     c->worker_label[0] = '\0';
     make_request_id(c);
-    uv_timer_stop(&c->timer);
+    disarm_timer(c);
 
     const char *url = c->rbuf.data + c->url_off;
     size_t plen = 0;
@@ -935,8 +962,7 @@ static void dispatch(ig_client *c)
                             "missing or invalid API key (Authorization: Bearer ...)");
             return;
         }
-        uv_timer_start(&c->timer, ig_client_timer_cb, (uint64_t)(c->th->cfg->request_timeout_secs * 1000.0),
-                       0);
+        ig_client_arm_timer(c, c->th->cfg->request_timeout_secs);
         ig_proxy_start(c);
         return;
     }

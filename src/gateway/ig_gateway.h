@@ -94,7 +94,9 @@ struct ig_upconn;
 
 typedef struct ig_client {
     uv_tcp_t tcp;
-    uv_timer_t timer; /* idle timeout between requests, request timeout during one */
+    uv_timer_t timer;      /* idle timeout between requests, request timeout during one */
+    uint64_t deadline_ms;  /* loop time the current phase times out (IG_NO_DEADLINE: none) */
+    uint64_t timer_due_ms; /* loop time the armed timer fires: at or before deadline_ms */
     uv_shutdown_t shutdown_req;
     ig_thread *th;
     ig_list link;
@@ -156,8 +158,11 @@ typedef struct ig_upconn {
     uv_write_t wreq;
     ig_thread *th;
     ig_worker *w;
-    ig_client *c;  /* attached client, NULL when idle or abandoned */
-    ig_list link;  /* in the worker's pool for this thread */
+    ig_client *c; /* attached client, NULL when idle or abandoned */
+    ig_list link; /* in the worker's pool for this thread */
+    /* next to link: taking from the pool reads these of every idle connection it scans */
+    uint32_t ttfb_ewma_us; /* this connection's time to first byte: its process's load */
+    uint64_t created_ms;
     ig_list tlink; /* in the thread's list of idle connections */
     llhttp_t parser;
     ig_upconn_state state;
@@ -166,9 +171,8 @@ typedef struct ig_upconn {
         skip_informational : 1, timed_out : 1, pause_at_headers : 1, discard : 1,
         writing : 1; /* the request is not all written yet */
     uint32_t nreq;
-    uint64_t created_ms, idle_since_ms;
-    uint64_t sent_ns;      /* when the current request went out */
-    uint32_t ttfb_ewma_us; /* this connection's time to first byte: its process's load */
+    uint64_t idle_since_ms;
+    uint64_t sent_ns; /* when the current request went out */
     /* response head, copied out of read blocks (it may span several) */
     ig_buf hbuf;  /* from th->heads until the head is forwarded */
     ig_hdr *hdrs; /* from th->hdr_tables, likewise */
@@ -215,7 +219,9 @@ void ig_client_error(ig_client *c, int status, const char *type, const char *cod
 void ig_client_error_headers(ig_client *c, int status, const char *type, const char *code, const char *msg,
                              const char *extra_headers);
 /** The client's timer: idle, queue wait or request timeout depending on its state. */
-void ig_client_timer_cb(uv_timer_t *t);
+#define IG_NO_DEADLINE UINT64_MAX
+/* Time the client's current phase out after secs; replaces any earlier deadline. */
+void ig_client_arm_timer(ig_client *c, double secs);
 void ig_client_drain(ig_thread *th);
 /** The bearer token of c's request (trimmed): 0, or -1 when absent or not "Bearer". */
 int ig_client_bearer(const ig_client *c, const char **tok, size_t *len);

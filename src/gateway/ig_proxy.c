@@ -786,7 +786,7 @@ static void enqueue(ig_client *c, int front)
                                 "retry-after: 1\r\n");
         return;
     }
-    uv_timer_start(&c->timer, ig_client_timer_cb, (uint64_t)(c->th->cfg->queue_timeout_secs * 1000.0), 0);
+    ig_client_arm_timer(c, c->th->cfg->queue_timeout_secs);
 }
 
 /* Leaving the queue for a worker: the request timeout starts now. */
@@ -795,7 +795,7 @@ static void dequeue_for_dispatch(ig_client *c)
     if (!c->queued)
         return;
     ig_admission_leave(c);
-    uv_timer_start(&c->timer, ig_client_timer_cb, (uint64_t)(c->th->cfg->request_timeout_secs * 1000.0), 0);
+    ig_client_arm_timer(c, c->th->cfg->request_timeout_secs);
 }
 
 /* The session c's bearer is pinned to (AReaL), or NULL. Valid in this callback only. */

@@ -46,10 +46,16 @@ void ig_upstream_close(ig_upconn *up)
     uv_close((uv_handle_t *)&up->timer, upconn_free_cb);
 }
 
-static int too_old(const ig_upconn *up, uint64_t now)
+/* 0: no age limit */
+static uint64_t max_age_ms(const ig_thread *th)
 {
-    double age = up->th->cfg->upstream_max_conn_age_secs;
-    return age > 0 && (double)(now - up->created_ms) >= age * 1000.0;
+    double age = th->cfg->upstream_max_conn_age_secs;
+    return age > 0 ? (uint64_t)(age * 1000.0) : 0;
+}
+
+static int too_old(const ig_upconn *up, uint64_t now, uint64_t max_age)
+{
+    return max_age && now - up->created_ms >= max_age;
 }
 
 void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us)
@@ -78,13 +84,13 @@ ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
 {
     int spread = th->cfg->upstream_spread;
     ig_pool *p = &w->pools[th->idx];
-    uint64_t now = uv_now(&th->loop);
+    uint64_t now = uv_now(&th->loop), max_age = max_age_ms(th);
     ig_upconn *best = NULL;
     int scanned = 0;
     for (ig_list *n = p->idle.next; n != &p->idle && scanned < (spread ? SPREAD_SCAN : 1);) {
         ig_upconn *up = ig_container_of(n, ig_upconn, link);
         n = n->next;
-        if (too_old(up, now)) {
+        if (too_old(up, now, max_age)) {
             ig_upstream_close(up);
             continue;
         }
@@ -169,7 +175,7 @@ void ig_upstream_release(ig_upconn *up, int reusable)
     uint64_t now = uv_now(&up->th->loop);
     if (!reusable || up->th->draining || atomic_load_explicit(&up->w->removed, memory_order_relaxed) ||
         (cfg->upstream_max_requests_per_conn && up->nreq >= cfg->upstream_max_requests_per_conn) ||
-        too_old(up, now)) {
+        too_old(up, now, max_age_ms(up->th))) {
         ig_upstream_close(up);
         return;
     }
@@ -184,13 +190,13 @@ void ig_upstream_release(ig_upconn *up, int reusable)
 void ig_upstream_sweep(ig_thread *th)
 {
     uint64_t now = uv_now(&th->loop);
-    uint64_t idle_ms = (uint64_t)(th->cfg->upstream_idle_timeout_secs * 1000.0);
+    uint64_t idle_ms = (uint64_t)(th->cfg->upstream_idle_timeout_secs * 1000.0), max_age = max_age_ms(th);
     /* oldest first from the tail; a removed worker's connections go at once */
     ig_list *n = th->idle_conns.prev;
     while (n != &th->idle_conns) {
         ig_upconn *up = ig_container_of(n, ig_upconn, tlink);
         n = n->prev;
-        if (now - up->idle_since_ms >= idle_ms || too_old(up, now) ||
+        if (now - up->idle_since_ms >= idle_ms || too_old(up, now, max_age) ||
             atomic_load_explicit(&up->w->removed, memory_order_relaxed))
             ig_upstream_close(up);
     }

@@ -72,6 +72,38 @@ def test_idle_keep_alive_connection_is_closed(procs):
     assert out.startswith(b"HTTP/1.1 200") and 0.8 < time.time() - t0 < 4
 
 
+def read_until(s, end):
+    out = b""
+    while not out.endswith(end):
+        d = s.recv(65536)
+        assert d, out[-200:]
+        out += d
+    return out
+
+
+def test_each_phase_keeps_its_own_deadline_on_one_connection(procs):
+    """Timers are re-armed lazily (a later deadline only moves a field): a
+    stream that outlives the head's 1 s timeout still ends whole, the
+    connection then stays open through most of its 3 s idle timeout, serves
+    again, and is closed once idle that long."""
+    gw = procs.gateway([procs.worker()], "--client-header-timeout-secs", "1",
+                       "--client-idle-timeout-secs", "3", threads=1)
+    s = raw(gw.port)
+    body = json.dumps(chat_body(stream=True, max_tokens=8)).encode()
+    t0 = time.time()
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nx-mock-token-interval-ms: 250\r\n"
+              b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    out = read_until(s, b"0\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 200") and b"data: [DONE]" in out
+    assert time.time() - t0 > 1.5  # longer than the head timeout, and not cut by it
+    time.sleep(2)  # idle, but less than 3 s
+    s.sendall(b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n")
+    t1 = time.time()
+    out = read_all(s)  # the answer, then the close once idle 3 s
+    assert out.startswith(b"HTTP/1.1 200"), out[:100]
+    assert 2.5 < time.time() - t1 < 6
+
+
 def test_connections_beyond_the_limit_are_refused_and_the_others_keep_working(procs):
     gw = procs.gateway([procs.worker()], "--max-client-connections", "4", threads=1)
     held = [raw(gw.port) for _ in range(4)]
