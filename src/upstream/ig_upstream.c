@@ -85,6 +85,10 @@ ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
     int spread = th->cfg->upstream_spread;
     ig_pool *p = &w->pools[th->idx];
     uint64_t now = uv_now(&th->loop), max_age = max_age_ms(th);
+    uint32_t wbest = atomic_load_explicit(&w->best_ttfb_us, memory_order_relaxed);
+    /* within a quarter of the worker's best is as good as the scan can do:
+     * stop there (each idle connection scanned is a cache miss) */
+    uint32_t good_enough = wbest + wbest / 4;
     ig_upconn *best = NULL;
     int scanned = 0;
     for (ig_list *n = p->idle.next; n != &p->idle && scanned < (spread ? SPREAD_SCAN : 1);) {
@@ -95,12 +99,14 @@ ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
             continue;
         }
         scanned++;
-        if (!best || up->ttfb_ewma_us < best->ttfb_ewma_us)
+        if (!best || up->ttfb_ewma_us < best->ttfb_ewma_us) {
             best = up;
+            if (up->ttfb_ewma_us <= good_enough)
+                break;
+        }
     }
     if (!best)
         return NULL;
-    uint32_t wbest = atomic_load_explicit(&w->best_ttfb_us, memory_order_relaxed);
     if (p->retire_credit < SPREAD_RETIRE_COST)
         p->retire_credit++;
     if (spread && wbest && best->ttfb_ewma_us > 2 * wbest + SPREAD_MARGIN_US &&
