@@ -16,8 +16,6 @@
 #include "ig_admin.h"
 #include "ig_gateway.h"
 
-#define RBUF_MIN IG_RBUF_SIZE
-
 static void client_parse(ig_client *c);
 
 static ig_client *parser_client(llhttp_t *p)
@@ -45,16 +43,28 @@ void ig_client_arm_timer(ig_client *c, double secs)
     if (c->lingering)
         return; /* the linger timer owns the handle until the close */
     uint64_t ms = (uint64_t)(secs * 1000.0);
-    c->deadline_ms = uv_now(&c->th->loop) + ms;
-    if (!uv_is_active((uv_handle_t *)&c->timer) || c->timer_due_ms > c->deadline_ms) {
-        c->timer_due_ms = c->deadline_ms;
+    if (!uv_is_active((uv_handle_t *)&c->timer) || uv_timer_get_due_in(&c->timer) > ms)
         uv_timer_start(&c->timer, client_timer_cb, ms, 0);
-    }
+    c->deadline_ms = uv_now(&c->th->loop) + ms;
 }
 
 static void disarm_timer(ig_client *c)
 {
     c->deadline_ms = IG_NO_DEADLINE; /* a timer still armed fires and finds nothing due */
+}
+
+static void forget_header_index(ig_client *c)
+{
+    c->h_expect = c->h_request_id = c->h_authorization = c->h_routing_key = -1;
+}
+
+/* The header table goes back to the thread; no header index stays valid. */
+static void drop_headers(ig_client *c)
+{
+    ig_freelist_put(&c->th->hdr_tables, c->hdrs);
+    c->hdrs = NULL;
+    c->nhdrs = 0;
+    forget_header_index(c);
 }
 
 static int on_message_begin(llhttp_t *p)
@@ -151,7 +161,7 @@ static int on_headers_complete(llhttp_t *p)
     /* the next read makes room for the whole body at once (never here: llhttp
      * is walking rbuf right now and a realloc would move it) */
     c->body_hint = (p->flags & F_CONTENT_LENGTH) ? (size_t)p->content_length : 0;
-    c->h_expect = c->h_request_id = c->h_authorization = c->h_routing_key = -1;
+    forget_header_index(c);
     for (int i = 0; i < c->nhdrs; i++) {
         switch (ig_http_header_kind(c->rbuf.data + c->hdrs[i].name_off, c->hdrs[i].name_len)) {
         case IG_H_EXPECT: c->h_expect = (short)i; break;
@@ -275,10 +285,8 @@ static void client_timer_cb(uv_timer_t *t)
     ig_client *c = t->data;
     uint64_t now = uv_now(&c->th->loop);
     if (c->deadline_ms > now) {
-        if (c->deadline_ms != IG_NO_DEADLINE) {
-            c->timer_due_ms = c->deadline_ms;
+        if (c->deadline_ms != IG_NO_DEADLINE)
             uv_timer_start(t, client_timer_cb, c->deadline_ms - now, 0);
-        }
         return;
     }
     c->deadline_ms = IG_NO_DEADLINE;
@@ -318,7 +326,7 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     if (c->rbuf.cap - c->rbuf.len < 4096 && c->state == C_READING) {
         /* while a request is out, its head and body live in rbuf and a
          * realloc would move them under the upstream write: only grow now */
-        size_t want = c->rbuf.cap < RBUF_MIN ? RBUF_MIN : c->rbuf.cap;
+        size_t want = c->rbuf.cap < IG_RBUF_SIZE ? IG_RBUF_SIZE : c->rbuf.cap;
         if (c->body_hint > want)
             want = c->body_hint;
         if (ig_buf_reserve(&c->rbuf, want))
@@ -430,7 +438,7 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
         return;
     }
     c->th = th;
-    c->h_expect = c->h_request_id = c->h_authorization = c->h_routing_key = -1;
+    forget_header_index(c);
     c->tcp.data = c;
     c->timer.data = c;
     uv_tcp_init(&th->loop, &c->tcp);
@@ -438,7 +446,7 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
     c->handles_open = 2;
     ig_list_push_front(&th->clients, &c->link);
     th->nclients++;
-    ig_buf_init(&c->rbuf, (size_t)th->cfg->max_header_size + th->cfg->max_payload_size + RBUF_MIN);
+    ig_buf_init(&c->rbuf, (size_t)th->cfg->max_header_size + th->cfg->max_payload_size + IG_RBUF_SIZE);
     ig_buf_init(&c->obuf, 32u << 20);
     ig_buf_init(&c->uhead, (size_t)th->cfg->max_header_size + 4096);
     llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
@@ -588,11 +596,8 @@ static void next_request(ig_client *c)
         ig_buf_give(&c->rbuf, &th->rbufs);
     ig_buf_give(&c->obuf, &th->heads);
     ig_buf_give(&c->uhead, &th->heads);
-    ig_freelist_put(&th->hdr_tables, c->hdrs);
-    c->hdrs = NULL;
-    c->nhdrs = 0;
+    drop_headers(c);
     c->head_done = 0; /* no header index is valid until the next head */
-    c->h_expect = c->h_request_id = c->h_authorization = c->h_routing_key = -1;
     c->retired = 0;
     c->state = C_READING;
     c->ntried = 0;
@@ -665,10 +670,7 @@ void ig_client_retire_request(ig_client *c)
     }
     f->n_text = 0;
     f->user.len = 0;
-    ig_freelist_put(&th->hdr_tables, c->hdrs);
-    c->hdrs = NULL;
-    c->nhdrs = 0;
-    c->h_expect = c->h_request_id = c->h_authorization = c->h_routing_key = -1;
+    drop_headers(c);
     ig_buf_give(&c->rbuf, &th->rbufs);
     ig_buf_give(&c->uhead, &th->heads);
     c->parsed = c->msg_start = 0;

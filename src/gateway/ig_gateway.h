@@ -94,9 +94,8 @@ struct ig_upconn;
 
 typedef struct ig_client {
     uv_tcp_t tcp;
-    uv_timer_t timer;      /* idle timeout between requests, request timeout during one */
-    uint64_t deadline_ms;  /* loop time the current phase times out (IG_NO_DEADLINE: none) */
-    uint64_t timer_due_ms; /* loop time the armed timer fires: at or before deadline_ms */
+    uv_timer_t timer;     /* idle timeout between requests, request timeout during one */
+    uint64_t deadline_ms; /* loop time the current phase times out (IG_NO_DEADLINE: none) */
     uv_shutdown_t shutdown_req;
     ig_thread *th;
     ig_list link;
@@ -218,9 +217,9 @@ void ig_client_error(ig_client *c, int status, const char *type, const char *cod
 /** The same with extra response header lines ("name: value\r\n..."). */
 void ig_client_error_headers(ig_client *c, int status, const char *type, const char *code, const char *msg,
                              const char *extra_headers);
-/** The client's timer: idle, queue wait or request timeout depending on its state. */
 #define IG_NO_DEADLINE UINT64_MAX
-/* Time the client's current phase out after secs; replaces any earlier deadline. */
+/** Time the client's current phase (head, body, queue wait, request, idle)
+ * out after secs; replaces the previous phase's deadline. */
 void ig_client_arm_timer(ig_client *c, double secs);
 void ig_client_drain(ig_thread *th);
 /** The bearer token of c's request (trimmed): 0, or -1 when absent or not "Bearer". */
@@ -250,6 +249,8 @@ void ig_proxy_try_queued(ig_client *c);
 ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w);
 ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb);
 void ig_upstream_release(ig_upconn *up, int reusable);
+/** Give the response head's buffer and header table back to the thread. */
+void ig_upstream_drop_head(ig_upconn *up);
 /** The first response byte of a request arrived after us microseconds. */
 void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us);
 /** A request is about to go out on a taken or new connection. */

@@ -284,11 +284,7 @@ static int send_head(ig_client *c, ig_upconn *up, outv *o)
         return rc;
     c->resp_started = 1;
     push(c, o, NULL, h->data, h->len);
-    /* the worker's head is copied out: a long stream need not keep it */
-    ig_buf_give(&up->hbuf, &c->th->heads);
-    ig_freelist_put(&c->th->hdr_tables, up->hdrs);
-    up->hdrs = NULL;
-    up->nhdrs = 0;
+    ig_upstream_drop_head(up); /* copied out: a long stream need not keep it */
     return 0;
 }
 

@@ -6,8 +6,7 @@
 #include "../core/ig_log.h"
 #include "../gateway/ig_gateway.h"
 
-/* The response head's memory goes back to the thread between responses. */
-static void drop_head(ig_upconn *up)
+void ig_upstream_drop_head(ig_upconn *up)
 {
     ig_buf_give(&up->hbuf, &up->th->heads);
     ig_freelist_put(&up->th->hdr_tables, up->hdrs);
@@ -19,7 +18,7 @@ static void upconn_free_cb(uv_handle_t *h)
 {
     ig_upconn *up = h->data;
     if (--up->handles_open == 0) {
-        drop_head(up);
+        ig_upstream_drop_head(up);
         ig_worker_unref(up->w);
         free(up);
     }
@@ -175,7 +174,7 @@ void ig_upstream_release(ig_upconn *up, int reusable)
 {
     const ig_config *cfg = up->th->cfg;
     up->c = NULL;
-    drop_head(up);
+    ig_upstream_drop_head(up);
     if (up->writing)
         reusable = 0; /* answered before the request was all read: its state is unknown */
     uint64_t now = uv_now(&up->th->loop);

@@ -136,6 +136,12 @@ def sse_events(lines):
     return out
 
 
+def rss_kb(pid):
+    """Resident memory of a process, in kB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
 def wait_for(pred, timeout=10):
     """Poll until pred() is true (behaviour, not timing: the bound only stops a hang)."""
     deadline = time.time() + timeout

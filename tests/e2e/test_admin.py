@@ -1,6 +1,5 @@
 """The admin API, its auth, and the registry changing under live traffic."""
 import concurrent.futures
-import json
 import threading
 import time
 

@@ -4,26 +4,17 @@ read slowly, or vanish mid-stream. Every request is counted: the only
 failures are requests in flight when their worker was killed, each ending
 cleanly (an OpenAI-shaped error or a cut stream); the gateway never crashes,
 and its memory returns to where it was."""
-import json
 import random
 import threading
 import time
 
 import httpx
 
-from conftest import SANITIZED, chat_body, wait_for
+from conftest import SANITIZED, chat_body, rss_kb, wait_for
 
 DURATION = 6.0
 CLIENTS = 12
 MAX_PER_CLIENT = 150
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_chaos_kills_restarts_slow_readers_and_vanishing_clients(procs):

@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from conftest import SANITIZED, chat_body
+from conftest import SANITIZED, chat_body, rss_kb
 
 
 def raw(port):
@@ -142,17 +142,13 @@ def test_a_client_that_stops_reading_stops_the_worker_not_memory(procs):
     w = procs.worker()
     gw = procs.gateway([w], threads=1)
 
-    def rss_kb():
-        with open(f"/proc/{gw.proc.pid}/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-
-    base = rss_kb()
+    base = rss_kb(gw.proc.pid)
     s = raw(gw.port)
     body = json.dumps(chat_body(max_tokens=100000, stream=True)).encode()  # ~23 MB of events
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     time.sleep(2.0)  # the worker could send it all by now; nobody reads
-    grown = rss_kb() - base
+    grown = rss_kb(gw.proc.pid) - base
     assert grown < 4096, grown  # kB: a few buffers, not the stream (the kernel holds a few MB more)
     # and the stream is intact once the client reads again
     s.settimeout(30)
@@ -174,17 +170,13 @@ def test_open_streams_hold_little_memory_not_their_requests(procs):
     n, prompt = 1000, "x" * 16384
     gw = procs.gateway([procs.worker()], threads=1)
 
-    def rss_kb():
-        with open(f"/proc/{gw.proc.pid}/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-
     body = json.dumps(chat_body(max_tokens=100000, stream=True,
                                 messages=[{"role": "user", "content": prompt}])).encode()
     req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
            b"x-mock-token-interval-ms: 1000\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
     async def hold():
-        base = rss_kb()
+        base = rss_kb(gw.proc.pid)
         conns = []
         for i in range(0, n, 200):  # in batches: no backlog overflows
             batch = await asyncio.gather(*[asyncio.open_connection("127.0.0.1", gw.port) for _ in range(200)])
@@ -193,7 +185,7 @@ def test_open_streams_hold_little_memory_not_their_requests(procs):
             for rd, _ in batch:
                 await asyncio.wait_for(rd.readuntil(b"data: "), 30)  # live end to end
             conns += batch
-        grown = rss_kb() - base
+        grown = rss_kb(gw.proc.pid) - base
         for _, wr in conns:
             wr.close()
         return grown
