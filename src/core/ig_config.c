@@ -59,6 +59,7 @@ static const opt opts[] = {
     {"cb-timeout-duration-secs", T_SECS, OFF(cb_timeout_duration_secs), "open circuit cool-down before a probe (default 30)"},
     {"disable-circuit-breaker", T_BOOL, OFF(disable_circuit_breaker), "never open circuits"},
     {"retry-max-retries", T_U32, OFF(retry_max_retries), "other workers tried after a safe failure (default 2)"},
+    {"retry-non-idempotent", T_BOOL, OFF(retry_non_idempotent), "send a POST again when its reused connection died after it went out (the worker may run it twice)"},
     {"broadcast-timeout-secs", T_SECS, OFF(broadcast_timeout_secs), "per-worker limit of a fleet control broadcast (default 60)"},
     {"exclude-stale-workers", T_BOOL, OFF(exclude_stale_workers), "route only to workers on the fleet's weight version (after set_version)"},
     {"upstream-spread", T_SPREAD, OFF(upstream_spread), "latency (default): spread over the processes behind one worker address | off"},

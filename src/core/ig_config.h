@@ -40,6 +40,7 @@ typedef struct ig_config {
     double cb_timeout_duration_secs;
     int disable_circuit_breaker;
     uint32_t retry_max_retries;
+    int retry_non_idempotent; /* a POST whose connection died after going out may be sent again */
     double retry_budget_ratio;
     uint32_t max_concurrent_requests; /* 0: unlimited */
     int upstream_spread;              /* 1: latency-aware connection choice and rotation */

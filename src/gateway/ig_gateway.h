@@ -14,6 +14,7 @@
 #include "../core/ig_list.h"
 #include "../core/ig_wakeup.h"
 #include "../http/ig_body_scan.h"
+#include "../http/ig_h1resp.h"
 #include "../http/ig_http.h"
 #include "../registry/ig_registry.h"
 #include "ig_admission.h"
@@ -163,21 +164,20 @@ typedef struct ig_upconn {
     uint32_t ttfb_ewma_us; /* this connection's time to first byte: its process's load */
     uint64_t created_ms;
     ig_list tlink; /* in the thread's list of idle connections */
-    llhttp_t parser;
+    ig_h1resp resp;
     ig_upconn_state state;
     int handles_open;
-    unsigned reused : 1, got_bytes : 1, head_done : 1, msg_done : 1, in_value : 1, paused : 1,
-        skip_informational : 1, timed_out : 1, pause_at_headers : 1, discard : 1,
-        writing : 1; /* the request is not all written yet */
+    unsigned reused : 1, got_bytes : 1, head_done : 1, paused : 1, timed_out : 1, discard : 1,
+        writing : 1,  /* the request is not all written yet */
+        sent_any : 1; /* some of the request went out: the worker may have read it */
     uint32_t nreq;
     uint64_t idle_since_ms;
     uint64_t sent_ns; /* when the current request went out */
-    /* response head, copied out of read blocks (it may span several) */
+    /* response head: parsed in the read block when it is whole in one read,
+     * else gathered here across reads */
     ig_buf hbuf;  /* from th->heads until the head is forwarded */
     ig_hdr *hdrs; /* from th->hdr_tables, likewise */
     int nhdrs;
-    uint32_t reason_off, reason_len;
-    int overflow;
 } ig_upconn;
 
 /* ig_thread.c */

@@ -8,7 +8,7 @@
 #include "../core/ig_log.h"
 #include "../health/ig_breaker.h"
 #include "../balance/ig_affinity.h"
-#include "../http/ig_framing.h"
+#include "../http/ig_h1resp.h"
 #include "../registry/ig_sessions.h"
 #include "ig_gateway.h"
 
@@ -107,11 +107,6 @@ static void detach(ig_client *c, ig_upconn *up)
     c->up = NULL;
 }
 
-/* The output vector of the read being processed; one read is processed at a
- * time per thread, so a thread-local slot is enough. */
-static _Thread_local outv *cur_out;
-static _Thread_local ig_block *cur_blk;
-
 static int flush(ig_client *c, outv *o, ig_block *blk)
 {
     int rc = 0;
@@ -130,147 +125,44 @@ static void push(ig_client *c, outv *o, ig_block *blk, const char *p, size_t n)
     o->b[o->n++] = uv_buf_init((char *)p, (unsigned)n);
 }
 
-/* ---- response parsing (llhttp, response mode): the head is copied out so it
- * can be rewritten; body bytes are forwarded from the read block as they are */
-
-static int hdr_append(ig_upconn *up, const char *at, size_t len)
+static int is_head_request(ig_client *c)
 {
-    if (ig_buf_append(&up->hbuf, at, len)) {
-        up->overflow = 1;
-        return HPE_USER;
-    }
-    return 0;
+    return llhttp_get_method(&c->parser) == HTTP_HEAD;
 }
 
-static int r_on_message_begin(llhttp_t *p)
+/* Build the client's response head from the worker's head at base. The
+ * framing is ours, from what the parser decided, never the worker's own
+ * framing fields (which its Connection header may even have named). */
+static int send_head(ig_client *c, ig_upconn *up, const char *base, outv *o)
 {
-    ig_upconn *up = p->data;
-    if (ig_buf_take(&up->hbuf, &up->th->heads) ||
-        (!up->hdrs && !(up->hdrs = ig_freelist_get(&up->th->hdr_tables))))
-        return HPE_USER; /* out of memory: 502 */
-    up->hbuf.len = 0;
-    up->nhdrs = 0;
-    up->in_value = 0;
-    up->reason_len = 0;
-    up->head_done = 0;
-    up->msg_done = 0;
-    return 0;
-}
-
-static int r_on_status(llhttp_t *p, const char *at, size_t len)
-{
-    ig_upconn *up = p->data;
-    if (!up->reason_len)
-        up->reason_off = (uint32_t)up->hbuf.len;
-    up->reason_len += (uint32_t)len;
-    return hdr_append(up, at, len);
-}
-
-static int r_on_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    ig_upconn *up = p->data;
-    if (up->in_value || up->nhdrs == 0) {
-        if (up->nhdrs == IG_MAX_HEADERS) {
-            up->overflow = 1;
-            return HPE_USER;
-        }
-        ig_hdr *h = &up->hdrs[up->nhdrs++];
-        h->name_off = (uint32_t)up->hbuf.len;
-        h->name_len = 0;
-        h->value_off = (uint32_t)up->hbuf.len;
-        h->value_len = 0;
-        up->in_value = 0;
-    }
-    up->hdrs[up->nhdrs - 1].name_len += (uint32_t)len;
-    return hdr_append(up, at, len);
-}
-
-static int r_on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    ig_upconn *up = p->data;
-    ig_hdr *h = &up->hdrs[up->nhdrs - 1];
-    if (!up->in_value) {
-        up->in_value = 1;
-        h->value_off = (uint32_t)up->hbuf.len;
-    }
-    h->value_len += (uint32_t)len;
-    return hdr_append(up, at, len);
-}
-
-static int r_on_headers_complete(llhttp_t *p)
-{
-    ig_upconn *up = p->data;
-    /* a field llhttp let through but a client's parser may not: this
-     * worker's answer is broken, and so is the connection */
-    for (int i = 0; i < up->nhdrs; i++)
-        if (!ig_framing_field_ok(up->hbuf.data + up->hdrs[i].name_off, up->hdrs[i].name_len,
-                                 up->hbuf.data + up->hdrs[i].value_off, up->hdrs[i].value_len))
-            return HPE_USER;
-    up->head_done = 1;
-    if (p->status_code < 200 && p->status_code != 101) {
-        up->skip_informational = 1; /* 100/103 are not forwarded */
-        return 0;
-    }
-    up->pause_at_headers = 1;
-    return HPE_PAUSED;
-}
-
-static int r_on_body(llhttp_t *p, const char *at, size_t len)
-{
-    ig_upconn *up = p->data;
-    /* only an HTTP/1.0 client needs the chunk framing taken off */
-    if (up->c && up->c->dechunk && cur_out)
-        push(up->c, cur_out, cur_blk, at, len);
-    return 0;
-}
-
-static int r_on_message_complete(llhttp_t *p)
-{
-    ig_upconn *up = p->data;
-    if (up->skip_informational) {
-        up->skip_informational = 0;
-        return 0;
-    }
-    up->msg_done = 1;
-    return HPE_PAUSED;
-}
-
-static const llhttp_settings_t resp_settings = {
-    .on_message_begin = r_on_message_begin,
-    .on_status = r_on_status,
-    .on_header_field = r_on_header_field,
-    .on_header_value = r_on_header_value,
-    .on_headers_complete = r_on_headers_complete,
-    .on_body = r_on_body,
-    .on_message_complete = r_on_message_complete,
-};
-
-/* Build the client's response head from the worker's. */
-static int send_head(ig_client *c, ig_upconn *up, outv *o)
-{
-    llhttp_t *p = &up->parser;
+    const ig_h1resp *r = &up->resp;
     ig_buf *h = &c->obuf;
-    int chunked = (p->flags & F_CHUNKED) != 0;
-    c->status = p->status_code;
-    if (c->http10) {
-        c->close_after = 1;
-        c->dechunk = chunked;
-    }
-    if (llhttp_message_needs_eof(p))
-        c->close_after = 1; /* close-delimited body: only a close can end it */
+    c->status = r->status;
+    c->dechunk = c->http10 && r->body == IG_H1R_CHUNKED;
+    if (c->http10 || r->body == IG_H1R_CLOSE)
+        c->close_after = 1; /* a close-delimited body: only a close can end it */
     h->len = 0;
     int rc = ig_buf_take(h, &c->th->heads);
     rc = rc ? rc : ig_buf_puts(h, "HTTP/1.1 ");
-    rc = rc ? rc : ig_buf_putu(h, p->status_code);
+    rc = rc ? rc : ig_buf_putu(h, (uint64_t)r->status);
     rc = rc ? rc : ig_buf_puts(h, " ");
-    if (up->reason_len)
-        rc = rc ? rc : ig_buf_append(h, up->hbuf.data + up->reason_off, up->reason_len);
+    if (r->reason_len)
+        rc = rc ? rc : ig_buf_append(h, base + r->reason_off, r->reason_len);
     else
-        rc = rc ? rc : ig_buf_puts(h, ig_http_reason(p->status_code));
+        rc = rc ? rc : ig_buf_puts(h, ig_http_reason(r->status));
     rc = rc ? rc : ig_buf_puts(h, "\r\n");
-    rc = rc ? rc : ig_http_copy_headers(h, up->hbuf.data, up->hdrs, up->nhdrs, IG_COPY_DROP_REQUEST_ID);
-    if (chunked && !c->dechunk)
+    rc = rc ? rc
+            : ig_http_copy_headers(h, base, up->hdrs, up->nhdrs,
+                                   IG_COPY_DROP_LENGTH | IG_COPY_DROP_REQUEST_ID | IG_COPY_DROP_GATEWAY);
+    int length = r->body == IG_H1R_LENGTH ||
+                 (r->body == IG_H1R_NONE && r->has_length && (r->status == 304 || is_head_request(c)));
+    if (length) {
+        rc = rc ? rc : ig_buf_puts(h, "content-length: ");
+        rc = rc ? rc : ig_buf_putu(h, r->length);
+        rc = rc ? rc : ig_buf_puts(h, "\r\n");
+    } else if (r->body == IG_H1R_CHUNKED && !c->dechunk) {
         rc = rc ? rc : ig_buf_puts(h, "transfer-encoding: chunked\r\n");
+    }
     rc = rc ? rc : ig_buf_puts(h, "x-weight-version: ");
     rc = rc ? rc : ig_buf_putu(h, (uint64_t)(c->weight_version > 0 ? c->weight_version : 0));
     rc = rc ? rc : ig_buf_puts(h, "\r\nx-request-id: ");
@@ -284,7 +176,6 @@ static int send_head(ig_client *c, ig_upconn *up, outv *o)
         return rc;
     c->resp_started = 1;
     push(c, o, NULL, h->data, h->len);
-    ig_upstream_drop_head(up); /* copied out: a long stream need not keep it */
     return 0;
 }
 
@@ -293,7 +184,7 @@ static int send_head(ig_client *c, ig_upconn *up, outv *o)
 static void requeue(ig_upconn *up, int reusable)
 {
     ig_client *c = up->c;
-    if (up->parser.status_code >= 500)
+    if (up->resp.status >= 500)
         atomic_fetch_add_explicit(&up->w->stats.responses_5xx, 1, memory_order_relaxed);
     detach(c, up);
     up->discard = 0;
@@ -324,19 +215,36 @@ static void complete(ig_upconn *up, int reusable)
     ig_client_request_done(c);
 }
 
+/* RFC 9110 §9.2.2: sending these twice does what sending them once does. */
+static int idempotent(ig_client *c)
+{
+    switch (llhttp_get_method(&c->parser)) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE: return 1;
+    default: return 0;
+    }
+}
+
 /* The exchange broke. A reused connection that died before any response
  * byte (the worker closed an idle keep-alive connection under us) is sent
  * again once, to another worker if there is one, else on a fresh connection
- * to the same. Otherwise: 502 before the first byte, or cut the stream. */
-static void exchange_failed(ig_upconn *up, int err)
+ * to the same: always when none of the request went out, otherwise only for
+ * idempotent methods (or --retry-non-idempotent), since the worker may have
+ * read and run it. Otherwise: 502 before the first byte, or cut the stream. */
+static void exchange_failed(ig_upconn *up, int err, const char *why)
 {
     ig_client *c = up->c;
     ig_worker *w = up->w;
-    int resend = !up->got_bytes && up->reused && !c->resent;
+    int resend = !up->got_bytes && up->reused && !c->resent &&
+                 (!up->sent_any || idempotent(c) || c->th->cfg->retry_non_idempotent);
     detach(c, up);
     ig_upstream_close(up);
     ig_info("%.*s worker %s failed: %s%s", (int)c->rid_len, c->rid, w->url,
-            err ? uv_strerror(err) : "protocol error", resend ? " (sending again)" : "");
+            err ? uv_strerror(err) : why ? why : "protocol error", resend ? " (sending again)" : "");
     if (resend && retry_allowed(c)) {
         c->resent = 1;
         int probe = 0, full = 0, known;
@@ -359,74 +267,110 @@ static void exchange_failed(ig_upconn *up, int err)
     if (!resend || up->got_bytes)
         worker_failed(c, w, 0);
     release_worker(c);
-    if (!c->resp_started)
-        ig_client_error(c, 502, "upstream_error", "worker_failed",
-                        err == UV_EOF ? "worker closed the connection before answering"
-                        : err         ? "worker connection failed"
-                                      : "worker sent a malformed response");
-    else
+    if (c->resp_started) {
         ig_client_close(c);
+        return;
+    }
+    char msg[160];
+    if (err)
+        snprintf(msg, sizeof(msg), "%s", err == UV_EOF ? "worker closed the connection before answering"
+                                                       : "worker connection failed");
+    else
+        snprintf(msg, sizeof(msg), "worker sent a malformed response: %s", why ? why : "protocol error");
+    ig_client_error(c, 502, "upstream_error", "worker_failed", msg);
+}
+
+/* The response head is whole in base[0..len). 0: go on with the body (or
+ * the next head after a 1xx); otherwise the exchange is broken (*why). */
+static int take_head(ig_upconn *up, const char *base, size_t len, outv *o, const char **why)
+{
+    ig_client *c = up->c;
+    ig_thread *th = up->th;
+    if (!up->hdrs && !(up->hdrs = ig_freelist_get(&th->hdr_tables))) {
+        *why = "out of memory";
+        return -ENOMEM;
+    }
+    int rc = ig_h1resp_head(&up->resp, base, len, is_head_request(c), up->hdrs, IG_MAX_HEADERS, &up->nhdrs, why);
+    if (rc)
+        return rc;
+    if (up->resp.status < 200) {
+        /* 100 and 103 are not forwarded: the final answer follows */
+        up->hbuf.len = 0;
+        ig_h1resp_init(&up->resp);
+        return 0;
+    }
+    up->head_done = 1;
+    int st = up->resp.status;
+    if ((st == 503 || st == 429) && c->requeues < IG_MAX_REQUEUES) {
+        /* the worker is full, not broken: drop its answer, learn its
+         * capacity, and give the request back its turn in the queue */
+        up->discard = 1;
+        ig_admission_overloaded(up->w, ig_worker_inflight(up->w), uv_now(&th->loop));
+    } else if ((rc = send_head(c, up, base, o))) {
+        *why = "response head too large";
+        return rc;
+    }
+    ig_upstream_drop_head(up); /* copied out: a long stream need not keep it */
+    return 0;
 }
 
 static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
 {
     ig_client *c = up->c;
-    const char *end = p + n;
+    const char *end = p + n, *why = NULL;
     outv o = {.n = 0};
-    cur_out = &o;
-    cur_blk = blk;
     if (!c->first_byte_ns)
         c->first_byte_ns = uv_hrtime();
     if (!up->got_bytes)
         ig_upstream_note_ttfb(up, (c->first_byte_ns - up->sent_ns) / 1000);
     up->got_bytes = 1;
-    while (p < end) {
-        int body = c->resp_started && !c->dechunk;
-        llhttp_errno_t e = llhttp_execute(&up->parser, p, (size_t)(end - p));
-        const char *stop = e == HPE_OK ? end : llhttp_get_error_pos(&up->parser);
-        if (e != HPE_OK && e != HPE_PAUSED) {
-            if (body)
-                push(c, &o, blk, p, (size_t)(stop - p));
-            flush(c, &o, blk);
-            cur_out = NULL;
-            if (up->c)
-                exchange_failed(up, 0);
-            return;
-        }
-        if (body)
-            push(c, &o, blk, p, (size_t)(stop - p));
-        p = stop;
-        if (e == HPE_OK)
-            break;
-        llhttp_resume(&up->parser);
-        if (up->pause_at_headers) {
-            up->pause_at_headers = 0;
-            int st = up->parser.status_code;
-            if ((st == 503 || st == 429) && c->requeues < IG_MAX_REQUEUES) {
-                /* the worker is full, not broken: drop its answer, learn its
-                 * capacity, and give the request back its turn in the queue */
-                up->discard = 1;
-                ig_admission_overloaded(up->w, ig_worker_inflight(up->w), uv_now(&c->th->loop));
-                continue;
+    while (p < end || up->head_done) {
+        if (!up->head_done) {
+            size_t e = ig_h1resp_head_scan(&up->resp, p, (size_t)(end - p));
+            const char *base = p;
+            if (!e || up->hbuf.len) {
+                /* the head spans reads: gather it (bounded by hbuf's cap) */
+                size_t take = e ? e : (size_t)(end - p);
+                if (ig_buf_take(&up->hbuf, &up->th->heads) || ig_buf_append(&up->hbuf, p, take)) {
+                    why = "response head too large";
+                    goto fail;
+                }
+                if (!e)
+                    break;
+                base = up->hbuf.data;
+                e = up->hbuf.len;
+                p += take;
+            } else {
+                p += e; /* whole in this read: parsed in place */
             }
-            if (send_head(c, up, &o)) {
-                cur_out = NULL;
-                exchange_failed(up, 0);
-                return;
-            }
+            if (take_head(up, base, e, &o, &why))
+                goto fail;
             continue;
+        }
+        ig_h1span sp[8];
+        int ns;
+        size_t used;
+        int rc = ig_h1resp_body(&up->resp, p, (size_t)(end - p), c->dechunk, sp, 8, &ns, &used, &why);
+        if (rc < 0)
+            goto fail;
+        for (int i = 0; i < ns && !up->discard; i++)
+            push(c, &o, blk, sp[i].p, sp[i].n);
+        p += used;
+        if (rc == 0) {
+            if (p == end)
+                break;
+            continue; /* the output filled up: more of the same read */
         }
         /* message complete: anything after it is a worker bug, so no reuse */
         flush(c, &o, blk);
-        cur_out = NULL;
+        int reusable = p == end && up->resp.keep_alive && !up->resp.suspect;
         if (up->c && up->discard)
-            requeue(up, p == end && llhttp_should_keep_alive(&up->parser));
+            requeue(up, reusable);
         else if (up->c)
-            complete(up, p == end && llhttp_should_keep_alive(&up->parser));
+            complete(up, reusable);
         return;
     }
     flush(c, &o, blk);
-    cur_out = NULL;
     if (up->c && c->resp_started) {
         /* the response streams: what it no longer needs goes back to the thread */
         if (c->pending_writes == 0)
@@ -437,6 +381,11 @@ static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
         uv_read_stop((uv_stream_t *)&up->tcp);
         up->paused = 1;
     }
+    return;
+fail:
+    flush(c, &o, blk);
+    if (up->c)
+        exchange_failed(up, 0, why);
 }
 
 static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -456,21 +405,15 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread > 0 && up->state == U_BUSY && up->c) {
         process(up, blk, buf->base, (size_t)nread);
     } else if (nread < 0 && up->state == U_BUSY && up->c) {
-        if (nread == UV_EOF && up->head_done) {
-            outv o = {.n = 0};
-            cur_out = &o;
-            cur_blk = NULL;
-            llhttp_finish(&up->parser);
-            cur_out = NULL;
-            if (up->msg_done) {
-                if (up->discard)
-                    requeue(up, 0);
-                else
-                    complete(up, 0);
-                goto out;
-            }
+        if (nread == UV_EOF && up->head_done && ig_h1resp_eof(&up->resp)) {
+            /* a close-delimited body ends here */
+            if (up->discard)
+                requeue(up, 0);
+            else
+                complete(up, 0);
+            goto out;
         }
-        exchange_failed(up, (int)nread);
+        exchange_failed(up, (int)nread, NULL);
     } else if (nread != 0) {
         /* an idle connection closed or talked out of turn: retire it */
         ig_upstream_close(up);
@@ -490,7 +433,7 @@ static void up_write_cb(uv_write_t *req, int status)
     ig_upconn *up = req->data;
     up->writing = 0;
     if (status < 0 && status != UV_ECANCELED && up->c && up->state == U_BUSY)
-        exchange_failed(up, status);
+        exchange_failed(up, status, NULL);
     else if (status == 0 && up->c)
         ig_buf_give(&up->c->uhead, &up->th->heads); /* a resend builds it again */
 }
@@ -521,14 +464,11 @@ static int build_request_head(ig_client *c, ig_worker *w)
 static void send_request(ig_upconn *up)
 {
     ig_client *c = up->c;
-    llhttp_init(&up->parser, HTTP_RESPONSE, &resp_settings);
-    up->parser.data = up;
+    ig_h1resp_init(&up->resp);
+    up->hbuf.len = 0;
     up->got_bytes = 0;
     up->head_done = 0;
-    up->msg_done = 0;
-    up->skip_informational = 0;
-    up->pause_at_headers = 0;
-    up->overflow = 0;
+    up->sent_any = 0;
     up->nreq++;
     ig_upstream_count_use(up);
     atomic_fetch_add_explicit(&up->w->stats.requests, 1, memory_order_relaxed);
@@ -549,10 +489,11 @@ static void send_request(ig_upconn *up)
     if (rc == UV_EAGAIN)
         rc = 0;
     if (rc < 0) {
-        exchange_failed(up, rc);
+        exchange_failed(up, rc, NULL); /* nothing went out: safe to send again */
         return;
     }
     size_t done = (size_t)rc;
+    up->sent_any = done > 0;
     if (done == c->uhead.len + c->body_len) {
         /* all out: a long stream need not keep the head (a resend rebuilds it) */
         ig_buf_give(&c->uhead, &c->th->heads);
@@ -566,10 +507,12 @@ static void send_request(ig_upconn *up)
     bufs[first].base += done;
     bufs[first].len -= done;
     rc = uv_write(&up->wreq, (uv_stream_t *)&up->tcp, bufs + first, n - first, up_write_cb);
-    if (rc)
-        exchange_failed(up, rc);
-    else
-        up->writing = 1;
+    if (rc) {
+        exchange_failed(up, rc, NULL);
+        return;
+    }
+    up->writing = 1;
+    up->sent_any = 1; /* how much of it libuv writes before a failure is not known */
 }
 
 static void on_connect(uv_connect_t *req, int status)

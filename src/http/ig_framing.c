@@ -10,19 +10,6 @@ static int fail(const char **why, const char *reason)
     return -EINVAL;
 }
 
-/* RFC 9110 tchar */
-static int is_tchar(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
-/* field-vchar, SP and HTAB (obs-text allowed, as RFC 9110 does) */
-static int is_value_char(unsigned char c)
-{
-    return c == ' ' || c == '\t' || (c >= 0x21 && c != 0x7f);
-}
-
 /* a request-target byte of origin-form: visible ASCII, no space */
 static int is_target_char(unsigned char c)
 {
@@ -48,10 +35,10 @@ int ig_framing_field_ok(const char *name, size_t nlen, const char *value, size_t
     if (!nlen)
         return 0;
     for (size_t i = 0; i < nlen; i++)
-        if (!is_tchar((unsigned char)name[i]))
+        if (!ig_tchar((unsigned char)name[i]))
             return 0;
     for (size_t i = 0; i < vlen; i++)
-        if (!is_value_char((unsigned char)value[i]))
+        if (!ig_field_vchar((unsigned char)value[i]))
             return 0;
     return 1;
 }
@@ -77,7 +64,7 @@ size_t ig_framing_head_len(const char *buf, size_t len)
 static int check_request_line(const char *p, size_t n, int *http10, const char **why)
 {
     size_t i = 0;
-    while (i < n && is_tchar((unsigned char)p[i]))
+    while (i < n && ig_tchar((unsigned char)p[i]))
         i++;
     if (i == 0 || i >= n || p[i] != ' ')
         return fail(why, "malformed request line");
@@ -120,7 +107,7 @@ int ig_framing_check_head(const char *head, size_t len, const char **why)
         if (line[0] == ' ' || line[0] == '\t')
             return fail(why, "obsolete line folding is not accepted");
         size_t k = 0;
-        while (k < n && is_tchar((unsigned char)line[k]))
+        while (k < n && ig_tchar((unsigned char)line[k]))
             k++;
         if (k == 0 || k >= n || line[k] != ':')
             return fail(why, k < n && (line[k] == ' ' || line[k] == '\t')
@@ -128,7 +115,7 @@ int ig_framing_check_head(const char *head, size_t len, const char **why)
                                  : "invalid header name");
         const char *v = line + k + 1, *ve = line + n;
         for (const char *q = v; q < ve; q++)
-            if (!is_value_char((unsigned char)*q))
+            if (!ig_field_vchar((unsigned char)*q))
                 return fail(why, "invalid byte in a header value");
         while (v < ve && (*v == ' ' || *v == '\t'))
             v++;
@@ -187,7 +174,7 @@ static size_t chunk_line(const char *p, size_t n, unsigned long long *size)
         return 0;
     while (i < n && p[i] == ';') { /* ;name[=value] */
         size_t k = ++i;
-        while (i < n && is_tchar((unsigned char)p[i]))
+        while (i < n && ig_tchar((unsigned char)p[i]))
             i++;
         if (i == k)
             return 0;
@@ -195,14 +182,14 @@ static size_t chunk_line(const char *p, size_t n, unsigned long long *size)
             i++;
             if (i < n && p[i] == '"') {
                 for (i++; i < n && p[i] != '"'; i++)
-                    if (p[i] == '\\' ? ++i >= n : !is_value_char((unsigned char)p[i]))
+                    if (p[i] == '\\' ? ++i >= n : !ig_field_vchar((unsigned char)p[i]))
                         return 0;
                 if (i >= n)
                     return 0;
                 i++;
             } else {
                 k = i;
-                while (i < n && is_tchar((unsigned char)p[i]))
+                while (i < n && ig_tchar((unsigned char)p[i]))
                     i++;
                 if (i == k)
                     return 0;

@@ -4,6 +4,20 @@
 #ifndef IG_FRAMING_H
 #define IG_FRAMING_H
 #include <stddef.h>
+#include <string.h>
+
+/** An RFC 9110 tchar: the bytes of a token (header names, codings, chunk extensions). */
+static inline int ig_tchar(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+/** A byte of a field value: field-vchar, SP and HTAB (obs-text allowed, as RFC 9110 does). */
+static inline int ig_field_vchar(unsigned char c)
+{
+    return c == ' ' || c == '\t' || (c >= 0x21 && c != 0x7f);
+}
 
 /**
  * Check one request head, from the request line through the empty line.

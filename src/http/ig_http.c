@@ -34,7 +34,10 @@ ig_hkind ig_http_header_kind(const char *n, size_t len)
         return IS("x-request-id") ? IG_H_REQUEST_ID : IG_H_OTHER;
     case 13: return IS("authorization") ? IG_H_AUTHORIZATION : IG_H_OTHER;
     case 14: return IS("content-length") ? IG_H_CONTENT_LENGTH : IG_H_OTHER;
-    case 16: return IS("proxy-connection") ? IG_H_HOP : IG_H_OTHER;
+    case 16:
+        if ((n[0] | 0x20) == 'x')
+            return IS("x-weight-version") ? IG_H_WEIGHT_VERSION : IG_H_OTHER;
+        return IS("proxy-connection") ? IG_H_HOP : IG_H_OTHER;
     case 17:
         if (IS("x-smg-routing-key"))
             return IG_H_ROUTING_KEY;
@@ -106,6 +109,10 @@ int ig_http_copy_headers(ig_buf *out, const char *base, const ig_hdr *hdrs, int 
             break;
         case IG_H_REQUEST_ID:
             if (flags & IG_COPY_DROP_REQUEST_ID)
+                continue;
+            break;
+        case IG_H_WEIGHT_VERSION:
+            if (flags & IG_COPY_DROP_GATEWAY)
                 continue;
             break;
         default: break;

@@ -22,6 +22,7 @@ enum {
     IG_COPY_DROP_LENGTH = 1u << 1, /* Content-Length and Transfer-Encoding */
     IG_COPY_DROP_EXPECT = 1u << 2,
     IG_COPY_DROP_REQUEST_ID = 1u << 3,
+    IG_COPY_DROP_GATEWAY = 1u << 4, /* X-Weight-Version: what infergate sets on a response itself */
 };
 
 /* What a header name means to a proxy; most names are IG_H_OTHER. */
@@ -36,6 +37,7 @@ typedef enum ig_hkind {
     IG_H_REQUEST_ID,
     IG_H_AUTHORIZATION,
     IG_H_ROUTING_KEY, /* x-session-id, x-user-id, x-smg-routing-key: consistent_hash */
+    IG_H_WEIGHT_VERSION,
 } ig_hkind;
 
 /** Classify a header name with at most one string compare (switch on length first). */

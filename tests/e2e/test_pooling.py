@@ -58,11 +58,28 @@ def test_max_requests_per_conn_retires_connections(procs):
     assert w.stats()["connections"] == 12
 
 
-def test_reused_connection_dying_before_answer_is_resent_once(procs):
-    """The worker closes every reused connection without answering (the idle
-    keep-alive race): each request is resent once on a fresh connection."""
+def test_post_is_not_sent_twice_when_its_reused_connection_dies(procs):
+    """RFC 9110 9.2.2: once a POST went out the worker may have run it, so a
+    reused connection that dies before the answer is a 502, never a resend."""
     w = procs.worker("--drop-reused", "1", worker_id="w1")
-    gw = procs.gateway([w], threads=1)
+    gw = procs.gateway([w], "--upstream-spread", "off", threads=1)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+        before = w.stats()["requests"]
+        r = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
+        assert r.status_code == 502, r.text
+        assert r.json()["error"]["code"] == "worker_failed"
+        assert w.stats()["requests"] == before + 2  # this request once, plus the /stats call itself
+        # the broken connection is gone: the next request gets a fresh one and an answer
+        assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+
+
+def test_reused_connection_dying_before_answer_is_resent_once_when_allowed(procs):
+    """With --retry-non-idempotent the idle keep-alive race is hidden: the
+    worker closes every reused connection unanswered and each request is
+    resent once on a fresh connection."""
+    w = procs.worker("--drop-reused", "1", worker_id="w1")
+    gw = procs.gateway([w], "--retry-non-idempotent", threads=1)
     with httpx.Client(base_url=gw.base, timeout=10) as c:
         for _ in range(20):
             r = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
