@@ -20,19 +20,40 @@ FAULTS = {
     "bad_length": b"HTTP/1.1 200 OK\r\ncontent-length: 2x\r\n\r\n{}",
     "close_in_head": b"HTTP/1.1 200 OK\r\ncontent-le",
     "close_silently": b"",
+    # issue 12, class 4: what a lenient parser would pass on
+    "status_99": b"HTTP/1.1 099 Low\r\ncontent-length: 2\r\n\r\n{}",
+    "status_600": b"HTTP/1.1 600 High\r\ncontent-length: 2\r\n\r\n{}",
+    "unsolicited_101": b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+    "bare_cr_status_line": b"HTTP/1.1 200 O\rK\r\ncontent-length: 2\r\n\r\n{}",
+    "bare_cr_header": b"HTTP/1.1 200 OK\r\nx-a: b\rc\r\ncontent-length: 2\r\n\r\n{}",
+    "bare_lf_header": b"HTTP/1.1 200 OK\nx-a: b\r\ncontent-length: 2\r\n\r\n{}",
+    "control_in_reason": b"HTTP/1.1 200 O\x01K\r\ncontent-length: 2\r\n\r\n{}",
+    "obs_fold": b"HTTP/1.1 200 OK\r\nx-a: b\r\n folded\r\ncontent-length: 2\r\n\r\n{}",
+    "te_gzip": b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n{}",
+    "te_gzip_chunked": b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+    "te_twice": b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+    "length_list": b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\n{}",
+    "http2_status": b"HTTP/2.0 200 OK\r\ncontent-length: 2\r\n\r\n{}",
 }
 # after the head: the client sees the stream cut
 CUT = {
     "short_body": OK_HEAD + b"content-length: 100\r\n\r\n{\"partial\":",
     "chunked_then_close": OK_HEAD + b"transfer-encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n",
     "bad_chunk_size": OK_HEAD + b"transfer-encoding: chunked\r\n\r\n5\r\n{\"a\":\r\nzz\r\n",
+    "chunk_without_crlf": OK_HEAD + b"transfer-encoding: chunked\r\n\r\n5\r\n{\"a\":XX0\r\n\r\n",
+    "bare_cr_chunk_ext": OK_HEAD + b"transfer-encoding: chunked\r\n\r\n5;a\rb\r\n{\"a\":\r\n0\r\n\r\n",
+    "bare_cr_trailer": OK_HEAD + b"transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nx-t: a\rb\r\n\r\n",
 }
 
 
 class FaultyWorker:
-    """Answers by the request's x-fault header; 'ok' answers name the connection."""
+    """Answers by the request's x-fault header from FAULTS, CUT or the
+    answers given; 'ok' answers name the connection. Each request's head is
+    recorded in heads."""
 
-    def __init__(self):
+    def __init__(self, answers=None):
+        self.answers = answers or {}
+        self.heads = []
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -60,6 +81,7 @@ class FaultyWorker:
                         return
                     buf += d
                 head, buf = buf.split(b"\r\n\r\n", 1)
+                self.heads.append(head)
                 fault, length = b"ok", 0
                 for line in head.split(b"\r\n")[1:]:
                     k, _, v = line.partition(b":")
@@ -76,7 +98,7 @@ class FaultyWorker:
                     conn.sendall(OK_HEAD + b"content-length: %d\r\n\r\n" % len(body) + body)
                     continue
                 self.faulty_conn = cid
-                conn.sendall(FAULTS[name] if name in FAULTS else CUT[name])
+                conn.sendall({**FAULTS, **CUT, **self.answers}[name])
                 if name.startswith("close") or name in CUT:
                     return
                 # otherwise stay open: a gateway that pooled this connection
