@@ -9,7 +9,7 @@ CFLAGS_IG = -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-paramet
             -I$(LLHTTP_H) -pthread -D_GNU_SOURCE $(SANFLAGS)
 LDLIBS    = -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
 
-CORE_SRC  = src/core/ig_buf.c src/core/ig_freelist.c src/core/ig_log.c src/core/ig_config.c src/core/ig_wakeup.c \
+CORE_SRC  = src/core/ig_buf.c src/core/ig_freelist.c src/core/ig_log.c src/core/ig_config.c src/core/ig_wakeup.c src/core/ig_cidr.c \
             src/http/ig_body_scan.c src/http/ig_http.c src/http/ig_framing.c src/http/ig_h1resp.c \
             src/registry/ig_registry.c src/registry/ig_epoch.c src/registry/ig_sessions.c \
             src/balance/ig_policy.c src/balance/ig_prefix.c src/balance/ig_affinity.c \
@@ -126,7 +126,7 @@ clean:
 # (part of test-asan) runs the committed corpus through them with gcc and the
 # build's sanitizers; `make fuzz` runs libFuzzer itself (clang) for
 # FUZZ_SECS per driver, new inputs going to build/fuzz-findings, not the repo.
-FUZZERS   = fuzz_request fuzz_body_scan fuzz_admin
+FUZZERS   = fuzz_request fuzz_body_scan fuzz_admin fuzz_response
 FUZZ_SECS ?= 60
 FUZZ_SRC  = $(CORE_SRC) src/gateway/ig_admin.c
 $(BUILD)/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay.c $(FUZZ_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
@@ -147,6 +147,7 @@ fuzz:
 	  clang -std=gnu11 -g -O1 -I$(LLHTTP_H) -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	    -o build/fuzz-clang/$$f tests/fuzz/$$f.c $(FUZZ_SRC) $(LLHTTP_SRC) -luv -ljansson -lxxhash -lm -pthread; \
 	  dict=tests/fuzz/json.dict; [ $$f = fuzz_request ] && dict=tests/fuzz/request.dict; \
+	  [ $$f = fuzz_response ] && dict=tests/fuzz/response.dict; \
 	  mkdir -p build/fuzz-findings/$$f; \
 	  build/fuzz-clang/$$f -max_total_time=$(FUZZ_SECS) -dict=$$dict -artifact_prefix=build/fuzz-findings/ \
 	    build/fuzz-findings/$$f tests/fuzz/corpus/$$f; \

@@ -13,7 +13,7 @@
 #define IG_VERSION "0.1.0"
 
 /* clang-format off */
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES } opt_type;
 /* clang-format on */
 
 typedef struct opt {
@@ -44,10 +44,14 @@ static const opt opts[] = {
     {"client-idle-timeout-secs", T_SECS, OFF(client_idle_timeout_secs), "close idle client keep-alive connections (default 300)"},
     {"max-client-connections", T_U32, OFF(max_client_connections), "client connections open at once; beyond, new ones get 503 and a close (default: from the open-file limit)"},
     {"client-header-timeout-secs", T_SECS, OFF(client_header_timeout_secs), "a request head must arrive within this, from its first byte (default 15; then 408 and close)"},
-    {"client-body-timeout-secs", T_SECS, OFF(client_body_timeout_secs), "longest pause between two reads of a request body (default 60; then 408 and close)"},
+    {"client-body-timeout-secs", T_SECS, OFF(client_body_timeout_secs), "a request body must arrive within this from the end of its head (default 60; then 408 and close)"},
     {"drain-timeout-secs", T_SECS, OFF(drain_timeout_secs), "on SIGTERM, wait this long for streams (default 30)"},
     {"log-level", T_LOGLEVEL, OFF(log_level), "error | warn | info (default: access log) | debug"},
     {"admin-api-key", T_STR, OFF(admin_api_key), "require 'Authorization: Bearer KEY' on admin endpoints (unset: loopback only)"},
+    {"admin-allow", T_CIDRS, OFF(admin_allow), "CIDR[,CIDR]: peers that may use the admin API, with or without a key (default: loopback without a key, anyone with it)"},
+    {"metrics-api-key", T_STR, OFF(metrics_api_key), "require this bearer on /metrics (default: --api-key's rule; the admin key is accepted too)"},
+    {"log-file", T_STR, OFF(log_file), "write logs to this file (appended; reopened on SIGHUP, for logrotate)"},
+    {"max-buffered-body-bytes", T_U64, OFF(max_buffered_body_bytes), "request bytes held in memory, all clients together; beyond, new bodies wait (default: 1/8 of RAM)"},
     {"worker-max-inflight", T_U32, OFF(worker_max_inflight), "per-worker in-flight cap for --worker-urls (0: unlimited)"},
     {"health-check-interval-secs", T_SECS, OFF(health_check_interval_secs), "active health checks, all workers at once (default 10; 0: off)"},
     {"health-check-timeout-secs", T_SECS, OFF(health_check_timeout_secs), "limit for one check (default 5)"},
@@ -58,6 +62,7 @@ static const opt opts[] = {
     {"cb-success-threshold", T_U32, OFF(cb_success_threshold), "half-open successes that close it (default 3)"},
     {"cb-timeout-duration-secs", T_SECS, OFF(cb_timeout_duration_secs), "open circuit cool-down before a probe (default 30)"},
     {"disable-circuit-breaker", T_BOOL, OFF(disable_circuit_breaker), "never open circuits"},
+    {"cb-failure-statuses", T_STATUSES, OFF(cb_failure_statuses), "CODE[,CODE|LOW-HIGH]: worker answers that count as failures (default 502,504; connect errors, resets and timeouts always count)"},
     {"retry-max-retries", T_U32, OFF(retry_max_retries), "other workers tried after a safe failure (default 2)"},
     {"retry-non-idempotent", T_BOOL, OFF(retry_non_idempotent), "send a POST again when its reused connection died after it went out (the worker may run it twice)"},
     {"broadcast-timeout-secs", T_SECS, OFF(broadcast_timeout_secs), "per-worker limit of a fleet control broadcast (default 60)"},
@@ -103,6 +108,9 @@ void ig_config_defaults(ig_config *cfg)
     cfg->cb_failure_threshold = 10;
     cfg->cb_success_threshold = 3;
     cfg->cb_timeout_duration_secs = 30;
+    /* a worker's 500 is often one client's bad request: only a gateway-ish failure counts */
+    cfg->cb_failure_statuses[502 / 64] |= 1ull << (502 % 64);
+    cfg->cb_failure_statuses[504 / 64] |= 1ull << (504 % 64);
     cfg->retry_max_retries = 2;
     cfg->retry_budget_ratio = 0.2;
     cfg->queue_size = 1024;
@@ -161,6 +169,58 @@ static int add_url(ig_config *cfg, const char *url)
     return 0;
 }
 
+/* "a,b,c": each piece through one(), stopping at the first error */
+static int each_item(ig_config *cfg, const opt *o, const char *val, char *err, size_t errlen,
+                     int (*one)(ig_config *, const opt *, const char *, char *, size_t))
+{
+    char piece[128];
+    for (const char *p = val;;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        while (n && (*p == ' ')) {
+            p++;
+            n--;
+        }
+        while (n && p[n - 1] == ' ')
+            n--;
+        if (n == 0 || n >= sizeof(piece))
+            return errf(err, errlen, "--%s: empty or overlong item in '%s'", o->name, val);
+        memcpy(piece, p, n);
+        piece[n] = '\0';
+        int rc = one(cfg, o, piece, err, errlen);
+        if (rc || !comma)
+            return rc;
+        p = comma + 1;
+    }
+}
+
+static int add_cidr(ig_config *cfg, const opt *o, const char *s, char *err, size_t errlen)
+{
+    if (cfg->n_admin_allow == IG_MAX_ADMIN_ALLOW)
+        return errf(err, errlen, "--%s: at most %d ranges", o->name, IG_MAX_ADMIN_ALLOW);
+    if (ig_cidr_parse(s, &cfg->admin_allow[cfg->n_admin_allow]))
+        return errf(err, errlen, "--%s: '%s' is not an address or CIDR range (e.g. 10.0.0.0/8, ::1)", o->name, s);
+    cfg->n_admin_allow++;
+    return 0;
+}
+
+static int add_statuses(ig_config *cfg, const opt *o, const char *s, char *err, size_t errlen)
+{
+    char *end;
+    long lo = strtol(s, &end, 10), hi = lo;
+    if (*end == '-')
+        hi = strtol(end + 1, &end, 10);
+    if (*end || lo < 100 || hi > 599 || lo > hi)
+        return errf(err, errlen, "--%s: expected status codes 100-599 or ranges LOW-HIGH, got '%s'", o->name, s);
+    if (!cfg->cb_statuses_given) {
+        memset(cfg->cb_failure_statuses, 0, sizeof(cfg->cb_failure_statuses));
+        cfg->cb_statuses_given = 1;
+    }
+    for (long c = lo; c <= hi; c++)
+        cfg->cb_failure_statuses[c / 64] |= 1ull << (c % 64);
+    return 0;
+}
+
 static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, size_t errlen)
 {
     char *end;
@@ -215,6 +275,8 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
             return errf(err, errlen, "--log-level: expected error, warn, info or debug");
         return 0;
     case T_URLS: return add_url(cfg, val);
+    case T_CIDRS: return each_item(cfg, o, val, err, errlen, add_cidr);
+    case T_STATUSES: return each_item(cfg, o, val, err, errlen, add_statuses);
     case T_BOOL:
         if (strcmp(val, "true") == 0 || strcmp(val, "1") == 0)
             *(int *)field = 1;
@@ -292,16 +354,22 @@ static int apply_json(ig_config *cfg, json_t *root, const char *path, char *err,
             rc = errf(err, errlen, "--config %s: unknown key '%s'", path, key);
             goto done;
         }
-        if (o->type == T_URLS && json_is_array(val)) {
+        if ((o->type == T_URLS || o->type == T_CIDRS || o->type == T_STATUSES) && json_is_array(val)) {
             size_t i;
             json_t *u;
             json_array_foreach(val, i, u)
             {
-                if (!json_is_string(u)) {
-                    rc = errf(err, errlen, "--config %s: worker_urls must hold strings", path);
+                char num[24];
+                const char *item = json_string_value(u);
+                if (json_is_integer(u)) {
+                    snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(u));
+                    item = num;
+                }
+                if (!item) {
+                    rc = errf(err, errlen, "--config %s: %s must hold strings", path, key);
                     goto done;
                 }
-                if ((rc = add_url(cfg, json_string_value(u))))
+                if ((rc = set_value(cfg, o, item, err, errlen)))
                     goto done;
             }
             continue;
@@ -396,6 +464,9 @@ void ig_config_free(ig_config *cfg)
     free(cfg->worker_urls);
     free(cfg->api_key);
     free(cfg->admin_api_key);
+    free(cfg->metrics_api_key);
+    free(cfg->log_file);
+    cfg->metrics_api_key = cfg->log_file = NULL;
     cfg->worker_urls = NULL;
     cfg->api_key = NULL;
     cfg->admin_api_key = NULL;

@@ -5,6 +5,9 @@
 #include <stdint.h>
 
 #include "../balance/ig_policy.h"
+#include "ig_cidr.h"
+
+#define IG_MAX_ADMIN_ALLOW 32
 
 typedef struct ig_config {
     char host[256];
@@ -29,6 +32,11 @@ typedef struct ig_config {
     double drain_timeout_secs;
     int log_level;
     char *admin_api_key;
+    char *metrics_api_key; /* /metrics: this key (or the admin key); unset: --api-key's rule */
+    ig_cidr admin_allow[IG_MAX_ADMIN_ALLOW];
+    int n_admin_allow; /* 0: loopback without --admin-api-key, any peer with it */
+    char *log_file;    /* logs go here instead of stderr; reopened on SIGHUP */
+    uint64_t max_buffered_body_bytes; /* request bytes held, all clients; 0 at parse: from RAM */
     uint32_t worker_max_inflight;
     double health_check_interval_secs; /* 0: no active checks */
     double health_check_timeout_secs;
@@ -39,6 +47,8 @@ typedef struct ig_config {
     uint32_t cb_success_threshold;
     double cb_timeout_duration_secs;
     int disable_circuit_breaker;
+    uint64_t cb_failure_statuses[10]; /* bit s: a status s answer counts as the worker failing */
+    int cb_statuses_given;            /* the first --cb-failure-statuses replaces the default */
     uint32_t retry_max_retries;
     int retry_non_idempotent; /* a POST whose connection died after going out may be sent again */
     double retry_budget_ratio;

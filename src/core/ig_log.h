@@ -1,6 +1,7 @@
 /* Leveled logging to stderr; the level check is inlined so disabled levels cost a compare. */
 #ifndef IG_LOG_H
 #define IG_LOG_H
+#include <stddef.h>
 
 enum { IG_LOG_ERROR = 0, IG_LOG_WARN = 1, IG_LOG_INFO = 2, IG_LOG_DEBUG = 3 };
 
@@ -8,7 +9,12 @@ extern int ig_log_level;
 
 /** Parse "error|warn|info|debug"; returns the level or -1. */
 int ig_log_level_from_name(const char *name);
+/** Emit one line; control bytes and backslashes in the message come out as \\xHH. */
 void ig_log_emit(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/** Copy in[0..n) to out (at most cap bytes, whole escapes only) with control
+ * bytes, DEL and backslash as \\xHH, and with spaces set also ' ' and '"' (so a
+ * value stays one field of a line). Returns the bytes written. */
+size_t ig_log_escape(char *out, size_t cap, const char *in, size_t n, int spaces);
 
 #define ig_log(level, ...)                                                                                   \
     do {                                                                                                     \

@@ -288,6 +288,25 @@ typedef struct exchange {
     char *session_id;
 } exchange;
 
+/* A worker must not make a session out of a key that already means
+ * something here: the gateway's own keys would route every client (or the
+ * admin) to it, and another worker's key would steal that session. NULL
+ * when the key may be pinned to w, else why not. */
+static const char *session_key_refused(const char *key, const ig_worker *w)
+{
+    size_t len = strlen(key);
+    const ig_config *cfg = ig_ctl_cfg();
+    if (!len)
+        return "is empty";
+    if (ig_http_secret_is(key, len, cfg->api_key) || ig_http_secret_is(key, len, cfg->admin_api_key) ||
+        ig_http_secret_is(key, len, cfg->metrics_api_key))
+        return "is one of the gateway's own keys";
+    const ig_session *s = ig_sessions_by_key(key, len);
+    if (s && s->w != w)
+        return "is pinned to another worker";
+    return NULL;
+}
+
 static void exchange_cb(void *arg, int status, const char *body, size_t len, const char *err)
 {
     exchange *x = arg;
@@ -302,7 +321,13 @@ static void exchange_cb(void *arg, int status, const char *body, size_t len, con
         json_t *doc = json_loadb(body ? body : "", len, 0, &jerr);
         const char *key = json_string_value(json_object_get(doc, "api_key"));
         const char *sid = json_string_value(json_object_get(doc, "session_id"));
-        if (key && sid && atomic_load(&x->w->removed))
+        const char *bad = key && sid ? session_key_refused(key, x->w) : NULL;
+        if (bad) {
+            ig_warn("worker %s: start_session answered a key that %s: not pinned", x->w->url, bad);
+            char msg[200];
+            snprintf(msg, sizeof(msg), "worker %.100s answered a session key that %s", x->w->url, bad);
+            ig_ctl_reply_error(m, 502, "worker_bad_session", msg);
+        } else if (key && sid && atomic_load(&x->w->removed))
             ig_ctl_reply_error(m, 502, "worker_removed", "the worker left while the session started");
         else if (key && sid && ig_sessions_put(key, strlen(key), sid, strlen(sid), x->w, 0))
             ig_ctl_reply_error(m, 502, "out_of_memory",

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../core/ig_log.h"
+#include "../core/ig_cidr.h"
 #include "../http/ig_framing.h"
 #include "../registry/ig_sessions.h"
 #include "ig_admin.h"
@@ -135,6 +136,8 @@ static int check_framing(ig_client *c, llhttp_t *p)
         return refuse(c, 400, why);
     const char *head = c->rbuf.data + c->url_off - mlen;
     size_t hlen = ig_framing_head_len(head, c->rbuf.len - (c->url_off - mlen));
+    if (hlen > c->th->cfg->max_header_size) /* it may all have come in one read */
+        return refuse(c, 431, "request head is larger than --max-header-size");
     if (!hlen || ig_framing_check_head(head, hlen, &why))
         return refuse(c, 400, why);
     c->chunk_raw_end = c->url_off - mlen + hlen;
@@ -150,7 +153,7 @@ static int on_headers_complete(llhttp_t *p)
         return rc;
     c->head_done = 1;
     c->chunks_seen = c->chunk_new = 0;
-    ig_client_arm_timer(c, cfg->client_body_timeout_secs); /* reset on every read of the body */
+    ig_client_arm_timer(c, cfg->client_body_timeout_secs); /* the whole body, however it trickles */
     c->keep_alive = llhttp_should_keep_alive(p) != 0;
     c->http10 = p->http_major == 1 && p->http_minor == 0;
     c->chunked = (p->flags & F_CHUNKED) != 0;
@@ -162,22 +165,30 @@ static int on_headers_complete(llhttp_t *p)
      * is walking rbuf right now and a realloc would move it) */
     c->body_hint = (p->flags & F_CONTENT_LENGTH) ? (size_t)p->content_length : 0;
     forget_header_index(c);
+    c->via_proxy = 0;
     for (int i = 0; i < c->nhdrs; i++) {
         switch (ig_http_header_kind(c->rbuf.data + c->hdrs[i].name_off, c->hdrs[i].name_len)) {
-        case IG_H_EXPECT: c->h_expect = (short)i; break;
+        case IG_H_EXPECT:
+            /* two Expect lines are one list: only "100-continue" on each is that */
+            if (!ig_http_name_is(c->rbuf.data + c->hdrs[i].value_off, c->hdrs[i].value_len, "100-continue"))
+                return refuse(c, 417, "only 'Expect: 100-continue' is supported");
+            c->h_expect = (short)i;
+            break;
         case IG_H_REQUEST_ID: c->h_request_id = (short)i; break;
         case IG_H_ROUTING_KEY:
             if (c->h_routing_key < 0) /* the first one given decides */
                 c->h_routing_key = (short)i;
             break;
-        case IG_H_AUTHORIZATION: c->h_authorization = (short)i; break;
+        case IG_H_AUTHORIZATION:
+            if (c->h_authorization >= 0) /* which one would a worker check? */
+                return refuse(c, 400, "more than one Authorization header");
+            c->h_authorization = (short)i;
+            break;
+        case IG_H_FORWARDED: c->via_proxy = 1; break;
         default: break;
         }
     }
     if (c->h_expect >= 0) {
-        const ig_hdr *h = &c->hdrs[c->h_expect];
-        if (!ig_http_name_is(c->rbuf.data + h->value_off, h->value_len, "100-continue"))
-            return refuse(c, 417, "only 'Expect: 100-continue' is supported");
         if (!c->http10) {
             static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
             uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
@@ -386,8 +397,6 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
     c->rbuf.len += (size_t)nread;
     if (c->state == C_READING) {
-        if (c->in_message && c->head_done)
-            ig_client_arm_timer(c, c->th->cfg->client_body_timeout_secs);
         client_parse(c);
         if (!c->closing && c->in_message)
             quick_ack(c);
@@ -714,6 +723,12 @@ static void make_request_id(ig_client *c)
     c->have_rid = 0;
 }
 
+/* The request line was read and its method is HEAD. */
+static int is_head(ig_client *c)
+{
+    return c->url_len && llhttp_get_method(&c->parser) == HTTP_HEAD;
+}
+
 void ig_client_error(ig_client *c, int status, const char *type, const char *code, const char *msg)
 {
     ig_client_error_headers(c, status, type, code, msg, status == 405 ? "allow: POST\r\n" : NULL);
@@ -736,6 +751,8 @@ void ig_client_error_headers(ig_client *c, int status, const char *type, const c
         ig_http_error_response(&c->obuf, status, type, code, msg, c->rid, c->rid_len,
                                c->close_after || !c->keep_alive || c->th->draining, extra_headers) == 0) {
         uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
+        if (is_head(c)) /* the same head, no body (RFC 9110 9.3.2) */
+            b.len = (unsigned)ig_framing_head_len(b.base, b.len);
         ig_client_write(c, &b, 1, NULL);
     }
     if (!c->closing)
@@ -761,7 +778,8 @@ static void respond_body(ig_client *c, int status, const char *ctype, const char
     rc = rc ? rc : ig_buf_puts(o, "\r\nx-request-id: ");
     rc = rc ? rc : ig_buf_append(o, c->rid, c->rid_len);
     rc = rc ? rc : ig_buf_puts(o, close_conn ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n");
-    rc = rc ? rc : ig_buf_append(o, body, len);
+    if (!is_head(c)) /* HEAD: the same head, no body */
+        rc = rc ? rc : ig_buf_append(o, body, len);
     if (rc) {
         ig_client_error(c, 500, "server_error", "internal_error", "response too large");
         return;
@@ -851,25 +869,58 @@ static int authorized(ig_client *c)
            (ig_client_bearer(c, &tok, &len) == 0 && ig_sessions_by_key(tok, len));
 }
 
-static int from_loopback(ig_client *c)
+/* /metrics: its own key, else the client key; the admin key always does. */
+static int metrics_authorized(ig_client *c)
 {
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len))
-        return 0;
-    if (ss.ss_family == AF_INET)
-        return (ntohl(((struct sockaddr_in *)&ss)->sin_addr.s_addr) >> 24) == 127;
-    if (ss.ss_family == AF_INET6) {
-        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+    const ig_config *cfg = c->th->cfg;
+    const char *key = cfg->metrics_api_key && *cfg->metrics_api_key ? cfg->metrics_api_key : cfg->api_key;
+    return !key || !*key || ig_client_bearer_is(c, key) == 0 || ig_client_bearer_is(c, cfg->admin_api_key) == 0;
+}
+
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
         return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
     }
     return 0;
 }
 
+/* Who may reach the admin API (docs: README, Security). With --admin-allow,
+ * only peers in those ranges, key or not. Without it: anyone holding the
+ * key, or, with no key configured, a loopback peer that is not another
+ * proxy relaying someone else (behind nginx on the same host every remote
+ * client is a loopback peer). NULL when allowed, else why not. */
+static const char *admin_refusal(ig_client *c)
+{
+    const ig_config *cfg = c->th->cfg;
+    int keyed = cfg->admin_api_key && *cfg->admin_api_key;
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len))
+        return "the peer address is unknown";
+    if (cfg->n_admin_allow) {
+        if (!ig_cidr_match(cfg->admin_allow, cfg->n_admin_allow, (struct sockaddr *)&ss))
+            return "this address is not in --admin-allow";
+    } else if (!keyed && !is_loopback(&ss)) {
+        return "without --admin-api-key the admin endpoints answer only on loopback";
+    }
+    if (!keyed && c->via_proxy)
+        return "without --admin-api-key the admin endpoints refuse requests relayed by a proxy "
+               "(Forwarded, X-Forwarded-For, X-Real-IP)";
+    return NULL;
+}
+
 /* Admin work runs on the control thread; the answer comes back to this one. */
 static void admin_start(ig_client *c)
 {
-    const char *key = c->th->cfg->admin_api_key;
+    const char *key = c->th->cfg->admin_api_key, *refused = admin_refusal(c);
+    if (refused) {
+        ig_client_error(c, 403, "permission_error", "admin_not_allowed", refused);
+        return;
+    }
     if (key && *key) {
         int rc = ig_client_bearer_is(c, key);
         if (rc == -1) {
@@ -881,10 +932,6 @@ static void admin_start(ig_client *c)
             ig_client_error(c, 403, "permission_error", "invalid_admin_key", "wrong admin key");
             return;
         }
-    } else if (!from_loopback(c)) {
-        ig_client_error(c, 403, "permission_error", "admin_loopback_only",
-                        "without --admin-api-key the admin endpoints answer only on loopback");
-        return;
     }
     ig_admin_msg *m = calloc(1, sizeof(*m));
     if (m) {
@@ -994,10 +1041,29 @@ static void dispatch(ig_client *c)
             respond_models(c);
     } else if (get && path_is(url, plen, "/metrics")) {
         c->route = IG_R_METRICS;
-        respond_metrics(c);
+        if (!metrics_authorized(c))
+            ig_client_error(c, 401, "invalid_request_error", "invalid_api_key",
+                            "/metrics needs 'Authorization: Bearer KEY' (--metrics-api-key, else --api-key)");
+        else
+            respond_metrics(c);
     } else {
         ig_client_error(c, 404, "invalid_request_error", "not_found", "unknown path");
     }
+}
+
+/* A chunked body is de-chunked in place as it is parsed, which leaves the
+ * framing behind the data; moved out of the way, it no longer counts
+ * against the buffer's cap (--max-payload-size is about data). llhttp keeps
+ * no pointer into the buffer between calls, only offsets of ours move. */
+static void compact_chunked(ig_client *c)
+{
+    size_t data_end = c->body_off + c->body_len, gap = c->chunk_raw_end - data_end;
+    if (!gap)
+        return;
+    memmove(c->rbuf.data + data_end, c->rbuf.data + c->chunk_raw_end, c->rbuf.len - c->chunk_raw_end);
+    c->rbuf.len -= gap;
+    c->parsed -= gap;
+    c->chunk_raw_end = data_end;
 }
 
 static void client_parse(ig_client *c)
@@ -1035,6 +1101,8 @@ static void client_parse(ig_client *c)
             break;
         }
         c->parsed = c->rbuf.len;
+        if (c->chunked && c->head_done && c->in_message && c->body_len)
+            compact_chunked(c);
         if (c->in_message && !c->head_done && c->rbuf.len - c->msg_start > c->th->cfg->max_header_size) {
             ig_client_error(c, 431, "invalid_request_error", "headers_too_large",
                             "request head is larger than --max-header-size");

@@ -108,7 +108,8 @@ typedef struct ig_client {
         head_done : 1, in_value : 1, resp_started : 1, dechunk : 1, resent : 1, chunked : 1, in_message : 1,
         have_rid : 1, last_timeout : 1, lingering : 1, probe : 1, retrying : 1, is_admin : 1, in_proxy : 1,
         queued : 1, last_refused : 1, /* the last connect was refused: the worker got nothing */
-        retired : 1;                  /* the request's memory is given back (its response streams) */
+        retired : 1,                  /* the request's memory is given back (its response streams) */
+        via_proxy : 1;                /* Forwarded / X-Forwarded-For / X-Real-IP: the peer is a proxy */
     /* the request being read: slices of rbuf by offset */
     ig_buf rbuf;
     size_t parsed, msg_start;

@@ -2,6 +2,7 @@
  * SO_REUSEPORT socket per thread, run the threads, drain on SIGTERM/SIGINT. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -52,7 +53,36 @@ static int bind_socket(const char *host, int port, int *out_port)
     return fd;
 }
 
-static uv_signal_t sigterm, sigint;
+static uv_signal_t sigterm, sigint, sighup;
+
+/* Logs to --log-file: stderr itself is pointed at the file, so every line
+ * (ours, libuv's, a sanitizer's) lands there. 0 or -errno. */
+static int open_log_file(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return -errno;
+    int rc = dup2(fd, STDERR_FILENO) < 0 ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* SIGHUP: what logrotate sends. Streams and connections are untouched. */
+static void on_hangup(uv_signal_t *s, int signum)
+{
+    const ig_config *cfg = s->data;
+    (void)signum;
+    if (!cfg->log_file) {
+        ig_info("SIGHUP: nothing to reopen (no --log-file); still serving");
+        return;
+    }
+    int rc = open_log_file(cfg->log_file);
+    if (rc)
+        ig_err("SIGHUP: cannot reopen --log-file %s: %s (logging on to the old file)", cfg->log_file,
+               strerror(-rc));
+    else
+        ig_info("SIGHUP: log file %s reopened", cfg->log_file);
+}
 
 static void on_signal(uv_signal_t *s, int signum)
 {
@@ -62,6 +92,8 @@ static void on_signal(uv_signal_t *s, int signum)
     /* closing the last handle of a signal restores its default action */
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
+    /* kept (a SIGHUP while draining must not kill), but not what keeps the loop up */
+    uv_unref((uv_handle_t *)&sighup);
 }
 
 /* As many descriptors as the hard limit allows; returns what we have. */
@@ -87,6 +119,32 @@ static uint32_t default_max_clients(long nofile)
     return n > 16 ? (uint32_t)n : 16;
 }
 
+/* Say at start who can reach the admin API, so nobody finds out later. */
+static void log_admin_rule(const ig_config *cfg)
+{
+    char list[IG_MAX_ADMIN_ALLOW * 48] = "", one[64];
+    int keyed = cfg->admin_api_key && *cfg->admin_api_key;
+    for (int i = 0; i < cfg->n_admin_allow; i++) {
+        strcat(list, i ? "," : "");
+        strcat(list, ig_cidr_format(&cfg->admin_allow[i], one, sizeof(one)));
+    }
+    if (keyed && cfg->n_admin_allow)
+        ig_info("admin API: bearer key required, from %s only (--admin-allow)", list);
+    else if (keyed)
+        ig_info("admin API: bearer key required (--admin-api-key), from any peer");
+    else if (cfg->n_admin_allow)
+        ig_warn("admin API: NO KEY, open to every peer in %s (--admin-allow), except requests relayed by a "
+                "proxy; set --admin-api-key unless that network is yours alone",
+                list);
+    else
+        ig_info("admin API: no key; loopback peers only, and not requests relayed by a proxy "
+                "(Forwarded, X-Forwarded-For, X-Real-IP)");
+    if (cfg->metrics_api_key && *cfg->metrics_api_key)
+        ig_info("/metrics: --metrics-api-key (or the admin key) required");
+    else if (cfg->api_key && *cfg->api_key)
+        ig_info("/metrics: --api-key (or the admin key) required");
+}
+
 int main(int argc, char **argv)
 {
     ig_config cfg;
@@ -108,12 +166,19 @@ int main(int argc, char **argv)
     }
     ig_log_level = cfg.log_level;
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, SIG_IGN); /* until its handler is in place */
+    if (cfg.log_file && (rc = open_log_file(cfg.log_file))) {
+        fprintf(stderr, "infergate: --log-file %s: %s\n", cfg.log_file, strerror(-rc));
+        exit_code = 2;
+        goto out;
+    }
     long nofile = raise_nofile();
     if (!cfg.max_client_connections)
         cfg.max_client_connections = default_max_clients(nofile);
     ig_info("open-file limit %ld: up to %u client connections (--max-client-connections)", nofile,
             cfg.max_client_connections);
 
+    log_admin_rule(&cfg);
     if (cfg.n_worker_urls == 0)
         ig_warn("no --worker-urls: add workers with POST /workers, until then data requests get 503");
     /* URLs are checked before anything starts, so a typo fails fast with its reason */
@@ -128,7 +193,9 @@ int main(int argc, char **argv)
         }
     }
     ig_breaker_config bc = {!cfg.disable_circuit_breaker, (int)cfg.cb_failure_threshold,
-                            (int)cfg.cb_success_threshold, (uint64_t)(cfg.cb_timeout_duration_secs * 1000.0)};
+                            (int)cfg.cb_success_threshold, (uint64_t)(cfg.cb_timeout_duration_secs * 1000.0),
+                            {0}};
+    memcpy(bc.failure_statuses, cfg.cb_failure_statuses, sizeof(bc.failure_statuses));
     ig_breaker_configure(&bc);
     ig_admission_configure(&cfg);
     ig_registry_init(cfg.threads);
@@ -164,13 +231,17 @@ int main(int argc, char **argv)
     /* handlers first: whoever reads the line below may signal at once */
     uv_signal_init(main_loop, &sigterm);
     uv_signal_init(main_loop, &sigint);
-    sigterm.data = sigint.data = &cfg;
+    uv_signal_init(main_loop, &sighup);
+    sigterm.data = sigint.data = sighup.data = &cfg;
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_start(&sighup, on_hangup, SIGHUP);
     printf("infergate listening on http://%s:%d\n", cfg.host, port);
     fflush(stdout);
     uv_run(main_loop, UV_RUN_DEFAULT);
     ig_threads_join(threads, nthreads);
+    uv_close((uv_handle_t *)&sighup, NULL);
+    uv_run(main_loop, UV_RUN_NOWAIT);
     ig_info("drained, exiting");
     exit_code = 0;
 out:

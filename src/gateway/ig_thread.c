@@ -166,17 +166,22 @@ void ig_thread_access_log(ig_thread *th, ig_client *c, int status, uint64_t dur_
     char ttfb[24] = "-";
     if (c->first_byte_ns)
         snprintf(ttfb, sizeof(ttfb), "%.1f", (double)(c->first_byte_ns - c->start_ns) / 1e6);
-    char line[768];
+    /* what the client chose (id, model) is escaped: one request, one line, fixed fields */
+    char line[1280], rid[4 * 80 + 1], model[4 * 128 + 1];
     int is_data = c->route <= IG_R_GENERATE;
+    size_t ridn = ig_log_escape(rid, sizeof(rid) - 1, c->rid, c->rid_len, 1);
+    size_t mn = 1;
+    model[0] = '-';
+    if (is_data && c->fields.has_model)
+        mn = ig_log_escape(model, sizeof(model) - 1, c->fields.model,
+                           c->fields.model_len < 128 ? c->fields.model_len : 128, 1);
     int n = snprintf(line, sizeof(line),
                      "%s.%03ldZ access %.*s %s %.*s %d model=%.*s worker=%s bytes=%llu ttfb_ms=%s "
                      "dur_ms=%.1f\n",
-                     th->alog_stamp, ts.tv_nsec / 1000000, (int)c->rid_len, c->rid,
+                     th->alog_stamp, ts.tv_nsec / 1000000, (int)ridn, rid,
                      llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)), (int)plen, url,
-                     status, is_data && c->fields.has_model ? (int)c->fields.model_len : 1,
-                     is_data && c->fields.has_model ? c->fields.model : "-",
-                     c->worker_label[0] ? c->worker_label : "-", (unsigned long long)c->bytes_out, ttfb,
-                     (double)dur_us / 1000.0);
+                     status, (int)mn, model, c->worker_label[0] ? c->worker_label : "-",
+                     (unsigned long long)c->bytes_out, ttfb, (double)dur_us / 1000.0);
     if (n > 0)
         ig_buf_append(&th->alog, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
     if (th->alog.len > 60000)

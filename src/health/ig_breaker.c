@@ -1,6 +1,6 @@
 #include "ig_breaker.h"
 
-static ig_breaker_config conf = {1, 10, 3, 30000};
+static ig_breaker_config conf = {1, 10, 3, 30000, {[502 / 64] = (1ull << (502 % 64)) | (1ull << (504 % 64))}};
 
 void ig_breaker_configure(const ig_breaker_config *cfg)
 {
@@ -9,8 +9,9 @@ void ig_breaker_configure(const ig_breaker_config *cfg)
 
 int ig_breaker_is_failure_status(int status)
 {
-    /* 503 and 429 say "busy", not "broken": a loaded fleet must not trip */
-    return status >= 500 && status != 503;
+    /* 503 and 429 say "busy", 500 is as often a client's bad request as a
+     * broken worker: by default neither trips a circuit (sglang#25811) */
+    return status >= 0 && status < 640 && (conf.failure_statuses[status / 64] >> (status % 64) & 1);
 }
 
 int ig_breaker_failure(ig_worker *w, uint64_t now_ms)

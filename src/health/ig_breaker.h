@@ -12,12 +12,14 @@ typedef struct ig_breaker_config {
     int failure_threshold; /* consecutive failures that open the circuit */
     int success_threshold; /* half-open successes that close it again */
     uint64_t cooldown_ms;  /* open this long, then half-open */
+    uint64_t failure_statuses[10]; /* bit s: an answer with status s is a failure */
 } ig_breaker_config;
 
 void ig_breaker_configure(const ig_breaker_config *cfg);
 
-/** The worker failed a request: connect error, reset or garbage before an
- * answer, or a 5xx other than 503 (overload is not failure). Returns 1 when
+/** The worker failed a request: connect error, reset, timeout or garbage
+ * before an answer, or a status of failure_statuses (not what one client's
+ * bad request can cause: by default only 502 and 504). Returns 1 when
  * the circuit opened (the caller pokes the control thread). */
 int ig_breaker_failure(ig_worker *w, uint64_t now_ms);
 /** The worker answered (any status that is not a failure). Returns 1 when
@@ -29,6 +31,6 @@ int ig_breaker_admit(ig_worker *w, int *probe);
 void ig_breaker_probe_done(ig_worker *w);
 /** Control thread: open circuits whose cool-down ended become half-open. 1 if any changed. */
 int ig_breaker_cooldown_over(ig_worker *w, uint64_t now_ms);
-/** 1 when a response status counts as the worker failing. */
+/** 1 when a response status counts as the worker failing (failure_statuses). */
 int ig_breaker_is_failure_status(int status);
 #endif

@@ -27,7 +27,11 @@ ig_hkind ig_http_header_kind(const char *n, size_t len)
         if ((n[0] | 0x20) == 'c')
             return IS("connection") ? IG_H_CONNECTION : IG_H_OTHER;
         return IS("keep-alive") ? IG_H_HOP : IG_H_OTHER;
-    case 9: return IS("x-user-id") ? IG_H_ROUTING_KEY : IG_H_OTHER;
+    case 9:
+        if (IS("x-user-id"))
+            return IG_H_ROUTING_KEY;
+        return IS("forwarded") || IS("x-real-ip") ? IG_H_FORWARDED : IG_H_OTHER;
+    case 15: return IS("x-forwarded-for") ? IG_H_FORWARDED : IG_H_OTHER;
     case 12:
         if (IS("x-session-id"))
             return IG_H_ROUTING_KEY;

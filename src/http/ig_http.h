@@ -38,6 +38,7 @@ typedef enum ig_hkind {
     IG_H_AUTHORIZATION,
     IG_H_ROUTING_KEY, /* x-session-id, x-user-id, x-smg-routing-key: consistent_hash */
     IG_H_WEIGHT_VERSION,
+    IG_H_FORWARDED, /* Forwarded, X-Forwarded-For, X-Real-IP: the request came through another proxy */
 } ig_hkind;
 
 /** Classify a header name with at most one string compare (switch on length first). */

@@ -2,6 +2,7 @@
 import threading
 
 import httpx
+import pytest
 
 from conftest import chat_body, sse_events, wait_for
 
@@ -102,15 +103,16 @@ def test_killed_worker_fails_only_its_streams_and_comes_back(procs):
         assert "w2b" in ids
 
 
-def test_breaker_opens_on_5xx_and_closes_after_probe(procs):
+@pytest.mark.parametrize("status,flags", [(502, []), (504, []), (500, ["--cb-failure-statuses", "500,502"])])
+def test_breaker_opens_on_failure_statuses_and_closes_after_probe(procs, status, flags):
     w1, w2 = procs.worker(worker_id="w1"), procs.worker(worker_id="w2")
     gw = procs.gateway([w1, w2], "--health-check-interval-secs", "0", "--policy", "round_robin",
                        "--cb-failure-threshold", "3", "--cb-timeout-duration-secs", "0.5",
-                       "--cb-success-threshold", "1")
-    httpx.post(w2.url + "/mock/fail?status=500")
+                       "--cb-success-threshold", "1", *flags)
+    httpx.post(w2.url + f"/mock/fail?status={status}")
     with httpx.Client(base_url=gw.base, timeout=10) as c:
         statuses = [c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code for _ in range(30)]
-        assert statuses.count(500) == 3  # passed through until the circuit opened
+        assert statuses.count(status) == 3  # passed through until the circuit opened
         assert statuses.count(200) == 27
         assert worker_state(gw, w2.url)["breaker"] in ("open", "half_open")
         httpx.post(w2.url + "/mock/fail?status=0")
@@ -120,6 +122,24 @@ def test_breaker_opens_on_5xx_and_closes_after_probe(procs):
             return c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).json()["worker_id"] == "w2"
         assert wait_for(w2_serves)
         assert wait_for(lambda: worker_state(gw, w2.url)["breaker"] == "closed")
+
+
+def test_client_caused_500s_do_not_eject_healthy_workers(procs):
+    """One client's bad requests make every worker answer 500: that says
+    nothing about the workers, so no circuit opens (sglang#25811)."""
+    w1, w2 = procs.worker(worker_id="w1"), procs.worker(worker_id="w2")
+    gw = procs.gateway([w1, w2], "--health-check-interval-secs", "0", "--policy", "round_robin",
+                       "--cb-failure-threshold", "3")
+    for w in (w1, w2):
+        httpx.post(w.url + "/mock/fail?status=500")
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        statuses = [c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code for _ in range(30)]
+        assert statuses == [500] * 30
+        for w in (w1, w2):
+            st = worker_state(gw, w.url)
+            assert st["breaker"] == "closed" and st["responses_5xx"] == 15, st
+            httpx.post(w.url + "/mock/fail?status=0")
+        assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
 
 
 def test_overloaded_503s_do_not_trip_the_breaker(procs):

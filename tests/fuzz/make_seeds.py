@@ -55,4 +55,22 @@ admin = {
 }
 for name, (m, target, body) in admin.items():
     write("fuzz_admin", name, bytes([m]) + target.encode() + b"\n" + (json.dumps(body).encode() if body else b""))
+# fuzz_response: a flags byte (bit 0 HEAD, bits 1-7 the read size), then what a worker sends
+from test_upstream_faults import CUT, FAULTS  # noqa: E402
+from test_response_framing import ANSWERS  # noqa: E402
+for table in (FAULTS, CUT, ANSWERS):
+    for name, data in table.items():
+        write("fuzz_response", name, bytes([0]) + data)
+        write("fuzz_response", name + "_bytewise", bytes([1 << 1]) + data)
+ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+write("fuzz_response", "pipelined", bytes([3 << 1]) + ok + ANSWERS["trailer"] + ok)
+write("fuzz_response", "head_request", bytes([1]) + b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n" + ok)
+write("fuzz_response", "informational", bytes([0]) + b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\n"
+      b"link: </a>\r\n\r\n" + ok)
+write("fuzz_response", "close_delimited", bytes([5 << 1]) + b"HTTP/1.0 200 OK\r\n\r\nuntil close")
+write("fuzz_response", "sse", bytes([7 << 1]) + b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+      b"transfer-encoding: chunked\r\n\r\n" + b"".join(b"%x\r\ndata: {\"t\":%d}\n\n\r\n" % (len(b"data: {\"t\":%d}\n\n" % i), i)
+                                                       for i in range(20)) + b"0\r\n\r\n")
+write("fuzz_response", "chunk_ext", bytes([0]) + b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+      b"2;a=b;c=\"d \\\" e\"\r\n{}\r\n0;z\r\nx-t: 1\r\n\r\n")
 print("seeds written")
