@@ -9,7 +9,7 @@ CFLAGS_IG = -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-paramet
             -I$(LLHTTP_H) -pthread -D_GNU_SOURCE $(SANFLAGS)
 LDLIBS    = -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
 
-CORE_SRC  = src/core/ig_buf.c src/core/ig_freelist.c src/core/ig_log.c src/core/ig_config.c src/core/ig_wakeup.c src/core/ig_cidr.c \
+CORE_SRC  = src/core/ig_buf.c src/core/ig_freelist.c src/core/ig_log.c src/core/ig_config.c src/core/ig_wakeup.c src/core/ig_cidr.c src/core/ig_budget.c \
             src/http/ig_body_scan.c src/http/ig_http.c src/http/ig_framing.c src/http/ig_h1resp.c \
             src/registry/ig_registry.c src/registry/ig_epoch.c src/registry/ig_sessions.c \
             src/balance/ig_policy.c src/balance/ig_prefix.c src/balance/ig_affinity.c \
@@ -21,7 +21,7 @@ GW_SRC    = $(CORE_SRC) src/upstream/ig_upstream.c src/upstream/ig_httpc.c \
             src/gateway/ig_main.c
 MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c tools/mockworker/mock_kvcache.c src/core/ig_buf.c src/http/ig_body_scan.c src/balance/ig_prefix.c
 LLHTTP_SRC = $(LLHTTP)/llhttp.c $(LLHTTP)/api.c $(LLHTTP)/http.c
-UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin test_sessions test_affinity test_framing test_freelist test_h1resp
+UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin test_sessions test_affinity test_framing test_freelist test_h1resp test_budget
 
 GW_OBJ    = $(GW_SRC:%.c=$(BUILD)/obj/%.o)
 MOCK_OBJ  = $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)

@@ -12,23 +12,41 @@ void ig_buf_init(ig_buf *b, size_t max)
     b->max = max;
 }
 
-int ig_buf_reserve(ig_buf *b, size_t extra)
+size_t ig_buf_cap_for(const ig_buf *b, size_t extra, int exact)
+{
+    if (b->len + extra <= b->cap || extra > b->max || b->len + extra > b->max)
+        return b->cap;
+    if (exact)
+        return b->len + extra;
+    size_t ncap = b->cap ? b->cap : 1024;
+    while (ncap < b->len + extra)
+        ncap *= 2;
+    return ncap > b->max ? b->max : ncap;
+}
+
+static int grow(ig_buf *b, size_t extra, int exact)
 {
     if (b->len + extra <= b->cap)
         return 0;
     if (extra > b->max || b->len + extra > b->max)
         return -E2BIG;
-    size_t ncap = b->cap ? b->cap : 1024;
-    while (ncap < b->len + extra)
-        ncap *= 2;
-    if (ncap > b->max)
-        ncap = b->max;
+    size_t ncap = ig_buf_cap_for(b, extra, exact);
     char *p = realloc(b->data, ncap);
     if (!p)
         return -ENOMEM;
     b->data = p;
     b->cap = ncap;
     return 0;
+}
+
+int ig_buf_reserve(ig_buf *b, size_t extra)
+{
+    return grow(b, extra, 0);
+}
+
+int ig_buf_reserve_exact(ig_buf *b, size_t extra)
+{
+    return grow(b, extra, 1);
 }
 
 int ig_buf_append(ig_buf *b, const void *p, size_t n)

@@ -13,6 +13,10 @@ typedef struct ig_buf {
 
 /** Initialise an empty buffer that may grow up to max bytes. */
 void ig_buf_init(ig_buf *b, size_t max);
+/** The capacity ig_buf_reserve(b, extra, exact) leaves b with (b->cap when it need not grow). */
+size_t ig_buf_cap_for(const ig_buf *b, size_t extra, int exact);
+/** Room for exactly extra more bytes, no doubling: for a size known in advance. */
+int ig_buf_reserve_exact(ig_buf *b, size_t extra);
 /** Make room for extra more bytes; 0, -E2BIG past the cap, -ENOMEM. */
 int ig_buf_reserve(ig_buf *b, size_t extra);
 /** Append bytes; 0 or a negative errno code. */

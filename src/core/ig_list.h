@@ -24,6 +24,10 @@ static inline void ig_list_push_front(ig_list *l, ig_list *n)
     l->next->prev = n;
     l->next = n;
 }
+static inline void ig_list_push_back(ig_list *l, ig_list *n)
+{
+    ig_list_push_front(l->prev, n);
+}
 static inline void ig_list_remove(ig_list *n)
 {
     n->prev->next = n->next;

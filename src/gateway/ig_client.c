@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "../core/ig_log.h"
+#include "../core/ig_budget.h"
 #include "../core/ig_cidr.h"
 #include "../http/ig_framing.h"
 #include "../registry/ig_sessions.h"
@@ -255,13 +256,81 @@ static const llhttp_settings_t parser_settings = {
 /* Open client connections, all threads, against --max-client-connections. */
 static atomic_int g_clients;
 
+/* ---- the body budget: request bytes held beyond each connection's first
+ * buffer, all threads together (--max-buffered-body-bytes). A body that
+ * does not fit waits with its reads stopped (TCP pushes back on the
+ * client); its body deadline keeps running. */
+static ig_budget g_body_budget;
+
+void ig_client_configure(const ig_config *cfg)
+{
+    g_body_budget.cap = cfg->max_buffered_body_bytes;
+}
+
+/* Room for extra more bytes in rbuf (exact: a body of known length, so no
+ * doubling past it): 0, -EAGAIN when the budget has none now. */
+static int rbuf_grow(ig_client *c, size_t extra, int exact)
+{
+    size_t ncap = ig_buf_cap_for(&c->rbuf, extra, exact);
+    if (ncap > IG_RBUF_SIZE && ig_budget_grow(&g_body_budget, &c->body_held, ncap - IG_RBUF_SIZE))
+        return -EAGAIN;
+    return exact ? ig_buf_reserve_exact(&c->rbuf, extra) : ig_buf_reserve(&c->rbuf, extra);
+}
+
+static void rbuf_release(ig_client *c)
+{
+    ig_buf_give(&c->rbuf, &c->th->rbufs);
+    ig_budget_release(&g_body_budget, &c->body_held);
+}
+
+static void budget_unpark(ig_client *c)
+{
+    if (!c->budget_wait)
+        return;
+    c->budget_wait = 0;
+    ig_list_remove(&c->blink);
+}
+
+static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+/* Wake every waiter of this thread: each asks again (room freed on any
+ * thread shows up here within a tick) and waits again if there is none. */
+void ig_client_budget_retry(uv_timer_t *t)
+{
+    ig_thread *th = t->data;
+    if (ig_list_empty(&th->budget_waiters)) {
+        uv_timer_stop(t);
+        return;
+    }
+    while (!ig_list_empty(&th->budget_waiters)) {
+        ig_client *c = ig_container_of(th->budget_waiters.next, ig_client, blink);
+        budget_unpark(c);
+        if (c->read_paused && !c->closing) {
+            c->read_paused = 0;
+            uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+        }
+    }
+}
+
+static void budget_park(ig_client *c)
+{
+    ig_thread *th = c->th;
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    c->read_paused = 1;
+    c->budget_wait = 1;
+    ig_list_push_back(&th->budget_waiters, &c->blink);
+    if (!uv_is_active((uv_handle_t *)&th->budget_timer))
+        uv_timer_start(&th->budget_timer, ig_client_budget_retry, 10, 10);
+}
+
 static void client_free_cb(uv_handle_t *h)
 {
     ig_client *c = h->data;
     if (--c->handles_open)
         return;
     ig_thread *th = c->th;
-    ig_buf_give(&c->rbuf, &th->rbufs);
+    rbuf_release(c);
     ig_buf_give(&c->obuf, &th->heads);
     ig_buf_give(&c->uhead, &th->heads);
     ig_freelist_put(&th->hdr_tables, c->hdrs);
@@ -278,6 +347,7 @@ void ig_client_close(ig_client *c)
     if (c->closing)
         return;
     c->closing = 1;
+    budget_unpark(c);
     if (c->admin_msg) {
         c->admin_msg->c = NULL; /* the answer will find nobody and be dropped */
         c->admin_msg = NULL;
@@ -303,9 +373,15 @@ static void client_timer_cb(uv_timer_t *t)
     c->deadline_ms = IG_NO_DEADLINE;
     if (c->state == C_DISPATCHED)
         ig_proxy_timeout(c);
-    else if (c->state == C_READING && c->in_message && !c->closing)
+    else if (c->state == C_READING && c->in_message && !c->closing && c->budget_wait) {
+        budget_unpark(c); /* our memory was short, not the client slow */
+        ig_client_error_headers(c, 503, "service_unavailable", "body_buffer_full",
+                                "the gateway holds as many request bodies as --max-buffered-body-bytes allows; "
+                                "retry later",
+                                "retry-after: 1\r\n");
+    } else if (c->state == C_READING && c->in_message && !c->closing)
         ig_client_error(c, 408, "invalid_request_error", "request_timeout",
-                        c->head_done ? "the request body stalled (--client-body-timeout-secs)"
+                        c->head_done ? "the request body did not arrive in time (--client-body-timeout-secs)"
                                      : "the request head took too long (--client-header-timeout-secs)");
     else
         ig_client_close(c);
@@ -338,10 +414,17 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         /* while a request is out, its head and body live in rbuf and a
          * realloc would move them under the upstream write: only grow now */
         size_t want = c->rbuf.cap < IG_RBUF_SIZE ? IG_RBUF_SIZE : c->rbuf.cap;
-        if (c->body_hint > want)
+        int exact = c->body_hint > want; /* the whole body at once, and no more */
+        if (exact)
             want = c->body_hint;
-        if (ig_buf_reserve(&c->rbuf, want))
-            ig_buf_reserve(&c->rbuf, c->rbuf.max - c->rbuf.len);
+        int rc = rbuf_grow(c, want, exact);
+        if (rc && rc != -EAGAIN)
+            rc = rbuf_grow(c, c->rbuf.max - c->rbuf.len, 1);
+        if (rc == -EAGAIN) {
+            c->budget_wait = 1; /* client_read parks it (ENOBUFS) */
+            *buf = uv_buf_init(NULL, 0);
+            return;
+        }
         c->body_hint = 0;
     }
     buf->base = c->rbuf.data + c->rbuf.len;
@@ -371,6 +454,11 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (nread == UV_ENOBUFS) {
+        if (c->budget_wait) {
+            c->budget_wait = 0;
+            budget_park(c);
+            return;
+        }
         if (c->state == C_READING) {
             /* rbuf at its hard cap inside one request head or body */
             ig_client_error(c, c->head_done ? 413 : 431, "invalid_request_error",
@@ -391,8 +479,15 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (buf->base == c->th->rscratch) {
         /* early bytes of the next request while a stream is out */
         if (nread &&
-            (ig_buf_take(&c->rbuf, &c->th->rbufs) || ig_buf_append(&c->rbuf, buf->base, (size_t)nread)))
+            (ig_buf_take(&c->rbuf, &c->th->rbufs) || ig_buf_append(&c->rbuf, buf->base, (size_t)nread))) {
             ig_client_close(c);
+            return;
+        }
+        if (c->rbuf.len >= IG_RBUF_SIZE && !c->read_paused) {
+            /* a pipelined flood behind a stream: the rest waits in the kernel */
+            uv_read_stop(s);
+            c->read_paused = 1;
+        }
         return;
     }
     c->rbuf.len += (size_t)nread;
@@ -570,7 +665,7 @@ static void client_linger(ig_client *c)
 {
     c->lingering = 1;
     c->lingered = 0;
-    ig_buf_give(&c->rbuf, &c->th->rbufs); /* discarding reads go to the thread's scratch */
+    rbuf_release(c); /* discarding reads go to the thread's scratch */
     c->parsed = 0;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) != 0) {
         ig_client_close(c);
@@ -602,7 +697,7 @@ static void next_request(ig_client *c)
     c->msg_start = 0;
     /* an idle keep-alive connection keeps no buffer: the next request takes one */
     if (!left)
-        ig_buf_give(&c->rbuf, &th->rbufs);
+        rbuf_release(c);
     ig_buf_give(&c->obuf, &th->heads);
     ig_buf_give(&c->uhead, &th->heads);
     drop_headers(c);
@@ -680,7 +775,7 @@ void ig_client_retire_request(ig_client *c)
     f->n_text = 0;
     f->user.len = 0;
     drop_headers(c);
-    ig_buf_give(&c->rbuf, &th->rbufs);
+    rbuf_release(c);
     ig_buf_give(&c->uhead, &th->heads);
     c->parsed = c->msg_start = 0;
     c->body_off = c->body_len = 0;

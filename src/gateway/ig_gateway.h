@@ -71,6 +71,8 @@ typedef struct ig_thread {
     ig_list idle_conns;          /* every idle pooled connection of this thread, oldest last */
     ig_list clients;
     int nclients;
+    ig_list budget_waiters; /* clients whose body waits for --max-buffered-body-bytes */
+    uv_timer_t budget_timer;
     int draining;
     atomic_int stop_requested;
     uint64_t rid_seq;
@@ -109,9 +111,12 @@ typedef struct ig_client {
         have_rid : 1, last_timeout : 1, lingering : 1, probe : 1, retrying : 1, is_admin : 1, in_proxy : 1,
         queued : 1, last_refused : 1, /* the last connect was refused: the worker got nothing */
         retired : 1,                  /* the request's memory is given back (its response streams) */
-        via_proxy : 1;                /* Forwarded / X-Forwarded-For / X-Real-IP: the peer is a proxy */
+        via_proxy : 1,                /* Forwarded / X-Forwarded-For / X-Real-IP: the peer is a proxy */
+        budget_wait : 1;              /* in th->budget_waiters: its body needs room the budget lacks */
     /* the request being read: slices of rbuf by offset */
     ig_buf rbuf;
+    size_t body_held; /* bytes of rbuf charged to the gateway's body budget */
+    ig_list blink;    /* in th->budget_waiters */
     size_t parsed, msg_start;
     uint32_t url_off, url_len;
     ig_hdr *hdrs; /* from th->hdr_tables while a request is read and sent */
@@ -203,6 +208,10 @@ void ig_threads_join(ig_thread *ths, int n);
 void ig_threads_release_wakeups(ig_thread *ths, int n);
 
 /* ig_client.c */
+/** The gateway-wide budget of buffered request bytes (--max-buffered-body-bytes). */
+void ig_client_configure(const ig_config *cfg);
+/** Per-thread timer: clients waiting for the body budget try again. */
+void ig_client_budget_retry(uv_timer_t *t);
 void ig_client_accept(ig_thread *th, uv_stream_t *server);
 /** Client connections open now, all threads. */
 int ig_client_count(void);

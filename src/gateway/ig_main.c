@@ -178,6 +178,15 @@ int main(int argc, char **argv)
     ig_info("open-file limit %ld: up to %u client connections (--max-client-connections)", nofile,
             cfg.max_client_connections);
 
+    if (!cfg.max_buffered_body_bytes) {
+        /* request bodies wait rather than push the machine into swap or the OOM killer */
+        long pages = sysconf(_SC_PHYS_PAGES), psize = sysconf(_SC_PAGESIZE);
+        uint64_t ram = pages > 0 && psize > 0 ? (uint64_t)pages * (uint64_t)psize : 8ull << 30;
+        cfg.max_buffered_body_bytes = ram / 8 > (64ull << 20) ? ram / 8 : 64ull << 20;
+    }
+    ig_info("request bodies held in memory: up to %llu MiB, all clients (--max-buffered-body-bytes)",
+            (unsigned long long)(cfg.max_buffered_body_bytes >> 20));
+    ig_client_configure(&cfg);
     log_admin_rule(&cfg);
     if (cfg.n_worker_urls == 0)
         ig_warn("no --worker-urls: add workers with POST /workers, until then data requests get 503");

@@ -66,6 +66,8 @@ static void thread_finish(ig_thread *th)
         uv_close((uv_handle_t *)&th->sweep, NULL);
     if (!uv_is_closing((uv_handle_t *)&th->drain_timer))
         uv_close((uv_handle_t *)&th->drain_timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&th->budget_timer))
+        uv_close((uv_handle_t *)&th->budget_timer, NULL);
     ig_wakeup_close(&th->wake);
     ig_admission_thread_close(th);
 }
@@ -227,6 +229,7 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     th->cfg = cfg;
     th->listen_fd = fd;
     ig_list_init(&th->clients);
+    ig_list_init(&th->budget_waiters);
     if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
         seed = (uint64_t)idx * 7919 + 1;
     ig_policy_state_init(&th->pol, seed);
@@ -256,6 +259,8 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     uv_timer_start(&th->sweep, sweep_cb, 1000, 1000);
     uv_timer_init(&th->loop, &th->drain_timer);
     th->drain_timer.data = th;
+    uv_timer_init(&th->loop, &th->budget_timer);
+    th->budget_timer.data = th;
     ig_admission_thread_init(th);
     uv_prepare_init(&th->loop, &th->prepare);
     th->prepare.data = th;

@@ -193,3 +193,92 @@ def test_open_streams_hold_little_memory_not_their_requests(procs):
     grown = asyncio.run(hold())
     assert grown < n * 8, f"{grown} kB for {n} streams"  # holding the requests would be over 16 MB
     assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+
+
+def peak_rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+def big_chat(n):
+    return json.dumps({"model": "mock-model", "max_tokens": 1,
+                       "messages": [{"role": "user", "content": "x" * n}]}).encode()
+
+
+@pytest.mark.skipif(SANITIZED, reason="sanitizers keep freed memory in quarantine")
+def test_body_flood_stays_within_the_buffered_body_budget(procs):
+    """16 clients each sending a 16 MB prompt at once, under a 48 MB budget:
+    every request is served, and the gateway's peak memory stays near the
+    budget instead of growing by the sum of the bodies (issue 12: 773 MB for
+    16 x 48 MB)."""
+    import threading
+    budget = 48 << 20
+    gw = procs.gateway([procs.worker()], "--max-buffered-body-bytes", str(budget))
+    body = big_chat(16 << 20)
+    base = peak_rss_kb(gw.proc.pid)
+    results = []
+
+    def one():
+        with httpx.Client(base_url=gw.base, timeout=60) as c:
+            r = c.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+            results.append(r.status_code)
+    ts = [threading.Thread(target=one) for _ in range(16)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    assert results == [200] * 16, results
+    grew_mb = (peak_rss_kb(gw.proc.pid) - base) / 1024
+    assert grew_mb < budget / (1 << 20) + 24, f"peak grew by {grew_mb:.0f} MB"  # 16 x 16 MB would be 256
+    # and the gateway serves small requests as before
+    assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200
+
+
+def test_body_that_cannot_get_room_in_time_is_503_not_408(procs):
+    """While one huge body holds the whole budget and its worker is slow to
+    answer, a second body waits; when its deadline passes it is told the
+    gateway was full (503 with Retry-After), not that it was slow."""
+    w = procs.worker("--ttft-ms", "3000")
+    gw = procs.gateway([w], "--max-buffered-body-bytes", str(1 << 20), "--client-body-timeout-secs", "1")
+    import threading
+    first = []
+    t = threading.Thread(target=lambda: first.append(
+        httpx.post(gw.base + "/v1/chat/completions", content=big_chat(4 << 20),
+                   headers={"content-type": "application/json"}, timeout=30).status_code))
+    t.start()
+    time.sleep(0.5)  # the first body is in and waits for its first token
+    s = raw(gw.port)
+    second = big_chat(2 << 20)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % len(second))
+    try:
+        s.sendall(second)
+    except OSError:
+        pass
+    out = read_all(s)
+    assert out.startswith(b"HTTP/1.1 503 "), out[:200]
+    assert b"retry-after: 1" in out.lower() and b"body_buffer_full" in out
+    t.join()
+    assert first == [200]
+
+
+def test_pipelined_flood_behind_a_stream_is_not_buffered(procs):
+    """A client that pipelines megabytes of requests behind a long stream:
+    the gateway holds a bounded amount and the rest waits in the kernel."""
+    w = procs.worker("--token-interval-ms", "20", "--tokens", "100")
+    gw = procs.gateway([w], threads=1)
+    s = raw(gw.port)
+    stream = json.dumps(chat_body(stream=True)).encode()
+    small = json.dumps(chat_body(max_tokens=1)).encode()
+    req = b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
+    s.sendall(req % len(stream) + stream)
+    time.sleep(0.3)  # the stream is out
+    base = rss_kb(gw.proc.pid)
+    s.setblocking(False)
+    sent, flood = 0, (req % len(small) + small) * 130000  # some 20 MB
+    deadline = time.time() + 3
+    while sent < len(flood) and time.time() < deadline:
+        try:
+            sent += s.send(flood[sent:sent + 65536])
+        except BlockingIOError:
+            time.sleep(0.01)
+    grew = rss_kb(gw.proc.pid) - base
+    assert grew < 8 * 1024, f"grew by {grew} kB with {sent} bytes pipelined"
+    s.close()
