@@ -14,25 +14,12 @@
 #include "../core/ig_budget.h"
 #include "../core/ig_cidr.h"
 #include "../http/ig_framing.h"
+#include "../http/ig_h1req.h"
 #include "../registry/ig_sessions.h"
 #include "ig_admin.h"
 #include "ig_gateway.h"
 
 static void client_parse(ig_client *c);
-
-static ig_client *parser_client(llhttp_t *p)
-{
-    return p->data;
-}
-
-/* ---- llhttp callbacks: record slices of rbuf by offset, enforce limits ---- */
-
-static int refuse(ig_client *c, int status, const char *msg)
-{
-    c->err_status = status;
-    c->err_msg = msg;
-    return HPE_USER;
-}
 
 static void client_timer_cb(uv_timer_t *t);
 
@@ -55,201 +42,37 @@ static void disarm_timer(ig_client *c)
     c->deadline_ms = IG_NO_DEADLINE; /* a timer still armed fires and finds nothing due */
 }
 
-static void forget_header_index(ig_client *c)
-{
-    c->h_expect = c->h_request_id = c->h_authorization = c->h_routing_key = -1;
-}
-
 /* The header table goes back to the thread; no header index stays valid. */
 static void drop_headers(ig_client *c)
 {
-    ig_freelist_put(&c->th->hdr_tables, c->hdrs);
-    c->hdrs = NULL;
-    c->nhdrs = 0;
-    forget_header_index(c);
+    ig_freelist_put(&c->th->hdr_tables, c->rq.hdrs);
+    c->rq.hdrs = NULL;
+    c->rq.nhdrs = 0;
+    ig_h1req_forget_headers(&c->rq);
 }
 
-static int on_message_begin(llhttp_t *p)
+/* ---- the request parser's hooks (http/ig_h1req.h) ---- */
+
+static ig_hdr *on_request_begin(void *owner)
 {
-    ig_client *c = parser_client(p);
+    ig_client *c = owner;
     /* the whole head within the header timeout, however slowly it trickles (slowloris) */
     ig_client_arm_timer(c, c->th->cfg->client_header_timeout_secs);
-    c->in_message = 1;
-    c->head_done = 0;
-    if (!c->hdrs && !(c->hdrs = ig_freelist_get(&c->th->hdr_tables)))
-        return refuse(c, 503, "out of memory");
-    c->nhdrs = 0;
-    c->in_value = 0;
-    c->url_len = 0;
-    c->body_len = 0;
-    c->body_off = 0;
-    c->chunked = 0;
-    return 0;
+    return c->rq.hdrs ? c->rq.hdrs : ig_freelist_get(&c->th->hdr_tables);
 }
 
-static int on_url(llhttp_t *p, const char *at, size_t len)
+static void on_request_head(void *owner)
 {
-    ig_client *c = parser_client(p);
-    if (!c->url_len)
-        c->url_off = (uint32_t)(at - c->rbuf.data);
-    c->url_len += (uint32_t)len;
-    return 0;
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t len)
-{
-    ig_client *c = parser_client(p);
-    if (c->head_done) /* a field after a chunked body: a worker might read it otherwise */
-        return refuse(c, 400, "trailer fields are not accepted");
-    if (c->in_value || c->nhdrs == 0) {
-        if (c->nhdrs == IG_MAX_HEADERS)
-            return refuse(c, 431, "too many request headers");
-        ig_hdr *h = &c->hdrs[c->nhdrs++];
-        h->name_off = (uint32_t)(at - c->rbuf.data);
-        h->name_len = 0;
-        h->value_off = 0;
-        h->value_len = 0;
-        c->in_value = 0;
+    ig_client *c = owner;
+    ig_client_arm_timer(c, c->th->cfg->client_body_timeout_secs); /* the whole body, however it trickles */
+    if (c->rq.h_expect >= 0 && !c->rq.http10) {
+        static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
+        uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
+        ig_client_write(c, &b, 1, NULL);
     }
-    c->hdrs[c->nhdrs - 1].name_len += (uint32_t)len;
-    return 0;
 }
 
-static int on_header_value(llhttp_t *p, const char *at, size_t len)
-{
-    ig_client *c = parser_client(p);
-    ig_hdr *h = &c->hdrs[c->nhdrs - 1];
-    if (!c->in_value) {
-        c->in_value = 1;
-        h->value_off = (uint32_t)(at - c->rbuf.data);
-    }
-    h->value_len += (uint32_t)len;
-    return 0;
-}
-
-/* The whole head, checked byte for byte (ig_framing.h): llhttp tolerates
- * some framing that a worker behind us might read differently. */
-static int check_framing(ig_client *c, llhttp_t *p)
-{
-    const char *why = "malformed request head";
-    size_t mlen = strlen(llhttp_method_name((llhttp_method_t)p->method)) + 1;
-    if (c->url_off < mlen)
-        return refuse(c, 400, why);
-    const char *head = c->rbuf.data + c->url_off - mlen;
-    size_t hlen = ig_framing_head_len(head, c->rbuf.len - (c->url_off - mlen));
-    if (hlen > c->th->cfg->max_header_size) /* it may all have come in one read */
-        return refuse(c, 431, "request head is larger than --max-header-size");
-    if (!hlen || ig_framing_check_head(head, hlen, &why))
-        return refuse(c, 400, why);
-    c->chunk_raw_end = c->url_off - mlen + hlen;
-    return 0;
-}
-
-static int on_headers_complete(llhttp_t *p)
-{
-    ig_client *c = parser_client(p);
-    const ig_config *cfg = c->th->cfg;
-    int rc = check_framing(c, p);
-    if (rc)
-        return rc;
-    c->head_done = 1;
-    c->chunks_seen = c->chunk_new = 0;
-    ig_client_arm_timer(c, cfg->client_body_timeout_secs); /* the whole body, however it trickles */
-    c->keep_alive = llhttp_should_keep_alive(p) != 0;
-    c->http10 = p->http_major == 1 && p->http_minor == 0;
-    c->chunked = (p->flags & F_CHUNKED) != 0;
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > cfg->max_payload_size)
-        return refuse(c, 413, "request body is larger than --max-payload-size");
-    if (c->http10 && c->chunked)
-        return refuse(c, 400, "chunked transfer coding is not allowed in HTTP/1.0");
-    /* the next read makes room for the whole body at once (never here: llhttp
-     * is walking rbuf right now and a realloc would move it) */
-    c->body_hint = (p->flags & F_CONTENT_LENGTH) ? (size_t)p->content_length : 0;
-    forget_header_index(c);
-    c->via_proxy = 0;
-    for (int i = 0; i < c->nhdrs; i++) {
-        switch (ig_http_header_kind(c->rbuf.data + c->hdrs[i].name_off, c->hdrs[i].name_len)) {
-        case IG_H_EXPECT:
-            /* two Expect lines are one list: only "100-continue" on each is that */
-            if (!ig_http_name_is(c->rbuf.data + c->hdrs[i].value_off, c->hdrs[i].value_len, "100-continue"))
-                return refuse(c, 417, "only 'Expect: 100-continue' is supported");
-            c->h_expect = (short)i;
-            break;
-        case IG_H_REQUEST_ID: c->h_request_id = (short)i; break;
-        case IG_H_ROUTING_KEY:
-            if (c->h_routing_key < 0) /* the first one given decides */
-                c->h_routing_key = (short)i;
-            break;
-        case IG_H_AUTHORIZATION:
-            if (c->h_authorization >= 0) /* which one would a worker check? */
-                return refuse(c, 400, "more than one Authorization header");
-            c->h_authorization = (short)i;
-            break;
-        case IG_H_FORWARDED: c->via_proxy = 1; break;
-        default: break;
-        }
-    }
-    if (c->h_expect >= 0) {
-        if (!c->http10) {
-            static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
-            uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
-            ig_client_write(c, &b, 1, NULL);
-        }
-    }
-    return 0;
-}
-
-static int on_chunk_header(llhttp_t *p)
-{
-    parser_client(p)->chunk_new = 1;
-    return 0;
-}
-
-static int on_body(llhttp_t *p, const char *at, size_t len)
-{
-    ig_client *c = parser_client(p);
-    size_t off = (size_t)(at - c->rbuf.data);
-    if (c->chunked) {
-        /* the raw framing before this data, checked before the de-chunking
-         * below writes over it (ig_framing.h: llhttp is laxer) */
-        const char *why;
-        if (c->chunk_new ? ig_framing_check_chunk(c->rbuf.data + c->chunk_raw_end, off - c->chunk_raw_end,
-                                                  c->chunks_seen == 0, 0, &why)
-                         : (off != c->chunk_raw_end ? (why = "malformed chunk framing", -1) : 0))
-            return refuse(c, 400, why);
-        c->chunk_raw_end = off + len;
-        c->chunks_seen++;
-        c->chunk_new = 0;
-    }
-    if (c->body_len + len > c->th->cfg->max_payload_size)
-        return refuse(c, 413, "request body is larger than --max-payload-size");
-    if (!c->body_len && !c->body_off)
-        c->body_off = off;
-    else if (off != c->body_off + c->body_len)
-        /* chunked: close the gaps the chunk framing left, in place; the
-         * destination is always behind the parse position */
-        memmove(c->rbuf.data + c->body_off + c->body_len, at, len);
-    c->body_len += len;
-    return 0;
-}
-
-static int on_message_complete(llhttp_t *p)
-{
-    ig_client *c = parser_client(p);
-    c->in_message = 0;
-    return HPE_PAUSED; /* one request at a time: the rest waits in rbuf */
-}
-
-static const llhttp_settings_t parser_settings = {
-    .on_message_begin = on_message_begin,
-    .on_url = on_url,
-    .on_header_field = on_header_field,
-    .on_header_value = on_header_value,
-    .on_headers_complete = on_headers_complete,
-    .on_body = on_body,
-    .on_chunk_header = on_chunk_header,
-    .on_message_complete = on_message_complete,
-};
+static const ig_h1req_ops request_ops = {on_request_begin, on_request_head};
 
 /* ---- lifecycle ---- */
 
@@ -333,7 +156,7 @@ static void client_free_cb(uv_handle_t *h)
     rbuf_release(c);
     ig_buf_give(&c->obuf, &th->heads);
     ig_buf_give(&c->uhead, &th->heads);
-    ig_freelist_put(&th->hdr_tables, c->hdrs);
+    ig_freelist_put(&th->hdr_tables, c->rq.hdrs);
     free(c->logtag);
     free(c);
     atomic_fetch_sub_explicit(&g_clients, 1, memory_order_relaxed);
@@ -373,15 +196,15 @@ static void client_timer_cb(uv_timer_t *t)
     c->deadline_ms = IG_NO_DEADLINE;
     if (c->state == C_DISPATCHED)
         ig_proxy_timeout(c);
-    else if (c->state == C_READING && c->in_message && !c->closing && c->budget_wait) {
+    else if (c->state == C_READING && c->rq.in_message && !c->closing && c->budget_wait) {
         budget_unpark(c); /* our memory was short, not the client slow */
         ig_client_error_headers(c, 503, "service_unavailable", "body_buffer_full",
                                 "the gateway holds as many request bodies as --max-buffered-body-bytes allows; "
                                 "retry later",
                                 "retry-after: 1\r\n");
-    } else if (c->state == C_READING && c->in_message && !c->closing)
+    } else if (c->state == C_READING && c->rq.in_message && !c->closing)
         ig_client_error(c, 408, "invalid_request_error", "request_timeout",
-                        c->head_done ? "the request body did not arrive in time (--client-body-timeout-secs)"
+                        c->rq.head_done ? "the request body did not arrive in time (--client-body-timeout-secs)"
                                      : "the request head took too long (--client-header-timeout-secs)");
     else
         ig_client_close(c);
@@ -414,9 +237,9 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         /* while a request is out, its head and body live in rbuf and a
          * realloc would move them under the upstream write: only grow now */
         size_t want = c->rbuf.cap < IG_RBUF_SIZE ? IG_RBUF_SIZE : c->rbuf.cap;
-        int exact = c->body_hint > want; /* the whole body at once, and no more */
+        int exact = c->rq.body_hint > want; /* the whole body at once, and no more */
         if (exact)
-            want = c->body_hint;
+            want = c->rq.body_hint;
         int rc = rbuf_grow(c, want, exact);
         if (rc && rc != -EAGAIN)
             rc = rbuf_grow(c, c->rbuf.max - c->rbuf.len, 1);
@@ -425,7 +248,7 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
             *buf = uv_buf_init(NULL, 0);
             return;
         }
-        c->body_hint = 0;
+        c->rq.body_hint = 0;
     }
     buf->base = c->rbuf.data + c->rbuf.len;
     buf->len = c->rbuf.cap - c->rbuf.len;
@@ -461,9 +284,9 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         if (c->state == C_READING) {
             /* rbuf at its hard cap inside one request head or body */
-            ig_client_error(c, c->head_done ? 413 : 431, "invalid_request_error",
-                            c->head_done ? "payload_too_large" : "headers_too_large",
-                            c->head_done ? "request body too large" : "request head too large");
+            ig_client_error(c, c->rq.head_done ? 413 : 431, "invalid_request_error",
+                            c->rq.head_done ? "payload_too_large" : "headers_too_large",
+                            c->rq.head_done ? "request body too large" : "request head too large");
             return;
         }
         uv_read_stop(s);
@@ -493,7 +316,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     c->rbuf.len += (size_t)nread;
     if (c->state == C_READING) {
         client_parse(c);
-        if (!c->closing && c->in_message)
+        if (!c->closing && c->rq.in_message)
             quick_ack(c);
     }
 }
@@ -542,7 +365,6 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
         return;
     }
     c->th = th;
-    forget_header_index(c);
     c->tcp.data = c;
     c->timer.data = c;
     uv_tcp_init(&th->loop, &c->tcp);
@@ -553,8 +375,7 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
     ig_buf_init(&c->rbuf, (size_t)th->cfg->max_header_size + th->cfg->max_payload_size + IG_RBUF_SIZE);
     ig_buf_init(&c->obuf, 32u << 20);
     ig_buf_init(&c->uhead, (size_t)th->cfg->max_header_size + 4096);
-    llhttp_init(&c->parser, HTTP_REQUEST, &parser_settings);
-    c->parser.data = c;
+    ig_h1req_init(&c->rq, &request_ops, c, th->cfg->max_header_size, th->cfg->max_payload_size);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         ig_client_close(c);
         return;
@@ -666,7 +487,7 @@ static void client_linger(ig_client *c)
     c->lingering = 1;
     c->lingered = 0;
     rbuf_release(c); /* discarding reads go to the thread's scratch */
-    c->parsed = 0;
+    c->rq.parsed = 0;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) != 0) {
         ig_client_close(c);
         return;
@@ -681,27 +502,27 @@ static void client_linger(ig_client *c)
 
 static void next_request(ig_client *c)
 {
-    if (c->close_after || !c->keep_alive || c->th->draining) {
-        if (c->in_message && !c->th->draining)
+    if (c->close_after || !c->rq.keep_alive || c->th->draining) {
+        if (c->rq.in_message && !c->th->draining)
             client_linger(c);
         else
             ig_client_close(c);
         return;
     }
     ig_thread *th = c->th;
-    size_t left = c->rbuf.len - c->parsed;
-    if (left && c->parsed)
-        memmove(c->rbuf.data, c->rbuf.data + c->parsed, left);
+    size_t left = c->rbuf.len - c->rq.parsed;
+    if (left && c->rq.parsed)
+        memmove(c->rbuf.data, c->rbuf.data + c->rq.parsed, left);
     c->rbuf.len = left;
-    c->parsed = 0;
-    c->msg_start = 0;
+    c->rq.parsed = 0;
+    c->rq.msg_start = 0;
     /* an idle keep-alive connection keeps no buffer: the next request takes one */
     if (!left)
         rbuf_release(c);
     ig_buf_give(&c->obuf, &th->heads);
     ig_buf_give(&c->uhead, &th->heads);
     drop_headers(c);
-    c->head_done = 0; /* no header index is valid until the next head */
+    c->rq.head_done = 0; /* no header index is valid until the next head */
     c->retired = 0;
     c->state = C_READING;
     c->ntried = 0;
@@ -742,9 +563,9 @@ static void finish_request(ig_client *c, int aborted)
 
 const char *ig_client_path(const ig_client *c, size_t *len)
 {
-    const char *url = c->logtag ? c->logtag : c->rbuf.data + c->url_off;
+    const char *url = c->logtag ? c->logtag : c->rbuf.data + c->rq.url_off;
     size_t n = 0;
-    while (n < c->url_len && url[n] != '?')
+    while (n < c->rq.url_len && url[n] != '?')
         n++;
     *len = n;
     return url;
@@ -753,7 +574,7 @@ const char *ig_client_path(const ig_client *c, size_t *len)
 void ig_client_retire_request(ig_client *c)
 {
     ig_thread *th = c->th;
-    if (c->retired || c->parsed != c->rbuf.len || (c->up && c->up->writing))
+    if (c->retired || c->rq.parsed != c->rbuf.len || (c->up && c->up->writing))
         return; /* done already, the next request is in rbuf, or rbuf is being sent */
     ig_body_fields *f = &c->fields;
     if (ig_log_level >= IG_LOG_INFO) {
@@ -765,8 +586,8 @@ void ig_client_retire_request(ig_client *c)
         memcpy(t, path, plen);
         memcpy(t + plen, f->model, mlen);
         c->logtag = t;
-        c->url_off = 0;
-        c->url_len = (uint32_t)plen;
+        c->rq.url_off = 0;
+        c->rq.url_len = (uint32_t)plen;
         f->model = t + plen;
     } else {
         f->has_model = 0;
@@ -777,8 +598,8 @@ void ig_client_retire_request(ig_client *c)
     drop_headers(c);
     rbuf_release(c);
     ig_buf_give(&c->uhead, &th->heads);
-    c->parsed = c->msg_start = 0;
-    c->body_off = c->body_len = 0;
+    c->rq.parsed = c->rq.msg_start = 0;
+    c->rq.body_off = c->rq.body_len = 0;
     c->retired = 1;
 }
 
@@ -794,10 +615,10 @@ void ig_client_request_done(ig_client *c)
 
 static void make_request_id(ig_client *c)
 {
-    int i = c->head_done ? c->h_request_id : -1;
-    if (i >= 0 && c->hdrs[i].value_len > 0 && c->hdrs[i].value_len < sizeof(c->rid)) {
-        memcpy(c->rid, c->rbuf.data + c->hdrs[i].value_off, c->hdrs[i].value_len);
-        c->rid_len = c->hdrs[i].value_len;
+    int i = c->rq.head_done ? c->rq.h_request_id : -1;
+    if (i >= 0 && c->rq.hdrs[i].value_len > 0 && c->rq.hdrs[i].value_len < sizeof(c->rid)) {
+        memcpy(c->rid, c->rbuf.data + c->rq.hdrs[i].value_off, c->rq.hdrs[i].value_len);
+        c->rid_len = c->rq.hdrs[i].value_len;
         c->have_rid = 1;
         return;
     }
@@ -821,7 +642,7 @@ static void make_request_id(ig_client *c)
 /* The request line was read and its method is HEAD. */
 static int is_head(ig_client *c)
 {
-    return c->url_len && llhttp_get_method(&c->parser) == HTTP_HEAD;
+    return c->rq.url_len && ig_h1req_method(&c->rq) == HTTP_HEAD;
 }
 
 void ig_client_error(ig_client *c, int status, const char *type, const char *code, const char *msg)
@@ -844,7 +665,7 @@ void ig_client_error_headers(ig_client *c, int status, const char *type, const c
     c->status = status;
     if (ig_buf_take(&c->obuf, &c->th->heads) == 0 &&
         ig_http_error_response(&c->obuf, status, type, code, msg, c->rid, c->rid_len,
-                               c->close_after || !c->keep_alive || c->th->draining, extra_headers) == 0) {
+                               c->close_after || !c->rq.keep_alive || c->th->draining, extra_headers) == 0) {
         uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
         if (is_head(c)) /* the same head, no body (RFC 9110 9.3.2) */
             b.len = (unsigned)ig_framing_head_len(b.base, b.len);
@@ -857,7 +678,7 @@ void ig_client_error_headers(ig_client *c, int status, const char *type, const c
 static void respond_body(ig_client *c, int status, const char *ctype, const char *body, size_t len)
 {
     ig_buf *o = &c->obuf;
-    int close_conn = !c->keep_alive || c->th->draining;
+    int close_conn = !c->rq.keep_alive || c->th->draining;
     o->len = 0;
     c->status = status;
     int rc = ig_buf_take(o, &c->th->heads);
@@ -922,11 +743,11 @@ static void respond_metrics(ig_client *c)
 
 int ig_client_bearer(const ig_client *c, const char **tok, size_t *len)
 {
-    int i = c->h_authorization;
+    int i = c->rq.h_authorization;
     if (i < 0)
         return -1;
-    const char *v = c->rbuf.data + c->hdrs[i].value_off;
-    size_t vlen = c->hdrs[i].value_len;
+    const char *v = c->rbuf.data + c->rq.hdrs[i].value_off;
+    size_t vlen = c->rq.hdrs[i].value_len;
     if (vlen < 7 || strncasecmp(v, "Bearer ", 7) != 0)
         return -1;
     v += 7;
@@ -1002,7 +823,7 @@ static const char *admin_refusal(ig_client *c)
     } else if (!keyed && !is_loopback(&ss)) {
         return "without --admin-api-key the admin endpoints answer only on loopback";
     }
-    if (!keyed && c->via_proxy)
+    if (!keyed && c->rq.via_proxy)
         return "without --admin-api-key the admin endpoints refuse requests relayed by a proxy "
                "(Forwarded, X-Forwarded-For, X-Real-IP)";
     return NULL;
@@ -1030,21 +851,21 @@ static void admin_start(ig_client *c)
     }
     ig_admin_msg *m = calloc(1, sizeof(*m));
     if (m) {
-        m->target = strndup(c->rbuf.data + c->url_off, c->url_len);
-        m->body = malloc(c->body_len + 1);
+        m->target = strndup(c->rbuf.data + c->rq.url_off, c->rq.url_len);
+        m->body = malloc(c->rq.body_len + 1);
     }
     if (!m || !m->target || !m->body) {
         ig_admin_msg_free(m);
         ig_client_error(c, 500, "server_error", "internal_error", "out of memory");
         return;
     }
-    memcpy(m->body, c->rbuf.data + c->body_off, c->body_len);
-    m->body[c->body_len] = '\0';
-    if (c->h_authorization >= 0) /* some worker endpoints (AReaL's sessions) check it too */
-        m->auth = strndup(c->rbuf.data + c->hdrs[c->h_authorization].value_off,
-                          c->hdrs[c->h_authorization].value_len);
-    m->body_len = c->body_len;
-    m->method = llhttp_get_method(&c->parser);
+    memcpy(m->body, c->rbuf.data + c->rq.body_off, c->rq.body_len);
+    m->body[c->rq.body_len] = '\0';
+    if (c->rq.h_authorization >= 0) /* some worker endpoints (AReaL's sessions) check it too */
+        m->auth = strndup(c->rbuf.data + c->rq.hdrs[c->rq.h_authorization].value_off,
+                          c->rq.hdrs[c->rq.h_authorization].value_len);
+    m->body_len = c->rq.body_len;
+    m->method = ig_h1req_method(&c->rq);
     m->th = c->th;
     m->c = c;
     c->admin_msg = m;
@@ -1089,11 +910,11 @@ static void dispatch(ig_client *c)
     make_request_id(c);
     disarm_timer(c);
 
-    const char *url = c->rbuf.data + c->url_off;
+    const char *url = c->rbuf.data + c->rq.url_off;
     size_t plen = 0;
-    while (plen < c->url_len && url[plen] != '?')
+    while (plen < c->rq.url_len && url[plen] != '?')
         plen++;
-    int method = llhttp_get_method(&c->parser);
+    int method = ig_h1req_method(&c->rq);
     c->route = data_route(url, plen);
     if (c->route != IG_R_OTHER) {
         if (method != HTTP_POST) {
@@ -1146,68 +967,24 @@ static void dispatch(ig_client *c)
     }
 }
 
-/* A chunked body is de-chunked in place as it is parsed, which leaves the
- * framing behind the data; moved out of the way, it no longer counts
- * against the buffer's cap (--max-payload-size is about data). llhttp keeps
- * no pointer into the buffer between calls, only offsets of ours move. */
-static void compact_chunked(ig_client *c)
-{
-    size_t data_end = c->body_off + c->body_len, gap = c->chunk_raw_end - data_end;
-    if (!gap)
-        return;
-    memmove(c->rbuf.data + data_end, c->rbuf.data + c->chunk_raw_end, c->rbuf.len - c->chunk_raw_end);
-    c->rbuf.len -= gap;
-    c->parsed -= gap;
-    c->chunk_raw_end = data_end;
-}
-
 static void client_parse(ig_client *c)
 {
     c->in_parse = 1;
-    while (!c->closing && c->state == C_READING && c->parsed < c->rbuf.len) {
-        const char *start = c->rbuf.data + c->parsed;
-        llhttp_errno_t e = llhttp_execute(&c->parser, start, c->rbuf.len - c->parsed);
-        if (e == HPE_PAUSED) {
-            c->parsed = (size_t)(llhttp_get_error_pos(&c->parser) - c->rbuf.data);
-            llhttp_resume(&c->parser);
-            const char *why;
-            if (c->chunked &&
-                ig_framing_check_chunk(c->rbuf.data + c->chunk_raw_end, c->parsed - c->chunk_raw_end,
-                                       c->chunks_seen == 0, 1, &why)) {
-                ig_client_error(c, 400, "invalid_request_error", "bad_request", why);
-                break;
-            }
+    while (!c->closing && c->state == C_READING && c->rq.parsed < c->rbuf.len) {
+        int rc = ig_h1req_parse(&c->rq, &c->rbuf);
+        if (rc == IG_H1REQ_MESSAGE) {
             dispatch(c);
             continue;
         }
-        if (e != HPE_OK) {
-            if (c->err_status)
-                ig_client_error(c, c->err_status, "invalid_request_error",
-                                c->err_status == 413   ? "payload_too_large"
-                                : c->err_status == 431 ? "headers_too_large"
-                                : c->err_status == 417 ? "expectation_failed"
-                                                       : "bad_request",
-                                c->err_msg);
-            else {
-                char msg[160];
-                snprintf(msg, sizeof(msg), "malformed HTTP request: %s", llhttp_get_error_reason(&c->parser));
-                ig_client_error(c, 400, "invalid_request_error", "bad_request", msg);
-            }
-            break;
-        }
-        c->parsed = c->rbuf.len;
-        if (c->chunked && c->head_done && c->in_message && c->body_len)
-            compact_chunked(c);
-        if (c->in_message && !c->head_done && c->rbuf.len - c->msg_start > c->th->cfg->max_header_size) {
-            ig_client_error(c, 431, "invalid_request_error", "headers_too_large",
-                            "request head is larger than --max-header-size");
-            break;
-        }
+        if (rc == IG_H1REQ_ERROR)
+            ig_client_error(c, c->rq.err_status, c->rq.err_status == 503 ? "service_unavailable" : "invalid_request_error",
+                            ig_h1req_error_code(c->rq.err_status), c->rq.err_msg);
+        break;
     }
-    if (!c->in_message && c->state == C_READING) {
-        if (c->parsed == c->rbuf.len)
-            c->parsed = c->rbuf.len = 0; /* between requests nothing needs keeping */
-        c->msg_start = c->parsed;
+    if (!c->rq.in_message && c->state == C_READING) {
+        if (c->rq.parsed == c->rbuf.len)
+            c->rq.parsed = c->rbuf.len = 0; /* between requests nothing needs keeping */
+        c->rq.msg_start = c->rq.parsed;
     }
     c->in_parse = 0;
 }
@@ -1218,7 +995,7 @@ void ig_client_drain(ig_thread *th)
     while (n != &th->clients) {
         ig_client *c = ig_container_of(n, ig_client, link);
         n = n->next;
-        if (c->state == C_READING && !c->in_message)
+        if (c->state == C_READING && !c->rq.in_message)
             ig_client_close(c);
         else
             c->close_after = 1;

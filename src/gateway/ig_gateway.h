@@ -14,6 +14,7 @@
 #include "../core/ig_list.h"
 #include "../core/ig_wakeup.h"
 #include "../http/ig_body_scan.h"
+#include "../http/ig_h1req.h"
 #include "../http/ig_h1resp.h"
 #include "../http/ig_http.h"
 #include "../registry/ig_registry.h"
@@ -102,34 +103,19 @@ typedef struct ig_client {
     uv_shutdown_t shutdown_req;
     ig_thread *th;
     ig_list link;
-    llhttp_t parser;
     size_t lingered; /* bytes discarded after an error answered before the request ended */
     ig_client_state state;
     int handles_open;
-    unsigned closing : 1, read_paused : 1, in_parse : 1, keep_alive : 1, close_after : 1, http10 : 1,
-        head_done : 1, in_value : 1, resp_started : 1, dechunk : 1, resent : 1, chunked : 1, in_message : 1,
-        have_rid : 1, last_timeout : 1, lingering : 1, probe : 1, retrying : 1, is_admin : 1, in_proxy : 1,
+    unsigned closing : 1, read_paused : 1, in_parse : 1, close_after : 1, resp_started : 1, dechunk : 1,
+        resent : 1, have_rid : 1, last_timeout : 1, lingering : 1, probe : 1, retrying : 1, is_admin : 1, in_proxy : 1,
         queued : 1, last_refused : 1, /* the last connect was refused: the worker got nothing */
         retired : 1,                  /* the request's memory is given back (its response streams) */
-        via_proxy : 1,                /* Forwarded / X-Forwarded-For / X-Real-IP: the peer is a proxy */
         budget_wait : 1;              /* in th->budget_waiters: its body needs room the budget lacks */
-    /* the request being read: slices of rbuf by offset */
+    /* the request being read: parsed in place in rbuf, slices by offset */
     ig_buf rbuf;
     size_t body_held; /* bytes of rbuf charged to the gateway's body budget */
     ig_list blink;    /* in th->budget_waiters */
-    size_t parsed, msg_start;
-    uint32_t url_off, url_len;
-    ig_hdr *hdrs; /* from th->hdr_tables while a request is read and sent */
-    int nhdrs;
-    /* indexes into hdrs found in one pass at the end of the head, -1 when absent */
-    short h_expect, h_request_id, h_authorization, h_routing_key;
-    size_t body_off, body_len;
-    size_t body_hint;     /* Content-Length still to arrive: grow rbuf once for it */
-    size_t chunk_raw_end; /* chunked: where the framing after the last data byte starts */
-    int chunks_seen;      /* chunked: data pieces so far (0: the next gap is the first) */
-    int chunk_new;        /* chunked: a chunk header was parsed since the last data */
-    int err_status;       /* set by a parser callback that refused the request */
-    const char *err_msg;
+    ig_h1req rq;
     char rid[80];
     size_t rid_len;
     ig_body_fields fields;

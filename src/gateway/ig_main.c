@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
@@ -165,6 +166,10 @@ int main(int argc, char **argv)
         goto out;
     }
     ig_log_level = cfg.log_level;
+    /* big request bodies straight from and back to the kernel: glibc's
+     * sliding threshold would otherwise serve them from the heap after the
+     * first one, and a flood of bodies would leave RSS far above the budget */
+    mallopt(M_MMAP_THRESHOLD, 1 << 20);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN); /* until its handler is in place */
     if (cfg.log_file && (rc = open_log_file(cfg.log_file))) {

@@ -127,7 +127,7 @@ static void push(ig_client *c, outv *o, ig_block *blk, const char *p, size_t n)
 
 static int is_head_request(ig_client *c)
 {
-    return llhttp_get_method(&c->parser) == HTTP_HEAD;
+    return ig_h1req_method(&c->rq) == HTTP_HEAD;
 }
 
 /* Build the client's response head from the worker's head at base. The
@@ -138,8 +138,8 @@ static int send_head(ig_client *c, ig_upconn *up, const char *base, outv *o)
     const ig_h1resp *r = &up->resp;
     ig_buf *h = &c->obuf;
     c->status = r->status;
-    c->dechunk = c->http10 && r->body == IG_H1R_CHUNKED;
-    if (c->http10 || r->body == IG_H1R_CLOSE)
+    c->dechunk = c->rq.http10 && r->body == IG_H1R_CHUNKED;
+    if (c->rq.http10 || r->body == IG_H1R_CLOSE)
         c->close_after = 1; /* a close-delimited body: only a close can end it */
     h->len = 0;
     int rc = ig_buf_take(h, &c->th->heads);
@@ -167,7 +167,7 @@ static int send_head(ig_client *c, ig_upconn *up, const char *base, outv *o)
     rc = rc ? rc : ig_buf_putu(h, (uint64_t)(c->weight_version > 0 ? c->weight_version : 0));
     rc = rc ? rc : ig_buf_puts(h, "\r\nx-request-id: ");
     rc = rc ? rc : ig_buf_append(h, c->rid, c->rid_len);
-    if (c->close_after || !c->keep_alive || c->th->draining) {
+    if (c->close_after || !c->rq.keep_alive || c->th->draining) {
         c->close_after = 1;
         rc = rc ? rc : ig_buf_puts(h, "\r\nconnection: close");
     }
@@ -218,7 +218,7 @@ static void complete(ig_upconn *up, int reusable)
 /* RFC 9110 §9.2.2: sending these twice does what sending them once does. */
 static int idempotent(ig_client *c)
 {
-    switch (llhttp_get_method(&c->parser)) {
+    switch (ig_h1req_method(&c->rq)) {
     case HTTP_GET:
     case HTTP_HEAD:
     case HTTP_OPTIONS:
@@ -443,20 +443,20 @@ static int build_request_head(ig_client *c, ig_worker *w)
     ig_buf *h = &c->uhead;
     h->len = 0;
     int rc = ig_buf_take(h, &c->th->heads);
-    rc = rc ? rc : ig_buf_puts(h, llhttp_method_name((llhttp_method_t)llhttp_get_method(&c->parser)));
+    rc = rc ? rc : ig_buf_puts(h, llhttp_method_name((llhttp_method_t)ig_h1req_method(&c->rq)));
     rc = rc ? rc : ig_buf_puts(h, " ");
-    rc = rc ? rc : ig_buf_append(h, c->rbuf.data + c->url_off, c->url_len);
+    rc = rc ? rc : ig_buf_append(h, c->rbuf.data + c->rq.url_off, c->rq.url_len);
     rc = rc ? rc : ig_buf_puts(h, " HTTP/1.1\r\nhost: ");
     rc = rc ? rc : ig_buf_append(h, w->host_header, w->host_header_len);
     rc = rc ? rc : ig_buf_puts(h, "\r\n");
     rc = rc ? rc
-            : ig_http_copy_headers(h, c->rbuf.data, c->hdrs, c->nhdrs,
+            : ig_http_copy_headers(h, c->rbuf.data, c->rq.hdrs, c->rq.nhdrs,
                                    IG_COPY_DROP_HOST | IG_COPY_DROP_LENGTH | IG_COPY_DROP_EXPECT |
                                        IG_COPY_DROP_REQUEST_ID);
     rc = rc ? rc : ig_buf_puts(h, "x-request-id: ");
     rc = rc ? rc : ig_buf_append(h, c->rid, c->rid_len);
     rc = rc ? rc : ig_buf_puts(h, "\r\ncontent-length: ");
-    rc = rc ? rc : ig_buf_putu(h, c->body_len);
+    rc = rc ? rc : ig_buf_putu(h, c->rq.body_len);
     rc = rc ? rc : ig_buf_puts(h, "\r\n\r\n");
     return rc;
 }
@@ -480,8 +480,8 @@ static void send_request(ig_upconn *up)
         return;
     }
     uv_buf_t bufs[2] = {uv_buf_init(c->uhead.data, (unsigned)c->uhead.len),
-                        uv_buf_init(c->rbuf.data + c->body_off, (unsigned)c->body_len)};
-    unsigned n = c->body_len ? 2 : 1;
+                        uv_buf_init(c->rbuf.data + c->rq.body_off, (unsigned)c->rq.body_len)};
+    unsigned n = c->rq.body_len ? 2 : 1;
     /* try first: a uv_write that completes still costs libuv an epoll_ctl
      * when it drains, one syscall per request for nothing */
     up->sent_ns = uv_hrtime();
@@ -494,7 +494,7 @@ static void send_request(ig_upconn *up)
     }
     size_t done = (size_t)rc;
     up->sent_any = done > 0;
-    if (done == c->uhead.len + c->body_len) {
+    if (done == c->uhead.len + c->rq.body_len) {
         /* all out: a long stream need not keep the head (a resend rebuilds it) */
         ig_buf_give(&c->uhead, &c->th->heads);
         return;
@@ -606,9 +606,9 @@ static int has_room(const ig_worker *w, void *now_ms)
 /* The routing key of consistent_hash: a header, else the body's "user". */
 static int routing_key(ig_client *c, const char **key, size_t *len)
 {
-    if (c->h_routing_key >= 0) {
-        *key = c->rbuf.data + c->hdrs[c->h_routing_key].value_off;
-        *len = c->hdrs[c->h_routing_key].value_len;
+    if (c->rq.h_routing_key >= 0) {
+        *key = c->rbuf.data + c->rq.hdrs[c->rq.h_routing_key].value_off;
+        *len = c->rq.hdrs[c->rq.h_routing_key].value_len;
         return *len > 0;
     }
     *key = c->fields.user.p;
@@ -844,7 +844,7 @@ void ig_proxy_try_queued(ig_client *c)
 void ig_proxy_start(ig_client *c)
 {
     const char *err = NULL;
-    int rc = ig_body_scan(c->rbuf.data + c->body_off, c->body_len, &c->fields, &err);
+    int rc = ig_body_scan(c->rbuf.data + c->rq.body_off, c->rq.body_len, &c->fields, &err);
     if (rc) {
         char msg[160];
         snprintf(msg, sizeof(msg), "invalid JSON body: %s", err ? err : "malformed");
@@ -883,6 +883,8 @@ void ig_proxy_timeout(ig_client *c)
                         "no worker slot freed within --queue-timeout-secs");
         return;
     }
+    if (!c->resp_started && c->worker)
+        worker_failed(c, c->worker, 0); /* it took the request and never answered */
     ig_proxy_abort(c);
     if (!c->resp_started)
         ig_client_error(c, 504, "timeout", "upstream_timeout",
