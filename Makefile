@@ -126,7 +126,7 @@ clean:
 # (part of test-asan) runs the committed corpus through them with gcc and the
 # build's sanitizers; `make fuzz` runs libFuzzer itself (clang) for
 # FUZZ_SECS per driver, new inputs going to build/fuzz-findings, not the repo.
-FUZZERS   = fuzz_request fuzz_body_scan fuzz_admin fuzz_response
+FUZZERS   = fuzz_request fuzz_client_request fuzz_body_scan fuzz_admin fuzz_response
 FUZZ_SECS ?= 60
 FUZZ_SRC  = $(CORE_SRC) src/gateway/ig_admin.c
 $(BUILD)/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay.c $(FUZZ_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
@@ -147,6 +147,7 @@ fuzz:
 	  clang -std=gnu11 -g -O1 -I$(LLHTTP_H) -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
 	    -o build/fuzz-clang/$$f tests/fuzz/$$f.c $(FUZZ_SRC) $(LLHTTP_SRC) -luv -ljansson -lxxhash -lm -pthread; \
 	  dict=tests/fuzz/json.dict; [ $$f = fuzz_request ] && dict=tests/fuzz/request.dict; \
+	  [ $$f = fuzz_client_request ] && dict=tests/fuzz/request.dict; \
 	  [ $$f = fuzz_response ] && dict=tests/fuzz/response.dict; \
 	  mkdir -p build/fuzz-findings/$$f; \
 	  build/fuzz-clang/$$f -max_total_time=$(FUZZ_SECS) -dict=$$dict -artifact_prefix=build/fuzz-findings/ \

@@ -55,6 +55,21 @@ admin = {
 }
 for name, (m, target, body) in admin.items():
     write("fuzz_admin", name, bytes([m]) + target.encode() + b"\n" + (json.dumps(body).encode() if body else b""))
+# fuzz_client_request: a read-size byte, then what a client sends on one connection
+for name, data in BAD.items():
+    write("fuzz_client_request", name, bytes([0]) + data)
+for name, data in {"good_length": req(CL), "good_chunked": req(TE, CHUNKED_BODY),
+                   "pipelined": req(CL) + req(TE, CHUNKED_BODY) + req(CL),
+                   "get_http10": b"GET /health HTTP/1.0\r\n\r\n",
+                   "tiny_chunks": req(TE, b"".join(b"1;e=v\r\n" + bytes([c]) + b"\r\n" for c in b'{"model":"m"}')
+                                      + b"0\r\n\r\n")}.items():
+    for step in (0, 1, 7, 100):
+        write("fuzz_client_request", f"{name}_{step}", bytes([step]) + data)
+write("fuzz_client_request", "expect_twice", bytes([3]) + b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n"
+      b"Expect: 100-continue\r\nContent-Length: 2\r\n\r\n{}")
+write("fuzz_client_request", "two_auth", bytes([0]) + b"POST / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer a\r\n"
+      b"Authorization: Bearer b\r\nContent-Length: 2\r\n\r\n{}")
+
 # fuzz_response: a flags byte (bit 0 HEAD, bits 1-7 the read size), then what a worker sends
 from test_upstream_faults import CUT, FAULTS  # noqa: E402
 from test_response_framing import ANSWERS  # noqa: E402

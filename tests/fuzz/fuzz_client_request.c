@@ -1,0 +1,143 @@
+/* libFuzzer driver: the client side's request parser as a whole
+ * (http/ig_h1req.c: llhttp, the framing checks, in-place de-chunking and
+ * compaction, pipelining), driven the way a client connection drives it.
+ * The first byte picks a read size (1 to 255 bytes, 0: everything at once);
+ * the rest is what a client sends on one connection. Besides memory errors
+ * it checks what the gateway relies on:
+ *   - every slice (target, headers, body) lies inside the buffer;
+ *   - a body never passes --max-payload-size, a head never --max-header-size;
+ *   - the same bytes give the same requests, byte for byte, and the same
+ *     verdict whether they arrive at once or in pieces. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../src/http/ig_h1req.h"
+
+#define MAX_HEAD 2048
+#define MAX_PAYLOAD 4096
+#define LOG_MAX 16384
+
+typedef struct run_log {
+    int verdict; /* 1 every request parsed, 0 waiting for more, -1 refused */
+    int status;
+    size_t n;
+    char bytes[LOG_MAX]; /* method, target and body of each request, in order */
+} run_log;
+
+static ig_hdr table[IG_MAX_HEADERS];
+
+static ig_hdr *begin(void *owner)
+{
+    (void)owner;
+    return table;
+}
+
+static void head(void *owner)
+{
+    (void)owner;
+}
+
+static const ig_h1req_ops ops = {begin, head};
+
+static void check(int ok)
+{
+    if (!ok)
+        abort();
+}
+
+static void note(run_log *l, const void *p, size_t n)
+{
+    size_t take = n < LOG_MAX - l->n ? n : LOG_MAX - l->n;
+    memcpy(l->bytes + l->n, p, take);
+    l->n += take;
+}
+
+static void run(const char *d, size_t n, size_t step, run_log *l)
+{
+    ig_h1req r;
+    ig_buf buf;
+    ig_h1req_init(&r, &ops, NULL, MAX_HEAD, MAX_PAYLOAD);
+    ig_buf_init(&buf, MAX_HEAD + MAX_PAYLOAD + 16384);
+    l->n = 0;
+    l->verdict = 0;
+    l->status = 0;
+    size_t pos = 0;
+    while (pos < n) {
+        size_t len = step && n - pos > step ? step : n - pos;
+        if (ig_buf_reserve(&buf, len)) {
+            l->verdict = -1; /* the buffer's cap: the client answers 413/431 */
+            l->status = r.head_done ? 413 : 431;
+            goto out;
+        }
+        memcpy(buf.data + buf.len, d + pos, len);
+        buf.len += len;
+        pos += len;
+        while (r.parsed < buf.len) {
+            int rc = ig_h1req_parse(&r, &buf);
+            if (rc == IG_H1REQ_ERROR) {
+                check(r.err_status >= 400 && r.err_msg != NULL);
+                l->verdict = -1;
+                l->status = r.err_status;
+                goto out;
+            }
+            if (rc == IG_H1REQ_MORE)
+                break;
+            /* a request: its slices are inside the buffer and within the caps */
+            check(r.head_done && !r.in_message && r.parsed <= buf.len);
+            check(r.url_off + (size_t)r.url_len <= buf.len && r.url_len > 0);
+            check(r.nhdrs >= 0 && r.nhdrs <= IG_MAX_HEADERS);
+            for (int i = 0; i < r.nhdrs; i++)
+                check(r.hdrs[i].name_off + (size_t)r.hdrs[i].name_len <= buf.len &&
+                      r.hdrs[i].value_off + (size_t)r.hdrs[i].value_len <= buf.len);
+            check(r.body_len <= MAX_PAYLOAD && r.body_off + r.body_len <= buf.len);
+            check(r.parsed - r.msg_start <= MAX_HEAD + MAX_PAYLOAD + 16384);
+            const char *m = llhttp_method_name((llhttp_method_t)ig_h1req_method(&r));
+            note(l, m, strlen(m));
+            note(l, " ", 1);
+            note(l, buf.data + r.url_off, r.url_len);
+            note(l, "\n", 1);
+            note(l, buf.data + r.body_off, r.body_len);
+            note(l, "\n", 1);
+            /* what the client does before the next request: keep only what follows */
+            size_t left = buf.len - r.parsed;
+            memmove(buf.data, buf.data + r.parsed, left);
+            buf.len = left;
+            r.parsed = r.msg_start = 0;
+            r.hdrs = NULL;
+            r.nhdrs = 0;
+            ig_h1req_forget_headers(&r);
+        }
+        if (!r.in_message) {
+            if (r.parsed == buf.len)
+                r.parsed = buf.len = 0;
+            r.msg_start = r.parsed;
+        }
+    }
+    l->verdict = r.in_message ? 0 : 1;
+out:
+    ig_buf_free(&buf);
+}
+
+static run_log a, b;
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (size < 1)
+        return 0;
+    size_t step = data[0];
+    const char *d = (const char *)data + 1;
+    size_t n = size - 1;
+    run(d, n, 0, &a);
+    run(d, n, step ? step : 1, &b);
+    /* one read or many: the same requests; a refusal may come a read later
+     * (the buffer's cap is met at a different point), never a different story */
+    if (a.verdict >= 0 && b.verdict >= 0) {
+        check(a.verdict == b.verdict);
+        check(a.n == b.n && memcmp(a.bytes, b.bytes, a.n) == 0);
+    } else {
+        size_t k = a.n < b.n ? a.n : b.n;
+        check(memcmp(a.bytes, b.bytes, k) == 0);
+    }
+    return 0;
+}
