@@ -7,6 +7,8 @@
 #include <string.h>
 #include <fcntl.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <cmocka.h>
 
 #include "../../src/core/ig_config.h"
@@ -95,10 +97,89 @@ static void config_file(void **state)
     unlink(path);
 }
 
+static int has_status(const ig_config *cfg, int s)
+{
+    return (int)(cfg->cb_failure_statuses[s / 64] >> (s % 64) & 1);
+}
+
+static void trust_and_breaker_flags(void **state)
+{
+    ig_config cfg;
+    char err[256];
+    char *argv[] = {"infergate", "--admin-allow", "10.0.0.0/8, ::1", "--admin-allow", "192.168.1.7",
+                    "--cb-failure-statuses", "500,520-522", "--metrics-api-key", "m", NULL};
+    assert_int_equal(parse(&cfg, argv, err), 0);
+    assert_int_equal(cfg.n_admin_allow, 3);
+    assert_int_equal(cfg.admin_allow[0].bits, 8);
+    assert_int_equal(cfg.admin_allow[1].bits, 128);
+    assert_int_equal(cfg.admin_allow[2].bits, 32);
+    assert_true(has_status(&cfg, 500) && has_status(&cfg, 521) && has_status(&cfg, 522));
+    assert_false(has_status(&cfg, 502)); /* the default is replaced, not added to */
+    assert_string_equal(cfg.metrics_api_key, "m");
+    ig_config_free(&cfg);
+
+    char *defaults[] = {"infergate", NULL};
+    assert_int_equal(parse(&cfg, defaults, err), 0);
+    assert_true(has_status(&cfg, 502) && has_status(&cfg, 504));
+    assert_false(has_status(&cfg, 500) || has_status(&cfg, 503));
+    assert_int_equal(cfg.n_admin_allow, 0);
+    ig_config_free(&cfg);
+
+    static char *bad[][3] = {{"--admin-allow", "10.0.0.0/33"}, {"--admin-allow", "example.com"},
+                             {"--admin-allow", "1.2.3.4,"},    {"--cb-failure-statuses", "99"},
+                             {"--cb-failure-statuses", "600"}, {"--cb-failure-statuses", "504-502"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char *v[] = {"infergate", bad[i][0], bad[i][1], NULL};
+        if (parse(&cfg, v, err) == 0)
+            fail_msg("accepted %s %s", bad[i][0], bad[i][1]);
+        assert_non_null(strstr(err, bad[i][0] + 2));
+        ig_config_free(&cfg);
+    }
+    assert_int_equal(ig_config_load_json(&cfg, "{\"admin_allow\":[\"127.0.0.2\",\"fd00::/8\"],"
+                                               "\"cb_failure_statuses\":[502,503]}",
+                                         strlen("{\"admin_allow\":[\"127.0.0.2\",\"fd00::/8\"],"
+                                                "\"cb_failure_statuses\":[502,503]}"),
+                                         err, sizeof(err)),
+                     0);
+    assert_int_equal(cfg.n_admin_allow, 2);
+    assert_true(has_status(&cfg, 503));
+    ig_config_free(&cfg);
+}
+
+static void cidr_matching(void **state)
+{
+    ig_cidr r[3];
+    assert_int_equal(ig_cidr_parse("10.1.2.3/8", &r[0]), 0); /* host bits dropped */
+    assert_int_equal(ig_cidr_parse("::1", &r[1]), 0);
+    assert_int_equal(ig_cidr_parse("192.168.4.0/22", &r[2]), 0);
+    struct sockaddr_in a4 = {.sin_family = AF_INET};
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET, "10.200.0.1", &a4.sin_addr);
+    assert_true(ig_cidr_match(r, 3, (struct sockaddr *)&a4));
+    inet_pton(AF_INET, "11.0.0.1", &a4.sin_addr);
+    assert_false(ig_cidr_match(r, 3, (struct sockaddr *)&a4));
+    inet_pton(AF_INET, "192.168.7.255", &a4.sin_addr);
+    assert_true(ig_cidr_match(r, 3, (struct sockaddr *)&a4));
+    inet_pton(AF_INET, "192.168.8.0", &a4.sin_addr);
+    assert_false(ig_cidr_match(r, 3, (struct sockaddr *)&a4));
+    inet_pton(AF_INET6, "::1", &a6.sin6_addr);
+    assert_true(ig_cidr_match(r, 3, (struct sockaddr *)&a6));
+    inet_pton(AF_INET6, "::ffff:10.9.9.9", &a6.sin6_addr); /* IPv4-mapped */
+    assert_true(ig_cidr_match(r, 3, (struct sockaddr *)&a6));
+    inet_pton(AF_INET6, "::2", &a6.sin6_addr);
+    assert_false(ig_cidr_match(r, 3, (struct sockaddr *)&a6));
+    char buf[64];
+    assert_string_equal(ig_cidr_format(&r[0], buf, sizeof(buf)), "10.0.0.0/8");
+    assert_int_not_equal(ig_cidr_parse("", &r[0]), 0);
+    assert_int_not_equal(ig_cidr_parse("1.2.3.4/", &r[0]), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sgl_style_flags),
+        cmocka_unit_test(trust_and_breaker_flags),
+        cmocka_unit_test(cidr_matching),
         cmocka_unit_test(bad_values_are_refused),
         cmocka_unit_test(config_file),
     };
