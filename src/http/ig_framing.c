@@ -43,6 +43,31 @@ int ig_framing_field_ok(const char *name, size_t nlen, const char *value, size_t
     return 1;
 }
 
+int ig_framing_field_line(const char *line, size_t n, size_t *name_len, const char **value, size_t *vlen,
+                          const char **why)
+{
+    if (n && (line[0] == ' ' || line[0] == '\t'))
+        return fail(why, "obsolete line folding is not accepted");
+    size_t k = 0;
+    while (k < n && ig_tchar((unsigned char)line[k]))
+        k++;
+    if (k == 0 || k >= n || line[k] != ':')
+        return fail(why, k < n && (line[k] == ' ' || line[k] == '\t') ? "whitespace before a header's colon"
+                                                                       : "invalid header name");
+    const char *v = line + k + 1, *ve = line + n;
+    for (const char *q = v; q < ve; q++)
+        if (!ig_field_vchar((unsigned char)*q))
+            return fail(why, "invalid byte in a header value");
+    while (v < ve && (*v == ' ' || *v == '\t'))
+        v++;
+    while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+        ve--;
+    *name_len = k;
+    *value = v;
+    *vlen = (size_t)(ve - v);
+    return 0;
+}
+
 static int name_is(const char *n, size_t len, const char *want)
 {
     return strlen(want) == len && strncasecmp(n, want, len) == 0;
@@ -104,24 +129,10 @@ int ig_framing_check_head(const char *head, size_t len, const char **why)
         size_t n = (size_t)(eol - line);
         if (n == 0)
             break; /* the empty line: end of the head */
-        if (line[0] == ' ' || line[0] == '\t')
-            return fail(why, "obsolete line folding is not accepted");
-        size_t k = 0;
-        while (k < n && ig_tchar((unsigned char)line[k]))
-            k++;
-        if (k == 0 || k >= n || line[k] != ':')
-            return fail(why, k < n && (line[k] == ' ' || line[k] == '\t')
-                                 ? "whitespace before a header's colon"
-                                 : "invalid header name");
-        const char *v = line + k + 1, *ve = line + n;
-        for (const char *q = v; q < ve; q++)
-            if (!ig_field_vchar((unsigned char)*q))
-                return fail(why, "invalid byte in a header value");
-        while (v < ve && (*v == ' ' || *v == '\t'))
-            v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
-        size_t vn = (size_t)(ve - v);
+        size_t k, vn;
+        const char *v;
+        if ((rc = ig_framing_field_line(line, n, &k, &v, &vn, why)))
+            return rc;
         if (name_is(line, k, "host")) {
             hosts++;
             if (!valid_host(v, vn))

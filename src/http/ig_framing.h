@@ -40,6 +40,13 @@ int ig_framing_check_head(const char *head, size_t len, const char **why);
  * 0 or -EINVAL with a static reason.
  */
 int ig_framing_check_chunk(const char *p, size_t n, int first, int last, const char **why);
+/**
+ * Split one field line line[0..n) (without its CRLF) into a token name and
+ * a value trimmed of SP/HTAB, checking every byte (no folding, no
+ * whitespace before the colon). 0, or -EINVAL with a static reason.
+ */
+int ig_framing_field_line(const char *line, size_t n, size_t *name_len, const char **value, size_t *vlen,
+                          const char **why);
 /** 1 when name is a token and value holds only field bytes (RFC 9110). */
 int ig_framing_field_ok(const char *name, size_t nlen, const char *value, size_t vlen);
 /** The length of the head at the start of buf (through the empty line), or 0 if none ends there. */

@@ -139,22 +139,11 @@ int ig_h1resp_head(ig_h1resp *r, const char *buf, size_t len, int head_request, 
         return rc;
     for (line = eol + 2; line < end; line = eol + 2) {
         eol = memchr(line, '\r', (size_t)(end - line));
-        size_t n = (size_t)(eol - line);
-        if (line[0] == ' ' || line[0] == '\t')
-            return fail(why, "obsolete line folding in the response head");
-        size_t k = 0;
-        while (k < n && ig_tchar((unsigned char)line[k]))
-            k++;
-        if (k == 0 || k >= n || line[k] != ':')
-            return fail(why, "invalid header name in the response");
-        const char *v = line + k + 1, *ve = line + n;
-        for (const char *q = v; q < ve; q++)
-            if (!ig_field_vchar((unsigned char)*q))
-                return fail(why, "invalid byte in a response header value");
-        while (v < ve && (*v == ' ' || *v == '\t'))
-            v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
+        size_t k, vn;
+        const char *v;
+        if ((rc = ig_framing_field_line(line, (size_t)(eol - line), &k, &v, &vn, why)))
+            return rc;
+        const char *ve = v + vn;
         if (*nhdrs == max) {
             *why = "too many response headers";
             return -E2BIG;

@@ -142,6 +142,16 @@ def rss_kb(pid):
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
+def free_port():
+    """A port nothing listens on now, for servers that cannot take port 0 (nginx)."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def wait_for(pred, timeout=10):
     """Poll until pred() is true (behaviour, not timing: the bound only stops a hang)."""
     deadline = time.time() + timeout

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from conftest import chat_body, wait_for
+from conftest import chat_body, free_port, wait_for
 
 
 def client_from(addr, base, **kw):
@@ -69,14 +69,6 @@ def test_relayed_requests_with_the_admin_key_are_served(procs):
     gw = procs.gateway([procs.worker()], "--admin-api-key", "adm")
     r = httpx.get(gw.base + "/workers", headers={"authorization": "Bearer adm", "x-forwarded-for": "198.51.100.1"})
     assert r.status_code == 200
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @pytest.fixture
