@@ -96,10 +96,10 @@ tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SANFLAGS="$(TSAN_FLAGS)" all \
 	  build/tsan/tests/registry_stress
 
-$(BUILD)/tests/registry_stress: tests/stress/registry_stress.c $(CORE_SRC) $(wildcard src/*/*.h)
+$(BUILD)/tests/registry_stress: tests/stress/registry_stress.c $(CORE_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
+	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) $(LLHTTP_OBJ) -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
 
 # the registry stress test, then the whole end-to-end suite, under ThreadSanitizer
 test-tsan: tsan
@@ -107,9 +107,9 @@ test-tsan: tsan
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 IG_BUILD=$(abspath build/tsan) IG_SANITIZED=1 \
 	/usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
 
-$(BUILD)/route_bench: bench/route_bench.c $(CORE_SRC) $(wildcard src/*/*.h)
+$(BUILD)/route_bench: bench/route_bench.c $(CORE_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
 	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) -luv -ljansson -lxxhash -lm -pthread
+	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) $(LLHTTP_OBJ) -luv -ljansson -lxxhash -lm -pthread
 
 bench: setup all $(BUILD)/route_bench
 	bench/run.sh
