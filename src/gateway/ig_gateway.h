@@ -247,6 +247,9 @@ ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb);
 void ig_upstream_release(ig_upconn *up, int reusable);
 /** Give the response head's buffer and header table back to the thread. */
 void ig_upstream_drop_head(ig_upconn *up);
+/** The worker closed this idle connection: learn its keep-alive timeout,
+ * so later connections are not reused just as it closes them. */
+void ig_upstream_note_idle_close(ig_upconn *up);
 /** The first response byte of a request arrived after us microseconds. */
 void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us);
 /** A request is about to go out on a taken or new connection. */

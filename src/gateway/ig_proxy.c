@@ -416,6 +416,8 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         exchange_failed(up, (int)nread, NULL);
     } else if (nread != 0) {
         /* an idle connection closed or talked out of turn: retire it */
+        if (nread == UV_EOF && up->state == U_IDLE)
+            ig_upstream_note_idle_close(up);
         ig_upstream_close(up);
     }
 out:

@@ -53,6 +53,9 @@ typedef struct ig_worker {
     atomic_int paused;   /* paused alone (/pause_generation/{id}): out of routing */
     /* the best time to first byte its connections show lately (slowly forgets) */
     atomic_uint best_ttfb_us;
+    /* how long a pooled connection lasted idle before the worker closed it,
+     * last seen: its keep-alive timeout (uvicorn's is 5 s); 0: none seen */
+    atomic_uint idle_close_ms;
     ig_pool *pools; /* one per loop thread */
     void *control;  /* the control thread's own state for this worker */
     /* low 32 bits: requests in flight; high 32 bits: other references.

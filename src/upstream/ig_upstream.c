@@ -57,6 +57,25 @@ static int too_old(const ig_upconn *up, uint64_t now, uint64_t max_age)
     return max_age && now - up->created_ms >= max_age;
 }
 
+/* Closes sooner than this after going idle are not a keep-alive timeout
+ * (a restart, a worker that closes after every answer). */
+#define IDLE_CLOSE_MIN_MS 200
+
+void ig_upstream_note_idle_close(ig_upconn *up)
+{
+    uint64_t idle = uv_now(&up->th->loop) - up->idle_since_ms;
+    if (idle >= IDLE_CLOSE_MIN_MS && idle < UINT32_MAX)
+        atomic_store_explicit(&up->w->idle_close_ms, (unsigned)idle, memory_order_relaxed);
+}
+
+/* A request sent on a connection the worker is about to close may be read
+ * and run, or not, and a POST cannot be sent again (RFC 9110 §9.2.2): leave
+ * connections near the worker's keep-alive timeout alone. */
+static int near_worker_close(const ig_upconn *up, uint64_t now, uint64_t limit)
+{
+    return limit && now - up->idle_since_ms >= limit;
+}
+
 void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us)
 {
     uint32_t s = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
@@ -88,12 +107,14 @@ ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
     /* within a quarter of the worker's best is as good as the scan can do:
      * stop there (each idle connection scanned is a cache miss) */
     uint32_t good_enough = wbest + wbest / 4;
+    uint64_t idle_limit = atomic_load_explicit(&w->idle_close_ms, memory_order_relaxed);
+    idle_limit -= idle_limit / 4;
     ig_upconn *best = NULL;
     int scanned = 0;
     for (ig_list *n = p->idle.next; n != &p->idle && scanned < (spread ? SPREAD_SCAN : 1);) {
         ig_upconn *up = ig_container_of(n, ig_upconn, link);
         n = n->next;
-        if (too_old(up, now, max_age)) {
+        if (too_old(up, now, max_age) || near_worker_close(up, now, idle_limit)) {
             ig_upstream_close(up);
             continue;
         }
