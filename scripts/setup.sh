@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building, running and testing infergate needs on Debian 12,
-# and nothing twice: a second run is a no-op. Benchmark peers (haproxy,
-# nginx, caddy, wrk) are installed by bench/run.sh, not here.
+# and nothing twice: a second run is a no-op. nginx and uvicorn are real
+# counterparts in the tests; the other benchmark peers (haproxy, caddy, wrk)
+# are installed by bench/run.sh, not here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
