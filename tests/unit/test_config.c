@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "../../src/core/ig_config.h"
+#include "../../src/core/ig_log.h"
 
 static int parse(ig_config *cfg, char **argv, char *err)
 {
@@ -174,12 +175,25 @@ static void cidr_matching(void **state)
     assert_int_not_equal(ig_cidr_parse("1.2.3.4/", &r[0]), 0);
 }
 
+static void log_escape(void **state)
+{
+    char out[64];
+    size_t n = ig_log_escape(out, sizeof(out), "a\nb\\c\x1b d", 8, 0);
+    assert_int_equal(n, 17);
+    assert_memory_equal(out, "a\\x0ab\\x5cc\\x1b d", 17);
+    n = ig_log_escape(out, sizeof(out), "id with \"q\"", 11, 1); /* one field of a line */
+    assert_memory_equal(out, "id\\x20with\\x20\\x22q\\x22", n);
+    n = ig_log_escape(out, 6, "\n\n", 2, 0); /* whole escapes only */
+    assert_int_equal(n, 4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sgl_style_flags),
         cmocka_unit_test(trust_and_breaker_flags),
         cmocka_unit_test(cidr_matching),
+        cmocka_unit_test(log_escape),
         cmocka_unit_test(bad_values_are_refused),
         cmocka_unit_test(config_file),
     };
