@@ -9,9 +9,9 @@ CFLAGS_IG = -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-paramet
             -I$(LLHTTP_H) -pthread -D_GNU_SOURCE $(SANFLAGS)
 LDLIBS    = -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
 
-CORE_SRC  = src/core/ig_buf.c src/core/ig_freelist.c src/core/ig_log.c src/core/ig_config.c src/core/ig_wakeup.c src/core/ig_cidr.c src/core/ig_budget.c \
+CORE_SRC  = src/core/ig_buf.c src/core/ig_freelist.c src/core/ig_log.c src/core/ig_config.c src/core/ig_wakeup.c src/core/ig_cidr.c src/core/ig_budget.c src/core/ig_epoch.c \
             src/http/ig_body_scan.c src/http/ig_http.c src/http/ig_framing.c src/http/ig_h1resp.c src/http/ig_h1req.c \
-            src/registry/ig_registry.c src/registry/ig_epoch.c src/registry/ig_sessions.c \
+            src/registry/ig_registry.c src/registry/ig_ring.c src/registry/ig_sessions.c \
             src/balance/ig_policy.c src/balance/ig_prefix.c src/balance/ig_affinity.c \
             src/health/ig_breaker.c
 GW_SRC    = $(CORE_SRC) src/upstream/ig_upstream.c src/upstream/ig_httpc.c \

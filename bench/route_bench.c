@@ -10,7 +10,7 @@
 #include "../src/balance/ig_affinity.h"
 #include "../src/balance/ig_policy.h"
 #include "../src/balance/ig_prefix.h"
-#include "../src/registry/ig_epoch.h"
+#include "../src/core/ig_epoch.h"
 #include "../src/registry/ig_registry.h"
 #include "../src/registry/ig_sessions.h"
 

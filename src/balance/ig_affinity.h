@@ -37,12 +37,6 @@ int ig_cache_aware_pick(const ig_cache_aware_cfg *cfg, ig_policy_state *st, ig_w
                         int matched_blocks, size_t prompt_len, const ig_holders *holders, ig_room_fn room,
                         void *arg, int *affinity);
 
-/** Build the ring over ws (points per worker from its URL, so the same
- * worker lands on the same points in every snapshot). 0 or -ENOMEM. */
-int ig_ring_build(ig_ring *r, ig_worker *const *ws, int n, int vnodes);
-void ig_ring_free(ig_ring *r);
-/** Hash a routing key onto the ring's space. */
-uint64_t ig_ring_key(const char *key, size_t len);
 /**
  * consistent_hash with bounded load: the key's worker on the ring, or the
  * next distinct one clockwise while a worker is above bound times the mean

@@ -12,7 +12,7 @@
 #include "../core/ig_wakeup.h"
 #include "../balance/ig_prefix.h"
 #include "../health/ig_breaker.h"
-#include "../registry/ig_epoch.h"
+#include "../core/ig_epoch.h"
 #include "../registry/ig_registry.h"
 #include "../upstream/ig_httpc.h"
 #include "ig_admin.h"

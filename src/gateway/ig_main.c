@@ -14,7 +14,7 @@
 
 #include "../core/ig_log.h"
 #include "../health/ig_breaker.h"
-#include "../registry/ig_epoch.h"
+#include "../core/ig_epoch.h"
 #include "../balance/ig_affinity.h"
 #include "ig_control.h"
 #include "ig_gateway.h"

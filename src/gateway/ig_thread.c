@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "../core/ig_log.h"
-#include "../registry/ig_epoch.h"
+#include "../core/ig_epoch.h"
 #include "ig_gateway.h"
 
 ig_thread *ig_all_threads;

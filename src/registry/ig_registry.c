@@ -7,8 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../balance/ig_affinity.h"
-#include "ig_epoch.h"
+#include "../core/ig_epoch.h"
 
 #define REF_OTHER (1ull << 32)
 

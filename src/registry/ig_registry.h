@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 
 #include "../core/ig_list.h"
+#include "ig_ring.h"
 
 #define IG_MAX_WORKERS 65536
 
@@ -72,14 +73,7 @@ typedef struct ig_worker {
     _Alignas(64) ig_worker_stats stats;
 } ig_worker;
 
-/* A consistent-hash ring over one candidate array (--policy consistent_hash):
- * points sorted, each naming its worker by index into that array. Built with
- * the snapshot, so only a change of membership rebuilds it. */
-typedef struct ig_ring {
-    uint64_t *point;
-    uint32_t *idx;
-    int n;
-} ig_ring;
+
 
 typedef struct ig_model_set {
     const char *name; /* borrowed from a worker of the snapshot, or owned (registered) */

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include "ig_epoch.h"
+#include "../core/ig_epoch.h"
 
 #define TOMB ((ig_session *)1)
 #define MIN_SLOTS 16u

@@ -9,7 +9,7 @@
 #include <uv.h>
 
 #include "../../src/balance/ig_policy.h"
-#include "../../src/registry/ig_epoch.h"
+#include "../../src/core/ig_epoch.h"
 #include "../../src/registry/ig_registry.h"
 
 #define READERS 3

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../src/registry/ig_epoch.h"
+#include "../../src/core/ig_epoch.h"
 #include "../../src/registry/ig_registry.h"
 
 static ig_worker *mk(const char *url, const char *m1, const char *m2)

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../src/registry/ig_epoch.h"
+#include "../../src/core/ig_epoch.h"
 #include "../../src/registry/ig_registry.h"
 #include "../../src/registry/ig_sessions.h"
 
