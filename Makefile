@@ -14,34 +14,42 @@ CORE_SRC  = src/core/ig_buf.c src/core/ig_freelist.c src/core/ig_log.c src/core/
             src/registry/ig_registry.c src/registry/ig_ring.c src/registry/ig_sessions.c \
             src/balance/ig_policy.c src/balance/ig_prefix.c src/balance/ig_affinity.c \
             src/health/ig_breaker.c
-GW_SRC    = $(CORE_SRC) src/upstream/ig_upstream.c src/upstream/ig_httpc.c \
+# everything but main() goes into one static library that the gateway, the
+# mock worker, the unit tests, the fuzzers and the benchmarks link: each
+# source compiles once per build flavour
+LIB_SRC   = $(CORE_SRC) src/upstream/ig_upstream.c src/upstream/ig_httpc.c \
             src/gateway/ig_client.c src/gateway/ig_proxy.c src/gateway/ig_thread.c \
             src/gateway/ig_control.c src/gateway/ig_admin.c src/gateway/ig_metrics.c \
-            src/gateway/ig_admission.c src/gateway/ig_areal.c \
-            src/gateway/ig_main.c
-MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c tools/mockworker/mock_kvcache.c src/core/ig_buf.c src/http/ig_body_scan.c src/balance/ig_prefix.c
+            src/gateway/ig_admission.c src/gateway/ig_areal.c
+MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c tools/mockworker/mock_kvcache.c
 LLHTTP_SRC = $(LLHTTP)/llhttp.c $(LLHTTP)/api.c $(LLHTTP)/http.c
 UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin test_sessions test_affinity test_framing test_freelist test_h1resp test_budget
 
-GW_OBJ    = $(GW_SRC:%.c=$(BUILD)/obj/%.o)
+LIB_OBJ   = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 MOCK_OBJ  = $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)
 LLHTTP_OBJ = $(BUILD)/obj/llhttp/llhttp.o $(BUILD)/obj/llhttp/api.o $(BUILD)/obj/llhttp/http.o
+LIB       = $(BUILD)/libinfergate.a
 
 .PHONY: all setup run test unit e2e asan test-asan tsan test-tsan bench clean format fuzz fuzz-replay
 all: $(BUILD)/infergate $(BUILD)/infergate-mockworker
 
-$(BUILD)/infergate: $(GW_OBJ) $(LLHTTP_OBJ)
+$(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
+	@echo "  AR      $@"
+	@rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/infergate: $(BUILD)/obj/src/gateway/ig_main.o $(LIB)
 	@echo "  LD      $@"
 	@$(CC) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/infergate-mockworker: $(MOCK_OBJ) $(LLHTTP_OBJ)
+$(BUILD)/infergate-mockworker: $(MOCK_OBJ) $(LIB)
 	@echo "  LD      $@"
 	@$(CC) -o $@ $^ $(LDLIBS)
 
-$(BUILD)/obj/%.o: %.c $(wildcard src/*/*.h)
+# header dependencies come from the compiler (-MMD), -MP so a removed header does not break the build
+$(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
-	@$(CC) $(CFLAGS_IG) -MMD -c -o $@ $<
+	@$(CC) $(CFLAGS_IG) -MMD -MP -c -o $@ $<
 
 # llhttp is generated C that does not pass -Wextra -Werror: its own flags
 $(BUILD)/obj/llhttp/%.o: $(LLHTTP)/%.c
@@ -49,7 +57,7 @@ $(BUILD)/obj/llhttp/%.o: $(LLHTTP)/%.c
 	@echo "  CC      $<"
 	@$(CC) -O2 -g -I$(LLHTTP_H) $(SANFLAGS) -c -o $@ $<
 
--include $(GW_OBJ:.o=.d) $(MOCK_OBJ:.o=.d)
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # ---- the README's two commands ----
 setup:
@@ -67,12 +75,11 @@ test: setup
 	@$(MAKE) --no-print-directory test-tsan
 
 # ---- tests ----
-# unit tests link the pure parts (and the admin parser); llhttp for its method names
-UNIT_SRC  = $(CORE_SRC) src/gateway/ig_admin.c
-$(BUILD)/tests/%: tests/unit/%.c $(UNIT_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
+# unit tests link the library (the linker takes only the objects they use)
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
-	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_IG) -o $@ $< $(UNIT_SRC) $(LLHTTP_OBJ) -lcmocka -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
+	@echo "  LD      $@"
+	@$(CC) -o $@ $^ -lcmocka $(LDLIBS)
 
 unit: $(UNIT_TESTS:%=$(BUILD)/tests/%)
 	@set -e; for t in $^; do echo "== $$t"; $$t; done
@@ -96,10 +103,10 @@ tsan:
 	@$(MAKE) --no-print-directory BUILD=build/tsan OPT="-O1 -g" SANFLAGS="$(TSAN_FLAGS)" all \
 	  build/tsan/tests/registry_stress
 
-$(BUILD)/tests/registry_stress: tests/stress/registry_stress.c $(CORE_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
+$(BUILD)/tests/registry_stress: $(BUILD)/obj/tests/stress/registry_stress.o $(LIB)
 	@mkdir -p $(dir $@)
-	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) $(LLHTTP_OBJ) -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
+	@echo "  LD      $@"
+	@$(CC) -o $@ $^ $(LDLIBS)
 
 # the registry stress test, then the whole end-to-end suite, under ThreadSanitizer
 test-tsan: tsan
@@ -107,9 +114,9 @@ test-tsan: tsan
 	TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 IG_BUILD=$(abspath build/tsan) IG_SANITIZED=1 \
 	/usr/bin/python3 -m pytest -q tests/e2e $(PYTEST_ARGS)
 
-$(BUILD)/route_bench: bench/route_bench.c $(CORE_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
-	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_IG) -o $@ $< $(CORE_SRC) $(LLHTTP_OBJ) -luv -ljansson -lxxhash -lm -pthread
+$(BUILD)/route_bench: $(BUILD)/obj/bench/route_bench.o $(LIB)
+	@echo "  LD      $@"
+	@$(CC) -o $@ $^ $(LDLIBS)
 
 bench: setup all $(BUILD)/route_bench
 	bench/run.sh
@@ -129,10 +136,10 @@ clean:
 FUZZERS   = fuzz_request fuzz_client_request fuzz_body_scan fuzz_admin fuzz_response
 FUZZ_SECS ?= 60
 FUZZ_SRC  = $(CORE_SRC) src/gateway/ig_admin.c
-$(BUILD)/fuzz/%-replay: tests/fuzz/%.c tests/fuzz/replay.c $(FUZZ_SRC) $(LLHTTP_OBJ) $(wildcard src/*/*.h)
+$(BUILD)/fuzz/%-replay: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB)
 	@mkdir -p $(dir $@)
-	@echo "  CC      $@"
-	@$(CC) $(CFLAGS_IG) -o $@ $< tests/fuzz/replay.c $(FUZZ_SRC) $(LLHTTP_OBJ) -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
+	@echo "  LD      $@"
+	@$(CC) -o $@ $^ $(LDLIBS)
 
 fuzz-replay: $(FUZZERS:%=$(BUILD)/fuzz/%-replay)
 	@set -e; for f in $(FUZZERS); do echo "== $$f corpus"; \
