@@ -199,7 +199,8 @@ static int add_cidr(ig_config *cfg, const opt *o, const char *s, char *err, size
     if (cfg->n_admin_allow == IG_MAX_ADMIN_ALLOW)
         return errf(err, errlen, "--%s: at most %d ranges", o->name, IG_MAX_ADMIN_ALLOW);
     if (ig_cidr_parse(s, &cfg->admin_allow[cfg->n_admin_allow]))
-        return errf(err, errlen, "--%s: '%s' is not an address or CIDR range (e.g. 10.0.0.0/8, ::1)", o->name, s);
+        return errf(err, errlen, "--%s: '%s' is not an address or CIDR range (e.g. 10.0.0.0/8, ::1)", o->name,
+                    s);
     cfg->n_admin_allow++;
     return 0;
 }
@@ -211,7 +212,8 @@ static int add_statuses(ig_config *cfg, const opt *o, const char *s, char *err, 
     if (*end == '-')
         hi = strtol(end + 1, &end, 10);
     if (*end || lo < 100 || hi > 599 || lo > hi)
-        return errf(err, errlen, "--%s: expected status codes 100-599 or ranges LOW-HIGH, got '%s'", o->name, s);
+        return errf(err, errlen, "--%s: expected status codes 100-599 or ranges LOW-HIGH, got '%s'", o->name,
+                    s);
     if (!cfg->cb_statuses_given) {
         memset(cfg->cb_failure_statuses, 0, sizeof(cfg->cb_failure_statuses));
         cfg->cb_statuses_given = 1;

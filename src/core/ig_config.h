@@ -34,8 +34,8 @@ typedef struct ig_config {
     char *admin_api_key;
     char *metrics_api_key; /* /metrics: this key (or the admin key); unset: --api-key's rule */
     ig_cidr admin_allow[IG_MAX_ADMIN_ALLOW];
-    int n_admin_allow; /* 0: loopback without --admin-api-key, any peer with it */
-    char *log_file;    /* logs go here instead of stderr; reopened on SIGHUP */
+    int n_admin_allow;                /* 0: loopback without --admin-api-key, any peer with it */
+    char *log_file;                   /* logs go here instead of stderr; reopened on SIGHUP */
     uint64_t max_buffered_body_bytes; /* request bytes held, all clients; 0 at parse: from RAM */
     uint32_t worker_max_inflight;
     double health_check_interval_secs; /* 0: no active checks */

@@ -175,7 +175,7 @@ void ig_client_close(ig_client *c)
         c->admin_msg->c = NULL; /* the answer will find nobody and be dropped */
         c->admin_msg = NULL;
     }
-    if (c->state == C_DISPATCHED) {
+    if (c->state == IG_C_DISPATCHED) {
         ig_proxy_abort(c);
         finish_request(c, 1);
     }
@@ -194,18 +194,20 @@ static void client_timer_cb(uv_timer_t *t)
         return;
     }
     c->deadline_ms = IG_NO_DEADLINE;
-    if (c->state == C_DISPATCHED)
+    if (c->state == IG_C_DISPATCHED)
         ig_proxy_timeout(c);
-    else if (c->state == C_READING && c->rq.in_message && !c->closing && c->budget_wait) {
+    else if (c->state == IG_C_READING && c->rq.in_message && !c->closing && c->budget_wait) {
         budget_unpark(c); /* our memory was short, not the client slow */
-        ig_client_error_headers(c, 503, "service_unavailable", "body_buffer_full",
-                                "the gateway holds as many request bodies as --max-buffered-body-bytes allows; "
-                                "retry later",
-                                "retry-after: 1\r\n");
-    } else if (c->state == C_READING && c->rq.in_message && !c->closing)
+        ig_client_error_headers(
+            c, 503, "service_unavailable", "body_buffer_full",
+            "the gateway holds as many request bodies as --max-buffered-body-bytes allows; "
+            "retry later",
+            "retry-after: 1\r\n");
+    } else if (c->state == IG_C_READING && c->rq.in_message && !c->closing)
         ig_client_error(c, 408, "invalid_request_error", "request_timeout",
-                        c->rq.head_done ? "the request body did not arrive in time (--client-body-timeout-secs)"
-                                     : "the request head took too long (--client-header-timeout-secs)");
+                        c->rq.head_done
+                            ? "the request body did not arrive in time (--client-body-timeout-secs)"
+                            : "the request head took too long (--client-header-timeout-secs)");
     else
         ig_client_close(c);
 }
@@ -229,11 +231,11 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
         *buf = uv_buf_init(th->rscratch, sizeof(th->rscratch));
         return;
     }
-    if (c->state == C_READING && ig_buf_take(&c->rbuf, &th->rbufs)) {
+    if (c->state == IG_C_READING && ig_buf_take(&c->rbuf, &th->rbufs)) {
         *buf = uv_buf_init(NULL, 0);
         return;
     }
-    if (c->rbuf.cap - c->rbuf.len < 4096 && c->state == C_READING) {
+    if (c->rbuf.cap - c->rbuf.len < 4096 && c->state == IG_C_READING) {
         /* while a request is out, its head and body live in rbuf and a
          * realloc would move them under the upstream write: only grow now */
         size_t want = c->rbuf.cap < IG_RBUF_SIZE ? IG_RBUF_SIZE : c->rbuf.cap;
@@ -282,7 +284,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             budget_park(c);
             return;
         }
-        if (c->state == C_READING) {
+        if (c->state == IG_C_READING) {
             /* rbuf at its hard cap inside one request head or body */
             ig_client_error(c, c->rq.head_done ? 413 : 431, "invalid_request_error",
                             c->rq.head_done ? "payload_too_large" : "headers_too_large",
@@ -314,7 +316,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     c->rbuf.len += (size_t)nread;
-    if (c->state == C_READING) {
+    if (c->state == IG_C_READING) {
         client_parse(c);
         if (!c->closing && c->rq.in_message)
             quick_ack(c);
@@ -405,11 +407,12 @@ static void client_write_cb(uv_write_t *req, int status)
     }
     if (c->closing)
         return;
-    if (c->state == C_DISPATCHED && c->resp_started && c->pending_writes == 0 && c->obuf.data)
+    if (c->state == IG_C_DISPATCHED && c->resp_started && c->pending_writes == 0 && c->obuf.data)
         ig_buf_give(&c->obuf, &th->heads); /* the response head is written: a long stream need not keep it */
-    if (c->state == C_DISPATCHED && uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < IG_CLIENT_WQ_LOW)
+    if (c->state == IG_C_DISPATCHED &&
+        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < IG_CLIENT_WQ_LOW)
         ig_proxy_resume_upstream(c);
-    if (c->state == C_FLUSHING && c->pending_writes == 0)
+    if (c->state == IG_C_FLUSHING && c->pending_writes == 0)
         next_request(c);
 }
 
@@ -524,7 +527,7 @@ static void next_request(ig_client *c)
     drop_headers(c);
     c->rq.head_done = 0; /* no header index is valid until the next head */
     c->retired = 0;
-    c->state = C_READING;
+    c->state = IG_C_READING;
     c->ntried = 0;
     c->resent = 0;
     c->resp_started = 0;
@@ -605,9 +608,9 @@ void ig_client_retire_request(ig_client *c)
 
 void ig_client_request_done(ig_client *c)
 {
-    if (c->state == C_DISPATCHED)
+    if (c->state == IG_C_DISPATCHED)
         finish_request(c, 0);
-    c->state = C_FLUSHING;
+    c->state = IG_C_FLUSHING;
     disarm_timer(c);
     if (c->pending_writes == 0)
         next_request(c);
@@ -654,7 +657,7 @@ void ig_client_error_headers(ig_client *c, int status, const char *type, const c
                              const char *extra_headers)
 {
     ig_info("%.*s -> %d %s", (int)c->rid_len, c->rid, status, msg);
-    if (c->state == C_READING) {
+    if (c->state == IG_C_READING) {
         /* refused while the request was still being read: its framing
          * cannot be trusted, so answer, then close */
         c->close_after = 1;
@@ -790,7 +793,8 @@ static int metrics_authorized(ig_client *c)
 {
     const ig_config *cfg = c->th->cfg;
     const char *key = cfg->metrics_api_key && *cfg->metrics_api_key ? cfg->metrics_api_key : cfg->api_key;
-    return !key || !*key || ig_client_bearer_is(c, key) == 0 || ig_client_bearer_is(c, cfg->admin_api_key) == 0;
+    return !key || !*key || ig_client_bearer_is(c, key) == 0 ||
+           ig_client_bearer_is(c, cfg->admin_api_key) == 0;
 }
 
 static int is_loopback(const struct sockaddr_storage *ss)
@@ -900,7 +904,7 @@ static ig_route data_route(const char *url, size_t plen)
 
 static void dispatch(ig_client *c)
 {
-    c->state = C_DISPATCHED;
+    c->state = IG_C_DISPATCHED;
     c->start_ms = uv_now(&c->th->loop);
     c->start_ns = uv_hrtime();
     c->first_byte_ns = 0;
@@ -970,18 +974,19 @@ static void dispatch(ig_client *c)
 static void client_parse(ig_client *c)
 {
     c->in_parse = 1;
-    while (!c->closing && c->state == C_READING && c->rq.parsed < c->rbuf.len) {
+    while (!c->closing && c->state == IG_C_READING && c->rq.parsed < c->rbuf.len) {
         int rc = ig_h1req_parse(&c->rq, &c->rbuf);
         if (rc == IG_H1REQ_MESSAGE) {
             dispatch(c);
             continue;
         }
         if (rc == IG_H1REQ_ERROR)
-            ig_client_error(c, c->rq.err_status, c->rq.err_status == 503 ? "service_unavailable" : "invalid_request_error",
+            ig_client_error(c, c->rq.err_status,
+                            c->rq.err_status == 503 ? "service_unavailable" : "invalid_request_error",
                             ig_h1req_error_code(c->rq.err_status), c->rq.err_msg);
         break;
     }
-    if (!c->rq.in_message && c->state == C_READING) {
+    if (!c->rq.in_message && c->state == IG_C_READING) {
         if (c->rq.parsed == c->rbuf.len)
             c->rq.parsed = c->rbuf.len = 0; /* between requests nothing needs keeping */
         c->rq.msg_start = c->rq.parsed;
@@ -995,7 +1000,7 @@ void ig_client_drain(ig_thread *th)
     while (n != &th->clients) {
         ig_client *c = ig_container_of(n, ig_client, link);
         n = n->next;
-        if (c->state == C_READING && !c->rq.in_message)
+        if (c->state == IG_C_READING && !c->rq.in_message)
             ig_client_close(c);
         else
             c->close_after = 1;

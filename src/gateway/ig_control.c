@@ -689,7 +689,7 @@ static void broadcast(ig_admin_request *req, ig_admin_msg *m)
 
 /* ---- the inbox ---- */
 
-static void handle(ig_admin_msg *m);
+static void handle_admin_msg(ig_admin_msg *m);
 
 static void inbox_cb(ig_wakeup *a)
 {
@@ -709,7 +709,7 @@ static void inbox_cb(ig_wakeup *a)
     while (rev) {
         ig_admin_msg *next = rev->next;
         rev->next = NULL;
-        handle(rev);
+        handle_admin_msg(rev);
         rev = next;
     }
     if (atomic_load(&ctl.stopping)) {
@@ -728,7 +728,7 @@ void ig_control_submit(ig_admin_msg *m)
 
 /* ---- admin requests ---- */
 
-static void handle(ig_admin_msg *m)
+static void handle_admin_msg(ig_admin_msg *m)
 {
     if (m->pin) {
         if (!atomic_load(&m->pin->removed))

@@ -92,7 +92,7 @@ typedef struct ig_thread {
     atomic_uint_fast64_t queue_oldest_ns; /* read by other threads to pick whom to wake */
 } ig_thread;
 
-typedef enum { C_READING, C_DISPATCHED, C_FLUSHING } ig_client_state;
+typedef enum { IG_C_READING, IG_C_DISPATCHED, IG_C_FLUSHING } ig_client_state;
 
 struct ig_upconn;
 
@@ -107,7 +107,7 @@ typedef struct ig_client {
     ig_client_state state;
     int handles_open;
     unsigned closing : 1, read_paused : 1, in_parse : 1, close_after : 1, resp_started : 1, dechunk : 1,
-        resent : 1, have_rid : 1, last_timeout : 1, lingering : 1, probe : 1, retrying : 1, is_admin : 1, in_proxy : 1,
+        resent : 1, have_rid : 1, last_timeout : 1, lingering : 1, probe : 1, retrying : 1, in_proxy : 1,
         queued : 1, last_refused : 1, /* the last connect was refused: the worker got nothing */
         retired : 1,                  /* the request's memory is given back (its response streams) */
         budget_wait : 1;              /* in th->budget_waiters: its body needs room the budget lacks */
@@ -141,7 +141,7 @@ typedef struct ig_client {
     long weight_version; /* of the worker that serves it, at dispatch */
 } ig_client;
 
-typedef enum { U_CONNECTING, U_BUSY, U_IDLE, U_CLOSING } ig_upconn_state;
+typedef enum { IG_U_CONNECTING, IG_U_BUSY, IG_U_IDLE, IG_U_CLOSING } ig_upconn_state;
 
 typedef struct ig_upconn {
     uv_tcp_t tcp;

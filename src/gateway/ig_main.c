@@ -206,8 +206,10 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    ig_breaker_config bc = {!cfg.disable_circuit_breaker, (int)cfg.cb_failure_threshold,
-                            (int)cfg.cb_success_threshold, (uint64_t)(cfg.cb_timeout_duration_secs * 1000.0),
+    ig_breaker_config bc = {!cfg.disable_circuit_breaker,
+                            (int)cfg.cb_failure_threshold,
+                            (int)cfg.cb_success_threshold,
+                            (uint64_t)(cfg.cb_timeout_duration_secs * 1000.0),
                             {0}};
     memcpy(bc.failure_statuses, cfg.cb_failure_statuses, sizeof(bc.failure_statuses));
     ig_breaker_configure(&bc);

@@ -244,7 +244,10 @@ static void exchange_failed(ig_upconn *up, int err, const char *why)
     detach(c, up);
     ig_upstream_close(up);
     ig_info("%.*s worker %s failed: %s%s", (int)c->rid_len, c->rid, w->url,
-            err ? uv_strerror(err) : why ? why : "protocol error", resend ? " (sending again)" : "");
+            err   ? uv_strerror(err)
+            : why ? why
+                  : "protocol error",
+            resend ? " (sending again)" : "");
     if (resend && retry_allowed(c)) {
         c->resent = 1;
         int probe = 0, full = 0, known;
@@ -273,8 +276,9 @@ static void exchange_failed(ig_upconn *up, int err, const char *why)
     }
     char msg[160];
     if (err)
-        snprintf(msg, sizeof(msg), "%s", err == UV_EOF ? "worker closed the connection before answering"
-                                                       : "worker connection failed");
+        snprintf(msg, sizeof(msg), "%s",
+                 err == UV_EOF ? "worker closed the connection before answering"
+                               : "worker connection failed");
     else
         snprintf(msg, sizeof(msg), "worker sent a malformed response: %s", why ? why : "protocol error");
     ig_client_error(c, 502, "upstream_error", "worker_failed", msg);
@@ -290,7 +294,8 @@ static int take_head(ig_upconn *up, const char *base, size_t len, outv *o, const
         *why = "out of memory";
         return -ENOMEM;
     }
-    int rc = ig_h1resp_head(&up->resp, base, len, is_head_request(c), up->hdrs, IG_MAX_HEADERS, &up->nhdrs, why);
+    int rc =
+        ig_h1resp_head(&up->resp, base, len, is_head_request(c), up->hdrs, IG_MAX_HEADERS, &up->nhdrs, why);
     if (rc)
         return rc;
     if (up->resp.status < 200) {
@@ -402,9 +407,9 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     ig_upconn *up = s->data;
     ig_thread *th = up->th;
     ig_block *blk = buf->base ? ig_container_of(buf->base, ig_block, data) : NULL;
-    if (nread > 0 && up->state == U_BUSY && up->c) {
+    if (nread > 0 && up->state == IG_U_BUSY && up->c) {
         process(up, blk, buf->base, (size_t)nread);
-    } else if (nread < 0 && up->state == U_BUSY && up->c) {
+    } else if (nread < 0 && up->state == IG_U_BUSY && up->c) {
         if (nread == UV_EOF && up->head_done && ig_h1resp_eof(&up->resp)) {
             /* a close-delimited body ends here */
             if (up->discard)
@@ -416,7 +421,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         exchange_failed(up, (int)nread, NULL);
     } else if (nread != 0) {
         /* an idle connection closed or talked out of turn: retire it */
-        if (nread == UV_EOF && up->state == U_IDLE)
+        if (nread == UV_EOF && up->state == IG_U_IDLE)
             ig_upstream_note_idle_close(up);
         ig_upstream_close(up);
     }
@@ -434,7 +439,7 @@ static void up_write_cb(uv_write_t *req, int status)
 {
     ig_upconn *up = req->data;
     up->writing = 0;
-    if (status < 0 && status != UV_ECANCELED && up->c && up->state == U_BUSY)
+    if (status < 0 && status != UV_ECANCELED && up->c && up->state == IG_U_BUSY)
         exchange_failed(up, status, NULL);
     else if (status == 0 && up->c)
         ig_buf_give(&up->c->uhead, &up->th->heads); /* a resend builds it again */
@@ -521,16 +526,16 @@ static void on_connect(uv_connect_t *req, int status)
 {
     ig_upconn *up = req->data;
     ig_client *c = up->c;
-    if (status == 0 && up->state == U_CONNECTING) {
+    if (status == 0 && up->state == IG_U_CONNECTING) {
         uv_timer_stop(&up->timer);
-        up->state = U_BUSY;
+        up->state = IG_U_BUSY;
         uv_tcp_nodelay(&up->tcp, 1);
         ig_upstream_start_reading(up);
         send_request(up);
         return;
     }
     int timed_out = up->timed_out || status == UV_ETIMEDOUT;
-    if (up->state != U_CLOSING)
+    if (up->state != IG_U_CLOSING)
         ig_upstream_close(up);
     if (!c)
         return;
@@ -898,7 +903,7 @@ void ig_proxy_timeout(ig_client *c)
 void ig_proxy_resume_upstream(ig_client *c)
 {
     ig_upconn *up = c->up;
-    if (up && up->paused && up->state == U_BUSY) {
+    if (up && up->paused && up->state == IG_U_BUSY) {
         up->paused = 0;
         ig_upstream_start_reading(up);
     }

@@ -181,8 +181,8 @@ void ig_thread_access_log(ig_thread *th, ig_client *c, int status, uint64_t dur_
                      "%s.%03ldZ access %.*s %s %.*s %d model=%.*s worker=%s bytes=%llu ttfb_ms=%s "
                      "dur_ms=%.1f\n",
                      th->alog_stamp, ts.tv_nsec / 1000000, (int)ridn, rid,
-                     llhttp_method_name((llhttp_method_t)ig_h1req_method(&c->rq)), (int)plen, url,
-                     status, (int)mn, model, c->worker_label[0] ? c->worker_label : "-",
+                     llhttp_method_name((llhttp_method_t)ig_h1req_method(&c->rq)), (int)plen, url, status,
+                     (int)mn, model, c->worker_label[0] ? c->worker_label : "-",
                      (unsigned long long)c->bytes_out, ttfb, (double)dur_us / 1000.0);
     if (n > 0)
         ig_buf_append(&th->alog, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);

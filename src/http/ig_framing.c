@@ -53,7 +53,7 @@ int ig_framing_field_line(const char *line, size_t n, size_t *name_len, const ch
         k++;
     if (k == 0 || k >= n || line[k] != ':')
         return fail(why, k < n && (line[k] == ' ' || line[k] == '\t') ? "whitespace before a header's colon"
-                                                                       : "invalid header name");
+                                                                      : "invalid header name");
     const char *v = line + k + 1, *ve = line + n;
     for (const char *q = v; q < ve; q++)
         if (!ig_field_vchar((unsigned char)*q))

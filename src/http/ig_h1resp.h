@@ -24,7 +24,7 @@ typedef struct ig_h1span {
     size_t n;
 } ig_h1span;
 
-#define IG_H1R_MAX_LINE 4096         /* a chunk-size line, extensions included */
+#define IG_H1R_MAX_LINE 4096          /* a chunk-size line, extensions included */
 #define IG_H1R_MAX_TRAILER (64 << 10) /* the whole trailer section */
 
 typedef struct ig_h1resp {
@@ -39,10 +39,10 @@ typedef struct ig_h1resp {
     uint64_t length; /* the Content-Length */
     uint32_t reason_off, reason_len;
     /* scanner state (private) */
-    unsigned scan;   /* ig_h1resp_head_scan's progress towards the empty line */
-    int st;          /* body state */
-    uint64_t left;   /* bytes of the body or of the current chunk still to come */
-    uint32_t line;   /* bytes of the current chunk-size line */
+    unsigned scan;    /* ig_h1resp_head_scan's progress towards the empty line */
+    int st;           /* body state */
+    uint64_t left;    /* bytes of the body or of the current chunk still to come */
+    uint32_t line;    /* bytes of the current chunk-size line */
     uint32_t trailer; /* bytes of trailer fields so far */
 } ig_h1resp;
 

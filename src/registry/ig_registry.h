@@ -73,8 +73,6 @@ typedef struct ig_worker {
     _Alignas(64) ig_worker_stats stats;
 } ig_worker;
 
-
-
 typedef struct ig_model_set {
     const char *name; /* borrowed from a worker of the snapshot, or owned (registered) */
     size_t len;

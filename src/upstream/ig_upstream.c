@@ -33,11 +33,11 @@ static void unlink_idle(ig_upconn *up)
 
 void ig_upstream_close(ig_upconn *up)
 {
-    if (up->state == U_CLOSING)
+    if (up->state == IG_U_CLOSING)
         return;
-    if (up->state == U_IDLE)
+    if (up->state == IG_U_IDLE)
         unlink_idle(up);
-    up->state = U_CLOSING;
+    up->state = IG_U_CLOSING;
     up->c = NULL;
     atomic_fetch_add_explicit(&up->w->stats.conns_closed, 1, memory_order_relaxed);
     ig_count(&up->th->stats.conns_closed, 1);
@@ -135,7 +135,7 @@ ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
         return NULL; /* connect afresh; the slow one stays pooled for when its process calms down */
     }
     unlink_idle(best);
-    best->state = U_BUSY;
+    best->state = IG_U_BUSY;
     best->reused = 1;
     return best;
 }
@@ -166,7 +166,7 @@ ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb)
     up->th = th;
     up->w = w;
     ig_worker_ref(w);
-    up->state = U_CONNECTING;
+    up->state = IG_U_CONNECTING;
     up->tcp.data = up;
     up->timer.data = up;
     up->creq.data = up;
@@ -183,7 +183,7 @@ ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb)
     int rc = uv_tcp_connect(&up->creq, &up->tcp, (const struct sockaddr *)&w->addr, cb);
     if (rc) {
         ig_warn("connect to %s: %s", w->url, uv_strerror(rc));
-        up->state = U_BUSY;
+        up->state = IG_U_BUSY;
         ig_upstream_close(up);
         return NULL;
     }
@@ -206,7 +206,7 @@ void ig_upstream_release(ig_upconn *up, int reusable)
         return;
     }
     ig_pool *p = &up->w->pools[up->th->idx];
-    up->state = U_IDLE;
+    up->state = IG_U_IDLE;
     up->idle_since_ms = now;
     ig_list_push_front(&p->idle, &up->link);
     ig_list_push_front(&up->th->idle_conns, &up->tlink);

@@ -66,7 +66,8 @@ static void run(const char *d, size_t n, int head_request, int dechunk, size_t s
                     return;
                 }
                 for (int k = 0; k < nh; k++)
-                    check(hdrs[k].name_off + hdrs[k].name_len <= hlen && hdrs[k].value_off + hdrs[k].value_len <= hlen);
+                    check(hdrs[k].name_off + hdrs[k].name_len <= hlen &&
+                          hdrs[k].value_off + hdrs[k].value_len <= hlen);
                 check(r.reason_off + r.reason_len <= hlen);
                 check(r.status >= 100 && r.status <= 599 && r.status != 101);
                 hlen = 0;

@@ -107,8 +107,16 @@ static void trust_and_breaker_flags(void **state)
 {
     ig_config cfg;
     char err[256];
-    char *argv[] = {"infergate", "--admin-allow", "10.0.0.0/8, ::1", "--admin-allow", "192.168.1.7",
-                    "--cb-failure-statuses", "500,520-522", "--metrics-api-key", "m", NULL};
+    char *argv[] = {"infergate",
+                    "--admin-allow",
+                    "10.0.0.0/8, ::1",
+                    "--admin-allow",
+                    "192.168.1.7",
+                    "--cb-failure-statuses",
+                    "500,520-522",
+                    "--metrics-api-key",
+                    "m",
+                    NULL};
     assert_int_equal(parse(&cfg, argv, err), 0);
     assert_int_equal(cfg.n_admin_allow, 3);
     assert_int_equal(cfg.admin_allow[0].bits, 8);
@@ -136,8 +144,9 @@ static void trust_and_breaker_flags(void **state)
         assert_non_null(strstr(err, bad[i][0] + 2));
         ig_config_free(&cfg);
     }
-    assert_int_equal(ig_config_load_json(&cfg, "{\"admin_allow\":[\"127.0.0.2\",\"fd00::/8\"],"
-                                               "\"cb_failure_statuses\":[502,503]}",
+    assert_int_equal(ig_config_load_json(&cfg,
+                                         "{\"admin_allow\":[\"127.0.0.2\",\"fd00::/8\"],"
+                                         "\"cb_failure_statuses\":[502,503]}",
                                          strlen("{\"admin_allow\":[\"127.0.0.2\",\"fd00::/8\"],"
                                                 "\"cb_failure_statuses\":[502,503]}"),
                                          err, sizeof(err)),
@@ -190,12 +199,9 @@ static void log_escape(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(sgl_style_flags),
-        cmocka_unit_test(trust_and_breaker_flags),
-        cmocka_unit_test(cidr_matching),
-        cmocka_unit_test(log_escape),
-        cmocka_unit_test(bad_values_are_refused),
-        cmocka_unit_test(config_file),
+        cmocka_unit_test(sgl_style_flags),        cmocka_unit_test(trust_and_breaker_flags),
+        cmocka_unit_test(cidr_matching),          cmocka_unit_test(log_escape),
+        cmocka_unit_test(bad_values_are_refused), cmocka_unit_test(config_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

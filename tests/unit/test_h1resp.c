@@ -290,9 +290,12 @@ static void many_small_chunks_dechunked(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(lengths_and_close),         cmocka_unit_test(bodiless_answers),
-        cmocka_unit_test(chunked_raw_and_dechunked), cmocka_unit_test(trailers_dropped),
-        cmocka_unit_test(bad_heads),                 cmocka_unit_test(bad_chunks),
+        cmocka_unit_test(lengths_and_close),
+        cmocka_unit_test(bodiless_answers),
+        cmocka_unit_test(chunked_raw_and_dechunked),
+        cmocka_unit_test(trailers_dropped),
+        cmocka_unit_test(bad_heads),
+        cmocka_unit_test(bad_chunks),
         cmocka_unit_test(many_small_chunks_dechunked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
