@@ -169,7 +169,7 @@ int main(int argc, char **argv)
     /* big request bodies straight from and back to the kernel: glibc's
      * sliding threshold would otherwise serve them from the heap after the
      * first one, and a flood of bodies would leave RSS far above the budget */
-    mallopt(M_MMAP_THRESHOLD, 1 << 20);
+    mallopt(M_MMAP_THRESHOLD, 256 << 10);
     signal(SIGPIPE, SIG_IGN);
     signal(SIGHUP, SIG_IGN); /* until its handler is in place */
     if (cfg.log_file && (rc = open_log_file(cfg.log_file))) {
