@@ -72,7 +72,7 @@ static void on_request_head(void *owner)
     }
 }
 
-static const ig_h1req_ops request_ops = {on_request_begin, on_request_head};
+static ig_h1req_ops request_ops = {.begin = on_request_begin, .head = on_request_head};
 
 /* ---- lifecycle ---- */
 
@@ -88,6 +88,8 @@ static ig_budget g_body_budget;
 void ig_client_configure(const ig_config *cfg)
 {
     g_body_budget.cap = cfg->max_buffered_body_bytes;
+    request_ops.max_header_size = cfg->max_header_size;
+    request_ops.max_payload_size = cfg->max_payload_size;
 }
 
 /* Room for extra more bytes in rbuf (exact: a body of known length, so no
@@ -111,7 +113,7 @@ static void budget_unpark(ig_client *c)
     if (!c->budget_wait)
         return;
     c->budget_wait = 0;
-    ig_list_remove(&c->blink);
+    ig_list_remove(&c->qlink);
 }
 
 static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -127,7 +129,7 @@ void ig_client_budget_retry(uv_timer_t *t)
         return;
     }
     while (!ig_list_empty(&th->budget_waiters)) {
-        ig_client *c = ig_container_of(th->budget_waiters.next, ig_client, blink);
+        ig_client *c = ig_container_of(th->budget_waiters.next, ig_client, qlink);
         budget_unpark(c);
         if (c->read_paused && !c->closing) {
             c->read_paused = 0;
@@ -142,7 +144,7 @@ static void budget_park(ig_client *c)
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->read_paused = 1;
     c->budget_wait = 1;
-    ig_list_push_back(&th->budget_waiters, &c->blink);
+    ig_list_push_back(&th->budget_waiters, &c->qlink);
     if (!uv_is_active((uv_handle_t *)&th->budget_timer))
         uv_timer_start(&th->budget_timer, ig_client_budget_retry, 10, 10);
 }
@@ -377,7 +379,7 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
     ig_buf_init(&c->rbuf, (size_t)th->cfg->max_header_size + th->cfg->max_payload_size + IG_RBUF_SIZE);
     ig_buf_init(&c->obuf, 32u << 20);
     ig_buf_init(&c->uhead, (size_t)th->cfg->max_header_size + 4096);
-    ig_h1req_init(&c->rq, &request_ops, c, th->cfg->max_header_size, th->cfg->max_payload_size);
+    ig_h1req_init(&c->rq, &request_ops, c);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         ig_client_close(c);
         return;

@@ -114,7 +114,6 @@ typedef struct ig_client {
     /* the request being read: parsed in place in rbuf, slices by offset */
     ig_buf rbuf;
     size_t body_held; /* bytes of rbuf charged to the gateway's body budget */
-    ig_list blink;    /* in th->budget_waiters */
     ig_h1req rq;
     char rid[80];
     size_t rid_len;
@@ -135,7 +134,9 @@ typedef struct ig_client {
     ig_admin_msg *admin_msg; /* an admin request out at the control thread */
     char worker_label[80];   /* the last worker's URL, for the access log */
     char *logtag;            /* path then model, once the request is retired (access log) */
-    ig_list qlink;           /* in th->queue while waiting for a worker slot */
+    ig_list qlink;           /* in th->queue while waiting for a worker slot, or in th->budget_waiters
+                              * while its body waits for room: never both, a body still arriving is
+                              * not dispatched */
     uint64_t enqueued_ns;
     int requeues;        /* times an overloaded worker sent it back */
     long weight_version; /* of the worker that serves it, at dispatch */

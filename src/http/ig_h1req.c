@@ -108,7 +108,7 @@ static int check_framing(ig_h1req *r, llhttp_t *p)
         return refuse(r, 400, why);
     const char *head = r->buf->data + r->url_off - mlen;
     size_t hlen = ig_framing_head_len(head, r->buf->len - (r->url_off - mlen));
-    if (hlen > r->max_header_size) /* it may all have come in one read */
+    if (hlen > r->ops->max_header_size) /* it may all have come in one read */
         return refuse(r, 431, "request head is larger than --max-header-size");
     if (!hlen || ig_framing_check_head(head, hlen, &why))
         return refuse(r, 400, why);
@@ -128,7 +128,7 @@ static int on_headers_complete(llhttp_t *p)
     r->keep_alive = llhttp_should_keep_alive(p) != 0;
     r->http10 = p->http_major == 1 && p->http_minor == 0;
     r->chunked = (p->flags & F_CHUNKED) != 0;
-    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > r->max_payload_size)
+    if ((p->flags & F_CONTENT_LENGTH) && p->content_length > r->ops->max_payload_size)
         return refuse(r, 413, "request body is larger than --max-payload-size");
     if (r->http10 && r->chunked)
         return refuse(r, 400, "chunked transfer coding is not allowed in HTTP/1.0");
@@ -187,7 +187,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         r->chunks_seen++;
         r->chunk_new = 0;
     }
-    if (r->body_len + len > r->max_payload_size)
+    if (r->body_len + len > r->ops->max_payload_size)
         return refuse(r, 413, "request body is larger than --max-payload-size");
     if (!r->body_len && !r->body_off)
         r->body_off = off;
@@ -216,14 +216,11 @@ static const llhttp_settings_t settings = {
     .on_message_complete = on_message_complete,
 };
 
-void ig_h1req_init(ig_h1req *r, const ig_h1req_ops *ops, void *owner, size_t max_header_size,
-                   uint64_t max_payload_size)
+void ig_h1req_init(ig_h1req *r, const ig_h1req_ops *ops, void *owner)
 {
     memset(r, 0, sizeof(*r));
     r->ops = ops;
     r->owner = owner;
-    r->max_header_size = max_header_size;
-    r->max_payload_size = max_payload_size;
     ig_h1req_forget_headers(r);
     llhttp_init(&r->parser, HTTP_REQUEST, &settings);
     r->parser.data = r;
@@ -276,7 +273,7 @@ int ig_h1req_parse(ig_h1req *r, ig_buf *buf)
     r->parsed = buf->len;
     if (r->chunked && r->head_done && r->in_message && r->body_len)
         compact_chunked(r);
-    if (r->in_message && !r->head_done && buf->len - r->msg_start > r->max_header_size) {
+    if (r->in_message && !r->head_done && buf->len - r->msg_start > r->ops->max_header_size) {
         r->err_status = 431;
         r->err_msg = "request head is larger than --max-header-size";
         return IG_H1REQ_ERROR;

@@ -12,7 +12,11 @@
 #include "../core/ig_buf.h"
 #include "ig_http.h"
 
+/* What every request of one kind of connection shares: the owner's hooks
+ * and the limits (one copy, not one per connection). */
 typedef struct ig_h1req_ops {
+    size_t max_header_size;    /* a larger head is refused (431) */
+    uint64_t max_payload_size; /* a larger body, in data bytes, is refused (413) */
     /** A request's first byte: a header table for it (IG_MAX_HEADERS
      * entries), or NULL to refuse it (503, out of memory). */
     ig_hdr *(*begin)(void *owner);
@@ -25,8 +29,6 @@ typedef struct ig_h1req {
     llhttp_t parser;
     const ig_h1req_ops *ops;
     void *owner;
-    size_t max_header_size;
-    uint64_t max_payload_size;
     ig_buf *buf;              /* the buffer being parsed, during ig_h1req_parse */
     size_t parsed, msg_start; /* offsets in buf: parsed up to here; this request starts here */
     /* the request being read: slices of buf by offset */
@@ -48,8 +50,7 @@ typedef struct ig_h1req {
 
 enum { IG_H1REQ_MORE = 0, IG_H1REQ_MESSAGE = 1, IG_H1REQ_ERROR = -1 };
 
-void ig_h1req_init(ig_h1req *r, const ig_h1req_ops *ops, void *owner, size_t max_header_size,
-                   uint64_t max_payload_size);
+void ig_h1req_init(ig_h1req *r, const ig_h1req_ops *ops, void *owner);
 
 /**
  * Parse buf from r->parsed on. IG_H1REQ_MESSAGE: a whole request, its slices

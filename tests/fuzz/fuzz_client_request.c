@@ -38,7 +38,7 @@ static void head(void *owner)
     (void)owner;
 }
 
-static const ig_h1req_ops ops = {begin, head};
+static const ig_h1req_ops ops = {MAX_HEAD, MAX_PAYLOAD, begin, head};
 
 static void check(int ok)
 {
@@ -57,7 +57,7 @@ static void run(const char *d, size_t n, size_t step, run_log *l)
 {
     ig_h1req r;
     ig_buf buf;
-    ig_h1req_init(&r, &ops, NULL, MAX_HEAD, MAX_PAYLOAD);
+    ig_h1req_init(&r, &ops, NULL);
     ig_buf_init(&buf, MAX_HEAD + MAX_PAYLOAD + 16384);
     l->n = 0;
     l->verdict = 0;
