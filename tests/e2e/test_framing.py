@@ -26,7 +26,8 @@ class RecordingWorker:
         self.received = bytearray()
         self.lock = threading.Lock()
         self.stopped = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self):
         while not self.stopped:
@@ -70,6 +71,14 @@ class RecordingWorker:
 
     def stop(self):
         self.stopped = True
+        # wake the blocked accept() and let its thread end before the descriptor
+        # is closed: a number closed under it could be reused by the next test's
+        # listening socket, and this thread would then answer that test's requests
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.acceptor.join(5)
         self.sock.close()
 
 

@@ -60,10 +60,12 @@ class FaultyWorker:
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
         self.conns = 0
         self.faulty_conn = None  # the connection the last faulty answer went out on
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.stopped = False
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self):
-        while True:
+        while not self.stopped:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
@@ -105,6 +107,13 @@ class FaultyWorker:
                 # would send its next request here
 
     def stop(self):
+        """As test_framing.RecordingWorker.stop: the accept thread ends before its descriptor closes."""
+        self.stopped = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.acceptor.join(5)
         self.sock.close()
 
 
