@@ -142,6 +142,20 @@ def rss_kb(pid):
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
+def stop_listener(sock, acceptor):
+    """Stop a raw test worker: wake its blocked accept() and let the thread end
+    before the descriptor is closed. A number closed under a blocked accept can
+    be reused by the next test's listening socket, and the old thread would
+    then answer that test's requests."""
+    import socket
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    acceptor.join(5)
+    sock.close()
+
+
 def free_port():
     """A port nothing listens on now, for servers that cannot take port 0 (nginx)."""
     import socket

@@ -70,16 +70,9 @@ class RecordingWorker:
         return data
 
     def stop(self):
+        from conftest import stop_listener
         self.stopped = True
-        # wake the blocked accept() and let its thread end before the descriptor
-        # is closed: a number closed under it could be reused by the next test's
-        # listening socket, and this thread would then answer that test's requests
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.acceptor.join(5)
-        self.sock.close()
+        stop_listener(self.sock, self.acceptor)
 
 
 @pytest.fixture(scope="module")

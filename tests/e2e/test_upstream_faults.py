@@ -107,14 +107,9 @@ class FaultyWorker:
                 # would send its next request here
 
     def stop(self):
-        """As test_framing.RecordingWorker.stop: the accept thread ends before its descriptor closes."""
+        from conftest import stop_listener
         self.stopped = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.acceptor.join(5)
-        self.sock.close()
+        stop_listener(self.sock, self.acceptor)
 
 
 @pytest.fixture(scope="module")
