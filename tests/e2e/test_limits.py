@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from conftest import SANITIZED, chat_body, rss_kb
+from conftest import SANITIZED, chat_body, rss_kb, wait_for
 
 
 def raw(port):
@@ -243,8 +243,10 @@ def test_body_that_cannot_get_room_in_time_is_503_not_408(procs):
     t = threading.Thread(target=lambda: first.append(
         httpx.post(gw.base + "/v1/chat/completions", content=big_chat(4 << 20),
                    headers={"content-type": "application/json"}, timeout=30).status_code))
+    before = w.stats()["requests"]
     t.start()
-    time.sleep(0.5)  # the first body is in and waits for its first token
+    # the first body is all in (the worker has it) and waits for its first token, holding the budget
+    assert wait_for(lambda: w.stats()["requests"] >= before + 2, 30)
     s = raw(gw.port)
     second = big_chat(2 << 20)
     s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n" % len(second))
