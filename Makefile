@@ -9,18 +9,11 @@ CFLAGS_IG = -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-paramet
             -I$(LLHTTP_H) -pthread -D_GNU_SOURCE $(SANFLAGS)
 LDLIBS    = -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
 
-CORE_SRC  = src/core/ig_buf.c src/core/ig_freelist.c src/core/ig_log.c src/core/ig_config.c src/core/ig_wakeup.c src/core/ig_cidr.c src/core/ig_budget.c src/core/ig_epoch.c \
-            src/http/ig_body_scan.c src/http/ig_http.c src/http/ig_framing.c src/http/ig_h1resp.c src/http/ig_h1req.c \
-            src/registry/ig_registry.c src/registry/ig_ring.c src/registry/ig_sessions.c \
-            src/balance/ig_policy.c src/balance/ig_prefix.c src/balance/ig_affinity.c \
-            src/health/ig_breaker.c
 # everything but main() goes into one static library that the gateway, the
 # mock worker, the unit tests, the fuzzers and the benchmarks link: each
 # source compiles once per build flavour
-LIB_SRC   = $(CORE_SRC) src/upstream/ig_upstream.c src/upstream/ig_httpc.c \
-            src/gateway/ig_client.c src/gateway/ig_proxy.c src/gateway/ig_thread.c \
-            src/gateway/ig_control.c src/gateway/ig_admin.c src/gateway/ig_metrics.c \
-            src/gateway/ig_admission.c src/gateway/ig_areal.c
+MAIN_SRC  = src/gateway/ig_main.c
+LIB_SRC   = $(filter-out $(MAIN_SRC),$(sort $(wildcard src/*/*.c)))
 MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c tools/mockworker/mock_kvcache.c
 LLHTTP_SRC = $(LLHTTP)/llhttp.c $(LLHTTP)/api.c $(LLHTTP)/http.c
 UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin test_sessions test_affinity test_framing test_freelist test_h1resp test_budget
@@ -37,7 +30,7 @@ $(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
 	@echo "  AR      $@"
 	@rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/infergate: $(BUILD)/obj/src/gateway/ig_main.o $(LIB)
+$(BUILD)/infergate: $(MAIN_SRC:%.c=$(BUILD)/obj/%.o) $(LIB)
 	@echo "  LD      $@"
 	@$(CC) -o $@ $^ $(LDLIBS)
 
@@ -141,7 +134,7 @@ clean:
 # FUZZ_SECS per driver, new inputs going to build/fuzz-findings, not the repo.
 FUZZERS   = fuzz_request fuzz_client_request fuzz_body_scan fuzz_admin fuzz_response
 FUZZ_SECS ?= 60
-FUZZ_SRC  = $(CORE_SRC) src/gateway/ig_admin.c
+FUZZ_SRC  = $(LIB_SRC)
 $(BUILD)/fuzz/%-replay: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"

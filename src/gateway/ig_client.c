@@ -113,7 +113,7 @@ static void budget_unpark(ig_client *c)
     if (!c->budget_wait)
         return;
     c->budget_wait = 0;
-    ig_list_remove(&c->qlink);
+    ig_list_remove(&c->wait.link);
 }
 
 static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -129,7 +129,7 @@ void ig_client_budget_retry(uv_timer_t *t)
         return;
     }
     while (!ig_list_empty(&th->budget_waiters)) {
-        ig_client *c = ig_container_of(th->budget_waiters.next, ig_client, qlink);
+        ig_client *c = ig_container_of(th->budget_waiters.next, ig_client, wait.link);
         budget_unpark(c);
         if (c->read_paused && !c->closing) {
             c->read_paused = 0;
@@ -144,7 +144,7 @@ static void budget_park(ig_client *c)
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->read_paused = 1;
     c->budget_wait = 1;
-    ig_list_push_back(&th->budget_waiters, &c->qlink);
+    ig_list_push_back(&th->budget_waiters, &c->wait.link);
     if (!uv_is_active((uv_handle_t *)&th->budget_timer))
         uv_timer_start(&th->budget_timer, ig_client_budget_retry, 10, 10);
 }
@@ -174,7 +174,7 @@ void ig_client_close(ig_client *c)
     c->closing = 1;
     budget_unpark(c);
     if (c->admin_msg) {
-        c->admin_msg->c = NULL; /* the answer will find nobody and be dropped */
+        c->admin_msg->owner = NULL; /* the answer will find nobody and be dropped */
         c->admin_msg = NULL;
     }
     if (c->state == IG_C_DISPATCHED) {
@@ -400,7 +400,7 @@ static void client_write_cb(uv_write_t *req, int status)
     ig_client *c = req->handle->data;
     ig_thread *th = c->th;
     if (w->blk)
-        ig_block_put(th, w->blk);
+        ig_block_put(&th->blocks, w->blk);
     ig_freelist_put(&th->wreqs, w);
     c->pending_writes--;
     if (status < 0) {
@@ -463,7 +463,7 @@ int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *ho
     int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, rest, m, client_write_cb);
     if (rc) {
         if (hold)
-            ig_block_put(c->th, hold);
+            ig_block_put(&c->th->blocks, hold);
         ig_freelist_put(&c->th->wreqs, w);
         ig_client_close(c);
         return rc;
@@ -545,6 +545,24 @@ static void next_request(ig_client *c)
         client_parse(c);
 }
 
+static void access_log(ig_client *c, int status, uint64_t dur_us)
+{
+    ig_alog_record r = {.rid = c->rid,
+                        .rid_len = c->rid_len,
+                        .method = llhttp_method_name((llhttp_method_t)ig_h1req_method(&c->rq)),
+                        .status = status,
+                        .worker = c->worker_label,
+                        .bytes = c->bytes_out,
+                        .ttfb_ns = c->first_byte_ns ? c->first_byte_ns - c->start_ns : 0,
+                        .dur_us = dur_us};
+    r.path = ig_client_path(c, &r.path_len);
+    if (c->route <= IG_R_GENERATE && c->fields.has_model) {
+        r.model = c->fields.model;
+        r.model_len = c->fields.model_len;
+    }
+    ig_alog_append(&c->th->alog, &r);
+}
+
 /* The request is over: metrics, the access log, the gateway's in-flight count. */
 static void finish_request(ig_client *c, int aborted)
 {
@@ -561,7 +579,7 @@ static void finish_request(ig_client *c, int aborted)
     if (aborted)
         ig_count(&th->stats.client_aborts, 1);
     if (ig_log_level >= IG_LOG_INFO)
-        ig_thread_access_log(th, c, status, dur_us);
+        access_log(c, status, dur_us);
     free(c->logtag);
     c->logtag = NULL;
 }
@@ -872,8 +890,8 @@ static void admin_start(ig_client *c)
                           c->rq.hdrs[c->rq.h_authorization].value_len);
     m->body_len = c->rq.body_len;
     m->method = ig_h1req_method(&c->rq);
-    m->th = c->th;
-    m->c = c;
+    m->reply_to = &c->th->replies;
+    m->owner = c;
     c->admin_msg = m;
     ig_control_submit(m);
 }

@@ -56,8 +56,7 @@ static struct {
     uv_thread_t tid;
     ig_wakeup inbox_wake;
     uv_timer_t tick, health, prefix_sweep;
-    uv_mutex_t lock;
-    ig_admin_msg *inbox; /* under lock */
+    ig_inbox inbox; /* admin requests from the loop threads */
     atomic_int poked, stopping;
     const ig_config *cfg;
     ig_thread *threads;
@@ -101,8 +100,8 @@ void ig_ctl_reply(ig_admin_msg *m, int status, json_t *doc)
     m->reply = json_dumps(doc, JSON_COMPACT);
     m->reply_len = m->reply ? strlen(m->reply) : 0;
     json_decref(doc);
-    if (m->th)
-        ig_thread_post_reply(m->th, m);
+    if (m->reply_to)
+        ig_inbox_push(m->reply_to, &m->node);
     else
         ig_admin_msg_free(m); /* a start-up add: nobody to answer */
 }
@@ -116,8 +115,8 @@ void ig_ctl_reply_raw(ig_admin_msg *m, int status, const char *body, size_t len)
         memcpy(m->reply, body, len);
         m->reply[len] = '\0';
     }
-    if (m->th)
-        ig_thread_post_reply(m->th, m);
+    if (m->reply_to)
+        ig_inbox_push(m->reply_to, &m->node);
     else
         ig_admin_msg_free(m);
 }
@@ -694,23 +693,11 @@ static void handle_admin_msg(ig_admin_msg *m);
 static void inbox_cb(ig_wakeup *a)
 {
     (void)a;
-    uv_mutex_lock(&ctl.lock);
-    ig_admin_msg *m = ctl.inbox;
-    ctl.inbox = NULL;
-    uv_mutex_unlock(&ctl.lock);
-    /* the inbox is a stack: answer in arrival order */
-    ig_admin_msg *rev = NULL;
-    while (m) {
-        ig_admin_msg *next = m->next;
-        m->next = rev;
-        rev = m;
-        m = next;
-    }
-    while (rev) {
-        ig_admin_msg *next = rev->next;
-        rev->next = NULL;
-        handle_admin_msg(rev);
-        rev = next;
+    ig_inbox_node *n = ig_inbox_take(&ctl.inbox);
+    while (n) {
+        ig_inbox_node *next = n->next;
+        handle_admin_msg(ig_container_of(n, ig_admin_msg, node));
+        n = next;
     }
     if (atomic_load(&ctl.stopping)) {
         uv_stop(&ctl.loop);
@@ -719,11 +706,7 @@ static void inbox_cb(ig_wakeup *a)
 
 void ig_control_submit(ig_admin_msg *m)
 {
-    uv_mutex_lock(&ctl.lock);
-    m->next = ctl.inbox;
-    ctl.inbox = m;
-    uv_mutex_unlock(&ctl.lock);
-    ig_wakeup_send(&ctl.inbox_wake);
+    ig_inbox_push(&ctl.inbox, &m->node);
 }
 
 /* ---- admin requests ---- */
@@ -791,7 +774,7 @@ int ig_control_start(const ig_config *cfg, ig_thread *threads, int nthreads)
     int rc = uv_loop_init(&ctl.loop);
     if (rc)
         return rc;
-    uv_mutex_init(&ctl.lock);
+    ig_inbox_init(&ctl.inbox, &ctl.inbox_wake);
     if ((rc = ig_wakeup_init(&ctl.loop, &ctl.inbox_wake, inbox_cb)))
         return rc;
     uv_timer_init(&ctl.loop, &ctl.tick);
@@ -847,16 +830,11 @@ void ig_control_stop(void)
     uv_run(&ctl.loop, UV_RUN_DEFAULT);
     ig_wakeup_release(&ctl.inbox_wake); /* the loop threads, its senders, are gone */
     uv_loop_close(&ctl.loop);
-    uv_mutex_lock(&ctl.lock);
-    ig_admin_msg *m = ctl.inbox;
-    ctl.inbox = NULL;
-    uv_mutex_unlock(&ctl.lock);
-    while (m) {
-        ig_admin_msg *next = m->next;
-        ig_admin_msg_free(m);
-        m = next;
+    for (ig_inbox_node *n = ig_inbox_take(&ctl.inbox), *next; n; n = next) {
+        next = n->next;
+        ig_admin_msg_free(ig_container_of(n, ig_admin_msg, node));
     }
-    uv_mutex_destroy(&ctl.lock);
+    ig_inbox_destroy(&ctl.inbox);
     ig_areal_shutdown();
     ig_registry_shutdown();
 }

@@ -7,6 +7,7 @@
 #include <stddef.h>
 
 #include "../core/ig_config.h"
+#include "../core/ig_inbox.h"
 
 struct ig_thread;
 struct ig_client;
@@ -14,9 +15,10 @@ struct ig_worker;
 
 /* An admin request travelling loop thread -> control thread -> loop thread. */
 typedef struct ig_admin_msg {
-    struct ig_admin_msg *next;
-    struct ig_thread *th; /* where the reply goes */
-    struct ig_client *c;  /* touched only by th; NULL once the client left */
+    ig_inbox_node node;         /* in the control thread's inbox, then in reply_to */
+    struct ig_admin_msg *next;  /* the control thread's own lists (waiting for an add) */
+    ig_inbox *reply_to;         /* where the answer goes; NULL: nobody waits for it */
+    void *owner;                /* the requester's, touched only by reply_to's thread; NULL once it left */
     int method;           /* llhttp method */
     char *target;         /* path and query */
     char *body;

@@ -8,34 +8,29 @@
 #include <uv.h>
 
 #include "../balance/ig_policy.h"
+#include "../core/ig_block.h"
 #include "../core/ig_buf.h"
 #include "../core/ig_config.h"
 #include "../core/ig_freelist.h"
+#include "../core/ig_inbox.h"
 #include "../core/ig_list.h"
 #include "../core/ig_wakeup.h"
 #include "../http/ig_body_scan.h"
+#include "../obs/ig_access_log.h"
 #include "../http/ig_h1req.h"
 #include "../http/ig_h1resp.h"
 #include "../http/ig_http.h"
 #include "../registry/ig_registry.h"
-#include "ig_admission.h"
+#include "../admission/ig_admission.h"
 #include "ig_control.h"
 #include "ig_metrics.h"
 
-#define IG_BLOCK_SIZE (64 * 1024)
 /* Stop reading a worker once this much is queued towards a slow client. */
 #define IG_CLIENT_WQ_HIGH (256 * 1024)
 #define IG_CLIENT_WQ_LOW (64 * 1024)
 #define IG_MAX_TRIES 8
 /* a request sent back by overloaded workers this often gets their answer */
 #define IG_MAX_REQUEUES 5
-
-/* Upstream read buffer, recycled through a per-thread free list. A block can
- * be referenced by several pending client writes, hence the count. */
-typedef struct ig_block {
-    size_t refs;
-    char data[IG_BLOCK_SIZE];
-} ig_block;
 
 typedef struct ig_wreq {
     uv_write_t req;
@@ -78,18 +73,10 @@ typedef struct ig_thread {
     atomic_int stop_requested;
     uint64_t rid_seq;
     char rid_prefix[32];
-    uv_mutex_t reply_lock;
-    ig_admin_msg *replies; /* admin answers from the control thread, under reply_lock */
-    ig_buf alog;           /* access-log lines, written once per loop iteration */
-    int64_t alog_sec;
-    char alog_stamp[32];
+    ig_inbox replies; /* admin answers from the control thread */
+    ig_alog alog;
     ig_thread_stats stats;
-    /* admission queue: only this thread touches the list */
-    ig_list queue;
-    int nqueued;
-    int queue_dirty; /* a slot freed here: dispatch after the current callback */
-    uv_timer_t queue_poll;
-    atomic_uint_fast64_t queue_oldest_ns; /* read by other threads to pick whom to wake */
+    ig_admq admq; /* requests of this thread waiting for a worker slot */
 } ig_thread;
 
 typedef enum { IG_C_READING, IG_C_DISPATCHED, IG_C_FLUSHING } ig_client_state;
@@ -108,7 +95,7 @@ typedef struct ig_client {
     int handles_open;
     unsigned closing : 1, read_paused : 1, in_parse : 1, close_after : 1, resp_started : 1, dechunk : 1,
         resent : 1, have_rid : 1, last_timeout : 1, lingering : 1, probe : 1, retrying : 1, in_proxy : 1,
-        queued : 1, last_refused : 1, /* the last connect was refused: the worker got nothing */
+        last_refused : 1, /* the last connect was refused: the worker got nothing */
         retired : 1,                  /* the request's memory is given back (its response streams) */
         budget_wait : 1;              /* in th->budget_waiters: its body needs room the budget lacks */
     /* the request being read: parsed in place in rbuf, slices by offset */
@@ -134,10 +121,9 @@ typedef struct ig_client {
     ig_admin_msg *admin_msg; /* an admin request out at the control thread */
     char worker_label[80];   /* the last worker's URL, for the access log */
     char *logtag;            /* path then model, once the request is retired (access log) */
-    ig_list qlink;           /* in th->queue while waiting for a worker slot, or in th->budget_waiters
-                              * while its body waits for room: never both, a body still arriving is
-                              * not dispatched */
-    uint64_t enqueued_ns;
+    ig_waiter wait; /* in th->admq while waiting for a worker slot, or (its link) in
+                     * th->budget_waiters while its body waits for room: never both, a
+                     * body still arriving is not dispatched */
     int requeues;        /* times an overloaded worker sent it back */
     long weight_version; /* of the worker that serves it, at dispatch */
 } ig_client;
@@ -174,19 +160,13 @@ typedef struct ig_upconn {
 } ig_upconn;
 
 /* ig_thread.c */
-ig_block *ig_block_get(ig_thread *th);
-void ig_block_put(ig_thread *th, ig_block *b);
 void ig_thread_client_closed(ig_thread *th);
 /** Prepare the loop threads (listening sockets already bound). 0 or negative errno. */
 int ig_threads_init(ig_thread *ths, int n, const ig_config *cfg, const int *fds);
 /** Run them. */
 int ig_threads_run(ig_thread *ths, int n);
-/** Control thread: an admin answer for a client of th. */
-void ig_thread_post_reply(ig_thread *th, ig_admin_msg *m);
 /** Every loop thread, for /metrics. */
 extern ig_thread *ig_all_threads;
-/** Append the access-log line of c's request (written once per loop iteration). */
-void ig_thread_access_log(ig_thread *th, ig_client *c, int status, uint64_t dur_us);
 extern int ig_n_threads;
 void ig_threads_stop(ig_thread *ths, int n);
 void ig_threads_join(ig_thread *ths, int n);
@@ -239,8 +219,6 @@ void ig_proxy_timeout(ig_client *c);
 void ig_proxy_resume_upstream(ig_client *c);
 /** The request is over, however it ended: leave the gateway's in-flight counts. */
 void ig_proxy_finish(ig_client *c);
-/** A queued request gets another chance at a worker slot. */
-void ig_proxy_try_queued(ig_client *c);
 
 /* ig_upstream.c */
 ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w);

@@ -213,7 +213,8 @@ int main(int argc, char **argv)
                             {0}};
     memcpy(bc.failure_statuses, cfg.cb_failure_statuses, sizeof(bc.failure_statuses));
     ig_breaker_configure(&bc);
-    ig_admission_configure(&cfg);
+    ig_admission_config ac = {cfg.max_concurrent_requests, cfg.queue_size};
+    ig_admission_configure(&ac);
     ig_registry_init(cfg.threads);
     if (cfg.policy == IG_POLICY_CONSISTENT_HASH)
         ig_registry_set_ring_vnodes(IG_RING_VNODES);

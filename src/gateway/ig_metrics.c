@@ -7,40 +7,7 @@
 #include "../registry/ig_sessions.h"
 #include "ig_gateway.h"
 
-static const char *const route_names[IG_R_N] = {
-    "chat_completions", "completions", "embeddings", "generate", "session",
-    "models",           "probe",       "metrics",    "admin",    "other"};
-
-/* the codes a gateway commonly answers; the rest are folded into their class */
-static const int status_codes[IG_STATUS_N] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 413,
-                                              417, 422, 429, 431, 500, 502, 503, 504, 0,   0};
 static const char *const other_names[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
-
-/* seconds; inference latencies run from milliseconds to many minutes */
-static const double bounds[IG_HIST_N] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                         1,     2.5,    5,     10,   30,    60,   300, 1800};
-
-const char *ig_route_name(ig_route r)
-{
-    return route_names[r];
-}
-
-int ig_status_index(int status)
-{
-    for (int i = 0; i < 18; i++)
-        if (status_codes[i] == status)
-            return i;
-    return status >= 500 ? 19 : 18; /* other 5xx; any other class */
-}
-
-void ig_hist_observe(ig_hist *h, uint64_t us)
-{
-    int i = 0;
-    while (i < IG_HIST_N && (double)us > bounds[i] * 1e6)
-        i++;
-    ig_count(&h->bucket[i], 1);
-    ig_count(&h->sum_us, us);
-}
 
 static int put(ig_buf *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int put(ig_buf *o, const char *fmt, ...)
@@ -102,7 +69,7 @@ static void hist1(ig_buf *o, const char *name, const char *label, ig_thread *th,
         for (int t = 0; t < n; t++)
             cum += rd(&get(&th[t], route)->bucket[b]);
         if (b < IG_HIST_N)
-            put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, label, sep, bounds[b], (unsigned long long)cum);
+            put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, label, sep, ig_hist_bounds[b], (unsigned long long)cum);
         else
             put(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, label, sep, (unsigned long long)cum);
     }
@@ -117,7 +84,7 @@ static void hist(ig_buf *o, const char *name, ig_thread *th, int n, hist_of get)
 {
     for (int r = 0; r < IG_R_N; r++) {
         char label[48];
-        snprintf(label, sizeof(label), "route=\"%s\"", route_names[r]);
+        snprintf(label, sizeof(label), "route=\"%s\"", ig_route_name(r));
         hist1(o, name, label, th, n, get, r, 0);
     }
 }
@@ -133,10 +100,10 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
                 continue;
             char code[8];
             if (k < 18)
-                snprintf(code, sizeof(code), "%d", status_codes[k]);
+                snprintf(code, sizeof(code), "%d", ig_status_code_at(k));
             else
                 snprintf(code, sizeof(code), "%s", k == 19 ? other_names[4] : "other");
-            put(o, "infergate_requests_total{route=\"%s\",status=\"%s\"} %llu\n", route_names[r], code,
+            put(o, "infergate_requests_total{route=\"%s\",status=\"%s\"} %llu\n", ig_route_name(r), code,
                 (unsigned long long)v);
         }
     put(o, "# HELP infergate_request_duration_seconds Time from the whole request read to the "

@@ -43,7 +43,7 @@ static void release_worker(ig_client *c)
         c->probe = 0;
     }
     c->worker = NULL;
-    ig_admission_release(c->th, w);
+    ig_admission_release(&c->th->admq, w);
 }
 
 /* The worker failed this attempt (not the client, not a timeout). */
@@ -194,8 +194,8 @@ static void requeue(ig_upconn *up, int reusable)
     c->ntried--; /* not a failure of the worker, not a retry */
     ig_count(&c->th->stats.requeued_overload, 1);
     enqueue(c, 1);
-    if (c->queued)
-        ig_admission_dispatch(c->th);
+    if (c->wait.queued)
+        ig_admq_dispatch(&c->th->admq);
 }
 
 static void complete(ig_upconn *up, int reusable)
@@ -396,7 +396,7 @@ fail:
 static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     ig_upconn *up = h->data;
-    ig_block *b = ig_block_get(up->th);
+    ig_block *b = ig_block_get(&up->th->blocks);
     (void)suggested;
     buf->base = b ? b->data : NULL;
     buf->len = b ? IG_BLOCK_SIZE : 0;
@@ -427,7 +427,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 out:
     if (blk)
-        ig_block_put(th, blk);
+        ig_block_put(&th->blocks, blk);
 }
 
 void ig_upstream_start_reading(ig_upconn *up)
@@ -654,7 +654,7 @@ static ig_worker *affinity_choose(ig_client *c, ig_worker *const *cand, int n, c
     if (i < 0 || !ig_admission_claim(cand[i], now))
         return NULL;
     if (!ig_breaker_admit(cand[i], probe)) {
-        ig_admission_release(c->th, cand[i]);
+        ig_admission_release(&c->th->admq, cand[i]);
         return NULL;
     }
     if (cache) /* it will hold this prompt's prefix now */
@@ -683,7 +683,7 @@ static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, const ig_r
         if (ig_admission_claim(w, now)) {
             if (ig_breaker_admit(w, probe))
                 return w;
-            ig_admission_release(c->th, w);
+            ig_admission_release(&c->th->admq, w);
         }
     }
     int m = 0;
@@ -707,7 +707,7 @@ static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, const ig_r
         }
         if (ig_breaker_admit(w, probe))
             return w;
-        ig_admission_release(c->th, w);
+        ig_admission_release(&c->th->admq, w);
     }
     return NULL;
 }
@@ -723,9 +723,9 @@ static void no_worker_left(ig_client *c)
 /* Wait for a slot instead of refusing: 429 only when the queue is full. */
 static void enqueue(ig_client *c, int front)
 {
-    if (c->queued)
+    if (c->wait.queued)
         return; /* still waiting: keeps its place */
-    if (ig_admission_enqueue(c, front)) {
+    if (ig_admq_push(&c->th->admq, &c->wait, front)) {
         ig_count(&c->th->stats.rejected_queue_full, 1);
         ig_client_error_headers(c, 429, "rate_limit_error", "queue_full",
                                 "every worker is busy and the queue is full; retry later",
@@ -738,9 +738,9 @@ static void enqueue(ig_client *c, int front)
 /* Leaving the queue for a worker: the request timeout starts now. */
 static void dequeue_for_dispatch(ig_client *c)
 {
-    if (!c->queued)
+    if (!c->wait.queued)
         return;
-    ig_admission_leave(c);
+    ig_admq_leave(&c->th->admq, &c->wait);
     ig_client_arm_timer(c, c->th->cfg->request_timeout_secs);
 }
 
@@ -786,7 +786,7 @@ static void pick_and_send(ig_client *c)
         /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
         if (n == 0) {
             char msg[IG_MODEL_MAX + 64];
-            ig_admission_leave(c);
+            ig_admq_leave(&c->th->admq, &c->wait);
             if (s->n_all == 0) {
                 ig_client_error(c, 503, "service_unavailable", "no_workers", "no worker is available");
             } else if (f->has_model && !known) {
@@ -807,14 +807,14 @@ static void pick_and_send(ig_client *c)
             return;
         }
         /* first in, first out: while others wait, a newcomer waits behind them */
-        if (!c->queued && ig_admission_waiting()) {
+        if (!c->wait.queued && ig_admission_waiting()) {
             enqueue(c, 0);
-            if (c->queued)
-                ig_admission_dispatch(c->th);
+            if (c->wait.queued)
+                ig_admq_dispatch(&c->th->admq);
             return;
         }
     } else if (!retry_allowed(c)) {
-        ig_admission_leave(c);
+        ig_admq_leave(&c->th->admq, &c->wait);
         no_worker_left(c);
         return;
     }
@@ -825,7 +825,7 @@ static void pick_and_send(ig_client *c)
             enqueue(c, 0);
             return;
         }
-        ig_admission_leave(c);
+        ig_admq_leave(&c->th->admq, &c->wait);
         if (c->ntried == 0)
             ig_client_error(c, 503, "service_unavailable", "no_healthy_workers",
                             "every worker for this request is cooling down after failures");
@@ -842,9 +842,11 @@ static void pick_and_send(ig_client *c)
     send_to(c, w, 0);
 }
 
-void ig_proxy_try_queued(ig_client *c)
+/* A queued request gets another chance at a worker slot. */
+static void retry_queued(ig_waiter *wt)
 {
-    if (c->queued && !c->closing)
+    ig_client *c = ig_container_of(wt, ig_client, wait);
+    if (c->wait.queued && !c->closing)
         pick_and_send(c);
 }
 
@@ -865,13 +867,14 @@ void ig_proxy_start(ig_client *c)
     c->last_timeout = 0;
     c->last_refused = 0;
     c->in_proxy = 1;
+    c->wait.retry = retry_queued;
     atomic_fetch_add_explicit(&g_inflight, 1, memory_order_relaxed);
     pick_and_send(c);
 }
 
 void ig_proxy_abort(ig_client *c)
 {
-    ig_admission_leave(c); /* a queued request just leaves: nothing was sent */
+    ig_admq_leave(&c->th->admq, &c->wait); /* a queued request just leaves: nothing was sent */
     ig_upconn *up = c->up;
     if (up) {
         /* closing at once is how the worker learns the client left: it can stop generating */
@@ -883,8 +886,8 @@ void ig_proxy_abort(ig_client *c)
 
 void ig_proxy_timeout(ig_client *c)
 {
-    if (c->queued) {
-        ig_admission_leave(c);
+    if (c->wait.queued) {
+        ig_admq_leave(&c->th->admq, &c->wait);
         ig_count(&c->th->stats.queue_timeouts, 1);
         ig_client_error(c, 503, "service_unavailable", "queue_timeout",
                         "no worker slot freed within --queue-timeout-secs");

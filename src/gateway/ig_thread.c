@@ -11,6 +11,7 @@
 
 #include "../core/ig_log.h"
 #include "../core/ig_epoch.h"
+#include "../core/ig_inbox.h"
 #include "ig_gateway.h"
 
 ig_thread *ig_all_threads;
@@ -22,20 +23,6 @@ int ig_n_threads;
 #define MAX_FREE_RBUFS 64
 #define MAX_FREE_HEADS 256
 #define MAX_FREE_HDR_TABLES 256
-
-ig_block *ig_block_get(ig_thread *th)
-{
-    ig_block *b = ig_freelist_get(&th->blocks);
-    if (b)
-        b->refs = 1;
-    return b;
-}
-
-void ig_block_put(ig_thread *th, ig_block *b)
-{
-    if (--b->refs == 0)
-        ig_freelist_put(&th->blocks, b);
-}
 
 static void on_connection(uv_stream_t *server, int status)
 {
@@ -69,7 +56,7 @@ static void thread_finish(ig_thread *th)
     if (!uv_is_closing((uv_handle_t *)&th->budget_timer))
         uv_close((uv_handle_t *)&th->budget_timer, NULL);
     ig_wakeup_close(&th->wake);
-    ig_admission_thread_close(th);
+    ig_admq_close(&th->admq);
 }
 
 void ig_thread_client_closed(ig_thread *th)
@@ -89,27 +76,14 @@ static void drain_timeout_cb(uv_timer_t *t)
         thread_finish(th);
 }
 
-void ig_thread_post_reply(ig_thread *th, ig_admin_msg *m)
-{
-    uv_mutex_lock(&th->reply_lock);
-    m->next = th->replies;
-    th->replies = m;
-    uv_mutex_unlock(&th->reply_lock);
-    ig_wakeup_send(&th->wake);
-}
-
 static void take_replies(ig_thread *th)
 {
-    uv_mutex_lock(&th->reply_lock);
-    ig_admin_msg *m = th->replies;
-    th->replies = NULL;
-    uv_mutex_unlock(&th->reply_lock);
-    while (m) {
-        ig_admin_msg *next = m->next;
-        if (m->c)
-            ig_client_admin_reply(m->c, m);
+    for (ig_inbox_node *n = ig_inbox_take(&th->replies), *next; n; n = next) {
+        next = n->next;
+        ig_admin_msg *m = ig_container_of(n, ig_admin_msg, node);
+        if (m->owner)
+            ig_client_admin_reply(m->owner, m);
         ig_admin_msg_free(m);
-        m = next;
     }
 }
 
@@ -119,8 +93,8 @@ static void wake_cb(ig_wakeup *a)
 {
     ig_thread *th = a->data;
     take_replies(th);
-    if (th->nqueued)
-        ig_admission_dispatch(th); /* another thread freed a slot our oldest waiter may take */
+    if (th->admq.n)
+        ig_admq_dispatch(&th->admq); /* another thread freed a slot our oldest waiter may take */
     if (!atomic_load(&th->stop_requested) || th->draining)
         return;
     th->draining = 1;
@@ -139,72 +113,21 @@ static void sweep_cb(uv_timer_t *t)
     ig_upstream_sweep(t->data);
 }
 
-static void flush_access_log(ig_thread *th)
-{
-    size_t off = 0;
-    while (off < th->alog.len) {
-        ssize_t n = write(STDERR_FILENO, th->alog.data + off, th->alog.len - off);
-        if (n <= 0)
-            break; /* a log that cannot be written must not stop the proxy */
-        off += (size_t)n;
-    }
-    th->alog.len = 0;
-}
-
-void ig_thread_access_log(ig_thread *th, ig_client *c, int status, uint64_t dur_us)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    if (ts.tv_sec != th->alog_sec) {
-        struct tm tm;
-        gmtime_r(&ts.tv_sec, &tm);
-        strftime(th->alog_stamp, sizeof(th->alog_stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-        th->alog_sec = ts.tv_sec;
-    }
-    size_t plen;
-    const char *url = ig_client_path(c, &plen);
-    if (plen > 200)
-        plen = 200;
-    char ttfb[24] = "-";
-    if (c->first_byte_ns)
-        snprintf(ttfb, sizeof(ttfb), "%.1f", (double)(c->first_byte_ns - c->start_ns) / 1e6);
-    /* what the client chose (id, model) is escaped: one request, one line, fixed fields */
-    char line[1280], rid[4 * 80 + 1], model[4 * 128 + 1];
-    int is_data = c->route <= IG_R_GENERATE;
-    size_t ridn = ig_log_escape(rid, sizeof(rid) - 1, c->rid, c->rid_len, 1);
-    size_t mn = 1;
-    model[0] = '-';
-    if (is_data && c->fields.has_model)
-        mn = ig_log_escape(model, sizeof(model) - 1, c->fields.model,
-                           c->fields.model_len < 128 ? c->fields.model_len : 128, 1);
-    int n = snprintf(line, sizeof(line),
-                     "%s.%03ldZ access %.*s %s %.*s %d model=%.*s worker=%s bytes=%llu ttfb_ms=%s "
-                     "dur_ms=%.1f\n",
-                     th->alog_stamp, ts.tv_nsec / 1000000, (int)ridn, rid,
-                     llhttp_method_name((llhttp_method_t)ig_h1req_method(&c->rq)), (int)plen, url, status,
-                     (int)mn, model, c->worker_label[0] ? c->worker_label : "-",
-                     (unsigned long long)c->bytes_out, ttfb, (double)dur_us / 1000.0);
-    if (n > 0)
-        ig_buf_append(&th->alog, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-    if (th->alog.len > 60000)
-        flush_access_log(th);
-}
-
 /* Between callbacks the thread holds no snapshot: tell the registry. */
 static void prepare_cb(uv_prepare_t *p)
 {
     ig_thread *th = p->data;
     ig_epoch_quiescent(th->idx);
-    if (th->alog.len)
-        flush_access_log(th);
+    if (th->alog.buf.len)
+        ig_alog_flush(&th->alog);
 }
 
 static void check_cb(uv_check_t *ch)
 {
     ig_thread *th = ch->data;
     ig_epoch_quiescent(th->idx);
-    if (th->queue_dirty)
-        ig_admission_dispatch(th);
+    if (th->admq.dirty)
+        ig_admq_dispatch(&th->admq);
 }
 
 static void thread_main(void *arg)
@@ -217,7 +140,7 @@ static void thread_main(void *arg)
     uv_run(&th->loop, UV_RUN_DEFAULT);
     ig_epoch_offline(th->idx);
     take_replies(th);
-    flush_access_log(th);
+    ig_alog_flush(&th->alog);
     uv_loop_close(&th->loop);
 }
 
@@ -235,8 +158,8 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     ig_policy_state_init(&th->pol, seed);
     snprintf(th->rid_prefix, sizeof(th->rid_prefix), "%08x-%x-", (unsigned)(seed >> 32), idx);
     ig_list_init(&th->idle_conns);
-    uv_mutex_init(&th->reply_lock);
-    ig_buf_init(&th->alog, 1u << 20);
+    ig_inbox_init(&th->replies, &th->wake);
+    ig_alog_init(&th->alog, STDERR_FILENO);
     ig_freelist_init(&th->blocks, sizeof(ig_block), MAX_FREE_BLOCKS);
     ig_freelist_init(&th->wreqs, sizeof(ig_wreq), MAX_FREE_WREQS);
     ig_freelist_init(&th->rbufs, IG_RBUF_SIZE, MAX_FREE_RBUFS);
@@ -261,7 +184,8 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     th->drain_timer.data = th;
     uv_timer_init(&th->loop, &th->budget_timer);
     th->budget_timer.data = th;
-    ig_admission_thread_init(th);
+    if ((rc = ig_admq_init(&th->admq, &th->loop, &th->wake, &th->stats.queue_wait)))
+        return rc;
     uv_prepare_init(&th->loop, &th->prepare);
     th->prepare.data = th;
     uv_prepare_start(&th->prepare, prepare_cb);
@@ -322,7 +246,7 @@ void ig_threads_join(ig_thread *ths, int n)
         ig_freelist_clear(&ths[i].rbufs);
         ig_freelist_clear(&ths[i].heads);
         ig_freelist_clear(&ths[i].hdr_tables);
-        uv_mutex_destroy(&ths[i].reply_lock);
-        ig_buf_free(&ths[i].alog);
+        ig_inbox_destroy(&ths[i].replies);
+        ig_alog_free(&ths[i].alog);
     }
 }

@@ -1,20 +1,20 @@
 #include "ig_admission.h"
 
 #include <errno.h>
-#include <stdatomic.h>
-
-#include "ig_gateway.h"
 
 #define QUEUE_POLL_MS 50
+#define MAX_QUEUES 1024
 
 static uint32_t max_concurrent; /* 0: unlimited */
 static uint32_t queue_size;
 static atomic_int g_active; /* requests holding a gateway slot (only counted with a cap) */
 static atomic_int g_queued;
+static ig_admq *queues[MAX_QUEUES]; /* one per loop thread, set before they run */
+static int nqueues;
 
-void ig_admission_configure(const ig_config *cfg)
+void ig_admission_configure(const ig_admission_config *cfg)
 {
-    max_concurrent = cfg->max_concurrent_requests;
+    max_concurrent = cfg->max_concurrent;
     queue_size = cfg->queue_size;
 }
 
@@ -85,109 +85,120 @@ int ig_admission_depth(void)
     return atomic_load_explicit(&g_queued, memory_order_relaxed);
 }
 
-static void publish_head(ig_thread *th)
+static void publish_head(ig_admq *q)
 {
     uint64_t oldest = UINT64_MAX;
-    if (!ig_list_empty(&th->queue))
-        oldest = ig_container_of(th->queue.next, ig_client, qlink)->enqueued_ns;
-    atomic_store_explicit(&th->queue_oldest_ns, oldest, memory_order_relaxed);
+    if (!ig_list_empty(&q->waiters))
+        oldest = ig_container_of(q->waiters.next, ig_waiter, link)->since_ns;
+    atomic_store_explicit(&q->oldest_ns, oldest, memory_order_relaxed);
 }
 
 /* A slot freed: the thread whose waiter is oldest should take it. */
-static void wake_oldest(ig_thread *self)
+static void wake_oldest(ig_admq *self)
 {
-    ig_thread *best = NULL;
+    ig_admq *best = NULL;
     uint64_t oldest = UINT64_MAX;
-    for (int i = 0; i < ig_n_threads; i++) {
-        uint64_t t = atomic_load_explicit(&ig_all_threads[i].queue_oldest_ns, memory_order_relaxed);
+    for (int i = 0; i < nqueues; i++) {
+        uint64_t t = atomic_load_explicit(&queues[i]->oldest_ns, memory_order_relaxed);
         if (t < oldest) {
             oldest = t;
-            best = &ig_all_threads[i];
+            best = queues[i];
         }
     }
     if (!best)
         return;
     if (best == self)
-        self->queue_dirty = 1; /* served from this loop's check handle, after the callback */
+        self->dirty = 1; /* served from the loop's check handle, after the callback */
     else
-        ig_wakeup_send(&best->wake);
+        ig_wakeup_send(best->wake);
 }
 
-void ig_admission_release(ig_thread *th, ig_worker *w)
+void ig_admission_release(ig_admq *self, ig_worker *w)
 {
     ig_worker_end(w);
     if (max_concurrent)
         atomic_fetch_sub_explicit(&g_active, 1, memory_order_relaxed);
     if (atomic_load_explicit(&g_queued, memory_order_relaxed) > 0)
-        wake_oldest(th);
+        wake_oldest(self);
 }
 
 static void poll_cb(uv_timer_t *t)
 {
-    ig_admission_dispatch(t->data);
+    ig_admq_dispatch(t->data);
 }
 
-int ig_admission_enqueue(ig_client *c, int front)
+int ig_admq_push(ig_admq *q, ig_waiter *w, int front)
 {
-    ig_thread *th = c->th;
     int n = atomic_fetch_add(&g_queued, 1);
     if (queue_size && (uint32_t)n >= queue_size) {
         atomic_fetch_sub(&g_queued, 1);
         return -ENOSPC;
     }
-    c->queued = 1;
-    c->enqueued_ns = uv_hrtime();
+    w->queued = 1;
+    w->since_ns = uv_hrtime();
     if (front)
-        ig_list_push_front(&th->queue, &c->qlink);
+        ig_list_push_front(&q->waiters, &w->link);
     else
-        ig_list_push_front(th->queue.prev, &c->qlink); /* append at the tail */
-    th->nqueued++;
-    if (front || th->nqueued == 1)
-        publish_head(th);
-    if (th->nqueued == 1) {
-        uv_timer_start(&th->queue_poll, poll_cb, QUEUE_POLL_MS, QUEUE_POLL_MS);
-    }
+        ig_list_push_front(q->waiters.prev, &w->link); /* append at the tail */
+    q->n++;
+    if (front || q->n == 1)
+        publish_head(q);
+    if (q->n == 1)
+        uv_timer_start(&q->poll, poll_cb, QUEUE_POLL_MS, QUEUE_POLL_MS);
     return 0;
 }
 
-void ig_admission_leave(ig_client *c)
+void ig_admq_leave(ig_admq *q, ig_waiter *w)
 {
-    if (!c->queued)
+    if (!w->queued)
         return;
-    ig_thread *th = c->th;
-    c->queued = 0;
-    ig_list_remove(&c->qlink);
-    th->nqueued--;
+    w->queued = 0;
+    ig_list_remove(&w->link);
+    q->n--;
     atomic_fetch_sub(&g_queued, 1);
-    ig_hist_observe(&th->stats.queue_wait, (uv_hrtime() - c->enqueued_ns) / 1000);
-    publish_head(th);
-    if (th->nqueued == 0)
-        uv_timer_stop(&th->queue_poll);
+    ig_hist_observe(q->wait_hist, (uv_hrtime() - w->since_ns) / 1000);
+    publish_head(q);
+    if (q->n == 0)
+        uv_timer_stop(&q->poll);
 }
 
-void ig_admission_dispatch(ig_thread *th)
+void ig_admq_dispatch(ig_admq *q)
 {
-    th->queue_dirty = 0;
-    /* one pass, oldest first; a request still without a slot keeps its place */
-    ig_list *n = th->queue.next;
-    while (n != &th->queue) {
-        ig_client *c = ig_container_of(n, ig_client, qlink);
+    q->dirty = 0;
+    /* one pass, oldest first; a waiter still without a slot keeps its place */
+    ig_list *n = q->waiters.next;
+    while (n != &q->waiters) {
+        ig_waiter *w = ig_container_of(n, ig_waiter, link);
         n = n->next;
-        ig_proxy_try_queued(c);
+        w->retry(w);
     }
 }
 
-void ig_admission_thread_init(ig_thread *th)
+int ig_admq_init(ig_admq *q, uv_loop_t *loop, ig_wakeup *wake, ig_hist *wait_hist)
 {
-    ig_list_init(&th->queue);
-    th->nqueued = 0;
-    atomic_store(&th->queue_oldest_ns, UINT64_MAX);
-    uv_timer_init(&th->loop, &th->queue_poll);
-    th->queue_poll.data = th;
+    if (nqueues == MAX_QUEUES)
+        return -ENOSPC;
+    ig_list_init(&q->waiters);
+    q->n = 0;
+    q->dirty = 0;
+    q->wake = wake;
+    q->wait_hist = wait_hist;
+    atomic_store(&q->oldest_ns, UINT64_MAX);
+    int rc = uv_timer_init(loop, &q->poll);
+    if (rc)
+        return rc;
+    q->poll.data = q;
+    queues[nqueues++] = q;
+    return 0;
 }
 
-void ig_admission_thread_close(ig_thread *th)
+void ig_admq_close(ig_admq *q)
 {
-    if (!uv_is_closing((uv_handle_t *)&th->queue_poll))
-        uv_close((uv_handle_t *)&th->queue_poll, NULL);
+    if (!uv_is_closing((uv_handle_t *)&q->poll))
+        uv_close((uv_handle_t *)&q->poll, NULL);
+}
+
+void ig_admission_reset(void)
+{
+    nqueues = 0;
 }

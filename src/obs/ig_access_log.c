@@ -1,0 +1,64 @@
+#include "ig_access_log.h"
+
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../core/ig_log.h"
+
+void ig_alog_init(ig_alog *a, int fd)
+{
+    ig_buf_init(&a->buf, 1u << 20);
+    a->fd = fd;
+    a->sec = 0;
+    a->stamp[0] = '\0';
+}
+
+void ig_alog_flush(ig_alog *a)
+{
+    size_t off = 0;
+    while (off < a->buf.len) {
+        ssize_t n = write(a->fd, a->buf.data + off, a->buf.len - off);
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    a->buf.len = 0;
+}
+
+void ig_alog_append(ig_alog *a, const ig_alog_record *r)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != a->sec) { /* strftime once a second, not once a line */
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(a->stamp, sizeof(a->stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+        a->sec = ts.tv_sec;
+    }
+    size_t plen = r->path_len > 200 ? 200 : r->path_len;
+    char ttfb[24] = "-";
+    if (r->ttfb_ns)
+        snprintf(ttfb, sizeof(ttfb), "%.1f", (double)r->ttfb_ns / 1e6);
+    char line[1280], rid[4 * 80 + 1], model[4 * 128 + 1];
+    size_t ridn = ig_log_escape(rid, sizeof(rid) - 1, r->rid, r->rid_len < 80 ? r->rid_len : 80, 1);
+    size_t mn = 1;
+    model[0] = '-';
+    if (r->model)
+        mn = ig_log_escape(model, sizeof(model) - 1, r->model, r->model_len < 128 ? r->model_len : 128, 1);
+    int n = snprintf(line, sizeof(line),
+                     "%s.%03ldZ access %.*s %s %.*s %d model=%.*s worker=%s bytes=%llu ttfb_ms=%s "
+                     "dur_ms=%.1f\n",
+                     a->stamp, ts.tv_nsec / 1000000, (int)ridn, rid, r->method, (int)plen, r->path, r->status,
+                     (int)mn, model, r->worker && r->worker[0] ? r->worker : "-", (unsigned long long)r->bytes,
+                     ttfb, (double)r->dur_us / 1000.0);
+    if (n > 0)
+        ig_buf_append(&a->buf, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+    if (a->buf.len > 60000)
+        ig_alog_flush(a);
+}
+
+void ig_alog_free(ig_alog *a)
+{
+    ig_buf_free(&a->buf);
+}
