@@ -157,7 +157,6 @@ static void client_free_cb(uv_handle_t *h)
     ig_thread *th = c->th;
     rbuf_release(c);
     ig_buf_give(&c->obuf, &th->heads);
-    ig_buf_give(&c->uhead, &th->heads);
     ig_freelist_put(&th->hdr_tables, c->rq.hdrs);
     free(c->logtag);
     free(c);
@@ -378,7 +377,6 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
     th->nclients++;
     ig_buf_init(&c->rbuf, (size_t)th->cfg->max_header_size + th->cfg->max_payload_size + IG_RBUF_SIZE);
     ig_buf_init(&c->obuf, 32u << 20);
-    ig_buf_init(&c->uhead, (size_t)th->cfg->max_header_size + 4096);
     ig_h1req_init(&c->rq, &request_ops, c);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
         ig_client_close(c);
@@ -420,11 +418,11 @@ static void client_write_cb(uv_write_t *req, int status)
 
 int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *hold)
 {
-    uv_buf_t rest[8];
+    uv_buf_t rest[16];
     size_t total = 0;
     if (c->closing)
         return -ECANCELED;
-    if (n > 8)
+    if (n > 16)
         return -EINVAL;
     for (unsigned i = 0; i < n; i++)
         total += bufs[i].len;
@@ -525,7 +523,6 @@ static void next_request(ig_client *c)
     if (!left)
         rbuf_release(c);
     ig_buf_give(&c->obuf, &th->heads);
-    ig_buf_give(&c->uhead, &th->heads);
     drop_headers(c);
     c->rq.head_done = 0; /* no header index is valid until the next head */
     c->retired = 0;
@@ -596,8 +593,7 @@ const char *ig_client_path(const ig_client *c, size_t *len)
 
 void ig_client_retire_request(ig_client *c)
 {
-    ig_thread *th = c->th;
-    if (c->retired || c->rq.parsed != c->rbuf.len || (c->up && c->up->writing))
+    if (c->retired || c->rq.parsed != c->rbuf.len || (c->up && ig_h1_writing(c->up)))
         return; /* done already, the next request is in rbuf, or rbuf is being sent */
     ig_body_fields *f = &c->fields;
     if (ig_log_level >= IG_LOG_INFO) {
@@ -620,7 +616,6 @@ void ig_client_retire_request(ig_client *c)
     f->user.len = 0;
     drop_headers(c);
     rbuf_release(c);
-    ig_buf_give(&c->uhead, &th->heads);
     c->rq.parsed = c->rq.msg_start = 0;
     c->rq.body_off = c->rq.body_len = 0;
     c->retired = 1;

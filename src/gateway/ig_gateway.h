@@ -22,6 +22,7 @@
 #include "../http/ig_http.h"
 #include "../registry/ig_registry.h"
 #include "../admission/ig_admission.h"
+#include "../upstream/ig_h1client.h"
 #include "ig_control.h"
 #include "ig_metrics.h"
 
@@ -64,7 +65,8 @@ typedef struct ig_thread {
     ig_freelist heads;           /* IG_HEAD_SIZE: request/response heads being built or parsed */
     ig_freelist hdr_tables;      /* ig_hdr[IG_MAX_HEADERS]: header slices of a head being read */
     char rscratch[IG_RBUF_SIZE]; /* client reads with no request buffer (one read at a time) */
-    ig_list idle_conns;          /* every idle pooled connection of this thread, oldest last */
+    ig_pool_config pool_cfg;
+    ig_upstream_ctx up; /* this thread's worker connections */
     ig_list clients;
     int nclients;
     ig_list budget_waiters; /* clients whose body waits for --max-buffered-body-bytes */
@@ -81,8 +83,6 @@ typedef struct ig_thread {
 
 typedef enum { IG_C_READING, IG_C_DISPATCHED, IG_C_FLUSHING } ig_client_state;
 
-struct ig_upconn;
-
 typedef struct ig_client {
     uv_tcp_t tcp;
     uv_timer_t timer;     /* idle timeout between requests, request timeout during one */
@@ -97,7 +97,9 @@ typedef struct ig_client {
         resent : 1, have_rid : 1, last_timeout : 1, lingering : 1, probe : 1, retrying : 1, in_proxy : 1,
         last_refused : 1, /* the last connect was refused: the worker got nothing */
         retired : 1,                  /* the request's memory is given back (its response streams) */
-        budget_wait : 1;              /* in th->budget_waiters: its body needs room the budget lacks */
+        budget_wait : 1,              /* in th->budget_waiters: its body needs room the budget lacks */
+        head_pending : 1,             /* the response head is in obuf, to go with the first body bytes */
+        overloaded : 1;               /* the worker answered 503/429: its answer is dropped, then requeued */
     /* the request being read: parsed in place in rbuf, slices by offset */
     ig_buf rbuf;
     size_t body_held; /* bytes of rbuf charged to the gateway's body budget */
@@ -107,8 +109,7 @@ typedef struct ig_client {
     ig_body_fields fields;
     /* the exchange with a worker */
     ig_buf obuf;  /* response head or a local response */
-    ig_buf uhead; /* request head sent to the worker */
-    struct ig_upconn *up;
+    ig_upconn *up;
     ig_worker *worker; /* holds one unit of worker->inflight while set */
     ig_worker *tried[IG_MAX_TRIES];
     int ntried;
@@ -127,37 +128,6 @@ typedef struct ig_client {
     int requeues;        /* times an overloaded worker sent it back */
     long weight_version; /* of the worker that serves it, at dispatch */
 } ig_client;
-
-typedef enum { IG_U_CONNECTING, IG_U_BUSY, IG_U_IDLE, IG_U_CLOSING } ig_upconn_state;
-
-typedef struct ig_upconn {
-    uv_tcp_t tcp;
-    uv_timer_t timer; /* connect timeout */
-    uv_connect_t creq;
-    uv_write_t wreq;
-    ig_thread *th;
-    ig_worker *w;
-    ig_client *c; /* attached client, NULL when idle or abandoned */
-    ig_list link; /* in the worker's pool for this thread */
-    /* next to link: taking from the pool reads these of every idle connection it scans */
-    uint32_t ttfb_ewma_us; /* this connection's time to first byte: its process's load */
-    uint64_t created_ms;
-    ig_list tlink; /* in the thread's list of idle connections */
-    ig_h1resp resp;
-    ig_upconn_state state;
-    int handles_open;
-    unsigned reused : 1, got_bytes : 1, head_done : 1, paused : 1, timed_out : 1, discard : 1,
-        writing : 1,  /* the request is not all written yet */
-        sent_any : 1; /* some of the request went out: the worker may have read it */
-    uint32_t nreq;
-    uint64_t idle_since_ms;
-    uint64_t sent_ns; /* when the current request went out */
-    /* response head: parsed in the read block when it is whole in one read,
-     * else gathered here across reads */
-    ig_buf hbuf;  /* from th->heads until the head is forwarded */
-    ig_hdr *hdrs; /* from th->hdr_tables, likewise */
-    int nhdrs;
-} ig_upconn;
 
 /* ig_thread.c */
 void ig_thread_client_closed(ig_thread *th);
@@ -220,22 +190,4 @@ void ig_proxy_resume_upstream(ig_client *c);
 /** The request is over, however it ended: leave the gateway's in-flight counts. */
 void ig_proxy_finish(ig_client *c);
 
-/* ig_upstream.c */
-ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w);
-ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb);
-void ig_upstream_release(ig_upconn *up, int reusable);
-/** Give the response head's buffer and header table back to the thread. */
-void ig_upstream_drop_head(ig_upconn *up);
-/** The worker closed this idle connection: learn its keep-alive timeout,
- * so later connections are not reused just as it closes them. */
-void ig_upstream_note_idle_close(ig_upconn *up);
-/** The first response byte of a request arrived after us microseconds. */
-void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us);
-/** A request is about to go out on a taken or new connection. */
-void ig_upstream_count_use(ig_upconn *up);
-void ig_upstream_close(ig_upconn *up);
-void ig_upstream_sweep(ig_thread *th);
-void ig_upstream_close_all(ig_thread *th);
-/* in ig_proxy.c: the read side belongs to the exchange */
-void ig_upstream_start_reading(ig_upconn *up);
 #endif

@@ -9,24 +9,18 @@
 #include "../health/ig_breaker.h"
 #include "../balance/ig_affinity.h"
 #include "../http/ig_h1resp.h"
+#include "../upstream/ig_h1client.h"
 #include "../registry/ig_sessions.h"
 #include "ig_gateway.h"
 
-typedef struct outv {
-    uv_buf_t b[8];
-    unsigned n;
-} outv;
-
 static void pick_and_send(ig_client *c);
 static void enqueue(ig_client *c, int front);
-static void requeue(ig_upconn *up, int reusable);
 static void send_to(ig_client *c, ig_worker *w, int fresh);
 static void connect_to(ig_client *c, ig_worker *w);
 static ig_worker *choose(ig_client *c, ig_worker *const *cand, int n, const ig_ring *ring, int *probe,
                          int *full);
 static int candidates(ig_client *c, const ig_snapshot *s, ig_worker *const **cand, int *known,
                       const ig_ring **ring);
-static void on_connect(uv_connect_t *req, int status);
 static const ig_session *pinned_session(ig_client *c);
 
 /* Gateway-wide counts for the retry budget: retries may be at most a share
@@ -100,29 +94,19 @@ static void count_retry(ig_client *c, ig_worker *w)
     }
 }
 
-static void detach(ig_client *c, ig_upconn *up)
+/* Body bytes to the client, behind the response head when it is still to
+ * go: one writev for both. */
+static int write_out(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *blk)
 {
-    if (up)
-        up->c = NULL;
-    c->up = NULL;
-}
-
-static int flush(ig_client *c, outv *o, ig_block *blk)
-{
-    int rc = 0;
-    if (o->n)
-        rc = ig_client_write(c, o->b, o->n, blk);
-    o->n = 0;
-    return rc;
-}
-
-static void push(ig_client *c, outv *o, ig_block *blk, const char *p, size_t n)
-{
-    if (!n)
-        return;
-    if (o->n == 8)
-        flush(c, o, blk);
-    o->b[o->n++] = uv_buf_init((char *)p, (unsigned)n);
+    uv_buf_t v[9];
+    unsigned m = 0;
+    if (c->head_pending) {
+        c->head_pending = 0;
+        v[m++] = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
+    }
+    for (unsigned i = 0; i < n && m < 9; i++)
+        v[m++] = bufs[i];
+    return m ? ig_client_write(c, v, m, blk) : 0;
 }
 
 static int is_head_request(ig_client *c)
@@ -133,9 +117,8 @@ static int is_head_request(ig_client *c)
 /* Build the client's response head from the worker's head at base. The
  * framing is ours, from what the parser decided, never the worker's own
  * framing fields (which its Connection header may even have named). */
-static int send_head(ig_client *c, ig_upconn *up, const char *base, outv *o)
+static int send_head(ig_client *c, const ig_h1resp *r, const char *base, const ig_hdr *hdrs, int nhdrs)
 {
-    const ig_h1resp *r = &up->resp;
     ig_buf *h = &c->obuf;
     c->status = r->status;
     c->dechunk = c->rq.http10 && r->body == IG_H1R_CHUNKED;
@@ -152,7 +135,7 @@ static int send_head(ig_client *c, ig_upconn *up, const char *base, outv *o)
         rc = rc ? rc : ig_buf_puts(h, ig_http_reason(r->status));
     rc = rc ? rc : ig_buf_puts(h, "\r\n");
     rc = rc ? rc
-            : ig_http_copy_headers(h, base, up->hdrs, up->nhdrs,
+            : ig_http_copy_headers(h, base, hdrs, nhdrs,
                                    IG_COPY_DROP_LENGTH | IG_COPY_DROP_REQUEST_ID | IG_COPY_DROP_GATEWAY);
     int length = r->body == IG_H1R_LENGTH ||
                  (r->body == IG_H1R_NONE && r->has_length && (r->status == 304 || is_head_request(c)));
@@ -175,20 +158,18 @@ static int send_head(ig_client *c, ig_upconn *up, const char *base, outv *o)
     if (rc)
         return rc;
     c->resp_started = 1;
-    push(c, o, NULL, h->data, h->len);
+    c->head_pending = 1; /* goes out with the first body bytes */
     return 0;
 }
 
 /* The worker's overload answer was read to its end: keep the connection,
  * put the request back at the front of the queue. */
-static void requeue(ig_upconn *up, int reusable)
+static void requeue(ig_client *c, int reusable)
 {
-    ig_client *c = up->c;
-    if (up->resp.status >= 500)
-        atomic_fetch_add_explicit(&up->w->stats.responses_5xx, 1, memory_order_relaxed);
-    detach(c, up);
-    up->discard = 0;
-    ig_upstream_release(up, reusable);
+    ig_upconn *up = c->up;
+    c->up = NULL;
+    c->overloaded = 0;
+    ig_pool_release(up, reusable);
     release_worker(c);
     c->requeues++;
     c->ntried--; /* not a failure of the worker, not a retry */
@@ -198,20 +179,20 @@ static void requeue(ig_upconn *up, int reusable)
         ig_admq_dispatch(&c->th->admq);
 }
 
-static void complete(ig_upconn *up, int reusable)
+static void complete(ig_client *c, int reusable)
 {
-    ig_client *c = up->c;
+    ig_upconn *up = c->up;
     ig_worker *w = up->w;
-    detach(c, up);
+    c->up = NULL;
     if (c->status >= 500)
         atomic_fetch_add_explicit(&w->stats.responses_5xx, 1, memory_order_relaxed);
     if (ig_breaker_is_failure_status(c->status))
         worker_failed(c, w, 0);
     else if (ig_breaker_success(w))
         ig_control_poke();
-    ig_upstream_release(up, reusable);
+    ig_debug("%.*s %d via %s", (int)c->rid_len, c->rid, c->status, w->url);
+    ig_pool_release(up, reusable);
     release_worker(c);
-    ig_debug("%.*s %d via %s", (int)c->rid_len, c->rid, c->status, up->w->url);
     ig_client_request_done(c);
 }
 
@@ -235,14 +216,10 @@ static int idempotent(ig_client *c)
  * to the same: always when none of the request went out, otherwise only for
  * idempotent methods (or --retry-non-idempotent), since the worker may have
  * read and run it. Otherwise: 502 before the first byte, or cut the stream. */
-static void exchange_failed(ig_upconn *up, int err, const char *why)
+static void exchange_failed(ig_client *c, ig_worker *w, int err, const char *why, unsigned what)
 {
-    ig_client *c = up->c;
-    ig_worker *w = up->w;
-    int resend = !up->got_bytes && up->reused && !c->resent &&
-                 (!up->sent_any || idempotent(c) || c->th->cfg->retry_non_idempotent);
-    detach(c, up);
-    ig_upstream_close(up);
+    int resend = !(what & IG_X_GOT_BYTES) && (what & IG_X_REUSED) && !c->resent &&
+                 (!(what & IG_X_SENT_ANY) || idempotent(c) || c->th->cfg->retry_non_idempotent);
     ig_info("%.*s worker %s failed: %s%s", (int)c->rid_len, c->rid, w->url,
             err   ? uv_strerror(err)
             : why ? why
@@ -267,7 +244,7 @@ static void exchange_failed(ig_upconn *up, int err, const char *why)
         send_to(c, alt, 0);
         return;
     }
-    if (!resend || up->got_bytes)
+    if (!resend || (what & IG_X_GOT_BYTES))
         worker_failed(c, w, 0);
     release_worker(c);
     if (c->resp_started) {
@@ -284,283 +261,127 @@ static void exchange_failed(ig_upconn *up, int err, const char *why)
     ig_client_error(c, 502, "upstream_error", "worker_failed", msg);
 }
 
-/* The response head is whole in base[0..len). 0: go on with the body (or
- * the next head after a 1xx); otherwise the exchange is broken (*why). */
-static int take_head(ig_upconn *up, const char *base, size_t len, outv *o, const char **why)
+/* ---- the exchange's callbacks (upstream/ig_h1client.h) ---- */
+
+static int on_head(void *owner, const ig_h1resp *r, const char *base, const ig_hdr *h, int n, int *dechunk,
+                   const char **why)
 {
-    ig_client *c = up->c;
-    ig_thread *th = up->th;
-    if (!up->hdrs && !(up->hdrs = ig_freelist_get(&th->hdr_tables))) {
-        *why = "out of memory";
-        return -ENOMEM;
-    }
-    int rc =
-        ig_h1resp_head(&up->resp, base, len, is_head_request(c), up->hdrs, IG_MAX_HEADERS, &up->nhdrs, why);
-    if (rc)
-        return rc;
-    if (up->resp.status < 200) {
-        /* 100 and 103 are not forwarded: the final answer follows */
-        up->hbuf.len = 0;
-        ig_h1resp_init(&up->resp);
-        return 0;
-    }
-    up->head_done = 1;
-    int st = up->resp.status;
+    ig_client *c = owner;
+    ig_worker *w = c->worker;
+    if (!c->first_byte_ns)
+        c->first_byte_ns = uv_hrtime();
+    int st = r->status;
     if ((st == 503 || st == 429) && c->requeues < IG_MAX_REQUEUES) {
         /* the worker is full, not broken: drop its answer, learn its
          * capacity, and give the request back its turn in the queue */
-        up->discard = 1;
-        ig_admission_overloaded(up->w, ig_worker_inflight(up->w), uv_now(&th->loop));
-    } else if ((rc = send_head(c, up, base, o))) {
-        *why = "response head too large";
-        return rc;
+        if (st >= 500)
+            atomic_fetch_add_explicit(&w->stats.responses_5xx, 1, memory_order_relaxed);
+        c->overloaded = 1;
+        ig_admission_overloaded(w, ig_worker_inflight(w), uv_now(&c->th->loop));
+        return IG_X_DISCARD;
     }
-    ig_upstream_drop_head(up); /* copied out: a long stream need not keep it */
-    return 0;
+    if (send_head(c, r, base, h, n)) {
+        *why = "response head too large";
+        return -1;
+    }
+    *dechunk = c->dechunk;
+    return IG_X_FORWARD;
 }
 
-static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
+static void on_body(void *owner, const uv_buf_t *bufs, unsigned n, ig_block *blk, int read_end)
 {
-    ig_client *c = up->c;
-    const char *end = p + n, *why = NULL;
-    outv o = {.n = 0};
-    if (!c->first_byte_ns)
-        c->first_byte_ns = uv_hrtime();
-    if (!up->got_bytes)
-        ig_upstream_note_ttfb(up, (c->first_byte_ns - up->sent_ns) / 1000);
-    up->got_bytes = 1;
-    while (p < end || up->head_done) {
-        if (!up->head_done) {
-            size_t e = ig_h1resp_head_scan(&up->resp, p, (size_t)(end - p));
-            const char *base = p;
-            if (!e || up->hbuf.len) {
-                /* the head spans reads: gather it (bounded by hbuf's cap) */
-                size_t take = e ? e : (size_t)(end - p);
-                if (ig_buf_take(&up->hbuf, &up->th->heads) || ig_buf_append(&up->hbuf, p, take)) {
-                    why = "response head too large";
-                    goto fail;
-                }
-                if (!e)
-                    break;
-                base = up->hbuf.data;
-                e = up->hbuf.len;
-                p += take;
-            } else {
-                p += e; /* whole in this read: parsed in place */
-            }
-            if (take_head(up, base, e, &o, &why))
-                goto fail;
-            continue;
-        }
-        ig_h1span sp[8];
-        int ns;
-        size_t used;
-        int rc = ig_h1resp_body(&up->resp, p, (size_t)(end - p), c->dechunk, sp, 8, &ns, &used, &why);
-        if (rc < 0)
-            goto fail;
-        for (int i = 0; i < ns && !up->discard; i++)
-            push(c, &o, blk, sp[i].p, sp[i].n);
-        p += used;
-        if (rc == 0) {
-            if (p == end)
-                break;
-            continue; /* the output filled up: more of the same read */
-        }
-        /* message complete: anything after it is a worker bug, so no reuse */
-        flush(c, &o, blk);
-        int reusable = p == end && up->resp.keep_alive && !up->resp.suspect;
-        if (up->c && up->discard)
-            requeue(up, reusable);
-        else if (up->c)
-            complete(up, reusable);
-        return;
-    }
-    flush(c, &o, blk);
-    if (up->c && c->resp_started) {
+    ig_client *c = owner;
+    write_out(c, bufs, n, blk);
+    if (!read_end || !c->up)
+        return; /* more of this read comes, or the client left */
+    if (c->resp_started) {
         /* the response streams: what it no longer needs goes back to the thread */
         if (c->pending_writes == 0)
             ig_buf_give(&c->obuf, &c->th->heads);
         ig_client_retire_request(c);
     }
-    if (up->c && ig_client_wants_pause(c) && !up->paused) {
-        uv_read_stop((uv_stream_t *)&up->tcp);
-        up->paused = 1;
-    }
-    return;
-fail:
-    flush(c, &o, blk);
-    if (up->c)
-        exchange_failed(up, 0, why);
+    if (ig_client_wants_pause(c))
+        ig_h1_pause(c->up);
 }
 
-static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+static void on_done(void *owner, int reusable)
 {
-    ig_upconn *up = h->data;
-    ig_block *b = ig_block_get(&up->th->blocks);
-    (void)suggested;
-    buf->base = b ? b->data : NULL;
-    buf->len = b ? IG_BLOCK_SIZE : 0;
+    ig_client *c = owner;
+    write_out(c, NULL, 0, NULL);
+    if (!c->up)
+        return; /* the client left while its answer went out */
+    if (c->overloaded)
+        requeue(c, reusable);
+    else
+        complete(c, reusable);
 }
 
-static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+static void head_too_large(ig_client *c, ig_upconn *up)
 {
-    ig_upconn *up = s->data;
-    ig_thread *th = up->th;
-    ig_block *blk = buf->base ? ig_container_of(buf->base, ig_block, data) : NULL;
-    if (nread > 0 && up->state == IG_U_BUSY && up->c) {
-        process(up, blk, buf->base, (size_t)nread);
-    } else if (nread < 0 && up->state == IG_U_BUSY && up->c) {
-        if (nread == UV_EOF && up->head_done && ig_h1resp_eof(&up->resp)) {
-            /* a close-delimited body ends here */
-            if (up->discard)
-                requeue(up, 0);
-            else
-                complete(up, 0);
-            goto out;
-        }
-        exchange_failed(up, (int)nread, NULL);
-    } else if (nread != 0) {
-        /* an idle connection closed or talked out of turn: retire it */
-        if (nread == UV_EOF && up->state == IG_U_IDLE)
-            ig_upstream_note_idle_close(up);
-        ig_upstream_close(up);
-    }
-out:
-    if (blk)
-        ig_block_put(&th->blocks, blk);
+    c->up = NULL;
+    ig_pool_release(up, 1); /* nothing went out on it */
+    release_worker(c);
+    ig_client_error(c, 431, "invalid_request_error", "headers_too_large", "request head too large");
 }
 
-void ig_upstream_start_reading(ig_upconn *up)
+static void on_ready(void *owner, ig_h1_req *rq)
 {
-    uv_read_start((uv_stream_t *)&up->tcp, up_alloc, up_read);
+    ig_client *c = owner;
+    *rq = (ig_h1_req){.method = ig_h1req_method(&c->rq),
+                      .target = c->rbuf.data + c->rq.url_off,
+                      .target_len = c->rq.url_len,
+                      .base = c->rbuf.data,
+                      .hdrs = c->rq.hdrs,
+                      .nhdrs = c->rq.nhdrs,
+                      .rid = c->rid,
+                      .rid_len = c->rid_len,
+                      .body = c->rbuf.data + c->rq.body_off,
+                      .body_len = c->rq.body_len};
 }
 
-static void up_write_cb(uv_write_t *req, int status)
+static void on_error(void *owner, int err, const char *why, unsigned what)
 {
-    ig_upconn *up = req->data;
-    up->writing = 0;
-    if (status < 0 && status != UV_ECANCELED && up->c && up->state == IG_U_BUSY)
-        exchange_failed(up, status, NULL);
-    else if (status == 0 && up->c)
-        ig_buf_give(&up->c->uhead, &up->th->heads); /* a resend builds it again */
-}
-
-static int build_request_head(ig_client *c, ig_worker *w)
-{
-    ig_buf *h = &c->uhead;
-    h->len = 0;
-    int rc = ig_buf_take(h, &c->th->heads);
-    rc = rc ? rc : ig_buf_puts(h, llhttp_method_name((llhttp_method_t)ig_h1req_method(&c->rq)));
-    rc = rc ? rc : ig_buf_puts(h, " ");
-    rc = rc ? rc : ig_buf_append(h, c->rbuf.data + c->rq.url_off, c->rq.url_len);
-    rc = rc ? rc : ig_buf_puts(h, " HTTP/1.1\r\nhost: ");
-    rc = rc ? rc : ig_buf_append(h, w->host_header, w->host_header_len);
-    rc = rc ? rc : ig_buf_puts(h, "\r\n");
-    rc = rc ? rc
-            : ig_http_copy_headers(h, c->rbuf.data, c->rq.hdrs, c->rq.nhdrs,
-                                   IG_COPY_DROP_HOST | IG_COPY_DROP_LENGTH | IG_COPY_DROP_EXPECT |
-                                       IG_COPY_DROP_REQUEST_ID);
-    rc = rc ? rc : ig_buf_puts(h, "x-request-id: ");
-    rc = rc ? rc : ig_buf_append(h, c->rid, c->rid_len);
-    rc = rc ? rc : ig_buf_puts(h, "\r\ncontent-length: ");
-    rc = rc ? rc : ig_buf_putu(h, c->rq.body_len);
-    rc = rc ? rc : ig_buf_puts(h, "\r\n\r\n");
-    return rc;
-}
-
-static void send_request(ig_upconn *up)
-{
-    ig_client *c = up->c;
-    ig_h1resp_init(&up->resp);
-    up->hbuf.len = 0;
-    up->got_bytes = 0;
-    up->head_done = 0;
-    up->sent_any = 0;
-    up->nreq++;
-    ig_upstream_count_use(up);
-    atomic_fetch_add_explicit(&up->w->stats.requests, 1, memory_order_relaxed);
-    if (build_request_head(c, up->w)) {
-        detach(c, up);
-        ig_upstream_release(up, 1);
-        release_worker(c);
-        ig_client_error(c, 431, "invalid_request_error", "headers_too_large", "request head too large");
+    ig_client *c = owner;
+    ig_worker *w = c->worker;
+    if (what & IG_X_HEAD_TOO_LARGE) {
+        head_too_large(c, c->up);
         return;
     }
-    uv_buf_t bufs[2] = {uv_buf_init(c->uhead.data, (unsigned)c->uhead.len),
-                        uv_buf_init(c->rbuf.data + c->rq.body_off, (unsigned)c->rq.body_len)};
-    unsigned n = c->rq.body_len ? 2 : 1;
-    /* try first: a uv_write that completes still costs libuv an epoll_ctl
-     * when it drains, one syscall per request for nothing */
-    up->sent_ns = uv_hrtime();
-    int rc = uv_try_write((uv_stream_t *)&up->tcp, bufs, n);
-    if (rc == UV_EAGAIN)
-        rc = 0;
-    if (rc < 0) {
-        exchange_failed(up, rc, NULL); /* nothing went out: safe to send again */
+    c->up = NULL;
+    c->overloaded = 0;
+    if (!(what & IG_X_CONNECT)) {
+        exchange_failed(c, w, err, why, what);
         return;
     }
-    size_t done = (size_t)rc;
-    up->sent_any = done > 0;
-    if (done == c->uhead.len + c->rq.body_len) {
-        /* all out: a long stream need not keep the head (a resend rebuilds it) */
-        ig_buf_give(&c->uhead, &c->th->heads);
-        return;
-    }
-    unsigned first = 0;
-    if (done >= bufs[0].len) {
-        done -= bufs[0].len;
-        first = 1;
-    }
-    bufs[first].base += done;
-    bufs[first].len -= done;
-    rc = uv_write(&up->wreq, (uv_stream_t *)&up->tcp, bufs + first, n - first, up_write_cb);
-    if (rc) {
-        exchange_failed(up, rc, NULL);
-        return;
-    }
-    up->writing = 1;
-    up->sent_any = 1; /* how much of it libuv writes before a failure is not known */
-}
-
-static void on_connect(uv_connect_t *req, int status)
-{
-    ig_upconn *up = req->data;
-    ig_client *c = up->c;
-    if (status == 0 && up->state == IG_U_CONNECTING) {
-        uv_timer_stop(&up->timer);
-        up->state = IG_U_BUSY;
-        uv_tcp_nodelay(&up->tcp, 1);
-        ig_upstream_start_reading(up);
-        send_request(up);
-        return;
-    }
-    int timed_out = up->timed_out || status == UV_ETIMEDOUT;
-    if (up->state != IG_U_CLOSING)
-        ig_upstream_close(up);
-    if (!c)
-        return;
-    detach(c, up);
-    worker_failed(c, up->w, 1);
-    ig_info("%.*s connect to %s failed: %s", (int)c->rid_len, c->rid, up->w->url,
-            timed_out ? "timed out" : uv_strerror(status));
-    c->last_timeout = timed_out;
-    c->last_refused = status == UV_ECONNREFUSED;
+    worker_failed(c, w, 1);
+    ig_info("%.*s connect to %s failed: %s", (int)c->rid_len, c->rid, w->url,
+            (what & IG_X_TIMEDOUT) ? "timed out" : uv_strerror(err));
+    c->last_timeout = (what & IG_X_TIMEDOUT) != 0;
+    c->last_refused = (what & IG_X_REFUSED) != 0;
     release_worker(c);
     pick_and_send(c);
+}
+
+static const ig_exchange_cb exchange_cb = {on_ready, on_head, on_body, on_done, on_error};
+
+static void start_exchange(ig_client *c, ig_upconn *up)
+{
+    c->up = up; /* before the start: a write failing at once reports through on_error */
+    if (ig_h1_start(up, &exchange_cb, c))
+        head_too_large(c, up);
 }
 
 /* A new connection to w for c, which already holds its in-flight unit on w. */
 static void connect_to(ig_client *c, ig_worker *w)
 {
-    ig_upconn *up = ig_upstream_connect(c->th, w, on_connect);
+    ig_upconn *up = ig_h1_connect(&c->th->up, w);
     if (!up) {
         worker_failed(c, w, 1);
         release_worker(c);
         pick_and_send(c);
         return;
     }
-    up->c = c;
-    c->up = up;
+    start_exchange(c, up);
 }
 
 static void send_to(ig_client *c, ig_worker *w, int fresh)
@@ -574,14 +395,12 @@ static void send_to(ig_client *c, ig_worker *w, int fresh)
     c->tried[c->ntried++] = w;
     c->worker = w; /* its slot was claimed by choose() */
     c->weight_version = atomic_load_explicit(&w->version, memory_order_relaxed);
-    ig_upconn *up = fresh ? NULL : ig_upstream_take(c->th, w);
+    ig_upconn *up = fresh ? NULL : ig_pool_take(&c->th->up, w);
     if (!up) {
         connect_to(c, w);
         return;
     }
-    up->c = c;
-    c->up = up;
-    send_request(up);
+    start_exchange(c, up);
 }
 
 static int tried(const ig_client *c, const ig_worker *w)
@@ -875,11 +694,10 @@ void ig_proxy_start(ig_client *c)
 void ig_proxy_abort(ig_client *c)
 {
     ig_admq_leave(&c->th->admq, &c->wait); /* a queued request just leaves: nothing was sent */
-    ig_upconn *up = c->up;
-    if (up) {
+    if (c->up) {
         /* closing at once is how the worker learns the client left: it can stop generating */
-        detach(c, up);
-        ig_upstream_close(up);
+        ig_h1_cancel(c->up);
+        c->up = NULL;
     }
     release_worker(c);
 }
@@ -905,9 +723,6 @@ void ig_proxy_timeout(ig_client *c)
 
 void ig_proxy_resume_upstream(ig_client *c)
 {
-    ig_upconn *up = c->up;
-    if (up && up->paused && up->state == IG_U_BUSY) {
-        up->paused = 0;
-        ig_upstream_start_reading(up);
-    }
+    if (c->up)
+        ig_h1_resume(c->up);
 }

@@ -44,7 +44,7 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
 /* Everything has drained: close the remaining handles so the loop ends. */
 static void thread_finish(ig_thread *th)
 {
-    ig_upstream_close_all(th);
+    ig_pool_close_all(&th->up);
     if (!uv_is_closing((uv_handle_t *)&th->prepare))
         uv_close((uv_handle_t *)&th->prepare, NULL);
     if (!uv_is_closing((uv_handle_t *)&th->check))
@@ -98,6 +98,7 @@ static void wake_cb(ig_wakeup *a)
     if (!atomic_load(&th->stop_requested) || th->draining)
         return;
     th->draining = 1;
+    th->up.draining = 1;
     if (!uv_is_closing((uv_handle_t *)&th->listener))
         uv_close((uv_handle_t *)&th->listener, NULL);
     ig_client_drain(th);
@@ -110,7 +111,8 @@ static void wake_cb(ig_wakeup *a)
 
 static void sweep_cb(uv_timer_t *t)
 {
-    ig_upstream_sweep(t->data);
+    ig_thread *th = t->data;
+    ig_pool_sweep(&th->up);
 }
 
 /* Between callbacks the thread holds no snapshot: tell the registry. */
@@ -157,7 +159,13 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
         seed = (uint64_t)idx * 7919 + 1;
     ig_policy_state_init(&th->pol, seed);
     snprintf(th->rid_prefix, sizeof(th->rid_prefix), "%08x-%x-", (unsigned)(seed >> 32), idx);
-    ig_list_init(&th->idle_conns);
+    th->pool_cfg = (ig_pool_config){
+        .idle_timeout_ms = (uint64_t)(cfg->upstream_idle_timeout_secs * 1000.0),
+        .max_age_ms = cfg->upstream_max_conn_age_secs > 0 ? (uint64_t)(cfg->upstream_max_conn_age_secs * 1000.0) : 0,
+        .connect_timeout_ms = (uint64_t)(cfg->connect_timeout_secs * 1000.0),
+        .max_requests = cfg->upstream_max_requests_per_conn,
+        .max_request_head = (size_t)cfg->max_header_size + 4096,
+        .spread = cfg->upstream_spread};
     ig_inbox_init(&th->replies, &th->wake);
     ig_alog_init(&th->alog, STDERR_FILENO);
     ig_freelist_init(&th->blocks, sizeof(ig_block), MAX_FREE_BLOCKS);
@@ -166,6 +174,8 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     ig_freelist_init(&th->heads, IG_HEAD_SIZE, MAX_FREE_HEADS);
     ig_freelist_init(&th->hdr_tables, sizeof(ig_hdr) * IG_MAX_HEADERS, MAX_FREE_HDR_TABLES);
     int rc = uv_loop_init(&th->loop);
+    ig_pool_ctx_init(&th->up, &th->loop, idx, &th->pool_cfg, &th->blocks, &th->heads, &th->hdr_tables,
+                     &th->stats);
     rc = rc ? rc : uv_tcp_init(&th->loop, &th->listener);
     if (rc)
         return rc;

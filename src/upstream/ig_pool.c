@@ -1,15 +1,13 @@
-/* Keep-alive pools of worker connections: each worker keeps one pool per
- * loop thread, touched only by that thread. Take, connect, release, retire
- * (request count, age, idle time, worker removed) and close. */
+/* Keep-alive pools of worker connections (ig_pool.h). */
 #include <stdlib.h>
 
 #include "../core/ig_log.h"
-#include "../gateway/ig_gateway.h"
+#include "ig_pool.h"
 
-void ig_upstream_drop_head(ig_upconn *up)
+void ig_pool_drop_head(ig_upconn *up)
 {
-    ig_buf_give(&up->hbuf, &up->th->heads);
-    ig_freelist_put(&up->th->hdr_tables, up->hdrs);
+    ig_buf_give(&up->hbuf, up->ctx->heads);
+    ig_freelist_put(up->ctx->hdr_tables, up->hdrs);
     up->hdrs = NULL;
     up->nhdrs = 0;
 }
@@ -18,7 +16,8 @@ static void upconn_free_cb(uv_handle_t *h)
 {
     ig_upconn *up = h->data;
     if (--up->handles_open == 0) {
-        ig_upstream_drop_head(up);
+        ig_pool_drop_head(up);
+        ig_buf_give(&up->whead, up->ctx->heads);
         ig_worker_unref(up->w);
         free(up);
     }
@@ -28,28 +27,20 @@ static void unlink_idle(ig_upconn *up)
 {
     ig_list_remove(&up->link);
     ig_list_remove(&up->tlink);
-    up->w->pools[up->th->idx].nidle--;
+    up->w->pools[up->ctx->idx].nidle--;
 }
 
-void ig_upstream_close(ig_upconn *up)
+void ig_pool_close(ig_upconn *up)
 {
     if (up->state == IG_U_CLOSING)
         return;
     if (up->state == IG_U_IDLE)
         unlink_idle(up);
     up->state = IG_U_CLOSING;
-    up->c = NULL;
     atomic_fetch_add_explicit(&up->w->stats.conns_closed, 1, memory_order_relaxed);
-    ig_count(&up->th->stats.conns_closed, 1);
+    ig_count(&up->ctx->stats->conns_closed, 1);
     uv_close((uv_handle_t *)&up->tcp, upconn_free_cb);
     uv_close((uv_handle_t *)&up->timer, upconn_free_cb);
-}
-
-/* 0: no age limit */
-static uint64_t max_age_ms(const ig_thread *th)
-{
-    double age = th->cfg->upstream_max_conn_age_secs;
-    return age > 0 ? (uint64_t)(age * 1000.0) : 0;
 }
 
 static int too_old(const ig_upconn *up, uint64_t now, uint64_t max_age)
@@ -61,9 +52,9 @@ static int too_old(const ig_upconn *up, uint64_t now, uint64_t max_age)
  * (a restart, a worker that closes after every answer). */
 #define IDLE_CLOSE_MIN_MS 200
 
-void ig_upstream_note_idle_close(ig_upconn *up)
+void ig_pool_note_idle_close(ig_upconn *up)
 {
-    uint64_t idle = uv_now(&up->th->loop) - up->idle_since_ms;
+    uint64_t idle = uv_now(up->ctx->loop) - up->idle_since_ms;
     if (idle >= IDLE_CLOSE_MIN_MS && idle < UINT32_MAX)
         atomic_store_explicit(&up->w->idle_close_ms, (unsigned)idle, memory_order_relaxed);
 }
@@ -76,7 +67,7 @@ static int near_worker_close(const ig_upconn *up, uint64_t now, uint64_t limit)
     return limit && now - up->idle_since_ms >= limit;
 }
 
-void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us)
+void ig_pool_note_ttfb(ig_upconn *up, uint64_t us)
 {
     uint32_t s = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
     up->ttfb_ewma_us = up->ttfb_ewma_us ? (up->ttfb_ewma_us * 3 + s) / 4 : s;
@@ -98,11 +89,11 @@ void ig_upstream_note_ttfb(ig_upconn *up, uint64_t us)
 /* at most one retirement per this many requests: new connections stay near 3% */
 #define SPREAD_RETIRE_COST 30
 
-ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
+ig_upconn *ig_pool_take(ig_upstream_ctx *ctx, ig_worker *w)
 {
-    int spread = th->cfg->upstream_spread;
-    ig_pool *p = &w->pools[th->idx];
-    uint64_t now = uv_now(&th->loop), max_age = max_age_ms(th);
+    int spread = ctx->cfg->spread;
+    ig_pool *p = &w->pools[ctx->idx];
+    uint64_t now = uv_now(ctx->loop), max_age = ctx->cfg->max_age_ms;
     uint32_t wbest = atomic_load_explicit(&w->best_ttfb_us, memory_order_relaxed);
     /* within a quarter of the worker's best is as good as the scan can do:
      * stop there (each idle connection scanned is a cache miss) */
@@ -115,7 +106,7 @@ ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
         ig_upconn *up = ig_container_of(n, ig_upconn, link);
         n = n->next;
         if (too_old(up, now, max_age) || near_worker_close(up, now, idle_limit)) {
-            ig_upstream_close(up);
+            ig_pool_close(up);
             continue;
         }
         scanned++;
@@ -140,30 +131,27 @@ ig_upconn *ig_upstream_take(ig_thread *th, ig_worker *w)
     return best;
 }
 
-void ig_upstream_count_use(ig_upconn *up)
+void ig_pool_count_use(ig_upconn *up)
 {
     if (up->reused) {
         atomic_fetch_add_explicit(&up->w->stats.conns_reused, 1, memory_order_relaxed);
-        ig_count(&up->th->stats.conns_reused, 1);
+        ig_count(&up->ctx->stats->conns_reused, 1);
     }
 }
 
 static void connect_timeout_cb(uv_timer_t *t)
 {
     ig_upconn *up = t->data;
-    ig_client *c = up->c;
     up->timed_out = 1;
-    ig_upstream_close(up);
-    /* closing cancels the connect; its callback tells the client, so keep it attached */
-    up->c = c;
+    ig_pool_close(up); /* cancels the connect: its callback tells the owner */
 }
 
-ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb)
+ig_upconn *ig_pool_connect(ig_upstream_ctx *ctx, ig_worker *w, uv_connect_cb cb)
 {
     ig_upconn *up = calloc(1, sizeof(*up));
     if (!up)
         return NULL;
-    up->th = th;
+    up->ctx = ctx;
     up->w = w;
     ig_worker_ref(w);
     up->state = IG_U_CONNECTING;
@@ -174,62 +162,82 @@ ig_upconn *ig_upstream_connect(ig_thread *th, ig_worker *w, uv_connect_cb cb)
     ig_list_init(&up->link);
     ig_list_init(&up->tlink);
     ig_buf_init(&up->hbuf, 64 * 1024);
-    up->created_ms = uv_now(&th->loop);
-    uv_tcp_init(&th->loop, &up->tcp);
-    uv_timer_init(&th->loop, &up->timer);
+    ig_buf_init(&up->whead, ctx->cfg->max_request_head);
+    up->created_ms = uv_now(ctx->loop);
+    uv_tcp_init(ctx->loop, &up->tcp);
+    uv_timer_init(ctx->loop, &up->timer);
     up->handles_open = 2;
     atomic_fetch_add_explicit(&w->stats.conns_opened, 1, memory_order_relaxed);
-    ig_count(&th->stats.conns_opened, 1);
+    ig_count(&ctx->stats->conns_opened, 1);
     int rc = uv_tcp_connect(&up->creq, &up->tcp, (const struct sockaddr *)&w->addr, cb);
     if (rc) {
         ig_warn("connect to %s: %s", w->url, uv_strerror(rc));
         up->state = IG_U_BUSY;
-        ig_upstream_close(up);
+        ig_pool_close(up);
         return NULL;
     }
-    uv_timer_start(&up->timer, connect_timeout_cb, (uint64_t)(th->cfg->connect_timeout_secs * 1000.0), 0);
+    uv_timer_start(&up->timer, connect_timeout_cb, ctx->cfg->connect_timeout_ms, 0);
     return up;
 }
 
-void ig_upstream_release(ig_upconn *up, int reusable)
+void ig_pool_release(ig_upconn *up, int reusable)
 {
-    const ig_config *cfg = up->th->cfg;
-    up->c = NULL;
-    ig_upstream_drop_head(up);
-    if (up->writing)
-        reusable = 0; /* answered before the request was all read: its state is unknown */
-    uint64_t now = uv_now(&up->th->loop);
-    if (!reusable || up->th->draining || atomic_load_explicit(&up->w->removed, memory_order_relaxed) ||
-        (cfg->upstream_max_requests_per_conn && up->nreq >= cfg->upstream_max_requests_per_conn) ||
-        too_old(up, now, max_age_ms(up->th))) {
-        ig_upstream_close(up);
+    ig_upstream_ctx *ctx = up->ctx;
+    const ig_pool_config *cfg = ctx->cfg;
+    up->owner = NULL;
+    up->cb = NULL;
+    up->body = NULL;
+    ig_pool_drop_head(up);
+    if (up->writing || up->state != IG_U_BUSY)
+        reusable = 0; /* answered before the request was all read (its state is unknown), or never up */
+    uint64_t now = uv_now(ctx->loop);
+    if (!reusable || ctx->draining || atomic_load_explicit(&up->w->removed, memory_order_relaxed) ||
+        (cfg->max_requests && up->nreq >= cfg->max_requests) || too_old(up, now, cfg->max_age_ms)) {
+        ig_pool_close(up);
+        ig_buf_give(&up->whead, ctx->heads); /* after the close: libuv writes from it no more */
         return;
     }
-    ig_pool *p = &up->w->pools[up->th->idx];
+    ig_buf_give(&up->whead, ctx->heads);
+    ig_pool *p = &up->w->pools[ctx->idx];
     up->state = IG_U_IDLE;
     up->idle_since_ms = now;
     ig_list_push_front(&p->idle, &up->link);
-    ig_list_push_front(&up->th->idle_conns, &up->tlink);
+    ig_list_push_front(&ctx->idle_conns, &up->tlink);
     p->nidle++;
 }
 
-void ig_upstream_sweep(ig_thread *th)
+void ig_pool_sweep(ig_upstream_ctx *ctx)
 {
-    uint64_t now = uv_now(&th->loop);
-    uint64_t idle_ms = (uint64_t)(th->cfg->upstream_idle_timeout_secs * 1000.0), max_age = max_age_ms(th);
+    uint64_t now = uv_now(ctx->loop);
+    uint64_t idle_ms = ctx->cfg->idle_timeout_ms, max_age = ctx->cfg->max_age_ms;
     /* oldest first from the tail; a removed worker's connections go at once */
-    ig_list *n = th->idle_conns.prev;
-    while (n != &th->idle_conns) {
+    ig_list *n = ctx->idle_conns.prev;
+    while (n != &ctx->idle_conns) {
         ig_upconn *up = ig_container_of(n, ig_upconn, tlink);
         n = n->prev;
         if (now - up->idle_since_ms >= idle_ms || too_old(up, now, max_age) ||
             atomic_load_explicit(&up->w->removed, memory_order_relaxed))
-            ig_upstream_close(up);
+            ig_pool_close(up);
     }
 }
 
-void ig_upstream_close_all(ig_thread *th)
+void ig_pool_close_all(ig_upstream_ctx *ctx)
 {
-    while (!ig_list_empty(&th->idle_conns))
-        ig_upstream_close(ig_container_of(th->idle_conns.next, ig_upconn, tlink));
+    while (!ig_list_empty(&ctx->idle_conns))
+        ig_pool_close(ig_container_of(ctx->idle_conns.next, ig_upconn, tlink));
+}
+
+void ig_pool_ctx_init(ig_upstream_ctx *ctx, uv_loop_t *loop, int idx, const ig_pool_config *cfg,
+                      ig_freelist *blocks, ig_freelist *heads, ig_freelist *hdr_tables,
+                      ig_thread_stats *stats)
+{
+    ctx->loop = loop;
+    ctx->idx = idx;
+    ctx->cfg = cfg;
+    ctx->blocks = blocks;
+    ctx->heads = heads;
+    ctx->hdr_tables = hdr_tables;
+    ctx->stats = stats;
+    ig_list_init(&ctx->idle_conns);
+    ctx->draining = 0;
 }

@@ -1,0 +1,132 @@
+/* The request every layer above the wire sees: what a client protocol
+ * hands to a handler, with the ops to answer it. The client side (today
+ * server/ig_h1conn) embeds one per request in flight, so nothing is
+ * allocated per request; the proxy, the routes and the admin hand-off work
+ * on it and never learn which protocol the client speaks (h2o's
+ * h2o_req_t with its generator is the model).
+ *
+ * Threads: a request and everything it points at belong to one loop
+ * thread. */
+#ifndef IG_REQUEST_H
+#define IG_REQUEST_H
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "../admission/ig_admission.h"
+#include "../balance/ig_policy.h"
+#include "../core/ig_block.h"
+#include "../core/ig_config.h"
+#include "../core/ig_freelist.h"
+#include "../core/ig_inbox.h"
+#include "../http/ig_body_scan.h"
+#include "../http/ig_http.h"
+#include "../obs/ig_stats.h"
+#include "../registry/ig_registry.h"
+#include "../upstream/ig_pool.h"
+
+#define IG_MAX_TRIES 8
+/* a request sent back by overloaded workers this often gets their answer */
+#define IG_MAX_REQUEUES 5
+
+typedef struct ig_request ig_request;
+
+/* How a worker's answer frames its body (the client side frames its own). */
+typedef enum { IG_RB_NONE, IG_RB_LENGTH, IG_RB_CHUNKED, IG_RB_CLOSE } ig_resp_body;
+
+typedef struct ig_resp_head {
+    int status;
+    const char *reason; /* NULL: the standard phrase */
+    size_t reason_len;
+    const char *base; /* the worker's headers: slices of base; framing and hop-by-hop ones are dropped */
+    const ig_hdr *hdrs;
+    int nhdrs;
+    ig_resp_body body;
+    uint64_t length;  /* IG_RB_LENGTH, or the length a HEAD or 304 answer announced */
+    int has_length;   /* ... and whether it announced one */
+    long weight_version;
+} ig_resp_head;
+
+/* Implemented by the client side, called by whoever answers. */
+typedef struct ig_response_ops {
+    /** The answer's head: goes out with the first body bytes (or at done).
+     * *dechunk: body bytes must come without chunk framing. 0 or -errno. */
+    int (*start)(ig_request *r, const ig_resp_head *h, int *dechunk);
+    /** Body bytes; hold is referenced until written. 0 or -errno (the client left). */
+    int (*write)(ig_request *r, const uv_buf_t *bufs, unsigned n, ig_block *hold);
+    /** A whole local answer. */
+    void (*respond)(ig_request *r, int status, const char *ctype, const char *body, size_t len);
+    /** An OpenAI-shaped JSON error that ends the request (extra: "name: value\r\n" lines or NULL). */
+    void (*respond_error)(ig_request *r, int status, const char *type, const char *code, const char *msg,
+                          const char *extra_headers);
+    /** The answer is fully queued. */
+    void (*done)(ig_request *r);
+    /** Abort an answer that has started (the client sees a cut stream). */
+    void (*cut)(ig_request *r);
+    /** 1 when so much is queued to the client that the worker should stop being read. */
+    int (*wants_pause)(ig_request *r);
+    /** The current phase (queue wait, request) times out after secs. */
+    void (*set_deadline)(ig_request *r, double secs);
+    /** The answer streams and no retry can follow: the request's bytes may go. */
+    void (*retire)(ig_request *r);
+    /** The client's address: 0 or -errno. */
+    int (*peer)(ig_request *r, struct sockaddr_storage *ss);
+} ig_response_ops;
+
+#define IG_STOP_TIMEOUT 1 /* the phase's deadline passed */
+#define IG_STOP_CLOSED 2  /* the client left */
+
+/* Implemented by whoever took the request (the proxy, the admin hand-off),
+ * called by the client side. Any may be NULL. */
+typedef struct ig_handler {
+    void (*resume)(ig_request *r);         /* the client drained: read the worker again */
+    void (*stop)(ig_request *r, int why);  /* IG_STOP_*: abandon what is in flight */
+    void (*finish)(ig_request *r);         /* the request is over, however it ended */
+} ig_handler;
+
+/* A loop thread's share of the proxy (embedded in its thread). */
+typedef struct ig_proxy_ctx {
+    uv_loop_t *loop;
+    const ig_config *cfg;
+    ig_upstream_ctx *up;
+    ig_admq *admq;
+    ig_thread_stats *stats;
+    ig_freelist *heads;
+    ig_inbox *replies; /* answers from the control thread come back here */
+    ig_policy_state pol;
+} ig_proxy_ctx;
+
+struct ig_request {
+    const ig_response_ops *res;
+    const ig_handler *h;
+    ig_proxy_ctx *px;
+    void *handoff; /* the handler's own (an admin message out at the control thread) */
+    /* parsed once, by the client side and the routes */
+    int method; /* llhttp's */
+    const char *base; /* target, headers and body are slices of base */
+    const char *target;
+    size_t target_len, path_len;
+    const ig_hdr *hdrs;
+    int nhdrs;
+    ig_span body, bearer, routing_key; /* bearer and routing key: len 0 when absent */
+    unsigned has_bearer : 1, admin_bearer : 1, via_proxy : 1,
+        /* the exchange: the proxy's own */
+        in_proxy : 1, probe : 1, retrying : 1, resent : 1, last_timeout : 1, last_refused : 1, overloaded : 1,
+        resp_started : 1;
+    ig_body_fields fields;
+    char rid[80];
+    size_t rid_len;
+    ig_route route;
+    ig_worker *worker; /* holds one unit of worker->inflight while set */
+    ig_worker *tried[IG_MAX_TRIES];
+    int ntried;
+    int requeues; /* times an overloaded worker sent it back */
+    ig_upconn *up;
+    ig_waiter wait; /* in px->admq while waiting for a worker slot */
+    uint64_t start_ns, first_byte_ns, bytes_out;
+    int status;
+    long weight_version; /* of the worker that serves it, at dispatch */
+    char worker_label[80]; /* the last worker's URL, for the access log */
+};
+#endif

@@ -1,0 +1,339 @@
+/* One HTTP/1.1 exchange with a worker (ig_h1client.h). */
+#include "ig_h1client.h"
+
+#include <errno.h>
+#include <llhttp.h>
+
+#include "../core/ig_log.h"
+
+typedef struct outv {
+    uv_buf_t b[8];
+    unsigned n;
+} outv;
+
+static void on_connect(uv_connect_t *req, int status);
+
+static void detach(ig_upconn *up)
+{
+    up->owner = NULL;
+    up->cb = NULL;
+}
+
+/* The exchange broke: close, then tell the owner (which may start another
+ * exchange at once, on another connection). */
+static void fail(ig_upconn *up, int err, const char *why)
+{
+    const ig_exchange_cb *cb = up->cb;
+    void *owner = up->owner;
+    unsigned what = (up->got_bytes ? IG_X_GOT_BYTES : 0) | (up->reused ? IG_X_REUSED : 0) |
+                    (up->sent_any ? IG_X_SENT_ANY : 0);
+    detach(up);
+    ig_pool_close(up);
+    if (cb)
+        cb->on_error(owner, err, why, what);
+}
+
+static void finish(ig_upconn *up, int reusable)
+{
+    const ig_exchange_cb *cb = up->cb;
+    void *owner = up->owner;
+    detach(up);
+    cb->on_done(owner, reusable);
+}
+
+static void flush(ig_upconn *up, outv *o, ig_block *blk, int read_end)
+{
+    if ((o->n || read_end) && up->cb)
+        up->cb->on_body(up->owner, o->b, o->n, blk, read_end);
+    o->n = 0;
+}
+
+static void push(ig_upconn *up, outv *o, ig_block *blk, const char *p, size_t n)
+{
+    if (!n)
+        return;
+    if (o->n == 8)
+        flush(up, o, blk, 0);
+    o->b[o->n++] = uv_buf_init((char *)p, (unsigned)n);
+}
+
+/* The response head is whole in base[0..len). 0: go on with the body (or
+ * the next head after a 1xx); otherwise the exchange is broken (*why). */
+static int take_head(ig_upconn *up, const char *base, size_t len, const char **why)
+{
+    if (!up->hdrs && !(up->hdrs = ig_freelist_get(up->ctx->hdr_tables))) {
+        *why = "out of memory";
+        return -ENOMEM;
+    }
+    int rc = ig_h1resp_head(&up->resp, base, len, up->head_request, up->hdrs, IG_MAX_HEADERS, &up->nhdrs, why);
+    if (rc)
+        return rc;
+    if (up->resp.status < 200) {
+        /* 100 and 103 are not forwarded: the final answer follows */
+        up->hbuf.len = 0;
+        ig_h1resp_init(&up->resp);
+        return 0;
+    }
+    up->head_done = 1;
+    int dechunk = 0;
+    rc = up->cb->on_head(up->owner, &up->resp, base, up->hdrs, up->nhdrs, &dechunk, why);
+    if (rc < 0)
+        return rc;
+    up->discard = rc == IG_X_DISCARD;
+    up->dechunk = dechunk != 0;
+    ig_pool_drop_head(up); /* copied out: a long stream need not keep it */
+    return 0;
+}
+
+static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
+{
+    const char *end = p + n, *why = NULL;
+    outv o = {.n = 0};
+    if (!up->got_bytes)
+        ig_pool_note_ttfb(up, (uv_hrtime() - up->sent_ns) / 1000);
+    up->got_bytes = 1;
+    while (p < end || up->head_done) {
+        if (!up->head_done) {
+            size_t e = ig_h1resp_head_scan(&up->resp, p, (size_t)(end - p));
+            const char *base = p;
+            if (!e || up->hbuf.len) {
+                /* the head spans reads: gather it (bounded by hbuf's cap) */
+                size_t take = e ? e : (size_t)(end - p);
+                if (ig_buf_take(&up->hbuf, up->ctx->heads) || ig_buf_append(&up->hbuf, p, take)) {
+                    why = "response head too large";
+                    goto fail;
+                }
+                if (!e)
+                    break;
+                base = up->hbuf.data;
+                e = up->hbuf.len;
+                p += take;
+            } else {
+                p += e; /* whole in this read: parsed in place */
+            }
+            if (take_head(up, base, e, &why))
+                goto fail;
+            continue;
+        }
+        ig_h1span sp[8];
+        int ns;
+        size_t used;
+        int rc = ig_h1resp_body(&up->resp, p, (size_t)(end - p), up->dechunk, sp, 8, &ns, &used, &why);
+        if (rc < 0)
+            goto fail;
+        for (int i = 0; i < ns && !up->discard; i++)
+            push(up, &o, blk, sp[i].p, sp[i].n);
+        if (!up->owner)
+            return; /* the owner left while taking the bytes */
+        p += used;
+        if (rc == 0) {
+            if (p == end)
+                break;
+            continue; /* the output filled up: more of the same read */
+        }
+        /* message complete: anything after it is a worker bug, so no reuse */
+        flush(up, &o, blk, 0);
+        if (up->owner)
+            finish(up, p == end && up->resp.keep_alive && !up->resp.suspect);
+        return;
+    }
+    flush(up, &o, blk, up->head_done);
+    return;
+fail:
+    flush(up, &o, blk, 0);
+    if (up->owner)
+        fail(up, 0, why);
+}
+
+static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    ig_upconn *up = h->data;
+    ig_block *b = ig_block_get(up->ctx->blocks);
+    (void)suggested;
+    buf->base = b ? b->data : NULL;
+    buf->len = b ? IG_BLOCK_SIZE : 0;
+}
+
+static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    ig_upconn *up = s->data;
+    ig_freelist *blocks = up->ctx->blocks;
+    ig_block *blk = buf->base ? ig_container_of(buf->base, ig_block, data) : NULL;
+    if (nread > 0 && up->state == IG_U_BUSY && up->owner) {
+        process(up, blk, buf->base, (size_t)nread);
+    } else if (nread < 0 && up->state == IG_U_BUSY && up->owner) {
+        if (nread == UV_EOF && up->head_done && ig_h1resp_eof(&up->resp))
+            finish(up, 0); /* a close-delimited body ends here */
+        else
+            fail(up, (int)nread, NULL);
+    } else if (nread != 0) {
+        /* an idle connection closed or talked out of turn: retire it */
+        if (nread == UV_EOF && up->state == IG_U_IDLE)
+            ig_pool_note_idle_close(up);
+        ig_pool_close(up);
+    }
+    if (blk)
+        ig_block_put(blocks, blk);
+}
+
+static void up_write_cb(uv_write_t *req, int status)
+{
+    ig_upconn *up = req->data;
+    up->writing = 0;
+    if (status < 0 && status != UV_ECANCELED && up->owner && up->state == IG_U_BUSY)
+        fail(up, status, NULL);
+    else if (status == 0)
+        ig_buf_give(&up->whead, up->ctx->heads); /* a resend builds it again */
+}
+
+static int build_head(ig_upconn *up, const ig_h1_req *rq)
+{
+    ig_buf *h = &up->whead;
+    h->len = 0;
+    int rc = ig_buf_take(h, up->ctx->heads);
+    rc = rc ? rc : ig_buf_puts(h, llhttp_method_name((llhttp_method_t)rq->method));
+    rc = rc ? rc : ig_buf_puts(h, " ");
+    rc = rc ? rc : ig_buf_append(h, rq->target, rq->target_len);
+    rc = rc ? rc : ig_buf_puts(h, " HTTP/1.1\r\nhost: ");
+    rc = rc ? rc : ig_buf_append(h, up->w->host_header, up->w->host_header_len);
+    rc = rc ? rc : ig_buf_puts(h, "\r\n");
+    rc = rc ? rc
+            : ig_http_copy_headers(h, rq->base, rq->hdrs, rq->nhdrs,
+                                   IG_COPY_DROP_HOST | IG_COPY_DROP_LENGTH | IG_COPY_DROP_EXPECT |
+                                       IG_COPY_DROP_REQUEST_ID);
+    rc = rc ? rc : ig_buf_puts(h, "x-request-id: ");
+    rc = rc ? rc : ig_buf_append(h, rq->rid, rq->rid_len);
+    rc = rc ? rc : ig_buf_puts(h, "\r\ncontent-length: ");
+    rc = rc ? rc : ig_buf_putu(h, rq->body_len);
+    rc = rc ? rc : ig_buf_puts(h, "\r\n\r\n");
+    return rc;
+}
+
+/* 0, or -E2BIG (nothing sent, the connection as it was) */
+static int send_request(ig_upconn *up)
+{
+    ig_h1_req rq;
+    up->cb->on_ready(up->owner, &rq);
+    if (build_head(up, &rq)) {
+        ig_buf_give(&up->whead, up->ctx->heads);
+        return -E2BIG;
+    }
+    up->body = rq.body;
+    up->body_len = rq.body_len;
+    up->head_request = rq.method == HTTP_HEAD;
+    up->nreq++;
+    ig_pool_count_use(up);
+    atomic_fetch_add_explicit(&up->w->stats.requests, 1, memory_order_relaxed);
+    uv_buf_t bufs[2] = {uv_buf_init(up->whead.data, (unsigned)up->whead.len),
+                        uv_buf_init((char *)up->body, (unsigned)up->body_len)};
+    unsigned n = up->body_len ? 2 : 1;
+    /* try first: a uv_write that completes still costs libuv an epoll_ctl
+     * when it drains, one syscall per request for nothing */
+    up->sent_ns = uv_hrtime();
+    int rc = uv_try_write((uv_stream_t *)&up->tcp, bufs, n);
+    if (rc == UV_EAGAIN)
+        rc = 0;
+    if (rc < 0) {
+        fail(up, rc, NULL); /* nothing went out: safe to send again */
+        return 0;
+    }
+    size_t done = (size_t)rc;
+    up->sent_any = done > 0;
+    if (done == up->whead.len + up->body_len) {
+        /* all out: a long stream need not keep the head (a resend rebuilds it) */
+        ig_buf_give(&up->whead, up->ctx->heads);
+        return 0;
+    }
+    unsigned first = 0;
+    if (done >= bufs[0].len) {
+        done -= bufs[0].len;
+        first = 1;
+    }
+    bufs[first].base += done;
+    bufs[first].len -= done;
+    rc = uv_write(&up->wreq, (uv_stream_t *)&up->tcp, bufs + first, n - first, up_write_cb);
+    if (rc) {
+        fail(up, rc, NULL);
+        return 0;
+    }
+    up->writing = 1;
+    up->sent_any = 1; /* how much of it libuv writes before a failure is not known */
+    return 0;
+}
+
+int ig_h1_start(ig_upconn *up, const ig_exchange_cb *cb, void *owner)
+{
+    up->cb = cb;
+    up->owner = owner;
+    ig_h1resp_init(&up->resp);
+    up->hbuf.len = 0;
+    up->got_bytes = up->head_done = up->sent_any = up->discard = up->dechunk = 0;
+    if (up->state != IG_U_BUSY)
+        return 0; /* sent once connected */
+    int rc = send_request(up);
+    if (rc)
+        detach(up);
+    return rc;
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    ig_upconn *up = req->data;
+    if (status == 0 && up->state == IG_U_CONNECTING) {
+        uv_timer_stop(&up->timer);
+        up->state = IG_U_BUSY;
+        uv_tcp_nodelay(&up->tcp, 1);
+        /* reading stays on while the connection idles in the pool: a close is seen at once */
+        uv_read_start((uv_stream_t *)&up->tcp, up_alloc, up_read);
+        if (!up->owner) {
+            ig_pool_close(up);
+        } else if (send_request(up)) {
+            const ig_exchange_cb *cb = up->cb;
+            void *owner = up->owner;
+            detach(up);
+            cb->on_error(owner, UV_E2BIG, "request head too large", IG_X_HEAD_TOO_LARGE);
+        }
+        return;
+    }
+    unsigned what = IG_X_CONNECT | (up->timed_out || status == UV_ETIMEDOUT ? IG_X_TIMEDOUT : 0) |
+                    (status == UV_ECONNREFUSED ? IG_X_REFUSED : 0);
+    const ig_exchange_cb *cb = up->cb;
+    void *owner = up->owner;
+    detach(up);
+    if (up->state != IG_U_CLOSING)
+        ig_pool_close(up);
+    if (cb)
+        cb->on_error(owner, status, NULL, what);
+}
+
+ig_upconn *ig_h1_connect(ig_upstream_ctx *ctx, ig_worker *w)
+{
+    return ig_pool_connect(ctx, w, on_connect);
+}
+
+void ig_h1_cancel(ig_upconn *up)
+{
+    detach(up);
+    ig_pool_close(up);
+}
+
+void ig_h1_pause(ig_upconn *up)
+{
+    if (!up->paused) {
+        uv_read_stop((uv_stream_t *)&up->tcp);
+        up->paused = 1;
+    }
+}
+
+void ig_h1_resume(ig_upconn *up)
+{
+    if (up->paused && up->state == IG_U_BUSY) {
+        up->paused = 0;
+        uv_read_start((uv_stream_t *)&up->tcp, up_alloc, up_read);
+    }
+}
+
+int ig_h1_writing(const ig_upconn *up)
+{
+    return up->writing;
+}

@@ -1,0 +1,111 @@
+/* Keep-alive pools of worker connections. Each worker keeps one pool per
+ * loop thread, touched only by that thread: take (choosing, among the idle
+ * connections, the one whose process answers fastest), connect, release,
+ * retire (request count, age, idle time, the worker's own keep-alive
+ * timeout, worker removed) and close. The pool knows no policy and no
+ * client: the proxy picks the worker, ig_h1client runs the exchange.
+ *
+ * Threads: everything here runs on the connection's loop thread; the
+ * worker's best_ttfb_us and idle_close_ms are relaxed atomics shared by the
+ * threads. */
+#ifndef IG_POOL_H
+#define IG_POOL_H
+#include <stdint.h>
+#include <uv.h>
+
+#include "../core/ig_buf.h"
+#include "../core/ig_freelist.h"
+#include "../core/ig_list.h"
+#include "../http/ig_h1resp.h"
+#include "../http/ig_http.h"
+#include "../obs/ig_stats.h"
+#include "../registry/ig_registry.h"
+
+typedef struct ig_pool_config {
+    uint64_t idle_timeout_ms;    /* idle this long: closed by the sweep */
+    uint64_t max_age_ms;         /* 0: no age limit */
+    uint64_t connect_timeout_ms;
+    uint32_t max_requests;       /* per connection; 0: unlimited */
+    size_t max_request_head;     /* a request head built larger is refused */
+    int spread;                  /* latency-aware choice among idle connections */
+} ig_pool_config;
+
+/* A loop thread's share of the upstream side (embedded in its thread). */
+typedef struct ig_upstream_ctx {
+    uv_loop_t *loop;
+    int idx;                  /* the thread's index: its pool in each worker */
+    const ig_pool_config *cfg;
+    ig_freelist *blocks;      /* ig_block: reads */
+    ig_freelist *heads;       /* IG_HEAD_SIZE: request heads, response heads spanning reads */
+    ig_freelist *hdr_tables;  /* ig_hdr[IG_MAX_HEADERS] */
+    ig_thread_stats *stats;
+    ig_list idle_conns;       /* every idle connection of this thread, oldest last */
+    int draining;             /* set by the thread: nothing goes back to a pool */
+} ig_upstream_ctx;
+
+typedef enum { IG_U_CONNECTING, IG_U_BUSY, IG_U_IDLE, IG_U_CLOSING } ig_upconn_state;
+
+struct ig_exchange_cb;
+
+typedef struct ig_upconn {
+    uv_tcp_t tcp;
+    uv_timer_t timer; /* connect timeout */
+    uv_connect_t creq;
+    uv_write_t wreq;
+    ig_upstream_ctx *ctx;
+    ig_worker *w;
+    ig_list link; /* in the worker's pool for this thread */
+    /* next to link: taking from the pool reads these of every idle connection it scans */
+    uint32_t ttfb_ewma_us; /* this connection's time to first byte: its process's load */
+    uint64_t created_ms;
+    ig_list tlink; /* in the thread's list of idle connections */
+    ig_upconn_state state;
+    int handles_open;
+    unsigned reused : 1, timed_out : 1,
+        /* the exchange (ig_h1client) */
+        got_bytes : 1, head_done : 1, paused : 1, discard : 1, dechunk : 1, head_request : 1,
+        writing : 1,  /* the request is not all written yet */
+        sent_any : 1; /* some of the request went out: the worker may have read it */
+    uint32_t nreq;
+    uint64_t idle_since_ms;
+    uint64_t sent_ns; /* when the current request went out */
+    /* the owner of the current exchange and how to tell it; NULL when idle or abandoned */
+    const struct ig_exchange_cb *cb;
+    void *owner;
+    ig_h1resp resp;
+    ig_buf whead;     /* the request head, until written */
+    const char *body; /* the request body, the owner's */
+    size_t body_len;
+    /* response head: parsed in the read block when it is whole in one read,
+     * else gathered here across reads */
+    ig_buf hbuf;  /* from ctx->heads until the head is taken */
+    ig_hdr *hdrs; /* from ctx->hdr_tables, likewise */
+    int nhdrs;
+} ig_upconn;
+
+void ig_pool_ctx_init(ig_upstream_ctx *ctx, uv_loop_t *loop, int idx, const ig_pool_config *cfg,
+                      ig_freelist *blocks, ig_freelist *heads, ig_freelist *hdr_tables,
+                      ig_thread_stats *stats);
+/** An idle connection to w, or NULL: connect (none idle, or the spread
+ * wants a fresh connection to re-race accept() on the worker's processes). */
+ig_upconn *ig_pool_take(ig_upstream_ctx *ctx, ig_worker *w);
+/** A new connection to w; cb runs when it is up, failed, or timed out
+ * (up->timed_out). NULL when it cannot even start. */
+ig_upconn *ig_pool_connect(ig_upstream_ctx *ctx, ig_worker *w, uv_connect_cb cb);
+/** The exchange is over: pool up when reusable (and young, and the worker
+ * stays), else close it. */
+void ig_pool_release(ig_upconn *up, int reusable);
+void ig_pool_close(ig_upconn *up);
+/** Give the response head's buffer and header table back to the thread. */
+void ig_pool_drop_head(ig_upconn *up);
+/** The worker closed this idle connection: learn its keep-alive timeout,
+ * so later connections are not reused just as it closes them. */
+void ig_pool_note_idle_close(ig_upconn *up);
+/** The first response byte of a request arrived after us microseconds. */
+void ig_pool_note_ttfb(ig_upconn *up, uint64_t us);
+/** A request is about to go out on a taken or new connection. */
+void ig_pool_count_use(ig_upconn *up);
+/** Close idle connections past their idle time or age, or of removed workers. */
+void ig_pool_sweep(ig_upstream_ctx *ctx);
+void ig_pool_close_all(ig_upstream_ctx *ctx);
+#endif

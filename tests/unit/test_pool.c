@@ -1,0 +1,236 @@
+/* The keep-alive pool's choice of connection: the one whose process answers
+ * fastest, early exit when good enough, most recent first without spread,
+ * retirement of a slow one at most once per 30 requests, connections past
+ * their age or near the worker's learned keep-alive timeout left alone,
+ * and what release keeps. Real libuv handles on a loop that never runs a
+ * connection: no network. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "../../src/upstream/ig_pool.h"
+
+static uv_loop_t loop;
+static ig_upstream_ctx ctx;
+static ig_pool_config cfg;
+static ig_freelist blocks, heads, tables;
+static ig_thread_stats stats;
+static ig_worker *w;
+
+static int setup(void **state)
+{
+    const char *err;
+    ig_registry_init(1);
+    uv_loop_init(&loop);
+    cfg = (ig_pool_config){.idle_timeout_ms = 60000, .max_age_ms = 0, .connect_timeout_ms = 1000,
+                           .max_requests = 0, .max_request_head = 65536, .spread = 1};
+    ig_freelist_init(&blocks, 64, 4);
+    ig_freelist_init(&heads, 4096, 4);
+    ig_freelist_init(&tables, 64, 4);
+    memset(&stats, 0, sizeof(stats));
+    ig_pool_ctx_init(&ctx, &loop, 0, &cfg, &blocks, &heads, &tables, &stats);
+    assert_int_equal(ig_worker_new("http://127.0.0.1:9", &w, &err), 0);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ig_pool_close_all(&ctx);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(uv_loop_close(&loop), 0); /* every handle was closed */
+    ig_worker_unref(w);
+    ig_freelist_clear(&blocks);
+    ig_freelist_clear(&heads);
+    ig_freelist_clear(&tables);
+    return 0;
+}
+
+/* A connection that answered a request in ttfb microseconds, back in the pool. */
+static ig_upconn *pooled(uint32_t ttfb)
+{
+    ig_upconn *up = calloc(1, sizeof(*up));
+    assert_non_null(up);
+    up->ctx = &ctx;
+    up->w = w;
+    ig_worker_ref(w);
+    up->tcp.data = up;
+    up->timer.data = up;
+    uv_tcp_init(&loop, &up->tcp);
+    uv_timer_init(&loop, &up->timer);
+    up->handles_open = 2;
+    up->state = IG_U_BUSY;
+    ig_list_init(&up->link);
+    ig_list_init(&up->tlink);
+    up->created_ms = uv_now(&loop);
+    up->ttfb_ewma_us = ttfb;
+    up->nreq = 1;
+    ig_pool_release(up, 1);
+    assert_int_equal(up->state, IG_U_IDLE);
+    return up;
+}
+
+static void the_fastest_process_wins(void **state)
+{
+    atomic_store(&w->best_ttfb_us, 1000);
+    ig_upconn *slow = pooled(9000), *fast = pooled(1100), *mid = pooled(4000);
+    (void)slow;
+    (void)mid;
+    assert_int_equal(w->pools[0].nidle, 3);
+    ig_upconn *got = ig_pool_take(&ctx, w);
+    assert_ptr_equal(got, fast);
+    assert_int_equal(got->state, IG_U_BUSY);
+    assert_int_equal(got->reused, 1);
+    assert_int_equal(w->pools[0].nidle, 2);
+    ig_pool_release(got, 1);
+}
+
+static void the_scan_stops_at_good_enough(void **state)
+{
+    atomic_store(&w->best_ttfb_us, 1000);
+    ig_upconn *faster = pooled(1000), *good = pooled(1200); /* within a quarter of the best */
+    (void)faster;
+    assert_ptr_equal(ig_pool_take(&ctx, w), good); /* most recent first: the scan ends there */
+    ig_pool_release(good, 1);
+}
+
+static void without_spread_the_most_recent_goes(void **state)
+{
+    cfg.spread = 0;
+    atomic_store(&w->best_ttfb_us, 1000);
+    ig_upconn *fast = pooled(1000), *slow = pooled(50000);
+    (void)fast;
+    assert_ptr_equal(ig_pool_take(&ctx, w), slow);
+    ig_pool_release(slow, 1);
+}
+
+static void a_loaded_process_is_left_at_most_once_per_30_requests(void **state)
+{
+    atomic_store(&w->best_ttfb_us, 1000);
+    ig_upconn *slow = pooled(10000); /* > 2 x best + 1 ms: its process is loaded */
+    int fresh = 0;
+    for (int i = 0; i < 90; i++) {
+        ig_upconn *got = ig_pool_take(&ctx, w);
+        if (!got) {
+            fresh++; /* the caller connects afresh, re-racing accept() */
+            continue;
+        }
+        assert_ptr_equal(got, slow);
+        ig_pool_release(got, 1);
+    }
+    assert_int_equal(fresh, 3);
+    assert_int_equal(w->pools[0].nidle, 1); /* the slow one stays pooled for when its process calms down */
+}
+
+static void old_connections_and_ones_the_worker_is_about_to_close_are_not_taken(void **state)
+{
+    cfg.max_age_ms = 10000;
+    ig_upconn *old = pooled(1000);
+    old->created_ms = uv_now(&loop) - 20000;
+    assert_null(ig_pool_take(&ctx, w)); /* closed, not handed out */
+    assert_int_equal(w->pools[0].nidle, 0);
+    uv_run(&loop, UV_RUN_NOWAIT);
+
+    /* the worker closes idle connections after 4 s: leave those idle 3 s or more */
+    atomic_store(&w->idle_close_ms, 4000);
+    ig_upconn *stale = pooled(1000);
+    stale->idle_since_ms = uv_now(&loop) - 3500;
+    ig_upconn *recent = pooled(1000);
+    recent->idle_since_ms = uv_now(&loop) - 100;
+    assert_ptr_equal(ig_pool_take(&ctx, w), recent);
+    assert_int_equal(stale->state, IG_U_CLOSING); /* seen by the scan: retired */
+    ig_pool_release(recent, 1);
+    recent->idle_since_ms = uv_now(&loop) - 3900;
+    assert_null(ig_pool_take(&ctx, w)); /* both near the close */
+    assert_int_equal(w->pools[0].nidle, 0);
+}
+
+static void release_keeps_only_what_may_be_reused(void **state)
+{
+    cfg.max_requests = 2;
+    ig_upconn *up = pooled(1000);
+    up = ig_pool_take(&ctx, w);
+    up->nreq = 2;
+    ig_pool_release(up, 1); /* its last request */
+    assert_int_equal(up->state, IG_U_CLOSING);
+    cfg.max_requests = 0;
+
+    up = pooled(1000);
+    up = ig_pool_take(&ctx, w);
+    ig_pool_release(up, 0);
+    assert_int_equal(up->state, IG_U_CLOSING);
+
+    up = pooled(1000);
+    up = ig_pool_take(&ctx, w);
+    up->writing = 1; /* answered before the request was all out */
+    ig_pool_release(up, 1);
+    assert_int_equal(up->state, IG_U_CLOSING);
+
+    up = pooled(1000);
+    up = ig_pool_take(&ctx, w);
+    ctx.draining = 1;
+    ig_pool_release(up, 1);
+    assert_int_equal(up->state, IG_U_CLOSING);
+    ctx.draining = 0;
+    assert_int_equal(w->pools[0].nidle, 0);
+}
+
+static void the_worker_best_follows_the_minimum(void **state)
+{
+    ig_upconn *up = pooled(0);
+    up = ig_pool_take(&ctx, w);
+    atomic_store(&w->best_ttfb_us, 0);
+    ig_pool_note_ttfb(up, 4000);
+    assert_int_equal(up->ttfb_ewma_us, 4000);
+    assert_int_equal(atomic_load(&w->best_ttfb_us), 4000);
+    ig_pool_note_ttfb(up, 2000);
+    assert_int_equal(up->ttfb_ewma_us, 3500); /* (3 x 4000 + 2000) / 4 */
+    assert_int_equal(atomic_load(&w->best_ttfb_us), 2000); /* improvements at once */
+    ig_pool_note_ttfb(up, 8000);
+    assert_int_equal(atomic_load(&w->best_ttfb_us), 2251); /* forgets 1/8 per sample */
+    ig_pool_release(up, 1);
+}
+
+static void an_idle_close_teaches_the_keep_alive_timeout(void **state)
+{
+    ig_upconn *up = pooled(1000);
+    up->idle_since_ms = uv_now(&loop) - 5000;
+    ig_pool_note_idle_close(up);
+    assert_int_equal(atomic_load(&w->idle_close_ms), 5000);
+    up->idle_since_ms = uv_now(&loop) - 50; /* a restart, not a timeout */
+    ig_pool_note_idle_close(up);
+    assert_int_equal(atomic_load(&w->idle_close_ms), 5000);
+}
+
+static void the_sweep_closes_idle_and_removed(void **state)
+{
+    cfg.idle_timeout_ms = 1000;
+    ig_upconn *idle = pooled(1000), *fresh = pooled(1000);
+    idle->idle_since_ms = uv_now(&loop) - 2000;
+    ig_pool_sweep(&ctx);
+    assert_int_equal(idle->state, IG_U_CLOSING);
+    assert_int_equal(fresh->state, IG_U_IDLE);
+    atomic_store(&w->removed, 1);
+    ig_pool_sweep(&ctx);
+    assert_int_equal(fresh->state, IG_U_CLOSING);
+    atomic_store(&w->removed, 0);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(the_fastest_process_wins),
+        T(the_scan_stops_at_good_enough),
+        T(without_spread_the_most_recent_goes),
+        T(a_loaded_process_is_left_at_most_once_per_30_requests),
+        T(old_connections_and_ones_the_worker_is_about_to_close_are_not_taken),
+        T(release_keeps_only_what_may_be_reused),
+        T(the_worker_best_follows_the_minimum),
+        T(an_idle_close_teaches_the_keep_alive_timeout),
+        T(the_sweep_closes_idle_and_removed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
