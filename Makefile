@@ -12,7 +12,7 @@ LDLIBS    = -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
 # everything but main() goes into one static library that the gateway, the
 # mock worker, the unit tests, the fuzzers and the benchmarks link: each
 # source compiles once per build flavour
-MAIN_SRC  = src/gateway/ig_main.c
+MAIN_SRC  = src/app/ig_main.c
 LIB_SRC   = $(filter-out $(MAIN_SRC),$(sort $(wildcard src/*/*.c)))
 MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c tools/mockworker/mock_kvcache.c
 LLHTTP_SRC = $(LLHTTP)/llhttp.c $(LLHTTP)/api.c $(LLHTTP)/http.c

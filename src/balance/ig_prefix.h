@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../http/ig_body_scan.h"
+#include "../api/ig_body_scan.h"
 
 #define IG_PREFIX_BLOCK 256       /* prompt bytes per block (about 64 tokens) */
 #define IG_PREFIX_MAX_BLOCKS 2048 /* longer prompts are tracked to here (512 KiB) */

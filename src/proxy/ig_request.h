@@ -18,9 +18,8 @@
 #include "../balance/ig_policy.h"
 #include "../core/ig_block.h"
 #include "../core/ig_config.h"
-#include "../core/ig_freelist.h"
 #include "../core/ig_inbox.h"
-#include "../http/ig_body_scan.h"
+#include "../api/ig_body_scan.h"
 #include "../http/ig_http.h"
 #include "../obs/ig_stats.h"
 #include "../registry/ig_registry.h"
@@ -92,7 +91,6 @@ typedef struct ig_proxy_ctx {
     ig_upstream_ctx *up;
     ig_admq *admq;
     ig_thread_stats *stats;
-    ig_freelist *heads;
     ig_inbox *replies; /* answers from the control thread come back here */
     ig_policy_state pol;
 } ig_proxy_ctx;
@@ -109,7 +107,9 @@ struct ig_request {
     size_t target_len, path_len;
     const ig_hdr *hdrs;
     int nhdrs;
-    ig_span body, bearer, routing_key; /* bearer and routing key: len 0 when absent */
+    ig_span body;
+    ig_span authorization, routing_key; /* header values (p NULL: no such header) */
+    ig_span bearer;                     /* the Authorization bearer token, trimmed (routes) */
     unsigned has_bearer : 1, admin_bearer : 1, via_proxy : 1,
         /* the exchange: the proxy's own */
         in_proxy : 1, probe : 1, retrying : 1, resent : 1, last_timeout : 1, last_refused : 1, overloaded : 1,

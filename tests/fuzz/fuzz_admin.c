@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "../../src/core/ig_config.h"
-#include "../../src/gateway/ig_admin.h"
+#include "../../src/api/ig_admin.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

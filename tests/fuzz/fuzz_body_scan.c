@@ -4,7 +4,7 @@
 #include <stdint.h>
 
 #include "../../src/balance/ig_prefix.h"
-#include "../../src/http/ig_body_scan.h"
+#include "../../src/api/ig_body_scan.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

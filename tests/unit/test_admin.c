@@ -7,7 +7,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../src/gateway/ig_admin.h"
+#include "../../src/api/ig_admin.h"
 
 static void list_get_delete(void **state)
 {

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "../../src/http/ig_body_scan.h"
+#include "../../src/api/ig_body_scan.h"
 
 static int scan(const char *s, ig_body_fields *f)
 {

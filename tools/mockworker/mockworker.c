@@ -20,7 +20,7 @@
 #include <uv.h>
 
 #include "../../src/core/ig_buf.h"
-#include "../../src/http/ig_body_scan.h"
+#include "../../src/api/ig_body_scan.h"
 #include "mock_kvcache.h"
 #include "mock_sessions.h"
 

@@ -7,7 +7,7 @@
 #include <uv.h>
 
 #include "../registry/ig_registry.h"
-#include "ig_admin.h"
+#include "../api/ig_admin.h"
 #include "ig_control.h"
 
 /** Answer m with doc (taken) and hand it back to its loop thread. */
@@ -57,4 +57,6 @@ int ig_areal_worker_removed(ig_worker *w);
 /** Pin the admin key's persistent session to w unless it is pinned already. */
 void ig_areal_pin_admin(ig_worker *w);
 void ig_areal_shutdown(void);
+/** A worker as the admin API shows it. */
+json_t *ig_worker_json(const ig_worker *w);
 #endif

@@ -9,9 +9,12 @@
 #include "../core/ig_config.h"
 #include "../core/ig_inbox.h"
 
-struct ig_thread;
-struct ig_client;
 struct ig_worker;
+
+/* What the control thread may ask of the loop threads (the app wires them). */
+typedef struct ig_control_hooks {
+    void (*wake_reader)(int i); /* wake loop thread i: it passes a quiescent point, retries its queue */
+} ig_control_hooks;
 
 /* An admin request travelling loop thread -> control thread -> loop thread. */
 typedef struct ig_admin_msg {
@@ -33,7 +36,7 @@ typedef struct ig_admin_msg {
 
 /** Start the control thread; the --worker-urls are added (models discovered,
  * all at once) before this returns. 0 or a negative errno code. */
-int ig_control_start(const ig_config *cfg, struct ig_thread *threads, int nthreads);
+int ig_control_start(const ig_config *cfg, int nthreads, const ig_control_hooks *hooks);
 /** Hand an admin request to the control thread (any loop thread). */
 void ig_control_submit(ig_admin_msg *m);
 /** Pin the admin key's session to w unless pinned already (any loop thread;

@@ -1,6 +1,4 @@
-/* Client connections: read and parse requests (llhttp), answer local
- * endpoints, hand data requests to the proxy, write responses with
- * backpressure, keep-alive and pipelining in order. */
+/* HTTP/1.1 client connections (ig_h1conn.h). */
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -10,16 +8,56 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/ig_log.h"
+#include "ig_h1conn.h"
+
 #include "../core/ig_budget.h"
-#include "../core/ig_cidr.h"
+#include "../core/ig_log.h"
 #include "../http/ig_framing.h"
 #include "../http/ig_h1req.h"
-#include "../registry/ig_sessions.h"
-#include "ig_admin.h"
-#include "ig_gateway.h"
+#include "../upstream/ig_h1client.h"
 
-static void client_parse(ig_client *c);
+typedef enum { IG_C_READING, IG_C_DISPATCHED, IG_C_FLUSHING } ig_conn_state;
+
+typedef struct ig_h1conn {
+    uv_tcp_t tcp;
+    uv_timer_t timer;     /* idle timeout between requests, request timeout during one */
+    uint64_t deadline_ms; /* loop time the current phase times out (IG_NO_DEADLINE: none) */
+    uv_shutdown_t shutdown_req;
+    ig_thread *th;
+    ig_list link;
+    size_t lingered; /* bytes discarded after an error answered before the request ended */
+    ig_conn_state state;
+    int handles_open;
+    int pending_writes;
+    unsigned closing : 1, read_paused : 1, in_parse : 1, close_after : 1, dechunk : 1, have_rid : 1,
+        lingering : 1,
+        retired : 1,     /* the request's memory is given back (its response streams) */
+        budget_wait : 1, /* in th->budget_waiters: its body needs room the budget lacks */
+        head_pending : 1; /* the response head is in obuf, to go with the first body bytes */
+    /* the request being read: parsed in place in rbuf, slices by offset */
+    ig_buf rbuf;
+    size_t body_held; /* bytes of rbuf charged to the gateway's body budget */
+    ig_h1req rq;
+    ig_buf obuf;  /* response head or a local response */
+    char *logtag; /* path then model, once the request is retired (access log) */
+    /* what the handlers see; its waiter's link is in th->budget_waiters while the body waits for
+     * room (a body still arriving is not dispatched, so it cannot be queued for a worker too) */
+    ig_request req;
+} ig_h1conn;
+
+static const ig_response_ops h1_ops;
+
+static ig_h1conn *conn_of(ig_request *r)
+{
+    return ig_container_of(r, ig_h1conn, req);
+}
+
+static void client_parse(ig_h1conn *c);
+static int conn_write(ig_h1conn *c, const uv_buf_t *bufs, unsigned n, ig_block *hold);
+static void conn_error(ig_h1conn *c, int status, const char *type, const char *code, const char *msg);
+static void conn_error_headers(ig_h1conn *c, int status, const char *type, const char *code, const char *msg,
+                               const char *extra_headers);
+static const char *request_path(const ig_h1conn *c, size_t *len);
 
 static void client_timer_cb(uv_timer_t *t);
 
@@ -27,7 +65,7 @@ static void client_timer_cb(uv_timer_t *t);
  * four times, nearly always later, and a later deadline is only a field; the
  * timer heap is touched when a deadline comes earlier, or when the timer
  * fires before the deadline and is set again for the rest. */
-void ig_client_arm_timer(ig_client *c, double secs)
+static void arm_timer(ig_h1conn *c, double secs)
 {
     if (c->lingering)
         return; /* the linger timer owns the handle until the close */
@@ -37,13 +75,13 @@ void ig_client_arm_timer(ig_client *c, double secs)
     c->deadline_ms = uv_now(&c->th->loop) + ms;
 }
 
-static void disarm_timer(ig_client *c)
+static void disarm_timer(ig_h1conn *c)
 {
     c->deadline_ms = IG_NO_DEADLINE; /* a timer still armed fires and finds nothing due */
 }
 
 /* The header table goes back to the thread; no header index stays valid. */
-static void drop_headers(ig_client *c)
+static void drop_headers(ig_h1conn *c)
 {
     ig_freelist_put(&c->th->hdr_tables, c->rq.hdrs);
     c->rq.hdrs = NULL;
@@ -55,20 +93,20 @@ static void drop_headers(ig_client *c)
 
 static ig_hdr *on_request_begin(void *owner)
 {
-    ig_client *c = owner;
+    ig_h1conn *c = owner;
     /* the whole head within the header timeout, however slowly it trickles (slowloris) */
-    ig_client_arm_timer(c, c->th->cfg->client_header_timeout_secs);
+    arm_timer(c, c->th->cfg->client_header_timeout_secs);
     return c->rq.hdrs ? c->rq.hdrs : ig_freelist_get(&c->th->hdr_tables);
 }
 
 static void on_request_head(void *owner)
 {
-    ig_client *c = owner;
-    ig_client_arm_timer(c, c->th->cfg->client_body_timeout_secs); /* the whole body, however it trickles */
+    ig_h1conn *c = owner;
+    arm_timer(c, c->th->cfg->client_body_timeout_secs); /* the whole body, however it trickles */
     if (c->rq.h_expect >= 0 && !c->rq.http10) {
         static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
-        ig_client_write(c, &b, 1, NULL);
+        conn_write(c, &b, 1, NULL);
     }
 }
 
@@ -85,7 +123,7 @@ static atomic_int g_clients;
  * client); its body deadline keeps running. */
 static ig_budget g_body_budget;
 
-void ig_client_configure(const ig_config *cfg)
+void ig_h1conn_configure(const ig_config *cfg)
 {
     g_body_budget.cap = cfg->max_buffered_body_bytes;
     request_ops.max_header_size = cfg->max_header_size;
@@ -94,7 +132,7 @@ void ig_client_configure(const ig_config *cfg)
 
 /* Room for extra more bytes in rbuf (exact: a body of known length, so no
  * doubling past it): 0, -EAGAIN when the budget has none now. */
-static int rbuf_grow(ig_client *c, size_t extra, int exact)
+static int rbuf_grow(ig_h1conn *c, size_t extra, int exact)
 {
     size_t ncap = ig_buf_cap_for(&c->rbuf, extra, exact);
     if (ncap > IG_RBUF_SIZE && ig_budget_grow(&g_body_budget, &c->body_held, ncap - IG_RBUF_SIZE))
@@ -102,18 +140,18 @@ static int rbuf_grow(ig_client *c, size_t extra, int exact)
     return exact ? ig_buf_reserve_exact(&c->rbuf, extra) : ig_buf_reserve(&c->rbuf, extra);
 }
 
-static void rbuf_release(ig_client *c)
+static void rbuf_release(ig_h1conn *c)
 {
     ig_buf_give(&c->rbuf, &c->th->rbufs);
     ig_budget_release(&g_body_budget, &c->body_held);
 }
 
-static void budget_unpark(ig_client *c)
+static void budget_unpark(ig_h1conn *c)
 {
     if (!c->budget_wait)
         return;
     c->budget_wait = 0;
-    ig_list_remove(&c->wait.link);
+    ig_list_remove(&c->req.wait.link);
 }
 
 static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
@@ -121,7 +159,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
 
 /* Wake every waiter of this thread: each asks again (room freed on any
  * thread shows up here within a tick) and waits again if there is none. */
-void ig_client_budget_retry(uv_timer_t *t)
+static void budget_retry(uv_timer_t *t)
 {
     ig_thread *th = t->data;
     if (ig_list_empty(&th->budget_waiters)) {
@@ -129,7 +167,7 @@ void ig_client_budget_retry(uv_timer_t *t)
         return;
     }
     while (!ig_list_empty(&th->budget_waiters)) {
-        ig_client *c = ig_container_of(th->budget_waiters.next, ig_client, wait.link);
+        ig_h1conn *c = ig_container_of(th->budget_waiters.next, ig_h1conn, req.wait.link);
         budget_unpark(c);
         if (c->read_paused && !c->closing) {
             c->read_paused = 0;
@@ -138,20 +176,20 @@ void ig_client_budget_retry(uv_timer_t *t)
     }
 }
 
-static void budget_park(ig_client *c)
+static void budget_park(ig_h1conn *c)
 {
     ig_thread *th = c->th;
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->read_paused = 1;
     c->budget_wait = 1;
-    ig_list_push_back(&th->budget_waiters, &c->wait.link);
+    ig_list_push_back(&th->budget_waiters, &c->req.wait.link);
     if (!uv_is_active((uv_handle_t *)&th->budget_timer))
-        uv_timer_start(&th->budget_timer, ig_client_budget_retry, 10, 10);
+        uv_timer_start(&th->budget_timer, budget_retry, 10, 10);
 }
 
 static void client_free_cb(uv_handle_t *h)
 {
-    ig_client *c = h->data;
+    ig_h1conn *c = h->data;
     if (--c->handles_open)
         return;
     ig_thread *th = c->th;
@@ -164,20 +202,17 @@ static void client_free_cb(uv_handle_t *h)
     ig_thread_client_closed(th);
 }
 
-static void finish_request(ig_client *c, int aborted);
+static void finish_request(ig_h1conn *c, int aborted);
 
-void ig_client_close(ig_client *c)
+static void conn_close(ig_h1conn *c)
 {
     if (c->closing)
         return;
     c->closing = 1;
     budget_unpark(c);
-    if (c->admin_msg) {
-        c->admin_msg->owner = NULL; /* the answer will find nobody and be dropped */
-        c->admin_msg = NULL;
-    }
     if (c->state == IG_C_DISPATCHED) {
-        ig_proxy_abort(c);
+        if (c->req.h && c->req.h->stop)
+            c->req.h->stop(&c->req, IG_STOP_CLOSED);
         finish_request(c, 1);
     }
     ig_list_remove(&c->link);
@@ -187,7 +222,7 @@ void ig_client_close(ig_client *c)
 
 static void client_timer_cb(uv_timer_t *t)
 {
-    ig_client *c = t->data;
+    ig_h1conn *c = t->data;
     uint64_t now = uv_now(&c->th->loop);
     if (c->deadline_ms > now) {
         if (c->deadline_ms != IG_NO_DEADLINE)
@@ -195,27 +230,28 @@ static void client_timer_cb(uv_timer_t *t)
         return;
     }
     c->deadline_ms = IG_NO_DEADLINE;
-    if (c->state == IG_C_DISPATCHED)
-        ig_proxy_timeout(c);
-    else if (c->state == IG_C_READING && c->rq.in_message && !c->closing && c->budget_wait) {
+    if (c->state == IG_C_DISPATCHED) {
+        if (c->req.h && c->req.h->stop)
+            c->req.h->stop(&c->req, IG_STOP_TIMEOUT);
+    } else if (c->state == IG_C_READING && c->rq.in_message && !c->closing && c->budget_wait) {
         budget_unpark(c); /* our memory was short, not the client slow */
-        ig_client_error_headers(
+        conn_error_headers(
             c, 503, "service_unavailable", "body_buffer_full",
             "the gateway holds as many request bodies as --max-buffered-body-bytes allows; "
             "retry later",
             "retry-after: 1\r\n");
     } else if (c->state == IG_C_READING && c->rq.in_message && !c->closing)
-        ig_client_error(c, 408, "invalid_request_error", "request_timeout",
+        conn_error(c, 408, "invalid_request_error", "request_timeout",
                         c->rq.head_done
                             ? "the request body did not arrive in time (--client-body-timeout-secs)"
                             : "the request head took too long (--client-header-timeout-secs)");
     else
-        ig_client_close(c);
+        conn_close(c);
 }
 
-static void arm_idle_timer(ig_client *c)
+static void arm_idle_timer(ig_h1conn *c)
 {
-    ig_client_arm_timer(c, c->th->cfg->client_idle_timeout_secs);
+    arm_timer(c, c->th->cfg->client_idle_timeout_secs);
 }
 
 #define LINGER_MS 2000
@@ -223,7 +259,7 @@ static void arm_idle_timer(ig_client *c)
 
 static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-    ig_client *c = h->data;
+    ig_h1conn *c = h->data;
     ig_thread *th = c->th;
     (void)suggested;
     if (c->lingering || (c->retired && c->rbuf.cap == c->rbuf.len)) {
@@ -262,7 +298,7 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 /* A client that writes head and body separately without TCP_NODELAY (httpx,
  * requests) holds the body until the head is ACKed; a delayed ACK would cost
  * it 40 ms per request. Half a request in hand: ACK at once. */
-static void quick_ack(ig_client *c)
+static void quick_ack(ig_h1conn *c)
 {
     uv_os_fd_t fd;
     int one = 1;
@@ -272,11 +308,11 @@ static void quick_ack(ig_client *c)
 
 static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-    ig_client *c = s->data;
+    ig_h1conn *c = s->data;
     (void)buf;
     if (c->lingering) {
         if (nread < 0 || (c->lingered += (size_t)nread) > LINGER_MAX)
-            ig_client_close(c);
+            conn_close(c);
         return;
     }
     if (nread == UV_ENOBUFS) {
@@ -287,7 +323,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         if (c->state == IG_C_READING) {
             /* rbuf at its hard cap inside one request head or body */
-            ig_client_error(c, c->rq.head_done ? 413 : 431, "invalid_request_error",
+            conn_error(c, c->rq.head_done ? 413 : 431, "invalid_request_error",
                             c->rq.head_done ? "payload_too_large" : "headers_too_large",
                             c->rq.head_done ? "request body too large" : "request head too large");
             return;
@@ -299,14 +335,14 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         if (nread != UV_EOF)
             ig_debug("client read: %s", uv_strerror((int)nread));
-        ig_client_close(c);
+        conn_close(c);
         return;
     }
     if (buf->base == c->th->rscratch) {
         /* early bytes of the next request while a stream is out */
         if (nread &&
             (ig_buf_take(&c->rbuf, &c->th->rbufs) || ig_buf_append(&c->rbuf, buf->base, (size_t)nread))) {
-            ig_client_close(c);
+            conn_close(c);
             return;
         }
         if (c->rbuf.len >= IG_RBUF_SIZE && !c->read_paused) {
@@ -324,7 +360,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     }
 }
 
-int ig_client_count(void)
+int ig_h1conn_count(void)
 {
     return atomic_load_explicit(&g_clients, memory_order_relaxed);
 }
@@ -354,7 +390,7 @@ static void refuse_connection(ig_thread *th, uv_stream_t *server)
     uv_close((uv_handle_t *)t, refused_close_cb);
 }
 
-void ig_client_accept(ig_thread *th, uv_stream_t *server)
+void ig_h1conn_accept(ig_thread *th, uv_stream_t *server)
 {
     if (atomic_fetch_add_explicit(&g_clients, 1, memory_order_relaxed) >=
         (int)th->cfg->max_client_connections) {
@@ -362,12 +398,14 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
         refuse_connection(th, server);
         return;
     }
-    ig_client *c = calloc(1, sizeof(*c));
+    ig_h1conn *c = calloc(1, sizeof(*c));
     if (!c) {
         atomic_fetch_sub_explicit(&g_clients, 1, memory_order_relaxed);
         return;
     }
     c->th = th;
+    c->req.res = &h1_ops;
+    c->req.px = &th->px;
     c->tcp.data = c;
     c->timer.data = c;
     uv_tcp_init(&th->loop, &c->tcp);
@@ -379,7 +417,7 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
     ig_buf_init(&c->obuf, 32u << 20);
     ig_h1req_init(&c->rq, &request_ops, c);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        ig_client_close(c);
+        conn_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
@@ -390,33 +428,34 @@ void ig_client_accept(ig_thread *th, uv_stream_t *server)
 
 /* ---- writing ---- */
 
-static void next_request(ig_client *c);
+static void next_request(ig_h1conn *c);
 
 static void client_write_cb(uv_write_t *req, int status)
 {
     ig_wreq *w = (ig_wreq *)req;
-    ig_client *c = req->handle->data;
+    ig_h1conn *c = req->handle->data;
     ig_thread *th = c->th;
     if (w->blk)
         ig_block_put(&th->blocks, w->blk);
     ig_freelist_put(&th->wreqs, w);
     c->pending_writes--;
     if (status < 0) {
-        ig_client_close(c);
+        conn_close(c);
         return;
     }
     if (c->closing)
         return;
-    if (c->state == IG_C_DISPATCHED && c->resp_started && c->pending_writes == 0 && c->obuf.data)
+    if (c->state == IG_C_DISPATCHED && c->req.resp_started && c->pending_writes == 0 && c->obuf.data &&
+        !c->head_pending)
         ig_buf_give(&c->obuf, &th->heads); /* the response head is written: a long stream need not keep it */
-    if (c->state == IG_C_DISPATCHED &&
+    if (c->state == IG_C_DISPATCHED && c->req.h && c->req.h->resume &&
         uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < IG_CLIENT_WQ_LOW)
-        ig_proxy_resume_upstream(c);
+        c->req.h->resume(&c->req);
     if (c->state == IG_C_FLUSHING && c->pending_writes == 0)
         next_request(c);
 }
 
-int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *hold)
+static int conn_write(ig_h1conn *c, const uv_buf_t *bufs, unsigned n, ig_block *hold)
 {
     uv_buf_t rest[16];
     size_t total = 0;
@@ -428,14 +467,14 @@ int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *ho
         total += bufs[i].len;
     if (!total)
         return 0;
-    c->bytes_out += total;
+    c->req.bytes_out += total;
     ssize_t done = 0;
     if (c->pending_writes == 0) {
         done = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
         if (done == UV_EAGAIN)
             done = 0;
         if (done < 0) {
-            ig_client_close(c);
+            conn_close(c);
             return (int)done;
         }
         if ((size_t)done == total)
@@ -452,7 +491,7 @@ int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *ho
     }
     ig_wreq *w = ig_freelist_get(&c->th->wreqs);
     if (!w) {
-        ig_client_close(c);
+        conn_close(c);
         return -ENOMEM;
     }
     w->blk = hold;
@@ -463,14 +502,14 @@ int ig_client_write(ig_client *c, const uv_buf_t *bufs, unsigned n, ig_block *ho
         if (hold)
             ig_block_put(&c->th->blocks, hold);
         ig_freelist_put(&c->th->wreqs, w);
-        ig_client_close(c);
+        conn_close(c);
         return rc;
     }
     c->pending_writes++;
     return 0;
 }
 
-int ig_client_wants_pause(ig_client *c)
+static int conn_wants_pause(ig_h1conn *c)
 {
     return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > IG_CLIENT_WQ_HIGH;
 }
@@ -479,20 +518,20 @@ int ig_client_wants_pause(ig_client *c)
 
 static void linger_timeout_cb(uv_timer_t *t)
 {
-    ig_client_close(t->data);
+    conn_close(t->data);
 }
 
 /* We answered before the request ended (413, 431, 400). Closing with unread
  * input would send a RST that can destroy the answer in flight, so half-close,
  * read and discard for a while, then close (what nginx calls lingering close). */
-static void client_linger(ig_client *c)
+static void client_linger(ig_h1conn *c)
 {
     c->lingering = 1;
     c->lingered = 0;
     rbuf_release(c); /* discarding reads go to the thread's scratch */
     c->rq.parsed = 0;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) != 0) {
-        ig_client_close(c);
+        conn_close(c);
         return;
     }
     if (c->read_paused) {
@@ -503,13 +542,13 @@ static void client_linger(ig_client *c)
     uv_timer_start(&c->timer, linger_timeout_cb, LINGER_MS, 0);
 }
 
-static void next_request(ig_client *c)
+static void next_request(ig_h1conn *c)
 {
     if (c->close_after || !c->rq.keep_alive || c->th->draining) {
         if (c->rq.in_message && !c->th->draining)
             client_linger(c);
         else
-            ig_client_close(c);
+            conn_close(c);
         return;
     }
     ig_thread *th = c->th;
@@ -527,12 +566,10 @@ static void next_request(ig_client *c)
     c->rq.head_done = 0; /* no header index is valid until the next head */
     c->retired = 0;
     c->state = IG_C_READING;
-    c->ntried = 0;
-    c->resent = 0;
-    c->resp_started = 0;
+    c->req.resp_started = 0;
+    c->req.h = NULL;
     c->dechunk = 0;
     c->have_rid = 0;
-    c->last_timeout = 0;
     arm_idle_timer(c);
     if (c->read_paused) {
         c->read_paused = 0;
@@ -542,37 +579,38 @@ static void next_request(ig_client *c)
         client_parse(c);
 }
 
-static void access_log(ig_client *c, int status, uint64_t dur_us)
+static void access_log(ig_h1conn *c, int status, uint64_t dur_us)
 {
-    ig_alog_record r = {.rid = c->rid,
-                        .rid_len = c->rid_len,
+    ig_alog_record r = {.rid = c->req.rid,
+                        .rid_len = c->req.rid_len,
                         .method = llhttp_method_name((llhttp_method_t)ig_h1req_method(&c->rq)),
                         .status = status,
-                        .worker = c->worker_label,
-                        .bytes = c->bytes_out,
-                        .ttfb_ns = c->first_byte_ns ? c->first_byte_ns - c->start_ns : 0,
+                        .worker = c->req.worker_label,
+                        .bytes = c->req.bytes_out,
+                        .ttfb_ns = c->req.first_byte_ns ? c->req.first_byte_ns - c->req.start_ns : 0,
                         .dur_us = dur_us};
-    r.path = ig_client_path(c, &r.path_len);
-    if (c->route <= IG_R_GENERATE && c->fields.has_model) {
-        r.model = c->fields.model;
-        r.model_len = c->fields.model_len;
+    r.path = request_path(c, &r.path_len);
+    if (c->req.route <= IG_R_GENERATE && c->req.fields.has_model) {
+        r.model = c->req.fields.model;
+        r.model_len = c->req.fields.model_len;
     }
     ig_alog_append(&c->th->alog, &r);
 }
 
 /* The request is over: metrics, the access log, the gateway's in-flight count. */
-static void finish_request(ig_client *c, int aborted)
+static void finish_request(ig_h1conn *c, int aborted)
 {
     ig_thread *th = c->th;
     uint64_t now = uv_hrtime();
-    uint64_t dur_us = (now - c->start_ns) / 1000;
-    int status = aborted ? 499 : c->status; /* nginx's code for "client closed request" */
-    ig_proxy_finish(c);
-    ig_count(&th->stats.requests[c->route][ig_status_index(status)], 1);
-    ig_hist_observe(&th->stats.duration[c->route], dur_us);
-    if (c->first_byte_ns)
-        ig_hist_observe(&th->stats.ttfb[c->route], (c->first_byte_ns - c->start_ns) / 1000);
-    ig_count(&th->stats.bytes_out, c->bytes_out);
+    uint64_t dur_us = (now - c->req.start_ns) / 1000;
+    int status = aborted ? 499 : c->req.status; /* nginx's code for "client closed request" */
+    if (c->req.h && c->req.h->finish)
+        c->req.h->finish(&c->req);
+    ig_count(&th->stats.requests[c->req.route][ig_status_index(status)], 1);
+    ig_hist_observe(&th->stats.duration[c->req.route], dur_us);
+    if (c->req.first_byte_ns)
+        ig_hist_observe(&th->stats.ttfb[c->req.route], (c->req.first_byte_ns - c->req.start_ns) / 1000);
+    ig_count(&th->stats.bytes_out, c->req.bytes_out);
     if (aborted)
         ig_count(&th->stats.client_aborts, 1);
     if (ig_log_level >= IG_LOG_INFO)
@@ -581,7 +619,7 @@ static void finish_request(ig_client *c, int aborted)
     c->logtag = NULL;
 }
 
-const char *ig_client_path(const ig_client *c, size_t *len)
+static const char *request_path(const ig_h1conn *c, size_t *len)
 {
     const char *url = c->logtag ? c->logtag : c->rbuf.data + c->rq.url_off;
     size_t n = 0;
@@ -591,14 +629,14 @@ const char *ig_client_path(const ig_client *c, size_t *len)
     return url;
 }
 
-void ig_client_retire_request(ig_client *c)
+static void retire_request(ig_h1conn *c)
 {
-    if (c->retired || c->rq.parsed != c->rbuf.len || (c->up && ig_h1_writing(c->up)))
+    if (c->retired || c->rq.parsed != c->rbuf.len || (c->req.up && ig_h1_writing(c->req.up)))
         return; /* done already, the next request is in rbuf, or rbuf is being sent */
-    ig_body_fields *f = &c->fields;
+    ig_body_fields *f = &c->req.fields;
     if (ig_log_level >= IG_LOG_INFO) {
         size_t plen, mlen = f->has_model ? f->model_len : 0;
-        const char *path = ig_client_path(c, &plen);
+        const char *path = request_path(c, &plen);
         char *t = malloc(plen + mlen + 1);
         if (!t)
             return; /* keep it all then */
@@ -619,10 +657,23 @@ void ig_client_retire_request(ig_client *c)
     c->rq.parsed = c->rq.msg_start = 0;
     c->rq.body_off = c->rq.body_len = 0;
     c->retired = 1;
+    ig_request *r = &c->req; /* none of its slices is valid any more */
+    r->base = r->target = NULL;
+    r->target_len = r->path_len = 0;
+    r->hdrs = NULL;
+    r->nhdrs = 0;
+    r->body = r->authorization = r->routing_key = r->bearer = (ig_span){NULL, 0};
 }
 
-void ig_client_request_done(ig_client *c)
+static void request_done(ig_h1conn *c)
 {
+    if (c->head_pending) { /* an answer with no body: its head goes alone */
+        c->head_pending = 0;
+        uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
+        conn_write(c, &b, 1, NULL);
+        if (c->closing)
+            return;
+    }
     if (c->state == IG_C_DISPATCHED)
         finish_request(c, 0);
     c->state = IG_C_FLUSHING;
@@ -631,19 +682,19 @@ void ig_client_request_done(ig_client *c)
         next_request(c);
 }
 
-static void make_request_id(ig_client *c)
+static void make_request_id(ig_h1conn *c)
 {
     int i = c->rq.head_done ? c->rq.h_request_id : -1;
-    if (i >= 0 && c->rq.hdrs[i].value_len > 0 && c->rq.hdrs[i].value_len < sizeof(c->rid)) {
-        memcpy(c->rid, c->rbuf.data + c->rq.hdrs[i].value_off, c->rq.hdrs[i].value_len);
-        c->rid_len = c->rq.hdrs[i].value_len;
+    if (i >= 0 && c->rq.hdrs[i].value_len > 0 && c->rq.hdrs[i].value_len < sizeof(c->req.rid)) {
+        memcpy(c->req.rid, c->rbuf.data + c->rq.hdrs[i].value_off, c->rq.hdrs[i].value_len);
+        c->req.rid_len = c->rq.hdrs[i].value_len;
         c->have_rid = 1;
         return;
     }
     /* prefix (thread and start-up random) + sequence in hex, without printf */
     ig_thread *th = c->th;
     size_t n = strlen(th->rid_prefix);
-    memcpy(c->rid, th->rid_prefix, n);
+    memcpy(c->req.rid, th->rid_prefix, n);
     char hex[16];
     int k = 0;
     uint64_t seq = ++th->rid_seq;
@@ -652,53 +703,54 @@ static void make_request_id(ig_client *c)
         seq >>= 4;
     } while (seq);
     while (k)
-        c->rid[n++] = hex[--k];
-    c->rid_len = n;
+        c->req.rid[n++] = hex[--k];
+    c->req.rid_len = n;
     c->have_rid = 0;
 }
 
 /* The request line was read and its method is HEAD. */
-static int is_head(ig_client *c)
+static int is_head(ig_h1conn *c)
 {
     return c->rq.url_len && ig_h1req_method(&c->rq) == HTTP_HEAD;
 }
 
-void ig_client_error(ig_client *c, int status, const char *type, const char *code, const char *msg)
+static void conn_error(ig_h1conn *c, int status, const char *type, const char *code, const char *msg)
 {
-    ig_client_error_headers(c, status, type, code, msg, status == 405 ? "allow: POST\r\n" : NULL);
+    conn_error_headers(c, status, type, code, msg, NULL);
 }
 
-void ig_client_error_headers(ig_client *c, int status, const char *type, const char *code, const char *msg,
+static void conn_error_headers(ig_h1conn *c, int status, const char *type, const char *code, const char *msg,
                              const char *extra_headers)
 {
-    ig_info("%.*s -> %d %s", (int)c->rid_len, c->rid, status, msg);
+    ig_info("%.*s -> %d %s", (int)c->req.rid_len, c->req.rid, status, msg);
     if (c->state == IG_C_READING) {
         /* refused while the request was still being read: its framing
          * cannot be trusted, so answer, then close */
         c->close_after = 1;
-        if (!c->rid_len)
+        if (!c->req.rid_len)
             make_request_id(c);
     }
     c->obuf.len = 0;
-    c->status = status;
+    c->head_pending = 0;
+    c->req.status = status;
     if (ig_buf_take(&c->obuf, &c->th->heads) == 0 &&
-        ig_http_error_response(&c->obuf, status, type, code, msg, c->rid, c->rid_len,
+        ig_http_error_response(&c->obuf, status, type, code, msg, c->req.rid, c->req.rid_len,
                                c->close_after || !c->rq.keep_alive || c->th->draining, extra_headers) == 0) {
         uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
         if (is_head(c)) /* the same head, no body (RFC 9110 9.3.2) */
             b.len = (unsigned)ig_framing_head_len(b.base, b.len);
-        ig_client_write(c, &b, 1, NULL);
+        conn_write(c, &b, 1, NULL);
     }
     if (!c->closing)
-        ig_client_request_done(c);
+        request_done(c);
 }
 
-static void respond_body(ig_client *c, int status, const char *ctype, const char *body, size_t len)
+static void respond_body(ig_h1conn *c, int status, const char *ctype, const char *body, size_t len)
 {
     ig_buf *o = &c->obuf;
     int close_conn = !c->rq.keep_alive || c->th->draining;
     o->len = 0;
-    c->status = status;
+    c->req.status = status;
     int rc = ig_buf_take(o, &c->th->heads);
     rc = rc ? rc : ig_buf_reserve(o, len + 256);
     rc = rc ? rc : ig_buf_puts(o, "HTTP/1.1 ");
@@ -710,283 +762,59 @@ static void respond_body(ig_client *c, int status, const char *ctype, const char
     rc = rc ? rc : ig_buf_puts(o, "\r\ncontent-length: ");
     rc = rc ? rc : ig_buf_putu(o, len);
     rc = rc ? rc : ig_buf_puts(o, "\r\nx-request-id: ");
-    rc = rc ? rc : ig_buf_append(o, c->rid, c->rid_len);
+    rc = rc ? rc : ig_buf_append(o, c->req.rid, c->req.rid_len);
     rc = rc ? rc : ig_buf_puts(o, close_conn ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n");
     if (!is_head(c)) /* HEAD: the same head, no body */
         rc = rc ? rc : ig_buf_append(o, body, len);
     if (rc) {
-        ig_client_error(c, 500, "server_error", "internal_error", "response too large");
+        conn_error(c, 500, "server_error", "internal_error", "response too large");
         return;
     }
     uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
-    ig_client_write(c, &b, 1, NULL);
+    conn_write(c, &b, 1, NULL);
     if (!c->closing)
-        ig_client_request_done(c);
+        request_done(c);
 }
 
-static void respond_json(ig_client *c, int status, const char *body, size_t len)
+static ig_span header_value(const ig_h1conn *c, int i)
 {
-    respond_body(c, status, "application/json", body, len);
-}
-
-static void respond_models(ig_client *c)
-{
-    const ig_snapshot *snap = ig_snapshot_get();
-    ig_buf b;
-    ig_buf_init(&b, 4u << 20);
-    int rc = ig_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
-    for (int m = 0; m < snap->n_models && !rc; m++) {
-        rc = ig_buf_puts(&b, m ? ",{\"id\":" : "{\"id\":");
-        rc = rc ? rc : ig_json_append_string(&b, snap->models[m].name, snap->models[m].len);
-        rc = rc ? rc : ig_buf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"infergate\",\"workers\":");
-        rc = rc ? rc : ig_buf_putu(&b, (uint64_t)snap->models[m].n);
-        rc = rc ? rc : ig_buf_puts(&b, "}");
-    }
-    rc = rc ? rc : ig_buf_puts(&b, "]}\n");
-    if (rc)
-        ig_client_error(c, 500, "server_error", "internal_error", "model list too large");
-    else
-        respond_json(c, 200, b.data, b.len);
-    ig_buf_free(&b);
-}
-
-static void respond_metrics(ig_client *c)
-{
-    ig_buf b;
-    ig_buf_init(&b, 32u << 20);
-    ig_metrics_render(&b, ig_all_threads, ig_n_threads, ig_snapshot_get());
-    respond_body(c, 200, "text/plain; version=0.0.4", b.data, b.len);
-    ig_buf_free(&b);
-}
-
-int ig_client_bearer(const ig_client *c, const char **tok, size_t *len)
-{
-    int i = c->rq.h_authorization;
     if (i < 0)
-        return -1;
-    const char *v = c->rbuf.data + c->rq.hdrs[i].value_off;
-    size_t vlen = c->rq.hdrs[i].value_len;
-    if (vlen < 7 || strncasecmp(v, "Bearer ", 7) != 0)
-        return -1;
-    v += 7;
-    vlen -= 7;
-    while (vlen && (*v == ' ' || *v == '\t')) { /* AReaL strips the token */
-        v++;
-        vlen--;
-    }
-    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
-        vlen--;
-    *tok = v;
-    *len = vlen;
-    return 0;
+        return (ig_span){NULL, 0};
+    return (ig_span){c->rbuf.data + c->rq.hdrs[i].value_off, c->rq.hdrs[i].value_len};
 }
 
-/* 0 when the bearer matches key; -1 missing or malformed; -2 wrong.
- * Constant time: no early exit, the length difference folded into the result. */
-int ig_client_bearer_is(const ig_client *c, const char *key)
+/* A whole request is in: describe it, then the app routes it. */
+static void dispatch(ig_h1conn *c)
 {
-    const char *v;
-    size_t vlen;
-    if (ig_client_bearer(c, &v, &vlen))
-        return -1;
-    return ig_http_secret_is(v, vlen, key) ? 0 : -2;
-}
-
-/* The client key, or (AReaL) a session's key or the admin key. */
-static int authorized(ig_client *c)
-{
-    const char *key = c->th->cfg->api_key, *admin = c->th->cfg->admin_api_key, *tok;
-    size_t len;
-    if (!key || !*key || ig_client_bearer_is(c, key) == 0)
-        return 1;
-    return ig_client_bearer_is(c, admin) == 0 ||
-           (ig_client_bearer(c, &tok, &len) == 0 && ig_sessions_by_key(tok, len));
-}
-
-/* /metrics: its own key, else the client key; the admin key always does. */
-static int metrics_authorized(ig_client *c)
-{
-    const ig_config *cfg = c->th->cfg;
-    const char *key = cfg->metrics_api_key && *cfg->metrics_api_key ? cfg->metrics_api_key : cfg->api_key;
-    return !key || !*key || ig_client_bearer_is(c, key) == 0 ||
-           ig_client_bearer_is(c, cfg->admin_api_key) == 0;
-}
-
-static int is_loopback(const struct sockaddr_storage *ss)
-{
-    if (ss->ss_family == AF_INET)
-        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
-    if (ss->ss_family == AF_INET6) {
-        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
-        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
-    }
-    return 0;
-}
-
-/* Who may reach the admin API (docs: README, Security). With --admin-allow,
- * only peers in those ranges, key or not. Without it: anyone holding the
- * key, or, with no key configured, a loopback peer that is not another
- * proxy relaying someone else (behind nginx on the same host every remote
- * client is a loopback peer). NULL when allowed, else why not. */
-static const char *admin_refusal(ig_client *c)
-{
-    const ig_config *cfg = c->th->cfg;
-    int keyed = cfg->admin_api_key && *cfg->admin_api_key;
-    struct sockaddr_storage ss;
-    int len = sizeof(ss);
-    if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len))
-        return "the peer address is unknown";
-    if (cfg->n_admin_allow) {
-        if (!ig_cidr_match(cfg->admin_allow, cfg->n_admin_allow, (struct sockaddr *)&ss))
-            return "this address is not in --admin-allow";
-    } else if (!keyed && !is_loopback(&ss)) {
-        return "without --admin-api-key the admin endpoints answer only on loopback";
-    }
-    if (!keyed && c->rq.via_proxy)
-        return "without --admin-api-key the admin endpoints refuse requests relayed by a proxy "
-               "(Forwarded, X-Forwarded-For, X-Real-IP)";
-    return NULL;
-}
-
-/* Admin work runs on the control thread; the answer comes back to this one. */
-static void admin_start(ig_client *c)
-{
-    const char *key = c->th->cfg->admin_api_key, *refused = admin_refusal(c);
-    if (refused) {
-        ig_client_error(c, 403, "permission_error", "admin_not_allowed", refused);
-        return;
-    }
-    if (key && *key) {
-        int rc = ig_client_bearer_is(c, key);
-        if (rc == -1) {
-            ig_client_error(c, 401, "authentication_error", "missing_admin_key",
-                            "admin endpoints need 'Authorization: Bearer <admin key>'");
-            return;
-        }
-        if (rc == -2) {
-            ig_client_error(c, 403, "permission_error", "invalid_admin_key", "wrong admin key");
-            return;
-        }
-    }
-    ig_admin_msg *m = calloc(1, sizeof(*m));
-    if (m) {
-        m->target = strndup(c->rbuf.data + c->rq.url_off, c->rq.url_len);
-        m->body = malloc(c->rq.body_len + 1);
-    }
-    if (!m || !m->target || !m->body) {
-        ig_admin_msg_free(m);
-        ig_client_error(c, 500, "server_error", "internal_error", "out of memory");
-        return;
-    }
-    memcpy(m->body, c->rbuf.data + c->rq.body_off, c->rq.body_len);
-    m->body[c->rq.body_len] = '\0';
-    if (c->rq.h_authorization >= 0) /* some worker endpoints (AReaL's sessions) check it too */
-        m->auth = strndup(c->rbuf.data + c->rq.hdrs[c->rq.h_authorization].value_off,
-                          c->rq.hdrs[c->rq.h_authorization].value_len);
-    m->body_len = c->rq.body_len;
-    m->method = ig_h1req_method(&c->rq);
-    m->reply_to = &c->th->replies;
-    m->owner = c;
-    c->admin_msg = m;
-    ig_control_submit(m);
-}
-
-void ig_client_admin_reply(ig_client *c, ig_admin_msg *m)
-{
-    c->admin_msg = NULL;
-    respond_body(c, m->status, "application/json", m->reply ? m->reply : "{}", m->reply ? m->reply_len : 2);
-}
-
-static int path_is(const char *path, size_t len, const char *want)
-{
-    return strlen(want) == len && memcmp(path, want, len) == 0;
-}
-
-static ig_route data_route(const char *url, size_t plen)
-{
-    if (path_is(url, plen, "/v1/chat/completions") || path_is(url, plen, "/chat/completions"))
-        return IG_R_CHAT;
-    if (path_is(url, plen, "/rl/set_reward"))
-        return IG_R_SESSION;
-    if (path_is(url, plen, "/v1/completions"))
-        return IG_R_COMPLETIONS;
-    if (path_is(url, plen, "/v1/embeddings"))
-        return IG_R_EMBEDDINGS;
-    if (path_is(url, plen, "/generate"))
-        return IG_R_GENERATE;
-    return IG_R_OTHER;
-}
-
-static void dispatch(ig_client *c)
-{
+    ig_request *r = &c->req;
     c->state = IG_C_DISPATCHED;
-    c->start_ms = uv_now(&c->th->loop);
-    c->start_ns = uv_hrtime();
-    c->first_byte_ns = 0;
-    c->bytes_out = 0;
-    c->status = 0;
-    c->worker_label[0] = '\0';
+    r->start_ns = uv_hrtime();
+    r->first_byte_ns = 0;
+    r->bytes_out = 0;
+    r->status = 0;
+    r->worker_label[0] = '\0';
+    r->route = IG_R_OTHER;
+    r->h = NULL;
+    r->handoff = NULL;
     make_request_id(c);
     disarm_timer(c);
-
-    const char *url = c->rbuf.data + c->rq.url_off;
-    size_t plen = 0;
-    while (plen < c->rq.url_len && url[plen] != '?')
-        plen++;
-    int method = ig_h1req_method(&c->rq);
-    c->route = data_route(url, plen);
-    if (c->route != IG_R_OTHER) {
-        if (method != HTTP_POST) {
-            ig_client_error(c, 405, "invalid_request_error", "method_not_allowed",
-                            "use POST for this endpoint");
-            return;
-        }
-        if (!authorized(c)) {
-            ig_client_error(c, 401, "invalid_request_error", "invalid_api_key",
-                            "missing or invalid API key (Authorization: Bearer ...)");
-            return;
-        }
-        ig_client_arm_timer(c, c->th->cfg->request_timeout_secs);
-        ig_proxy_start(c);
-        return;
-    }
-    if (ig_admin_is_path(url, plen)) {
-        c->route = IG_R_ADMIN;
-        admin_start(c);
-        return;
-    }
-    int get = method == HTTP_GET || method == HTTP_HEAD;
-    if (get && (path_is(url, plen, "/health") || path_is(url, plen, "/liveness"))) {
-        static const char ok[] = "{\"status\":\"ok\"}\n";
-        c->route = IG_R_PROBE;
-        respond_json(c, 200, ok, sizeof(ok) - 1);
-    } else if (get && path_is(url, plen, "/readiness")) {
-        const ig_snapshot *snap = ig_snapshot_get();
-        char body[160];
-        int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"workers\":%d,\"routable_workers\":%d}\n",
-                         snap->n_routable > 0 ? "ready" : "not ready", snap->n_all, snap->n_routable);
-        c->route = IG_R_PROBE;
-        respond_json(c, snap->n_routable > 0 ? 200 : 503, body, (size_t)n);
-    } else if (get && path_is(url, plen, "/v1/models")) {
-        c->route = IG_R_MODELS;
-        if (!authorized(c))
-            ig_client_error(c, 401, "invalid_request_error", "invalid_api_key",
-                            "missing or invalid API key (Authorization: Bearer ...)");
-        else
-            respond_models(c);
-    } else if (get && path_is(url, plen, "/metrics")) {
-        c->route = IG_R_METRICS;
-        if (!metrics_authorized(c))
-            ig_client_error(c, 401, "invalid_request_error", "invalid_api_key",
-                            "/metrics needs 'Authorization: Bearer KEY' (--metrics-api-key, else --api-key)");
-        else
-            respond_metrics(c);
-    } else {
-        ig_client_error(c, 404, "invalid_request_error", "not_found", "unknown path");
-    }
+    r->method = ig_h1req_method(&c->rq);
+    r->base = c->rbuf.data;
+    r->target = c->rbuf.data + c->rq.url_off;
+    r->target_len = c->rq.url_len;
+    r->path_len = 0;
+    while (r->path_len < r->target_len && r->target[r->path_len] != '?')
+        r->path_len++;
+    r->hdrs = c->rq.hdrs;
+    r->nhdrs = c->rq.nhdrs;
+    r->body = (ig_span){c->rbuf.data + c->rq.body_off, c->rq.body_len};
+    r->authorization = header_value(c, c->rq.h_authorization);
+    r->routing_key = header_value(c, c->rq.h_routing_key);
+    r->via_proxy = c->rq.via_proxy;
+    c->th->hooks->on_request(r);
 }
 
-static void client_parse(ig_client *c)
+static void client_parse(ig_h1conn *c)
 {
     c->in_parse = 1;
     while (!c->closing && c->state == IG_C_READING && c->rq.parsed < c->rbuf.len) {
@@ -996,7 +824,7 @@ static void client_parse(ig_client *c)
             continue;
         }
         if (rc == IG_H1REQ_ERROR)
-            ig_client_error(c, c->rq.err_status,
+            conn_error(c, c->rq.err_status,
                             c->rq.err_status == 503 ? "service_unavailable" : "invalid_request_error",
                             ig_h1req_error_code(c->rq.err_status), c->rq.err_msg);
         break;
@@ -1009,15 +837,145 @@ static void client_parse(ig_client *c)
     c->in_parse = 0;
 }
 
-void ig_client_drain(ig_thread *th)
+void ig_h1conn_drain(ig_thread *th)
 {
     ig_list *n = th->clients.next;
     while (n != &th->clients) {
-        ig_client *c = ig_container_of(n, ig_client, link);
+        ig_h1conn *c = ig_container_of(n, ig_h1conn, link);
         n = n->next;
         if (c->state == IG_C_READING && !c->rq.in_message)
-            ig_client_close(c);
+            conn_close(c);
         else
             c->close_after = 1;
     }
 }
+
+void ig_h1conn_close_all(ig_thread *th)
+{
+    while (!ig_list_empty(&th->clients))
+        conn_close(ig_container_of(th->clients.next, ig_h1conn, link));
+}
+
+/* ---- the request's response ops (proxy/ig_request.h) ---- */
+
+/* The client's response head from a worker's. The framing is ours, from
+ * what the worker's answer turned out to be, never the worker's own framing
+ * fields (which its Connection header may even have named). */
+static int h1_start(ig_request *r, const ig_resp_head *rh, int *dechunk)
+{
+    ig_h1conn *c = conn_of(r);
+    ig_buf *h = &c->obuf;
+    r->status = rh->status;
+    c->dechunk = c->rq.http10 && rh->body == IG_RB_CHUNKED;
+    if (c->rq.http10 || rh->body == IG_RB_CLOSE)
+        c->close_after = 1; /* a close-delimited body: only a close can end it */
+    h->len = 0;
+    int rc = ig_buf_take(h, &c->th->heads);
+    rc = rc ? rc : ig_buf_puts(h, "HTTP/1.1 ");
+    rc = rc ? rc : ig_buf_putu(h, (uint64_t)rh->status);
+    rc = rc ? rc : ig_buf_puts(h, " ");
+    if (rh->reason_len)
+        rc = rc ? rc : ig_buf_append(h, rh->reason, rh->reason_len);
+    else
+        rc = rc ? rc : ig_buf_puts(h, ig_http_reason(rh->status));
+    rc = rc ? rc : ig_buf_puts(h, "\r\n");
+    rc = rc ? rc
+            : ig_http_copy_headers(h, rh->base, rh->hdrs, rh->nhdrs,
+                                   IG_COPY_DROP_LENGTH | IG_COPY_DROP_REQUEST_ID | IG_COPY_DROP_GATEWAY);
+    int length = rh->body == IG_RB_LENGTH ||
+                 (rh->body == IG_RB_NONE && rh->has_length && (rh->status == 304 || r->method == HTTP_HEAD));
+    if (length) {
+        rc = rc ? rc : ig_buf_puts(h, "content-length: ");
+        rc = rc ? rc : ig_buf_putu(h, rh->length);
+        rc = rc ? rc : ig_buf_puts(h, "\r\n");
+    } else if (rh->body == IG_RB_CHUNKED && !c->dechunk) {
+        rc = rc ? rc : ig_buf_puts(h, "transfer-encoding: chunked\r\n");
+    }
+    rc = rc ? rc : ig_buf_puts(h, "x-weight-version: ");
+    rc = rc ? rc : ig_buf_putu(h, (uint64_t)(rh->weight_version > 0 ? rh->weight_version : 0));
+    rc = rc ? rc : ig_buf_puts(h, "\r\nx-request-id: ");
+    rc = rc ? rc : ig_buf_append(h, r->rid, r->rid_len);
+    if (c->close_after || !c->rq.keep_alive || c->th->draining) {
+        c->close_after = 1;
+        rc = rc ? rc : ig_buf_puts(h, "\r\nconnection: close");
+    }
+    rc = rc ? rc : ig_buf_puts(h, "\r\n\r\n");
+    if (rc)
+        return rc;
+    r->resp_started = 1;
+    c->head_pending = 1; /* goes out with the first body bytes: one writev */
+    *dechunk = c->dechunk;
+    return 0;
+}
+
+static int h1_write(ig_request *r, const uv_buf_t *bufs, unsigned n, ig_block *hold)
+{
+    ig_h1conn *c = conn_of(r);
+    if (!c->head_pending)
+        return conn_write(c, bufs, n, hold);
+    uv_buf_t v[16];
+    unsigned m = 0;
+    c->head_pending = 0;
+    v[m++] = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
+    for (unsigned i = 0; i < n && m < 16; i++)
+        v[m++] = bufs[i];
+    return conn_write(c, v, m, hold);
+}
+
+static void h1_respond(ig_request *r, int status, const char *ctype, const char *body, size_t len)
+{
+    respond_body(conn_of(r), status, ctype, body, len);
+}
+
+static void h1_respond_error(ig_request *r, int status, const char *type, const char *code, const char *msg,
+                             const char *extra_headers)
+{
+    conn_error_headers(conn_of(r), status, type, code, msg, extra_headers);
+}
+
+static void h1_done(ig_request *r)
+{
+    request_done(conn_of(r));
+}
+
+static void h1_cut(ig_request *r)
+{
+    conn_close(conn_of(r));
+}
+
+static int h1_wants_pause(ig_request *r)
+{
+    return conn_wants_pause(conn_of(r));
+}
+
+static void h1_set_deadline(ig_request *r, double secs)
+{
+    arm_timer(conn_of(r), secs);
+}
+
+static void h1_retire(ig_request *r)
+{
+    ig_h1conn *c = conn_of(r);
+    if (c->pending_writes == 0 && !c->head_pending)
+        ig_buf_give(&c->obuf, &c->th->heads); /* the head is written: a long stream need not keep it */
+    retire_request(c);
+}
+
+static int h1_peer(ig_request *r, struct sockaddr_storage *ss)
+{
+    int len = sizeof(*ss);
+    return uv_tcp_getpeername(&conn_of(r)->tcp, (struct sockaddr *)ss, &len);
+}
+
+static const ig_response_ops h1_ops = {
+    .start = h1_start,
+    .write = h1_write,
+    .respond = h1_respond,
+    .respond_error = h1_respond_error,
+    .done = h1_done,
+    .cut = h1_cut,
+    .wants_pause = h1_wants_pause,
+    .set_deadline = h1_set_deadline,
+    .retire = h1_retire,
+    .peer = h1_peer,
+};

@@ -15,9 +15,9 @@
 #include "../core/ig_epoch.h"
 #include "../registry/ig_registry.h"
 #include "../upstream/ig_httpc.h"
-#include "ig_admin.h"
+#include "../admission/ig_admission.h"
+#include "../api/ig_admin.h"
 #include "ig_control_int.h"
-#include "ig_gateway.h"
 
 #define TICK_MS 200
 
@@ -59,7 +59,7 @@ static struct {
     ig_inbox inbox; /* admin requests from the loop threads */
     atomic_int poked, stopping;
     const ig_config *cfg;
-    ig_thread *threads;
+    ig_control_hooks hooks;
     int nthreads;
     int initial_pending;
     ctl_worker **adding; /* workers being discovered, not yet in the registry */
@@ -459,7 +459,7 @@ static void tick_cb(uv_timer_t *t)
     if (ig_epoch_reclaim())
         for (int i = 0; i < ctl.nthreads; i++)
             if (ig_epoch_reader_behind(i))
-                ig_wakeup_send(&ctl.threads[i].wake);
+                ctl.hooks.wake_reader(i);
 }
 
 /* The prefix index's upkeep, off the routing path: forget removed workers,
@@ -494,7 +494,7 @@ void ig_control_poke(void)
 static void wake_loops(void)
 {
     for (int i = 0; i < ctl.nthreads; i++)
-        ig_wakeup_send(&ctl.threads[i].wake); /* queued requests may go now */
+        ctl.hooks.wake_reader(i); /* queued requests may go now */
 }
 
 static void set_model_paused(const char *model, int paused)
@@ -766,10 +766,10 @@ static void control_main(void *arg)
     uv_run(&ctl.loop, UV_RUN_DEFAULT);
 }
 
-int ig_control_start(const ig_config *cfg, ig_thread *threads, int nthreads)
+int ig_control_start(const ig_config *cfg, int nthreads, const ig_control_hooks *hooks)
 {
     ctl.cfg = cfg;
-    ctl.threads = threads;
+    ctl.hooks = *hooks;
     ctl.nthreads = nthreads;
     int rc = uv_loop_init(&ctl.loop);
     if (rc)

@@ -1,5 +1,5 @@
-/* The admin API's requests, parsed into operations (pure: unit-tested), and
- * the JSON shape of a worker. Runs on the control thread. */
+/* The admin API's requests, parsed into operations (pure: unit-tested).
+ * Runs on the control thread. */
 #ifndef IG_ADMIN_H
 #define IG_ADMIN_H
 #include <jansson.h>
@@ -72,6 +72,4 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
 void ig_admin_request_free(ig_admin_request *r);
 /** Percent-decode the value of key in a query string into a new string (NULL if absent). */
 char *ig_query_get(const char *query, const char *key);
-/** A worker as the admin API shows it. */
-json_t *ig_worker_json(const ig_worker *w);
 #endif

@@ -1,11 +1,13 @@
-#include "ig_metrics.h"
+#include "ig_metrics_page.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "../registry/ig_sessions.h"
-#include "ig_gateway.h"
+#include "../admission/ig_admission.h"
+#include "../server/ig_h1conn.h"
+#include "../server/ig_thread.h"
 
 static const char *const other_names[] = {"1xx", "2xx", "3xx", "4xx", "5xx"};
 
@@ -159,7 +161,7 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
     put(o,
         "# HELP infergate_client_connections Client connections open now.\n"
         "# TYPE infergate_client_connections gauge\ninfergate_client_connections %d\n",
-        ig_client_count());
+        ig_h1conn_count());
     put(o,
         "# HELP infergate_sessions Sessions pinned to a worker (AReaL).\n"
         "# TYPE infergate_sessions gauge\ninfergate_sessions %d\n",

@@ -16,8 +16,12 @@
 #include "../health/ig_breaker.h"
 #include "../core/ig_epoch.h"
 #include "../balance/ig_affinity.h"
-#include "ig_control.h"
-#include "ig_gateway.h"
+#include "../admission/ig_admission.h"
+#include "../control/ig_control.h"
+#include "../proxy/ig_proxy.h"
+#include "../server/ig_h1conn.h"
+#include "../server/ig_thread.h"
+#include "ig_routes.h"
 
 static ig_thread *threads;
 static int nthreads;
@@ -191,7 +195,11 @@ int main(int argc, char **argv)
     }
     ig_info("request bodies held in memory: up to %llu MiB, all clients (--max-buffered-body-bytes)",
             (unsigned long long)(cfg.max_buffered_body_bytes >> 20));
-    ig_client_configure(&cfg);
+    ig_h1conn_configure(&cfg);
+    ig_routes_configure(&cfg);
+    static const ig_proxy_hooks proxy_hooks = {.breaker_changed = ig_control_poke,
+                                               .pin_admin = ig_control_pin_admin};
+    ig_proxy_configure(&proxy_hooks);
     log_admin_rule(&cfg);
     if (cfg.n_worker_urls == 0)
         ig_warn("no --worker-urls: add workers with POST /workers, until then data requests get 503");
@@ -236,9 +244,12 @@ int main(int argc, char **argv)
         if (fds[i] < 0)
             goto out;
     }
-    if ((rc = ig_threads_init(threads, nthreads, &cfg, fds)))
+    static const ig_server_hooks server_hooks = {.on_request = ig_routes_dispatch,
+                                                 .on_message = ig_routes_deliver};
+    if ((rc = ig_threads_init(threads, nthreads, &cfg, fds, &server_hooks)))
         goto out;
-    if ((rc = ig_control_start(&cfg, threads, nthreads)))
+    static const ig_control_hooks control_hooks = {.wake_reader = ig_thread_wake};
+    if ((rc = ig_control_start(&cfg, nthreads, &control_hooks)))
         goto out;
     control_started = 1;
     if ((rc = ig_threads_run(threads, nthreads)))

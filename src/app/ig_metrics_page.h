@@ -1,7 +1,7 @@
 /* The Prometheus page: sums the loop threads' counters (obs/ig_stats.h)
  * and reads the workers' shared ones. */
-#ifndef IG_METRICS_H
-#define IG_METRICS_H
+#ifndef IG_METRICS_PAGE_H
+#define IG_METRICS_PAGE_H
 #include "../core/ig_buf.h"
 #include "../obs/ig_stats.h"
 #include "../registry/ig_registry.h"

@@ -12,7 +12,9 @@
 #include "../core/ig_log.h"
 #include "../core/ig_epoch.h"
 #include "../core/ig_inbox.h"
-#include "ig_gateway.h"
+#include "ig_thread.h"
+
+#include "ig_h1conn.h"
 
 ig_thread *ig_all_threads;
 int ig_n_threads;
@@ -31,7 +33,7 @@ static void on_connection(uv_stream_t *server, int status)
         ig_warn("accept: %s", uv_strerror(status));
         return;
     }
-    ig_client_accept(th, server);
+    ig_h1conn_accept(th, server);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -70,8 +72,7 @@ static void drain_timeout_cb(uv_timer_t *t)
 {
     ig_thread *th = t->data;
     ig_warn("thread %d: drain timeout, closing %d connections", th->idx, th->nclients);
-    while (!ig_list_empty(&th->clients))
-        ig_client_close(ig_container_of(th->clients.next, ig_client, link));
+    ig_h1conn_close_all(th);
     if (th->nclients == 0)
         thread_finish(th);
 }
@@ -80,10 +81,7 @@ static void take_replies(ig_thread *th)
 {
     for (ig_inbox_node *n = ig_inbox_take(&th->replies), *next; n; n = next) {
         next = n->next;
-        ig_admin_msg *m = ig_container_of(n, ig_admin_msg, node);
-        if (m->owner)
-            ig_client_admin_reply(m->owner, m);
-        ig_admin_msg_free(m);
+        th->hooks->on_message(n);
     }
 }
 
@@ -101,7 +99,7 @@ static void wake_cb(ig_wakeup *a)
     th->up.draining = 1;
     if (!uv_is_closing((uv_handle_t *)&th->listener))
         uv_close((uv_handle_t *)&th->listener, NULL);
-    ig_client_drain(th);
+    ig_h1conn_drain(th);
     if (th->nclients == 0) {
         thread_finish(th);
         return;
@@ -146,18 +144,19 @@ static void thread_main(void *arg)
     uv_loop_close(&th->loop);
 }
 
-static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
+static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd, const ig_server_hooks *hooks)
 {
     uint64_t seed;
     memset(th, 0, sizeof(*th));
     th->idx = idx;
     th->cfg = cfg;
+    th->hooks = hooks;
     th->listen_fd = fd;
     ig_list_init(&th->clients);
     ig_list_init(&th->budget_waiters);
     if (getrandom(&seed, sizeof(seed), 0) != sizeof(seed))
         seed = (uint64_t)idx * 7919 + 1;
-    ig_policy_state_init(&th->pol, seed);
+    ig_policy_state_init(&th->px.pol, seed);
     snprintf(th->rid_prefix, sizeof(th->rid_prefix), "%08x-%x-", (unsigned)(seed >> 32), idx);
     th->pool_cfg = (ig_pool_config){
         .idle_timeout_ms = (uint64_t)(cfg->upstream_idle_timeout_secs * 1000.0),
@@ -176,6 +175,12 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     int rc = uv_loop_init(&th->loop);
     ig_pool_ctx_init(&th->up, &th->loop, idx, &th->pool_cfg, &th->blocks, &th->heads, &th->hdr_tables,
                      &th->stats);
+    th->px.loop = &th->loop;
+    th->px.cfg = cfg;
+    th->px.up = &th->up;
+    th->px.admq = &th->admq;
+    th->px.stats = &th->stats;
+    th->px.replies = &th->replies;
     rc = rc ? rc : uv_tcp_init(&th->loop, &th->listener);
     if (rc)
         return rc;
@@ -205,14 +210,14 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd)
     return 0;
 }
 
-int ig_threads_init(ig_thread *ths, int n, const ig_config *cfg, const int *fds)
+int ig_threads_init(ig_thread *ths, int n, const ig_config *cfg, const int *fds, const ig_server_hooks *hooks)
 {
     ig_all_threads = ths;
     ig_n_threads = n;
     for (int i = 0; i < n; i++)
         ths[i].wake.fd = -1; /* released at exit even if its init never ran */
     for (int i = 0; i < n; i++) {
-        int rc = thread_init(&ths[i], i, cfg, fds[i]);
+        int rc = thread_init(&ths[i], i, cfg, fds[i], hooks);
         if (rc) {
             ig_err("thread %d: %s", i, rc < 0 ? uv_strerror(rc) : "out of memory");
             return rc < 0 ? rc : -1;
@@ -229,6 +234,11 @@ int ig_threads_run(ig_thread *ths, int n)
             return rc;
     }
     return 0;
+}
+
+void ig_thread_wake(int i)
+{
+    ig_wakeup_send(&ig_all_threads[i].wake);
 }
 
 void ig_threads_stop(ig_thread *ths, int n)

@@ -1,0 +1,293 @@
+/* The route table (ig_routes.h). */
+#include "ig_routes.h"
+
+#include <arpa/inet.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "../api/ig_admin.h"
+#include "../control/ig_control.h"
+#include "../core/ig_cidr.h"
+#include "../core/ig_log.h"
+#include "../proxy/ig_proxy.h"
+#include "../registry/ig_sessions.h"
+#include "../server/ig_thread.h"
+#include "ig_metrics_page.h"
+
+static const ig_config *cfg;
+
+void ig_routes_configure(const ig_config *c)
+{
+    cfg = c;
+}
+
+static void error(ig_request *r, int status, const char *type, const char *code, const char *msg)
+{
+    r->res->respond_error(r, status, type, code, msg, status == 405 ? "allow: POST\r\n" : NULL);
+}
+
+static void respond_json(ig_request *r, int status, const char *body, size_t len)
+{
+    r->res->respond(r, status, "application/json", body, len);
+}
+
+static void respond_models(ig_request *r)
+{
+    const ig_snapshot *snap = ig_snapshot_get();
+    ig_buf b;
+    ig_buf_init(&b, 4u << 20);
+    int rc = ig_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
+    for (int m = 0; m < snap->n_models && !rc; m++) {
+        rc = ig_buf_puts(&b, m ? ",{\"id\":" : "{\"id\":");
+        rc = rc ? rc : ig_json_append_string(&b, snap->models[m].name, snap->models[m].len);
+        rc = rc ? rc : ig_buf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"infergate\",\"workers\":");
+        rc = rc ? rc : ig_buf_putu(&b, (uint64_t)snap->models[m].n);
+        rc = rc ? rc : ig_buf_puts(&b, "}");
+    }
+    rc = rc ? rc : ig_buf_puts(&b, "]}\n");
+    if (rc)
+        error(r, 500, "server_error", "internal_error", "model list too large");
+    else
+        respond_json(r, 200, b.data, b.len);
+    ig_buf_free(&b);
+}
+
+static void respond_metrics(ig_request *r)
+{
+    ig_buf b;
+    ig_buf_init(&b, 32u << 20);
+    ig_metrics_render(&b, ig_all_threads, ig_n_threads, ig_snapshot_get());
+    r->res->respond(r, 200, "text/plain; version=0.0.4", b.data, b.len);
+    ig_buf_free(&b);
+}
+
+/* The bearer token of the Authorization header, trimmed (AReaL strips it). */
+static void parse_bearer(ig_request *r)
+{
+    const char *v = r->authorization.p;
+    size_t vlen = r->authorization.len;
+    r->has_bearer = 0;
+    r->bearer = (ig_span){NULL, 0};
+    if (!v || vlen < 7 || strncasecmp(v, "Bearer ", 7) != 0)
+        return;
+    v += 7;
+    vlen -= 7;
+    while (vlen && (*v == ' ' || *v == '\t')) {
+        v++;
+        vlen--;
+    }
+    while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+        vlen--;
+    r->bearer = (ig_span){v, vlen};
+    r->has_bearer = 1;
+}
+
+/* 0 when the bearer matches key; -1 missing or malformed; -2 wrong.
+ * Constant time: no early exit, the length difference folded into the result. */
+static int bearer_is(const ig_request *r, const char *key)
+{
+    if (!r->has_bearer)
+        return -1;
+    return ig_http_secret_is(r->bearer.p, r->bearer.len, key) ? 0 : -2;
+}
+
+/* The client key, or (AReaL) a session's key or the admin key. */
+static int authorized(ig_request *r)
+{
+    const char *key = cfg->api_key;
+    if (!key || !*key || bearer_is(r, key) == 0)
+        return 1;
+    return r->admin_bearer || (r->has_bearer && ig_sessions_by_key(r->bearer.p, r->bearer.len));
+}
+
+/* /metrics: its own key, else the client key; the admin key always does. */
+static int metrics_authorized(ig_request *r)
+{
+    const char *key = cfg->metrics_api_key && *cfg->metrics_api_key ? cfg->metrics_api_key : cfg->api_key;
+    return !key || !*key || bearer_is(r, key) == 0 || r->admin_bearer;
+}
+
+static int is_loopback(const struct sockaddr_storage *ss)
+{
+    if (ss->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr) >> 24) == 127;
+    if (ss->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
+/* Who may reach the admin API (docs: README, Security). With --admin-allow,
+ * only peers in those ranges, key or not. Without it: anyone holding the
+ * key, or, with no key configured, a loopback peer that is not another
+ * proxy relaying someone else (behind nginx on the same host every remote
+ * client is a loopback peer). NULL when allowed, else why not. */
+static const char *admin_refusal(ig_request *r)
+{
+    int keyed = cfg->admin_api_key && *cfg->admin_api_key;
+    struct sockaddr_storage ss;
+    if (r->res->peer(r, &ss))
+        return "the peer address is unknown";
+    if (cfg->n_admin_allow) {
+        if (!ig_cidr_match(cfg->admin_allow, cfg->n_admin_allow, (struct sockaddr *)&ss))
+            return "this address is not in --admin-allow";
+    } else if (!keyed && !is_loopback(&ss)) {
+        return "without --admin-api-key the admin endpoints answer only on loopback";
+    }
+    if (!keyed && r->via_proxy)
+        return "without --admin-api-key the admin endpoints refuse requests relayed by a proxy "
+               "(Forwarded, X-Forwarded-For, X-Real-IP)";
+    return NULL;
+}
+
+/* The client left while its admin request was out: its answer is dropped. */
+static void admin_stop(ig_request *r, int why)
+{
+    ig_admin_msg *m = r->handoff;
+    (void)why;
+    if (m) {
+        m->owner = NULL;
+        r->handoff = NULL;
+    }
+}
+
+static const ig_handler admin_handler = {.stop = admin_stop};
+
+/* Admin work runs on the control thread; the answer comes back to this one. */
+static void admin_start(ig_request *r)
+{
+    const char *key = cfg->admin_api_key, *refused = admin_refusal(r);
+    if (refused) {
+        error(r, 403, "permission_error", "admin_not_allowed", refused);
+        return;
+    }
+    if (key && *key) {
+        int rc = bearer_is(r, key);
+        if (rc == -1) {
+            error(r, 401, "authentication_error", "missing_admin_key",
+                  "admin endpoints need 'Authorization: Bearer <admin key>'");
+            return;
+        }
+        if (rc == -2) {
+            error(r, 403, "permission_error", "invalid_admin_key", "wrong admin key");
+            return;
+        }
+    }
+    ig_admin_msg *m = calloc(1, sizeof(*m));
+    if (m) {
+        m->target = strndup(r->target, r->target_len);
+        m->body = malloc(r->body.len + 1);
+    }
+    if (!m || !m->target || !m->body) {
+        ig_admin_msg_free(m);
+        error(r, 500, "server_error", "internal_error", "out of memory");
+        return;
+    }
+    memcpy(m->body, r->body.p, r->body.len);
+    m->body[r->body.len] = '\0';
+    if (r->authorization.p) /* some worker endpoints (AReaL's sessions) check it too */
+        m->auth = strndup(r->authorization.p, r->authorization.len);
+    m->body_len = r->body.len;
+    m->method = r->method;
+    m->reply_to = r->px->replies;
+    m->owner = r;
+    r->handoff = m;
+    r->h = &admin_handler;
+    ig_control_submit(m);
+}
+
+void ig_routes_deliver(ig_inbox_node *n)
+{
+    ig_admin_msg *m = ig_container_of(n, ig_admin_msg, node);
+    ig_request *r = m->owner;
+    if (r) {
+        r->handoff = NULL;
+        r->h = NULL;
+        r->res->respond(r, m->status, "application/json", m->reply ? m->reply : "{}",
+                        m->reply ? m->reply_len : 2);
+    }
+    ig_admin_msg_free(m);
+}
+
+static int path_is(const char *path, size_t len, const char *want)
+{
+    return strlen(want) == len && memcmp(path, want, len) == 0;
+}
+
+static ig_route data_route(const char *url, size_t plen)
+{
+    if (path_is(url, plen, "/v1/chat/completions") || path_is(url, plen, "/chat/completions"))
+        return IG_R_CHAT;
+    if (path_is(url, plen, "/rl/set_reward"))
+        return IG_R_SESSION;
+    if (path_is(url, plen, "/v1/completions"))
+        return IG_R_COMPLETIONS;
+    if (path_is(url, plen, "/v1/embeddings"))
+        return IG_R_EMBEDDINGS;
+    if (path_is(url, plen, "/generate"))
+        return IG_R_GENERATE;
+    return IG_R_OTHER;
+}
+
+void ig_routes_dispatch(ig_request *r)
+{
+    const char *url = r->target;
+    size_t plen = r->path_len;
+    int method = r->method;
+    parse_bearer(r);
+    r->admin_bearer = bearer_is(r, cfg->admin_api_key) == 0;
+    r->route = data_route(url, plen);
+    if (r->route != IG_R_OTHER) {
+        if (method != HTTP_POST) {
+            error(r, 405, "invalid_request_error", "method_not_allowed", "use POST for this endpoint");
+            return;
+        }
+        if (!authorized(r)) {
+            error(r, 401, "invalid_request_error", "invalid_api_key",
+                  "missing or invalid API key (Authorization: Bearer ...)");
+            return;
+        }
+        r->res->set_deadline(r, cfg->request_timeout_secs);
+        ig_proxy_start(r);
+        return;
+    }
+    if (ig_admin_is_path(url, plen)) {
+        r->route = IG_R_ADMIN;
+        admin_start(r);
+        return;
+    }
+    int get = method == HTTP_GET || method == HTTP_HEAD;
+    if (get && (path_is(url, plen, "/health") || path_is(url, plen, "/liveness"))) {
+        static const char ok[] = "{\"status\":\"ok\"}\n";
+        r->route = IG_R_PROBE;
+        respond_json(r, 200, ok, sizeof(ok) - 1);
+    } else if (get && path_is(url, plen, "/readiness")) {
+        const ig_snapshot *snap = ig_snapshot_get();
+        char body[160];
+        int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"workers\":%d,\"routable_workers\":%d}\n",
+                         snap->n_routable > 0 ? "ready" : "not ready", snap->n_all, snap->n_routable);
+        r->route = IG_R_PROBE;
+        respond_json(r, snap->n_routable > 0 ? 200 : 503, body, (size_t)n);
+    } else if (get && path_is(url, plen, "/v1/models")) {
+        r->route = IG_R_MODELS;
+        if (!authorized(r))
+            error(r, 401, "invalid_request_error", "invalid_api_key",
+                  "missing or invalid API key (Authorization: Bearer ...)");
+        else
+            respond_models(r);
+    } else if (get && path_is(url, plen, "/metrics")) {
+        r->route = IG_R_METRICS;
+        if (!metrics_authorized(r))
+            error(r, 401, "invalid_request_error", "invalid_api_key",
+                  "/metrics needs 'Authorization: Bearer KEY' (--metrics-api-key, else --api-key)");
+        else
+            respond_metrics(r);
+    } else {
+        error(r, 404, "invalid_request_error", "not_found", "unknown path");
+    }
+}

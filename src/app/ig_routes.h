@@ -1,0 +1,16 @@
+/* The route table (the top of the house): authentication, the gateway's
+ * own answers (probes, models, metrics), data requests to the proxy, admin
+ * requests to the control thread and their answers back. The server's
+ * on_request and on_message hooks. Loop threads. */
+#ifndef IG_ROUTES_H
+#define IG_ROUTES_H
+#include "../core/ig_config.h"
+#include "../core/ig_inbox.h"
+#include "../proxy/ig_request.h"
+
+void ig_routes_configure(const ig_config *cfg);
+/** A request is read: answer it or hand it on. */
+void ig_routes_dispatch(ig_request *r);
+/** An admin answer came back to this loop thread. */
+void ig_routes_deliver(ig_inbox_node *n);
+#endif

@@ -1,0 +1,696 @@
+/* The per-request exchange with a worker (ig_proxy.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ig_proxy.h"
+
+#include <llhttp.h>
+
+#include "../balance/ig_affinity.h"
+#include "../balance/ig_prefix.h"
+#include "../core/ig_log.h"
+#include "../health/ig_breaker.h"
+#include "../http/ig_h1resp.h"
+#include "../registry/ig_sessions.h"
+#include "../upstream/ig_h1client.h"
+
+static ig_proxy_hooks hooks;
+
+void ig_proxy_configure(const ig_proxy_hooks *h)
+{
+    hooks = *h;
+}
+
+static void respond_error(ig_request *r, int status, const char *type, const char *code, const char *msg)
+{
+    r->res->respond_error(r, status, type, code, msg, NULL);
+}
+
+static void pick_and_send(ig_request *r);
+static void enqueue(ig_request *r, int front);
+static void send_to(ig_request *r, ig_worker *w, int fresh);
+static void connect_to(ig_request *r, ig_worker *w);
+static ig_worker *choose(ig_request *r, ig_worker *const *cand, int n, const ig_ring *ring, int *probe,
+                         int *full);
+static int candidates(ig_request *r, const ig_snapshot *s, ig_worker *const **cand, int *known,
+                      const ig_ring **ring);
+static const ig_session *pinned_session(ig_request *r);
+
+/* Gateway-wide counts for the retry budget: retries may be at most a share
+ * of what is in flight, so a failing fleet is not hit twice as hard. */
+static atomic_int g_inflight, g_retrying;
+
+static void release_worker(ig_request *r)
+{
+    ig_worker *w = r->worker;
+    if (!w)
+        return;
+    if (r->probe) {
+        ig_breaker_probe_done(w);
+        r->probe = 0;
+    }
+    r->worker = NULL;
+    ig_admission_release(r->px->admq, w);
+}
+
+/* The worker failed this attempt (not the client, not a timeout). */
+static void worker_failed(ig_request *r, ig_worker *w, int connect)
+{
+    atomic_fetch_add_explicit(&w->stats.failures, 1, memory_order_relaxed);
+    if (connect)
+        atomic_fetch_add_explicit(&w->stats.connect_failures, 1, memory_order_relaxed);
+    if (ig_breaker_failure(w, uv_now(r->px->loop))) {
+        ig_warn("worker %s: circuit open after repeated failures", w->url);
+        hooks.breaker_changed();
+    }
+}
+
+static void proxy_finish(ig_request *r)
+{
+    if (!r->in_proxy)
+        return;
+    r->in_proxy = 0;
+    atomic_fetch_sub_explicit(&g_inflight, 1, memory_order_relaxed);
+    if (r->retrying) {
+        r->retrying = 0;
+        atomic_fetch_sub_explicit(&g_retrying, 1, memory_order_relaxed);
+    }
+}
+
+static int retry_allowed(ig_request *r)
+{
+    const ig_config *cfg = r->px->cfg;
+    if (r->ntried > (int)cfg->retry_max_retries || r->ntried >= IG_MAX_TRIES) {
+        return 0;
+    }
+    if (r->retrying)
+        return 1; /* already counted against the budget */
+    if (r->last_refused)
+        return 1; /* a refused connection put no load on anyone: nothing to budget */
+    int inflight = atomic_load_explicit(&g_inflight, memory_order_relaxed);
+    int retrying = atomic_load_explicit(&g_retrying, memory_order_relaxed);
+    double budget = cfg->retry_budget_ratio * inflight;
+    if (retrying >= (budget > 2 ? budget : 2)) {
+        ig_count(&r->px->stats->retries_denied, 1);
+        return 0;
+    }
+    return 1;
+}
+
+static void count_retry(ig_request *r, ig_worker *w)
+{
+    ig_count(&r->px->stats->retries, 1);
+    atomic_fetch_add_explicit(&w->stats.retries, 1, memory_order_relaxed);
+    if (!r->retrying) {
+        r->retrying = 1;
+        atomic_fetch_add_explicit(&g_retrying, 1, memory_order_relaxed);
+    }
+}
+
+
+/* Hand the worker's head to the client side, which frames its own answer. */
+static int send_head(ig_request *r, const ig_h1resp *resp, const char *base, const ig_hdr *hdrs, int nhdrs,
+                     int *dechunk)
+{
+    static const ig_resp_body kinds[] = {[IG_H1R_NONE] = IG_RB_NONE, [IG_H1R_LENGTH] = IG_RB_LENGTH,
+                                         [IG_H1R_CHUNKED] = IG_RB_CHUNKED, [IG_H1R_CLOSE] = IG_RB_CLOSE};
+    ig_resp_head h = {.status = resp->status,
+                      .reason = resp->reason_len ? base + resp->reason_off : NULL,
+                      .reason_len = resp->reason_len,
+                      .base = base,
+                      .hdrs = hdrs,
+                      .nhdrs = nhdrs,
+                      .body = kinds[resp->body],
+                      .length = resp->length,
+                      .has_length = resp->has_length,
+                      .weight_version = r->weight_version};
+    return r->res->start(r, &h, dechunk);
+}
+
+/* The worker's overload answer was read to its end: keep the connection,
+ * put the request back at the front of the queue. */
+static void requeue(ig_request *r, int reusable)
+{
+    ig_upconn *up = r->up;
+    r->up = NULL;
+    r->overloaded = 0;
+    ig_pool_release(up, reusable);
+    release_worker(r);
+    r->requeues++;
+    r->ntried--; /* not a failure of the worker, not a retry */
+    ig_count(&r->px->stats->requeued_overload, 1);
+    enqueue(r, 1);
+    if (r->wait.queued)
+        ig_admq_dispatch(r->px->admq);
+}
+
+static void complete(ig_request *r, int reusable)
+{
+    ig_upconn *up = r->up;
+    ig_worker *w = up->w;
+    r->up = NULL;
+    if (r->status >= 500)
+        atomic_fetch_add_explicit(&w->stats.responses_5xx, 1, memory_order_relaxed);
+    if (ig_breaker_is_failure_status(r->status))
+        worker_failed(r, w, 0);
+    else if (ig_breaker_success(w))
+        hooks.breaker_changed();
+    ig_debug("%.*s %d via %s", (int)r->rid_len, r->rid, r->status, w->url);
+    ig_pool_release(up, reusable);
+    release_worker(r);
+    r->res->done(r);
+}
+
+/* RFC 9110 §9.2.2: sending these twice does what sending them once does. */
+static int idempotent(ig_request *r)
+{
+    switch (r->method) {
+    case HTTP_GET:
+    case HTTP_HEAD:
+    case HTTP_OPTIONS:
+    case HTTP_TRACE:
+    case HTTP_PUT:
+    case HTTP_DELETE: return 1;
+    default: return 0;
+    }
+}
+
+/* The exchange broke. A reused connection that died before any response
+ * byte (the worker closed an idle keep-alive connection under us) is sent
+ * again once, to another worker if there is one, else on a fresh connection
+ * to the same: always when none of the request went out, otherwise only for
+ * idempotent methods (or --retry-non-idempotent), since the worker may have
+ * read and run it. Otherwise: 502 before the first byte, or cut the stream. */
+static void exchange_failed(ig_request *r, ig_worker *w, int err, const char *why, unsigned what)
+{
+    int resend = !(what & IG_X_GOT_BYTES) && (what & IG_X_REUSED) && !r->resent &&
+                 (!(what & IG_X_SENT_ANY) || idempotent(r) || r->px->cfg->retry_non_idempotent);
+    ig_info("%.*s worker %s failed: %s%s", (int)r->rid_len, r->rid, w->url,
+            err   ? uv_strerror(err)
+            : why ? why
+                  : "protocol error",
+            resend ? " (sending again)" : "");
+    if (resend && retry_allowed(r)) {
+        r->resent = 1;
+        int probe = 0, full = 0, known;
+        ig_worker *const *cand;
+        const ig_ring *ring;
+        /* a pinned session stays on its worker: a new connection to the same */
+        int n = pinned_session(r) ? 0 : candidates(r, ig_snapshot_get(), &cand, &known, &ring);
+        ig_worker *alt = n ? choose(r, cand, n, NULL, &probe, &full) : NULL;
+        count_retry(r, alt ? alt : w);
+        if (!alt) {
+            /* keep our in-flight unit on w: same worker, new connection */
+            connect_to(r, w);
+            return;
+        }
+        release_worker(r);
+        r->probe = probe;
+        send_to(r, alt, 0);
+        return;
+    }
+    if (!resend || (what & IG_X_GOT_BYTES))
+        worker_failed(r, w, 0);
+    release_worker(r);
+    if (r->resp_started) {
+        r->res->write(r, NULL, 0, NULL); /* a head still held goes first: the client sees the stream cut */
+        r->res->cut(r);
+        return;
+    }
+    char msg[160];
+    if (err)
+        snprintf(msg, sizeof(msg), "%s",
+                 err == UV_EOF ? "worker closed the connection before answering"
+                               : "worker connection failed");
+    else
+        snprintf(msg, sizeof(msg), "worker sent a malformed response: %s", why ? why : "protocol error");
+    respond_error(r, 502, "upstream_error", "worker_failed", msg);
+}
+
+/* ---- the exchange's callbacks (upstream/ig_h1client.h) ---- */
+
+static int on_head(void *owner, const ig_h1resp *resp, const char *base, const ig_hdr *h, int n, int *dechunk,
+                   const char **why)
+{
+    ig_request *r = owner;
+    ig_worker *w = r->worker;
+    if (!r->first_byte_ns)
+        r->first_byte_ns = uv_hrtime();
+    int st = resp->status;
+    if ((st == 503 || st == 429) && r->requeues < IG_MAX_REQUEUES) {
+        /* the worker is full, not broken: drop its answer, learn its
+         * capacity, and give the request back its turn in the queue */
+        if (st >= 500)
+            atomic_fetch_add_explicit(&w->stats.responses_5xx, 1, memory_order_relaxed);
+        r->overloaded = 1;
+        ig_admission_overloaded(w, ig_worker_inflight(w), uv_now(r->px->loop));
+        return IG_X_DISCARD;
+    }
+    if (send_head(r, resp, base, h, n, dechunk)) {
+        *why = "response head too large";
+        return -1;
+    }
+    return IG_X_FORWARD;
+}
+
+static void on_body(void *owner, const uv_buf_t *bufs, unsigned n, ig_block *blk, int read_end)
+{
+    ig_request *r = owner;
+    r->res->write(r, bufs, n, blk);
+    if (!read_end || !r->up)
+        return; /* more of this read comes, or the client left */
+    if (r->resp_started)
+        r->res->retire(r); /* the response streams: what it no longer needs goes back */
+    if (r->res->wants_pause(r))
+        ig_h1_pause(r->up);
+}
+
+static void on_done(void *owner, int reusable)
+{
+    ig_request *r = owner;
+    if (r->overloaded)
+        requeue(r, reusable);
+    else
+        complete(r, reusable);
+}
+
+static void head_too_large(ig_request *r, ig_upconn *up)
+{
+    r->up = NULL;
+    ig_pool_release(up, 1); /* nothing went out on it */
+    release_worker(r);
+    respond_error(r, 431, "invalid_request_error", "headers_too_large", "request head too large");
+}
+
+static void on_ready(void *owner, ig_h1_req *rq)
+{
+    ig_request *r = owner;
+    *rq = (ig_h1_req){.method = r->method,
+                      .target = r->target,
+                      .target_len = r->target_len,
+                      .base = r->base,
+                      .hdrs = r->hdrs,
+                      .nhdrs = r->nhdrs,
+                      .rid = r->rid,
+                      .rid_len = r->rid_len,
+                      .body = r->body.p,
+                      .body_len = r->body.len};
+}
+
+static void on_error(void *owner, int err, const char *why, unsigned what)
+{
+    ig_request *r = owner;
+    ig_worker *w = r->worker;
+    if (what & IG_X_HEAD_TOO_LARGE) {
+        head_too_large(r, r->up);
+        return;
+    }
+    r->up = NULL;
+    r->overloaded = 0;
+    if (!(what & IG_X_CONNECT)) {
+        exchange_failed(r, w, err, why, what);
+        return;
+    }
+    worker_failed(r, w, 1);
+    ig_info("%.*s connect to %s failed: %s", (int)r->rid_len, r->rid, w->url,
+            (what & IG_X_TIMEDOUT) ? "timed out" : uv_strerror(err));
+    r->last_timeout = (what & IG_X_TIMEDOUT) != 0;
+    r->last_refused = (what & IG_X_REFUSED) != 0;
+    release_worker(r);
+    pick_and_send(r);
+}
+
+static const ig_exchange_cb exchange_cb = {on_ready, on_head, on_body, on_done, on_error};
+
+static void start_exchange(ig_request *r, ig_upconn *up)
+{
+    r->up = up; /* before the start: a write failing at once reports through on_error */
+    if (ig_h1_start(up, &exchange_cb, r))
+        head_too_large(r, up);
+}
+
+/* A new connection to w for r, which already holds its in-flight unit on w. */
+static void connect_to(ig_request *r, ig_worker *w)
+{
+    ig_upconn *up = ig_h1_connect(r->px->up, w);
+    if (!up) {
+        worker_failed(r, w, 1);
+        release_worker(r);
+        pick_and_send(r);
+        return;
+    }
+    start_exchange(r, up);
+}
+
+static void send_to(ig_request *r, ig_worker *w, int fresh)
+{
+    if (ig_log_level >= IG_LOG_INFO) { /* only the access log reads it */
+        size_t n = strlen(w->url);
+        n = n < sizeof(r->worker_label) - 1 ? n : sizeof(r->worker_label) - 1;
+        memcpy(r->worker_label, w->url, n);
+        r->worker_label[n] = '\0';
+    }
+    r->tried[r->ntried++] = w;
+    r->worker = w; /* its slot was claimed by choose() */
+    r->weight_version = atomic_load_explicit(&w->version, memory_order_relaxed);
+    ig_upconn *up = fresh ? NULL : ig_pool_take(r->px->up, w);
+    if (!up) {
+        connect_to(r, w);
+        return;
+    }
+    start_exchange(r, up);
+}
+
+static int tried(const ig_request *r, const ig_worker *w)
+{
+    for (int t = 0; t < r->ntried; t++)
+        if (r->tried[t] == w)
+            return 1;
+    return 0;
+}
+
+/* A worker for r with its slot claimed, or NULL (*full: some worker would
+ * do but all are at their cap). The first attempt picks straight from the
+ * snapshot's array (O(1) for round_robin, random, power_of_two); only when
+ * that pick is refused (cap, breaker, or a retry excluding tried workers) is
+ * a filtered copy made. */
+/* The workers that may serve r's model, from the snapshot s. */
+static int candidates(ig_request *r, const ig_snapshot *s, ig_worker *const **cand, int *known,
+                      const ig_ring **ring)
+{
+    const ig_body_fields *f = &r->fields;
+    return ig_snapshot_candidates_ring(s, f->has_model ? f->model : NULL, f->model_len, cand, known, ring);
+}
+
+static int has_room(const ig_worker *w, void *now_ms)
+{
+    return ig_admission_has_room(w, *(uint64_t *)now_ms);
+}
+
+/* The routing key of consistent_hash: a header, else the body's "user". */
+static int routing_key(ig_request *r, const char **key, size_t *len)
+{
+    if (r->routing_key.p) {
+        *key = r->routing_key.p;
+        *len = r->routing_key.len;
+        return *len > 0;
+    }
+    *key = r->fields.user.p;
+    *len = r->fields.user.len;
+    return *len > 0;
+}
+
+/* cache_aware and consistent_hash: the affinity worker with its slot claimed,
+ * or NULL to let the plain least-load pick decide. The prompt's block keys
+ * stay in a per-thread buffer between the match and the record. */
+static ig_worker *affinity_choose(ig_request *r, ig_worker *const *cand, int n, const ig_ring *ring,
+                                  uint64_t now, int *probe)
+{
+    static _Thread_local ig_prefix_query q;
+    const ig_config *cfg = r->px->cfg;
+    const ig_body_fields *f = &r->fields;
+    int i, aff = 0, cache = cfg->policy == IG_POLICY_CACHE_AWARE;
+    if (cache) {
+        if (!f->n_text)
+            return NULL;
+        ig_holders holders;
+        ig_prefix_hash(f->text, f->n_text, f->has_model ? f->model : NULL, f->model_len, &q);
+        int depth = ig_prefix_match(&q, &holders);
+        ig_cache_aware_cfg cc = {cfg->cache_threshold, (int)cfg->balance_abs_threshold,
+                                 cfg->balance_rel_threshold};
+        i = ig_cache_aware_pick(&cc, &r->px->pol, cand, n, depth, q.len, &holders, has_room, &now, &aff);
+    } else {
+        const char *key;
+        size_t len;
+        if (!routing_key(r, &key, &len))
+            return NULL;
+        i = ig_ring_pick(ring, ig_ring_key(key, len), cand, n, IG_AFFINITY_LOAD_BOUND, has_room, &now);
+        aff = i >= 0;
+    }
+    ig_count(aff ? &r->px->stats->affinity_hits : &r->px->stats->affinity_misses, 1);
+    if (i < 0 || !ig_admission_claim(cand[i], now))
+        return NULL;
+    if (!ig_breaker_admit(cand[i], probe)) {
+        ig_admission_release(r->px->admq, cand[i]);
+        return NULL;
+    }
+    if (cache) /* it will hold this prompt's prefix now */
+        ig_prefix_insert(&q, cand[i]->id, (uint32_t)(now / 100));
+    return cand[i];
+}
+
+static ig_worker *choose(ig_request *r, ig_worker *const *cand, int n, const ig_ring *ring, int *probe,
+                         int *full)
+{
+    static _Thread_local ig_worker *tmp[IG_MAX_WORKERS];
+    ig_policy_kind policy = r->px->cfg->policy;
+    uint64_t now = uv_now(r->px->loop);
+    *probe = 0;
+    *full = 0;
+    if (n == 0)
+        return NULL;
+    if (r->ntried == 0 && ring && (policy == IG_POLICY_CACHE_AWARE || policy == IG_POLICY_CONSISTENT_HASH)) {
+        ig_worker *w = affinity_choose(r, cand, n, ring, now, probe);
+        if (w)
+            return w;
+        policy = IG_POLICY_LEAST_LOAD;
+    }
+    if (r->ntried == 0) {
+        ig_worker *w = cand[ig_policy_pick(policy, &r->px->pol, cand, n)];
+        if (ig_admission_claim(w, now)) {
+            if (ig_breaker_admit(w, probe))
+                return w;
+            ig_admission_release(r->px->admq, w);
+        }
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (tried(r, cand[i]) ||
+            atomic_load_explicit(&cand[i]->breaker, memory_order_relaxed) == IG_BREAKER_OPEN)
+            continue;
+        if (!ig_admission_has_room(cand[i], now)) {
+            *full = 1;
+            continue;
+        }
+        tmp[m++] = cand[i];
+    }
+    while (m > 0) {
+        int i = ig_policy_pick(policy, &r->px->pol, tmp, m);
+        ig_worker *w = tmp[i];
+        tmp[i] = tmp[--m];
+        if (!ig_admission_claim(w, now)) {
+            *full = 1; /* taken by another request since the scan */
+            continue;
+        }
+        if (ig_breaker_admit(w, probe))
+            return w;
+        ig_admission_release(r->px->admq, w);
+    }
+    return NULL;
+}
+
+static void no_worker_left(ig_request *r)
+{
+    if (r->last_timeout)
+        respond_error(r, 504, "timeout", "upstream_connect_timeout", "timed out connecting to the workers");
+    else
+        respond_error(r, 502, "upstream_error", "worker_unreachable", "could not connect to any worker");
+}
+
+/* Wait for a slot instead of refusing: 429 only when the queue is full. */
+static void enqueue(ig_request *r, int front)
+{
+    if (r->wait.queued)
+        return; /* still waiting: keeps its place */
+    if (ig_admq_push(r->px->admq, &r->wait, front)) {
+        ig_count(&r->px->stats->rejected_queue_full, 1);
+        r->res->respond_error(r, 429, "rate_limit_error", "queue_full",
+                                "every worker is busy and the queue is full; retry later",
+                                "retry-after: 1\r\n");
+        return;
+    }
+    r->res->set_deadline(r, r->px->cfg->queue_timeout_secs);
+}
+
+/* Leaving the queue for a worker: the request timeout starts now. */
+static void dequeue_for_dispatch(ig_request *r)
+{
+    if (!r->wait.queued)
+        return;
+    ig_admq_leave(r->px->admq, &r->wait);
+    r->res->set_deadline(r, r->px->cfg->request_timeout_secs);
+}
+
+/* The session r's bearer is pinned to (AReaL), or NULL. Valid in this callback only. */
+static const ig_session *pinned_session(ig_request *r)
+{
+    if (ig_sessions_count() == 0 || !r->has_bearer)
+        return NULL;
+    return ig_sessions_by_key(r->bearer.p, r->bearer.len);
+}
+
+/* A request carrying the admin key and no pin yet: its worker becomes the
+ * admin key's persistent session (AReaL's human-in-the-loop session). */
+static int is_admin_bearer(ig_request *r)
+{
+    return r->admin_bearer;
+}
+
+static void pick_and_send(ig_request *r)
+{
+    const ig_snapshot *s = ig_snapshot_get();
+    const ig_body_fields *f = &r->fields;
+    ig_worker *const *cand;
+    const ig_ring *ring = NULL; /* NULL: no affinity (a pinned session) */
+    int known, n;
+    const ig_session *sess = pinned_session(r);
+    if (sess) {
+        /* the session's state lives on its worker: only that one, waiting
+         * in the queue while it cannot take the request */
+        cand = &sess->w;
+        n = 1;
+        if (r->ntried == 0 && (!ig_worker_routable(sess->w) || atomic_load(&sess->w->paused) ||
+                               ig_snapshot_paused(s, f->has_model ? f->model : NULL, f->model_len))) {
+            enqueue(r, 0);
+            return;
+        }
+    } else {
+        n = candidates(r, s, &cand, &known, &ring);
+    }
+    if (r->ntried == 0) {
+        /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
+        if (n == 0) {
+            char msg[IG_MODEL_MAX + 64];
+            ig_admq_leave(r->px->admq, &r->wait);
+            if (s->n_all == 0) {
+                respond_error(r, 503, "service_unavailable", "no_workers", "no worker is available");
+            } else if (f->has_model && !known) {
+                snprintf(msg, sizeof(msg), "model '%.*s' is not served by any worker", (int)f->model_len,
+                         f->model);
+                respond_error(r, 404, "invalid_request_error", "model_not_found", msg);
+            } else {
+                snprintf(msg, sizeof(msg), "no healthy worker serves %s%.*s%s",
+                         f->has_model ? "model '" : "this request", (int)f->model_len,
+                         f->has_model ? f->model : "", f->has_model ? "'" : "");
+                respond_error(r, 503, "service_unavailable", "no_healthy_workers", msg);
+            }
+            return;
+        }
+        /* paused (fleet or model): wait in the queue until continue */
+        if (!sess && ig_snapshot_paused(s, f->has_model ? f->model : NULL, f->model_len)) {
+            enqueue(r, 0);
+            return;
+        }
+        /* first in, first out: while others wait, a newcomer waits behind them */
+        if (!r->wait.queued && ig_admission_waiting()) {
+            enqueue(r, 0);
+            if (r->wait.queued)
+                ig_admq_dispatch(r->px->admq);
+            return;
+        }
+    } else if (!retry_allowed(r)) {
+        ig_admq_leave(r->px->admq, &r->wait);
+        no_worker_left(r);
+        return;
+    }
+    int probe = 0, full = 0;
+    ig_worker *w = choose(r, cand, n, ring, &probe, &full);
+    if (!w) {
+        if (full) {
+            enqueue(r, 0);
+            return;
+        }
+        ig_admq_leave(r->px->admq, &r->wait);
+        if (r->ntried == 0)
+            respond_error(r, 503, "service_unavailable", "no_healthy_workers",
+                            "every worker for this request is cooling down after failures");
+        else
+            no_worker_left(r);
+        return;
+    }
+    dequeue_for_dispatch(r);
+    if (r->ntried > 0)
+        count_retry(r, w);
+    else if (!sess && r->route != IG_R_SESSION && is_admin_bearer(r))
+        hooks.pin_admin(w);
+    r->probe = probe;
+    send_to(r, w, 0);
+}
+
+/* A queued request gets another chance at a worker slot. */
+static void retry_queued(ig_waiter *wt)
+{
+    ig_request *r = ig_container_of(wt, ig_request, wait);
+    if (r->wait.queued)
+        pick_and_send(r);
+}
+
+void ig_proxy_start(ig_request *r)
+{
+    const char *err = NULL;
+    int rc = ig_body_scan(r->body.p, r->body.len, &r->fields, &err);
+    if (rc) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "invalid JSON body: %s", err ? err : "malformed");
+        respond_error(r, 400, "invalid_request_error",
+                        rc == -ENAMETOOLONG ? "model_name_too_long" : "invalid_json", msg);
+        return;
+    }
+    r->ntried = 0;
+    r->resent = 0;
+    r->requeues = 0;
+    r->last_timeout = 0;
+    r->last_refused = 0;
+    r->in_proxy = 1;
+    r->h = &ig_proxy_handler;
+    r->wait.retry = retry_queued;
+    atomic_fetch_add_explicit(&g_inflight, 1, memory_order_relaxed);
+    pick_and_send(r);
+}
+
+static void proxy_abort(ig_request *r)
+{
+    ig_admq_leave(r->px->admq, &r->wait); /* a queued request just leaves: nothing was sent */
+    if (r->up) {
+        /* closing at once is how the worker learns the client left: it can stop generating */
+        ig_h1_cancel(r->up);
+        r->up = NULL;
+    }
+    release_worker(r);
+}
+
+static void proxy_timeout(ig_request *r)
+{
+    if (r->wait.queued) {
+        ig_admq_leave(r->px->admq, &r->wait);
+        ig_count(&r->px->stats->queue_timeouts, 1);
+        respond_error(r, 503, "service_unavailable", "queue_timeout",
+                        "no worker slot freed within --queue-timeout-secs");
+        return;
+    }
+    if (!r->resp_started && r->worker)
+        worker_failed(r, r->worker, 0); /* it took the request and never answered */
+    proxy_abort(r);
+    if (!r->resp_started)
+        respond_error(r, 504, "timeout", "upstream_timeout",
+                        "the worker did not answer within --request-timeout-secs");
+    else
+        r->res->cut(r);
+}
+
+static void proxy_resume(ig_request *r)
+{
+    if (r->up)
+        ig_h1_resume(r->up);
+}
+
+static void proxy_stop(ig_request *r, int why)
+{
+    if (why == IG_STOP_TIMEOUT)
+        proxy_timeout(r);
+    else
+        proxy_abort(r);
+}
+
+const ig_handler ig_proxy_handler = {.resume = proxy_resume, .stop = proxy_stop, .finish = proxy_finish};

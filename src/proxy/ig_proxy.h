@@ -1,0 +1,28 @@
+/* The proxy: for each request, pick a worker (policy, affinity, caps,
+ * breaker), claim its slot or queue, run the exchange through the upstream
+ * client, stream the answer back through the request's response ops, and
+ * decide what may be retried (the retry budget, idempotence, requeue on an
+ * overload answer). It never sees which protocol the client or the worker
+ * speaks.
+ *
+ * Threads: a request is handled on its loop thread; the retry budget's two
+ * counters are gateway-wide relaxed atomics. */
+#ifndef IG_PROXY_H
+#define IG_PROXY_H
+#include "ig_request.h"
+
+/* What the proxy tells the layers above it (the app wires them to the
+ * control thread). Called on loop threads; both must be cheap and
+ * thread-safe. */
+typedef struct ig_proxy_hooks {
+    void (*breaker_changed)(void);      /* a breaker opened or closed: republish soon */
+    void (*pin_admin)(ig_worker *w);    /* the admin key's first request went to w (AReaL) */
+} ig_proxy_hooks;
+
+void ig_proxy_configure(const ig_proxy_hooks *hooks);
+/** Take r (a data request, authorized): scan its body, pick, send. It ends
+ * through r->res, always; r->h is the proxy's handler from here on. */
+void ig_proxy_start(ig_request *r);
+/** What the client side calls: resume (drained), stop (left, timed out), finish. */
+extern const ig_handler ig_proxy_handler;
+#endif
