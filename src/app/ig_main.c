@@ -21,6 +21,7 @@
 #include "../proxy/ig_proxy.h"
 #include "../server/ig_h1conn.h"
 #include "../server/ig_thread.h"
+#include "ig_config.h"
 #include "ig_routes.h"
 
 static ig_thread *threads;
@@ -195,11 +196,23 @@ int main(int argc, char **argv)
     }
     ig_info("request bodies held in memory: up to %llu MiB, all clients (--max-buffered-body-bytes)",
             (unsigned long long)(cfg.max_buffered_body_bytes >> 20));
-    ig_h1conn_configure(&cfg);
+    /* each module gets its own settings; they live as long as main */
+    static ig_server_config server_cfg;
+    static ig_pool_config pool_cfg;
+    static ig_control_config control_cfg;
+    server_cfg = ig_config_server(&cfg);
+    pool_cfg = ig_config_pool(&cfg);
+    control_cfg = ig_config_control(&cfg);
+    ig_proxy_config proxy_cfg = ig_config_proxy(&cfg);
+    ig_admission_config admission_cfg = ig_config_admission(&cfg);
+    ig_breaker_config breaker_cfg = ig_config_breaker(&cfg);
+    ig_h1conn_configure(&server_cfg);
     ig_routes_configure(&cfg);
     static const ig_proxy_hooks proxy_hooks = {.breaker_changed = ig_control_poke,
                                                .pin_admin = ig_control_pin_admin};
-    ig_proxy_configure(&proxy_hooks);
+    ig_proxy_configure(&proxy_cfg, &proxy_hooks);
+    ig_breaker_configure(&breaker_cfg);
+    ig_admission_configure(&admission_cfg);
     log_admin_rule(&cfg);
     if (cfg.n_worker_urls == 0)
         ig_warn("no --worker-urls: add workers with POST /workers, until then data requests get 503");
@@ -214,15 +227,6 @@ int main(int argc, char **argv)
             goto out;
         }
     }
-    ig_breaker_config bc = {!cfg.disable_circuit_breaker,
-                            (int)cfg.cb_failure_threshold,
-                            (int)cfg.cb_success_threshold,
-                            (uint64_t)(cfg.cb_timeout_duration_secs * 1000.0),
-                            {0}};
-    memcpy(bc.failure_statuses, cfg.cb_failure_statuses, sizeof(bc.failure_statuses));
-    ig_breaker_configure(&bc);
-    ig_admission_config ac = {cfg.max_concurrent_requests, cfg.queue_size};
-    ig_admission_configure(&ac);
     ig_registry_init(cfg.threads);
     if (cfg.policy == IG_POLICY_CONSISTENT_HASH)
         ig_registry_set_ring_vnodes(IG_RING_VNODES);
@@ -246,10 +250,10 @@ int main(int argc, char **argv)
     }
     static const ig_server_hooks server_hooks = {.on_request = ig_routes_dispatch,
                                                  .on_message = ig_routes_deliver};
-    if ((rc = ig_threads_init(threads, nthreads, &cfg, fds, &server_hooks)))
+    if ((rc = ig_threads_init(threads, nthreads, &server_cfg, &pool_cfg, fds, &server_hooks)))
         goto out;
     static const ig_control_hooks control_hooks = {.wake_reader = ig_thread_wake};
-    if ((rc = ig_control_start(&cfg, nthreads, &control_hooks)))
+    if ((rc = ig_control_start(&control_cfg, nthreads, &control_hooks)))
         goto out;
     control_started = 1;
     if ((rc = ig_threads_run(threads, nthreads)))

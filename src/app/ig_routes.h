@@ -4,7 +4,7 @@
  * on_request and on_message hooks. Loop threads. */
 #ifndef IG_ROUTES_H
 #define IG_ROUTES_H
-#include "../core/ig_config.h"
+#include "ig_config.h"
 #include "../core/ig_inbox.h"
 #include "../proxy/ig_request.h"
 

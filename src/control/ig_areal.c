@@ -295,7 +295,7 @@ typedef struct exchange {
 static const char *session_key_refused(const char *key, const ig_worker *w)
 {
     size_t len = strlen(key);
-    const ig_config *cfg = ig_ctl_cfg();
+    const ig_control_config *cfg = ig_ctl_cfg();
     if (!len)
         return "is empty";
     if (ig_http_secret_is(key, len, cfg->api_key) || ig_http_secret_is(key, len, cfg->admin_api_key) ||

@@ -58,7 +58,7 @@ static struct {
     uv_timer_t tick, health, prefix_sweep;
     ig_inbox inbox; /* admin requests from the loop threads */
     atomic_int poked, stopping;
-    const ig_config *cfg;
+    const ig_control_config *cfg;
     ig_control_hooks hooks;
     int nthreads;
     int initial_pending;
@@ -126,7 +126,7 @@ uv_loop_t *ig_ctl_loop(void)
     return &ctl.loop;
 }
 
-const ig_config *ig_ctl_cfg(void)
+const ig_control_config *ig_ctl_cfg(void)
 {
     return ctl.cfg;
 }
@@ -405,7 +405,7 @@ static void remove_worker(ig_worker *w, ig_admin_msg *m)
 static void health_cb(void *arg, int status, const char *body, size_t len, const char *err)
 {
     ig_worker *w = arg;
-    const ig_config *cfg = ctl.cfg;
+    const ig_control_config *cfg = ctl.cfg;
     (void)body;
     (void)len;
     if (err && strcmp(err, "cancelled") == 0)
@@ -766,7 +766,7 @@ static void control_main(void *arg)
     uv_run(&ctl.loop, UV_RUN_DEFAULT);
 }
 
-int ig_control_start(const ig_config *cfg, int nthreads, const ig_control_hooks *hooks)
+int ig_control_start(const ig_control_config *cfg, int nthreads, const ig_control_hooks *hooks)
 {
     ctl.cfg = cfg;
     ctl.hooks = *hooks;
@@ -789,7 +789,7 @@ int ig_control_start(const ig_config *cfg, int nthreads, const ig_control_hooks 
     ig_epoch_drain(); /* no reader exists yet */
 
     uv_timer_start(&ctl.tick, tick_cb, TICK_MS, TICK_MS);
-    if (cfg->policy == IG_POLICY_CACHE_AWARE && cfg->eviction_interval_secs > 0) {
+    if (cfg->cache_aware && cfg->eviction_interval_secs > 0) {
         uint64_t ms = (uint64_t)(cfg->eviction_interval_secs * 1000.0);
         uv_timer_start(&ctl.prefix_sweep, prefix_sweep_cb, ms, ms);
     }

@@ -6,10 +6,28 @@
 #define IG_CONTROL_H
 #include <stddef.h>
 
-#include "../core/ig_config.h"
 #include "../core/ig_inbox.h"
 
 struct ig_worker;
+
+typedef struct ig_control_config {
+    char **worker_urls; /* added at start */
+    int n_worker_urls;
+    uint32_t worker_max_inflight; /* their cap */
+    double discovery_timeout_secs;
+    double health_check_interval_secs; /* 0: no active checks */
+    double health_check_timeout_secs;
+    uint32_t health_failure_threshold;
+    uint32_t health_success_threshold;
+    const char *health_check_endpoint;
+    double broadcast_timeout_secs;
+    int exclude_stale_workers;
+    int cache_aware;               /* the prefix index exists: sweep it */
+    double eviction_interval_secs; /* ... this often */
+    double request_timeout_secs;   /* for calls made on a client's behalf (AReaL) */
+    /* the gateway's own keys: a worker may not make a session of one */
+    const char *api_key, *admin_api_key, *metrics_api_key;
+} ig_control_config;
 
 /* What the control thread may ask of the loop threads (the app wires them). */
 typedef struct ig_control_hooks {
@@ -36,7 +54,7 @@ typedef struct ig_admin_msg {
 
 /** Start the control thread; the --worker-urls are added (models discovered,
  * all at once) before this returns. 0 or a negative errno code. */
-int ig_control_start(const ig_config *cfg, int nthreads, const ig_control_hooks *hooks);
+int ig_control_start(const ig_control_config *cfg, int nthreads, const ig_control_hooks *hooks);
 /** Hand an admin request to the control thread (any loop thread). */
 void ig_control_submit(ig_admin_msg *m);
 /** Pin the admin key's session to w unless pinned already (any loop thread;

@@ -17,7 +17,7 @@ void ig_ctl_reply_error(ig_admin_msg *m, int status, const char *code, const cha
 /** Answer with a worker's own body (copied). */
 void ig_ctl_reply_raw(ig_admin_msg *m, int status, const char *body, size_t len);
 uv_loop_t *ig_ctl_loop(void);
-const ig_config *ig_ctl_cfg(void);
+const ig_control_config *ig_ctl_cfg(void);
 void ig_ctl_publish(void);
 /** A registered worker by URL, as given or normalised; NULL if none. */
 ig_worker *ig_ctl_find_url(const char *url);

@@ -16,9 +16,11 @@
 #include "../upstream/ig_h1client.h"
 
 static ig_proxy_hooks hooks;
+static ig_proxy_config pcfg;
 
-void ig_proxy_configure(const ig_proxy_hooks *h)
+void ig_proxy_configure(const ig_proxy_config *cfg, const ig_proxy_hooks *h)
 {
+    pcfg = *cfg;
     hooks = *h;
 }
 
@@ -80,7 +82,7 @@ static void proxy_finish(ig_request *r)
 
 static int retry_allowed(ig_request *r)
 {
-    const ig_config *cfg = r->px->cfg;
+    const ig_proxy_config *cfg = &pcfg;
     if (r->ntried > (int)cfg->retry_max_retries || r->ntried >= IG_MAX_TRIES) {
         return 0;
     }
@@ -185,7 +187,7 @@ static int idempotent(ig_request *r)
 static void exchange_failed(ig_request *r, ig_worker *w, int err, const char *why, unsigned what)
 {
     int resend = !(what & IG_X_GOT_BYTES) && (what & IG_X_REUSED) && !r->resent &&
-                 (!(what & IG_X_SENT_ANY) || idempotent(r) || r->px->cfg->retry_non_idempotent);
+                 (!(what & IG_X_SENT_ANY) || idempotent(r) || pcfg.retry_non_idempotent);
     ig_info("%.*s worker %s failed: %s%s", (int)r->rid_len, r->rid, w->url,
             err   ? uv_strerror(err)
             : why ? why
@@ -408,7 +410,7 @@ static ig_worker *affinity_choose(ig_request *r, ig_worker *const *cand, int n, 
                                   uint64_t now, int *probe)
 {
     static _Thread_local ig_prefix_query q;
-    const ig_config *cfg = r->px->cfg;
+    const ig_proxy_config *cfg = &pcfg;
     const ig_body_fields *f = &r->fields;
     int i, aff = 0, cache = cfg->policy == IG_POLICY_CACHE_AWARE;
     if (cache) {
@@ -444,7 +446,7 @@ static ig_worker *choose(ig_request *r, ig_worker *const *cand, int n, const ig_
                          int *full)
 {
     static _Thread_local ig_worker *tmp[IG_MAX_WORKERS];
-    ig_policy_kind policy = r->px->cfg->policy;
+    ig_policy_kind policy = pcfg.policy;
     uint64_t now = uv_now(r->px->loop);
     *probe = 0;
     *full = 0;
@@ -510,7 +512,7 @@ static void enqueue(ig_request *r, int front)
                                 "retry-after: 1\r\n");
         return;
     }
-    r->res->set_deadline(r, r->px->cfg->queue_timeout_secs);
+    r->res->set_deadline(r, pcfg.queue_timeout_secs);
 }
 
 /* Leaving the queue for a worker: the request timeout starts now. */
@@ -519,7 +521,7 @@ static void dequeue_for_dispatch(ig_request *r)
     if (!r->wait.queued)
         return;
     ig_admq_leave(r->px->admq, &r->wait);
-    r->res->set_deadline(r, r->px->cfg->request_timeout_secs);
+    r->res->set_deadline(r, pcfg.request_timeout_secs);
 }
 
 /* The session r's bearer is pinned to (AReaL), or NULL. Valid in this callback only. */

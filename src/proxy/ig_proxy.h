@@ -19,7 +19,20 @@ typedef struct ig_proxy_hooks {
     void (*pin_admin)(ig_worker *w);    /* the admin key's first request went to w (AReaL) */
 } ig_proxy_hooks;
 
-void ig_proxy_configure(const ig_proxy_hooks *hooks);
+typedef struct ig_proxy_config {
+    ig_policy_kind policy;
+    uint32_t retry_max_retries;   /* other workers tried after a safe failure */
+    int retry_non_idempotent;     /* a POST whose reused connection died after going out may go again */
+    double retry_budget_ratio;    /* retries in flight at most this share of requests in flight */
+    double request_timeout_secs;  /* the deadline once a request leaves the queue */
+    double queue_timeout_secs;    /* the longest wait for a worker slot */
+    double cache_threshold;       /* cache_aware (sgl-model-gateway's meanings) */
+    uint32_t balance_abs_threshold;
+    double balance_rel_threshold;
+} ig_proxy_config;
+
+/** Before the loop threads run. */
+void ig_proxy_configure(const ig_proxy_config *cfg, const ig_proxy_hooks *hooks);
 /** Take r (a data request, authorized): scan its body, pick, send. It ends
  * through r->res, always; r->h is the proxy's handler from here on. */
 void ig_proxy_start(ig_request *r);

@@ -17,7 +17,6 @@
 #include "../admission/ig_admission.h"
 #include "../balance/ig_policy.h"
 #include "../core/ig_block.h"
-#include "../core/ig_config.h"
 #include "../core/ig_inbox.h"
 #include "../api/ig_body_scan.h"
 #include "../http/ig_http.h"
@@ -87,7 +86,6 @@ typedef struct ig_handler {
 /* A loop thread's share of the proxy (embedded in its thread). */
 typedef struct ig_proxy_ctx {
     uv_loop_t *loop;
-    const ig_config *cfg;
     ig_upstream_ctx *up;
     ig_admq *admq;
     ig_thread_stats *stats;

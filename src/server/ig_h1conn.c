@@ -33,6 +33,7 @@ typedef struct ig_h1conn {
         lingering : 1,
         retired : 1,     /* the request's memory is given back (its response streams) */
         budget_wait : 1, /* in th->budget_waiters: its body needs room the budget lacks */
+        starved : 1,     /* ... and has not got it since: a deadline now is the gateway's fault */
         head_pending : 1; /* the response head is in obuf, to go with the first body bytes */
     /* the request being read: parsed in place in rbuf, slices by offset */
     ig_buf rbuf;
@@ -123,7 +124,7 @@ static atomic_int g_clients;
  * client); its body deadline keeps running. */
 static ig_budget g_body_budget;
 
-void ig_h1conn_configure(const ig_config *cfg)
+void ig_h1conn_configure(const ig_server_config *cfg)
 {
     g_body_budget.cap = cfg->max_buffered_body_bytes;
     request_ops.max_header_size = cfg->max_header_size;
@@ -182,6 +183,7 @@ static void budget_park(ig_h1conn *c)
     uv_read_stop((uv_stream_t *)&c->tcp);
     c->read_paused = 1;
     c->budget_wait = 1;
+    c->starved = 1;
     ig_list_push_back(&th->budget_waiters, &c->req.wait.link);
     if (!uv_is_active((uv_handle_t *)&th->budget_timer))
         uv_timer_start(&th->budget_timer, budget_retry, 10, 10);
@@ -233,7 +235,8 @@ static void client_timer_cb(uv_timer_t *t)
     if (c->state == IG_C_DISPATCHED) {
         if (c->req.h && c->req.h->stop)
             c->req.h->stop(&c->req, IG_STOP_TIMEOUT);
-    } else if (c->state == IG_C_READING && c->rq.in_message && !c->closing && c->budget_wait) {
+    } else if (c->state == IG_C_READING && c->rq.in_message && !c->closing && (c->budget_wait || c->starved)) {
+        /* starved: a retry may have just unparked it, in this same timer pass */
         budget_unpark(c); /* our memory was short, not the client slow */
         conn_error_headers(
             c, 503, "service_unavailable", "body_buffer_full",
@@ -287,6 +290,7 @@ static void client_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
             *buf = uv_buf_init(NULL, 0);
             return;
         }
+        c->starved = 0;
         c->rq.body_hint = 0;
     }
     buf->base = c->rbuf.data + c->rbuf.len;
@@ -568,6 +572,7 @@ static void next_request(ig_h1conn *c)
     c->state = IG_C_READING;
     c->req.resp_started = 0;
     c->req.h = NULL;
+    c->starved = 0;
     c->dechunk = 0;
     c->have_rid = 0;
     arm_idle_timer(c);

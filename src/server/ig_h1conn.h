@@ -7,7 +7,6 @@
 #define IG_H1CONN_H
 #include <uv.h>
 
-#include "../core/ig_config.h"
 #include "ig_thread.h"
 
 /* Stop reading a worker once this much is queued towards a slow client. */
@@ -22,7 +21,7 @@ typedef struct ig_wreq {
 } ig_wreq;
 
 /** Limits and the gateway-wide body budget (--max-buffered-body-bytes). */
-void ig_h1conn_configure(const ig_config *cfg);
+void ig_h1conn_configure(const ig_server_config *cfg);
 void ig_h1conn_accept(ig_thread *th, uv_stream_t *server);
 /** Client connections open now, all threads. */
 int ig_h1conn_count(void);

@@ -144,7 +144,8 @@ static void thread_main(void *arg)
     uv_loop_close(&th->loop);
 }
 
-static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd, const ig_server_hooks *hooks)
+static int thread_init(ig_thread *th, int idx, const ig_server_config *cfg, const ig_pool_config *pool, int fd,
+                       const ig_server_hooks *hooks)
 {
     uint64_t seed;
     memset(th, 0, sizeof(*th));
@@ -158,13 +159,7 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd, con
         seed = (uint64_t)idx * 7919 + 1;
     ig_policy_state_init(&th->px.pol, seed);
     snprintf(th->rid_prefix, sizeof(th->rid_prefix), "%08x-%x-", (unsigned)(seed >> 32), idx);
-    th->pool_cfg = (ig_pool_config){
-        .idle_timeout_ms = (uint64_t)(cfg->upstream_idle_timeout_secs * 1000.0),
-        .max_age_ms = cfg->upstream_max_conn_age_secs > 0 ? (uint64_t)(cfg->upstream_max_conn_age_secs * 1000.0) : 0,
-        .connect_timeout_ms = (uint64_t)(cfg->connect_timeout_secs * 1000.0),
-        .max_requests = cfg->upstream_max_requests_per_conn,
-        .max_request_head = (size_t)cfg->max_header_size + 4096,
-        .spread = cfg->upstream_spread};
+    th->pool_cfg = *pool;
     ig_inbox_init(&th->replies, &th->wake);
     ig_alog_init(&th->alog, STDERR_FILENO);
     ig_freelist_init(&th->blocks, sizeof(ig_block), MAX_FREE_BLOCKS);
@@ -176,7 +171,6 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd, con
     ig_pool_ctx_init(&th->up, &th->loop, idx, &th->pool_cfg, &th->blocks, &th->heads, &th->hdr_tables,
                      &th->stats);
     th->px.loop = &th->loop;
-    th->px.cfg = cfg;
     th->px.up = &th->up;
     th->px.admq = &th->admq;
     th->px.stats = &th->stats;
@@ -210,14 +204,15 @@ static int thread_init(ig_thread *th, int idx, const ig_config *cfg, int fd, con
     return 0;
 }
 
-int ig_threads_init(ig_thread *ths, int n, const ig_config *cfg, const int *fds, const ig_server_hooks *hooks)
+int ig_threads_init(ig_thread *ths, int n, const ig_server_config *cfg, const ig_pool_config *pool,
+                    const int *fds, const ig_server_hooks *hooks)
 {
     ig_all_threads = ths;
     ig_n_threads = n;
     for (int i = 0; i < n; i++)
         ths[i].wake.fd = -1; /* released at exit even if its init never ran */
     for (int i = 0; i < n; i++) {
-        int rc = thread_init(&ths[i], i, cfg, fds[i], hooks);
+        int rc = thread_init(&ths[i], i, cfg, pool, fds[i], hooks);
         if (rc) {
             ig_err("thread %d: %s", i, rc < 0 ? uv_strerror(rc) : "out of memory");
             return rc < 0 ? rc : -1;

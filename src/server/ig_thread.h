@@ -9,7 +9,6 @@
 #include <uv.h>
 
 #include "../admission/ig_admission.h"
-#include "../core/ig_config.h"
 #include "../core/ig_freelist.h"
 #include "../core/ig_inbox.h"
 #include "../core/ig_list.h"
@@ -23,6 +22,17 @@
 #define IG_RBUF_SIZE (16 * 1024)
 /* Request and response heads are built in buffers of this size (they grow past it). */
 #define IG_HEAD_SIZE 4096
+
+typedef struct ig_server_config {
+    double client_idle_timeout_secs;   /* between requests */
+    double client_header_timeout_secs; /* the whole head, from its first byte */
+    double client_body_timeout_secs;   /* the whole body, from the end of its head */
+    double drain_timeout_secs;         /* on stop, how long streams may finish */
+    uint32_t max_header_size;
+    uint64_t max_payload_size;
+    uint32_t max_client_connections;
+    uint64_t max_buffered_body_bytes; /* request bytes held, all clients together */
+} ig_server_config;
 
 typedef struct ig_server_hooks {
     void (*on_request)(ig_request *r);   /* a request is read: route it */
@@ -40,7 +50,7 @@ typedef struct ig_thread {
     uv_check_t check;
     uv_thread_t tid;
     int listen_fd;
-    const ig_config *cfg;
+    const ig_server_config *cfg;
     const ig_server_hooks *hooks;
     /* Memory a request needs only for a while comes from here and goes back
      * as soon as it is done with, so an open stream or an idle keep-alive
@@ -69,7 +79,8 @@ typedef struct ig_thread {
 } ig_thread;
 
 /** Prepare the loop threads (listening sockets already bound). 0 or negative errno. */
-int ig_threads_init(ig_thread *ths, int n, const ig_config *cfg, const int *fds, const ig_server_hooks *hooks);
+int ig_threads_init(ig_thread *ths, int n, const ig_server_config *cfg, const ig_pool_config *pool,
+                    const int *fds, const ig_server_hooks *hooks);
 /** Run them. */
 int ig_threads_run(ig_thread *ths, int n);
 /** Every loop thread, for /metrics and wake-ups. */

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../src/core/ig_config.h"
+#include "../../src/app/ig_config.h"
 #include "../../src/api/ig_admin.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

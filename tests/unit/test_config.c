@@ -11,7 +11,7 @@
 #include <netinet/in.h>
 #include <cmocka.h>
 
-#include "../../src/core/ig_config.h"
+#include "../../src/app/ig_config.h"
 #include "../../src/core/ig_log.h"
 
 static int parse(ig_config *cfg, char **argv, char *err)

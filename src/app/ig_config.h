@@ -1,11 +1,19 @@
-/* Command-line and --config JSON settings; flag names follow sgl-model-gateway's. */
+/* Command-line and --config JSON settings; flag names follow
+ * sgl-model-gateway's. Only the app sees the whole of it: each module gets
+ * its own config struct, derived here. */
 #ifndef IG_CONFIG_H
 #define IG_CONFIG_H
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../admission/ig_admission.h"
 #include "../balance/ig_policy.h"
-#include "ig_cidr.h"
+#include "../control/ig_control.h"
+#include "../core/ig_cidr.h"
+#include "../health/ig_breaker.h"
+#include "../proxy/ig_proxy.h"
+#include "../server/ig_thread.h"
+#include "../upstream/ig_pool.h"
 
 #define IG_MAX_ADMIN_ALLOW 32
 
@@ -76,5 +84,15 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
 /** Apply a --config JSON document given as text (what --config FILE does). */
 int ig_config_load_json(ig_config *cfg, const char *text, size_t len, char *err, size_t errlen);
 void ig_config_free(ig_config *cfg);
+
+/* Each module's own settings, from the whole (after the parse and the
+ * start-up defaults that depend on the machine). The control config points
+ * into cfg: it lives as long as cfg. */
+ig_server_config ig_config_server(const ig_config *cfg);
+ig_pool_config ig_config_pool(const ig_config *cfg);
+ig_proxy_config ig_config_proxy(const ig_config *cfg);
+ig_admission_config ig_config_admission(const ig_config *cfg);
+ig_breaker_config ig_config_breaker(const ig_config *cfg);
+ig_control_config ig_config_control(const ig_config *cfg);
 void ig_config_usage(const char *prog);
 #endif

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ig_log.h"
+#include "../core/ig_log.h"
 
 #define IG_VERSION "0.1.0"
 
@@ -472,4 +472,81 @@ void ig_config_free(ig_config *cfg)
     cfg->worker_urls = NULL;
     cfg->api_key = NULL;
     cfg->admin_api_key = NULL;
+}
+
+static uint64_t ms(double secs)
+{
+    return secs > 0 ? (uint64_t)(secs * 1000.0) : 0;
+}
+
+ig_server_config ig_config_server(const ig_config *cfg)
+{
+    return (ig_server_config){.client_idle_timeout_secs = cfg->client_idle_timeout_secs,
+                              .client_header_timeout_secs = cfg->client_header_timeout_secs,
+                              .client_body_timeout_secs = cfg->client_body_timeout_secs,
+                              .drain_timeout_secs = cfg->drain_timeout_secs,
+                              .max_header_size = cfg->max_header_size,
+                              .max_payload_size = cfg->max_payload_size,
+                              .max_client_connections = cfg->max_client_connections,
+                              .max_buffered_body_bytes = cfg->max_buffered_body_bytes};
+}
+
+ig_pool_config ig_config_pool(const ig_config *cfg)
+{
+    return (ig_pool_config){.idle_timeout_ms = ms(cfg->upstream_idle_timeout_secs),
+                            .max_age_ms = ms(cfg->upstream_max_conn_age_secs),
+                            .connect_timeout_ms = ms(cfg->connect_timeout_secs),
+                            .max_requests = cfg->upstream_max_requests_per_conn,
+                            .max_request_head = (size_t)cfg->max_header_size + 4096,
+                            .spread = cfg->upstream_spread};
+}
+
+ig_proxy_config ig_config_proxy(const ig_config *cfg)
+{
+    return (ig_proxy_config){.policy = cfg->policy,
+                             .retry_max_retries = cfg->retry_max_retries,
+                             .retry_non_idempotent = cfg->retry_non_idempotent,
+                             .retry_budget_ratio = cfg->retry_budget_ratio,
+                             .request_timeout_secs = cfg->request_timeout_secs,
+                             .queue_timeout_secs = cfg->queue_timeout_secs,
+                             .cache_threshold = cfg->cache_threshold,
+                             .balance_abs_threshold = cfg->balance_abs_threshold,
+                             .balance_rel_threshold = cfg->balance_rel_threshold};
+}
+
+ig_admission_config ig_config_admission(const ig_config *cfg)
+{
+    return (ig_admission_config){.max_concurrent = cfg->max_concurrent_requests, .queue_size = cfg->queue_size};
+}
+
+ig_breaker_config ig_config_breaker(const ig_config *cfg)
+{
+    ig_breaker_config bc = {!cfg->disable_circuit_breaker,
+                            (int)cfg->cb_failure_threshold,
+                            (int)cfg->cb_success_threshold,
+                            ms(cfg->cb_timeout_duration_secs),
+                            {0}};
+    memcpy(bc.failure_statuses, cfg->cb_failure_statuses, sizeof(bc.failure_statuses));
+    return bc;
+}
+
+ig_control_config ig_config_control(const ig_config *cfg)
+{
+    return (ig_control_config){.worker_urls = cfg->worker_urls,
+                               .n_worker_urls = cfg->n_worker_urls,
+                               .worker_max_inflight = cfg->worker_max_inflight,
+                               .discovery_timeout_secs = cfg->discovery_timeout_secs,
+                               .health_check_interval_secs = cfg->health_check_interval_secs,
+                               .health_check_timeout_secs = cfg->health_check_timeout_secs,
+                               .health_failure_threshold = cfg->health_failure_threshold,
+                               .health_success_threshold = cfg->health_success_threshold,
+                               .health_check_endpoint = cfg->health_check_endpoint,
+                               .broadcast_timeout_secs = cfg->broadcast_timeout_secs,
+                               .exclude_stale_workers = cfg->exclude_stale_workers,
+                               .cache_aware = cfg->policy == IG_POLICY_CACHE_AWARE,
+                               .eviction_interval_secs = cfg->eviction_interval_secs,
+                               .request_timeout_secs = cfg->request_timeout_secs,
+                               .api_key = cfg->api_key,
+                               .admin_api_key = cfg->admin_api_key,
+                               .metrics_api_key = cfg->metrics_api_key};
 }
