@@ -1,6 +1,7 @@
-/* What the control thread's parts share: answering admin messages, fanning
- * a request out to workers, and the AReaL session and model endpoints
- * (ig_areal.c). Control thread only. */
+/* What the control thread's parts share: ig_control.c (the loop, the inbox,
+ * the tick, answering), ig_workers.c (members and health), ig_fleet.c
+ * (fan-outs and broadcasts), ig_areal.c (AReaL's sessions and models) and
+ * ig_admin_ops.c (which calls them all). Control thread only. */
 #ifndef IG_CONTROL_INT_H
 #define IG_CONTROL_INT_H
 #include <jansson.h>
@@ -25,6 +26,32 @@ ig_worker *ig_ctl_find_url(const char *url);
  * candidates for model, NULL: any); NULL when none. *known: some registered
  * worker serves the model at all. */
 ig_worker *ig_ctl_pick(const char *model, int *known);
+
+/** Wake every loop thread (queued requests may go now). */
+void ig_ctl_wake_loops(void);
+/** Run one admin message (ig_admin_ops.c). */
+void ig_ctl_handle(ig_admin_msg *m);
+
+/* ig_workers.c */
+/** Add url: discover its models unless given, then publish. m may be NULL
+ * (start-up). max_inflight < 0: leave the cap as it is (new workers:
+ * --worker-max-inflight). */
+void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, ig_admin_msg *m);
+void ig_ctl_remove_worker(ig_worker *w, ig_admin_msg *m);
+/** A worker as the admin API shows it. */
+json_t *ig_worker_json(const ig_worker *w);
+/** The same, with AReaL's router field names added. */
+json_t *ig_ctl_worker_json_all(const ig_worker *w);
+/** Check every worker at once (the health timer). */
+void ig_ctl_health_round(uv_timer_t *t);
+/** Start-up workers still being discovered. */
+int ig_ctl_initial_pending(void);
+void ig_ctl_workers_shutdown(void);
+
+/* ig_fleet.c */
+/** A fleet control request: to every targeted worker at once. */
+void ig_ctl_broadcast(ig_admin_request *req, ig_admin_msg *m);
+void ig_ctl_fleet_shutdown(void);
 
 /* A fan-out: one request to many workers at once, answered when the last
  * one has; results holds {worker_id, url, worker_addr, status, ok, error}. */
@@ -57,6 +84,4 @@ int ig_areal_worker_removed(ig_worker *w);
 /** Pin the admin key's persistent session to w unless it is pinned already. */
 void ig_areal_pin_admin(ig_worker *w);
 void ig_areal_shutdown(void);
-/** A worker as the admin API shows it. */
-json_t *ig_worker_json(const ig_worker *w);
 #endif

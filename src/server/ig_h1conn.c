@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ig_h1conn.h"
+#include "ig_h1conn_int.h"
 
 #include "../core/ig_budget.h"
 #include "../core/ig_log.h"
@@ -16,48 +16,8 @@
 #include "../http/ig_h1req.h"
 #include "../upstream/ig_h1client.h"
 
-typedef enum { IG_C_READING, IG_C_DISPATCHED, IG_C_FLUSHING } ig_conn_state;
-
-typedef struct ig_h1conn {
-    uv_tcp_t tcp;
-    uv_timer_t timer;     /* idle timeout between requests, request timeout during one */
-    uint64_t deadline_ms; /* loop time the current phase times out (IG_NO_DEADLINE: none) */
-    uv_shutdown_t shutdown_req;
-    ig_thread *th;
-    ig_list link;
-    size_t lingered; /* bytes discarded after an error answered before the request ended */
-    ig_conn_state state;
-    int handles_open;
-    int pending_writes;
-    unsigned closing : 1, read_paused : 1, in_parse : 1, close_after : 1, dechunk : 1, have_rid : 1,
-        lingering : 1,
-        retired : 1,     /* the request's memory is given back (its response streams) */
-        budget_wait : 1, /* in th->budget_waiters: its body needs room the budget lacks */
-        starved : 1,     /* ... and has not got it since: a deadline now is the gateway's fault */
-        head_pending : 1; /* the response head is in obuf, to go with the first body bytes */
-    /* the request being read: parsed in place in rbuf, slices by offset */
-    ig_buf rbuf;
-    size_t body_held; /* bytes of rbuf charged to the gateway's body budget */
-    ig_h1req rq;
-    ig_buf obuf;  /* response head or a local response */
-    char *logtag; /* path then model, once the request is retired (access log) */
-    /* what the handlers see; its waiter's link is in th->budget_waiters while the body waits for
-     * room (a body still arriving is not dispatched, so it cannot be queued for a worker too) */
-    ig_request req;
-} ig_h1conn;
-
-static const ig_response_ops h1_ops;
-
-static ig_h1conn *conn_of(ig_request *r)
-{
-    return ig_container_of(r, ig_h1conn, req);
-}
 
 static void client_parse(ig_h1conn *c);
-static int conn_write(ig_h1conn *c, const uv_buf_t *bufs, unsigned n, ig_block *hold);
-static void conn_error(ig_h1conn *c, int status, const char *type, const char *code, const char *msg);
-static void conn_error_headers(ig_h1conn *c, int status, const char *type, const char *code, const char *msg,
-                               const char *extra_headers);
 static const char *request_path(const ig_h1conn *c, size_t *len);
 
 static void client_timer_cb(uv_timer_t *t);
@@ -66,7 +26,7 @@ static void client_timer_cb(uv_timer_t *t);
  * four times, nearly always later, and a later deadline is only a field; the
  * timer heap is touched when a deadline comes earlier, or when the timer
  * fires before the deadline and is set again for the rest. */
-static void arm_timer(ig_h1conn *c, double secs)
+void ig_h1c_arm_timer(ig_h1conn *c, double secs)
 {
     if (c->lingering)
         return; /* the linger timer owns the handle until the close */
@@ -96,18 +56,18 @@ static ig_hdr *on_request_begin(void *owner)
 {
     ig_h1conn *c = owner;
     /* the whole head within the header timeout, however slowly it trickles (slowloris) */
-    arm_timer(c, c->th->cfg->client_header_timeout_secs);
+    ig_h1c_arm_timer(c, c->th->cfg->client_header_timeout_secs);
     return c->rq.hdrs ? c->rq.hdrs : ig_freelist_get(&c->th->hdr_tables);
 }
 
 static void on_request_head(void *owner)
 {
     ig_h1conn *c = owner;
-    arm_timer(c, c->th->cfg->client_body_timeout_secs); /* the whole body, however it trickles */
+    ig_h1c_arm_timer(c, c->th->cfg->client_body_timeout_secs); /* the whole body, however it trickles */
     if (c->rq.h_expect >= 0 && !c->rq.http10) {
         static char cont[] = "HTTP/1.1 100 Continue\r\n\r\n";
         uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
-        conn_write(c, &b, 1, NULL);
+        ig_h1c_write(c, &b, 1, NULL);
     }
 }
 
@@ -206,7 +166,7 @@ static void client_free_cb(uv_handle_t *h)
 
 static void finish_request(ig_h1conn *c, int aborted);
 
-static void conn_close(ig_h1conn *c)
+void ig_h1c_close(ig_h1conn *c)
 {
     if (c->closing)
         return;
@@ -238,23 +198,23 @@ static void client_timer_cb(uv_timer_t *t)
     } else if (c->state == IG_C_READING && c->rq.in_message && !c->closing && (c->budget_wait || c->starved)) {
         /* starved: a retry may have just unparked it, in this same timer pass */
         budget_unpark(c); /* our memory was short, not the client slow */
-        conn_error_headers(
+        ig_h1c_error_headers(
             c, 503, "service_unavailable", "body_buffer_full",
             "the gateway holds as many request bodies as --max-buffered-body-bytes allows; "
             "retry later",
             "retry-after: 1\r\n");
     } else if (c->state == IG_C_READING && c->rq.in_message && !c->closing)
-        conn_error(c, 408, "invalid_request_error", "request_timeout",
+        ig_h1c_error(c, 408, "invalid_request_error", "request_timeout",
                         c->rq.head_done
                             ? "the request body did not arrive in time (--client-body-timeout-secs)"
                             : "the request head took too long (--client-header-timeout-secs)");
     else
-        conn_close(c);
+        ig_h1c_close(c);
 }
 
 static void arm_idle_timer(ig_h1conn *c)
 {
-    arm_timer(c, c->th->cfg->client_idle_timeout_secs);
+    ig_h1c_arm_timer(c, c->th->cfg->client_idle_timeout_secs);
 }
 
 #define LINGER_MS 2000
@@ -316,7 +276,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     (void)buf;
     if (c->lingering) {
         if (nread < 0 || (c->lingered += (size_t)nread) > LINGER_MAX)
-            conn_close(c);
+            ig_h1c_close(c);
         return;
     }
     if (nread == UV_ENOBUFS) {
@@ -327,7 +287,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         if (c->state == IG_C_READING) {
             /* rbuf at its hard cap inside one request head or body */
-            conn_error(c, c->rq.head_done ? 413 : 431, "invalid_request_error",
+            ig_h1c_error(c, c->rq.head_done ? 413 : 431, "invalid_request_error",
                             c->rq.head_done ? "payload_too_large" : "headers_too_large",
                             c->rq.head_done ? "request body too large" : "request head too large");
             return;
@@ -339,14 +299,14 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     if (nread < 0) {
         if (nread != UV_EOF)
             ig_debug("client read: %s", uv_strerror((int)nread));
-        conn_close(c);
+        ig_h1c_close(c);
         return;
     }
     if (buf->base == c->th->rscratch) {
         /* early bytes of the next request while a stream is out */
         if (nread &&
             (ig_buf_take(&c->rbuf, &c->th->rbufs) || ig_buf_append(&c->rbuf, buf->base, (size_t)nread))) {
-            conn_close(c);
+            ig_h1c_close(c);
             return;
         }
         if (c->rbuf.len >= IG_RBUF_SIZE && !c->read_paused) {
@@ -408,7 +368,7 @@ void ig_h1conn_accept(ig_thread *th, uv_stream_t *server)
         return;
     }
     c->th = th;
-    c->req.res = &h1_ops;
+    c->req.res = &ig_h1c_ops;
     c->req.px = &th->px;
     c->tcp.data = c;
     c->timer.data = c;
@@ -421,7 +381,7 @@ void ig_h1conn_accept(ig_thread *th, uv_stream_t *server)
     ig_buf_init(&c->obuf, 32u << 20);
     ig_h1req_init(&c->rq, &request_ops, c);
     if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-        conn_close(c);
+        ig_h1c_close(c);
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
@@ -430,99 +390,11 @@ void ig_h1conn_accept(ig_thread *th, uv_stream_t *server)
     uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
 }
 
-/* ---- writing ---- */
-
-static void next_request(ig_h1conn *c);
-
-static void client_write_cb(uv_write_t *req, int status)
-{
-    ig_wreq *w = (ig_wreq *)req;
-    ig_h1conn *c = req->handle->data;
-    ig_thread *th = c->th;
-    if (w->blk)
-        ig_block_put(&th->blocks, w->blk);
-    ig_freelist_put(&th->wreqs, w);
-    c->pending_writes--;
-    if (status < 0) {
-        conn_close(c);
-        return;
-    }
-    if (c->closing)
-        return;
-    if (c->state == IG_C_DISPATCHED && c->req.resp_started && c->pending_writes == 0 && c->obuf.data &&
-        !c->head_pending)
-        ig_buf_give(&c->obuf, &th->heads); /* the response head is written: a long stream need not keep it */
-    if (c->state == IG_C_DISPATCHED && c->req.h && c->req.h->resume &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < IG_CLIENT_WQ_LOW)
-        c->req.h->resume(&c->req);
-    if (c->state == IG_C_FLUSHING && c->pending_writes == 0)
-        next_request(c);
-}
-
-static int conn_write(ig_h1conn *c, const uv_buf_t *bufs, unsigned n, ig_block *hold)
-{
-    uv_buf_t rest[16];
-    size_t total = 0;
-    if (c->closing)
-        return -ECANCELED;
-    if (n > 16)
-        return -EINVAL;
-    for (unsigned i = 0; i < n; i++)
-        total += bufs[i].len;
-    if (!total)
-        return 0;
-    c->req.bytes_out += total;
-    ssize_t done = 0;
-    if (c->pending_writes == 0) {
-        done = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
-        if (done == UV_EAGAIN)
-            done = 0;
-        if (done < 0) {
-            conn_close(c);
-            return (int)done;
-        }
-        if ((size_t)done == total)
-            return 0;
-    }
-    unsigned m = 0;
-    for (unsigned i = 0; i < n; i++) {
-        if ((size_t)done >= bufs[i].len) {
-            done -= (ssize_t)bufs[i].len;
-            continue;
-        }
-        rest[m++] = uv_buf_init(bufs[i].base + done, (unsigned)(bufs[i].len - (size_t)done));
-        done = 0;
-    }
-    ig_wreq *w = ig_freelist_get(&c->th->wreqs);
-    if (!w) {
-        conn_close(c);
-        return -ENOMEM;
-    }
-    w->blk = hold;
-    if (hold)
-        hold->refs++;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, rest, m, client_write_cb);
-    if (rc) {
-        if (hold)
-            ig_block_put(&c->th->blocks, hold);
-        ig_freelist_put(&c->th->wreqs, w);
-        conn_close(c);
-        return rc;
-    }
-    c->pending_writes++;
-    return 0;
-}
-
-static int conn_wants_pause(ig_h1conn *c)
-{
-    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > IG_CLIENT_WQ_HIGH;
-}
-
 /* ---- request completion, keep-alive and pipelining ---- */
 
 static void linger_timeout_cb(uv_timer_t *t)
 {
-    conn_close(t->data);
+    ig_h1c_close(t->data);
 }
 
 /* We answered before the request ended (413, 431, 400). Closing with unread
@@ -535,7 +407,7 @@ static void client_linger(ig_h1conn *c)
     rbuf_release(c); /* discarding reads go to the thread's scratch */
     c->rq.parsed = 0;
     if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) != 0) {
-        conn_close(c);
+        ig_h1c_close(c);
         return;
     }
     if (c->read_paused) {
@@ -546,13 +418,13 @@ static void client_linger(ig_h1conn *c)
     uv_timer_start(&c->timer, linger_timeout_cb, LINGER_MS, 0);
 }
 
-static void next_request(ig_h1conn *c)
+void ig_h1c_next_request(ig_h1conn *c)
 {
     if (c->close_after || !c->rq.keep_alive || c->th->draining) {
         if (c->rq.in_message && !c->th->draining)
             client_linger(c);
         else
-            conn_close(c);
+            ig_h1c_close(c);
         return;
     }
     ig_thread *th = c->th;
@@ -634,7 +506,7 @@ static const char *request_path(const ig_h1conn *c, size_t *len)
     return url;
 }
 
-static void retire_request(ig_h1conn *c)
+void ig_h1c_retire(ig_h1conn *c)
 {
     if (c->retired || c->rq.parsed != c->rbuf.len || (c->req.up && ig_h1_writing(c->req.up)))
         return; /* done already, the next request is in rbuf, or rbuf is being sent */
@@ -670,12 +542,12 @@ static void retire_request(ig_h1conn *c)
     r->body = r->authorization = r->routing_key = r->bearer = (ig_span){NULL, 0};
 }
 
-static void request_done(ig_h1conn *c)
+void ig_h1c_request_done(ig_h1conn *c)
 {
     if (c->head_pending) { /* an answer with no body: its head goes alone */
         c->head_pending = 0;
         uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
-        conn_write(c, &b, 1, NULL);
+        ig_h1c_write(c, &b, 1, NULL);
         if (c->closing)
             return;
     }
@@ -684,10 +556,10 @@ static void request_done(ig_h1conn *c)
     c->state = IG_C_FLUSHING;
     disarm_timer(c);
     if (c->pending_writes == 0)
-        next_request(c);
+        ig_h1c_next_request(c);
 }
 
-static void make_request_id(ig_h1conn *c)
+void ig_h1c_make_request_id(ig_h1conn *c)
 {
     int i = c->rq.head_done ? c->rq.h_request_id : -1;
     if (i >= 0 && c->rq.hdrs[i].value_len > 0 && c->rq.hdrs[i].value_len < sizeof(c->req.rid)) {
@@ -714,73 +586,6 @@ static void make_request_id(ig_h1conn *c)
 }
 
 /* The request line was read and its method is HEAD. */
-static int is_head(ig_h1conn *c)
-{
-    return c->rq.url_len && ig_h1req_method(&c->rq) == HTTP_HEAD;
-}
-
-static void conn_error(ig_h1conn *c, int status, const char *type, const char *code, const char *msg)
-{
-    conn_error_headers(c, status, type, code, msg, NULL);
-}
-
-static void conn_error_headers(ig_h1conn *c, int status, const char *type, const char *code, const char *msg,
-                             const char *extra_headers)
-{
-    ig_info("%.*s -> %d %s", (int)c->req.rid_len, c->req.rid, status, msg);
-    if (c->state == IG_C_READING) {
-        /* refused while the request was still being read: its framing
-         * cannot be trusted, so answer, then close */
-        c->close_after = 1;
-        if (!c->req.rid_len)
-            make_request_id(c);
-    }
-    c->obuf.len = 0;
-    c->head_pending = 0;
-    c->req.status = status;
-    if (ig_buf_take(&c->obuf, &c->th->heads) == 0 &&
-        ig_http_error_response(&c->obuf, status, type, code, msg, c->req.rid, c->req.rid_len,
-                               c->close_after || !c->rq.keep_alive || c->th->draining, extra_headers) == 0) {
-        uv_buf_t b = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
-        if (is_head(c)) /* the same head, no body (RFC 9110 9.3.2) */
-            b.len = (unsigned)ig_framing_head_len(b.base, b.len);
-        conn_write(c, &b, 1, NULL);
-    }
-    if (!c->closing)
-        request_done(c);
-}
-
-static void respond_body(ig_h1conn *c, int status, const char *ctype, const char *body, size_t len)
-{
-    ig_buf *o = &c->obuf;
-    int close_conn = !c->rq.keep_alive || c->th->draining;
-    o->len = 0;
-    c->req.status = status;
-    int rc = ig_buf_take(o, &c->th->heads);
-    rc = rc ? rc : ig_buf_reserve(o, len + 256);
-    rc = rc ? rc : ig_buf_puts(o, "HTTP/1.1 ");
-    rc = rc ? rc : ig_buf_putu(o, (uint64_t)status);
-    rc = rc ? rc : ig_buf_puts(o, " ");
-    rc = rc ? rc : ig_buf_puts(o, ig_http_reason(status));
-    rc = rc ? rc : ig_buf_puts(o, "\r\ncontent-type: ");
-    rc = rc ? rc : ig_buf_puts(o, ctype);
-    rc = rc ? rc : ig_buf_puts(o, "\r\ncontent-length: ");
-    rc = rc ? rc : ig_buf_putu(o, len);
-    rc = rc ? rc : ig_buf_puts(o, "\r\nx-request-id: ");
-    rc = rc ? rc : ig_buf_append(o, c->req.rid, c->req.rid_len);
-    rc = rc ? rc : ig_buf_puts(o, close_conn ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n");
-    if (!is_head(c)) /* HEAD: the same head, no body */
-        rc = rc ? rc : ig_buf_append(o, body, len);
-    if (rc) {
-        conn_error(c, 500, "server_error", "internal_error", "response too large");
-        return;
-    }
-    uv_buf_t b = uv_buf_init(o->data, (unsigned)o->len);
-    conn_write(c, &b, 1, NULL);
-    if (!c->closing)
-        request_done(c);
-}
-
 static ig_span header_value(const ig_h1conn *c, int i)
 {
     if (i < 0)
@@ -801,7 +606,7 @@ static void dispatch(ig_h1conn *c)
     r->route = IG_R_OTHER;
     r->h = NULL;
     r->handoff = NULL;
-    make_request_id(c);
+    ig_h1c_make_request_id(c);
     disarm_timer(c);
     r->method = ig_h1req_method(&c->rq);
     r->base = c->rbuf.data;
@@ -829,7 +634,7 @@ static void client_parse(ig_h1conn *c)
             continue;
         }
         if (rc == IG_H1REQ_ERROR)
-            conn_error(c, c->rq.err_status,
+            ig_h1c_error(c, c->rq.err_status,
                             c->rq.err_status == 503 ? "service_unavailable" : "invalid_request_error",
                             ig_h1req_error_code(c->rq.err_status), c->rq.err_msg);
         break;
@@ -849,7 +654,7 @@ void ig_h1conn_drain(ig_thread *th)
         ig_h1conn *c = ig_container_of(n, ig_h1conn, link);
         n = n->next;
         if (c->state == IG_C_READING && !c->rq.in_message)
-            conn_close(c);
+            ig_h1c_close(c);
         else
             c->close_after = 1;
     }
@@ -858,129 +663,5 @@ void ig_h1conn_drain(ig_thread *th)
 void ig_h1conn_close_all(ig_thread *th)
 {
     while (!ig_list_empty(&th->clients))
-        conn_close(ig_container_of(th->clients.next, ig_h1conn, link));
+        ig_h1c_close(ig_container_of(th->clients.next, ig_h1conn, link));
 }
-
-/* ---- the request's response ops (proxy/ig_request.h) ---- */
-
-/* The client's response head from a worker's. The framing is ours, from
- * what the worker's answer turned out to be, never the worker's own framing
- * fields (which its Connection header may even have named). */
-static int h1_start(ig_request *r, const ig_resp_head *rh, int *dechunk)
-{
-    ig_h1conn *c = conn_of(r);
-    ig_buf *h = &c->obuf;
-    r->status = rh->status;
-    c->dechunk = c->rq.http10 && rh->body == IG_RB_CHUNKED;
-    if (c->rq.http10 || rh->body == IG_RB_CLOSE)
-        c->close_after = 1; /* a close-delimited body: only a close can end it */
-    h->len = 0;
-    int rc = ig_buf_take(h, &c->th->heads);
-    rc = rc ? rc : ig_buf_puts(h, "HTTP/1.1 ");
-    rc = rc ? rc : ig_buf_putu(h, (uint64_t)rh->status);
-    rc = rc ? rc : ig_buf_puts(h, " ");
-    if (rh->reason_len)
-        rc = rc ? rc : ig_buf_append(h, rh->reason, rh->reason_len);
-    else
-        rc = rc ? rc : ig_buf_puts(h, ig_http_reason(rh->status));
-    rc = rc ? rc : ig_buf_puts(h, "\r\n");
-    rc = rc ? rc
-            : ig_http_copy_headers(h, rh->base, rh->hdrs, rh->nhdrs,
-                                   IG_COPY_DROP_LENGTH | IG_COPY_DROP_REQUEST_ID | IG_COPY_DROP_GATEWAY);
-    int length = rh->body == IG_RB_LENGTH ||
-                 (rh->body == IG_RB_NONE && rh->has_length && (rh->status == 304 || r->method == HTTP_HEAD));
-    if (length) {
-        rc = rc ? rc : ig_buf_puts(h, "content-length: ");
-        rc = rc ? rc : ig_buf_putu(h, rh->length);
-        rc = rc ? rc : ig_buf_puts(h, "\r\n");
-    } else if (rh->body == IG_RB_CHUNKED && !c->dechunk) {
-        rc = rc ? rc : ig_buf_puts(h, "transfer-encoding: chunked\r\n");
-    }
-    rc = rc ? rc : ig_buf_puts(h, "x-weight-version: ");
-    rc = rc ? rc : ig_buf_putu(h, (uint64_t)(rh->weight_version > 0 ? rh->weight_version : 0));
-    rc = rc ? rc : ig_buf_puts(h, "\r\nx-request-id: ");
-    rc = rc ? rc : ig_buf_append(h, r->rid, r->rid_len);
-    if (c->close_after || !c->rq.keep_alive || c->th->draining) {
-        c->close_after = 1;
-        rc = rc ? rc : ig_buf_puts(h, "\r\nconnection: close");
-    }
-    rc = rc ? rc : ig_buf_puts(h, "\r\n\r\n");
-    if (rc)
-        return rc;
-    r->resp_started = 1;
-    c->head_pending = 1; /* goes out with the first body bytes: one writev */
-    *dechunk = c->dechunk;
-    return 0;
-}
-
-static int h1_write(ig_request *r, const uv_buf_t *bufs, unsigned n, ig_block *hold)
-{
-    ig_h1conn *c = conn_of(r);
-    if (!c->head_pending)
-        return conn_write(c, bufs, n, hold);
-    uv_buf_t v[16];
-    unsigned m = 0;
-    c->head_pending = 0;
-    v[m++] = uv_buf_init(c->obuf.data, (unsigned)c->obuf.len);
-    for (unsigned i = 0; i < n && m < 16; i++)
-        v[m++] = bufs[i];
-    return conn_write(c, v, m, hold);
-}
-
-static void h1_respond(ig_request *r, int status, const char *ctype, const char *body, size_t len)
-{
-    respond_body(conn_of(r), status, ctype, body, len);
-}
-
-static void h1_respond_error(ig_request *r, int status, const char *type, const char *code, const char *msg,
-                             const char *extra_headers)
-{
-    conn_error_headers(conn_of(r), status, type, code, msg, extra_headers);
-}
-
-static void h1_done(ig_request *r)
-{
-    request_done(conn_of(r));
-}
-
-static void h1_cut(ig_request *r)
-{
-    conn_close(conn_of(r));
-}
-
-static int h1_wants_pause(ig_request *r)
-{
-    return conn_wants_pause(conn_of(r));
-}
-
-static void h1_set_deadline(ig_request *r, double secs)
-{
-    arm_timer(conn_of(r), secs);
-}
-
-static void h1_retire(ig_request *r)
-{
-    ig_h1conn *c = conn_of(r);
-    if (c->pending_writes == 0 && !c->head_pending)
-        ig_buf_give(&c->obuf, &c->th->heads); /* the head is written: a long stream need not keep it */
-    retire_request(c);
-}
-
-static int h1_peer(ig_request *r, struct sockaddr_storage *ss)
-{
-    int len = sizeof(*ss);
-    return uv_tcp_getpeername(&conn_of(r)->tcp, (struct sockaddr *)ss, &len);
-}
-
-static const ig_response_ops h1_ops = {
-    .start = h1_start,
-    .write = h1_write,
-    .respond = h1_respond,
-    .respond_error = h1_respond_error,
-    .done = h1_done,
-    .cut = h1_cut,
-    .wants_pause = h1_wants_pause,
-    .set_deadline = h1_set_deadline,
-    .retire = h1_retire,
-    .peer = h1_peer,
-};
