@@ -14,6 +14,8 @@
 #include "../http/ig_h1resp.h"
 #include "../registry/ig_sessions.h"
 #include "../upstream/ig_h1client.h"
+#include "ig_pick.h"
+#include "ig_retry.h"
 
 static ig_proxy_hooks hooks;
 static ig_proxy_config pcfg;
@@ -33,15 +35,9 @@ static void pick_and_send(ig_request *r);
 static void enqueue(ig_request *r, int front);
 static void send_to(ig_request *r, ig_worker *w, int fresh);
 static void connect_to(ig_request *r, ig_worker *w);
-static ig_worker *choose(ig_request *r, ig_worker *const *cand, int n, const ig_ring *ring, int *probe,
-                         int *full);
-static int candidates(ig_request *r, const ig_snapshot *s, ig_worker *const **cand, int *known,
-                      const ig_ring **ring);
 static const ig_session *pinned_session(ig_request *r);
 
-/* Gateway-wide counts for the retry budget: retries may be at most a share
- * of what is in flight, so a failing fleet is not hit twice as hard. */
-static atomic_int g_inflight, g_retrying;
+static ig_retry_budget g_budget;
 
 static void release_worker(ig_request *r)
 {
@@ -73,31 +69,17 @@ static void proxy_finish(ig_request *r)
     if (!r->in_proxy)
         return;
     r->in_proxy = 0;
-    atomic_fetch_sub_explicit(&g_inflight, 1, memory_order_relaxed);
-    if (r->retrying) {
-        r->retrying = 0;
-        atomic_fetch_sub_explicit(&g_retrying, 1, memory_order_relaxed);
-    }
+    ig_retry_leave(&g_budget, r->retrying);
+    r->retrying = 0;
 }
 
 static int retry_allowed(ig_request *r)
 {
-    const ig_proxy_config *cfg = &pcfg;
-    if (r->ntried > (int)cfg->retry_max_retries || r->ntried >= IG_MAX_TRIES) {
-        return 0;
-    }
-    if (r->retrying)
-        return 1; /* already counted against the budget */
-    if (r->last_refused)
-        return 1; /* a refused connection put no load on anyone: nothing to budget */
-    int inflight = atomic_load_explicit(&g_inflight, memory_order_relaxed);
-    int retrying = atomic_load_explicit(&g_retrying, memory_order_relaxed);
-    double budget = cfg->retry_budget_ratio * inflight;
-    if (retrying >= (budget > 2 ? budget : 2)) {
+    ig_retry_verdict v = ig_retry_allowed(&g_budget, pcfg.retry_budget_ratio, pcfg.retry_max_retries,
+                                          IG_MAX_TRIES, r->ntried, r->retrying, r->last_refused);
+    if (v == IG_RETRY_BUDGET)
         ig_count(&r->px->stats->retries_denied, 1);
-        return 0;
-    }
-    return 1;
+    return v == IG_RETRY_OK;
 }
 
 static void count_retry(ig_request *r, ig_worker *w)
@@ -106,7 +88,7 @@ static void count_retry(ig_request *r, ig_worker *w)
     atomic_fetch_add_explicit(&w->stats.retries, 1, memory_order_relaxed);
     if (!r->retrying) {
         r->retrying = 1;
-        atomic_fetch_add_explicit(&g_retrying, 1, memory_order_relaxed);
+        ig_retry_mark(&g_budget);
     }
 }
 
@@ -195,12 +177,9 @@ static void exchange_failed(ig_request *r, ig_worker *w, int err, const char *wh
             resend ? " (sending again)" : "");
     if (resend && retry_allowed(r)) {
         r->resent = 1;
-        int probe = 0, full = 0, known;
-        ig_worker *const *cand;
-        const ig_ring *ring;
+        int probe = 0;
         /* a pinned session stays on its worker: a new connection to the same */
-        int n = pinned_session(r) ? 0 : candidates(r, ig_snapshot_get(), &cand, &known, &ring);
-        ig_worker *alt = n ? choose(r, cand, n, NULL, &probe, &full) : NULL;
+        ig_worker *alt = pinned_session(r) ? NULL : ig_pick_other(r, &pcfg, ig_snapshot_get(), &probe);
         count_retry(r, alt ? alt : w);
         if (!alt) {
             /* keep our in-flight unit on w: same worker, new connection */
@@ -364,134 +343,6 @@ static void send_to(ig_request *r, ig_worker *w, int fresh)
     start_exchange(r, up);
 }
 
-static int tried(const ig_request *r, const ig_worker *w)
-{
-    for (int t = 0; t < r->ntried; t++)
-        if (r->tried[t] == w)
-            return 1;
-    return 0;
-}
-
-/* A worker for r with its slot claimed, or NULL (*full: some worker would
- * do but all are at their cap). The first attempt picks straight from the
- * snapshot's array (O(1) for round_robin, random, power_of_two); only when
- * that pick is refused (cap, breaker, or a retry excluding tried workers) is
- * a filtered copy made. */
-/* The workers that may serve r's model, from the snapshot s. */
-static int candidates(ig_request *r, const ig_snapshot *s, ig_worker *const **cand, int *known,
-                      const ig_ring **ring)
-{
-    const ig_body_fields *f = &r->fields;
-    return ig_snapshot_candidates_ring(s, f->has_model ? f->model : NULL, f->model_len, cand, known, ring);
-}
-
-static int has_room(const ig_worker *w, void *now_ms)
-{
-    return ig_admission_has_room(w, *(uint64_t *)now_ms);
-}
-
-/* The routing key of consistent_hash: a header, else the body's "user". */
-static int routing_key(ig_request *r, const char **key, size_t *len)
-{
-    if (r->routing_key.p) {
-        *key = r->routing_key.p;
-        *len = r->routing_key.len;
-        return *len > 0;
-    }
-    *key = r->fields.user.p;
-    *len = r->fields.user.len;
-    return *len > 0;
-}
-
-/* cache_aware and consistent_hash: the affinity worker with its slot claimed,
- * or NULL to let the plain least-load pick decide. The prompt's block keys
- * stay in a per-thread buffer between the match and the record. */
-static ig_worker *affinity_choose(ig_request *r, ig_worker *const *cand, int n, const ig_ring *ring,
-                                  uint64_t now, int *probe)
-{
-    static _Thread_local ig_prefix_query q;
-    const ig_proxy_config *cfg = &pcfg;
-    const ig_body_fields *f = &r->fields;
-    int i, aff = 0, cache = cfg->policy == IG_POLICY_CACHE_AWARE;
-    if (cache) {
-        if (!f->n_text)
-            return NULL;
-        ig_holders holders;
-        ig_prefix_hash(f->text, f->n_text, f->has_model ? f->model : NULL, f->model_len, &q);
-        int depth = ig_prefix_match(&q, &holders);
-        ig_cache_aware_cfg cc = {cfg->cache_threshold, (int)cfg->balance_abs_threshold,
-                                 cfg->balance_rel_threshold};
-        i = ig_cache_aware_pick(&cc, &r->px->pol, cand, n, depth, q.len, &holders, has_room, &now, &aff);
-    } else {
-        const char *key;
-        size_t len;
-        if (!routing_key(r, &key, &len))
-            return NULL;
-        i = ig_ring_pick(ring, ig_ring_key(key, len), cand, n, IG_AFFINITY_LOAD_BOUND, has_room, &now);
-        aff = i >= 0;
-    }
-    ig_count(aff ? &r->px->stats->affinity_hits : &r->px->stats->affinity_misses, 1);
-    if (i < 0 || !ig_admission_claim(cand[i], now))
-        return NULL;
-    if (!ig_breaker_admit(cand[i], probe)) {
-        ig_admission_release(r->px->admq, cand[i]);
-        return NULL;
-    }
-    if (cache) /* it will hold this prompt's prefix now */
-        ig_prefix_insert(&q, cand[i]->id, (uint32_t)(now / 100));
-    return cand[i];
-}
-
-static ig_worker *choose(ig_request *r, ig_worker *const *cand, int n, const ig_ring *ring, int *probe,
-                         int *full)
-{
-    static _Thread_local ig_worker *tmp[IG_MAX_WORKERS];
-    ig_policy_kind policy = pcfg.policy;
-    uint64_t now = uv_now(r->px->loop);
-    *probe = 0;
-    *full = 0;
-    if (n == 0)
-        return NULL;
-    if (r->ntried == 0 && ring && (policy == IG_POLICY_CACHE_AWARE || policy == IG_POLICY_CONSISTENT_HASH)) {
-        ig_worker *w = affinity_choose(r, cand, n, ring, now, probe);
-        if (w)
-            return w;
-        policy = IG_POLICY_LEAST_LOAD;
-    }
-    if (r->ntried == 0) {
-        ig_worker *w = cand[ig_policy_pick(policy, &r->px->pol, cand, n)];
-        if (ig_admission_claim(w, now)) {
-            if (ig_breaker_admit(w, probe))
-                return w;
-            ig_admission_release(r->px->admq, w);
-        }
-    }
-    int m = 0;
-    for (int i = 0; i < n; i++) {
-        if (tried(r, cand[i]) ||
-            atomic_load_explicit(&cand[i]->breaker, memory_order_relaxed) == IG_BREAKER_OPEN)
-            continue;
-        if (!ig_admission_has_room(cand[i], now)) {
-            *full = 1;
-            continue;
-        }
-        tmp[m++] = cand[i];
-    }
-    while (m > 0) {
-        int i = ig_policy_pick(policy, &r->px->pol, tmp, m);
-        ig_worker *w = tmp[i];
-        tmp[i] = tmp[--m];
-        if (!ig_admission_claim(w, now)) {
-            *full = 1; /* taken by another request since the scan */
-            continue;
-        }
-        if (ig_breaker_admit(w, probe))
-            return w;
-        ig_admission_release(r->px->admq, w);
-    }
-    return NULL;
-}
-
 static void no_worker_left(ig_request *r)
 {
     if (r->last_timeout)
@@ -543,72 +394,49 @@ static void pick_and_send(ig_request *r)
 {
     const ig_snapshot *s = ig_snapshot_get();
     const ig_body_fields *f = &r->fields;
-    ig_worker *const *cand;
-    const ig_ring *ring = NULL; /* NULL: no affinity (a pinned session) */
-    int known, n;
-    const ig_session *sess = pinned_session(r);
-    if (sess) {
-        /* the session's state lives on its worker: only that one, waiting
-         * in the queue while it cannot take the request */
-        cand = &sess->w;
-        n = 1;
-        if (r->ntried == 0 && (!ig_worker_routable(sess->w) || atomic_load(&sess->w->paused) ||
-                               ig_snapshot_paused(s, f->has_model ? f->model : NULL, f->model_len))) {
-            enqueue(r, 0);
-            return;
-        }
-    } else {
-        n = candidates(r, s, &cand, &known, &ring);
-    }
-    if (r->ntried == 0) {
-        /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
-        if (n == 0) {
-            char msg[IG_MODEL_MAX + 64];
-            ig_admq_leave(r->px->admq, &r->wait);
-            if (s->n_all == 0) {
-                respond_error(r, 503, "service_unavailable", "no_workers", "no worker is available");
-            } else if (f->has_model && !known) {
-                snprintf(msg, sizeof(msg), "model '%.*s' is not served by any worker", (int)f->model_len,
-                         f->model);
-                respond_error(r, 404, "invalid_request_error", "model_not_found", msg);
-            } else {
-                snprintf(msg, sizeof(msg), "no healthy worker serves %s%.*s%s",
-                         f->has_model ? "model '" : "this request", (int)f->model_len,
-                         f->has_model ? f->model : "", f->has_model ? "'" : "");
-                respond_error(r, 503, "service_unavailable", "no_healthy_workers", msg);
-            }
-            return;
-        }
-        /* paused (fleet or model): wait in the queue until continue */
-        if (!sess && ig_snapshot_paused(s, f->has_model ? f->model : NULL, f->model_len)) {
-            enqueue(r, 0);
-            return;
-        }
-        /* first in, first out: while others wait, a newcomer waits behind them */
-        if (!r->wait.queued && ig_admission_waiting()) {
-            enqueue(r, 0);
-            if (r->wait.queued)
-                ig_admq_dispatch(r->px->admq);
-            return;
-        }
-    } else if (!retry_allowed(r)) {
+    char msg[IG_MODEL_MAX + 64];
+    if (r->ntried > 0 && !retry_allowed(r)) {
         ig_admq_leave(r->px->admq, &r->wait);
         no_worker_left(r);
         return;
     }
-    int probe = 0, full = 0;
-    ig_worker *w = choose(r, cand, n, ring, &probe, &full);
-    if (!w) {
-        if (full) {
-            enqueue(r, 0);
-            return;
-        }
+    const ig_session *sess = pinned_session(r);
+    ig_worker *w;
+    int probe;
+    ig_pick_result res = ig_pick(r, &pcfg, s, sess, &w, &probe);
+    switch (res) {
+    case IG_PICK_OK: break;
+    case IG_PICK_BEHIND:
+        enqueue(r, 0);
+        if (r->wait.queued)
+            ig_admq_dispatch(r->px->admq);
+        return;
+    case IG_PICK_FULL:
+    case IG_PICK_PAUSED:
+    case IG_PICK_SESSION_WAIT: enqueue(r, 0); return; /* wait for a slot, or for continue */
+    case IG_PICK_NO_WORKERS:
         ig_admq_leave(r->px->admq, &r->wait);
-        if (r->ntried == 0)
-            respond_error(r, 503, "service_unavailable", "no_healthy_workers",
-                            "every worker for this request is cooling down after failures");
-        else
-            no_worker_left(r);
+        respond_error(r, 503, "service_unavailable", "no_workers", "no worker is available");
+        return;
+    case IG_PICK_UNKNOWN_MODEL:
+        ig_admq_leave(r->px->admq, &r->wait);
+        snprintf(msg, sizeof(msg), "model '%.*s' is not served by any worker", (int)f->model_len, f->model);
+        respond_error(r, 404, "invalid_request_error", "model_not_found", msg);
+        return;
+    case IG_PICK_UNHEALTHY:
+        ig_admq_leave(r->px->admq, &r->wait);
+        snprintf(msg, sizeof(msg), "no healthy worker serves %s%.*s%s", f->has_model ? "model '" : "this request",
+                 (int)f->model_len, f->has_model ? f->model : "", f->has_model ? "'" : "");
+        respond_error(r, 503, "service_unavailable", "no_healthy_workers", msg);
+        return;
+    case IG_PICK_COOLING:
+        ig_admq_leave(r->px->admq, &r->wait);
+        respond_error(r, 503, "service_unavailable", "no_healthy_workers",
+                      "every worker for this request is cooling down after failures");
+        return;
+    case IG_PICK_EXHAUSTED:
+        ig_admq_leave(r->px->admq, &r->wait);
+        no_worker_left(r);
         return;
     }
     dequeue_for_dispatch(r);
@@ -647,7 +475,7 @@ void ig_proxy_start(ig_request *r)
     r->in_proxy = 1;
     r->h = &ig_proxy_handler;
     r->wait.retry = retry_queued;
-    atomic_fetch_add_explicit(&g_inflight, 1, memory_order_relaxed);
+    ig_retry_enter(&g_budget);
     pick_and_send(r);
 }
 

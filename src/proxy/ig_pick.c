@@ -1,0 +1,181 @@
+/* The pick (ig_pick.h). */
+#include "ig_pick.h"
+
+#include "../balance/ig_affinity.h"
+#include "../balance/ig_prefix.h"
+#include "../health/ig_breaker.h"
+
+static int tried(const ig_request *r, const ig_worker *w)
+{
+    for (int t = 0; t < r->ntried; t++)
+        if (r->tried[t] == w)
+            return 1;
+    return 0;
+}
+
+/* The workers that may serve r's model, from the snapshot s. */
+static int candidates(ig_request *r, const ig_snapshot *s, ig_worker *const **cand, int *known,
+                      const ig_ring **ring)
+{
+    const ig_body_fields *f = &r->fields;
+    return ig_snapshot_candidates_ring(s, f->has_model ? f->model : NULL, f->model_len, cand, known, ring);
+}
+
+static int has_room(const ig_worker *w, void *now_ms)
+{
+    return ig_admission_has_room(w, *(uint64_t *)now_ms);
+}
+
+/* The routing key of consistent_hash: a header, else the body's "user". */
+static int routing_key(ig_request *r, const char **key, size_t *len)
+{
+    if (r->routing_key.p) {
+        *key = r->routing_key.p;
+        *len = r->routing_key.len;
+        return *len > 0;
+    }
+    *key = r->fields.user.p;
+    *len = r->fields.user.len;
+    return *len > 0;
+}
+
+/* cache_aware and consistent_hash: the affinity worker with its slot claimed,
+ * or NULL to let the plain least-load pick decide. The prompt's block keys
+ * stay in a per-thread buffer between the match and the record. */
+static ig_worker *affinity_choose(ig_request *r, const ig_proxy_config *cfg, ig_worker *const *cand, int n,
+                                  const ig_ring *ring, uint64_t now, int *probe)
+{
+    static _Thread_local ig_prefix_query q;
+    const ig_body_fields *f = &r->fields;
+    int i, aff = 0, cache = cfg->policy == IG_POLICY_CACHE_AWARE;
+    if (cache) {
+        if (!f->n_text)
+            return NULL;
+        ig_holders holders;
+        ig_prefix_hash(f->text, f->n_text, f->has_model ? f->model : NULL, f->model_len, &q);
+        int depth = ig_prefix_match(&q, &holders);
+        ig_cache_aware_cfg cc = {cfg->cache_threshold, (int)cfg->balance_abs_threshold,
+                                 cfg->balance_rel_threshold};
+        i = ig_cache_aware_pick(&cc, &r->px->pol, cand, n, depth, q.len, &holders, has_room, &now, &aff);
+    } else {
+        const char *key;
+        size_t len;
+        if (!routing_key(r, &key, &len))
+            return NULL;
+        i = ig_ring_pick(ring, ig_ring_key(key, len), cand, n, IG_AFFINITY_LOAD_BOUND, has_room, &now);
+        aff = i >= 0;
+    }
+    ig_count(aff ? &r->px->stats->affinity_hits : &r->px->stats->affinity_misses, 1);
+    if (i < 0 || !ig_admission_claim(cand[i], now))
+        return NULL;
+    if (!ig_breaker_admit(cand[i], probe)) {
+        ig_admission_release(r->px->admq, cand[i]);
+        return NULL;
+    }
+    if (cache) /* it will hold this prompt's prefix now */
+        ig_prefix_insert(&q, cand[i]->id, (uint32_t)(now / 100));
+    return cand[i];
+}
+
+/* A worker for r with its slot claimed, or NULL (*full: some worker would
+ * do but all are at their cap). The first attempt picks straight from the
+ * snapshot's array (O(1) for round_robin, random, power_of_two); only when
+ * that pick is refused (cap, breaker, or a retry excluding tried workers) is
+ * a filtered copy made. */
+static ig_worker *choose(ig_request *r, const ig_proxy_config *cfg, ig_worker *const *cand, int n,
+                         const ig_ring *ring, int *probe, int *full)
+{
+    static _Thread_local ig_worker *tmp[IG_MAX_WORKERS];
+    ig_policy_kind policy = cfg->policy;
+    uint64_t now = uv_now(r->px->loop);
+    *probe = 0;
+    *full = 0;
+    if (n == 0)
+        return NULL;
+    if (r->ntried == 0 && ring && (policy == IG_POLICY_CACHE_AWARE || policy == IG_POLICY_CONSISTENT_HASH)) {
+        ig_worker *w = affinity_choose(r, cfg, cand, n, ring, now, probe);
+        if (w)
+            return w;
+        policy = IG_POLICY_LEAST_LOAD;
+    }
+    if (r->ntried == 0) {
+        ig_worker *w = cand[ig_policy_pick(policy, &r->px->pol, cand, n)];
+        if (ig_admission_claim(w, now)) {
+            if (ig_breaker_admit(w, probe))
+                return w;
+            ig_admission_release(r->px->admq, w);
+        }
+    }
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (tried(r, cand[i]) ||
+            atomic_load_explicit(&cand[i]->breaker, memory_order_relaxed) == IG_BREAKER_OPEN)
+            continue;
+        if (!ig_admission_has_room(cand[i], now)) {
+            *full = 1;
+            continue;
+        }
+        tmp[m++] = cand[i];
+    }
+    while (m > 0) {
+        int i = ig_policy_pick(policy, &r->px->pol, tmp, m);
+        ig_worker *w = tmp[i];
+        tmp[i] = tmp[--m];
+        if (!ig_admission_claim(w, now)) {
+            *full = 1; /* taken by another request since the scan */
+            continue;
+        }
+        if (ig_breaker_admit(w, probe))
+            return w;
+        ig_admission_release(r->px->admq, w);
+    }
+    return NULL;
+}
+
+ig_pick_result ig_pick(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s, const ig_session *sess,
+                       ig_worker **out, int *probe)
+{
+    const ig_body_fields *f = &r->fields;
+    const char *model = f->has_model ? f->model : NULL;
+    ig_worker *const *cand;
+    const ig_ring *ring = NULL; /* NULL: no affinity (a pinned session) */
+    int known = 1, n, full = 0;
+    *out = NULL;
+    *probe = 0;
+    if (sess) {
+        /* the session's state lives on its worker: only that one, waiting
+         * in the queue while it cannot take the request */
+        cand = &sess->w;
+        n = 1;
+        if (r->ntried == 0 && (!ig_worker_routable(sess->w) || atomic_load(&sess->w->paused) ||
+                               ig_snapshot_paused(s, model, f->model_len)))
+            return IG_PICK_SESSION_WAIT;
+    } else {
+        n = candidates(r, s, &cand, &known, &ring);
+    }
+    if (r->ntried == 0) {
+        /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
+        if (n == 0)
+            return s->n_all == 0 ? IG_PICK_NO_WORKERS : model && !known ? IG_PICK_UNKNOWN_MODEL : IG_PICK_UNHEALTHY;
+        if (!sess && ig_snapshot_paused(s, model, f->model_len))
+            return IG_PICK_PAUSED;
+        /* first in, first out: while others wait, a newcomer waits behind them */
+        if (!r->wait.queued && ig_admission_waiting())
+            return IG_PICK_BEHIND;
+    }
+    ig_worker *w = choose(r, cfg, cand, n, ring, probe, &full);
+    if (!w)
+        return full ? IG_PICK_FULL : r->ntried == 0 ? IG_PICK_COOLING : IG_PICK_EXHAUSTED;
+    *out = w;
+    return IG_PICK_OK;
+}
+
+ig_worker *ig_pick_other(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s, int *probe)
+{
+    ig_worker *const *cand;
+    const ig_ring *ring;
+    int known, full;
+    int n = candidates(r, s, &cand, &known, &ring);
+    *probe = 0;
+    return n ? choose(r, cfg, cand, n, NULL, probe, &full) : NULL;
+}
