@@ -516,7 +516,8 @@ ig_proxy_config ig_config_proxy(const ig_config *cfg)
 
 ig_admission_config ig_config_admission(const ig_config *cfg)
 {
-    return (ig_admission_config){.max_concurrent = cfg->max_concurrent_requests, .queue_size = cfg->queue_size};
+    return (ig_admission_config){.max_concurrent = cfg->max_concurrent_requests,
+                                 .queue_size = cfg->queue_size};
 }
 
 ig_breaker_config ig_config_breaker(const ig_config *cfg)

@@ -71,7 +71,8 @@ static void hist1(ig_buf *o, const char *name, const char *label, ig_thread *th,
         for (int t = 0; t < n; t++)
             cum += rd(&get(&th[t], route)->bucket[b]);
         if (b < IG_HIST_N)
-            put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, label, sep, ig_hist_bounds[b], (unsigned long long)cum);
+            put(o, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, label, sep, ig_hist_bounds[b],
+                (unsigned long long)cum);
         else
             put(o, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, label, sep, (unsigned long long)cum);
     }

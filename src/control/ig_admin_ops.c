@@ -53,4 +53,3 @@ void ig_ctl_handle(ig_admin_msg *m)
     }
     ig_admin_request_free(&req);
 }
-

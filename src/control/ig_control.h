@@ -36,12 +36,12 @@ typedef struct ig_control_hooks {
 
 /* An admin request travelling loop thread -> control thread -> loop thread. */
 typedef struct ig_admin_msg {
-    ig_inbox_node node;         /* in the control thread's inbox, then in reply_to */
-    struct ig_admin_msg *next;  /* the control thread's own lists (waiting for an add) */
-    ig_inbox *reply_to;         /* where the answer goes; NULL: nobody waits for it */
-    void *owner;                /* the requester's, touched only by reply_to's thread; NULL once it left */
-    int method;           /* llhttp method */
-    char *target;         /* path and query */
+    ig_inbox_node node;        /* in the control thread's inbox, then in reply_to */
+    struct ig_admin_msg *next; /* the control thread's own lists (waiting for an add) */
+    ig_inbox *reply_to;        /* where the answer goes; NULL: nobody waits for it */
+    void *owner;               /* the requester's, touched only by reply_to's thread; NULL once it left */
+    int method;                /* llhttp method */
+    char *target;              /* path and query */
     char *body;
     size_t body_len;
     int areal;             /* answer in AReaL's router shapes */

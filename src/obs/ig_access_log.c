@@ -50,8 +50,8 @@ void ig_alog_append(ig_alog *a, const ig_alog_record *r)
                      "%s.%03ldZ access %.*s %s %.*s %d model=%.*s worker=%s bytes=%llu ttfb_ms=%s "
                      "dur_ms=%.1f\n",
                      a->stamp, ts.tv_nsec / 1000000, (int)ridn, rid, r->method, (int)plen, r->path, r->status,
-                     (int)mn, model, r->worker && r->worker[0] ? r->worker : "-", (unsigned long long)r->bytes,
-                     ttfb, (double)r->dur_us / 1000.0);
+                     (int)mn, model, r->worker && r->worker[0] ? r->worker : "-",
+                     (unsigned long long)r->bytes, ttfb, (double)r->dur_us / 1000.0);
     if (n > 0)
         ig_buf_append(&a->buf, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
     if (a->buf.len > 60000)

@@ -10,7 +10,7 @@ static const int status_codes[IG_STATUS_N] = {200, 201, 204, 400, 401, 403, 404,
 
 /* seconds; inference latencies run from milliseconds to many minutes */
 const double ig_hist_bounds[IG_HIST_N] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                         1,     2.5,    5,     10,   30,    60,   300, 1800};
+                                          1,     2.5,    5,     10,   30,    60,   300, 1800};
 
 const char *ig_route_name(ig_route r)
 {

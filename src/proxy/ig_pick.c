@@ -132,8 +132,8 @@ static ig_worker *choose(ig_request *r, const ig_proxy_config *cfg, ig_worker *c
     return NULL;
 }
 
-ig_pick_result ig_pick(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s, const ig_session *sess,
-                       ig_worker **out, int *probe)
+ig_pick_result ig_pick(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s,
+                       const ig_session *sess, ig_worker **out, int *probe)
 {
     const ig_body_fields *f = &r->fields;
     const char *model = f->has_model ? f->model : NULL;
@@ -156,7 +156,9 @@ ig_pick_result ig_pick(ig_request *r, const ig_proxy_config *cfg, const ig_snaps
     if (r->ntried == 0) {
         /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
         if (n == 0)
-            return s->n_all == 0 ? IG_PICK_NO_WORKERS : model && !known ? IG_PICK_UNKNOWN_MODEL : IG_PICK_UNHEALTHY;
+            return s->n_all == 0     ? IG_PICK_NO_WORKERS
+                   : model && !known ? IG_PICK_UNKNOWN_MODEL
+                                     : IG_PICK_UNHEALTHY;
         if (!sess && ig_snapshot_paused(s, model, f->model_len))
             return IG_PICK_PAUSED;
         /* first in, first out: while others wait, a newcomer waits behind them */

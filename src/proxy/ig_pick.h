@@ -23,8 +23,8 @@ typedef enum {
 } ig_pick_result;
 
 /** Pick for r from s (sess: the session its bearer is pinned to, or NULL). */
-ig_pick_result ig_pick(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s, const ig_session *sess,
-                       ig_worker **w, int *probe);
+ig_pick_result ig_pick(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s,
+                       const ig_session *sess, ig_worker **w, int *probe);
 /** A resend's worker: another than those tried, slot claimed, or NULL. */
 ig_worker *ig_pick_other(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s, int *probe);
 #endif

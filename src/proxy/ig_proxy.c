@@ -92,13 +92,14 @@ static void count_retry(ig_request *r, ig_worker *w)
     }
 }
 
-
 /* Hand the worker's head to the client side, which frames its own answer. */
 static int send_head(ig_request *r, const ig_h1resp *resp, const char *base, const ig_hdr *hdrs, int nhdrs,
                      int *dechunk)
 {
-    static const ig_resp_body kinds[] = {[IG_H1R_NONE] = IG_RB_NONE, [IG_H1R_LENGTH] = IG_RB_LENGTH,
-                                         [IG_H1R_CHUNKED] = IG_RB_CHUNKED, [IG_H1R_CLOSE] = IG_RB_CLOSE};
+    static const ig_resp_body kinds[] = {[IG_H1R_NONE] = IG_RB_NONE,
+                                         [IG_H1R_LENGTH] = IG_RB_LENGTH,
+                                         [IG_H1R_CHUNKED] = IG_RB_CHUNKED,
+                                         [IG_H1R_CLOSE] = IG_RB_CLOSE};
     ig_resp_head h = {.status = resp->status,
                       .reason = resp->reason_len ? base + resp->reason_off : NULL,
                       .reason_len = resp->reason_len,
@@ -359,8 +360,8 @@ static void enqueue(ig_request *r, int front)
     if (ig_admq_push(r->px->admq, &r->wait, front)) {
         ig_count(&r->px->stats->rejected_queue_full, 1);
         r->res->respond_error(r, 429, "rate_limit_error", "queue_full",
-                                "every worker is busy and the queue is full; retry later",
-                                "retry-after: 1\r\n");
+                              "every worker is busy and the queue is full; retry later",
+                              "retry-after: 1\r\n");
         return;
     }
     r->res->set_deadline(r, pcfg.queue_timeout_secs);
@@ -425,8 +426,9 @@ static void pick_and_send(ig_request *r)
         return;
     case IG_PICK_UNHEALTHY:
         ig_admq_leave(r->px->admq, &r->wait);
-        snprintf(msg, sizeof(msg), "no healthy worker serves %s%.*s%s", f->has_model ? "model '" : "this request",
-                 (int)f->model_len, f->has_model ? f->model : "", f->has_model ? "'" : "");
+        snprintf(msg, sizeof(msg), "no healthy worker serves %s%.*s%s",
+                 f->has_model ? "model '" : "this request", (int)f->model_len, f->has_model ? f->model : "",
+                 f->has_model ? "'" : "");
         respond_error(r, 503, "service_unavailable", "no_healthy_workers", msg);
         return;
     case IG_PICK_COOLING:
@@ -464,7 +466,7 @@ void ig_proxy_start(ig_request *r)
         char msg[160];
         snprintf(msg, sizeof(msg), "invalid JSON body: %s", err ? err : "malformed");
         respond_error(r, 400, "invalid_request_error",
-                        rc == -ENAMETOOLONG ? "model_name_too_long" : "invalid_json", msg);
+                      rc == -ENAMETOOLONG ? "model_name_too_long" : "invalid_json", msg);
         return;
     }
     r->ntried = 0;
@@ -496,7 +498,7 @@ static void proxy_timeout(ig_request *r)
         ig_admq_leave(r->px->admq, &r->wait);
         ig_count(&r->px->stats->queue_timeouts, 1);
         respond_error(r, 503, "service_unavailable", "queue_timeout",
-                        "no worker slot freed within --queue-timeout-secs");
+                      "no worker slot freed within --queue-timeout-secs");
         return;
     }
     if (!r->resp_started && r->worker)
@@ -504,7 +506,7 @@ static void proxy_timeout(ig_request *r)
     proxy_abort(r);
     if (!r->resp_started)
         respond_error(r, 504, "timeout", "upstream_timeout",
-                        "the worker did not answer within --request-timeout-secs");
+                      "the worker did not answer within --request-timeout-secs");
     else
         r->res->cut(r);
 }

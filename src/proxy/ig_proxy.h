@@ -15,18 +15,18 @@
  * control thread). Called on loop threads; both must be cheap and
  * thread-safe. */
 typedef struct ig_proxy_hooks {
-    void (*breaker_changed)(void);      /* a breaker opened or closed: republish soon */
-    void (*pin_admin)(ig_worker *w);    /* the admin key's first request went to w (AReaL) */
+    void (*breaker_changed)(void);   /* a breaker opened or closed: republish soon */
+    void (*pin_admin)(ig_worker *w); /* the admin key's first request went to w (AReaL) */
 } ig_proxy_hooks;
 
 typedef struct ig_proxy_config {
     ig_policy_kind policy;
-    uint32_t retry_max_retries;   /* other workers tried after a safe failure */
-    int retry_non_idempotent;     /* a POST whose reused connection died after going out may go again */
-    double retry_budget_ratio;    /* retries in flight at most this share of requests in flight */
-    double request_timeout_secs;  /* the deadline once a request leaves the queue */
-    double queue_timeout_secs;    /* the longest wait for a worker slot */
-    double cache_threshold;       /* cache_aware (sgl-model-gateway's meanings) */
+    uint32_t retry_max_retries;  /* other workers tried after a safe failure */
+    int retry_non_idempotent;    /* a POST whose reused connection died after going out may go again */
+    double retry_budget_ratio;   /* retries in flight at most this share of requests in flight */
+    double request_timeout_secs; /* the deadline once a request leaves the queue */
+    double queue_timeout_secs;   /* the longest wait for a worker slot */
+    double cache_threshold;      /* cache_aware (sgl-model-gateway's meanings) */
     uint32_t balance_abs_threshold;
     double balance_rel_threshold;
 } ig_proxy_config;

@@ -41,8 +41,8 @@ typedef struct ig_resp_head {
     const ig_hdr *hdrs;
     int nhdrs;
     ig_resp_body body;
-    uint64_t length;  /* IG_RB_LENGTH, or the length a HEAD or 304 answer announced */
-    int has_length;   /* ... and whether it announced one */
+    uint64_t length; /* IG_RB_LENGTH, or the length a HEAD or 304 answer announced */
+    int has_length;  /* ... and whether it announced one */
     long weight_version;
 } ig_resp_head;
 
@@ -78,9 +78,9 @@ typedef struct ig_response_ops {
 /* Implemented by whoever took the request (the proxy, the admin hand-off),
  * called by the client side. Any may be NULL. */
 typedef struct ig_handler {
-    void (*resume)(ig_request *r);         /* the client drained: read the worker again */
-    void (*stop)(ig_request *r, int why);  /* IG_STOP_*: abandon what is in flight */
-    void (*finish)(ig_request *r);         /* the request is over, however it ended */
+    void (*resume)(ig_request *r);        /* the client drained: read the worker again */
+    void (*stop)(ig_request *r, int why); /* IG_STOP_*: abandon what is in flight */
+    void (*finish)(ig_request *r);        /* the request is over, however it ended */
 } ig_handler;
 
 /* A loop thread's share of the proxy (embedded in its thread). */
@@ -99,7 +99,7 @@ struct ig_request {
     ig_proxy_ctx *px;
     void *handoff; /* the handler's own (an admin message out at the control thread) */
     /* parsed once, by the client side and the routes */
-    int method; /* llhttp's */
+    int method;       /* llhttp's */
     const char *base; /* target, headers and body are slices of base */
     const char *target;
     size_t target_len, path_len;
@@ -124,7 +124,7 @@ struct ig_request {
     ig_waiter wait; /* in px->admq while waiting for a worker slot */
     uint64_t start_ns, first_byte_ns, bytes_out;
     int status;
-    long weight_version; /* of the worker that serves it, at dispatch */
+    long weight_version;   /* of the worker that serves it, at dispatch */
     char worker_label[80]; /* the last worker's URL, for the access log */
 };
 #endif

@@ -16,7 +16,6 @@
 #include "../http/ig_h1req.h"
 #include "../upstream/ig_h1client.h"
 
-
 static void client_parse(ig_h1conn *c);
 static const char *request_path(const ig_h1conn *c, size_t *len);
 
@@ -195,19 +194,18 @@ static void client_timer_cb(uv_timer_t *t)
     if (c->state == IG_C_DISPATCHED) {
         if (c->req.h && c->req.h->stop)
             c->req.h->stop(&c->req, IG_STOP_TIMEOUT);
-    } else if (c->state == IG_C_READING && c->rq.in_message && !c->closing && (c->budget_wait || c->starved)) {
+    } else if (c->state == IG_C_READING && c->rq.in_message && !c->closing &&
+               (c->budget_wait || c->starved)) {
         /* starved: a retry may have just unparked it, in this same timer pass */
         budget_unpark(c); /* our memory was short, not the client slow */
-        ig_h1c_error_headers(
-            c, 503, "service_unavailable", "body_buffer_full",
-            "the gateway holds as many request bodies as --max-buffered-body-bytes allows; "
-            "retry later",
-            "retry-after: 1\r\n");
+        ig_h1c_error_headers(c, 503, "service_unavailable", "body_buffer_full",
+                             "the gateway holds as many request bodies as --max-buffered-body-bytes allows; "
+                             "retry later",
+                             "retry-after: 1\r\n");
     } else if (c->state == IG_C_READING && c->rq.in_message && !c->closing)
         ig_h1c_error(c, 408, "invalid_request_error", "request_timeout",
-                        c->rq.head_done
-                            ? "the request body did not arrive in time (--client-body-timeout-secs)"
-                            : "the request head took too long (--client-header-timeout-secs)");
+                     c->rq.head_done ? "the request body did not arrive in time (--client-body-timeout-secs)"
+                                     : "the request head took too long (--client-header-timeout-secs)");
     else
         ig_h1c_close(c);
 }
@@ -288,8 +286,8 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         if (c->state == IG_C_READING) {
             /* rbuf at its hard cap inside one request head or body */
             ig_h1c_error(c, c->rq.head_done ? 413 : 431, "invalid_request_error",
-                            c->rq.head_done ? "payload_too_large" : "headers_too_large",
-                            c->rq.head_done ? "request body too large" : "request head too large");
+                         c->rq.head_done ? "payload_too_large" : "headers_too_large",
+                         c->rq.head_done ? "request body too large" : "request head too large");
             return;
         }
         uv_read_stop(s);
@@ -635,8 +633,8 @@ static void client_parse(ig_h1conn *c)
         }
         if (rc == IG_H1REQ_ERROR)
             ig_h1c_error(c, c->rq.err_status,
-                            c->rq.err_status == 503 ? "service_unavailable" : "invalid_request_error",
-                            ig_h1req_error_code(c->rq.err_status), c->rq.err_msg);
+                         c->rq.err_status == 503 ? "service_unavailable" : "invalid_request_error",
+                         ig_h1req_error_code(c->rq.err_status), c->rq.err_msg);
         break;
     }
     if (!c->rq.in_message && c->state == IG_C_READING) {

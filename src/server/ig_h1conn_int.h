@@ -21,11 +21,10 @@ typedef struct ig_h1conn {
     int handles_open;
     int pending_writes;
     unsigned closing : 1, read_paused : 1, in_parse : 1, close_after : 1, dechunk : 1, have_rid : 1,
-        lingering : 1,
-        retired : 1,     /* the request's memory is given back (its response streams) */
-        budget_wait : 1, /* in th->budget_waiters: its body needs room the budget lacks */
-        starved : 1,     /* ... and has not got it since: a deadline now is the gateway's fault */
-        head_pending : 1; /* the response head is in obuf, to go with the first body bytes */
+        lingering : 1, retired : 1, /* the request's memory is given back (its response streams) */
+        budget_wait : 1,            /* in th->budget_waiters: its body needs room the budget lacks */
+        starved : 1,                /* ... and has not got it since: a deadline now is the gateway's fault */
+        head_pending : 1;           /* the response head is in obuf, to go with the first body bytes */
     /* the request being read: parsed in place in rbuf, slices by offset */
     ig_buf rbuf;
     size_t body_held; /* bytes of rbuf charged to the gateway's body budget */

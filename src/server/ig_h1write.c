@@ -12,7 +12,6 @@
 
 /* ---- writing ---- */
 
-
 static void client_write_cb(uv_write_t *req, int status)
 {
     ig_wreq *w = (ig_wreq *)req;
@@ -108,7 +107,7 @@ void ig_h1c_error(ig_h1conn *c, int status, const char *type, const char *code, 
 }
 
 void ig_h1c_error_headers(ig_h1conn *c, int status, const char *type, const char *code, const char *msg,
-                             const char *extra_headers)
+                          const char *extra_headers)
 {
     ig_info("%.*s -> %d %s", (int)c->req.rid_len, c->req.rid, status, msg);
     if (c->state == IG_C_READING) {

@@ -144,8 +144,8 @@ static void thread_main(void *arg)
     uv_loop_close(&th->loop);
 }
 
-static int thread_init(ig_thread *th, int idx, const ig_server_config *cfg, const ig_pool_config *pool, int fd,
-                       const ig_server_hooks *hooks)
+static int thread_init(ig_thread *th, int idx, const ig_server_config *cfg, const ig_pool_config *pool,
+                       int fd, const ig_server_hooks *hooks)
 {
     uint64_t seed;
     memset(th, 0, sizeof(*th));

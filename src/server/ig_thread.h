@@ -35,7 +35,7 @@ typedef struct ig_server_config {
 } ig_server_config;
 
 typedef struct ig_server_hooks {
-    void (*on_request)(ig_request *r);   /* a request is read: route it */
+    void (*on_request)(ig_request *r);    /* a request is read: route it */
     void (*on_message)(ig_inbox_node *n); /* something came back through the thread's inbox */
 } ig_server_hooks;
 

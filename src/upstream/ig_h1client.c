@@ -65,7 +65,8 @@ static int take_head(ig_upconn *up, const char *base, size_t len, const char **w
         *why = "out of memory";
         return -ENOMEM;
     }
-    int rc = ig_h1resp_head(&up->resp, base, len, up->head_request, up->hdrs, IG_MAX_HEADERS, &up->nhdrs, why);
+    int rc =
+        ig_h1resp_head(&up->resp, base, len, up->head_request, up->hdrs, IG_MAX_HEADERS, &up->nhdrs, why);
     if (rc)
         return rc;
     if (up->resp.status < 200) {

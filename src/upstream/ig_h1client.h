@@ -36,12 +36,12 @@ typedef struct ig_h1_req {
 #define IG_X_DISCARD 1 /* read the body to its end and drop it (on_done follows) */
 
 /* on_error's what */
-#define IG_X_CONNECT 1u    /* the connection never came up: nothing was sent */
-#define IG_X_TIMEDOUT 2u   /* ... because the connect timed out */
-#define IG_X_REFUSED 4u    /* ... because it was refused */
-#define IG_X_GOT_BYTES 8u  /* some of the answer arrived */
-#define IG_X_REUSED 16u    /* the connection came from the pool */
-#define IG_X_SENT_ANY 32u  /* some of the request went out */
+#define IG_X_CONNECT 1u         /* the connection never came up: nothing was sent */
+#define IG_X_TIMEDOUT 2u        /* ... because the connect timed out */
+#define IG_X_REFUSED 4u         /* ... because it was refused */
+#define IG_X_GOT_BYTES 8u       /* some of the answer arrived */
+#define IG_X_REUSED 16u         /* the connection came from the pool */
+#define IG_X_SENT_ANY 32u       /* some of the request went out */
 #define IG_X_HEAD_TOO_LARGE 64u /* the request head would not fit: nothing was sent */
 
 typedef struct ig_exchange_cb {

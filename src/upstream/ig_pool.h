@@ -22,25 +22,25 @@
 #include "../registry/ig_registry.h"
 
 typedef struct ig_pool_config {
-    uint64_t idle_timeout_ms;    /* idle this long: closed by the sweep */
-    uint64_t max_age_ms;         /* 0: no age limit */
+    uint64_t idle_timeout_ms; /* idle this long: closed by the sweep */
+    uint64_t max_age_ms;      /* 0: no age limit */
     uint64_t connect_timeout_ms;
-    uint32_t max_requests;       /* per connection; 0: unlimited */
-    size_t max_request_head;     /* a request head built larger is refused */
-    int spread;                  /* latency-aware choice among idle connections */
+    uint32_t max_requests;   /* per connection; 0: unlimited */
+    size_t max_request_head; /* a request head built larger is refused */
+    int spread;              /* latency-aware choice among idle connections */
 } ig_pool_config;
 
 /* A loop thread's share of the upstream side (embedded in its thread). */
 typedef struct ig_upstream_ctx {
     uv_loop_t *loop;
-    int idx;                  /* the thread's index: its pool in each worker */
+    int idx; /* the thread's index: its pool in each worker */
     const ig_pool_config *cfg;
-    ig_freelist *blocks;      /* ig_block: reads */
-    ig_freelist *heads;       /* IG_HEAD_SIZE: request heads, response heads spanning reads */
-    ig_freelist *hdr_tables;  /* ig_hdr[IG_MAX_HEADERS] */
+    ig_freelist *blocks;     /* ig_block: reads */
+    ig_freelist *heads;      /* IG_HEAD_SIZE: request heads, response heads spanning reads */
+    ig_freelist *hdr_tables; /* ig_hdr[IG_MAX_HEADERS] */
     ig_thread_stats *stats;
-    ig_list idle_conns;       /* every idle connection of this thread, oldest last */
-    int draining;             /* set by the thread: nothing goes back to a pool */
+    ig_list idle_conns; /* every idle connection of this thread, oldest last */
+    int draining;       /* set by the thread: nothing goes back to a pool */
 } ig_upstream_ctx;
 
 typedef enum { IG_U_CONNECTING, IG_U_BUSY, IG_U_IDLE, IG_U_CLOSING } ig_upconn_state;

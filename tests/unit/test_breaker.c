@@ -98,8 +98,9 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(consecutive_failures_open_it), T(the_cool_down_lets_one_probe_through),
-        T(a_failed_probe_opens_it_again), T(statuses_that_count), T(disabled_never_opens),
+        T(consecutive_failures_open_it),  T(the_cool_down_lets_one_probe_through),
+        T(a_failed_probe_opens_it_again), T(statuses_that_count),
+        T(disabled_never_opens),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

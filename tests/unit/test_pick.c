@@ -135,7 +135,7 @@ static void paused_and_behind_others_wait(void **state)
     ig_waiter other = {0};
     assert_int_equal(ig_admq_push(&q, &other, 0), 0);
     assert_int_equal(pick(s, &w), IG_PICK_BEHIND); /* first in, first out */
-    r.wait.queued = 1;                              /* it is the one waiting: its turn */
+    r.wait.queued = 1;                             /* it is the one waiting: its turn */
     assert_int_equal(pick(s, &w), IG_PICK_OK);
     r.wait.queued = 0;
     ig_admission_release(&q, w);
@@ -237,8 +237,8 @@ int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
-        T(no_workers_unknown_model_unhealthy),   T(ok_claims_a_slot_and_full_waits),
-        T(paused_and_behind_others_wait),        T(an_open_breaker_cools_and_a_retry_runs_out),
+        T(no_workers_unknown_model_unhealthy),    T(ok_claims_a_slot_and_full_waits),
+        T(paused_and_behind_others_wait),         T(an_open_breaker_cools_and_a_retry_runs_out),
         T(a_pinned_session_waits_for_its_worker), T(the_retry_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -25,8 +25,12 @@ static int setup(void **state)
     const char *err;
     ig_registry_init(1);
     uv_loop_init(&loop);
-    cfg = (ig_pool_config){.idle_timeout_ms = 60000, .max_age_ms = 0, .connect_timeout_ms = 1000,
-                           .max_requests = 0, .max_request_head = 65536, .spread = 1};
+    cfg = (ig_pool_config){.idle_timeout_ms = 60000,
+                           .max_age_ms = 0,
+                           .connect_timeout_ms = 1000,
+                           .max_requests = 0,
+                           .max_request_head = 65536,
+                           .spread = 1};
     ig_freelist_init(&blocks, 64, 4);
     ig_freelist_init(&heads, 4096, 4);
     ig_freelist_init(&tables, 64, 4);
@@ -186,7 +190,7 @@ static void the_worker_best_follows_the_minimum(void **state)
     assert_int_equal(up->ttfb_ewma_us, 4000);
     assert_int_equal(atomic_load(&w->best_ttfb_us), 4000);
     ig_pool_note_ttfb(up, 2000);
-    assert_int_equal(up->ttfb_ewma_us, 3500); /* (3 x 4000 + 2000) / 4 */
+    assert_int_equal(up->ttfb_ewma_us, 3500);              /* (3 x 4000 + 2000) / 4 */
     assert_int_equal(atomic_load(&w->best_ttfb_us), 2000); /* improvements at once */
     ig_pool_note_ttfb(up, 8000);
     assert_int_equal(atomic_load(&w->best_ttfb_us), 2251); /* forgets 1/8 per sample */
