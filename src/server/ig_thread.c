@@ -169,7 +169,7 @@ static int thread_init(ig_thread *th, int idx, const ig_server_config *cfg, cons
     ig_freelist_init(&th->hdr_tables, sizeof(ig_hdr) * IG_MAX_HEADERS, MAX_FREE_HDR_TABLES);
     int rc = uv_loop_init(&th->loop);
     ig_pool_ctx_init(&th->up, &th->loop, idx, &th->pool_cfg, &th->blocks, &th->heads, &th->hdr_tables,
-                     &th->stats);
+                     &th->wreqs, &th->stats);
     th->px.loop = &th->loop;
     th->px.up = &th->up;
     th->px.admq = &th->admq;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <llhttp.h>
+#include <stdlib.h>
 
 #include "../core/ig_log.h"
 
@@ -180,6 +181,7 @@ static void up_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 static void up_write_cb(uv_write_t *req, int status)
 {
     ig_upconn *up = req->data;
+    ig_freelist_put(up->ctx->wreqs, req);
     up->writing = 0;
     if (status < 0 && status != UV_ECANCELED && up->owner && up->state == IG_U_BUSY)
         fail(up, status, NULL);
@@ -219,15 +221,13 @@ static int send_request(ig_upconn *up)
         ig_buf_give(&up->whead, up->ctx->heads);
         return -E2BIG;
     }
-    up->body = rq.body;
-    up->body_len = rq.body_len;
     up->head_request = rq.method == HTTP_HEAD;
     up->nreq++;
     ig_pool_count_use(up);
     atomic_fetch_add_explicit(&up->w->stats.requests, 1, memory_order_relaxed);
     uv_buf_t bufs[2] = {uv_buf_init(up->whead.data, (unsigned)up->whead.len),
-                        uv_buf_init((char *)up->body, (unsigned)up->body_len)};
-    unsigned n = up->body_len ? 2 : 1;
+                        uv_buf_init((char *)rq.body, (unsigned)rq.body_len)};
+    unsigned n = rq.body_len ? 2 : 1;
     /* try first: a uv_write that completes still costs libuv an epoll_ctl
      * when it drains, one syscall per request for nothing */
     up->sent_ns = uv_hrtime();
@@ -240,7 +240,7 @@ static int send_request(ig_upconn *up)
     }
     size_t done = (size_t)rc;
     up->sent_any = done > 0;
-    if (done == up->whead.len + up->body_len) {
+    if (done == up->whead.len + rq.body_len) {
         /* all out: a long stream need not keep the head (a resend rebuilds it) */
         ig_buf_give(&up->whead, up->ctx->heads);
         return 0;
@@ -252,8 +252,13 @@ static int send_request(ig_upconn *up)
     }
     bufs[first].base += done;
     bufs[first].len -= done;
-    rc = uv_write(&up->wreq, (uv_stream_t *)&up->tcp, bufs + first, n - first, up_write_cb);
+    /* libuv keeps its own copy of bufs; only the request lives on, from the thread's free list */
+    uv_write_t *wr = ig_freelist_get(up->ctx->wreqs);
+    if (wr)
+        wr->data = up;
+    rc = wr ? uv_write(wr, (uv_stream_t *)&up->tcp, bufs + first, n - first, up_write_cb) : UV_ENOMEM;
     if (rc) {
+        ig_freelist_put(up->ctx->wreqs, wr);
         fail(up, rc, NULL);
         return 0;
     }
@@ -280,6 +285,7 @@ int ig_h1_start(ig_upconn *up, const ig_exchange_cb *cb, void *owner)
 static void on_connect(uv_connect_t *req, int status)
 {
     ig_upconn *up = req->data;
+    free(req);
     if (status == 0 && up->state == IG_U_CONNECTING) {
         uv_timer_stop(&up->timer);
         up->state = IG_U_BUSY;

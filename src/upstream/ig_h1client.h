@@ -17,7 +17,7 @@
 /* What to send, asked for once the connection is up (a head is built only
  * then, so a thousand connects under way hold no heads). The body is the
  * owner's and stays valid until the exchange reports its end or is
- * cancelled. */
+ * cancelled (libuv may still be writing it). */
 typedef struct ig_h1_req {
     int method; /* llhttp's */
     const char *target;

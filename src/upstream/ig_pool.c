@@ -157,8 +157,6 @@ ig_upconn *ig_pool_connect(ig_upstream_ctx *ctx, ig_worker *w, uv_connect_cb cb)
     up->state = IG_U_CONNECTING;
     up->tcp.data = up;
     up->timer.data = up;
-    up->creq.data = up;
-    up->wreq.data = up;
     ig_list_init(&up->link);
     ig_list_init(&up->tlink);
     ig_buf_init(&up->hbuf, 64 * 1024);
@@ -169,8 +167,12 @@ ig_upconn *ig_pool_connect(ig_upstream_ctx *ctx, ig_worker *w, uv_connect_cb cb)
     up->handles_open = 2;
     atomic_fetch_add_explicit(&w->stats.conns_opened, 1, memory_order_relaxed);
     ig_count(&ctx->stats->conns_opened, 1);
-    int rc = uv_tcp_connect(&up->creq, &up->tcp, (const struct sockaddr *)&w->addr, cb);
+    uv_connect_t *creq = malloc(sizeof(*creq));
+    int rc = creq ? uv_tcp_connect(creq, &up->tcp, (const struct sockaddr *)&w->addr, cb) : UV_ENOMEM;
+    if (creq)
+        creq->data = up;
     if (rc) {
+        free(creq);
         ig_warn("connect to %s: %s", w->url, uv_strerror(rc));
         up->state = IG_U_BUSY;
         ig_pool_close(up);
@@ -186,7 +188,6 @@ void ig_pool_release(ig_upconn *up, int reusable)
     const ig_pool_config *cfg = ctx->cfg;
     up->owner = NULL;
     up->cb = NULL;
-    up->body = NULL;
     ig_pool_drop_head(up);
     if (up->writing || up->state != IG_U_BUSY)
         reusable = 0; /* answered before the request was all read (its state is unknown), or never up */
@@ -228,9 +229,10 @@ void ig_pool_close_all(ig_upstream_ctx *ctx)
 }
 
 void ig_pool_ctx_init(ig_upstream_ctx *ctx, uv_loop_t *loop, int idx, const ig_pool_config *cfg,
-                      ig_freelist *blocks, ig_freelist *heads, ig_freelist *hdr_tables,
+                      ig_freelist *blocks, ig_freelist *heads, ig_freelist *hdr_tables, ig_freelist *wreqs,
                       ig_thread_stats *stats)
 {
+    ctx->wreqs = wreqs;
     ctx->loop = loop;
     ctx->idx = idx;
     ctx->cfg = cfg;

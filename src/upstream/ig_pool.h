@@ -38,6 +38,7 @@ typedef struct ig_upstream_ctx {
     ig_freelist *blocks;     /* ig_block: reads */
     ig_freelist *heads;      /* IG_HEAD_SIZE: request heads, response heads spanning reads */
     ig_freelist *hdr_tables; /* ig_hdr[IG_MAX_HEADERS] */
+    ig_freelist *wreqs;      /* chunks of at least a uv_write_t: a request write libuv queues (rare) */
     ig_thread_stats *stats;
     ig_list idle_conns; /* every idle connection of this thread, oldest last */
     int draining;       /* set by the thread: nothing goes back to a pool */
@@ -50,8 +51,6 @@ struct ig_exchange_cb;
 typedef struct ig_upconn {
     uv_tcp_t tcp;
     uv_timer_t timer; /* connect timeout */
-    uv_connect_t creq;
-    uv_write_t wreq;
     ig_upstream_ctx *ctx;
     ig_worker *w;
     ig_list link; /* in the worker's pool for this thread */
@@ -73,9 +72,7 @@ typedef struct ig_upconn {
     const struct ig_exchange_cb *cb;
     void *owner;
     ig_h1resp resp;
-    ig_buf whead;     /* the request head, until written */
-    const char *body; /* the request body, the owner's */
-    size_t body_len;
+    ig_buf whead; /* the request head, until written */
     /* response head: parsed in the read block when it is whole in one read,
      * else gathered here across reads */
     ig_buf hbuf;  /* from ctx->heads until the head is taken */
@@ -84,13 +81,15 @@ typedef struct ig_upconn {
 } ig_upconn;
 
 void ig_pool_ctx_init(ig_upstream_ctx *ctx, uv_loop_t *loop, int idx, const ig_pool_config *cfg,
-                      ig_freelist *blocks, ig_freelist *heads, ig_freelist *hdr_tables,
+                      ig_freelist *blocks, ig_freelist *heads, ig_freelist *hdr_tables, ig_freelist *wreqs,
                       ig_thread_stats *stats);
 /** An idle connection to w, or NULL: connect (none idle, or the spread
  * wants a fresh connection to re-race accept() on the worker's processes). */
 ig_upconn *ig_pool_take(ig_upstream_ctx *ctx, ig_worker *w);
 /** A new connection to w; cb runs when it is up, failed, or timed out
- * (up->timed_out). NULL when it cannot even start. */
+ * (up->timed_out), and frees the uv_connect_t it gets (req->data is the
+ * connection): an open connection holds no connect request. NULL when it
+ * cannot even start. */
 ig_upconn *ig_pool_connect(ig_upstream_ctx *ctx, ig_worker *w, uv_connect_cb cb);
 /** The exchange is over: pool up when reusable (and young, and the worker
  * stays), else close it. */

@@ -31,11 +31,11 @@ static int setup(void **state)
                            .max_requests = 0,
                            .max_request_head = 65536,
                            .spread = 1};
-    ig_freelist_init(&blocks, 64, 4);
+    ig_freelist_init(&blocks, 256, 4);
     ig_freelist_init(&heads, 4096, 4);
     ig_freelist_init(&tables, 64, 4);
     memset(&stats, 0, sizeof(stats));
-    ig_pool_ctx_init(&ctx, &loop, 0, &cfg, &blocks, &heads, &tables, &stats);
+    ig_pool_ctx_init(&ctx, &loop, 0, &cfg, &blocks, &heads, &tables, &blocks, &stats);
     assert_int_equal(ig_worker_new("http://127.0.0.1:9", &w, &err), 0);
     return 0;
 }
