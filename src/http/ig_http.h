@@ -16,6 +16,24 @@ typedef struct ig_hdr {
     uint32_t value_off, value_len;
 } ig_hdr;
 
+/* A response head as any protocol can say it: how a worker's answer frames
+ * its body (the client side frames its own), its status and its headers as
+ * slices of base (framing and hop-by-hop ones are dropped when copied). */
+typedef enum { IG_RB_NONE, IG_RB_LENGTH, IG_RB_CHUNKED, IG_RB_CLOSE } ig_resp_body;
+
+typedef struct ig_resp_head {
+    int status;
+    const char *reason; /* NULL: the standard phrase */
+    size_t reason_len;
+    const char *base; /* the worker's headers: slices of base; framing and hop-by-hop ones are dropped */
+    const ig_hdr *hdrs;
+    int nhdrs;
+    ig_resp_body body;
+    uint64_t length; /* IG_RB_LENGTH, or the length a HEAD or 304 answer announced */
+    int has_length;  /* ... and whether it announced one */
+    long weight_version;
+} ig_resp_head;
+
 /* Flags for ig_http_copy_headers: which end-to-end headers the caller replaces itself. */
 enum {
     IG_COPY_DROP_HOST = 1u << 0,

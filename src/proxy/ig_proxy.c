@@ -11,9 +11,8 @@
 #include "../balance/ig_prefix.h"
 #include "../core/ig_log.h"
 #include "../health/ig_breaker.h"
-#include "../http/ig_h1resp.h"
 #include "../registry/ig_sessions.h"
-#include "../upstream/ig_h1client.h"
+#include "../upstream/ig_exchange.h"
 #include "ig_pick.h"
 #include "ig_retry.h"
 
@@ -90,27 +89,6 @@ static void count_retry(ig_request *r, ig_worker *w)
         r->retrying = 1;
         ig_retry_mark(&g_budget);
     }
-}
-
-/* Hand the worker's head to the client side, which frames its own answer. */
-static int send_head(ig_request *r, const ig_h1resp *resp, const char *base, const ig_hdr *hdrs, int nhdrs,
-                     int *dechunk)
-{
-    static const ig_resp_body kinds[] = {[IG_H1R_NONE] = IG_RB_NONE,
-                                         [IG_H1R_LENGTH] = IG_RB_LENGTH,
-                                         [IG_H1R_CHUNKED] = IG_RB_CHUNKED,
-                                         [IG_H1R_CLOSE] = IG_RB_CLOSE};
-    ig_resp_head h = {.status = resp->status,
-                      .reason = resp->reason_len ? base + resp->reason_off : NULL,
-                      .reason_len = resp->reason_len,
-                      .base = base,
-                      .hdrs = hdrs,
-                      .nhdrs = nhdrs,
-                      .body = kinds[resp->body],
-                      .length = resp->length,
-                      .has_length = resp->has_length,
-                      .weight_version = r->weight_version};
-    return r->res->start(r, &h, dechunk);
 }
 
 /* The worker's overload answer was read to its end: keep the connection,
@@ -210,16 +188,15 @@ static void exchange_failed(ig_request *r, ig_worker *w, int err, const char *wh
     respond_error(r, 502, "upstream_error", "worker_failed", msg);
 }
 
-/* ---- the exchange's callbacks (upstream/ig_h1client.h) ---- */
+/* ---- the exchange's callbacks (upstream/ig_exchange.h) ---- */
 
-static int on_head(void *owner, const ig_h1resp *resp, const char *base, const ig_hdr *h, int n, int *dechunk,
-                   const char **why)
+static int on_head(void *owner, const ig_resp_head *head, int *dechunk, const char **why)
 {
     ig_request *r = owner;
     ig_worker *w = r->worker;
     if (!r->first_byte_ns)
         r->first_byte_ns = uv_hrtime();
-    int st = resp->status;
+    int st = head->status;
     if ((st == 503 || st == 429) && r->requeues < IG_MAX_REQUEUES) {
         /* the worker is full, not broken: drop its answer, learn its
          * capacity, and give the request back its turn in the queue */
@@ -229,7 +206,10 @@ static int on_head(void *owner, const ig_h1resp *resp, const char *base, const i
         ig_admission_overloaded(w, ig_worker_inflight(w), uv_now(r->px->loop));
         return IG_X_DISCARD;
     }
-    if (send_head(r, resp, base, h, n, dechunk)) {
+    /* the client side frames its own answer from it */
+    ig_resp_head h = *head;
+    h.weight_version = r->weight_version;
+    if (r->res->start(r, &h, dechunk)) {
         *why = "response head too large";
         return -1;
     }
@@ -245,7 +225,7 @@ static void on_body(void *owner, const uv_buf_t *bufs, unsigned n, ig_block *blk
     if (r->resp_started)
         r->res->retire(r); /* the response streams: what it no longer needs goes back */
     if (r->res->wants_pause(r))
-        ig_h1_pause(r->up);
+        ig_exchange_pause(r->up);
 }
 
 static void on_done(void *owner, int reusable)
@@ -265,10 +245,10 @@ static void head_too_large(ig_request *r, ig_upconn *up)
     respond_error(r, 431, "invalid_request_error", "headers_too_large", "request head too large");
 }
 
-static void on_ready(void *owner, ig_h1_req *rq)
+static void on_ready(void *owner, ig_exchange_req *rq)
 {
     ig_request *r = owner;
-    *rq = (ig_h1_req){.method = r->method,
+    *rq = (ig_exchange_req){.method = r->method,
                       .target = r->target,
                       .target_len = r->target_len,
                       .base = r->base,
@@ -308,14 +288,14 @@ static const ig_exchange_cb exchange_cb = {on_ready, on_head, on_body, on_done, 
 static void start_exchange(ig_request *r, ig_upconn *up)
 {
     r->up = up; /* before the start: a write failing at once reports through on_error */
-    if (ig_h1_start(up, &exchange_cb, r))
+    if (ig_exchange_start(up, &exchange_cb, r))
         head_too_large(r, up);
 }
 
 /* A new connection to w for r, which already holds its in-flight unit on w. */
 static void connect_to(ig_request *r, ig_worker *w)
 {
-    ig_upconn *up = ig_h1_connect(r->px->up, w);
+    ig_upconn *up = ig_exchange_connect(r->px->up, w);
     if (!up) {
         worker_failed(r, w, 1);
         release_worker(r);
@@ -486,7 +466,7 @@ static void proxy_abort(ig_request *r)
     ig_admq_leave(r->px->admq, &r->wait); /* a queued request just leaves: nothing was sent */
     if (r->up) {
         /* closing at once is how the worker learns the client left: it can stop generating */
-        ig_h1_cancel(r->up);
+        ig_exchange_cancel(r->up);
         r->up = NULL;
     }
     release_worker(r);
@@ -514,7 +494,7 @@ static void proxy_timeout(ig_request *r)
 static void proxy_resume(ig_request *r)
 {
     if (r->up)
-        ig_h1_resume(r->up);
+        ig_exchange_resume(r->up);
 }
 
 static void proxy_stop(ig_request *r, int why)

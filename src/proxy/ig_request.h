@@ -30,21 +30,6 @@
 
 typedef struct ig_request ig_request;
 
-/* How a worker's answer frames its body (the client side frames its own). */
-typedef enum { IG_RB_NONE, IG_RB_LENGTH, IG_RB_CHUNKED, IG_RB_CLOSE } ig_resp_body;
-
-typedef struct ig_resp_head {
-    int status;
-    const char *reason; /* NULL: the standard phrase */
-    size_t reason_len;
-    const char *base; /* the worker's headers: slices of base; framing and hop-by-hop ones are dropped */
-    const ig_hdr *hdrs;
-    int nhdrs;
-    ig_resp_body body;
-    uint64_t length; /* IG_RB_LENGTH, or the length a HEAD or 304 answer announced */
-    int has_length;  /* ... and whether it announced one */
-    long weight_version;
-} ig_resp_head;
 
 /* Implemented by the client side, called by whoever answers. */
 typedef struct ig_response_ops {

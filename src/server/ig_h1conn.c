@@ -14,7 +14,7 @@
 #include "../core/ig_log.h"
 #include "../http/ig_framing.h"
 #include "../http/ig_h1req.h"
-#include "../upstream/ig_h1client.h"
+#include "../upstream/ig_exchange.h"
 
 static void client_parse(ig_h1conn *c);
 static const char *request_path(const ig_h1conn *c, size_t *len);
@@ -506,7 +506,7 @@ static const char *request_path(const ig_h1conn *c, size_t *len)
 
 void ig_h1c_retire(ig_h1conn *c)
 {
-    if (c->retired || c->rq.parsed != c->rbuf.len || (c->req.up && ig_h1_writing(c->req.up)))
+    if (c->retired || c->rq.parsed != c->rbuf.len || (c->req.up && ig_exchange_writing(c->req.up)))
         return; /* done already, the next request is in rbuf, or rbuf is being sent */
     ig_body_fields *f = &c->req.fields;
     if (ig_log_level >= IG_LOG_INFO) {

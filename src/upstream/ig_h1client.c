@@ -77,8 +77,22 @@ static int take_head(ig_upconn *up, const char *base, size_t len, const char **w
         return 0;
     }
     up->head_done = 1;
+    static const ig_resp_body kinds[] = {[IG_H1R_NONE] = IG_RB_NONE,
+                                         [IG_H1R_LENGTH] = IG_RB_LENGTH,
+                                         [IG_H1R_CHUNKED] = IG_RB_CHUNKED,
+                                         [IG_H1R_CLOSE] = IG_RB_CLOSE};
+    const ig_h1resp *r = &up->resp;
+    ig_resp_head h = {.status = r->status,
+                      .reason = r->reason_len ? base + r->reason_off : NULL,
+                      .reason_len = r->reason_len,
+                      .base = base,
+                      .hdrs = up->hdrs,
+                      .nhdrs = up->nhdrs,
+                      .body = kinds[r->body],
+                      .length = r->length,
+                      .has_length = r->has_length};
     int dechunk = 0;
-    rc = up->cb->on_head(up->owner, &up->resp, base, up->hdrs, up->nhdrs, &dechunk, why);
+    rc = up->cb->on_head(up->owner, &h, &dechunk, why);
     if (rc < 0)
         return rc;
     up->discard = rc == IG_X_DISCARD;
@@ -189,7 +203,7 @@ static void up_write_cb(uv_write_t *req, int status)
         ig_buf_give(&up->whead, up->ctx->heads); /* a resend builds it again */
 }
 
-static int build_head(ig_upconn *up, const ig_h1_req *rq)
+static int build_head(ig_upconn *up, const ig_exchange_req *rq)
 {
     ig_buf *h = &up->whead;
     h->len = 0;
@@ -215,7 +229,7 @@ static int build_head(ig_upconn *up, const ig_h1_req *rq)
 /* 0, or -E2BIG (nothing sent, the connection as it was) */
 static int send_request(ig_upconn *up)
 {
-    ig_h1_req rq;
+    ig_exchange_req rq;
     up->cb->on_ready(up->owner, &rq);
     if (build_head(up, &rq)) {
         ig_buf_give(&up->whead, up->ctx->heads);
@@ -267,7 +281,7 @@ static int send_request(ig_upconn *up)
     return 0;
 }
 
-int ig_h1_start(ig_upconn *up, const ig_exchange_cb *cb, void *owner)
+int ig_exchange_start(ig_upconn *up, const ig_exchange_cb *cb, void *owner)
 {
     up->cb = cb;
     up->owner = owner;
@@ -313,18 +327,18 @@ static void on_connect(uv_connect_t *req, int status)
         cb->on_error(owner, status, NULL, what);
 }
 
-ig_upconn *ig_h1_connect(ig_upstream_ctx *ctx, ig_worker *w)
+ig_upconn *ig_exchange_connect(ig_upstream_ctx *ctx, ig_worker *w)
 {
     return ig_pool_connect(ctx, w, on_connect);
 }
 
-void ig_h1_cancel(ig_upconn *up)
+void ig_exchange_cancel(ig_upconn *up)
 {
     detach(up);
     ig_pool_close(up);
 }
 
-void ig_h1_pause(ig_upconn *up)
+void ig_exchange_pause(ig_upconn *up)
 {
     if (!up->paused) {
         uv_read_stop((uv_stream_t *)&up->tcp);
@@ -332,7 +346,7 @@ void ig_h1_pause(ig_upconn *up)
     }
 }
 
-void ig_h1_resume(ig_upconn *up)
+void ig_exchange_resume(ig_upconn *up)
 {
     if (up->paused && up->state == IG_U_BUSY) {
         up->paused = 0;
@@ -340,7 +354,7 @@ void ig_h1_resume(ig_upconn *up)
     }
 }
 
-int ig_h1_writing(const ig_upconn *up)
+int ig_exchange_writing(const ig_upconn *up)
 {
     return up->writing;
 }
