@@ -1,14 +1,11 @@
 /* The per-request exchange with a worker (ig_proxy.h). */
+#include "ig_proxy.h"
+
 #include <errno.h>
+#include <llhttp.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "ig_proxy.h"
-
-#include <llhttp.h>
-
-#include "../balance/ig_affinity.h"
-#include "../balance/ig_prefix.h"
 #include "../core/ig_log.h"
 #include "../health/ig_breaker.h"
 #include "../registry/ig_sessions.h"
