@@ -275,7 +275,7 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
             return fail(r, 400, "invalid_json", "body must be a JSON object with \"url\"");
         }
         json_t *url = json_object_get(doc, "url"), *model = json_object_get(doc, "model_id"),
-               *cap = json_object_get(doc, "max_inflight");
+               *cap = json_object_get(doc, "max_inflight"), *group = json_object_get(doc, "group");
         int rc = 0;
         if (!json_is_string(url))
             rc = fail(r, 400, "missing_url", "\"url\" (a string) is required");
@@ -284,10 +284,13 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
         else if (cap && !json_is_null(cap) &&
                  (!json_is_integer(cap) || json_integer_value(cap) < 0 || json_integer_value(cap) > 1000000))
             rc = fail(r, 400, "invalid_max_inflight", "\"max_inflight\" must be an integer >= 0");
+        else if (group && !json_is_null(group) && !json_is_string(group))
+            rc = fail(r, 400, "invalid_group", "\"group\" must be the name of a worker group");
         if (!rc) {
             r->op = IG_ADMIN_ADD;
             r->url = strdup(json_string_value(url));
             r->model_id = json_is_string(model) ? strdup(json_string_value(model)) : NULL;
+            r->group = json_is_string(group) ? strdup(json_string_value(group)) : NULL;
             r->has_max_inflight = json_is_integer(cap);
             r->max_inflight = json_is_integer(cap) ? (int)json_integer_value(cap) : 0;
         }
@@ -394,6 +397,7 @@ void ig_admin_request_free(ig_admin_request *r)
 {
     free(r->url);
     free(r->model_id);
+    free(r->group);
     free(r->model);
     free(r->key);
     free(r->session_id);

@@ -42,6 +42,7 @@ typedef struct ig_admin_request {
     uint64_t id;    /* GET/DELETE /workers/{id} */
     char *url;      /* ADD, or GET/DELETE by URL */
     char *model_id; /* ADD: skip discovery, serve this model */
+    char *group;    /* ADD: the worker group (--config worker_groups) it joins; NULL: the LLM fleet */
     int max_inflight;
     int has_max_inflight;
     /* BROADCAST */

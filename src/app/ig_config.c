@@ -13,7 +13,7 @@
 #define IG_VERSION "0.1.0"
 
 /* clang-format off */
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS } opt_type;
 /* clang-format on */
 
 typedef struct opt {
@@ -31,6 +31,7 @@ static const opt opts[] = {
     {"port", T_INT, OFF(port), "port to listen on (default 8080; 0 picks a free one)"},
     {"threads", T_INT, OFF(threads), "event-loop threads (default: number of cores)"},
     {"worker-urls", T_URLS, OFF(worker_urls), "URL [URL ...]: inference workers (http://host:port)"},
+    {"forward-paths", T_PATHS, OFF(forward_paths), "PREFIX [PREFIX ...]: paths forwarded as they are (any method, any body) to the workers, balanced per request; / forwards every path infergate does not answer itself (default: none)"},
     {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default) | cache_aware | consistent_hash"},
     {"api-key", T_STR, OFF(api_key), "require 'Authorization: Bearer KEY' on data endpoints"},
     {"max-payload-size", T_U64, OFF(max_payload_size), "largest request body in bytes (default 64 MiB)"},
@@ -169,6 +170,36 @@ static int add_url(ig_config *cfg, const char *url)
     return 0;
 }
 
+static int strv_add(ig_strv *sv, const char *s)
+{
+    char **v = realloc(sv->v, sizeof(char *) * (size_t)(sv->n + 1));
+    if (!v)
+        return -ENOMEM;
+    sv->v = v;
+    if (!(v[sv->n] = strdup(s)))
+        return -ENOMEM;
+    sv->n++;
+    return 0;
+}
+
+static void strv_free(ig_strv *sv)
+{
+    for (int i = 0; i < sv->n; i++)
+        free(sv->v[i]);
+    free(sv->v);
+    sv->v = NULL;
+    sv->n = 0;
+}
+
+/* A path prefix to forward: a path, no space, no query. */
+static int add_forward_path(ig_strv *sv, const char *name, const char *p, char *err, size_t errlen)
+{
+    if (p[0] != '/' || strlen(p) >= 256 || strpbrk(p, " \t\r\n?#"))
+        return errf(err, errlen, "%s: '%s' is not a path prefix (it starts with /, no space, query or fragment)",
+                    name, p);
+    return strv_add(sv, p) ? errf(err, errlen, "out of memory") : 0;
+}
+
 /* "a,b,c": each piece through one(), stopping at the first error */
 static int each_item(ig_config *cfg, const opt *o, const char *val, char *err, size_t errlen,
                      int (*one)(ig_config *, const opt *, const char *, char *, size_t))
@@ -277,6 +308,7 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
             return errf(err, errlen, "--log-level: expected error, warn, info or debug");
         return 0;
     case T_URLS: return add_url(cfg, val);
+    case T_PATHS: return add_forward_path(&cfg->forward_paths, "--forward-paths", val, err, errlen);
     case T_CIDRS: return each_item(cfg, o, val, err, errlen, add_cidr);
     case T_STATUSES: return each_item(cfg, o, val, err, errlen, add_statuses);
     case T_BOOL:
@@ -338,6 +370,86 @@ int ig_config_load_json(ig_config *cfg, const char *text, size_t len, char *err,
     return apply_json(cfg, root, "(text)", err, errlen);
 }
 
+static int strings_of(ig_strv *sv, json_t *arr, const char *what, int paths, char *err, size_t errlen)
+{
+    size_t i;
+    json_t *u;
+    if (!json_is_array(arr))
+        return errf(err, errlen, "%s must be an array of strings", what);
+    json_array_foreach(arr, i, u)
+    {
+        const char *s = json_string_value(u);
+        if (!s)
+            return errf(err, errlen, "%s must hold strings", what);
+        int rc = paths ? add_forward_path(sv, what, s, err, errlen) : strv_add(sv, s);
+        if (rc)
+            return paths ? rc : errf(err, errlen, "out of memory");
+    }
+    return 0;
+}
+
+/* "worker_groups": {"NAME": {"worker_urls": [...], "forward_paths": [...],
+ * "worker_max_inflight": N, "health_check_endpoint": "/path"}, ...} */
+static int load_groups(ig_config *cfg, json_t *val, const char *path, char *err, size_t errlen)
+{
+    const char *name, *k;
+    json_t *g, *v;
+    if (!json_is_object(val))
+        return errf(err, errlen, "--config %s: worker_groups must be an object of groups by name", path);
+    json_object_foreach(val, name, g)
+    {
+        char what[160];
+        if (cfg->n_groups == 0)
+            cfg->n_groups = 1; /* [0] is the LLM fleet */
+        if (cfg->n_groups == IG_MAX_GROUPS)
+            return errf(err, errlen, "--config %s: at most %d worker groups", path, IG_MAX_GROUPS - 1);
+        size_t nlen = strlen(name);
+        if (!nlen || nlen > 63 || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != nlen)
+            return errf(err, errlen, "--config %s: worker group name '%s' must be 1-63 of [A-Za-z0-9_.-]", path,
+                        name);
+        for (int i = 1; i < cfg->n_groups; i++)
+            if (strcmp(cfg->groups[i].name, name) == 0)
+                return errf(err, errlen, "--config %s: worker group '%s' given twice", path, name);
+        ig_group_config *gc = &cfg->groups[cfg->n_groups++];
+        memset(gc, 0, sizeof(*gc));
+        gc->worker_max_inflight = -1;
+        if (!(gc->name = strdup(name)))
+            return errf(err, errlen, "out of memory");
+        if (!json_is_object(g))
+            return errf(err, errlen, "--config %s: worker group '%s' must be an object", path, name);
+        json_object_foreach(g, k, v)
+        {
+            int rc = 0;
+            snprintf(what, sizeof(what), "--config %s: worker group '%s': %s", path, name, k);
+            if (strcmp(k, "worker_urls") == 0 || strcmp(k, "worker-urls") == 0)
+                rc = strings_of(&gc->worker_urls, v, what, 0, err, errlen);
+            else if (strcmp(k, "forward_paths") == 0 || strcmp(k, "forward-paths") == 0)
+                rc = strings_of(&gc->forward_paths, v, what, 1, err, errlen);
+            else if (strcmp(k, "worker_max_inflight") == 0 || strcmp(k, "worker-max-inflight") == 0) {
+                if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 1000000)
+                    rc = errf(err, errlen, "%s must be a whole number (0: unlimited)", what);
+                else
+                    gc->worker_max_inflight = (int)json_integer_value(v);
+            } else if (strcmp(k, "health_check_endpoint") == 0 || strcmp(k, "health-check-endpoint") == 0) {
+                const char *p = json_string_value(v);
+                if (!p || p[0] != '/' || strlen(p) >= sizeof(gc->health_check_endpoint) || strpbrk(p, " \r\n"))
+                    rc = errf(err, errlen, "%s must be a path starting with /", what);
+                else
+                    snprintf(gc->health_check_endpoint, sizeof(gc->health_check_endpoint), "%s", p);
+            } else
+                rc = errf(err, errlen,
+                          "%s: unknown key (a group takes worker_urls, forward_paths, worker_max_inflight, "
+                          "health_check_endpoint)",
+                          what);
+            if (rc)
+                return rc;
+        }
+        if (!gc->forward_paths.n)
+            return errf(err, errlen, "--config %s: worker group '%s' forwards no path (forward_paths)", path, name);
+    }
+    return 0;
+}
+
 /* Takes root. */
 static int apply_json(ig_config *cfg, json_t *root, const char *path, char *err, size_t errlen)
 {
@@ -350,13 +462,19 @@ static int apply_json(ig_config *cfg, json_t *root, const char *path, char *err,
     }
     json_object_foreach(root, key, val)
     {
+        if (strcmp(key, "worker_groups") == 0 || strcmp(key, "worker-groups") == 0) {
+            if ((rc = load_groups(cfg, val, path, err, errlen)))
+                goto done;
+            continue;
+        }
         const opt *o = find_opt(key);
         char tmp[64];
         if (!o) {
             rc = errf(err, errlen, "--config %s: unknown key '%s'", path, key);
             goto done;
         }
-        if ((o->type == T_URLS || o->type == T_CIDRS || o->type == T_STATUSES) && json_is_array(val)) {
+        if ((o->type == T_URLS || o->type == T_CIDRS || o->type == T_STATUSES || o->type == T_PATHS) &&
+            json_is_array(val)) {
             size_t i;
             json_t *u;
             json_array_foreach(val, i, u)
@@ -433,16 +551,16 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
         const opt *o = find_opt(name);
         if (!o)
             return errf(err, errlen, "unknown option '--%s' (see --help)", name);
-        if (o->type == T_URLS && !val) {
+        if ((o->type == T_URLS || o->type == T_PATHS) && !val) {
             int n = 0;
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
-                int rc = add_url(cfg, argv[++i]);
+                int rc = set_value(cfg, o, argv[++i], err, errlen);
                 if (rc)
                     return rc;
                 n++;
             }
             if (!n)
-                return errf(err, errlen, "--worker-urls needs at least one URL");
+                return errf(err, errlen, "--%s needs at least one value", name);
             continue;
         }
         if (!val && o->type == T_BOOL)
@@ -461,6 +579,13 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
 
 void ig_config_free(ig_config *cfg)
 {
+    strv_free(&cfg->forward_paths);
+    for (int g = 1; g < cfg->n_groups; g++) {
+        free(cfg->groups[g].name);
+        strv_free(&cfg->groups[g].worker_urls);
+        strv_free(&cfg->groups[g].forward_paths);
+    }
+    cfg->n_groups = 0;
     for (int i = 0; i < cfg->n_worker_urls; i++)
         free(cfg->worker_urls[i]);
     free(cfg->worker_urls);
@@ -533,7 +658,19 @@ ig_breaker_config ig_config_breaker(const ig_config *cfg)
 
 ig_control_config ig_config_control(const ig_config *cfg)
 {
-    return (ig_control_config){.worker_urls = cfg->worker_urls,
+    static ig_control_group groups[IG_MAX_GROUPS]; /* one configuration per process: lives as long as it */
+    for (int g = 1; g < cfg->n_groups; g++) {
+        const ig_group_config *gc = &cfg->groups[g];
+        groups[g] = (ig_control_group){.name = gc->name,
+                                       .worker_urls = gc->worker_urls.v,
+                                       .n_worker_urls = gc->worker_urls.n,
+                                       .worker_max_inflight = gc->worker_max_inflight,
+                                       .health_check_endpoint =
+                                           gc->health_check_endpoint[0] ? gc->health_check_endpoint : NULL};
+    }
+    return (ig_control_config){.groups = groups,
+                               .n_groups = cfg->n_groups,
+                               .worker_urls = cfg->worker_urls,
                                .n_worker_urls = cfg->n_worker_urls,
                                .worker_max_inflight = cfg->worker_max_inflight,
                                .discovery_timeout_secs = cfg->discovery_timeout_secs,

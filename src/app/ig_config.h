@@ -17,12 +17,31 @@
 
 #define IG_MAX_ADMIN_ALLOW 32
 
+/* A list of strings the config owns. */
+typedef struct ig_strv {
+    char **v;
+    int n;
+} ig_strv;
+
+/* A named worker group of --config's "worker_groups": its own workers and
+ * the path prefixes forwarded to them. */
+typedef struct ig_group_config {
+    char *name;
+    ig_strv worker_urls;
+    ig_strv forward_paths;
+    int worker_max_inflight;       /* -1: --worker-max-inflight */
+    char health_check_endpoint[256]; /* "": --health-check-endpoint */
+} ig_group_config;
+
 typedef struct ig_config {
     char host[256];
     int port;
     int threads;
     char **worker_urls;
     int n_worker_urls;
+    ig_strv forward_paths; /* --forward-paths: to the LLM fleet (group 0), as they are */
+    ig_group_config groups[IG_MAX_GROUPS]; /* [1..n_groups): named in --config; [0] unused */
+    int n_groups;
     ig_policy_kind policy;
     char *api_key;
     uint64_t max_payload_size;

@@ -207,7 +207,8 @@ int main(int argc, char **argv)
     ig_admission_config admission_cfg = ig_config_admission(&cfg);
     ig_breaker_config breaker_cfg = ig_config_breaker(&cfg);
     ig_h1conn_configure(&server_cfg);
-    ig_routes_configure(&cfg);
+    if (ig_routes_configure(&cfg))
+        goto out;
     static const ig_proxy_hooks proxy_hooks = {.breaker_changed = ig_control_poke,
                                                .pin_admin = ig_control_pin_admin};
     ig_proxy_configure(&proxy_cfg, &proxy_hooks);
@@ -217,16 +218,30 @@ int main(int argc, char **argv)
     if (cfg.n_worker_urls == 0)
         ig_warn("no --worker-urls: add workers with POST /workers, until then data requests get 503");
     /* URLs are checked before anything starts, so a typo fails fast with its reason */
-    for (int i = 0; i < cfg.n_worker_urls; i++) {
-        char host[256];
-        uint16_t p;
-        const char *why = "";
-        if (ig_url_parse(cfg.worker_urls[i], host, sizeof(host), &p, &why)) {
-            fprintf(stderr, "infergate: --worker-urls %s: %s\n", cfg.worker_urls[i], why);
-            exit_code = 2;
-            goto out;
+    for (int g = 0; g < (cfg.n_groups ? cfg.n_groups : 1); g++) {
+        char **urls = g ? cfg.groups[g].worker_urls.v : cfg.worker_urls;
+        int n = g ? cfg.groups[g].worker_urls.n : cfg.n_worker_urls;
+        for (int i = 0; i < n; i++) {
+            char host[256];
+            uint16_t p;
+            const char *why = "";
+            if (ig_url_parse(urls[i], host, sizeof(host), &p, &why)) {
+                if (g)
+                    fprintf(stderr, "infergate: worker group '%s': %s: %s\n", cfg.groups[g].name, urls[i], why);
+                else
+                    fprintf(stderr, "infergate: --worker-urls %s: %s\n", urls[i], why);
+                exit_code = 2;
+                goto out;
+            }
         }
     }
+    for (int g = 1; g < cfg.n_groups; g++)
+        ig_info("worker group '%s': %d workers, forwarded paths from %s%s", cfg.groups[g].name,
+                cfg.groups[g].worker_urls.n, cfg.groups[g].forward_paths.v[0],
+                cfg.groups[g].forward_paths.n > 1 ? " and more" : "");
+    if (cfg.forward_paths.n)
+        ig_info("forwarded as they are to the workers: %s%s", cfg.forward_paths.v[0],
+                cfg.forward_paths.n > 1 ? " and more" : "");
     ig_registry_init(cfg.threads);
     if (cfg.policy == IG_POLICY_CONSISTENT_HASH)
         ig_registry_set_ring_vnodes(IG_RING_VNODES);
@@ -285,6 +300,7 @@ out:
     free(threads);
     free(fds);
     ig_prefix_free();
+    ig_routes_shutdown();
     ig_config_free(&cfg);
     return exit_code;
 }

@@ -2,6 +2,7 @@
 #include "ig_routes.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <llhttp.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -20,9 +21,58 @@
 
 static const ig_config *cfg;
 
-void ig_routes_configure(const ig_config *c)
+/* Forwarded path prefixes, longest first: the first that matches decides. */
+typedef struct fwd {
+    const char *prefix;
+    size_t len;
+    int group;
+} fwd;
+static fwd *fwds;
+static int nfwd;
+
+static int by_length(const void *a, const void *b)
+{
+    const fwd *x = a, *y = b;
+    return x->len < y->len ? 1 : x->len > y->len ? -1 : 0;
+}
+
+static void add_fwds(const ig_strv *sv, int group)
+{
+    for (int i = 0; i < sv->n; i++)
+        fwds[nfwd++] = (fwd){sv->v[i], strlen(sv->v[i]), group};
+}
+
+int ig_routes_configure(const ig_config *c)
 {
     cfg = c;
+    int n = c->forward_paths.n;
+    for (int g = 1; g < c->n_groups; g++)
+        n += c->groups[g].forward_paths.n;
+    free(fwds);
+    nfwd = 0;
+    if (!(fwds = calloc((size_t)(n ? n : 1), sizeof(*fwds))))
+        return -ENOMEM;
+    add_fwds(&c->forward_paths, 0);
+    for (int g = 1; g < c->n_groups; g++)
+        add_fwds(&c->groups[g].forward_paths, g);
+    qsort(fwds, (size_t)nfwd, sizeof(*fwds), by_length);
+    return 0;
+}
+
+void ig_routes_shutdown(void)
+{
+    free(fwds);
+    fwds = NULL;
+    nfwd = 0;
+}
+
+/* The worker group a path is forwarded to, or -1. */
+static int forward_group(const char *path, size_t len)
+{
+    for (int i = 0; i < nfwd; i++)
+        if (fwds[i].len <= len && memcmp(path, fwds[i].prefix, fwds[i].len) == 0)
+            return fwds[i].group;
+    return -1;
 }
 
 static void error(ig_request *r, int status, const char *type, const char *code, const char *msg)
@@ -219,6 +269,17 @@ static int path_is(const char *path, size_t len, const char *want)
     return strlen(want) == len && memcmp(path, want, len) == 0;
 }
 
+/* A path infergate answers itself (GET or HEAD). */
+static int local_path(const ig_request *r)
+{
+    const char *url = r->target;
+    size_t plen = r->path_len;
+    if (r->method != HTTP_GET && r->method != HTTP_HEAD)
+        return 0;
+    return path_is(url, plen, "/health") || path_is(url, plen, "/liveness") || path_is(url, plen, "/readiness") ||
+           path_is(url, plen, "/v1/models") || path_is(url, plen, "/metrics");
+}
+
 static ig_route data_route(const char *url, size_t plen)
 {
     if (path_is(url, plen, "/v1/chat/completions") || path_is(url, plen, "/chat/completions"))
@@ -234,6 +295,23 @@ static ig_route data_route(const char *url, size_t plen)
     return IG_R_OTHER;
 }
 
+/* Forwarded as it is: any method, any body, the client key. */
+static void forward(ig_request *r, int group)
+{
+    r->route = IG_R_FORWARD;
+    if (!authorized(r)) {
+        error(r, 401, "invalid_request_error", "invalid_api_key",
+              "missing or invalid API key (Authorization: Bearer ...)");
+        return;
+    }
+    r->res->set_deadline(r, cfg->request_timeout_secs);
+    ig_proxy_forward(r, group);
+}
+
+/* What infergate answers itself comes first (admin, probes, models,
+ * metrics); then forwarded prefixes, the longest first; a prefix of a named
+ * group takes even an LLM path as it is, while the fleet's own prefixes
+ * (--forward-paths, even /) leave the LLM paths routed by model. */
 void ig_routes_dispatch(ig_request *r)
 {
     const char *url = r->target;
@@ -242,6 +320,11 @@ void ig_routes_dispatch(ig_request *r)
     parse_bearer(r);
     r->admin_bearer = bearer_is(r, cfg->admin_api_key) == 0;
     r->route = data_route(url, plen);
+    int fg = nfwd ? forward_group(url, plen) : -1;
+    if (fg >= 0 && (fg > 0 || r->route == IG_R_OTHER) && !ig_admin_is_path(url, plen) && !local_path(r)) {
+        forward(r, fg);
+        return;
+    }
     if (r->route != IG_R_OTHER) {
         if (method != HTTP_POST) {
             error(r, 405, "invalid_request_error", "method_not_allowed", "use POST for this endpoint");
@@ -270,9 +353,9 @@ void ig_routes_dispatch(ig_request *r)
         const ig_snapshot *snap = ig_snapshot_get();
         char body[160];
         int n = snprintf(body, sizeof(body), "{\"status\":\"%s\",\"workers\":%d,\"routable_workers\":%d}\n",
-                         snap->n_routable > 0 ? "ready" : "not ready", snap->n_all, snap->n_routable);
+                         snap->n_up > 0 ? "ready" : "not ready", snap->n_all, snap->n_up);
         r->route = IG_R_PROBE;
-        respond_json(r, snap->n_routable > 0 ? 200 : 503, body, (size_t)n);
+        respond_json(r, snap->n_up > 0 ? 200 : 503, body, (size_t)n);
     } else if (get && path_is(url, plen, "/v1/models")) {
         r->route = IG_R_MODELS;
         if (!authorized(r))

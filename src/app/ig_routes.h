@@ -8,7 +8,9 @@
 #include "../core/ig_inbox.h"
 #include "../proxy/ig_request.h"
 
-void ig_routes_configure(const ig_config *cfg);
+/** The route table, with the forwarded prefixes of cfg. 0 or -ENOMEM. */
+int ig_routes_configure(const ig_config *cfg);
+void ig_routes_shutdown(void);
 /** A request is read: answer it or hand it on. */
 void ig_routes_dispatch(ig_request *r);
 /** An admin answer came back to this loop thread. */

@@ -10,6 +10,15 @@
 
 struct ig_worker;
 
+/* A named worker group: its workers take forwarded paths only. */
+typedef struct ig_control_group {
+    const char *name;
+    char **worker_urls; /* added at start */
+    int n_worker_urls;
+    int worker_max_inflight;           /* -1: the fleet's */
+    const char *health_check_endpoint; /* NULL: the fleet's */
+} ig_control_group;
+
 typedef struct ig_control_config {
     char **worker_urls; /* added at start */
     int n_worker_urls;
@@ -25,6 +34,8 @@ typedef struct ig_control_config {
     int cache_aware;               /* the prefix index exists: sweep it */
     double eviction_interval_secs; /* ... this often */
     double request_timeout_secs;   /* for calls made on a client's behalf (AReaL) */
+    const ig_control_group *groups; /* [1..n_groups) */
+    int n_groups;
     /* the gateway's own keys: a worker may not make a session of one */
     const char *api_key, *admin_api_key, *metrics_api_key;
 } ig_control_config;

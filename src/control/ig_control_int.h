@@ -36,7 +36,9 @@ void ig_ctl_handle(ig_admin_msg *m);
 /** Add url: discover its models unless given, then publish. m may be NULL
  * (start-up). max_inflight < 0: leave the cap as it is (new workers:
  * --worker-max-inflight). */
-void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, ig_admin_msg *m);
+void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, int group, ig_admin_msg *m);
+/** The index of the worker group called name (0: NULL or "default"), or -1. */
+int ig_ctl_group_index(const char *name);
 void ig_ctl_remove_worker(ig_worker *w, ig_admin_msg *m);
 /** A worker as the admin API shows it. */
 json_t *ig_worker_json(const ig_worker *w);

@@ -227,6 +227,8 @@ void ig_ctl_broadcast(ig_admin_request *req, ig_admin_msg *m)
         gateway_pause(b, 1);
     for (int i = 0; i < ig_registry_count(); i++) {
         ig_worker *w = ig_registry_at(i);
+        if (w->group && !req->has_worker)
+            continue; /* fleet control is for the LLM fleet, not a named group's servers */
         if (req->has_worker && w->id != req->id)
             continue;
         if (req->model && !ig_worker_serves(w, req->model, strlen(req->model)))

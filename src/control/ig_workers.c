@@ -36,6 +36,11 @@ static const char *breaker_name(int b)
     return b == IG_BREAKER_OPEN ? "open" : b == IG_BREAKER_HALF_OPEN ? "half_open" : "closed";
 }
 
+static const char *group_name(int g)
+{
+    return g > 0 ? ig_ctl_cfg()->groups[g].name : "default";
+}
+
 json_t *ig_worker_json(const ig_worker *cw)
 {
     ig_worker *w = (ig_worker *)cw;
@@ -45,7 +50,7 @@ json_t *ig_worker_json(const ig_worker *cw)
     for (int i = 0; i < w->n_models; i++)
         json_array_append_new(models, json_string(w->models[i]));
     ig_worker_stats *s = &w->stats;
-    return json_pack(
+    json_t *j = json_pack(
         "{s:s,s:s,s:o,s:b,s:s,s:s,s:b,s:I,s:i,s:i,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I}}", "id", id, "url",
         w->url, "models", w->any_model ? (json_decref(models), json_null()) : models, "any_model",
         w->any_model, "health", atomic_load(&w->health) == IG_HEALTH_UP ? "healthy" : "unhealthy", "breaker",
@@ -57,6 +62,8 @@ json_t *ig_worker_json(const ig_worker *cw)
         (json_int_t)atomic_load(&s->responses_5xx), "retries", (json_int_t)atomic_load(&s->retries),
         "connections", "opened", (json_int_t)atomic_load(&s->conns_opened), "reused",
         (json_int_t)atomic_load(&s->conns_reused), "closed", (json_int_t)atomic_load(&s->conns_closed));
+    json_object_set_new(j, "group", json_string(group_name(w->group)));
+    return j;
 }
 
 /* The same, with AReaL's router field names added (worker_id, addr, healthy,
@@ -123,7 +130,7 @@ static void finish_add(ctl_worker *cw)
     }
     w->control = cw;
     ig_info("worker %s added as w%llu (%s, %s)", w->url, (unsigned long long)w->id,
-            w->any_model ? "any model" : w->models[0],
+            w->group ? group_name(w->group) : w->any_model ? "any model" : w->models[0],
             atomic_load(&w->health) == IG_HEALTH_UP ? "healthy" : "unhealthy until it answers");
     int first = 1;
     while (m) {
@@ -179,7 +186,18 @@ static void discovery_cb(void *arg, int status, const char *body, size_t len, co
 
 /* Add url: discover its models unless given, then publish. m may be NULL (start-up). */
 /* max_inflight < 0: leave the cap as it is (new workers: --worker-max-inflight) */
-void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, ig_admin_msg *m)
+int ig_ctl_group_index(const char *name)
+{
+    const ig_control_config *cfg = ig_ctl_cfg();
+    if (!name || !*name || strcmp(name, "default") == 0)
+        return 0;
+    for (int g = 1; g < cfg->n_groups; g++)
+        if (strcmp(cfg->groups[g].name, name) == 0)
+            return g;
+    return -1;
+}
+
+void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, int group, ig_admin_msg *m)
 {
     const char *why = "invalid URL";
     ig_worker *w = NULL;
@@ -191,8 +209,20 @@ void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, 
             ig_err("--worker-urls %s: %s", url, why);
         return;
     }
+    w->group = group;
     ig_worker *existing = ig_registry_find_url(w->url);
     ctl_worker *pending = adding_find(w->url);
+    if ((existing && existing->group != group) || (pending && pending->w->group != group)) {
+        ig_worker_unref(w);
+        char msg[200];
+        snprintf(msg, sizeof(msg), "this worker is in group '%s' already",
+                 group_name(existing ? existing->group : pending->w->group));
+        if (m)
+            ig_ctl_reply_error(m, 409, "worker_in_other_group", msg);
+        else
+            ig_err("worker %s: %s", url, msg);
+        return;
+    }
     if (existing || pending) {
         ig_worker_unref(w);
         if (existing && max_inflight >= 0)
@@ -210,7 +240,11 @@ void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, 
         }
         return;
     }
-    atomic_store(&w->max_inflight, max_inflight >= 0 ? max_inflight : (int)ig_ctl_cfg()->worker_max_inflight);
+    const ig_control_config *cfg = ig_ctl_cfg();
+    int group_cap = group > 0 ? cfg->groups[group].worker_max_inflight : -1;
+    atomic_store(&w->max_inflight, max_inflight >= 0 ? max_inflight
+                                   : group_cap >= 0  ? group_cap
+                                                     : (int)cfg->worker_max_inflight);
     ctl_worker *cw = calloc(1, sizeof(*cw));
     if (!cw || !(cw->hc = ig_httpc_new(ig_ctl_loop(), (struct sockaddr *)&w->addr, w->host_header))) {
         free(cw);
@@ -223,6 +257,10 @@ void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, 
     cw->waiters = m;
     if (m)
         m->next = NULL;
+    if (group > 0) { /* a named group takes forwarded paths only: no model to discover */
+        finish_add(cw);
+        return;
+    }
     if (model_id) {
         char **models = malloc(sizeof(char *));
         if (models && (models[0] = strdup(model_id)))
@@ -305,8 +343,11 @@ void ig_ctl_health_round(uv_timer_t *t)
         ctl_worker *cw = w->control;
         if (!cw || ig_httpc_busy(cw->hc))
             continue; /* the previous check is still out: its timeout will count */
-        ig_httpc_request(cw->hc, "GET", ig_ctl_cfg()->health_check_endpoint, NULL, NULL, 0,
-                         ig_ctl_cfg()->health_check_timeout_secs, health_cb, w);
+        const ig_control_config *cfg = ig_ctl_cfg();
+        const char *path = w->group > 0 && cfg->groups[w->group].health_check_endpoint
+                               ? cfg->groups[w->group].health_check_endpoint
+                               : cfg->health_check_endpoint;
+        ig_httpc_request(cw->hc, "GET", path, NULL, NULL, 0, cfg->health_check_timeout_secs, health_cb, w);
     }
 }
 

@@ -17,6 +17,7 @@ typedef enum ig_route {
     IG_R_METRICS,
     IG_R_ADMIN,
     IG_R_OTHER,
+    IG_R_FORWARD, /* --forward-paths and worker groups: any API, as it is */
     IG_R_N
 } ig_route;
 

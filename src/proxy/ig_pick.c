@@ -18,6 +18,10 @@ static int candidates(ig_request *r, const ig_snapshot *s, ig_worker *const **ca
                       const ig_ring **ring)
 {
     const ig_body_fields *f = &r->fields;
+    if (r->group >= 0) { /* forwarded: any routable worker of its group, no model, no ring */
+        *ring = NULL;
+        return ig_snapshot_group(s, r->group, cand, known);
+    }
     return ig_snapshot_candidates_ring(s, f->has_model ? f->model : NULL, f->model_len, cand, known, ring);
 }
 
@@ -156,10 +160,11 @@ ig_pick_result ig_pick(ig_request *r, const ig_proxy_config *cfg, const ig_snaps
     if (r->ntried == 0) {
         /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
         if (n == 0)
-            return s->n_all == 0     ? IG_PICK_NO_WORKERS
+            return !s->group_all[r->group > 0 ? r->group : 0] ? IG_PICK_NO_WORKERS
                    : model && !known ? IG_PICK_UNKNOWN_MODEL
                                      : IG_PICK_UNHEALTHY;
-        if (!sess && ig_snapshot_paused(s, model, f->model_len))
+        /* a named group is not the fleet a trainer pauses */
+        if (!sess && r->group <= 0 && ig_snapshot_paused(s, model, f->model_len))
             return IG_PICK_PAUSED;
         /* first in, first out: while others wait, a newcomer waits behind them */
         if (!r->wait.queued && ig_admission_waiting())

@@ -205,7 +205,7 @@ static int on_head(void *owner, const ig_resp_head *head, int *dechunk, const ch
     }
     /* the client side frames its own answer from it */
     ig_resp_head h = *head;
-    h.weight_version = r->weight_version;
+    h.weight_version = r->group >= 0 ? -1 : r->weight_version; /* an LLM answer's, not any API's */
     if (r->res->start(r, &h, dechunk)) {
         *why = "response head too large";
         return -1;
@@ -356,6 +356,8 @@ static void dequeue_for_dispatch(ig_request *r)
 /* The session r's bearer is pinned to (AReaL), or NULL. Valid in this callback only. */
 static const ig_session *pinned_session(ig_request *r)
 {
+    if (r->group >= 0)
+        return NULL; /* AReaL sessions pin LLM requests */
     if (ig_sessions_count() == 0 || !r->has_bearer)
         return NULL;
     return ig_sessions_by_key(r->bearer.p, r->bearer.len);
@@ -421,7 +423,7 @@ static void pick_and_send(ig_request *r)
     dequeue_for_dispatch(r);
     if (r->ntried > 0)
         count_retry(r, w);
-    else if (!sess && r->route != IG_R_SESSION && is_admin_bearer(r))
+    else if (!sess && r->group < 0 && r->route != IG_R_SESSION && is_admin_bearer(r))
         hooks.pin_admin(w);
     r->probe = probe;
     send_to(r, w, 0);
@@ -435,6 +437,33 @@ static void retry_queued(ig_waiter *wt)
         pick_and_send(r);
 }
 
+static void enter(ig_request *r)
+{
+    r->ntried = 0;
+    r->resent = 0;
+    r->requeues = 0;
+    r->last_timeout = 0;
+    r->last_refused = 0;
+    r->in_proxy = 1;
+    r->h = &ig_proxy_handler;
+    r->wait.retry = retry_queued;
+    ig_retry_enter(&g_budget);
+    pick_and_send(r);
+}
+
+void ig_proxy_forward(ig_request *r, int group)
+{
+    ig_body_fields *f = &r->fields; /* not an LLM request: nothing of its body matters */
+    f->has_model = 0;
+    f->model_len = 0;
+    f->n_text = 0;
+    f->user.len = 0;
+    f->stream = 0;
+    f->max_tokens = -1;
+    r->group = group;
+    enter(r);
+}
+
 void ig_proxy_start(ig_request *r)
 {
     const char *err = NULL;
@@ -446,16 +475,8 @@ void ig_proxy_start(ig_request *r)
                       rc == -ENAMETOOLONG ? "model_name_too_long" : "invalid_json", msg);
         return;
     }
-    r->ntried = 0;
-    r->resent = 0;
-    r->requeues = 0;
-    r->last_timeout = 0;
-    r->last_refused = 0;
-    r->in_proxy = 1;
-    r->h = &ig_proxy_handler;
-    r->wait.retry = retry_queued;
-    ig_retry_enter(&g_budget);
-    pick_and_send(r);
+    r->group = -1;
+    enter(r);
 }
 
 static void proxy_abort(ig_request *r)

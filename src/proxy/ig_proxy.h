@@ -36,6 +36,10 @@ void ig_proxy_configure(const ig_proxy_config *cfg, const ig_proxy_hooks *hooks)
 /** Take r (a data request, authorized): scan its body, pick, send. It ends
  * through r->res, always; r->h is the proxy's handler from here on. */
 void ig_proxy_start(ig_request *r);
+/** Take r as it is (any method, any body) to worker group `group`
+ * (0: the LLM fleet): balanced, admitted and retried like an LLM request,
+ * with no model and no body scan. */
+void ig_proxy_forward(ig_request *r, int group);
 /** What the client side calls: resume (drained), stop (left, timed out), finish. */
 extern const ig_handler ig_proxy_handler;
 #endif

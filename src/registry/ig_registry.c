@@ -271,6 +271,7 @@ void ig_snapshot_free(void *p)
     }
     ig_ring_free(&s->routable_ring);
     ig_ring_free(&s->any_ring);
+    free(s->grouped);
     free(s->models);
     free(s->table);
     free(s->routable);
@@ -291,18 +292,37 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
     s->all = malloc(sizeof(ig_worker *) * (size_t)(n ? n : 1));
     s->routable = malloc(sizeof(ig_worker *) * (size_t)(n ? n : 1));
     s->any = malloc(sizeof(ig_worker *) * (size_t)(n ? n : 1));
-    if (!s->all || !s->routable || !s->any)
+    s->grouped = malloc(sizeof(ig_worker *) * (size_t)(n ? n : 1));
+    if (!s->all || !s->routable || !s->any || !s->grouped)
         goto fail;
     for (int i = 0; i < n; i++) {
         ig_worker *w = workers[i];
         ig_worker_ref(w);
         s->all[s->n_all++] = w;
+        int g = w->group > 0 && w->group < IG_MAX_GROUPS ? w->group : 0;
+        s->group_all[g]++;
+        if (takes_requests(w)) {
+            s->n_up++;
+            s->group_n[g]++;
+        }
+        if (g) /* a named group's workers take forwarded paths only: no model of theirs counts */
+            continue;
         nmodel_entries += w->n_models;
         if (!takes_requests(w))
             continue;
         s->routable[s->n_routable++] = w;
         if (w->any_model)
             s->any[s->n_any++] = w;
+    }
+    for (int g = 1, off = 0; g < IG_MAX_GROUPS; off += s->group_n[g], g++) {
+        s->group_off[g] = off;
+        s->group_n[g] = 0;
+    }
+    for (int i = 0; i < s->n_all; i++) {
+        ig_worker *w = s->all[i];
+        int g = w->group > 0 && w->group < IG_MAX_GROUPS ? w->group : 0;
+        if (g && takes_requests(w))
+            s->grouped[s->group_off[g] + s->group_n[g]++] = w;
     }
     /* model table: every model any worker lists (routable or not), so "no
      * healthy worker" (503) and "nobody serves it" (404) stay apart */
@@ -317,7 +337,7 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
     s->mask = size - 1;
     for (int i = 0; i < s->n_all; i++) {
         ig_worker *w = s->all[i];
-        for (int m = 0; m < w->n_models; m++) {
+        for (int m = 0; m < w->n_models && !w->group; m++) {
             size_t len = strlen(w->models[m]);
             if (find_model(s, w->models[m], len) >= 0)
                 continue;
@@ -447,10 +467,26 @@ int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t 
     /* nobody lists it: only workers that take any model may serve it */
     *known = 0;
     for (int i = 0; i < s->n_all && !*known; i++)
-        *known = s->all[i]->any_model;
+        *known = s->all[i]->any_model && !s->all[i]->group;
     *out = s->any;
     *ring = &s->any_ring;
     return s->n_any;
+}
+
+int ig_snapshot_group(const ig_snapshot *s, int g, ig_worker *const **out, int *known)
+{
+    if (g <= 0 || g >= IG_MAX_GROUPS) {
+        *known = s->group_all[0] > 0;
+        *out = s->routable;
+        return s->n_routable;
+    }
+    *known = s->group_all[g] > 0;
+    if (!s->grouped || !s->group_n[g]) {
+        *out = NULL;
+        return 0;
+    }
+    *out = s->grouped + s->group_off[g];
+    return s->group_n[g];
 }
 
 int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len, ig_worker *const **out,

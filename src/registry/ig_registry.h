@@ -22,6 +22,10 @@ enum { IG_HEALTH_UP = 0, IG_HEALTH_DOWN = 1 };
 enum { IG_BREAKER_CLOSED = 0, IG_BREAKER_OPEN = 1, IG_BREAKER_HALF_OPEN = 2 };
 
 /* A worker's idle keep-alive connections on one loop thread; only that thread touches it. */
+/* Worker groups: 0 is the LLM fleet (--worker-urls); the others are named
+ * in --config and take only the paths forwarded to them. */
+#define IG_MAX_GROUPS 16
+
 typedef struct ig_pool {
     ig_list idle; /* most recently used first */
     int nidle;
@@ -46,6 +50,7 @@ typedef struct ig_worker {
     char **models; /* immutable once published; NULL with any_model */
     int n_models;
     int any_model;           /* model unknown: the worker takes any model */
+    int group;               /* its worker group (0: the LLM fleet; others take forwarded paths only) */
     atomic_int max_inflight; /* 0: unlimited; the admin API may change it live */
     /* learned from the worker's own 503/429: a cap that grows back one slot a second */
     atomic_int learned_cap; /* 0: none */
@@ -98,6 +103,11 @@ typedef struct ig_snapshot {
     uint32_t *table; /* open addressing: index+1 into models, 0 empty */
     uint32_t mask;
     int paused_all; /* the fleet is paused: every new request waits */
+    int n_up;       /* routable workers of every group (readiness) */
+    /* groups 1..IG_MAX_GROUPS-1 (named in --config): their routable workers,
+     * grouped[group_off[g] .. + group_n[g]]; group 0 is routable/models above */
+    ig_worker **grouped;
+    int group_off[IG_MAX_GROUPS], group_n[IG_MAX_GROUPS], group_all[IG_MAX_GROUPS];
     long fleet_version;
 } ig_snapshot;
 
@@ -176,6 +186,9 @@ const ig_snapshot *ig_snapshot_get(void);
  */
 int ig_snapshot_candidates(const ig_snapshot *s, const char *model, size_t len, ig_worker *const **out,
                            int *known);
+/** The routable workers of group g (0: every routable worker of the LLM
+ * fleet), for forwarded paths. *known: the group has any worker at all. */
+int ig_snapshot_group(const ig_snapshot *s, int g, ig_worker *const **out, int *known);
 /** The same, with the ring over those candidates (empty unless rings are built). */
 int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t len, ig_worker *const **out,
                                 int *known, const ig_ring **ring);

@@ -198,9 +198,12 @@ static int h1_start(ig_request *r, const ig_resp_head *rh, int *dechunk)
     } else if (rh->body == IG_RB_CHUNKED && !c->dechunk) {
         rc = rc ? rc : ig_buf_puts(h, "transfer-encoding: chunked\r\n");
     }
-    rc = rc ? rc : ig_buf_puts(h, "x-weight-version: ");
-    rc = rc ? rc : ig_buf_putu(h, (uint64_t)(rh->weight_version > 0 ? rh->weight_version : 0));
-    rc = rc ? rc : ig_buf_puts(h, "\r\nx-request-id: ");
+    if (rh->weight_version >= 0) { /* an LLM answer: which weights made it */
+        rc = rc ? rc : ig_buf_puts(h, "x-weight-version: ");
+        rc = rc ? rc : ig_buf_putu(h, (uint64_t)rh->weight_version);
+        rc = rc ? rc : ig_buf_puts(h, "\r\n");
+    }
+    rc = rc ? rc : ig_buf_puts(h, "x-request-id: ");
     rc = rc ? rc : ig_buf_append(h, r->rid, r->rid_len);
     if (c->close_after || !c->rq.keep_alive || c->th->draining) {
         c->close_after = 1;

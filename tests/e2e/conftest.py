@@ -174,3 +174,45 @@ def wait_for(pred, timeout=10):
             return True
         time.sleep(0.05)
     return False
+
+
+@pytest.fixture
+def asgi_server(tmp_path):
+    """Real pre-fork servers (Debian's uvicorn or gunicorn with its
+    UvicornWorker) serving a Starlette app the test writes; stopped with their
+    whole process group afterwards."""
+    import httpx
+    started = []
+
+    def start(app_src, *args, server="uvicorn", ready="/healthz", env=None, module="app_under_test"):
+        (tmp_path / f"{module}.py").write_text(app_src)
+        port = free_port()
+        if server == "uvicorn":
+            cmd = ["/usr/bin/python3", "-m", "uvicorn", f"{module}:app", "--host", "127.0.0.1", "--port", str(port),
+                   "--log-level", "warning", *args]
+        else:
+            cmd = ["/usr/bin/python3", "-m", "gunicorn", "-k", "uvicorn.workers.UvicornWorker",
+                   "-b", f"127.0.0.1:{port}", "--log-level", "warning", *args, f"{module}:app"]
+        p = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": str(tmp_path), **(env or {})}, start_new_session=True)
+        started.append(p)
+
+        def up():
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=1).status_code < 500
+            except httpx.HTTPError:
+                return False
+        assert wait_for(up, 30), p.stderr.read().decode() if p.poll() is not None else f"{server} did not start"
+        return f"http://127.0.0.1:{port}"
+    yield start
+    for p in started:
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            p.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+        p.stderr.close()

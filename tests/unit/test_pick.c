@@ -61,6 +61,7 @@ static int setup(void **state)
     ig_policy_state_init(&px.pol, 1);
     memset(&r, 0, sizeof(r));
     r.px = &px;
+    r.group = -1; /* routed by model */
     ask_for("m");
     return 0;
 }
