@@ -196,12 +196,71 @@ static void log_escape(void **state)
     assert_int_equal(n, 4);
 }
 
+static int load(ig_config *cfg, const char *json, char *err)
+{
+    ig_config_defaults(cfg);
+    return ig_config_load_json(cfg, json, strlen(json), err, 256);
+}
+
+static void forward_paths_and_worker_groups(void **state)
+{
+    ig_config cfg;
+    char err[256];
+    char *argv[] = {"infergate", "--forward-paths", "/run", "/items/", "--worker-urls", "http://a:1", NULL};
+    assert_int_equal(parse(&cfg, argv, err), 0);
+    assert_int_equal(cfg.forward_paths.n, 2);
+    assert_string_equal(cfg.forward_paths.v[1], "/items/");
+    assert_int_equal(cfg.n_worker_urls, 1);
+    ig_config_free(&cfg);
+
+    assert_int_equal(load(&cfg,
+                          "{\"forward_paths\":[\"/\"],\"worker_groups\":{"
+                          "\"trials\":{\"worker_urls\":[\"http://t:1\",\"http://t:2\"],\"forward_paths\":[\"/run\"],"
+                          "\"worker_max_inflight\":32,\"health_check_endpoint\":\"/healthz\"},"
+                          "\"tools\":{\"forward-paths\":[\"/tools/\"]}}}",
+                          err),
+                     0);
+    assert_int_equal(cfg.forward_paths.n, 1);
+    assert_int_equal(cfg.n_groups, 3); /* [0] is the LLM fleet */
+    assert_string_equal(cfg.groups[1].name, "trials");
+    assert_int_equal(cfg.groups[1].worker_urls.n, 2);
+    assert_int_equal(cfg.groups[1].worker_max_inflight, 32);
+    assert_string_equal(cfg.groups[1].health_check_endpoint, "/healthz");
+    assert_string_equal(cfg.groups[2].name, "tools");
+    assert_int_equal(cfg.groups[2].worker_max_inflight, -1); /* the fleet's */
+    assert_int_equal(cfg.groups[2].health_check_endpoint[0], 0);
+    ig_control_config cc = ig_config_control(&cfg);
+    assert_int_equal(cc.n_groups, 3);
+    assert_string_equal(cc.groups[1].health_check_endpoint, "/healthz");
+    assert_null(cc.groups[2].health_check_endpoint);
+    ig_config_free(&cfg);
+
+    static const char *const bad[][2] = {
+        {"{\"worker_groups\":{\"g\":{\"worker_urls\":[\"http://t:1\"]}}}", "forwards no path"},
+        {"{\"worker_groups\":{\"g\":{\"forward_paths\":[\"run\"]}}}", "not a path prefix"},
+        {"{\"worker_groups\":{\"g\":{\"forward_paths\":[\"/a?b\"]}}}", "not a path prefix"},
+        {"{\"worker_groups\":{\"g\":{\"forward_paths\":[\"/a\"],\"x\":1}}}", "unknown key"},
+        {"{\"worker_groups\":{\"g\":{\"forward_paths\":[\"/a\"],\"worker_max_inflight\":-1}}}", "whole number"},
+        {"{\"worker_groups\":{\"\":{\"forward_paths\":[\"/a\"]}}}", "must be 1-63"},
+        {"{\"worker_groups\":[1]}", "object of groups"},
+        {"{\"forward_paths\":[\"x\"]}", "not a path prefix"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (load(&cfg, bad[i][0], err) == 0)
+            fail_msg("accepted %s", bad[i][0]);
+        if (!strstr(err, bad[i][1]))
+            fail_msg("%s: said '%s', want '%s'", bad[i][0], err, bad[i][1]);
+        ig_config_free(&cfg);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sgl_style_flags),        cmocka_unit_test(trust_and_breaker_flags),
         cmocka_unit_test(cidr_matching),          cmocka_unit_test(log_escape),
         cmocka_unit_test(bad_values_are_refused), cmocka_unit_test(config_file),
+        cmocka_unit_test(forward_paths_and_worker_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
