@@ -1,5 +1,6 @@
 #include "ig_config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
@@ -69,6 +70,7 @@ static const opt opts[] = {
     {"broadcast-timeout-secs", T_SECS, OFF(broadcast_timeout_secs), "per-worker limit of a fleet control broadcast (default 60)"},
     {"exclude-stale-workers", T_BOOL, OFF(exclude_stale_workers), "route only to workers on the fleet's weight version (after set_version)"},
     {"upstream-spread", T_SPREAD, OFF(upstream_spread), "latency (default): spread over the processes behind one worker address | off"},
+    {"upstream-process-header", T_STR, OFF(upstream_process_header), "NAME: a response header naming the worker process that answered (e.g. x-backend-pid): requests go to the process with the fewest in flight"},
     {"max-concurrent-requests", T_U32, OFF(max_concurrent_requests), "requests sent to workers at once, whole gateway (0: unlimited)"},
     {"queue-size", T_U32, OFF(queue_size), "requests that may wait for a free worker slot (default 1024; 0: unlimited)"},
     {"queue-timeout-secs", T_SECS, OFF(queue_timeout_secs), "longest wait in the queue before a 503 (default 60)"},
@@ -195,8 +197,8 @@ static void strv_free(ig_strv *sv)
 static int add_forward_path(ig_strv *sv, const char *name, const char *p, char *err, size_t errlen)
 {
     if (p[0] != '/' || strlen(p) >= 256 || strpbrk(p, " \t\r\n?#"))
-        return errf(err, errlen, "%s: '%s' is not a path prefix (it starts with /, no space, query or fragment)",
-                    name, p);
+        return errf(err, errlen,
+                    "%s: '%s' is not a path prefix (it starts with /, no space, query or fragment)", name, p);
     return strv_add(sv, p) ? errf(err, errlen, "out of memory") : 0;
 }
 
@@ -404,9 +406,10 @@ static int load_groups(ig_config *cfg, json_t *val, const char *path, char *err,
         if (cfg->n_groups == IG_MAX_GROUPS)
             return errf(err, errlen, "--config %s: at most %d worker groups", path, IG_MAX_GROUPS - 1);
         size_t nlen = strlen(name);
-        if (!nlen || nlen > 63 || strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != nlen)
-            return errf(err, errlen, "--config %s: worker group name '%s' must be 1-63 of [A-Za-z0-9_.-]", path,
-                        name);
+        if (!nlen || nlen > 63 ||
+            strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != nlen)
+            return errf(err, errlen, "--config %s: worker group name '%s' must be 1-63 of [A-Za-z0-9_.-]",
+                        path, name);
         for (int i = 1; i < cfg->n_groups; i++)
             if (strcmp(cfg->groups[i].name, name) == 0)
                 return errf(err, errlen, "--config %s: worker group '%s' given twice", path, name);
@@ -432,7 +435,8 @@ static int load_groups(ig_config *cfg, json_t *val, const char *path, char *err,
                     gc->worker_max_inflight = (int)json_integer_value(v);
             } else if (strcmp(k, "health_check_endpoint") == 0 || strcmp(k, "health-check-endpoint") == 0) {
                 const char *p = json_string_value(v);
-                if (!p || p[0] != '/' || strlen(p) >= sizeof(gc->health_check_endpoint) || strpbrk(p, " \r\n"))
+                if (!p || p[0] != '/' || strlen(p) >= sizeof(gc->health_check_endpoint) ||
+                    strpbrk(p, " \r\n"))
                     rc = errf(err, errlen, "%s must be a path starting with /", what);
                 else
                     snprintf(gc->health_check_endpoint, sizeof(gc->health_check_endpoint), "%s", p);
@@ -445,7 +449,8 @@ static int load_groups(ig_config *cfg, json_t *val, const char *path, char *err,
                 return rc;
         }
         if (!gc->forward_paths.n)
-            return errf(err, errlen, "--config %s: worker group '%s' forwards no path (forward_paths)", path, name);
+            return errf(err, errlen, "--config %s: worker group '%s' forwards no path (forward_paths)", path,
+                        name);
     }
     return 0;
 }
@@ -593,6 +598,8 @@ void ig_config_free(ig_config *cfg)
     free(cfg->admin_api_key);
     free(cfg->metrics_api_key);
     free(cfg->log_file);
+    free(cfg->upstream_process_header);
+    cfg->upstream_process_header = NULL;
     cfg->metrics_api_key = cfg->log_file = NULL;
     cfg->worker_urls = NULL;
     cfg->api_key = NULL;
@@ -618,7 +625,16 @@ ig_server_config ig_config_server(const ig_config *cfg)
 
 ig_pool_config ig_config_pool(const ig_config *cfg)
 {
-    return (ig_pool_config){.idle_timeout_ms = ms(cfg->upstream_idle_timeout_secs),
+    static char header[128]; /* lower case: compared with ig_http_name_is */
+    const char *ph = cfg->upstream_process_header;
+    if (ph && *ph) {
+        size_t i = 0;
+        for (; ph[i] && i < sizeof(header) - 1; i++)
+            header[i] = (char)tolower((unsigned char)ph[i]);
+        header[i] = '\0';
+    }
+    return (ig_pool_config){.process_header = ph && *ph ? header : NULL,
+                            .idle_timeout_ms = ms(cfg->upstream_idle_timeout_secs),
                             .max_age_ms = ms(cfg->upstream_max_conn_age_secs),
                             .connect_timeout_ms = ms(cfg->connect_timeout_secs),
                             .max_requests = cfg->upstream_max_requests_per_conn,

@@ -29,7 +29,7 @@ typedef struct ig_group_config {
     char *name;
     ig_strv worker_urls;
     ig_strv forward_paths;
-    int worker_max_inflight;       /* -1: --worker-max-inflight */
+    int worker_max_inflight;         /* -1: --worker-max-inflight */
     char health_check_endpoint[256]; /* "": --health-check-endpoint */
 } ig_group_config;
 
@@ -39,7 +39,7 @@ typedef struct ig_config {
     int threads;
     char **worker_urls;
     int n_worker_urls;
-    ig_strv forward_paths; /* --forward-paths: to the LLM fleet (group 0), as they are */
+    ig_strv forward_paths;                 /* --forward-paths: to the LLM fleet (group 0), as they are */
     ig_group_config groups[IG_MAX_GROUPS]; /* [1..n_groups): named in --config; [0] unused */
     int n_groups;
     ig_policy_kind policy;
@@ -81,6 +81,7 @@ typedef struct ig_config {
     double retry_budget_ratio;
     uint32_t max_concurrent_requests; /* 0: unlimited */
     int upstream_spread;              /* 1: latency-aware connection choice and rotation */
+    char *upstream_process_header; /* a response header naming the worker process: exact per-process load */
     double broadcast_timeout_secs;
     int exclude_stale_workers;
     uint32_t queue_size;

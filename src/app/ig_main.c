@@ -227,7 +227,8 @@ int main(int argc, char **argv)
             const char *why = "";
             if (ig_url_parse(urls[i], host, sizeof(host), &p, &why)) {
                 if (g)
-                    fprintf(stderr, "infergate: worker group '%s': %s: %s\n", cfg.groups[g].name, urls[i], why);
+                    fprintf(stderr, "infergate: worker group '%s': %s: %s\n", cfg.groups[g].name, urls[i],
+                            why);
                 else
                     fprintf(stderr, "infergate: --worker-urls %s: %s\n", urls[i], why);
                 exit_code = 2;

@@ -276,8 +276,9 @@ static int local_path(const ig_request *r)
     size_t plen = r->path_len;
     if (r->method != HTTP_GET && r->method != HTTP_HEAD)
         return 0;
-    return path_is(url, plen, "/health") || path_is(url, plen, "/liveness") || path_is(url, plen, "/readiness") ||
-           path_is(url, plen, "/v1/models") || path_is(url, plen, "/metrics");
+    return path_is(url, plen, "/health") || path_is(url, plen, "/liveness") ||
+           path_is(url, plen, "/readiness") || path_is(url, plen, "/v1/models") ||
+           path_is(url, plen, "/metrics");
 }
 
 static ig_route data_route(const char *url, size_t plen)

@@ -63,6 +63,15 @@ json_t *ig_worker_json(const ig_worker *cw)
         "connections", "opened", (json_int_t)atomic_load(&s->conns_opened), "reused",
         (json_int_t)atomic_load(&s->conns_reused), "closed", (json_int_t)atomic_load(&s->conns_closed));
     json_object_set_new(j, "group", json_string(group_name(w->group)));
+    int np = atomic_load(&w->n_procs);
+    if (np) { /* --upstream-process-header: the processes its answers named */
+        json_t *procs = json_array();
+        for (int i = 0; i < np; i++)
+            json_array_append_new(procs,
+                                  json_pack("{s:i,s:i}", "inflight", atomic_load(&w->procs[i].inflight),
+                                            "connections", atomic_load(&w->procs[i].conns)));
+        json_object_set_new(j, "processes", procs);
+    }
     return j;
 }
 
@@ -130,7 +139,9 @@ static void finish_add(ctl_worker *cw)
     }
     w->control = cw;
     ig_info("worker %s added as w%llu (%s, %s)", w->url, (unsigned long long)w->id,
-            w->group ? group_name(w->group) : w->any_model ? "any model" : w->models[0],
+            w->group       ? group_name(w->group)
+            : w->any_model ? "any model"
+                           : w->models[0],
             atomic_load(&w->health) == IG_HEALTH_UP ? "healthy" : "unhealthy until it answers");
     int first = 1;
     while (m) {

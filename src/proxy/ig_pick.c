@@ -161,8 +161,8 @@ ig_pick_result ig_pick(ig_request *r, const ig_proxy_config *cfg, const ig_snaps
         /* tell "nobody serves this" (404) from "nobody can take it now" (503) */
         if (n == 0)
             return !s->group_all[r->group > 0 ? r->group : 0] ? IG_PICK_NO_WORKERS
-                   : model && !known ? IG_PICK_UNKNOWN_MODEL
-                                     : IG_PICK_UNHEALTHY;
+                   : model && !known                          ? IG_PICK_UNKNOWN_MODEL
+                                                              : IG_PICK_UNHEALTHY;
         /* a named group is not the fleet a trainer pauses */
         if (!sess && r->group <= 0 && ig_snapshot_paused(s, model, f->model_len))
             return IG_PICK_PAUSED;

@@ -246,15 +246,15 @@ static void on_ready(void *owner, ig_exchange_req *rq)
 {
     ig_request *r = owner;
     *rq = (ig_exchange_req){.method = r->method,
-                      .target = r->target,
-                      .target_len = r->target_len,
-                      .base = r->base,
-                      .hdrs = r->hdrs,
-                      .nhdrs = r->nhdrs,
-                      .rid = r->rid,
-                      .rid_len = r->rid_len,
-                      .body = r->body.p,
-                      .body_len = r->body.len};
+                            .target = r->target,
+                            .target_len = r->target_len,
+                            .base = r->base,
+                            .hdrs = r->hdrs,
+                            .nhdrs = r->nhdrs,
+                            .rid = r->rid,
+                            .rid_len = r->rid_len,
+                            .body = r->body.p,
+                            .body_len = r->body.len};
 }
 
 static void on_error(void *owner, int err, const char *why, unsigned what)

@@ -30,7 +30,6 @@
 
 typedef struct ig_request ig_request;
 
-
 /* Implemented by the client side, called by whoever answers. */
 typedef struct ig_response_ops {
     /** The answer's head: goes out with the first body bytes (or at done).
@@ -101,7 +100,7 @@ struct ig_request {
     char rid[80];
     size_t rid_len;
     ig_route route;
-    int group; /* -1: an LLM request, routed by model; else forwarded as it is to this worker group */
+    int group;         /* -1: an LLM request, routed by model; else forwarded as it is to this worker group */
     ig_worker *worker; /* holds one unit of worker->inflight while set */
     ig_worker *tried[IG_MAX_TRIES];
     int ntried;

@@ -26,6 +26,15 @@ enum { IG_BREAKER_CLOSED = 0, IG_BREAKER_OPEN = 1, IG_BREAKER_HALF_OPEN = 2 };
  * in --config and take only the paths forwarded to them. */
 #define IG_MAX_GROUPS 16
 
+/* The processes behind one worker address, as its answers name them
+ * (--upstream-process-header): load per process, gateway-wide. */
+#define IG_MAX_PROCS 64
+typedef struct ig_proc {
+    atomic_uint_fast64_t id; /* a hash of the header's value; 0: free */
+    atomic_int inflight;     /* requests on connections to it */
+    atomic_int conns;        /* open connections known to reach it */
+} ig_proc;
+
 typedef struct ig_pool {
     ig_list idle; /* most recently used first */
     int nidle;
@@ -62,8 +71,10 @@ typedef struct ig_worker {
     /* how long a pooled connection lasted idle before the worker closed it,
      * last seen: its keep-alive timeout (uvicorn's is 5 s); 0: none seen */
     atomic_uint idle_close_ms;
-    ig_pool *pools; /* one per loop thread */
-    void *control;  /* the control thread's own state for this worker */
+    ig_pool *pools;              /* one per loop thread */
+    ig_proc procs[IG_MAX_PROCS]; /* filled in order, never emptied (a restarted process is a new id) */
+    atomic_int n_procs;
+    void *control; /* the control thread's own state for this worker */
     /* low 32 bits: requests in flight; high 32 bits: other references.
      * One atomic, so a request costs no more than the in-flight count. */
     _Alignas(64) atomic_uint_fast64_t refs;

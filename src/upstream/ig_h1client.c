@@ -79,6 +79,13 @@ static int take_head(ig_upconn *up, const char *base, size_t len, const char **w
         return 0;
     }
     up->head_done = 1;
+    const char *ph = up->ctx->cfg->process_header;
+    if (ph && up->proc < 0) /* which process answered: it is where this connection goes */
+        for (int i = 0; i < up->nhdrs; i++)
+            if (ig_http_name_is(base + up->hdrs[i].name_off, up->hdrs[i].name_len, ph)) {
+                ig_pool_learn_process(up, base + up->hdrs[i].value_off, up->hdrs[i].value_len);
+                break;
+            }
     static const ig_resp_body kinds[] = {[IG_H1R_NONE] = IG_RB_NONE,
                                          [IG_H1R_LENGTH] = IG_RB_LENGTH,
                                          [IG_H1R_CHUNKED] = IG_RB_CHUNKED,
@@ -254,6 +261,10 @@ static int send_request(ig_upconn *up)
     }
     up->head_request = rq.method == HTTP_HEAD;
     up->nreq++;
+    if (up->proc >= 0) { /* its process has one more request now */
+        up->proc_counted = 1;
+        atomic_fetch_add_explicit(&up->w->procs[up->proc].inflight, 1, memory_order_relaxed);
+    }
     ig_pool_count_use(up);
     atomic_fetch_add_explicit(&up->w->stats.requests, 1, memory_order_relaxed);
     uv_buf_t bufs[2] = {uv_buf_init(up->whead.data, (unsigned)up->whead.len),

@@ -16,7 +16,6 @@
 #include "ig_exchange.h"
 #include "ig_pool.h"
 
-
 /* The exchange functions of ig_exchange.h are implemented here: HTTP/1.1 is
  * the one upstream protocol today. One request at a time per connection. */
 #endif

@@ -1,4 +1,5 @@
 /* Keep-alive pools of worker connections (ig_pool.h). */
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "../core/ig_log.h"
@@ -30,10 +31,60 @@ static void unlink_idle(ig_upconn *up)
     up->w->pools[up->ctx->idx].nidle--;
 }
 
+void ig_pool_exchange_over(ig_upconn *up)
+{
+    if (up->proc_counted) {
+        up->proc_counted = 0;
+        atomic_fetch_sub_explicit(&up->w->procs[up->proc].inflight, 1, memory_order_relaxed);
+    }
+}
+
+static uint64_t hash_value(const char *p, size_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a: a few bytes, once per connection */
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+void ig_pool_learn_process(ig_upconn *up, const char *value, size_t len)
+{
+    if (up->proc >= 0 || !len)
+        return;
+    ig_worker *w = up->w;
+    uint64_t id = hash_value(value, len);
+    int n = atomic_load_explicit(&w->n_procs, memory_order_acquire);
+    int i;
+    for (i = 0; i < n; i++)
+        if (atomic_load_explicit(&w->procs[i].id, memory_order_relaxed) == id)
+            break;
+    while (i == n && n < IG_MAX_PROCS) {
+        /* claim the next free slot; another thread may take it first */
+        uint64_t zero = 0;
+        if (atomic_compare_exchange_strong(&w->procs[n].id, &zero, id)) {
+            atomic_fetch_add(&w->n_procs, 1);
+            break;
+        }
+        if (atomic_load(&w->procs[n].id) == id)
+            break;
+        n++;
+        i = n;
+    }
+    if (i >= IG_MAX_PROCS)
+        return; /* more processes than we track: this one stays unknown */
+    up->proc = (short)i;
+    atomic_fetch_add_explicit(&w->procs[i].conns, 1, memory_order_relaxed);
+    up->proc_counted = 1; /* the request it answers is in flight there */
+    atomic_fetch_add_explicit(&w->procs[i].inflight, 1, memory_order_relaxed);
+}
+
 void ig_pool_close(ig_upconn *up)
 {
     if (up->state == IG_U_CLOSING)
         return;
+    ig_pool_exchange_over(up);
+    if (up->proc >= 0)
+        atomic_fetch_sub_explicit(&up->w->procs[up->proc].conns, 1, memory_order_relaxed);
     if (up->state == IG_U_IDLE)
         unlink_idle(up);
     up->state = IG_U_CLOSING;
@@ -89,8 +140,62 @@ void ig_pool_note_ttfb(ig_upconn *up, uint64_t us)
 /* at most one retirement per this many requests: new connections stay near 3% */
 #define SPREAD_RETIRE_COST 30
 
+/* The worker's answers name their process: exact per-process least load.
+ * Take the idle connection whose process has the fewest requests in flight
+ * (one of unknown process teaches us one); when a lighter process exists
+ * that no idle connection of this thread reaches, open a new connection
+ * now and then instead (it re-races accept() and may land there). */
+static ig_upconn *take_by_process(ig_upstream_ctx *ctx, ig_worker *w)
+{
+    ig_pool *p = &w->pools[ctx->idx];
+    uint64_t now = uv_now(ctx->loop), max_age = ctx->cfg->max_age_ms;
+    uint64_t idle_limit = atomic_load_explicit(&w->idle_close_ms, memory_order_relaxed);
+    idle_limit -= idle_limit / 4;
+    int nprocs = atomic_load_explicit(&w->n_procs, memory_order_acquire), minload = INT32_MAX;
+    for (int i = 0; i < nprocs; i++) {
+        /* only processes some connection reaches: a process that exited keeps its slot */
+        if (atomic_load_explicit(&w->procs[i].conns, memory_order_relaxed) <= 0)
+            continue;
+        int l = atomic_load_explicit(&w->procs[i].inflight, memory_order_relaxed);
+        minload = l < minload ? l : minload;
+    }
+    ig_upconn *best = NULL;
+    int bestload = INT32_MAX, scanned = 0;
+    for (ig_list *n = p->idle.next; n != &p->idle && scanned < SPREAD_SCAN;) {
+        ig_upconn *up = ig_container_of(n, ig_upconn, link);
+        n = n->next;
+        if (too_old(up, now, max_age) || near_worker_close(up, now, idle_limit)) {
+            ig_pool_close(up);
+            continue;
+        }
+        scanned++;
+        int load =
+            up->proc >= 0 ? atomic_load_explicit(&w->procs[up->proc].inflight, memory_order_relaxed) : -1;
+        if (load < bestload) {
+            best = up;
+            bestload = load;
+            if (load <= minload)
+                break; /* nothing is lighter */
+        }
+    }
+    if (!best)
+        return NULL;
+    if (p->retire_credit < SPREAD_RETIRE_COST)
+        p->retire_credit++;
+    if (bestload > minload && p->retire_credit >= SPREAD_RETIRE_COST) {
+        p->retire_credit -= SPREAD_RETIRE_COST;
+        return NULL;
+    }
+    unlink_idle(best);
+    best->state = IG_U_BUSY;
+    best->reused = 1;
+    return best;
+}
+
 ig_upconn *ig_pool_take(ig_upstream_ctx *ctx, ig_worker *w)
 {
+    if (ctx->cfg->process_header)
+        return take_by_process(ctx, w);
     int spread = ctx->cfg->spread;
     ig_pool *p = &w->pools[ctx->idx];
     uint64_t now = uv_now(ctx->loop), max_age = ctx->cfg->max_age_ms;
@@ -159,6 +264,7 @@ ig_upconn *ig_pool_connect(ig_upstream_ctx *ctx, ig_worker *w, uv_connect_cb cb)
     up->timer.data = up;
     ig_list_init(&up->link);
     ig_list_init(&up->tlink);
+    up->proc = -1;
     ig_buf_init(&up->hbuf, 64 * 1024);
     ig_buf_init(&up->whead, ctx->cfg->max_request_head);
     up->created_ms = uv_now(ctx->loop);
@@ -188,6 +294,7 @@ void ig_pool_release(ig_upconn *up, int reusable)
     const ig_pool_config *cfg = ctx->cfg;
     up->owner = NULL;
     up->cb = NULL;
+    ig_pool_exchange_over(up);
     ig_pool_drop_head(up);
     if (up->writing || up->state != IG_U_BUSY)
         reusable = 0; /* answered before the request was all read (its state is unknown), or never up */

@@ -25,9 +25,10 @@ typedef struct ig_pool_config {
     uint64_t idle_timeout_ms; /* idle this long: closed by the sweep */
     uint64_t max_age_ms;      /* 0: no age limit */
     uint64_t connect_timeout_ms;
-    uint32_t max_requests;   /* per connection; 0: unlimited */
-    size_t max_request_head; /* a request head built larger is refused */
-    int spread;              /* latency-aware choice among idle connections */
+    uint32_t max_requests;      /* per connection; 0: unlimited */
+    size_t max_request_head;    /* a request head built larger is refused */
+    const char *process_header; /* lower-case name of a header naming the serving process; NULL: none */
+    int spread;                 /* latency-aware choice among idle connections */
 } ig_pool_config;
 
 /* A loop thread's share of the upstream side (embedded in its thread). */
@@ -66,6 +67,8 @@ typedef struct ig_upconn {
         writing : 1,  /* the request is not all written yet */
         sent_any : 1; /* some of the request went out: the worker may have read it */
     uint32_t nreq;
+    short proc;                /* index in w->procs of the process it reaches; -1: not known yet */
+    unsigned proc_counted : 1; /* the current request is counted in that process's in-flight */
     uint64_t idle_since_ms;
     uint64_t sent_ns; /* when the current request went out */
     /* the owner of the current exchange and how to tell it; NULL when idle or abandoned */
@@ -104,6 +107,10 @@ void ig_pool_note_idle_close(ig_upconn *up);
 void ig_pool_note_ttfb(ig_upconn *up, uint64_t us);
 /** A request is about to go out on a taken or new connection. */
 void ig_pool_count_use(ig_upconn *up);
+/** The answer named its process (the --upstream-process-header value). */
+void ig_pool_learn_process(ig_upconn *up, const char *value, size_t len);
+/** The current request is over: it no longer loads its process. */
+void ig_pool_exchange_over(ig_upconn *up);
 /** Close idle connections past their idle time or age, or of removed workers. */
 void ig_pool_sweep(ig_upstream_ctx *ctx);
 void ig_pool_close_all(ig_upstream_ctx *ctx);

@@ -213,13 +213,14 @@ static void forward_paths_and_worker_groups(void **state)
     assert_int_equal(cfg.n_worker_urls, 1);
     ig_config_free(&cfg);
 
-    assert_int_equal(load(&cfg,
-                          "{\"forward_paths\":[\"/\"],\"worker_groups\":{"
-                          "\"trials\":{\"worker_urls\":[\"http://t:1\",\"http://t:2\"],\"forward_paths\":[\"/run\"],"
-                          "\"worker_max_inflight\":32,\"health_check_endpoint\":\"/healthz\"},"
-                          "\"tools\":{\"forward-paths\":[\"/tools/\"]}}}",
-                          err),
-                     0);
+    assert_int_equal(
+        load(&cfg,
+             "{\"forward_paths\":[\"/\"],\"worker_groups\":{"
+             "\"trials\":{\"worker_urls\":[\"http://t:1\",\"http://t:2\"],\"forward_paths\":[\"/run\"],"
+             "\"worker_max_inflight\":32,\"health_check_endpoint\":\"/healthz\"},"
+             "\"tools\":{\"forward-paths\":[\"/tools/\"]}}}",
+             err),
+        0);
     assert_int_equal(cfg.forward_paths.n, 1);
     assert_int_equal(cfg.n_groups, 3); /* [0] is the LLM fleet */
     assert_string_equal(cfg.groups[1].name, "trials");
@@ -240,7 +241,8 @@ static void forward_paths_and_worker_groups(void **state)
         {"{\"worker_groups\":{\"g\":{\"forward_paths\":[\"run\"]}}}", "not a path prefix"},
         {"{\"worker_groups\":{\"g\":{\"forward_paths\":[\"/a?b\"]}}}", "not a path prefix"},
         {"{\"worker_groups\":{\"g\":{\"forward_paths\":[\"/a\"],\"x\":1}}}", "unknown key"},
-        {"{\"worker_groups\":{\"g\":{\"forward_paths\":[\"/a\"],\"worker_max_inflight\":-1}}}", "whole number"},
+        {"{\"worker_groups\":{\"g\":{\"forward_paths\":[\"/a\"],\"worker_max_inflight\":-1}}}",
+         "whole number"},
         {"{\"worker_groups\":{\"\":{\"forward_paths\":[\"/a\"]}}}", "must be 1-63"},
         {"{\"worker_groups\":[1]}", "object of groups"},
         {"{\"forward_paths\":[\"x\"]}", "not a path prefix"},
@@ -257,9 +259,12 @@ static void forward_paths_and_worker_groups(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(sgl_style_flags),        cmocka_unit_test(trust_and_breaker_flags),
-        cmocka_unit_test(cidr_matching),          cmocka_unit_test(log_escape),
-        cmocka_unit_test(bad_values_are_refused), cmocka_unit_test(config_file),
+        cmocka_unit_test(sgl_style_flags),
+        cmocka_unit_test(trust_and_breaker_flags),
+        cmocka_unit_test(cidr_matching),
+        cmocka_unit_test(log_escape),
+        cmocka_unit_test(bad_values_are_refused),
+        cmocka_unit_test(config_file),
         cmocka_unit_test(forward_paths_and_worker_groups),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

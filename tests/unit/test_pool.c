@@ -222,6 +222,79 @@ static void the_sweep_closes_idle_and_removed(void **state)
     atomic_store(&w->removed, 0);
 }
 
+/* A pooled connection whose answers named process `name`. */
+static ig_upconn *pooled_on(const char *name)
+{
+    ig_upconn *up = calloc(1, sizeof(*up));
+    assert_non_null(up);
+    up->ctx = &ctx;
+    up->w = w;
+    ig_worker_ref(w);
+    up->tcp.data = up;
+    up->timer.data = up;
+    uv_tcp_init(&loop, &up->tcp);
+    uv_timer_init(&loop, &up->timer);
+    up->handles_open = 2;
+    up->state = IG_U_BUSY;
+    up->proc = -1;
+    ig_list_init(&up->link);
+    ig_list_init(&up->tlink);
+    up->created_ms = uv_now(&loop);
+    if (name)
+        ig_pool_learn_process(up, name, strlen(name));
+    ig_pool_release(up, 1); /* its request is over: it no longer loads its process */
+    return up;
+}
+
+static void named_processes_get_exact_least_load(void **state)
+{
+    cfg.process_header = "x-pid";
+    ig_upconn *a = pooled_on("101"), *b = pooled_on("102"), *c = pooled_on("103");
+    assert_int_equal(atomic_load(&w->n_procs), 3);
+    assert_int_equal(a->proc, 0);
+    assert_int_equal(atomic_load(&w->procs[0].inflight), 0); /* counted while answering, not after */
+    assert_int_equal(atomic_load(&w->procs[2].conns), 1);
+    atomic_store(&w->procs[0].inflight, 3);
+    atomic_store(&w->procs[1].inflight, 1);
+    atomic_store(&w->procs[2].inflight, 2);
+    ig_upconn *got = ig_pool_take(&ctx, w);
+    assert_ptr_equal(got, b); /* the fewest in flight */
+    ig_pool_release(got, 1);
+    /* the same name on another connection is the same process */
+    ig_upconn *b2 = pooled_on("102");
+    assert_int_equal(b2->proc, 1);
+    assert_int_equal(atomic_load(&w->n_procs), 3);
+    assert_int_equal(atomic_load(&w->procs[1].conns), 2);
+    /* a lighter process no idle connection here reaches (another thread's
+     * connection does): now and then, a new connection */
+    atomic_store(&w->procs[2].inflight, 0);
+    ig_pool_close(c); /* this thread's only connection to 103 */
+    assert_int_equal(atomic_load(&w->procs[2].conns), 0);
+    got = ig_pool_take(&ctx, w); /* a process nobody reaches (gone?) does not count */
+    assert_non_null(got);
+    assert_int_equal(got->proc, 1);
+    ig_pool_release(got, 1);
+    atomic_store(&w->procs[2].conns, 1);
+    w->pools[0].retire_credit = 29;
+    assert_null(ig_pool_take(&ctx, w)); /* the credit reached 30: connect afresh */
+    got = ig_pool_take(&ctx, w);
+    assert_non_null(got); /* no credit left: the lightest idle one */
+    assert_int_equal(got->proc, 1);
+    /* a connection whose process is not known yet is tried first: it teaches one */
+    ig_upconn *fresh = pooled_on(NULL);
+    ig_upconn *next = ig_pool_take(&ctx, w);
+    assert_ptr_equal(next, fresh);
+    /* a request on a known process counts there until its exchange is over */
+    int before = atomic_load(&w->procs[1].inflight);
+    got->proc_counted = 1;
+    atomic_fetch_add(&w->procs[1].inflight, 1);
+    ig_pool_release(got, 1);
+    assert_int_equal(atomic_load(&w->procs[1].inflight), before);
+    ig_pool_release(next, 1);
+    atomic_store(&w->procs[2].conns, 0);
+    cfg.process_header = NULL;
+}
+
 int main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -235,6 +308,7 @@ int main(void)
         T(the_worker_best_follows_the_minimum),
         T(an_idle_close_teaches_the_keep_alive_timeout),
         T(the_sweep_closes_idle_and_removed),
+        T(named_processes_get_exact_least_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
