@@ -32,3 +32,12 @@ if [ ! -d tests/node/node_modules/openai ]; then
     [ -f "$ca" ] && [ -z "${npm_config_cafile:-}" ] && export npm_config_cafile=$ca
     (cd tests/node && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 fi
+
+# llama.cpp for the real-engine tests: node-llama-cpp's prebuilt CPU build only
+# (optional GPU variants and install scripts skipped; pinned in package-lock.json)
+if [ ! -d tools/llama-server/node_modules/node-llama-cpp ]; then
+    echo "setup: npm install (tools/llama-server)"
+    ca=/etc/ssl/certs/ca-certificates.crt
+    [ -f "$ca" ] && [ -z "${npm_config_cafile:-}" ] && export npm_config_cafile=$ca
+    (cd tools/llama-server && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+fi
