@@ -34,10 +34,13 @@ if [ ! -d tests/node/node_modules/openai ]; then
 fi
 
 # llama.cpp for the real-engine tests: node-llama-cpp's prebuilt CPU build only
-# (optional GPU variants and install scripts skipped; pinned in package-lock.json)
+# (optional GPU variants and install scripts skipped; versions from package-lock.json)
 if [ ! -d tools/llama-server/node_modules/node-llama-cpp ]; then
     echo "setup: npm install (tools/llama-server)"
     ca=/etc/ssl/certs/ca-certificates.crt
     [ -f "$ca" ] && [ -z "${npm_config_cafile:-}" ] && export npm_config_cafile=$ca
-    (cd tools/llama-server && npm ci --omit=optional --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+    # npm install, not ci: npm leaves other platforms' optional packages out of
+    # the lock file, and ci then calls the lock out of sync; --no-save keeps it as committed
+    (cd tools/llama-server &&
+        npm install --omit=optional --ignore-scripts --no-save --no-audit --no-fund --loglevel=error >/dev/null)
 fi
