@@ -170,7 +170,7 @@ def main():
     meta = (f"{args.users} users, each {args.convs} conversations of {args.turns} turns (4 shared system "
             f"prompts of {SYSTEM_WORDS} words, user turns of 40-160 words, 16-token answers), closed loop, "
             f"streaming (aiohttp on core 0); {WORKERS} mock workers with a {KV_TOKENS}-token prefix cache "
-            f"each (an LRU of 64-token blocks) and 20 µs of "
+            f"each (an LRU of 32-token blocks of the decoded prompt, keyed apart from the gateway) and 20 µs of "
             f"prefill per uncached token, one prefill at a time per worker; infergate 1 thread; oracle: each "
             f"conversation sent straight to one worker; median of {args.reps} run(s); measured "
             f"{time.strftime('%Y-%m-%d')}.")

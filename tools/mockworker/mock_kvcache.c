@@ -92,16 +92,31 @@ static void touch(uint64_t key)
     push_front(i);
 }
 
-long mock_kv_use(const ig_prefix_query *q, long *prompt_tokens)
+/* FNV-1a over one block, chained: a block's key stands for the whole prefix up to it. */
+static uint64_t block_key(const char *p, uint64_t prev)
 {
-    *prompt_tokens = (long)((q->len + 3) / 4);
+    uint64_t h = prev ^ 14695981039346656037ull;
+    for (int i = 0; i < MOCK_BLOCK_BYTES; i++)
+        h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
+    return h ? h : 1;
+}
+
+long mock_kv_use(const char *text, size_t len, long *prompt_tokens)
+{
+    *prompt_tokens = (long)((len + 3) / 4);
     if (cap <= 0)
         return 0;
-    int hit = 0;
-    while (hit < q->n && find(q->key[hit]) >= 0)
-        hit++;
-    for (int i = 0; i < q->n; i++)
-        touch(q->key[i]);
+    size_t nblocks = len / MOCK_BLOCK_BYTES;
+    int hit = 0, missed = 0;
+    uint64_t key = 0;
+    for (size_t b = 0; b < nblocks; b++) {
+        key = block_key(text + b * MOCK_BLOCK_BYTES, key);
+        if (!missed && find(key) >= 0)
+            hit++;
+        else
+            missed = 1;
+        touch(key);
+    }
     long cached = (long)hit * MOCK_TOKENS_PER_BLOCK;
     return cached < *prompt_tokens ? cached : *prompt_tokens;
 }

@@ -3,6 +3,7 @@
  * socket without SO_REUSEPORT, like `uvicorn --workers K`, so the accept()
  * race that pins keep-alive load is reproduced faithfully. */
 #include <errno.h>
+#include <jansson.h>
 #include <llhttp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -516,14 +517,58 @@ static int path_is(conn *c, const char *p)
     return l == n && memcmp(c->url, p, n) == 0;
 }
 
+/* What the engine would tokenize: the model, then the messages' roles and
+ * decoded contents (or the prompt), parsed here with jansson, not with the
+ * gateway's body scanner. */
+static void prompt_text(const conn *c, ig_buf *out)
+{
+    json_t *doc = json_loadb(c->body.data ? c->body.data : "", c->body.len, 0, NULL);
+    json_t *model = json_object_get(doc, "model"), *msgs = json_object_get(doc, "messages");
+    if (json_is_string(model))
+        ig_buf_puts(out, json_string_value(model));
+    ig_buf_puts(out, "\n");
+    size_t i;
+    json_t *m;
+    json_array_foreach(msgs, i, m)
+    {
+        json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
+        ig_buf_puts(out, json_is_string(role) ? json_string_value(role) : "?");
+        ig_buf_puts(out, ": ");
+        if (json_is_string(content))
+            ig_buf_puts(out, json_string_value(content));
+        else if (content) {
+            char *s = json_dumps(content, JSON_COMPACT | JSON_SORT_KEYS);
+            if (s)
+                ig_buf_puts(out, s);
+            free(s);
+        }
+        ig_buf_puts(out, "\n");
+    }
+    static const char *const keys[] = {"prompt", "text", "input", "input_ids"};
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        json_t *v = json_object_get(doc, keys[k]);
+        if (json_is_string(v))
+            ig_buf_puts(out, json_string_value(v));
+        else if (v) {
+            char *s = json_dumps(v, JSON_COMPACT);
+            if (s)
+                ig_buf_puts(out, s);
+            free(s);
+        }
+    }
+    json_decref(doc);
+}
+
 /* The prompt against the prefix cache: what was cached is free, the rest
  * takes --prefill-us-per-token, one prefill at a time per process (a GPU). */
-static void prefill(conn *c, const ig_body_fields *f)
+static void prefill(conn *c)
 {
-    static ig_prefix_query q;
     static uint64_t gpu_free_at_us;
-    ig_prefix_hash(f->text, f->n_text, f->has_model ? f->model : NULL, f->model_len, &q);
-    c->cached_tokens = mock_kv_use(&q, &c->prompt_tokens);
+    ig_buf text;
+    ig_buf_init(&text, 64u << 20);
+    prompt_text(c, &text);
+    c->cached_tokens = mock_kv_use(text.data ? text.data : "", text.len, &c->prompt_tokens);
+    ig_buf_free(&text);
     atomic_fetch_add(&stats->prompt_tokens, (unsigned long)c->prompt_tokens);
     atomic_fetch_add(&stats->cached_tokens, (unsigned long)c->cached_tokens);
     uint64_t now = uv_hrtime() / 1000, start = gpu_free_at_us > now ? gpu_free_at_us : now;
@@ -663,7 +708,7 @@ static void handle(conn *c)
     c->prompt_tokens = 1;
     c->cached_tokens = 0;
     if (opt.kv_cache_tokens > 0 || opt.prefill_us_per_token > 0)
-        prefill(c, &f);
+        prefill(c);
     c->stream = f.stream && c->kind != K_EMBEDDINGS;
     c->ntokens = f.max_tokens >= 0 ? (f.max_tokens > 100000 ? 100000 : f.max_tokens) : opt.tokens;
     c->sent = 0;
@@ -922,8 +967,9 @@ static void usage(void)
          "  [--control-delay-ms N] [--pause-mode hold|abort]\n"
          "RL control: POST /pause_generation, /continue_generation, /set_version {version},\n"
          "/flush_cache, /release_memory_occupation, /resume_memory_occupation; GET /get_version.\n"
-         "Prefix cache: [--kv-cache-tokens N] [--prefill-us-per-token N]: an LRU of 256-byte\n"
-         "prompt blocks; usage.prompt_tokens_details.cached_tokens; /stats sums both.\n"
+         "Prefix cache: [--kv-cache-tokens N] [--prefill-us-per-token N]: an LRU of 128-byte\n"
+         "blocks of the decoded prompt (keyed apart from the gateway's index);\n"
+         "usage.prompt_tokens_details.cached_tokens; /stats sums both.\n"
          "AReaL sessions: POST /rl/start_session (admin key: --admin-api-key), /rl/set_reward\n"
          "(session key), /export_trajectories {session_id}; chats count on the bearer's session.\n"
          "Prints 'READY port=N' once listening (--port 0 picks a free port).\n"
