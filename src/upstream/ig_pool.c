@@ -145,12 +145,27 @@ void ig_pool_note_ttfb(ig_upconn *up, uint64_t us)
  * (one of unknown process teaches us one); when a lighter process exists
  * that no idle connection of this thread reaches, open a new connection
  * now and then instead (it re-races accept() and may land there). */
+/* An idle connection past its age or near the worker's keep-alive timeout:
+ * closed here, and not a candidate (1). */
+static int retire_stale(ig_upconn *up, uint64_t now, uint64_t max_age, uint64_t idle_limit)
+{
+    if (!too_old(up, now, max_age) && !near_worker_close(up, now, idle_limit))
+        return 0;
+    ig_pool_close(up);
+    return 1;
+}
+
+/* Idle connections idle this long are left to die with the worker's keep-alive timeout. */
+static uint64_t reuse_limit_ms(ig_worker *w)
+{
+    uint64_t limit = atomic_load_explicit(&w->idle_close_ms, memory_order_relaxed);
+    return limit - limit / 4;
+}
+
 static ig_upconn *take_by_process(ig_upstream_ctx *ctx, ig_worker *w)
 {
     ig_pool *p = &w->pools[ctx->idx];
-    uint64_t now = uv_now(ctx->loop), max_age = ctx->cfg->max_age_ms;
-    uint64_t idle_limit = atomic_load_explicit(&w->idle_close_ms, memory_order_relaxed);
-    idle_limit -= idle_limit / 4;
+    uint64_t now = uv_now(ctx->loop), max_age = ctx->cfg->max_age_ms, idle_limit = reuse_limit_ms(w);
     int nprocs = atomic_load_explicit(&w->n_procs, memory_order_acquire), minload = INT32_MAX;
     for (int i = 0; i < nprocs; i++) {
         /* only processes some connection reaches: a process that exited keeps its slot */
@@ -164,10 +179,8 @@ static ig_upconn *take_by_process(ig_upstream_ctx *ctx, ig_worker *w)
     for (ig_list *n = p->idle.next; n != &p->idle && scanned < SPREAD_SCAN;) {
         ig_upconn *up = ig_container_of(n, ig_upconn, link);
         n = n->next;
-        if (too_old(up, now, max_age) || near_worker_close(up, now, idle_limit)) {
-            ig_pool_close(up);
+        if (retire_stale(up, now, max_age, idle_limit))
             continue;
-        }
         scanned++;
         int load =
             up->proc >= 0 ? atomic_load_explicit(&w->procs[up->proc].inflight, memory_order_relaxed) : -1;
@@ -203,17 +216,14 @@ ig_upconn *ig_pool_take(ig_upstream_ctx *ctx, ig_worker *w)
     /* within a quarter of the worker's best is as good as the scan can do:
      * stop there (each idle connection scanned is a cache miss) */
     uint32_t good_enough = wbest + wbest / 4;
-    uint64_t idle_limit = atomic_load_explicit(&w->idle_close_ms, memory_order_relaxed);
-    idle_limit -= idle_limit / 4;
+    uint64_t idle_limit = reuse_limit_ms(w);
     ig_upconn *best = NULL;
     int scanned = 0;
     for (ig_list *n = p->idle.next; n != &p->idle && scanned < (spread ? SPREAD_SCAN : 1);) {
         ig_upconn *up = ig_container_of(n, ig_upconn, link);
         n = n->next;
-        if (too_old(up, now, max_age) || near_worker_close(up, now, idle_limit)) {
-            ig_pool_close(up);
+        if (retire_stale(up, now, max_age, idle_limit))
             continue;
-        }
         scanned++;
         if (!best || up->ttfb_ewma_us < best->ttfb_ewma_us) {
             best = up;

@@ -52,8 +52,9 @@ static int teardown(void **state)
     return 0;
 }
 
-/* A connection that answered a request in ttfb microseconds, back in the pool. */
-static ig_upconn *pooled(uint32_t ttfb)
+/* A connection back in the pool after one request: answered in ttfb
+ * microseconds, by the process its answer named (NULL: none named). */
+static ig_upconn *pooled_as(uint32_t ttfb, const char *name)
 {
     ig_upconn *up = calloc(1, sizeof(*up));
     assert_non_null(up);
@@ -66,14 +67,27 @@ static ig_upconn *pooled(uint32_t ttfb)
     uv_timer_init(&loop, &up->timer);
     up->handles_open = 2;
     up->state = IG_U_BUSY;
+    up->proc = -1;
     ig_list_init(&up->link);
     ig_list_init(&up->tlink);
     up->created_ms = uv_now(&loop);
     up->ttfb_ewma_us = ttfb;
     up->nreq = 1;
-    ig_pool_release(up, 1);
+    if (name)
+        ig_pool_learn_process(up, name, strlen(name));
+    ig_pool_release(up, 1); /* its request is over: it no longer loads its process */
     assert_int_equal(up->state, IG_U_IDLE);
     return up;
+}
+
+static ig_upconn *pooled(uint32_t ttfb)
+{
+    return pooled_as(ttfb, NULL);
+}
+
+static ig_upconn *pooled_on(const char *name)
+{
+    return pooled_as(0, name);
 }
 
 static void the_fastest_process_wins(void **state)
@@ -220,30 +234,6 @@ static void the_sweep_closes_idle_and_removed(void **state)
     ig_pool_sweep(&ctx);
     assert_int_equal(fresh->state, IG_U_CLOSING);
     atomic_store(&w->removed, 0);
-}
-
-/* A pooled connection whose answers named process `name`. */
-static ig_upconn *pooled_on(const char *name)
-{
-    ig_upconn *up = calloc(1, sizeof(*up));
-    assert_non_null(up);
-    up->ctx = &ctx;
-    up->w = w;
-    ig_worker_ref(w);
-    up->tcp.data = up;
-    up->timer.data = up;
-    uv_tcp_init(&loop, &up->tcp);
-    uv_timer_init(&loop, &up->timer);
-    up->handles_open = 2;
-    up->state = IG_U_BUSY;
-    up->proc = -1;
-    ig_list_init(&up->link);
-    ig_list_init(&up->tlink);
-    up->created_ms = uv_now(&loop);
-    if (name)
-        ig_pool_learn_process(up, name, strlen(name));
-    ig_pool_release(up, 1); /* its request is over: it no longer loads its process */
-    return up;
 }
 
 static void named_processes_get_exact_least_load(void **state)
