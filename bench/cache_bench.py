@@ -10,13 +10,23 @@ Reports the cache hit rate (cached / prompt tokens, from the workers),
 requests/s, mean and p99 time to first token, and max/min requests per
 worker. Writes bench/results/cache.md and .json and the README section.
 
-Usage: /usr/bin/python3 bench/cache_bench.py [--users 48] [--convs 3] [--turns 6]"""
+With --engine llama the workers are real llama.cpp engines
+(tools/llama-server, node-llama-cpp on a tiny random-weight model written
+for the run, --slots context sequences each): the hit rate is the engines'
+own count of prompt tokens whose KV they reused, and the time to first token
+includes their real prefill. Writes bench/results/cache_engine.md and its
+README section.
+
+Usage: /usr/bin/python3 bench/cache_bench.py [--users 48] [--convs 3] [--turns 6]
+       /usr/bin/python3 bench/cache_bench.py --engine llama [--engines 4] [--slots 2]"""
 import argparse
 import asyncio
 import json
 import os
 import random
 import statistics
+import subprocess
+import tempfile
 import time
 import zlib
 
@@ -34,22 +44,41 @@ POLICIES = ["round_robin", "least_load", "power_of_two", "consistent_hash", "cac
 SYSTEM_WORDS = 200
 
 
-def make_workload(users, convs, turns, seed=7):
+def make_workload(users, convs, turns, seed=7, words=None, system_words=SYSTEM_WORDS, turn_words=(40, 160)):
     """Per user, a list of conversations; each is (system prompt, [user messages])."""
     rnd = random.Random(seed)
-    words = [f"w{i}" for i in range(5000)]
+    words = words or [f"w{i}" for i in range(5000)]
 
     def text(n):
         return " ".join(rnd.choice(words) for _ in range(n))
 
-    systems = [f"System prompt {k}: " + text(SYSTEM_WORDS) for k in range(4)]
+    systems = [f"System prompt {k}: " + text(system_words) for k in range(4)]
     plan = []
     for u in range(users):
         mine = []
         for c in range(convs):
-            mine.append((f"u{u}c{c}", rnd.choice(systems), [text(rnd.randint(40, 160)) for _ in range(turns)]))
+            mine.append((f"u{u}c{c}", rnd.choice(systems), [text(rnd.randint(*turn_words)) for _ in range(turns)]))
         plan.append(mine)
     return plan
+
+
+ENGINE = os.path.join(benchlib.ROOT, "tools", "llama-server")
+# words of the tiny model's vocabulary: a token each, so prompts stay short
+ENGINE_WORDS = ["the", "a", "of", "and", "to", "is", "in", "it", "you", "that", "hello", "world"]
+MODEL, MAX_TOKENS = "mock-model", 16
+
+
+def start_engines(n, slots, gguf):
+    """n llama.cpp engines: [(Popen, url)]."""
+    out = []
+    for i in range(n):
+        p = subprocess.Popen(["node", os.path.join(ENGINE, "server.mjs"), "--model", gguf, "--port", "0",
+                              "--id", f"e{i}", "--slots", str(slots)], stdout=subprocess.PIPE, text=True)
+        line = p.stdout.readline()
+        if not line.startswith("READY port="):
+            raise RuntimeError(f"engine {i} did not start: {line!r}")
+        out.append((p, f"http://127.0.0.1:{int(line.split('=')[1])}"))
+    return out
 
 
 async def run_user(session, base_for, convs, out):
@@ -58,7 +87,7 @@ async def run_user(session, base_for, convs, out):
         base = base_for(conv_id)
         for m in msgs:
             history.append({"role": "user", "content": m})
-            body = {"model": "mock-model", "messages": history, "max_tokens": 16, "stream": True}
+            body = {"model": MODEL, "messages": history, "max_tokens": MAX_TOKENS, "stream": True}
             t0 = time.perf_counter()
             ttft, reply = None, []
             async with session.post(base + "/v1/chat/completions", json=body,
@@ -85,15 +114,21 @@ def stats_of(urls):
     return res
 
 
-def one_run(policy, plan):
-    mocks = [start_mock(*MOCK_ARGS, "--kv-cache-tokens", KV_TOKENS, "--worker-id", f"m{i}")
-             for i in range(WORKERS)]
-    urls = [f"http://127.0.0.1:{ports[0]}" for _, ports in mocks]
+def one_run(policy, plan, engines=None):
+    """engines: (count, slots, gguf) for real engines, else the mock workers."""
+    if engines:
+        mocks = start_engines(*engines)
+        urls = [u for _, u in mocks]
+    else:
+        mocks = [start_mock(*MOCK_ARGS, "--kv-cache-tokens", KV_TOKENS, "--worker-id", f"m{i}")
+                 for i in range(WORKERS)]
+        urls = [f"http://127.0.0.1:{ports[0]}" for _, ports in mocks]
+    nworkers = len(urls)
     gw = None
     try:
         if policy == "oracle":
             def base_for(conv_id):
-                return urls[zlib.crc32(conv_id.encode()) % WORKERS]
+                return urls[zlib.crc32(conv_id.encode()) % nworkers]
         else:
             port = free_port()
             gw = pinned([os.path.join(BUILD, "infergate"), "--port", str(port), "--threads", "1",
@@ -131,7 +166,7 @@ def one_run(policy, plan):
 
 
 def main():
-    global KV_TOKENS
+    global KV_TOKENS, MODEL, MAX_TOKENS
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=48)
     ap.add_argument("--convs", type=int, default=3)
@@ -139,15 +174,27 @@ def main():
     ap.add_argument("--kv-tokens", type=int, default=16000)
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--policies", default=",".join(POLICIES))
+    ap.add_argument("--engine", choices=["mock", "llama"], default="mock")
+    ap.add_argument("--engines", type=int, default=4, help="--engine llama: how many")
+    ap.add_argument("--slots", type=int, default=2, help="--engine llama: context sequences per engine")
     args = ap.parse_args()
     KV_TOKENS = args.kv_tokens
-    os.sched_setaffinity(0, {int(benchlib.LOAD_CORE)})
-    plan = make_workload(args.users, args.convs, args.turns)
+    engines = None
+    if args.engine == "llama":
+        gguf = os.path.join(tempfile.mkdtemp(prefix="igmodel-"), "tiny.gguf")
+        subprocess.run(["/usr/bin/python3", os.path.join(ENGINE, "tiny_gguf.py"), gguf], check=True)
+        engines = (args.engines, args.slots, gguf)
+        MODEL, MAX_TOKENS = "tiny", 4
+        plan = make_workload(args.users, args.convs, args.turns, words=ENGINE_WORDS, system_words=24,
+                             turn_words=(8, 24))
+    else:
+        os.sched_setaffinity(0, {int(benchlib.LOAD_CORE)})
+        plan = make_workload(args.users, args.convs, args.turns)
     policies = args.policies.split(",")
     runs = {p: [] for p in policies}
     for rep in range(args.reps):
         for p in policies:
-            r = one_run(p, plan)
+            r = one_run(p, plan, engines)
             runs[p].append(r)
             print(f"[{rep}] {p:16s} hit {r['hit_rate']:.3f}  {r['rps']:7.1f} req/s  ttft mean "
                   f"{r['ttft_mean_ms']:6.1f} ms p99 {r['ttft_p99_ms']:6.1f} ms  max/min {r['max_min_load']:.2f}  "
@@ -167,15 +214,26 @@ def main():
         t.append(f"| {r['policy']} | {r['hit_rate']:.1%} | {r['hit_rate'] / rr['hit_rate']:.2f}x | {vs_o} | "
                  f"{r['rps']:.0f} | {r['rps'] / rr['rps']:.2f}x | {r['ttft_mean_ms']:.1f} | "
                  f"{r['ttft_p99_ms']:.1f} | {r['max_min_load']:.2f} |")
-    meta = (f"{args.users} users, each {args.convs} conversations of {args.turns} turns (4 shared system "
-            f"prompts of {SYSTEM_WORDS} words, user turns of 40-160 words, 16-token answers), closed loop, "
-            f"streaming (aiohttp on core 0); {WORKERS} mock workers with a {KV_TOKENS}-token prefix cache "
-            f"each (an LRU of 32-token blocks of the decoded prompt, keyed apart from the gateway) and 20 µs of "
-            f"prefill per uncached token, one prefill at a time per worker; infergate 1 thread; oracle: each "
-            f"conversation sent straight to one worker; median of {args.reps} run(s); measured "
-            f"{time.strftime('%Y-%m-%d')}.")
+    if engines:
+        meta = (f"{args.users} users, each {args.convs} conversations of {args.turns} turns (4 shared system "
+                f"prompts of 24 words, user turns of 8-24 words, {MAX_TOKENS}-token answers), closed loop, streaming "
+                f"(aiohttp); {args.engines} real llama.cpp engines (tools/llama-server: node-llama-cpp, a tiny "
+                f"random-weight model, {args.slots} context sequences each, a request on the free sequence sharing "
+                f"the most of its prompt); hit rate = the engines' own reused prompt tokens / prompt tokens; "
+                f"infergate 1 thread; oracle: each conversation sent straight to one engine; engines and gateway "
+                f"share the machine's 2 cores; median of {args.reps} run(s); measured {time.strftime('%Y-%m-%d')}.")
+        name, title = "cache_engine", "Cache-aware routing on real engines"
+    else:
+        meta = (f"{args.users} users, each {args.convs} conversations of {args.turns} turns (4 shared system "
+                f"prompts of {SYSTEM_WORDS} words, user turns of 40-160 words, 16-token answers), closed loop, "
+                f"streaming (aiohttp on core 0); {WORKERS} mock workers with a {KV_TOKENS}-token prefix cache "
+                f"each (an LRU of 128-byte blocks of the decoded prompt, keyed apart from the gateway) and 20 µs of "
+                f"prefill per uncached token, one prefill at a time per worker; infergate 1 thread; oracle: each "
+                f"conversation sent straight to one worker; median of {args.reps} run(s); measured "
+                f"{time.strftime('%Y-%m-%d')}.")
+        name, title = "cache", "Cache-aware routing"
     body = meta + "\n\n" + "\n".join(t) + "\n"
-    write_results("cache", "Cache-aware routing", body, {"meta": meta, "rows": rows, "runs": runs})
+    write_results(name, title, body, {"meta": meta, "rows": rows, "runs": runs})
 
 
 if __name__ == "__main__":

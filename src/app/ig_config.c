@@ -633,13 +633,18 @@ ig_pool_config ig_config_pool(const ig_config *cfg)
             header[i] = (char)tolower((unsigned char)ph[i]);
         header[i] = '\0';
     }
-    return (ig_pool_config){.process_header = ph && *ph ? header : NULL,
-                            .idle_timeout_ms = ms(cfg->upstream_idle_timeout_secs),
-                            .max_age_ms = ms(cfg->upstream_max_conn_age_secs),
-                            .connect_timeout_ms = ms(cfg->connect_timeout_secs),
-                            .max_requests = cfg->upstream_max_requests_per_conn,
-                            .max_request_head = (size_t)cfg->max_header_size + 4096,
-                            .spread = cfg->upstream_spread};
+    ig_pool_config pc = {.process_header = ph && *ph ? header : NULL,
+                         .idle_timeout_ms = ms(cfg->upstream_idle_timeout_secs),
+                         .max_age_ms = ms(cfg->upstream_max_conn_age_secs),
+                         .connect_timeout_ms = ms(cfg->connect_timeout_secs),
+                         .max_requests = cfg->upstream_max_requests_per_conn,
+                         .max_request_head = (size_t)cfg->max_header_size + 4096,
+                         .spread = cfg->upstream_spread};
+    pc.probe_paths[0] = cfg->health_check_endpoint;
+    for (int g = 1; g < cfg->n_groups && g < IG_MAX_GROUPS; g++)
+        pc.probe_paths[g] =
+            cfg->groups[g].health_check_endpoint[0] ? cfg->groups[g].health_check_endpoint : NULL;
+    return pc;
 }
 
 ig_proxy_config ig_config_proxy(const ig_config *cfg)

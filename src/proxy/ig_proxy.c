@@ -31,6 +31,7 @@ static void pick_and_send(ig_request *r);
 static void enqueue(ig_request *r, int front);
 static void send_to(ig_request *r, ig_worker *w, int fresh);
 static void connect_to(ig_request *r, ig_worker *w);
+static void conn_ready(ig_conn_wait *cw, ig_upconn *up);
 static const ig_session *pinned_session(ig_request *r);
 
 static ig_retry_budget g_budget;
@@ -314,11 +315,22 @@ static void send_to(ig_request *r, ig_worker *w, int fresh)
     r->worker = w; /* its slot was claimed by choose() */
     r->weight_version = atomic_load_explicit(&w->version, memory_order_relaxed);
     ig_upconn *up = fresh ? NULL : ig_pool_take(r->px->up, w);
+    if (!up && !fresh && ig_pool_wait(r->px->up, w, &r->cwait))
+        return; /* conn_ready goes on */
     if (!up) {
         connect_to(r, w);
         return;
     }
     start_exchange(r, up);
+}
+
+static void conn_ready(ig_conn_wait *cw, ig_upconn *up)
+{
+    ig_request *r = ig_container_of(cw, ig_request, cwait);
+    if (up)
+        start_exchange(r, up);
+    else
+        connect_to(r, r->worker);
 }
 
 static void no_worker_left(ig_request *r)
@@ -447,6 +459,8 @@ static void enter(ig_request *r)
     r->in_proxy = 1;
     r->h = &ig_proxy_handler;
     r->wait.retry = retry_queued;
+    r->cwait.ready = conn_ready;
+    r->cwait.w = NULL;
     ig_retry_enter(&g_budget);
     pick_and_send(r);
 }
@@ -482,6 +496,7 @@ void ig_proxy_start(ig_request *r)
 static void proxy_abort(ig_request *r)
 {
     ig_admq_leave(r->px->admq, &r->wait); /* a queued request just leaves: nothing was sent */
+    ig_pool_unwait(r->px->up, &r->cwait);
     if (r->up) {
         /* closing at once is how the worker learns the client left: it can stop generating */
         ig_exchange_cancel(r->up);

@@ -106,7 +106,8 @@ struct ig_request {
     int ntried;
     int requeues; /* times an overloaded worker sent it back */
     ig_upconn *up;
-    ig_waiter wait; /* in px->admq while waiting for a worker slot */
+    ig_waiter wait;     /* in px->admq while waiting for a worker slot */
+    ig_conn_wait cwait; /* holding a worker slot, waiting for a connection to it */
     uint64_t start_ns, first_byte_ns, bytes_out;
     int status;
     long weight_version;   /* of the worker that serves it, at dispatch */

@@ -33,12 +33,20 @@ typedef struct ig_proc {
     atomic_uint_fast64_t id; /* a hash of the header's value; 0: free */
     atomic_int inflight;     /* requests on connections to it */
     atomic_int conns;        /* open connections known to reach it */
+    atomic_uint_fast64_t
+        seen_ms; /* its last answer (loop time): a process with no connection left still counts a while */
 } ig_proc;
 
 typedef struct ig_pool {
     ig_list idle; /* most recently used first */
     int nidle;
     int retire_credit; /* earned per request; retiring a slow connection spends it */
+    /* --upstream-process-header: learning processes with probe connections */
+    int explore_credit; /* earned per request while every known process is busy */
+    int explore_cost;   /* what an exploring probe spends: doubles while probes find no new process */
+    int probes_out;     /* probes under way */
+    int nwaiting;       /* requests of this thread waiting for a connection to this worker */
+    uint64_t last_probe_ms;
 } ig_pool;
 
 /* Counters every thread bumps; relaxed atomics, each group on its own line. */

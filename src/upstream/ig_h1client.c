@@ -265,8 +265,10 @@ static int send_request(ig_upconn *up)
         up->proc_counted = 1;
         atomic_fetch_add_explicit(&up->w->procs[up->proc].inflight, 1, memory_order_relaxed);
     }
-    ig_pool_count_use(up);
-    atomic_fetch_add_explicit(&up->w->stats.requests, 1, memory_order_relaxed);
+    if (!up->probe) {
+        ig_pool_count_use(up);
+        atomic_fetch_add_explicit(&up->w->stats.requests, 1, memory_order_relaxed);
+    }
     uv_buf_t bufs[2] = {uv_buf_init(up->whead.data, (unsigned)up->whead.len),
                         uv_buf_init((char *)rq.body, (unsigned)rq.body_len)};
     unsigned n = rq.body_len ? 2 : 1;

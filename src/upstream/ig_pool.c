@@ -4,6 +4,7 @@
 
 #include "../core/ig_log.h"
 #include "ig_pool.h"
+#include "ig_probe.h"
 
 void ig_pool_drop_head(ig_upconn *up)
 {
@@ -35,7 +36,9 @@ void ig_pool_exchange_over(ig_upconn *up)
 {
     if (up->proc_counted) {
         up->proc_counted = 0;
-        atomic_fetch_sub_explicit(&up->w->procs[up->proc].inflight, 1, memory_order_relaxed);
+        ig_proc *pr = &up->w->procs[up->proc];
+        atomic_fetch_sub_explicit(&pr->inflight, 1, memory_order_relaxed);
+        atomic_store_explicit(&pr->seen_ms, uv_now(up->ctx->loop), memory_order_relaxed);
     }
 }
 
@@ -63,6 +66,7 @@ void ig_pool_learn_process(ig_upconn *up, const char *value, size_t len)
         uint64_t zero = 0;
         if (atomic_compare_exchange_strong(&w->procs[n].id, &zero, id)) {
             atomic_fetch_add(&w->n_procs, 1);
+            up->found_new = 1;
             break;
         }
         if (atomic_load(&w->procs[n].id) == id)
@@ -73,15 +77,27 @@ void ig_pool_learn_process(ig_upconn *up, const char *value, size_t len)
     if (i >= IG_MAX_PROCS)
         return; /* more processes than we track: this one stays unknown */
     up->proc = (short)i;
+    atomic_store_explicit(&w->procs[i].seen_ms, uv_now(up->ctx->loop), memory_order_relaxed);
     atomic_fetch_add_explicit(&w->procs[i].conns, 1, memory_order_relaxed);
     up->proc_counted = 1; /* the request it answers is in flight there */
     atomic_fetch_add_explicit(&w->procs[i].inflight, 1, memory_order_relaxed);
+}
+
+/* The probe is over (answered, failed or closed): the pool may send another. */
+static void probe_over(ig_upconn *up)
+{
+    if (!up->probe)
+        return;
+    up->probe = 0;
+    ig_list_remove(&up->tlink);
+    up->w->pools[up->ctx->idx].probes_out--;
 }
 
 void ig_pool_close(ig_upconn *up)
 {
     if (up->state == IG_U_CLOSING)
         return;
+    probe_over(up);
     ig_pool_exchange_over(up);
     if (up->proc >= 0)
         atomic_fetch_sub_explicit(&up->w->procs[up->proc].conns, 1, memory_order_relaxed);
@@ -162,20 +178,34 @@ static uint64_t reuse_limit_ms(ig_worker *w)
     return limit - limit / 4;
 }
 
-static ig_upconn *take_by_process(ig_upstream_ctx *ctx, ig_worker *w)
+/* A process that lost its last connection still counts this long (its
+ * connections were closed idle; it is likely still there, unloaded). */
+#define PROC_FORGET_MS 30000
+
+/* The fewest requests in flight on any process of w lately seen. */
+static int least_proc_load(ig_worker *w, uint64_t now)
 {
-    ig_pool *p = &w->pools[ctx->idx];
-    uint64_t now = uv_now(ctx->loop), max_age = ctx->cfg->max_age_ms, idle_limit = reuse_limit_ms(w);
     int nprocs = atomic_load_explicit(&w->n_procs, memory_order_acquire), minload = INT32_MAX;
     for (int i = 0; i < nprocs; i++) {
-        /* only processes some connection reaches: a process that exited keeps its slot */
-        if (atomic_load_explicit(&w->procs[i].conns, memory_order_relaxed) <= 0)
+        /* a process that exited keeps its slot: only those some connection reaches or lately answered */
+        if (atomic_load_explicit(&w->procs[i].conns, memory_order_relaxed) <= 0 &&
+            now - atomic_load_explicit(&w->procs[i].seen_ms, memory_order_relaxed) > PROC_FORGET_MS)
             continue;
         int l = atomic_load_explicit(&w->procs[i].inflight, memory_order_relaxed);
         minload = l < minload ? l : minload;
     }
+    return minload;
+}
+
+/* The idle connection whose process has the fewest in flight (one of
+ * unknown process first: it teaches us one), or NULL; not taken. */
+static ig_upconn *choose_by_process(ig_upstream_ctx *ctx, ig_worker *w, int minload, int *bestload)
+{
+    ig_pool *p = &w->pools[ctx->idx];
+    uint64_t now = uv_now(ctx->loop), max_age = ctx->cfg->max_age_ms, idle_limit = reuse_limit_ms(w);
     ig_upconn *best = NULL;
-    int bestload = INT32_MAX, scanned = 0;
+    int scanned = 0;
+    *bestload = INT32_MAX;
     for (ig_list *n = p->idle.next; n != &p->idle && scanned < SPREAD_SCAN;) {
         ig_upconn *up = ig_container_of(n, ig_upconn, link);
         n = n->next;
@@ -184,25 +214,173 @@ static ig_upconn *take_by_process(ig_upstream_ctx *ctx, ig_worker *w)
         scanned++;
         int load =
             up->proc >= 0 ? atomic_load_explicit(&w->procs[up->proc].inflight, memory_order_relaxed) : -1;
-        if (load < bestload) {
+        if (load < *bestload) {
             best = up;
-            bestload = load;
+            *bestload = load;
             if (load <= minload)
                 break; /* nothing is lighter */
         }
     }
-    if (!best)
-        return NULL;
+    return best;
+}
+
+static ig_upconn *hand_out(ig_upconn *up)
+{
+    unlink_idle(up);
+    up->state = IG_U_BUSY;
+    up->reused = 1;
+    return up;
+}
+
+static void start_probe(ig_upstream_ctx *ctx, ig_worker *w)
+{
+    ig_pool *p = &w->pools[ctx->idx];
+    p->last_probe_ms = uv_now(ctx->loop);
+    if (ig_probe_start(ctx, w) == 0)
+        p->probes_out++;
+}
+
+/* while every known process is busy, a probe at least this often: long
+ * requests are few, and the accept() race reaches some processes rarely */
+#define EXPLORE_EVERY_MS 250
+
+static ig_upconn *take_by_process(ig_upstream_ctx *ctx, ig_worker *w)
+{
+    ig_pool *p = &w->pools[ctx->idx];
+    uint64_t now = uv_now(ctx->loop);
+    int minload = least_proc_load(w, now), bestload;
+    ig_upconn *best = choose_by_process(ctx, w, minload, &bestload);
     if (p->retire_credit < SPREAD_RETIRE_COST)
         p->retire_credit++;
-    if (bestload > minload && p->retire_credit >= SPREAD_RETIRE_COST) {
-        p->retire_credit -= SPREAD_RETIRE_COST;
-        return NULL;
+    if (!p->explore_cost)
+        p->explore_cost = SPREAD_RETIRE_COST;
+    if (minload > 0 && minload != INT32_MAX && p->explore_credit < p->explore_cost)
+        p->explore_credit++; /* every known process is busy: there may be one we have not met */
+    if (!p->probes_out && !ctx->draining) {
+        /* a lighter process no idle connection of this thread reaches, or
+         * one not met yet: a probe connection may land there, and no
+         * request waits for it */
+        if (best && bestload > minload && p->retire_credit >= SPREAD_RETIRE_COST) {
+            p->retire_credit -= SPREAD_RETIRE_COST;
+            start_probe(ctx, w);
+        } else if (p->explore_credit >= p->explore_cost ||
+                   (minload > 0 && minload != INT32_MAX && now - p->last_probe_ms >= EXPLORE_EVERY_MS)) {
+            p->explore_credit = 0;
+            start_probe(ctx, w);
+        }
     }
-    unlink_idle(best);
-    best->state = IG_U_BUSY;
-    best->reused = 1;
-    return best;
+    return best ? hand_out(best) : NULL;
+}
+
+/* Requests waiting for a connection: this long for one on a least-loaded
+ * process, then any idle one will do */
+#define WAIT_PICKY_MS 100
+/* probes go out at most this often per worker and thread while requests wait,
+ * and at most this many at once: spaced connects race accept() one by one */
+#define PROBE_PACE_MS 1
+#define PROBES_MAX 4
+
+static void unwait(ig_upstream_ctx *ctx, ig_conn_wait *cw)
+{
+    ig_list_remove(&cw->link);
+    cw->w->pools[ctx->idx].nwaiting--;
+    cw->w = NULL;
+}
+
+/* Give waiters the connections fit for them, oldest first. ready() may
+ * start, fail and retry a request (which may wait again): the scan starts
+ * over after each, and a nested call only asks for another pass. */
+static void serve_waiters(ig_upstream_ctx *ctx)
+{
+    if (ctx->serving) {
+        ctx->serve_again = 1;
+        return;
+    }
+    ctx->serving = 1;
+    do {
+        ctx->serve_again = 0;
+        uint64_t now = uv_now(ctx->loop);
+        for (ig_list *n = ctx->waiters.next; n != &ctx->waiters; n = n->next) {
+            ig_conn_wait *cw = ig_container_of(n, ig_conn_wait, link);
+            ig_worker *w = cw->w;
+            int minload = least_proc_load(w, now), load, late = now - cw->since_ms >= WAIT_PICKY_MS;
+            ig_upconn *up = choose_by_process(ctx, w, minload, &load);
+            if (!up && !(late && !w->pools[ctx->idx].probes_out))
+                continue;
+            if (up && load > minload && !late)
+                continue;
+            /* a fit connection, any after a while, or none coming (draining): connect yourself */
+            unwait(ctx, cw);
+            cw->ready(cw, up ? hand_out(up) : NULL);
+            ctx->serve_again = 1;
+            break;
+        }
+    } while (ctx->serve_again);
+    ctx->serving = 0;
+}
+
+static void pace_cb(uv_timer_t *t)
+{
+    ig_upstream_ctx *ctx = t->data;
+    serve_waiters(ctx);
+    if (ig_list_empty(&ctx->waiters)) {
+        uv_timer_stop(t);
+        return;
+    }
+    uint64_t now = uv_now(ctx->loop);
+    for (ig_list *n = ctx->waiters.next; n != &ctx->waiters; n = n->next) {
+        ig_worker *w = ig_container_of(n, ig_conn_wait, link)->w;
+        ig_pool *p = &w->pools[ctx->idx];
+        if (p->probes_out < p->nwaiting && p->probes_out < PROBES_MAX &&
+            now - p->last_probe_ms >= PROBE_PACE_MS && !ctx->draining)
+            start_probe(ctx, w);
+    }
+}
+
+int ig_pool_wait(ig_upstream_ctx *ctx, ig_worker *w, ig_conn_wait *cw)
+{
+    if (!ctx->cfg->process_header || ctx->draining)
+        return 0;
+    if (!ctx->pace_open) {
+        uv_timer_init(ctx->loop, &ctx->pace);
+        ctx->pace.data = ctx;
+        ctx->pace_open = 1;
+    }
+    ig_pool *p = &w->pools[ctx->idx];
+    if (!p->probes_out || uv_now(ctx->loop) - p->last_probe_ms >= PROBE_PACE_MS) {
+        start_probe(ctx, w);
+        if (!p->probes_out)
+            return 0; /* it could not even start: the request's own connect reports why */
+    }
+    cw->w = w;
+    cw->since_ms = uv_now(ctx->loop);
+    ig_list_push_back(&ctx->waiters, &cw->link);
+    p->nwaiting++;
+    if (!uv_is_active((uv_handle_t *)&ctx->pace))
+        uv_timer_start(&ctx->pace, pace_cb, PROBE_PACE_MS, PROBE_PACE_MS);
+    return 1;
+}
+
+void ig_pool_unwait(ig_upstream_ctx *ctx, ig_conn_wait *cw)
+{
+    if (cw->w)
+        unwait(ctx, cw);
+}
+
+void ig_pool_probe_failed(ig_upstream_ctx *ctx, ig_worker *w)
+{
+    if (w->pools[ctx->idx].probes_out)
+        return; /* another is under way */
+    /* the worker may be down: each waiter's own connect finds out, and fails over */
+    for (ig_list *n = ctx->waiters.next; n != &ctx->waiters;) {
+        ig_conn_wait *cw = ig_container_of(n, ig_conn_wait, link);
+        n = n->next;
+        if (cw->w != w)
+            continue;
+        unwait(ctx, cw);
+        cw->ready(cw, NULL);
+        n = ctx->waiters.next; /* ready() may have changed the list */
+    }
 }
 
 ig_upconn *ig_pool_take(ig_upstream_ctx *ctx, ig_worker *w)
@@ -322,6 +500,8 @@ void ig_pool_release(ig_upconn *up, int reusable)
     ig_list_push_front(&p->idle, &up->link);
     ig_list_push_front(&ctx->idle_conns, &up->tlink);
     p->nidle++;
+    if (p->nwaiting)
+        serve_waiters(ctx);
 }
 
 void ig_pool_sweep(ig_upstream_ctx *ctx)
@@ -339,8 +519,34 @@ void ig_pool_sweep(ig_upstream_ctx *ctx)
     }
 }
 
+/* Probe connections kept per process and thread beyond what it is using */
+#define PROBE_SPARES 2
+#define EXPLORE_COST_MAX 1024
+
+void ig_pool_probe_done(ig_upconn *up, int reusable)
+{
+    ig_pool *p = &up->w->pools[up->ctx->idx];
+    probe_over(up);
+    if (up->found_new)
+        p->explore_cost = SPREAD_RETIRE_COST;
+    else if (p->explore_cost < EXPLORE_COST_MAX)
+        p->explore_cost *= 2; /* the processes met so far may be all there are */
+    int spares = 0, scanned = 0;
+    for (ig_list *n = p->idle.next; up->proc >= 0 && n != &p->idle && scanned++ < SPREAD_SCAN; n = n->next)
+        spares += ig_container_of(n, ig_upconn, link)->proc == up->proc;
+    ig_pool_release(up, reusable && spares < PROBE_SPARES);
+}
+
 void ig_pool_close_all(ig_upstream_ctx *ctx)
 {
+    if (ctx->pace_open && !uv_is_closing((uv_handle_t *)&ctx->pace))
+        uv_close((uv_handle_t *)&ctx->pace, NULL);
+    while (!ig_list_empty(&ctx->probes)) {
+        ig_upconn *up = ig_container_of(ctx->probes.next, ig_upconn, tlink);
+        up->cb = NULL; /* its exchange ends unheard */
+        up->owner = NULL;
+        ig_pool_close(up);
+    }
     while (!ig_list_empty(&ctx->idle_conns))
         ig_pool_close(ig_container_of(ctx->idle_conns.next, ig_upconn, tlink));
 }
@@ -358,5 +564,8 @@ void ig_pool_ctx_init(ig_upstream_ctx *ctx, uv_loop_t *loop, int idx, const ig_p
     ctx->hdr_tables = hdr_tables;
     ctx->stats = stats;
     ig_list_init(&ctx->idle_conns);
+    ig_list_init(&ctx->probes);
+    ig_list_init(&ctx->waiters);
+    ctx->pace_open = ctx->serving = ctx->serve_again = 0;
     ctx->draining = 0;
 }

@@ -29,6 +29,8 @@ typedef struct ig_pool_config {
     size_t max_request_head;    /* a request head built larger is refused */
     const char *process_header; /* lower-case name of a header naming the serving process; NULL: none */
     int spread;                 /* latency-aware choice among idle connections */
+    /* what a probe asks for, per worker group ([0]: the fleet's health path); NULL: "/" */
+    const char *probe_paths[IG_MAX_GROUPS];
 } ig_pool_config;
 
 /* A loop thread's share of the upstream side (embedded in its thread). */
@@ -42,7 +44,11 @@ typedef struct ig_upstream_ctx {
     ig_freelist *wreqs;      /* chunks of at least a uv_write_t: a request write libuv queues (rare) */
     ig_thread_stats *stats;
     ig_list idle_conns; /* every idle connection of this thread, oldest last */
-    int draining;       /* set by the thread: nothing goes back to a pool */
+    ig_list probes;     /* probe connections under way (linked by tlink) */
+    ig_list waiters;    /* ig_conn_wait, oldest first */
+    uv_timer_t pace;    /* paces probes while requests wait; started on the first wait */
+    unsigned pace_open : 1, serving : 1, serve_again : 1;
+    int draining; /* set by the thread: nothing goes back to a pool */
 } ig_upstream_ctx;
 
 typedef enum { IG_U_CONNECTING, IG_U_BUSY, IG_U_IDLE, IG_U_CLOSING } ig_upconn_state;
@@ -64,8 +70,10 @@ typedef struct ig_upconn {
     unsigned reused : 1, timed_out : 1,
         /* the exchange (ig_h1client) */
         got_bytes : 1, head_done : 1, paused : 1, discard : 1, dechunk : 1, head_request : 1,
-        writing : 1,  /* the request is not all written yet */
-        sent_any : 1; /* some of the request went out: the worker may have read it */
+        writing : 1,   /* the request is not all written yet */
+        sent_any : 1,  /* some of the request went out: the worker may have read it */
+        probe : 1,     /* carries a probe, not a client's request */
+        found_new : 1; /* its answer named a process the worker's table did not know */
     uint32_t nreq;
     short proc;                /* index in w->procs of the process it reaches; -1: not known yet */
     unsigned proc_counted : 1; /* the current request is counted in that process's in-flight */
@@ -83,12 +91,32 @@ typedef struct ig_upconn {
     int nhdrs;
 } ig_upconn;
 
+/* A request waiting for a connection to its worker, embedded in its owner.
+ * With --upstream-process-header a request that finds no idle connection
+ * does not open one itself (a burst of connections lands on the one process
+ * that wins accept()): probe connections go out paced, each learns its
+ * process, and a waiter takes one whose process is least loaded. */
+typedef struct ig_conn_wait {
+    ig_list link; /* in ctx->waiters */
+    ig_worker *w; /* NULL: not waiting */
+    uint64_t since_ms;
+    /** A connection, taken for the owner, or NULL: connect yourself. */
+    void (*ready)(struct ig_conn_wait *cw, ig_upconn *up);
+} ig_conn_wait;
+
 void ig_pool_ctx_init(ig_upstream_ctx *ctx, uv_loop_t *loop, int idx, const ig_pool_config *cfg,
                       ig_freelist *blocks, ig_freelist *heads, ig_freelist *hdr_tables, ig_freelist *wreqs,
                       ig_thread_stats *stats);
 /** An idle connection to w, or NULL: connect (none idle, or the spread
  * wants a fresh connection to re-race accept() on the worker's processes). */
 ig_upconn *ig_pool_take(ig_upstream_ctx *ctx, ig_worker *w);
+/** No idle connection was fit: wait for one (1; cw->ready runs later,
+ * never before this returns) or connect now (0). */
+int ig_pool_wait(ig_upstream_ctx *ctx, ig_worker *w, ig_conn_wait *cw);
+/** Stop waiting (the owner is leaving); nothing if not waiting. */
+void ig_pool_unwait(ig_upstream_ctx *ctx, ig_conn_wait *cw);
+/** A probe could not reach its worker: its waiters connect themselves. */
+void ig_pool_probe_failed(ig_upstream_ctx *ctx, ig_worker *w);
 /** A new connection to w; cb runs when it is up, failed, or timed out
  * (up->timed_out), and frees the uv_connect_t it gets (req->data is the
  * connection): an open connection holds no connect request. NULL when it
@@ -109,6 +137,9 @@ void ig_pool_note_ttfb(ig_upconn *up, uint64_t us);
 void ig_pool_count_use(ig_upconn *up);
 /** The answer named its process (the --upstream-process-header value). */
 void ig_pool_learn_process(ig_upconn *up, const char *value, size_t len);
+/** A probe's answer is whole (ig_probe): pool the connection unless its
+ * process has spares on this thread already; learn from what it found. */
+void ig_pool_probe_done(ig_upconn *up, int reusable);
 /** The current request is over: it no longer loads its process. */
 void ig_pool_exchange_over(ig_upconn *up);
 /** Close idle connections past their idle time or age, or of removed workers. */

@@ -75,8 +75,10 @@ static ig_upconn *pooled_as(uint32_t ttfb, const char *name)
     up->nreq = 1;
     if (name)
         ig_pool_learn_process(up, name, strlen(name));
+    int waiting = w->pools[0].nwaiting;
     ig_pool_release(up, 1); /* its request is over: it no longer loads its process */
-    assert_int_equal(up->state, IG_U_IDLE);
+    /* pooled, or handed to a waiting request */
+    assert_true(up->state == IG_U_IDLE || (up->state == IG_U_BUSY && w->pools[0].nwaiting < waiting));
     return up;
 }
 
@@ -255,21 +257,31 @@ static void named_processes_get_exact_least_load(void **state)
     assert_int_equal(b2->proc, 1);
     assert_int_equal(atomic_load(&w->n_procs), 3);
     assert_int_equal(atomic_load(&w->procs[1].conns), 2);
-    /* a lighter process no idle connection here reaches (another thread's
-     * connection does): now and then, a new connection */
+    /* a process nobody reaches and nobody heard from lately (gone?) does not count */
     atomic_store(&w->procs[2].inflight, 0);
     ig_pool_close(c); /* this thread's only connection to 103 */
     assert_int_equal(atomic_load(&w->procs[2].conns), 0);
-    got = ig_pool_take(&ctx, w); /* a process nobody reaches (gone?) does not count */
+    atomic_store(&w->procs[2].seen_ms, uv_now(&loop) - 31000);
+    w->pools[0].retire_credit = 29;
+    got = ig_pool_take(&ctx, w);
     assert_non_null(got);
     assert_int_equal(got->proc, 1);
+    assert_int_equal(w->pools[0].probes_out, 0); /* nothing lighter: no probe */
     ig_pool_release(got, 1);
+    /* a lighter process no idle connection here reaches (another thread's
+     * connection does, or it answered lately): the lightest idle one goes,
+     * and once the credit reaches 30 a probe connection looks for that one */
     atomic_store(&w->procs[2].conns, 1);
-    w->pools[0].retire_credit = 29;
-    assert_null(ig_pool_take(&ctx, w)); /* the credit reached 30: connect afresh */
+    w->pools[0].retire_credit = 28;
     got = ig_pool_take(&ctx, w);
-    assert_non_null(got); /* no credit left: the lightest idle one */
     assert_int_equal(got->proc, 1);
+    assert_int_equal(w->pools[0].probes_out, 0);
+    ig_pool_release(got, 1);
+    got = ig_pool_take(&ctx, w);
+    assert_non_null(got); /* the request does not wait for it */
+    assert_int_equal(got->proc, 1);
+    assert_int_equal(w->pools[0].probes_out, 1);
+    assert_false(ig_list_empty(&ctx.probes));
     /* a connection whose process is not known yet is tried first: it teaches one */
     ig_upconn *fresh = pooled_on(NULL);
     ig_upconn *next = ig_pool_take(&ctx, w);
@@ -282,6 +294,59 @@ static void named_processes_get_exact_least_load(void **state)
     assert_int_equal(atomic_load(&w->procs[1].inflight), before);
     ig_pool_release(next, 1);
     atomic_store(&w->procs[2].conns, 0);
+    cfg.process_header = NULL;
+}
+
+static ig_upconn *handed;
+static int nready;
+static void ready(ig_conn_wait *cw, ig_upconn *up)
+{
+    (void)cw;
+    handed = up;
+    nready++;
+}
+
+static void a_request_waits_for_a_connection_to_a_light_process(void **state)
+{
+    cfg.process_header = "x-pid";
+    ig_conn_wait cw = {.ready = ready};
+    handed = NULL;
+    nready = 0;
+    assert_int_equal(ig_pool_wait(&ctx, w, &cw),
+                     1); /* no idle connection: a probe goes out, the request waits */
+    assert_int_equal(w->pools[0].probes_out, 1);
+    assert_int_equal(w->pools[0].nwaiting, 1);
+    ig_upconn *a = pooled_on("201"); /* the probe's answer: the only process known, unloaded */
+    assert_int_equal(nready, 1);
+    assert_ptr_equal(handed, a);
+    assert_int_equal(a->state, IG_U_BUSY);
+    assert_int_equal(w->pools[0].nwaiting, 0);
+    /* a connection to a loaded process while a lighter one is known: keep waiting, a while */
+    atomic_store(&w->procs[0].inflight, 2);
+    ig_upconn *b = pooled_on("202");
+    atomic_fetch_add(&w->procs[1].inflight, 3);
+    ig_pool_release(a, 1); /* 201 (2 in flight) and 202 (3) idle now */
+    atomic_store(&w->procs[0].inflight, 2);
+    ig_upconn *busy = ig_pool_take(&ctx, w);
+    assert_ptr_equal(busy, a);
+    atomic_store(&w->procs[0].inflight, 1); /* fewer than 202, and no idle connection reaches it */
+    assert_int_equal(ig_pool_wait(&ctx, w, &cw), 1);
+    assert_int_equal(nready, 1);
+    ig_pool_release(b, 1); /* 202 is no fit: 201 has fewer */
+    assert_int_equal(nready, 1);
+    cw.since_ms -= 1000; /* waited long enough: any idle one will do */
+    ig_pool_release(busy, 1);
+    assert_int_equal(nready, 2);
+    assert_ptr_equal(handed, busy); /* 201 again, the lighter */
+    /* leaving while waiting */
+    assert_int_equal(ig_pool_wait(&ctx, w, &cw), 1);
+    ig_pool_unwait(&ctx, &cw);
+    assert_int_equal(w->pools[0].nwaiting, 0);
+    assert_null(cw.w);
+    ig_pool_release(handed, 1);
+    assert_int_equal(nready, 2);
+    atomic_store(&w->procs[0].inflight, 0);
+    atomic_store(&w->procs[1].inflight, 0);
     cfg.process_header = NULL;
 }
 
@@ -299,6 +364,7 @@ int main(void)
         T(an_idle_close_teaches_the_keep_alive_timeout),
         T(the_sweep_closes_idle_and_removed),
         T(named_processes_get_exact_least_load),
+        T(a_request_waits_for_a_connection_to_a_light_process),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
