@@ -38,7 +38,30 @@ def run(extra, cpu_us, per_client):
                "--cpu-us-per-token", str(cpu_us), worker_id="w1")
     g = Gateway([w], *extra, threads=2)
 
-    async REAL_CLIENTS, REAL_INFLIGHT, REAL_WARM, REAL_PER_CLIENT = 64, 32, 8, 40
+    async def main():
+        async with aiohttp.ClientSession(g.base) as s:
+            async def client():
+                for _ in range(per_client):
+                    async with s.post("/v1/chat/completions",
+                                      json=chat_body(max_tokens=TOKENS, stream=True)) as r:
+                        assert r.status == 200
+                        async for _ in r.content:
+                            pass
+            await asyncio.gather(*[client() for _ in range(CLIENTS)])
+
+    before = w.stats()
+    asyncio.run(main())
+    st = w.stats()
+    g.stop()
+    w.stop()
+    reqs = [p["requests"] - b["requests"] for p, b in zip(st["processes"], before["processes"])]
+    total = sum(reqs)
+    fair = total / K
+    return {"share": [round(r / fair, 2) for r in reqs], "min": min(reqs) / fair, "max": max(reqs) / fair,
+            "new_conn_pct": 100 * (st["connections"] - before["connections"]) / total, "requests": total}
+
+
+REAL_CLIENTS, REAL_INFLIGHT, REAL_WARM, REAL_PER_CLIENT = 64, 32, 8, 40
 
 
 def haproxy_conns(stats_url):

@@ -114,7 +114,7 @@ static void process(ig_upconn *up, ig_block *blk, const char *p, size_t n)
 {
     const char *end = p + n, *why = NULL;
     outv o = {.n = 0};
-    if (!up->got_bytes)
+    if (!up->got_bytes && !up->probe) /* a probe's answer says nothing of the process's load */
         ig_pool_note_ttfb(up, (uv_hrtime() - up->sent_ns) / 1000);
     up->got_bytes = 1;
     while (p < end || up->head_done) {

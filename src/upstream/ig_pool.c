@@ -134,14 +134,27 @@ static int near_worker_close(const ig_upconn *up, uint64_t now, uint64_t limit)
     return limit && now - up->idle_since_ms >= limit;
 }
 
+/* An answer later than the worker's base time by a quarter of it plus this
+ * waited in a queue (a semaphore, a batch slot) on its process */
+#define SPREAD_MARGIN_US 1000
+
+static int queued_late(uint32_t ttfb, uint32_t base)
+{
+    return base && ttfb > base + base / 4 + SPREAD_MARGIN_US;
+}
+
 void ig_pool_note_ttfb(ig_upconn *up, uint64_t us)
 {
     uint32_t s = us > UINT32_MAX ? UINT32_MAX : (uint32_t)us;
     up->ttfb_ewma_us = up->ttfb_ewma_us ? (up->ttfb_ewma_us * 3 + s) / 4 : s;
-    /* the worker's best lately: follows improvements at once and forgets 1/8 per sample, so
-     * it tracks the current minimum across connections, not a stale record */
-    uint32_t best = atomic_load_explicit(&up->w->best_ttfb_us, memory_order_relaxed);
-    uint32_t next = best && best < UINT32_MAX - best / 8 ? best + best / 8 + 1 : s;
+    /* the worker's base service time: follows improvements at once and forgets
+     * 1/64 per sample, so it is the unqueued time, not the typical one */
+    uint32_t base = atomic_load_explicit(&up->w->best_ttfb_us, memory_order_relaxed);
+    if (queued_late(s, base))
+        up->queued_streak += up->queued_streak < UINT8_MAX;
+    else
+        up->queued_streak = 0;
+    uint32_t next = base && base < UINT32_MAX - base / 64 ? base + base / 64 + 1 : s;
     atomic_store_explicit(&up->w->best_ttfb_us, s < next ? s : next, memory_order_relaxed);
 }
 
@@ -152,9 +165,11 @@ void ig_pool_note_ttfb(ig_upconn *up, uint64_t us)
  * process: retire it, and the request opens a fresh connection, which
  * re-races accept() (a busy process tends to lose). */
 #define SPREAD_SCAN 64
-#define SPREAD_MARGIN_US 1000 /* slower than the worker's best by this much: a loaded process */
 /* at most one retirement per this many requests: new connections stay near 3% */
 #define SPREAD_RETIRE_COST 30
+/* a connection whose answers queued this many times in a row is closed: it
+ * sits on a process with more connections than it has slots */
+#define SPREAD_QUEUED_STREAK 3
 
 /* The worker's answers name their process: exact per-process least load.
  * Take the idle connection whose process has the fewest requests in flight
@@ -339,7 +354,7 @@ static void pace_cb(uv_timer_t *t)
 
 int ig_pool_wait(ig_upstream_ctx *ctx, ig_worker *w, ig_conn_wait *cw)
 {
-    if (!ctx->cfg->process_header || ctx->draining)
+    if (!(ctx->cfg->process_header || ctx->cfg->spread) || ctx->draining)
         return 0;
     if (!ctx->pace_open) {
         uv_timer_init(ctx->loop, &ctx->pace);
@@ -402,6 +417,11 @@ ig_upconn *ig_pool_take(ig_upstream_ctx *ctx, ig_worker *w)
         n = n->next;
         if (retire_stale(up, now, max_age, idle_limit))
             continue;
+        if (spread && up->queued_streak >= SPREAD_QUEUED_STREAK && p->retire_credit >= SPREAD_RETIRE_COST) {
+            p->retire_credit -= SPREAD_RETIRE_COST;
+            ig_pool_close(up); /* fewer connections there: fewer requests queue there */
+            continue;
+        }
         scanned++;
         if (!best || up->ttfb_ewma_us < best->ttfb_ewma_us) {
             best = up;
@@ -413,8 +433,7 @@ ig_upconn *ig_pool_take(ig_upstream_ctx *ctx, ig_worker *w)
         return NULL;
     if (p->retire_credit < SPREAD_RETIRE_COST)
         p->retire_credit++;
-    if (spread && wbest && best->ttfb_ewma_us > 2 * wbest + SPREAD_MARGIN_US &&
-        p->retire_credit >= SPREAD_RETIRE_COST) {
+    if (spread && queued_late(best->ttfb_ewma_us, wbest) && p->retire_credit >= SPREAD_RETIRE_COST) {
         p->retire_credit -= SPREAD_RETIRE_COST;
         return NULL; /* connect afresh; the slow one stays pooled for when its process calms down */
     }

@@ -63,6 +63,7 @@ typedef struct ig_upconn {
     ig_list link; /* in the worker's pool for this thread */
     /* next to link: taking from the pool reads these of every idle connection it scans */
     uint32_t ttfb_ewma_us; /* this connection's time to first byte: its process's load */
+    uint8_t queued_streak; /* answers in a row that came a queueing delay late */
     uint64_t created_ms;
     ig_list tlink; /* in the thread's list of idle connections */
     ig_upconn_state state;

@@ -1,6 +1,8 @@
 /* The keep-alive pool's choice of connection: the one whose process answers
  * fastest, early exit when good enough, most recent first without spread,
- * retirement of a slow one at most once per 30 requests, connections past
+ * leaving a queued one (or closing one that keeps queueing) at most once per
+ * 30 requests, exact least load with the process named, requests waiting for
+ * a probed connection, connections past
  * their age or near the worker's learned keep-alive timeout left alone,
  * and what release keeps. Real libuv handles on a loop that never runs a
  * connection: no network. */
@@ -129,7 +131,7 @@ static void without_spread_the_most_recent_goes(void **state)
 static void a_loaded_process_is_left_at_most_once_per_30_requests(void **state)
 {
     atomic_store(&w->best_ttfb_us, 1000);
-    ig_upconn *slow = pooled(10000); /* > 2 x best + 1 ms: its process is loaded */
+    ig_upconn *slow = pooled(10000); /* > best + a quarter + 1 ms: its process queues */
     int fresh = 0;
     for (int i = 0; i < 90; i++) {
         ig_upconn *got = ig_pool_take(&ctx, w);
@@ -209,8 +211,26 @@ static void the_worker_best_follows_the_minimum(void **state)
     assert_int_equal(up->ttfb_ewma_us, 3500);              /* (3 x 4000 + 2000) / 4 */
     assert_int_equal(atomic_load(&w->best_ttfb_us), 2000); /* improvements at once */
     ig_pool_note_ttfb(up, 8000);
-    assert_int_equal(atomic_load(&w->best_ttfb_us), 2251); /* forgets 1/8 per sample */
+    assert_int_equal(atomic_load(&w->best_ttfb_us),
+                     2032);                 /* forgets 1/64 per sample: the base service time */
+    assert_int_equal(up->queued_streak, 1); /* 8 ms against a base of 2: it queued */
+    ig_pool_note_ttfb(up, 2400);
+    assert_int_equal(up->queued_streak, 0); /* within a quarter of the base + 1 ms: it did not */
     ig_pool_release(up, 1);
+}
+
+static void a_connection_that_keeps_queueing_is_closed(void **state)
+{
+    atomic_store(&w->best_ttfb_us, 50000);
+    ig_upconn *queued = pooled(100000), *ok = pooled(100000);
+    queued->queued_streak = 3; /* three answers in a row a service time late */
+    ok->queued_streak = 2;
+    w->pools[0].retire_credit = 30;
+    ig_upconn *got = ig_pool_take(&ctx, w); /* a full credit: one closed, not handed out */
+    assert_int_equal(queued->state, IG_U_CLOSING);
+    assert_int_equal(w->pools[0].retire_credit, 1); /* spent, then this request's own */
+    assert_ptr_equal(got, ok); /* no credit left to leave this one for a fresh connection */
+    ig_pool_release(got, 1);
 }
 
 static void an_idle_close_teaches_the_keep_alive_timeout(void **state)
@@ -241,6 +261,7 @@ static void the_sweep_closes_idle_and_removed(void **state)
 static void named_processes_get_exact_least_load(void **state)
 {
     cfg.process_header = "x-pid";
+    w->pools[0].last_probe_ms = uv_now(&loop); /* no probe due by time: the requests decide */
     ig_upconn *a = pooled_on("101"), *b = pooled_on("102"), *c = pooled_on("103");
     assert_int_equal(atomic_load(&w->n_procs), 3);
     assert_int_equal(a->proc, 0);
@@ -361,6 +382,7 @@ int main(void)
         T(old_connections_and_ones_the_worker_is_about_to_close_are_not_taken),
         T(release_keeps_only_what_may_be_reused),
         T(the_worker_best_follows_the_minimum),
+        T(a_connection_that_keeps_queueing_is_closed),
         T(an_idle_close_teaches_the_keep_alive_timeout),
         T(the_sweep_closes_idle_and_removed),
         T(named_processes_get_exact_least_load),
