@@ -73,7 +73,8 @@ def start_engines(n, slots, gguf):
     out = []
     for i in range(n):
         p = subprocess.Popen(["node", os.path.join(ENGINE, "server.mjs"), "--model", gguf, "--port", "0",
-                              "--id", f"e{i}", "--slots", str(slots)], stdout=subprocess.PIPE, text=True)
+                              "--id", f"e{i}", "--slots", str(slots)], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
         line = p.stdout.readline()
         if not line.startswith("READY port="):
             raise RuntimeError(f"engine {i} did not start: {line!r}")

@@ -260,8 +260,8 @@ static int send_request(ig_upconn *up)
         return -E2BIG;
     }
     up->head_request = rq.method == HTTP_HEAD;
-    up->nreq++;
-    if (up->proc >= 0) { /* its process has one more request now */
+    up->nreq += !up->probe; /* --upstream-max-requests-per-conn counts the clients' requests */
+    if (up->proc >= 0) {    /* its process has one more request now */
         up->proc_counted = 1;
         atomic_fetch_add_explicit(&up->w->procs[up->proc].inflight, 1, memory_order_relaxed);
     }

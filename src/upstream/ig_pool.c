@@ -290,8 +290,11 @@ static ig_upconn *take_by_process(ig_upstream_ctx *ctx, ig_worker *w)
 /* Requests waiting for a connection: this long for one on a least-loaded
  * process, then any idle one will do */
 #define WAIT_PICKY_MS 100
-/* probes go out at most this often per worker and thread while requests wait,
- * and at most this many at once: spaced connects race accept() one by one */
+/* probes go out at most this often per worker and thread while requests
+ * wait, and at most this many at once: spaced connects race accept() one by
+ * one. A bigger crowd (a thousand streams on a cold pool) gets a bigger batch
+ * per tick, so it is not paced for seconds: one more per 64 waiting, and one
+ * more at once per 16. */
 #define PROBE_PACE_MS 1
 #define PROBES_MAX 4
 
@@ -346,16 +349,22 @@ static void pace_cb(uv_timer_t *t)
     for (ig_list *n = ctx->waiters.next; n != &ctx->waiters; n = n->next) {
         ig_worker *w = ig_container_of(n, ig_conn_wait, link)->w;
         ig_pool *p = &w->pools[ctx->idx];
-        if (p->probes_out < p->nwaiting && p->probes_out < PROBES_MAX &&
-            now - p->last_probe_ms >= PROBE_PACE_MS && !ctx->draining)
+        if (now - p->last_probe_ms < PROBE_PACE_MS || ctx->draining)
+            continue;
+        int most = PROBES_MAX + p->nwaiting / 16, batch = 1 + p->nwaiting / 64;
+        for (int i = 0; i < batch && p->probes_out < p->nwaiting && p->probes_out < most; i++) {
+            int before = p->probes_out;
             start_probe(ctx, w);
+            if (p->probes_out == before)
+                break; /* it could not start: the next tick tries again */
+        }
     }
 }
 
 int ig_pool_wait(ig_upstream_ctx *ctx, ig_worker *w, ig_conn_wait *cw)
 {
-    if (!(ctx->cfg->process_header || ctx->cfg->spread) || ctx->draining)
-        return 0;
+    if (!(ctx->cfg->process_header || ctx->cfg->spread) || ctx->cfg->max_requests == 1 || ctx->draining)
+        return 0; /* a connection per request: nothing to learn, nothing to pace */
     if (!ctx->pace_open) {
         uv_timer_init(ctx->loop, &ctx->pace);
         ctx->pace.data = ctx;

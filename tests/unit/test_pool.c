@@ -318,6 +318,25 @@ static void named_processes_get_exact_least_load(void **state)
     cfg.process_header = NULL;
 }
 
+static void busy_processes_are_explored_by_time(void **state)
+{
+    cfg.process_header = "x-pid";
+    ig_upconn *a = pooled_on("301");
+    (void)a;
+    atomic_store(&w->procs[0].inflight, 2); /* every known process busy: maybe one we have not met */
+    w->pools[0].last_probe_ms = uv_now(&loop) - 100;
+    ig_upconn *got = ig_pool_take(&ctx, w);
+    assert_int_equal(w->pools[0].probes_out, 0); /* too soon */
+    ig_pool_release(got, 1);
+    w->pools[0].last_probe_ms = uv_now(&loop) - 300;
+    got = ig_pool_take(&ctx, w);
+    assert_non_null(got); /* the request goes on now */
+    assert_int_equal(w->pools[0].probes_out, 1);
+    ig_pool_release(got, 1);
+    atomic_store(&w->procs[0].inflight, 0);
+    cfg.process_header = NULL;
+}
+
 static ig_upconn *handed;
 static int nready;
 static void ready(ig_conn_wait *cw, ig_upconn *up)
@@ -387,6 +406,7 @@ int main(void)
         T(the_sweep_closes_idle_and_removed),
         T(named_processes_get_exact_least_load),
         T(a_request_waits_for_a_connection_to_a_light_process),
+        T(busy_processes_are_explored_by_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,7 +8,7 @@
 // goes away aborts its generation. For tests: the model is whatever GGUF it is
 // given (tiny_gguf.py writes a random-weight one).
 //
-// Usage: node server.mjs --model FILE [--port 0] [--name tiny] [--slots 2] [--id w0]
+// Usage: node server.mjs --model FILE [--port 0] [--name tiny] [--slots 2] [--id w0] [--threads 1]
 import http from "node:http";
 import {getLlama, LlamaCompletion} from "node-llama-cpp";
 
@@ -20,14 +20,17 @@ const modelPath = arg("model");
 const name = arg("name", "tiny");
 const id = arg("id", "w0");
 const nslots = Number(arg("slots", "2"));
+// one thread by default: several engines share the machine, and llama.cpp's
+// threads spin while they wait for each other
+const nthreads = Number(arg("threads", "1"));
 if (!modelPath) {
-    console.error("usage: node server.mjs --model FILE [--port 0] [--name NAME] [--slots N] [--id ID]");
+    console.error("usage: node server.mjs --model FILE [--port 0] [--name NAME] [--slots N] [--id ID] [--threads 1]");
     process.exit(2);
 }
 
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
 const model = await llama.loadModel({modelPath});
-const context = await model.createContext({contextSize: 2048, sequences: nslots});
+const context = await model.createContext({contextSize: 2048, sequences: nslots, threads: nthreads});
 const slots = [];
 for (let i = 0; i < nslots; i++) {
     const seq = context.getSequence();
@@ -65,6 +68,11 @@ function takeSlot(prompt) {
         s.busy = true;
     return s;
 }
+
+// One generation at a time on the engine (each on its own slot's KV cache):
+// node-llama-cpp 3.6.0 batching two sequences' completions at once trips
+// llama.cpp's GGML_ASSERT(n_outputs == out_ids.size()) and the engine exits.
+let evaluation = Promise.resolve();
 
 function acquire(prompt) {
     const s = takeSlot(prompt);
@@ -117,7 +125,7 @@ async function generate(req, res, body, chat) {
     if (stream)
         res.writeHead(200, {"content-type": "text/event-stream", "cache-control": "no-cache", "x-worker-id": id});
     try {
-        await slot.completion.generateCompletion(prompt, {
+        const run = evaluation.then(() => slot.completion.generateCompletion(prompt, {
             maxTokens,
             signal: ac.signal,
             stopOnAbortSignal: true,
@@ -129,7 +137,9 @@ async function generate(req, res, body, chat) {
                 if (stream && !ac.signal.aborted)
                     res.write(`data: ${JSON.stringify(chunk({content: t}, null))}\n\n`);
             },
-        });
+        }));
+        evaluation = run.catch(() => {});
+        await run;
     } catch (e) {
         if (!ac.signal.aborted) {
             release(slot);
