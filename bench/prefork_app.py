@@ -11,7 +11,8 @@ x-backend-pid). Configured by environment:
 
 waiting_while_free is the long-trial scenario's measure: the share of time in
 which some process has requests waiting on its semaphore while another has
-a free slot (a spread that a perfect balancer would not have)."""
+a free slot (a spread that a perfect balancer would not have); busy_shares
+is each process's share of the slot-seconds worked."""
 import os
 
 APP = '''
@@ -63,10 +64,7 @@ app = Starlette(routes=[Route("/run", run, methods=["POST"]), Route("/healthz", 
 '''
 
 
-def waiting_while_free(evdir, nprocs, slots, since, until):
-    """Share of [since, until) in which one process had a request waiting for
-    a slot while another process had a slot free (one of the nprocs that
-    never got a request has all its slots free)."""
+def _events(evdir):
     events = []
     for name in os.listdir(evdir):
         with open(os.path.join(evdir, name)) as f:
@@ -74,6 +72,34 @@ def waiting_while_free(evdir, nprocs, slots, since, until):
                 t, kind = line.split()
                 events.append((float(t), kind, name))
     events.sort()
+    return events
+
+
+def busy_shares(evdir, nprocs, since, until):
+    """Each process's slot-seconds of work in [since, until) over the fair
+    share, sorted (the load share when requests differ in length; a count of
+    requests would add their length's noise)."""
+    busy, running, last = {}, {}, {}
+    for t, kind, p in _events(evdir):
+        lo, hi = max(last.get(p, since), since), min(t, until)
+        if hi > lo:
+            busy[p] = busy.get(p, 0.0) + running.get(p, 0) * (hi - lo)
+        last[p] = t
+        running[p] = running.get(p, 0) + (1 if kind == "s" else -1 if kind == "d" else 0)
+    for p in running:
+        lo = max(last[p], since)
+        if until > lo:
+            busy[p] = busy.get(p, 0.0) + running[p] * (until - lo)
+    total = sum(busy.values())
+    fair = total / nprocs if total else 1.0
+    return sorted([b / fair for b in busy.values()] + [0.0] * (nprocs - len(busy)))
+
+
+def waiting_while_free(evdir, nprocs, slots, since, until):
+    """Share of [since, until) in which one process had a request waiting for
+    a slot while another process had a slot free (one of the nprocs that
+    never got a request has all its slots free)."""
+    events = _events(evdir)
     procs = sorted({e[2] for e in events})
     waiting = {p: 0 for p in procs}
     running = {p: 0 for p in procs}

@@ -122,9 +122,9 @@ REAL_SERVERS = [("uvicorn", "sleep", "uvicorn --workers 8, 50 ms awaited"),
                 ("gunicorn", "sleep", "gunicorn UvicornWorker -w 8, 50 ms awaited")]
 
 
-def span(vals):
-    lo, hi = min(vals), max(vals)
-    return f"{lo:.2f}x" if abs(hi - lo) < 0.005 else f"{lo:.2f}–{hi:.2f}x"
+def span(vals, unit="x", digits=2):
+    lo, hi = f"{min(vals):.{digits}f}", f"{max(vals):.{digits}f}"
+    return f"{lo}{unit}" if lo == hi else f"{lo}–{hi}{unit}"
 
 
 def main():
@@ -142,7 +142,7 @@ def main():
                 r.update(config=name, server=label)
             results.extend(rs)
             line = (f"| {label} | {name} | {span([r['min'] for r in rs])} | {span([r['max'] for r in rs])} | "
-                    f"{min(r['new_conn_pct'] for r in rs):.1f}–{max(r['new_conn_pct'] for r in rs):.1f}% |")
+                    f"{span([r['new_conn_pct'] for r in rs], '%', 1)} |")
             print(line, flush=True)
             real_rows.append(line)
     configs = [("keep-alive off (a connection per request)", ["--upstream-max-requests-per-conn", "1"]),

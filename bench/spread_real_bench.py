@@ -27,7 +27,7 @@ import aiohttp
 import httpx
 
 from benchlib import BUILD, free_port
-from prefork_app import APP, waiting_while_free
+from prefork_app import APP, busy_shares, waiting_while_free
 
 
 def up(url):
@@ -139,8 +139,11 @@ def main():
         took = time.time() - t
         total = sum(pids.values())
         s = shares(pids, a.processes)
-        waited = (f"; waiting while a slot was free {100 * waiting_while_free(evdir, a.processes, a.slots, t, t + took):.1f}% "
-                  "of the time" if a.events else "")
+        waited = ""
+        if a.events:
+            b = busy_shares(evdir, a.processes, t, t + took)
+            waited = (f"; waiting while a slot was free {100 * waiting_while_free(evdir, a.processes, a.slots, t, t + took):.1f}% "
+                      f"of the time; shares of the work done {b[0]:.2f}-{b[-1]:.2f}x")
         print(f"shares {s[0]:.2f}-{s[-1]:.2f}x of fair ({', '.join(f'{x:.2f}' for x in s)}); "
               f"new connections {100 * (infergate_conns(base) - before) / total:.1f}% of {total} requests"
               f"{waited}; {took:.1f} s")

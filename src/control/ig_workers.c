@@ -185,6 +185,9 @@ static void discovery_cb(void *arg, int status, const char *body, size_t len, co
             free(models);
             ig_warn("worker %s: /v1/models listed no model; it will be sent any model", w->url);
         }
+    } else if (status == 404) {
+        /* not an OpenAI server (a trial server behind --forward-paths): nothing to warn of */
+        ig_info("worker %s: no /v1/models; it will be sent any model", w->url);
     } else if (status) {
         ig_warn("worker %s: /v1/models answered %d; it will be sent any model", w->url, status);
     } else {
