@@ -160,18 +160,6 @@ static const opt *find_opt(const char *name)
     return NULL;
 }
 
-static int add_url(ig_config *cfg, const char *url)
-{
-    char **v = realloc(cfg->worker_urls, sizeof(char *) * (size_t)(cfg->n_worker_urls + 1));
-    if (!v)
-        return -ENOMEM;
-    cfg->worker_urls = v;
-    if (!(v[cfg->n_worker_urls] = strdup(url)))
-        return -ENOMEM;
-    cfg->n_worker_urls++;
-    return 0;
-}
-
 static int strv_add(ig_strv *sv, const char *s)
 {
     char **v = realloc(sv->v, sizeof(char *) * (size_t)(sv->n + 1));
@@ -309,7 +297,7 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
         if ((cfg->log_level = ig_log_level_from_name(val)) < 0)
             return errf(err, errlen, "--log-level: expected error, warn, info or debug");
         return 0;
-    case T_URLS: return add_url(cfg, val);
+    case T_URLS: return strv_add(&cfg->worker_urls, val);
     case T_PATHS: return add_forward_path(&cfg->forward_paths, "--forward-paths", val, err, errlen);
     case T_CIDRS: return each_item(cfg, o, val, err, errlen, add_cidr);
     case T_STATUSES: return each_item(cfg, o, val, err, errlen, add_statuses);
@@ -591,9 +579,7 @@ void ig_config_free(ig_config *cfg)
         strv_free(&cfg->groups[g].forward_paths);
     }
     cfg->n_groups = 0;
-    for (int i = 0; i < cfg->n_worker_urls; i++)
-        free(cfg->worker_urls[i]);
-    free(cfg->worker_urls);
+    strv_free(&cfg->worker_urls);
     free(cfg->api_key);
     free(cfg->admin_api_key);
     free(cfg->metrics_api_key);
@@ -601,7 +587,6 @@ void ig_config_free(ig_config *cfg)
     free(cfg->upstream_process_header);
     cfg->upstream_process_header = NULL;
     cfg->metrics_api_key = cfg->log_file = NULL;
-    cfg->worker_urls = NULL;
     cfg->api_key = NULL;
     cfg->admin_api_key = NULL;
 }
@@ -691,8 +676,8 @@ ig_control_config ig_config_control(const ig_config *cfg)
     }
     return (ig_control_config){.groups = groups,
                                .n_groups = cfg->n_groups,
-                               .worker_urls = cfg->worker_urls,
-                               .n_worker_urls = cfg->n_worker_urls,
+                               .worker_urls = cfg->worker_urls.v,
+                               .n_worker_urls = cfg->worker_urls.n,
                                .worker_max_inflight = cfg->worker_max_inflight,
                                .discovery_timeout_secs = cfg->discovery_timeout_secs,
                                .health_check_interval_secs = cfg->health_check_interval_secs,

@@ -37,8 +37,7 @@ typedef struct ig_config {
     char host[256];
     int port;
     int threads;
-    char **worker_urls;
-    int n_worker_urls;
+    ig_strv worker_urls;                   /* --worker-urls: the LLM fleet */
     ig_strv forward_paths;                 /* --forward-paths: to the LLM fleet (group 0), as they are */
     ig_group_config groups[IG_MAX_GROUPS]; /* [1..n_groups): named in --config; [0] unused */
     int n_groups;

@@ -215,22 +215,21 @@ int main(int argc, char **argv)
     ig_breaker_configure(&breaker_cfg);
     ig_admission_configure(&admission_cfg);
     log_admin_rule(&cfg);
-    if (cfg.n_worker_urls == 0)
+    if (cfg.worker_urls.n == 0)
         ig_warn("no --worker-urls: add workers with POST /workers, until then data requests get 503");
     /* URLs are checked before anything starts, so a typo fails fast with its reason */
     for (int g = 0; g < (cfg.n_groups ? cfg.n_groups : 1); g++) {
-        char **urls = g ? cfg.groups[g].worker_urls.v : cfg.worker_urls;
-        int n = g ? cfg.groups[g].worker_urls.n : cfg.n_worker_urls;
-        for (int i = 0; i < n; i++) {
+        const ig_strv *urls = g ? &cfg.groups[g].worker_urls : &cfg.worker_urls;
+        for (int i = 0; i < urls->n; i++) {
             char host[256];
             uint16_t p;
             const char *why = "";
-            if (ig_url_parse(urls[i], host, sizeof(host), &p, &why)) {
+            if (ig_url_parse(urls->v[i], host, sizeof(host), &p, &why)) {
                 if (g)
-                    fprintf(stderr, "infergate: worker group '%s': %s: %s\n", cfg.groups[g].name, urls[i],
+                    fprintf(stderr, "infergate: worker group '%s': %s: %s\n", cfg.groups[g].name, urls->v[i],
                             why);
                 else
-                    fprintf(stderr, "infergate: --worker-urls %s: %s\n", urls[i], why);
+                    fprintf(stderr, "infergate: --worker-urls %s: %s\n", urls->v[i], why);
                 exit_code = 2;
                 goto out;
             }
@@ -275,7 +274,7 @@ int main(int argc, char **argv)
     if ((rc = ig_threads_run(threads, nthreads)))
         goto out;
     ig_info("infergate listening on http://%s:%d (%d threads, policy %s, %d workers)", cfg.host, port,
-            nthreads, ig_policy_name(cfg.policy), cfg.n_worker_urls);
+            nthreads, ig_policy_name(cfg.policy), cfg.worker_urls.n);
     /* handlers first: whoever reads the line below may signal at once */
     uv_signal_init(main_loop, &sigterm);
     uv_signal_init(main_loop, &sigint);

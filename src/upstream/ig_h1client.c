@@ -260,12 +260,12 @@ static int send_request(ig_upconn *up)
         return -E2BIG;
     }
     up->head_request = rq.method == HTTP_HEAD;
-    up->nreq += !up->probe; /* --upstream-max-requests-per-conn counts the clients' requests */
-    if (up->proc >= 0) {    /* its process has one more request now */
+    if (up->proc >= 0) { /* its process has one more request now */
         up->proc_counted = 1;
         atomic_fetch_add_explicit(&up->w->procs[up->proc].inflight, 1, memory_order_relaxed);
     }
-    if (!up->probe) {
+    if (!up->probe) { /* no client's request: not in the counts, nor in --upstream-max-requests-per-conn */
+        up->nreq++;
         ig_pool_count_use(up);
         atomic_fetch_add_explicit(&up->w->stats.requests, 1, memory_order_relaxed);
     }

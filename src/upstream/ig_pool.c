@@ -446,10 +446,7 @@ ig_upconn *ig_pool_take(ig_upstream_ctx *ctx, ig_worker *w)
         p->retire_credit -= SPREAD_RETIRE_COST;
         return NULL; /* connect afresh; the slow one stays pooled for when its process calms down */
     }
-    unlink_idle(best);
-    best->state = IG_U_BUSY;
-    best->reused = 1;
-    return best;
+    return hand_out(best);
 }
 
 void ig_pool_count_use(ig_upconn *up)

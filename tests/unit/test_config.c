@@ -44,8 +44,8 @@ static void sgl_style_flags(void **state)
     assert_int_equal(parse(&cfg, argv, err), 0);
     assert_string_equal(cfg.host, "0.0.0.0");
     assert_int_equal(cfg.port, 30000);
-    assert_int_equal(cfg.n_worker_urls, 2);
-    assert_string_equal(cfg.worker_urls[1], "http://b:2");
+    assert_int_equal(cfg.worker_urls.n, 2);
+    assert_string_equal(cfg.worker_urls.v[1], "http://b:2");
     assert_int_equal(cfg.policy, IG_POLICY_POWER_OF_TWO);
     assert_true(cfg.request_timeout_secs == 60.0);
     assert_int_equal(cfg.threads, 4);
@@ -82,7 +82,7 @@ static void config_file(void **state)
     close(fd);
     char *argv[] = {"infergate", "--config", path, "--port", "9", NULL};
     assert_int_equal(parse(&cfg, argv, err), 0);
-    assert_int_equal(cfg.n_worker_urls, 2);
+    assert_int_equal(cfg.worker_urls.n, 2);
     assert_int_equal(cfg.policy, IG_POLICY_ROUND_ROBIN);
     assert_true(cfg.max_payload_size == 1000);
     assert_true(cfg.request_timeout_secs == 2.5);
@@ -210,7 +210,7 @@ static void forward_paths_and_worker_groups(void **state)
     assert_int_equal(parse(&cfg, argv, err), 0);
     assert_int_equal(cfg.forward_paths.n, 2);
     assert_string_equal(cfg.forward_paths.v[1], "/items/");
-    assert_int_equal(cfg.n_worker_urls, 1);
+    assert_int_equal(cfg.worker_urls.n, 1);
     ig_config_free(&cfg);
 
     assert_int_equal(
