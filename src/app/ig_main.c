@@ -264,6 +264,7 @@ int main(int argc, char **argv)
             goto out;
     }
     static const ig_server_hooks server_hooks = {.on_request = ig_routes_dispatch,
+                                                 .streams_body = ig_routes_streams_body,
                                                  .on_message = ig_routes_deliver};
     if ((rc = ig_threads_init(threads, nthreads, &server_cfg, &pool_cfg, fds, &server_hooks)))
         goto out;

@@ -313,6 +313,27 @@ static void forward(ig_request *r, int group)
  * metrics); then forwarded prefixes, the longest first; a prefix of a named
  * group takes even an LLM path as it is, while the fleet's own prefixes
  * (--forward-paths, even /) leave the LLM paths routed by model. */
+/* The worker group r is forwarded to as it is, or -1. */
+static int forward_target(ig_request *r)
+{
+    const char *url = r->target;
+    size_t plen = r->path_len;
+    int fg = nfwd ? forward_group(url, plen) : -1;
+    if (fg < 0 || (fg == 0 && data_route(url, plen) != IG_R_OTHER) || ig_admin_is_path(url, plen) ||
+        local_path(r))
+        return -1;
+    return fg;
+}
+
+int ig_routes_streams_body(ig_request *r)
+{
+    /* a body that fits the window is read whole: it can be sent again on a
+     * retry; the LLM paths read theirs whole to route by what it says */
+    if (r->body_length >= 0 && r->body_length <= IG_STREAM_WINDOW)
+        return 0;
+    return forward_target(r) >= 0;
+}
+
 void ig_routes_dispatch(ig_request *r)
 {
     const char *url = r->target;
@@ -321,8 +342,8 @@ void ig_routes_dispatch(ig_request *r)
     parse_bearer(r);
     r->admin_bearer = bearer_is(r, cfg->admin_api_key) == 0;
     r->route = data_route(url, plen);
-    int fg = nfwd ? forward_group(url, plen) : -1;
-    if (fg >= 0 && (fg > 0 || r->route == IG_R_OTHER) && !ig_admin_is_path(url, plen) && !local_path(r)) {
+    int fg = forward_target(r);
+    if (fg >= 0) {
         forward(r, fg);
         return;
     }

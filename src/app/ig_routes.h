@@ -13,6 +13,9 @@ int ig_routes_configure(const ig_config *cfg);
 void ig_routes_shutdown(void);
 /** A request is read: answer it or hand it on. */
 void ig_routes_dispatch(ig_request *r);
+/** The head is read: 1 when the body streams through as it arrives (a
+ * forwarded path, chunked or longer than IG_STREAM_WINDOW). */
+int ig_routes_streams_body(ig_request *r);
 /** An admin answer came back to this loop thread. */
 void ig_routes_deliver(ig_inbox_node *n);
 #endif

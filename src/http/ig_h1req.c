@@ -54,7 +54,9 @@ static int on_message_begin(llhttp_t *p)
     r->url_len = 0;
     r->body_len = 0;
     r->body_off = 0;
+    r->body_total = 0;
     r->chunked = 0;
+    r->streams = 0;
     return 0;
 }
 
@@ -160,8 +162,15 @@ static int on_headers_complete(llhttp_t *p)
         default: break;
         }
     }
-    r->ops->head(r->owner);
-    return 0;
+    if (!r->ops->head(r->owner))
+        return 0;
+    /* the owner takes the body in pieces: no room for all of it, and it
+     * dispatches the request now (in ig_h1req_parse's caller, not here,
+     * where llhttp walks the buffer) */
+    r->streams = 1;
+    r->body_hint = 0;
+    r->body_off = r->chunk_raw_end; /* data collects right after the head */
+    return HPE_PAUSED;
 }
 
 static int on_chunk_header(llhttp_t *p)
@@ -187,7 +196,7 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
         r->chunks_seen++;
         r->chunk_new = 0;
     }
-    if (r->body_len + len > r->ops->max_payload_size)
+    if ((r->body_total += len) > r->ops->max_payload_size)
         return refuse(r, 413, "request body is larger than --max-payload-size");
     if (!r->body_len && !r->body_off)
         r->body_off = off;
@@ -242,6 +251,17 @@ static void compact_chunked(ig_h1req *r)
     r->chunk_raw_end = data_end;
 }
 
+void ig_h1req_consume_body(ig_h1req *r, ig_buf *buf, size_t n)
+{
+    size_t from = r->body_off + n;
+    memmove(buf->data + r->body_off, buf->data + from, buf->len - from);
+    buf->len -= n;
+    r->parsed -= n;
+    r->body_len -= n;
+    if (r->chunk_raw_end >= from)
+        r->chunk_raw_end -= n;
+}
+
 int ig_h1req_parse(ig_h1req *r, ig_buf *buf)
 {
     static _Thread_local char msg[160];
@@ -253,6 +273,8 @@ int ig_h1req_parse(ig_h1req *r, ig_buf *buf)
     if (e == HPE_PAUSED) {
         r->parsed = (size_t)(llhttp_get_error_pos(&r->parser) - buf->data);
         llhttp_resume(&r->parser);
+        if (r->in_message) /* paused after a head whose body streams */
+            return IG_H1REQ_HEAD;
         const char *why;
         if (r->chunked && ig_framing_check_chunk(buf->data + r->chunk_raw_end, r->parsed - r->chunk_raw_end,
                                                  r->chunks_seen == 0, 1, &why)) {

@@ -36,6 +36,29 @@ static const ig_session *pinned_session(ig_request *r);
 
 static ig_retry_budget g_budget;
 
+/* A streamed body's exchange is over: its next exchange starts it again
+ * from what r->body still holds (all of it, unless body_gone). */
+static void body_rewind(ig_request *r)
+{
+    r->body_started = r->body_writing = r->body_last_sent = 0;
+    r->body_inflight = 0;
+}
+
+/* A streamed body: hand the exchange what arrived since the last piece,
+ * once that one is written. */
+static void send_more(ig_request *r)
+{
+    if (!r->up || !r->body_started || r->body_writing || r->body_last_sent)
+        return;
+    if (!r->body.len && !r->body_done)
+        return;
+    r->body_inflight = r->body.len;
+    r->body_writing = 1;
+    r->body_last_sent = r->body_done;
+    if (ig_exchange_send_body(r->up, r->body.p, r->body.len, r->body_done) == 1)
+        r->body_writing = 0; /* nothing needed writing */
+}
+
 static void release_worker(ig_request *r)
 {
     ig_worker *w = r->worker;
@@ -98,6 +121,7 @@ static void requeue(ig_request *r, int reusable)
     r->overloaded = 0;
     ig_pool_release(up, reusable);
     release_worker(r);
+    body_rewind(r);
     r->requeues++;
     r->ntried--; /* not a failure of the worker, not a retry */
     ig_count(&r->px->stats->requeued_overload, 1);
@@ -145,7 +169,7 @@ static int idempotent(ig_request *r)
  * read and run it. Otherwise: 502 before the first byte, or cut the stream. */
 static void exchange_failed(ig_request *r, ig_worker *w, int err, const char *why, unsigned what)
 {
-    int resend = !(what & IG_X_GOT_BYTES) && (what & IG_X_REUSED) && !r->resent &&
+    int resend = !(what & IG_X_GOT_BYTES) && (what & IG_X_REUSED) && !r->resent && !r->body_gone &&
                  (!(what & IG_X_SENT_ANY) || idempotent(r) || pcfg.retry_non_idempotent);
     ig_info("%.*s worker %s failed: %s%s", (int)r->rid_len, r->rid, w->url,
             err   ? uv_strerror(err)
@@ -195,7 +219,7 @@ static int on_head(void *owner, const ig_resp_head *head, int *dechunk, const ch
     if (!r->first_byte_ns)
         r->first_byte_ns = uv_hrtime();
     int st = head->status;
-    if ((st == 503 || st == 429) && r->requeues < IG_MAX_REQUEUES) {
+    if ((st == 503 || st == 429) && r->requeues < IG_MAX_REQUEUES && !r->body_gone) {
         /* the worker is full, not broken: drop its answer, learn its
          * capacity, and give the request back its turn in the queue */
         if (st >= 500)
@@ -239,6 +263,7 @@ static void head_too_large(ig_request *r, ig_upconn *up)
 {
     r->up = NULL;
     ig_pool_release(up, 1); /* nothing went out on it */
+    body_rewind(r);
     release_worker(r);
     respond_error(r, 431, "invalid_request_error", "headers_too_large", "request head too large");
 }
@@ -255,7 +280,31 @@ static void on_ready(void *owner, ig_exchange_req *rq)
                             .rid = r->rid,
                             .rid_len = r->rid_len,
                             .body = r->body.p,
-                            .body_len = r->body.len};
+                            .body_len = r->body.len,
+                            .length = r->body_length,
+                            .streams = r->body_streams,
+                            .last = r->body_done};
+    if (r->body_streams) { /* the first piece goes with the head */
+        r->body_started = r->body_writing = 1;
+        r->body_inflight = r->body.len;
+        r->body_last_sent = r->body_done;
+    }
+}
+
+static void on_sent(void *owner)
+{
+    ig_request *r = owner;
+    size_t n = r->body_inflight;
+    r->body_inflight = 0;
+    r->body_writing = 0;
+    if (n)
+        r->res->body_consumed(r, n); /* may read more, and call body_more */
+    send_more(r);
+}
+
+static void proxy_body_more(ig_request *r)
+{
+    send_more(r);
 }
 
 static void on_error(void *owner, int err, const char *why, unsigned what)
@@ -268,6 +317,7 @@ static void on_error(void *owner, int err, const char *why, unsigned what)
     }
     r->up = NULL;
     r->overloaded = 0;
+    body_rewind(r);
     if (!(what & IG_X_CONNECT)) {
         exchange_failed(r, w, err, why, what);
         return;
@@ -281,7 +331,7 @@ static void on_error(void *owner, int err, const char *why, unsigned what)
     pick_and_send(r);
 }
 
-static const ig_exchange_cb exchange_cb = {on_ready, on_head, on_body, on_done, on_error};
+static const ig_exchange_cb exchange_cb = {on_ready, on_head, on_body, on_done, on_error, on_sent};
 
 static void start_exchange(ig_request *r, ig_upconn *up)
 {
@@ -502,6 +552,7 @@ static void proxy_abort(ig_request *r)
         ig_exchange_cancel(r->up);
         r->up = NULL;
     }
+    body_rewind(r);
     release_worker(r);
 }
 
@@ -538,4 +589,5 @@ static void proxy_stop(ig_request *r, int why)
         proxy_abort(r);
 }
 
-const ig_handler ig_proxy_handler = {.resume = proxy_resume, .stop = proxy_stop, .finish = proxy_finish};
+const ig_handler ig_proxy_handler = {
+    .resume = proxy_resume, .stop = proxy_stop, .finish = proxy_finish, .body_more = proxy_body_more};

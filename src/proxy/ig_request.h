@@ -54,6 +54,9 @@ typedef struct ig_response_ops {
     void (*retire)(ig_request *r);
     /** The client's address: 0 or -errno. */
     int (*peer)(ig_request *r, struct sockaddr_storage *ss);
+    /** A streamed body: its first n bytes (of r->body) are sent and may go;
+     * r->body shrinks to what is left, more is read. */
+    void (*body_consumed)(ig_request *r, size_t n);
 } ig_response_ops;
 
 #define IG_STOP_TIMEOUT 1 /* the phase's deadline passed */
@@ -65,6 +68,7 @@ typedef struct ig_handler {
     void (*resume)(ig_request *r);        /* the client drained: read the worker again */
     void (*stop)(ig_request *r, int why); /* IG_STOP_*: abandon what is in flight */
     void (*finish)(ig_request *r);        /* the request is over, however it ended */
+    void (*body_more)(ig_request *r);     /* a streamed body: r->body grew, or body_done was set */
 } ig_handler;
 
 /* A loop thread's share of the proxy (embedded in its thread). */
@@ -89,7 +93,16 @@ struct ig_request {
     size_t target_len, path_len;
     const ig_hdr *hdrs;
     int nhdrs;
+    /* The body, whole; or, when body_streams, what has arrived and is not
+     * sent yet: it grows as the client sends (body_more), and its front
+     * goes once sent (body_consumed). */
     ig_span body;
+    int64_t body_length; /* as the client framed it; -1: chunked, unknown until its end */
+    unsigned body_streams : 1, body_done : 1 /* all of it has arrived */,
+        body_gone : 1 /* some of it was sent and dropped: it cannot be sent again */,
+        /* the proxy's: a streamed body's pieces on the current exchange */
+        body_started : 1, body_writing : 1, body_last_sent : 1;
+    size_t body_inflight;               /* bytes at the front of body being written */
     ig_span authorization, routing_key; /* header values (p NULL: no such header) */
     ig_span bearer;                     /* the Authorization bearer token, trimmed (routes) */
     unsigned has_bearer : 1, admin_bearer : 1, via_proxy : 1,

@@ -17,6 +17,8 @@
 #include "../upstream/ig_exchange.h"
 
 static void client_parse(ig_h1conn *c);
+static void stream_body(ig_h1conn *c);
+static void describe(ig_h1conn *c);
 static const char *request_path(const ig_h1conn *c, size_t *len);
 
 static void client_timer_cb(uv_timer_t *t);
@@ -59,7 +61,7 @@ static ig_hdr *on_request_begin(void *owner)
     return c->rq.hdrs ? c->rq.hdrs : ig_freelist_get(&c->th->hdr_tables);
 }
 
-static void on_request_head(void *owner)
+static int on_request_head(void *owner)
 {
     ig_h1conn *c = owner;
     ig_h1c_arm_timer(c, c->th->cfg->client_body_timeout_secs); /* the whole body, however it trickles */
@@ -68,6 +70,11 @@ static void on_request_head(void *owner)
         uv_buf_t b = uv_buf_init(cont, sizeof(cont) - 1);
         ig_h1c_write(c, &b, 1, NULL);
     }
+    c->req.body_length = c->rq.chunked ? -1 : (int64_t)c->rq.body_hint;
+    if (!c->rq.chunked && !c->rq.body_hint)
+        return 0; /* nothing to stream */
+    describe(c);  /* the head only, so the app can tell where it goes */
+    return c->th->hooks->streams_body && c->th->hooks->streams_body(&c->req);
 }
 
 static ig_h1req_ops request_ops = {.begin = on_request_begin, .head = on_request_head};
@@ -319,6 +326,8 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         client_parse(c);
         if (!c->closing && c->rq.in_message)
             quick_ack(c);
+    } else if (c->state == IG_C_DISPATCHED && c->rq.streams && c->rq.in_message) {
+        stream_body(c);
     }
 }
 
@@ -418,7 +427,8 @@ static void client_linger(ig_h1conn *c)
 
 void ig_h1c_next_request(ig_h1conn *c)
 {
-    if (c->close_after || !c->rq.keep_alive || c->th->draining) {
+    if (c->close_after || !c->rq.keep_alive || c->th->draining || c->rq.in_message) {
+        /* in_message: answered before its streamed body ended */
         if (c->rq.in_message && !c->th->draining)
             client_linger(c);
         else
@@ -506,8 +516,9 @@ static const char *request_path(const ig_h1conn *c, size_t *len)
 
 void ig_h1c_retire(ig_h1conn *c)
 {
-    if (c->retired || c->rq.parsed != c->rbuf.len || (c->req.up && ig_exchange_writing(c->req.up)))
-        return; /* done already, the next request is in rbuf, or rbuf is being sent */
+    if (c->retired || c->rq.parsed != c->rbuf.len || (c->req.up && ig_exchange_writing(c->req.up)) ||
+        (c->req.body_streams && (c->rq.in_message || c->req.body.len)))
+        return; /* done already, the next request is in rbuf, or rbuf is being sent or still to send */
     ig_body_fields *f = &c->req.fields;
     if (ig_log_level >= IG_LOG_INFO) {
         size_t plen, mlen = f->has_model ? f->model_len : 0;
@@ -591,7 +602,26 @@ static ig_span header_value(const ig_h1conn *c, int i)
     return (ig_span){c->rbuf.data + c->rq.hdrs[i].value_off, c->rq.hdrs[i].value_len};
 }
 
-/* A whole request is in: describe it, then the app routes it. */
+/* What the handlers see of the request read so far: slices of rbuf. */
+static void describe(ig_h1conn *c)
+{
+    ig_request *r = &c->req;
+    r->method = ig_h1req_method(&c->rq);
+    r->base = c->rbuf.data;
+    r->target = c->rbuf.data + c->rq.url_off;
+    r->target_len = c->rq.url_len;
+    r->path_len = 0;
+    while (r->path_len < r->target_len && r->target[r->path_len] != '?')
+        r->path_len++;
+    r->hdrs = c->rq.hdrs;
+    r->nhdrs = c->rq.nhdrs;
+    r->body = (ig_span){c->rbuf.data + c->rq.body_off, c->rq.body_len};
+    r->authorization = header_value(c, c->rq.h_authorization);
+    r->routing_key = header_value(c, c->rq.h_routing_key);
+    r->via_proxy = c->rq.via_proxy;
+}
+
+/* A whole request is in, or the head of one whose body streams: the app routes it. */
 static void dispatch(ig_h1conn *c)
 {
     ig_request *r = &c->req;
@@ -606,20 +636,89 @@ static void dispatch(ig_h1conn *c)
     r->handoff = NULL;
     ig_h1c_make_request_id(c);
     disarm_timer(c);
-    r->method = ig_h1req_method(&c->rq);
-    r->base = c->rbuf.data;
-    r->target = c->rbuf.data + c->rq.url_off;
-    r->target_len = c->rq.url_len;
-    r->path_len = 0;
-    while (r->path_len < r->target_len && r->target[r->path_len] != '?')
-        r->path_len++;
-    r->hdrs = c->rq.hdrs;
-    r->nhdrs = c->rq.nhdrs;
-    r->body = (ig_span){c->rbuf.data + c->rq.body_off, c->rq.body_len};
-    r->authorization = header_value(c, c->rq.h_authorization);
-    r->routing_key = header_value(c, c->rq.h_routing_key);
-    r->via_proxy = c->rq.via_proxy;
+    r->body_streams = c->rq.streams;
+    r->body_done = !c->rq.streams;
+    r->body_gone = r->body_started = r->body_writing = r->body_last_sent = 0;
+    r->body_inflight = 0;
+    if (!c->rq.streams)
+        r->body_length = (int64_t)c->rq.body_len;
+    describe(c);
     c->th->hooks->on_request(r);
+}
+
+/* The head of a request whose body streams: a window for the body's
+ * pieces, grown now, before any piece is out (never later: a write may be
+ * reading rbuf), then the app routes it and the body follows. */
+static void dispatch_streaming(ig_h1conn *c)
+{
+    size_t want = c->rq.parsed + IG_STREAM_WINDOW;
+    if (c->rbuf.cap < want && rbuf_grow(c, want - c->rbuf.len, 1) == 0)
+        c->starved = 0; /* else the window is what rbuf has */
+    dispatch(c);
+    if (!c->closing && c->state == IG_C_DISPATCHED && c->rq.parsed < c->rbuf.len)
+        stream_body(c);
+}
+
+/* A streamed body that breaks its framing or the size limit: the worker's
+ * exchange is abandoned (it sees the request cut), the client told why. */
+static void body_refused(ig_h1conn *c)
+{
+    ig_request *r = &c->req;
+    if (r->h && r->h->stop)
+        r->h->stop(r, IG_STOP_CLOSED);
+    if (r->resp_started || c->closing) {
+        ig_h1c_close(c);
+        return;
+    }
+    c->close_after = 1;
+    ig_h1c_error(c, c->rq.err_status, "invalid_request_error", ig_h1req_error_code(c->rq.err_status),
+                 c->rq.err_msg);
+}
+
+/* A streamed body: parse what arrived and tell the handler what is new. */
+static void stream_body(ig_h1conn *c)
+{
+    ig_request *r = &c->req;
+    if (c->in_parse) {
+        c->reparse = 1;
+        return;
+    }
+    c->in_parse = 1;
+    do {
+        c->reparse = 0;
+        if (!c->rq.in_message || c->rq.parsed >= c->rbuf.len)
+            break;
+        size_t had = c->rq.body_len;
+        int rc = ig_h1req_parse(&c->rq, &c->rbuf);
+        if (rc == IG_H1REQ_ERROR) {
+            c->in_parse = 0;
+            body_refused(c);
+            return;
+        }
+        r->body.len = c->rq.body_len;
+        if (rc == IG_H1REQ_MESSAGE)
+            r->body_done = 1;
+        if ((r->body.len != had || r->body_done) && r->h && r->h->body_more)
+            r->h->body_more(r);
+    } while (c->reparse && !c->closing && c->state == IG_C_DISPATCHED);
+    c->in_parse = 0;
+    if (!c->closing && c->state == IG_C_READING && c->rq.parsed < c->rbuf.len)
+        client_parse(c); /* answered and done while this ran: the next request */
+}
+
+void ig_h1c_body_consumed(ig_h1conn *c, size_t n)
+{
+    if (!n || c->closing)
+        return;
+    ig_h1req_consume_body(&c->rq, &c->rbuf, n);
+    c->req.body.len = c->rq.body_len;
+    c->req.body_gone = 1;
+    if (c->read_paused && !c->budget_wait && c->rq.in_message) {
+        c->read_paused = 0;
+        uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+    }
+    if (c->rq.in_message && c->rq.parsed < c->rbuf.len)
+        stream_body(c);
 }
 
 static void client_parse(ig_h1conn *c)
@@ -630,6 +729,11 @@ static void client_parse(ig_h1conn *c)
         if (rc == IG_H1REQ_MESSAGE) {
             dispatch(c);
             continue;
+        }
+        if (rc == IG_H1REQ_HEAD) {
+            c->in_parse = 0; /* the body's parse is stream_body's */
+            dispatch_streaming(c);
+            return;
         }
         if (rc == IG_H1REQ_ERROR)
             ig_h1c_error(c, c->rq.err_status,

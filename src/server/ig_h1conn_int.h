@@ -24,7 +24,8 @@ typedef struct ig_h1conn {
         lingering : 1, retired : 1, /* the request's memory is given back (its response streams) */
         budget_wait : 1,            /* in th->budget_waiters: its body needs room the budget lacks */
         starved : 1,                /* ... and has not got it since: a deadline now is the gateway's fault */
-        head_pending : 1;           /* the response head is in obuf, to go with the first body bytes */
+        head_pending : 1,           /* the response head is in obuf, to go with the first body bytes */
+        reparse : 1;                /* a streamed body: more to parse than the parse under way saw */
     /* the request being read: parsed in place in rbuf, slices by offset */
     ig_buf rbuf;
     size_t body_held; /* bytes of rbuf charged to the gateway's body budget */
@@ -53,6 +54,8 @@ void ig_h1c_make_request_id(ig_h1conn *c);
 void ig_h1c_retire(ig_h1conn *c);
 /** The current phase times out after secs (lazy: see ig_h1conn.c). */
 void ig_h1c_arm_timer(ig_h1conn *c, double secs);
+/** A streamed body: its first n bytes were sent (the response op body_consumed). */
+void ig_h1c_body_consumed(ig_h1conn *c, size_t n);
 
 /* ig_h1write.c */
 /** Queue bytes to the client; hold is referenced until written. 0 or -errno (then closed). */

@@ -110,9 +110,9 @@ void ig_h1c_error_headers(ig_h1conn *c, int status, const char *type, const char
                           const char *extra_headers)
 {
     ig_info("%.*s -> %d %s", (int)c->req.rid_len, c->req.rid, status, msg);
-    if (c->state == IG_C_READING) {
+    if (c->state == IG_C_READING || c->rq.in_message) {
         /* refused while the request was still being read: its framing
-         * cannot be trusted, so answer, then close */
+         * cannot be trusted (or its body is still coming), so answer, then close */
         c->close_after = 1;
         if (!c->req.rid_len)
             ig_h1c_make_request_id(c);
@@ -277,6 +277,11 @@ static int h1_peer(ig_request *r, struct sockaddr_storage *ss)
     return uv_tcp_getpeername(&conn_of(r)->tcp, (struct sockaddr *)ss, &len);
 }
 
+static void h1_body_consumed(ig_request *r, size_t n)
+{
+    ig_h1c_body_consumed(conn_of(r), n);
+}
+
 const ig_response_ops ig_h1c_ops = {
     .start = h1_start,
     .write = h1_write,
@@ -288,4 +293,5 @@ const ig_response_ops ig_h1c_ops = {
     .set_deadline = h1_set_deadline,
     .retire = h1_retire,
     .peer = h1_peer,
+    .body_consumed = h1_body_consumed,
 };

@@ -20,6 +20,9 @@
 
 /* A client's request buffer starts at this size (from the thread's free list). */
 #define IG_RBUF_SIZE (16 * 1024)
+/* A body that streams through (a forwarded upload) is read into a window
+ * of this size past its head: the rest waits in the client's socket. */
+#define IG_STREAM_WINDOW (256 * 1024)
 /* Request and response heads are built in buffers of this size (they grow past it). */
 #define IG_HEAD_SIZE 4096
 
@@ -35,7 +38,10 @@ typedef struct ig_server_config {
 } ig_server_config;
 
 typedef struct ig_server_hooks {
-    void (*on_request)(ig_request *r);    /* a request is read: route it */
+    void (*on_request)(ig_request *r); /* a request is read: route it */
+    /* its head is read (method, target, headers, body_length): 1 when its
+     * body should stream to the handler as it arrives, on_request now */
+    int (*streams_body)(ig_request *r);
     void (*on_message)(ig_inbox_node *n); /* something came back through the thread's inbox */
 } ig_server_hooks;
 

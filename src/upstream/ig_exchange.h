@@ -28,6 +28,11 @@ typedef struct ig_exchange_req {
     size_t rid_len;
     const char *body;
     size_t body_len;
+    /* streams: body is the first piece, more follow with ig_exchange_send_body
+     * and each is reported written by on_sent; length is the whole body's
+     * (-1: unknown, sent chunked); last: this piece ends it */
+    int64_t length;
+    unsigned streams : 1, last : 1;
 } ig_exchange_req;
 
 /* on_head's answers */
@@ -59,6 +64,9 @@ typedef struct ig_exchange_cb {
     /** The exchange broke; the connection is closed already. err: a libuv
      * code, or 0 with why (a malformed answer). what: IG_X_* */
     void (*on_error)(void *owner, int err, const char *why, unsigned what);
+    /** A streamed body: the head and the piece last handed over are written
+     * (their bytes are the owner's again); the next piece may go. */
+    void (*on_sent)(void *owner);
 } ig_exchange_cb;
 
 /** Run an exchange on up (taken from the pool: on_ready runs now; or
@@ -68,6 +76,10 @@ typedef struct ig_exchange_cb {
  * IG_X_HEAD_TOO_LARGE). A write that fails at once is reported through
  * on_error before this returns. */
 int ig_exchange_start(ig_upconn *up, const ig_exchange_cb *cb, void *owner);
+/** A streamed body's next piece (after on_sent, never two at once); last
+ * ends the body. 0: on_sent follows; 1: nothing needed writing (no
+ * on_sent); negative: the exchange failed (on_error has run). */
+int ig_exchange_send_body(ig_upconn *up, const char *p, size_t n, int last);
 /** A new connection to w, the exchange to start on it with ig_exchange_start.
  * NULL when it cannot even start. */
 ig_upconn *ig_exchange_connect(ig_upstream_ctx *ctx, ig_worker *w);

@@ -5,6 +5,7 @@
 #include <llhttp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "../core/ig_log.h"
@@ -41,7 +42,8 @@ static void finish(ig_upconn *up, int reusable)
     const ig_exchange_cb *cb = up->cb;
     void *owner = up->owner;
     detach(up);
-    cb->on_done(owner, reusable);
+    /* answered before the request body was all out: the rest cannot follow */
+    cb->on_done(owner, reusable && !up->body_open);
 }
 
 static void flush(ig_upconn *up, outv *o, ig_block *blk, int read_end)
@@ -221,10 +223,63 @@ static void up_write_cb(uv_write_t *req, int status)
     ig_upconn *up = req->data;
     ig_freelist_put(up->ctx->wreqs, req);
     up->writing = 0;
-    if (status < 0 && status != UV_ECANCELED && up->owner && up->state == IG_U_BUSY)
+    if (status < 0 && status != UV_ECANCELED && up->owner && up->state == IG_U_BUSY) {
         fail(up, status, NULL);
-    else if (status == 0)
+    } else if (status == 0) {
         ig_buf_give(&up->whead, up->ctx->heads); /* a resend builds it again */
+        if (up->body_streams && up->owner) {
+            if (up->body_last)
+                up->body_open = 0;
+            up->cb->on_sent(up->owner);
+        }
+    }
+}
+
+/* A streamed body's piece after the head (on the first), framed as a chunk
+ * when the length is unknown; always through uv_write, so on_sent comes
+ * from the loop, never from inside the owner's call. 0, 1 (nothing to
+ * write), or negative (failed: on_error has run). */
+static int write_piece(ig_upconn *up, int with_head, const char *p, size_t n, int last)
+{
+    static char crlf[] = "\r\n", end[] = "0\r\n\r\n";
+    uv_buf_t b[5];
+    unsigned k = 0;
+    if (with_head)
+        b[k++] = uv_buf_init(up->whead.data, (unsigned)up->whead.len);
+    if (n && up->body_chunked) {
+        int len = snprintf(up->chunk_line, sizeof(up->chunk_line), "%zx\r\n", n);
+        b[k++] = uv_buf_init(up->chunk_line, (unsigned)len);
+    }
+    if (n)
+        b[k++] = uv_buf_init((char *)p, (unsigned)n);
+    if (n && up->body_chunked)
+        b[k++] = uv_buf_init(crlf, 2);
+    if (last && up->body_chunked)
+        b[k++] = uv_buf_init(end, sizeof(end) - 1);
+    up->body_last = last != 0;
+    if (!k) {
+        up->body_open = !last;
+        return 1;
+    }
+    uv_write_t *wr = ig_freelist_get(up->ctx->wreqs);
+    if (wr)
+        wr->data = up;
+    int rc = wr ? uv_write(wr, (uv_stream_t *)&up->tcp, b, k, up_write_cb) : UV_ENOMEM;
+    if (rc) {
+        ig_freelist_put(up->ctx->wreqs, wr);
+        fail(up, rc, NULL);
+        return rc;
+    }
+    up->writing = 1;
+    up->sent_any = 1;
+    return 0;
+}
+
+int ig_exchange_send_body(ig_upconn *up, const char *p, size_t n, int last)
+{
+    if (up->writing || !up->body_open)
+        return -EINVAL;
+    return write_piece(up, 0, p, n, last);
 }
 
 static int build_head(ig_upconn *up, const ig_exchange_req *rq)
@@ -244,8 +299,12 @@ static int build_head(ig_upconn *up, const ig_exchange_req *rq)
                                        IG_COPY_DROP_REQUEST_ID);
     rc = rc ? rc : ig_buf_puts(h, "x-request-id: ");
     rc = rc ? rc : ig_buf_append(h, rq->rid, rq->rid_len);
+    if (rq->streams && rq->length < 0) {
+        rc = rc ? rc : ig_buf_puts(h, "\r\ntransfer-encoding: chunked\r\n\r\n");
+        return rc;
+    }
     rc = rc ? rc : ig_buf_puts(h, "\r\ncontent-length: ");
-    rc = rc ? rc : ig_buf_putu(h, rq->body_len);
+    rc = rc ? rc : ig_buf_putu(h, rq->streams ? (uint64_t)rq->length : rq->body_len);
     rc = rc ? rc : ig_buf_puts(h, "\r\n\r\n");
     return rc;
 }
@@ -268,6 +327,13 @@ static int send_request(ig_upconn *up)
         up->nreq++;
         ig_pool_count_use(up);
         atomic_fetch_add_explicit(&up->w->stats.requests, 1, memory_order_relaxed);
+    }
+    if (rq.streams) {
+        up->body_streams = up->body_open = 1;
+        up->body_chunked = rq.length < 0;
+        up->sent_ns = uv_hrtime();
+        write_piece(up, 1, rq.body, rq.body_len, rq.last);
+        return 0;
     }
     uv_buf_t bufs[2] = {uv_buf_init(up->whead.data, (unsigned)up->whead.len),
                         uv_buf_init((char *)rq.body, (unsigned)rq.body_len)};
@@ -318,6 +384,7 @@ int ig_exchange_start(ig_upconn *up, const ig_exchange_cb *cb, void *owner)
     ig_h1resp_init(&up->resp);
     up->hbuf.len = 0;
     up->got_bytes = up->head_done = up->sent_any = up->discard = up->dechunk = 0;
+    up->body_streams = up->body_open = up->body_chunked = up->body_last = 0;
     if (up->state != IG_U_BUSY)
         return 0; /* sent once connected */
     int rc = send_request(up);

@@ -74,7 +74,10 @@ typedef struct ig_upconn {
         writing : 1,   /* the request is not all written yet */
         sent_any : 1,  /* some of the request went out: the worker may have read it */
         probe : 1,     /* carries a probe, not a client's request */
-        found_new : 1; /* its answer named a process the worker's table did not know */
+        found_new : 1, /* its answer named a process the worker's table did not know */
+        /* a streamed request body (ig_h1client) */
+        body_streams : 1, body_chunked : 1, body_open : 1 /* not all written yet */, body_last : 1;
+    char chunk_line[20]; /* a streamed chunk's size line, until written */
     uint32_t nreq;
     short proc;                /* index in w->procs of the process it reaches; -1: not known yet */
     unsigned proc_counted : 1; /* the current request is counted in that process's in-flight */

@@ -41,7 +41,7 @@ static void probe_error(void *owner, int err, const char *why, unsigned what)
     ig_pool_probe_failed(up->ctx, up->w);
 }
 
-static const ig_exchange_cb probe_cb = {probe_ready, probe_head, probe_body, probe_done, probe_error};
+static const ig_exchange_cb probe_cb = {probe_ready, probe_head, probe_body, probe_done, probe_error, NULL};
 
 int ig_probe_start(ig_upstream_ctx *ctx, ig_worker *w)
 {

@@ -33,9 +33,10 @@ static ig_hdr *begin(void *owner)
     return table;
 }
 
-static void head(void *owner)
+static int head(void *owner)
 {
     (void)owner;
+    return 0;
 }
 
 static const ig_h1req_ops ops = {MAX_HEAD, MAX_PAYLOAD, begin, head};

@@ -21,10 +21,11 @@ static ig_hdr *begin(void *owner)
     return table;
 }
 
-static void head(void *owner)
+static int head(void *owner)
 {
     (void)owner;
     heads_seen++;
+    return 0;
 }
 
 static const ig_h1req_ops ops = {256, 64, begin, head};
@@ -208,10 +209,104 @@ static void error_codes_are_named(void **state)
     assert_string_equal(ig_h1req_error_code(417), "expectation_failed");
 }
 
+/* ---- a body that streams: the owner takes it in pieces ---- */
+
+static int stream_head(void *owner)
+{
+    (void)owner;
+    heads_seen++;
+    return 1;
+}
+
+static const ig_h1req_ops stream_ops = {256, 64, begin, stream_head};
+
+/* Feed in reads of step bytes; after every parse take half of the data
+ * gathered (at least one byte), as an upstream write that finished would.
+ * Returns the status (0: whole) and the body taken in out. */
+static int stream(const char *in, size_t step, char *out, size_t *outlen, int *next_req)
+{
+    ig_h1req r;
+    ig_buf buf;
+    ig_h1req_init(&r, &stream_ops, NULL);
+    ig_buf_init(&buf, 4096);
+    size_t n = strlen(in), pos = 0;
+    int phase = 0; /* 0 head, 1 body, 2 done */
+    *outlen = 0;
+    *next_req = 0;
+    while (pos < n) {
+        size_t len = step && n - pos > step ? step : n - pos;
+        assert_int_equal(ig_buf_reserve(&buf, len), 0);
+        memcpy(buf.data + buf.len, in + pos, len);
+        buf.len += len;
+        pos += len;
+        while (r.parsed < buf.len && phase < 2) {
+            int rc = ig_h1req_parse(&r, &buf);
+            if (rc == IG_H1REQ_ERROR) {
+                ig_buf_free(&buf);
+                return r.err_status;
+            }
+            if (rc == IG_H1REQ_HEAD) {
+                assert_int_equal(phase, 0);
+                assert_true(r.streams && r.in_message && r.body_len == 0);
+                phase = 1;
+                continue;
+            }
+            if (phase == 0) { /* the head is not whole yet */
+                assert_int_equal(rc, IG_H1REQ_MORE);
+                break;
+            }
+            size_t take = rc == IG_H1REQ_MESSAGE ? r.body_len : (r.body_len + 1) / 2;
+            memcpy(out + *outlen, buf.data + r.body_off, take);
+            *outlen += take;
+            ig_h1req_consume_body(&r, &buf, take);
+            if (rc == IG_H1REQ_MESSAGE)
+                phase = 2;
+            else if (rc == IG_H1REQ_MORE)
+                break;
+        }
+    }
+    /* what follows the body is the next request, whole */
+    *next_req = phase == 2 && buf.len - r.parsed >= 4 && memcmp(buf.data + r.parsed, "GET ", 4) == 0;
+    int whole = phase == 2 && !r.in_message;
+    ig_buf_free(&buf);
+    return whole ? 0 : -1;
+}
+
+static void streamed_bodies_come_in_pieces(void **state)
+{
+    static const char chunked[] =
+        "POST /up HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "5\r\nhello\r\n1\r\n \r\n6;x=y\r\nworld!\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+    static const char length[] = "PUT /up HTTP/1.1\r\nHost: g\r\nContent-Length: 12\r\n\r\n"
+                                 "hello world!GET / HTTP/1.1\r\n\r\n";
+    static const char over[] = "POST /up HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               "28\r\n1234567890123456789012345678901234567890\r\n"
+                               "28\r\n1234567890123456789012345678901234567890\r\n0\r\n\r\n";
+    static const char bad[] = "POST /up HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\n\r\n"
+                              "5\r\nhello\r\nzz\r\n";
+    char out[256];
+    size_t outlen;
+    int next;
+    for (size_t step = 0; step <= 7; step++) {
+        assert_int_equal(stream(chunked, step, out, &outlen, &next), 0);
+        assert_int_equal(outlen, 12);
+        assert_memory_equal(out, "hello world!", 12);
+        assert_true(next);
+        assert_int_equal(stream(length, step, out, &outlen, &next), 0);
+        assert_int_equal(outlen, 12);
+        assert_memory_equal(out, "hello world!", 12);
+        assert_true(next);
+        /* the limit counts every byte of the body, not what is held now */
+        assert_int_equal(stream(over, step, out, &outlen, &next), 413);
+        assert_int_equal(stream(bad, step, out, &outlen, &next), 400);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_case_whole_and_byte_by_byte),
+        cmocka_unit_test(streamed_bodies_come_in_pieces),
         cmocka_unit_test(error_codes_are_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
