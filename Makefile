@@ -7,7 +7,7 @@ OPT      ?= -O2 -g
 SANFLAGS ?=
 CFLAGS_IG = -std=gnu11 $(OPT) -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
             -I$(LLHTTP_H) -pthread -D_GNU_SOURCE $(SANFLAGS)
-LDLIBS    = -luv -ljansson -lxxhash -lm -pthread $(SANFLAGS)
+LDLIBS    = -luv -ljansson -lxxhash -lssl -lcrypto -lm -pthread $(SANFLAGS)
 
 # everything but main() goes into one static library that the gateway, the
 # mock worker, the unit tests, the fuzzers and the benchmarks link: each
@@ -151,7 +151,7 @@ fuzz:
 	@set -e; for f in $(FUZZERS); do \
 	  echo "== $$f: libFuzzer for $(FUZZ_SECS) s"; \
 	  clang -std=gnu11 -g -O1 -I$(LLHTTP_H) -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-	    -o build/fuzz-clang/$$f tests/fuzz/$$f.c $(FUZZ_SRC) $(LLHTTP_SRC) -luv -ljansson -lxxhash -lm -pthread; \
+	    -o build/fuzz-clang/$$f tests/fuzz/$$f.c $(FUZZ_SRC) $(LLHTTP_SRC) -luv -ljansson -lxxhash -lssl -lcrypto -lm -pthread; \
 	  dict=tests/fuzz/json.dict; [ $$f = fuzz_request ] && dict=tests/fuzz/request.dict; \
 	  [ $$f = fuzz_client_request ] && dict=tests/fuzz/request.dict; \
 	  [ $$f = fuzz_response ] && dict=tests/fuzz/response.dict; \

@@ -14,7 +14,7 @@
 #define IG_VERSION "0.1.0"
 
 /* clang-format off */
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES } opt_type;
 /* clang-format on */
 
 typedef struct opt {
@@ -32,6 +32,11 @@ static const opt opts[] = {
     {"port", T_INT, OFF(port), "port to listen on (default 8080; 0 picks a free one)"},
     {"threads", T_INT, OFF(threads), "event-loop threads (default: number of cores)"},
     {"worker-urls", T_URLS, OFF(worker_urls), "URL [URL ...]: inference workers (http://host:port)"},
+    {"ca-cert-path", T_FILES, OFF(ca_cert_paths), "FILE [FILE ...]: CA certificates (PEM) that https:// workers are checked against (default: the system's store)"},
+    {"ca-cert-paths", T_FILES, OFF(ca_cert_paths), "FILE [FILE ...]: the same as --ca-cert-path"},
+    {"client-cert-path", T_STR, OFF(client_cert_path), "FILE: a client certificate (PEM chain) shown to https:// workers (mTLS)"},
+    {"client-key-path", T_STR, OFF(client_key_path), "FILE: its private key (PEM)"},
+    {"upstream-tls-insecure", T_BOOL, OFF(upstream_tls_insecure), "check no https:// worker's certificate or name (tests only: anyone on the path can read and change the traffic)"},
     {"forward-paths", T_PATHS, OFF(forward_paths), "PREFIX [PREFIX ...]: paths forwarded as they are (any method, any body) to the workers, balanced per request; / forwards every path infergate does not answer itself (default: none)"},
     {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default) | cache_aware | consistent_hash"},
     {"api-key", T_STR, OFF(api_key), "require 'Authorization: Bearer KEY' on data endpoints"},
@@ -298,6 +303,10 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
             return errf(err, errlen, "--log-level: expected error, warn, info or debug");
         return 0;
     case T_URLS: return strv_add(&cfg->worker_urls, val);
+    case T_FILES:
+        if (access(val, R_OK) != 0)
+            return errf(err, errlen, "--%s %s: %s", o->name, val, strerror(errno));
+        return strv_add((ig_strv *)field, val);
     case T_PATHS: return add_forward_path(&cfg->forward_paths, "--forward-paths", val, err, errlen);
     case T_CIDRS: return each_item(cfg, o, val, err, errlen, add_cidr);
     case T_STATUSES: return each_item(cfg, o, val, err, errlen, add_statuses);
@@ -466,7 +475,8 @@ static int apply_json(ig_config *cfg, json_t *root, const char *path, char *err,
             rc = errf(err, errlen, "--config %s: unknown key '%s'", path, key);
             goto done;
         }
-        if ((o->type == T_URLS || o->type == T_CIDRS || o->type == T_STATUSES || o->type == T_PATHS) &&
+        if ((o->type == T_URLS || o->type == T_CIDRS || o->type == T_STATUSES || o->type == T_PATHS ||
+             o->type == T_FILES) &&
             json_is_array(val)) {
             size_t i;
             json_t *u;
@@ -544,7 +554,7 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
         const opt *o = find_opt(name);
         if (!o)
             return errf(err, errlen, "unknown option '--%s' (see --help)", name);
-        if ((o->type == T_URLS || o->type == T_PATHS) && !val) {
+        if ((o->type == T_URLS || o->type == T_PATHS || o->type == T_FILES) && !val) {
             int n = 0;
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
                 int rc = set_value(cfg, o, argv[++i], err, errlen);
@@ -580,6 +590,10 @@ void ig_config_free(ig_config *cfg)
     }
     cfg->n_groups = 0;
     strv_free(&cfg->worker_urls);
+    strv_free(&cfg->ca_cert_paths);
+    free(cfg->client_cert_path);
+    free(cfg->client_key_path);
+    cfg->client_cert_path = cfg->client_key_path = NULL;
     free(cfg->api_key);
     free(cfg->admin_api_key);
     free(cfg->metrics_api_key);

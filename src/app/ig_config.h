@@ -37,9 +37,12 @@ typedef struct ig_config {
     char host[256];
     int port;
     int threads;
-    ig_strv worker_urls;                   /* --worker-urls: the LLM fleet */
-    ig_strv forward_paths;                 /* --forward-paths: to the LLM fleet (group 0), as they are */
-    ig_group_config groups[IG_MAX_GROUPS]; /* [1..n_groups): named in --config; [0] unused */
+    ig_strv worker_urls;   /* --worker-urls: the LLM fleet */
+    ig_strv forward_paths; /* --forward-paths: to the LLM fleet (group 0), as they are */
+    ig_strv ca_cert_paths; /* --ca-cert-path(s): CAs for https:// workers (none: the system's) */
+    char *client_cert_path, *client_key_path; /* mTLS to workers */
+    int upstream_tls_insecure;                /* verify no worker certificate (tests) */
+    ig_group_config groups[IG_MAX_GROUPS];    /* [1..n_groups): named in --config; [0] unused */
     int n_groups;
     ig_policy_kind policy;
     char *api_key;

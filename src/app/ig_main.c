@@ -21,6 +21,8 @@
 #include "../proxy/ig_proxy.h"
 #include "../server/ig_h1conn.h"
 #include "../server/ig_thread.h"
+#include "../net/ig_tls.h"
+#include "../upstream/ig_httpc.h"
 #include "ig_config.h"
 #include "ig_routes.h"
 
@@ -151,6 +153,29 @@ static void log_admin_rule(const ig_config *cfg)
         ig_info("/metrics: --api-key (or the admin key) required");
 }
 
+/* The context https:// workers are reached with: made at start whether any
+ * worker is https or not, since one may be added at run time; bad
+ * certificate files fail the start. */
+static ig_tls_ctx *upstream_tls(const ig_config *cfg)
+{
+    ig_tls_client_opts o = {.ca_files = (const char *const *)cfg->ca_cert_paths.v,
+                            .n_ca_files = cfg->ca_cert_paths.n,
+                            .cert_file = cfg->client_cert_path,
+                            .key_file = cfg->client_key_path,
+                            .insecure = cfg->upstream_tls_insecure};
+    ig_tls_ctx *tls;
+    char err[1024];
+    if (ig_tls_client_new(&o, &tls, err, sizeof(err))) {
+        fprintf(stderr, "infergate: %s\n", err);
+        return NULL;
+    }
+    if (cfg->upstream_tls_insecure)
+        ig_warn(
+            "--upstream-tls-insecure: https:// workers' certificates and names are NOT checked; anyone on "
+            "the path can read and change the traffic. For tests only.");
+    return tls;
+}
+
 int main(int argc, char **argv)
 {
     ig_config cfg;
@@ -207,6 +232,11 @@ int main(int argc, char **argv)
     ig_admission_config admission_cfg = ig_config_admission(&cfg);
     ig_breaker_config breaker_cfg = ig_config_breaker(&cfg);
     ig_h1conn_configure(&server_cfg);
+    if (!(pool_cfg.tls = upstream_tls(&cfg))) {
+        exit_code = 2;
+        goto out;
+    }
+    ig_httpc_configure_tls(pool_cfg.tls);
     if (ig_routes_configure(&cfg))
         goto out;
     static const ig_proxy_hooks proxy_hooks = {.breaker_changed = ig_control_poke,
@@ -223,8 +253,9 @@ int main(int argc, char **argv)
         for (int i = 0; i < urls->n; i++) {
             char host[256];
             uint16_t p;
+            int tls;
             const char *why = "";
-            if (ig_url_parse(urls->v[i], host, sizeof(host), &p, &why)) {
+            if (ig_url_parse(urls->v[i], host, sizeof(host), &p, &tls, &why)) {
                 if (g)
                     fprintf(stderr, "infergate: worker group '%s': %s: %s\n", cfg.groups[g].name, urls->v[i],
                             why);
@@ -302,6 +333,7 @@ out:
     free(fds);
     ig_prefix_free();
     ig_routes_shutdown();
+    ig_tls_ctx_free(pool_cfg.tls);
     ig_config_free(&cfg);
     return exit_code;
 }

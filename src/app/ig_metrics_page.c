@@ -187,6 +187,9 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
         {"infergate_worker_failures_total", "counter", "Requests the worker failed."},
         {"infergate_worker_connect_failures_total", "counter", "Failed connects to the worker."},
         {"infergate_worker_responses_5xx_total", "counter", "5xx answers from the worker."},
+        {"infergate_worker_tls_handshakes_total", "counter", "TLS handshakes with the worker, full ones."},
+        {"infergate_worker_tls_resumed_total", "counter",
+         "TLS handshakes with the worker that resumed a session."},
     };
     for (size_t m = 0; m < sizeof(wm) / sizeof(wm[0]); m++) {
         put(o, "# HELP %s %s\n# TYPE %s %s\n", wm[m][0], wm[m][2], wm[m][0], wm[m][1]);
@@ -201,7 +204,9 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
             case 4: v = rd(&w->stats.requests); break;
             case 5: v = rd(&w->stats.failures); break;
             case 6: v = rd(&w->stats.connect_failures); break;
-            default: v = rd(&w->stats.responses_5xx); break;
+            case 7: v = rd(&w->stats.responses_5xx); break;
+            case 8: v = rd(&w->stats.tls_full); break;
+            default: v = rd(&w->stats.tls_resumed); break;
             }
             put(o, "%s{worker=\"w%llu\",url=\"%s\"} %llu\n", wm[m][0], (unsigned long long)w->id, w->url,
                 (unsigned long long)v);

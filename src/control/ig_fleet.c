@@ -186,7 +186,8 @@ void ig_fanout_send(ig_fanout *f, ig_worker *w, const char *method, const char *
     ig_worker_ref(w);
     it->entry = json_pack("{s:s,s:s,s:s}", "worker_id", id, "url", w->url, "worker_addr", w->url);
     json_array_append_new(f->results, it->entry);
-    it->hc = ig_httpc_new(ig_ctl_loop(), (struct sockaddr *)&w->addr, w->host_header);
+    it->hc =
+        ig_httpc_new(ig_ctl_loop(), (struct sockaddr *)&w->addr, w->host_header, w->tls ? w->host : NULL);
     f->pending++;
     int rc = it->hc ? ig_httpc_request(it->hc, method, path, headers, body, len,
                                        ig_ctl_cfg()->broadcast_timeout_secs, fanout_cb, it)

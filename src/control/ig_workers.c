@@ -260,7 +260,8 @@ void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, 
                                    : group_cap >= 0  ? group_cap
                                                      : (int)cfg->worker_max_inflight);
     ctl_worker *cw = calloc(1, sizeof(*cw));
-    if (!cw || !(cw->hc = ig_httpc_new(ig_ctl_loop(), (struct sockaddr *)&w->addr, w->host_header))) {
+    if (!cw || !(cw->hc = ig_httpc_new(ig_ctl_loop(), (struct sockaddr *)&w->addr, w->host_header,
+                                       w->tls ? w->host : NULL))) {
         free(cw);
         ig_worker_unref(w);
         if (m)

@@ -35,6 +35,8 @@ static void conn_ready(ig_conn_wait *cw, ig_upconn *up);
 static const ig_session *pinned_session(ig_request *r);
 
 static ig_retry_budget g_budget;
+/* why this thread's last TLS connect failed: the 502's message */
+static _Thread_local char tls_why[256];
 
 /* A streamed body's exchange is over: its next exchange starts it again
  * from what r->body still holds (all of it, unless body_gone). */
@@ -324,9 +326,14 @@ static void on_error(void *owner, int err, const char *why, unsigned what)
     }
     worker_failed(r, w, 1);
     ig_info("%.*s connect to %s failed: %s", (int)r->rid_len, r->rid, w->url,
-            (what & IG_X_TIMEDOUT) ? "timed out" : uv_strerror(err));
+            why                      ? why
+            : (what & IG_X_TIMEDOUT) ? "timed out"
+                                     : uv_strerror(err));
     r->last_timeout = (what & IG_X_TIMEDOUT) != 0;
     r->last_refused = (what & IG_X_REFUSED) != 0;
+    r->last_tls = (what & IG_X_TLS) != 0;
+    if (r->last_tls) /* the 502 says why, if no other worker takes it */
+        snprintf(tls_why, sizeof(tls_why), "%s", why ? why : "TLS with the worker failed");
     release_worker(r);
     pick_and_send(r);
 }
@@ -385,7 +392,9 @@ static void conn_ready(ig_conn_wait *cw, ig_upconn *up)
 
 static void no_worker_left(ig_request *r)
 {
-    if (r->last_timeout)
+    if (r->last_tls)
+        respond_error(r, 502, "upstream_error", "worker_tls_failed", tls_why);
+    else if (r->last_timeout)
         respond_error(r, 504, "timeout", "upstream_connect_timeout", "timed out connecting to the workers");
     else
         respond_error(r, 502, "upstream_error", "worker_unreachable", "could not connect to any worker");
@@ -506,6 +515,7 @@ static void enter(ig_request *r)
     r->requeues = 0;
     r->last_timeout = 0;
     r->last_refused = 0;
+    r->last_tls = 0;
     r->in_proxy = 1;
     r->h = &ig_proxy_handler;
     r->wait.retry = retry_queued;

@@ -69,13 +69,17 @@ void ig_registry_init(int nthreads)
 
 /* ---- URLs and workers ---- */
 
-int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, const char **err)
+int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, int *tls, const char **err)
 {
     const char *p = url;
+    *tls = 0;
     if (strncmp(p, "http://", 7) == 0) {
         p += 7;
+    } else if (strncmp(p, "https://", 8) == 0) {
+        p += 8;
+        *tls = 1;
     } else if (strstr(p, "://")) {
-        *err = "only http:// worker URLs are supported";
+        *err = "only http:// and https:// worker URLs are supported";
         return -EINVAL;
     }
     const char *hb = p, *he;
@@ -103,7 +107,7 @@ int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, co
         }
     memcpy(host, hb, (size_t)(he - hb));
     host[he - hb] = '\0';
-    long prt = 80;
+    long prt = *tls ? 443 : 80;
     if (*p == ':') {
         char *end;
         prt = strtol(p + 1, &end, 10);
@@ -135,8 +139,9 @@ int ig_worker_new(const char *url, ig_worker **out, const char **err)
 {
     char host[256], portstr[8];
     uint16_t port;
+    int tls;
     struct addrinfo hints = {0}, *res = NULL;
-    int rc = ig_url_parse(url, host, sizeof(host), &port, err);
+    int rc = ig_url_parse(url, host, sizeof(host), &port, &tls, err);
     if (rc)
         return rc;
     ig_worker *w = calloc(1, sizeof(*w));
@@ -168,7 +173,10 @@ int ig_worker_new(const char *url, ig_worker **out, const char **err)
     }
 
     int v6 = strchr(host, ':') != NULL;
-    int ul = snprintf(NULL, 0, v6 ? "http://[%s]:%u" : "http://%s:%u", host, port);
+    const char *fmt =
+        tls ? (v6 ? "https://[%s]:%u" : "https://%s:%u") : (v6 ? "http://[%s]:%u" : "http://%s:%u");
+    size_t scheme = tls ? 8 : 7;
+    int ul = snprintf(NULL, 0, fmt, host, port);
     w->url = malloc((size_t)ul + 1);
     w->host_header = malloc((size_t)ul + 1);
     w->host = strdup(host);
@@ -177,9 +185,10 @@ int ig_worker_new(const char *url, ig_worker **out, const char **err)
         worker_free(w);
         return -ENOMEM;
     }
-    snprintf(w->url, (size_t)ul + 1, v6 ? "http://[%s]:%u" : "http://%s:%u", host, port);
-    w->host_header_len = (size_t)ul - 7;
-    memcpy(w->host_header, w->url + 7, w->host_header_len + 1);
+    snprintf(w->url, (size_t)ul + 1, fmt, host, port);
+    w->host_header_len = (size_t)ul - scheme;
+    memcpy(w->host_header, w->url + scheme, w->host_header_len + 1);
+    w->tls = tls;
     for (int i = 0; i < pool_count; i++)
         ig_list_init(&w->pools[i].idle);
     w->port = port;

@@ -53,11 +53,13 @@ typedef struct ig_pool {
 typedef struct ig_worker_stats {
     atomic_uint_fast64_t requests, responses_5xx, failures, connect_failures;
     atomic_uint_fast64_t conns_opened, conns_reused, conns_closed, retries;
+    atomic_uint_fast64_t tls_full, tls_resumed; /* TLS handshakes: full, resumed */
 } ig_worker_stats;
 
 typedef struct ig_worker {
     uint64_t id; /* public id: never reused */
-    char *url;   /* normalised: http://host:port */
+    char *url;   /* normalised: http://host:port or https://host:port */
+    int tls;     /* https: TLS to it (net/ig_net) */
     char *host;
     uint16_t port;
     char *host_header; /* "host:port" sent as Host */
@@ -134,10 +136,10 @@ typedef struct ig_snapshot {
 void ig_registry_init(int nthreads);
 
 /**
- * Split "http://host[:port][/]" into host and port. Only plain http is
- * accepted. 0, or -EINVAL with a static reason in *err.
+ * Split "http[s]://host[:port][/]" into host and port (default 80 or 443);
+ * *tls: https. 0, or -EINVAL with a static reason in *err.
  */
-int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, const char **err);
+int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, int *tls, const char **err);
 
 /** Build a worker from its URL (resolves the host). 0 or negative errno; *err says why. */
 int ig_worker_new(const char *url, ig_worker **out, const char **err);

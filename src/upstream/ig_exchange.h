@@ -47,6 +47,7 @@ typedef struct ig_exchange_req {
 #define IG_X_REUSED 16u         /* the connection came from the pool */
 #define IG_X_SENT_ANY 32u       /* some of the request went out */
 #define IG_X_HEAD_TOO_LARGE 64u /* the request head would not fit: nothing was sent */
+#define IG_X_TLS 128u           /* with IG_X_CONNECT: the TLS handshake failed (why says how) */
 
 typedef struct ig_exchange_cb {
     /** The connection is up: fill in the request to send. */

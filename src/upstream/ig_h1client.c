@@ -190,7 +190,7 @@ static void quick_ack(ig_upconn *up)
 {
     uv_os_fd_t fd;
     int one = 1;
-    if (uv_fileno((uv_handle_t *)&up->tcp, &fd) == 0)
+    if (uv_fileno((uv_handle_t *)&up->net.tcp, &fd) == 0)
         setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 }
 
@@ -264,7 +264,7 @@ static int write_piece(ig_upconn *up, int with_head, const char *p, size_t n, in
     uv_write_t *wr = ig_freelist_get(up->ctx->wreqs);
     if (wr)
         wr->data = up;
-    int rc = wr ? uv_write(wr, (uv_stream_t *)&up->tcp, b, k, up_write_cb) : UV_ENOMEM;
+    int rc = wr ? ig_net_write(wr, &up->net, b, k, up_write_cb) : UV_ENOMEM;
     if (rc) {
         ig_freelist_put(up->ctx->wreqs, wr);
         fail(up, rc, NULL);
@@ -341,7 +341,7 @@ static int send_request(ig_upconn *up)
     /* try first: a uv_write that completes still costs libuv an epoll_ctl
      * when it drains, one syscall per request for nothing */
     up->sent_ns = uv_hrtime();
-    int rc = uv_try_write((uv_stream_t *)&up->tcp, bufs, n);
+    int rc = ig_net_try_write(&up->net, bufs, n);
     if (rc == UV_EAGAIN)
         rc = 0;
     if (rc < 0) {
@@ -366,7 +366,7 @@ static int send_request(ig_upconn *up)
     uv_write_t *wr = ig_freelist_get(up->ctx->wreqs);
     if (wr)
         wr->data = up;
-    rc = wr ? uv_write(wr, (uv_stream_t *)&up->tcp, bufs + first, n - first, up_write_cb) : UV_ENOMEM;
+    rc = wr ? ig_net_write(wr, &up->net, bufs + first, n - first, up_write_cb) : UV_ENOMEM;
     if (rc) {
         ig_freelist_put(up->ctx->wreqs, wr);
         fail(up, rc, NULL);
@@ -393,35 +393,82 @@ int ig_exchange_start(ig_upconn *up, const ig_exchange_cb *cb, void *owner)
     return rc;
 }
 
-static void on_connect(uv_connect_t *req, int status)
+/* The connection is up (and its TLS, if any): the request goes. */
+static void connected(ig_upconn *up)
 {
-    ig_upconn *up = req->data;
-    free(req);
-    if (status == 0 && up->state == IG_U_CONNECTING) {
-        uv_timer_stop(&up->timer);
-        up->state = IG_U_BUSY;
-        uv_tcp_nodelay(&up->tcp, 1);
-        /* reading stays on while the connection idles in the pool: a close is seen at once */
-        uv_read_start((uv_stream_t *)&up->tcp, up_alloc, up_read);
-        if (!up->owner) {
-            ig_pool_close(up);
-        } else if (send_request(up)) {
-            const ig_exchange_cb *cb = up->cb;
-            void *owner = up->owner;
-            detach(up);
-            cb->on_error(owner, UV_E2BIG, "request head too large", IG_X_HEAD_TOO_LARGE);
-        }
-        return;
+    uv_timer_stop(&up->timer);
+    up->state = IG_U_BUSY;
+    /* reading stays on while the connection idles in the pool: a close is seen at once */
+    ig_net_read_start(&up->net, up_alloc, up_read);
+    if (!up->owner) {
+        ig_pool_close(up);
+    } else if (send_request(up)) {
+        const ig_exchange_cb *cb = up->cb;
+        void *owner = up->owner;
+        detach(up);
+        cb->on_error(owner, UV_E2BIG, "request head too large", IG_X_HEAD_TOO_LARGE);
     }
-    unsigned what = IG_X_CONNECT | (up->timed_out || status == UV_ETIMEDOUT ? IG_X_TIMEDOUT : 0) |
-                    (status == UV_ECONNREFUSED ? IG_X_REFUSED : 0);
+}
+
+/* The connection never came up: close it, then tell the owner. */
+static void connect_failed(ig_upconn *up, int status, const char *why, unsigned what)
+{
     const ig_exchange_cb *cb = up->cb;
     void *owner = up->owner;
     detach(up);
     if (up->state != IG_U_CLOSING)
         ig_pool_close(up);
     if (cb)
-        cb->on_error(owner, status, NULL, what);
+        cb->on_error(owner, status, why, IG_X_CONNECT | what);
+}
+
+static void tls_done(ig_net *n, int status)
+{
+    ig_upconn *up = n->tcp.data;
+    static _Thread_local char why[240];
+    if (up->state != IG_U_CONNECTING)
+        return;
+    if (status == 0) {
+        int resumed = ig_net_tls_resumed(n);
+        atomic_fetch_add_explicit(resumed ? &up->w->stats.tls_resumed : &up->w->stats.tls_full, 1,
+                                  memory_order_relaxed);
+        connected(up);
+        return;
+    }
+    snprintf(why, sizeof(why), "TLS with %s failed: %s", up->w->url, ig_net_tls_error(n));
+    connect_failed(up, status, why, IG_X_TLS);
+}
+
+static void tls_timeout_cb(uv_timer_t *t)
+{
+    ig_upconn *up = t->data;
+    up->timed_out = 1;
+    connect_failed(up, UV_ETIMEDOUT, "the TLS handshake timed out", IG_X_TIMEDOUT | IG_X_TLS);
+}
+
+static void on_connect(uv_connect_t *req, int status)
+{
+    ig_upconn *up = req->data;
+    free(req);
+    if (status == 0 && up->state == IG_U_CONNECTING) {
+        uv_tcp_nodelay(&up->net.tcp, 1);
+        if (!up->w->tls) {
+            connected(up);
+            return;
+        }
+        /* the handshake is part of connecting: the rest of the connect timeout covers it */
+        uint64_t left = uv_timer_get_due_in(&up->timer);
+        uv_timer_start(&up->timer, tls_timeout_cb, left ? left : 1, 0);
+        int rc = up->ctx->cfg->tls ? ig_net_tls_connect(&up->net, up->ctx->cfg->tls, up->w->host,
+                                                        ig_pool_tls_session(up->ctx, up->w), tls_done)
+                                   : UV_EPROTONOSUPPORT;
+        if (rc)
+            connect_failed(up, rc, "cannot start TLS", IG_X_TLS);
+        return;
+    }
+    unsigned what = (up->timed_out || status == UV_ETIMEDOUT ? IG_X_TIMEDOUT : 0) |
+                    (status == UV_ECONNREFUSED ? IG_X_REFUSED : 0);
+    connect_failed(up, status, NULL, what);
 }
 
 ig_upconn *ig_exchange_connect(ig_upstream_ctx *ctx, ig_worker *w)
@@ -438,7 +485,7 @@ void ig_exchange_cancel(ig_upconn *up)
 void ig_exchange_pause(ig_upconn *up)
 {
     if (!up->paused) {
-        uv_read_stop((uv_stream_t *)&up->tcp);
+        ig_net_read_stop(&up->net);
         up->paused = 1;
     }
 }
@@ -447,7 +494,7 @@ void ig_exchange_resume(ig_upconn *up)
 {
     if (up->paused && up->state == IG_U_BUSY) {
         up->paused = 0;
-        uv_read_start((uv_stream_t *)&up->tcp, up_alloc, up_read);
+        ig_net_read_start(&up->net, up_alloc, up_read);
     }
 }
 

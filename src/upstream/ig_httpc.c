@@ -7,13 +7,14 @@
 #include <string.h>
 
 #include "../core/ig_buf.h"
+#include "../net/ig_net.h"
 
 #define HTTPC_MAX_BODY (8u << 20)
 
 /* The socket and its requests live apart from the client: libuv may still
  * call them back (cancelled) after the client dropped or freed them. */
 typedef struct hconn {
-    uv_tcp_t tcp;
+    ig_net net; /* first: the socket's data is the hconn */
     uv_connect_t creq;
     uv_write_t wreq;
     struct ig_httpc *owner; /* NULL once dropped */
@@ -23,7 +24,10 @@ struct ig_httpc {
     uv_loop_t *loop;
     struct sockaddr_storage addr;
     char host[280];
-    hconn *conn; /* NULL when not connected; dropped and replaced on any error */
+    char *tls_host; /* NULL: plain */
+    void *session;  /* the target's last TLS session */
+    char err[256];  /* a TLS failure's reason, during the callback */
+    hconn *conn;    /* NULL when not connected; dropped and replaced on any error */
     uv_timer_t timer;
     llhttp_t parser;
     ig_buf out, body;
@@ -43,6 +47,8 @@ static void timer_free_cb(uv_handle_t *h)
     ig_httpc *c = h->data;
     ig_buf_free(&c->out);
     ig_buf_free(&c->body);
+    ig_tls_session_free(c->session);
+    free(c->tls_host);
     free(c);
 }
 
@@ -50,7 +56,7 @@ static void drop_conn(ig_httpc *c)
 {
     if (c->conn) {
         c->conn->owner = NULL;
-        uv_close((uv_handle_t *)&c->conn->tcp, conn_free_cb);
+        ig_net_close(&c->conn->net, conn_free_cb);
         c->conn = NULL;
     }
     c->connected = 0;
@@ -96,8 +102,8 @@ static void alloc_cb(uv_handle_t *h, size_t s, uv_buf_t *b)
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     ig_httpc *c = ((hconn *)s->data)->owner;
-    if (!c)
-        return;
+    if (!c || n == 0)
+        return; /* 0: nothing this time (a TLS record that held no data) */
     if (n < 0) {
         if (c->busy && n == UV_EOF)
             llhttp_finish(&c->parser); /* a close-delimited body ends here */
@@ -129,8 +135,31 @@ static void send_request(ig_httpc *c)
     c->parser.data = c;
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
     c->conn->wreq.data = c->conn;
-    if (uv_write(&c->conn->wreq, (uv_stream_t *)&c->conn->tcp, &b, 1, write_cb))
+    if (ig_net_write(&c->conn->wreq, &c->conn->net, &b, 1, write_cb))
         finish(c, 0, "write failed");
+}
+
+static ig_tls_ctx *tls_ctx;
+
+void ig_httpc_configure_tls(ig_tls_ctx *tls)
+{
+    tls_ctx = tls;
+}
+
+static void tls_done(ig_net *n, int status)
+{
+    hconn *hc = n->tcp.data;
+    ig_httpc *c = hc->owner;
+    if (!c)
+        return;
+    if (status) {
+        snprintf(c->err, sizeof(c->err), "TLS failed: %s", ig_net_tls_error(n));
+        finish(c, 0, c->err);
+        return;
+    }
+    c->connected = 1;
+    ig_net_read_start(&hc->net, alloc_cb, read_cb);
+    send_request(c);
 }
 
 static void connect_cb(uv_connect_t *r, int status)
@@ -143,8 +172,13 @@ static void connect_cb(uv_connect_t *r, int status)
         finish(c, 0, status == UV_ECONNREFUSED ? "connection refused" : "connect failed");
         return;
     }
+    if (c->tls_host) {
+        if (ig_net_tls_connect(&hc->net, tls_ctx, c->tls_host, &c->session, tls_done))
+            finish(c, 0, "cannot start TLS");
+        return;
+    }
     c->connected = 1;
-    uv_read_start((uv_stream_t *)&hc->tcp, alloc_cb, read_cb);
+    ig_net_read_start(&hc->net, alloc_cb, read_cb);
     send_request(c);
 }
 
@@ -153,11 +187,16 @@ static void timeout_cb(uv_timer_t *t)
     finish(t->data, 0, "timed out");
 }
 
-ig_httpc *ig_httpc_new(uv_loop_t *loop, const struct sockaddr *addr, const char *host_header)
+ig_httpc *ig_httpc_new(uv_loop_t *loop, const struct sockaddr *addr, const char *host_header,
+                       const char *tls_host)
 {
     ig_httpc *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    if (tls_host && (!tls_ctx || !(c->tls_host = strdup(tls_host)))) {
+        free(c);
+        return NULL;
+    }
     c->loop = loop;
     memcpy(&c->addr, addr,
            addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in));
@@ -207,12 +246,12 @@ int ig_httpc_request(ig_httpc *c, const char *method, const char *path, const ch
         finish(c, 0, "out of memory");
         return 0;
     }
-    uv_tcp_init(c->loop, &hc->tcp);
+    uv_tcp_init(c->loop, &hc->net.tcp);
     hc->owner = c;
-    hc->tcp.data = hc;
+    hc->net.tcp.data = hc;
     hc->creq.data = hc;
     c->conn = hc;
-    if (uv_tcp_connect(&hc->creq, &hc->tcp, (struct sockaddr *)&c->addr, connect_cb))
+    if (uv_tcp_connect(&hc->creq, &hc->net.tcp, (struct sockaddr *)&c->addr, connect_cb))
         finish(c, 0, "connect failed");
     return 0;
 }

@@ -8,13 +8,19 @@
 #include <sys/socket.h>
 #include <uv.h>
 
+#include "../net/ig_tls.h"
+
 typedef struct ig_httpc ig_httpc;
 
 /* status is the HTTP status, or 0 with err set (a static string). body is
  * valid only during the call. */
 typedef void (*ig_httpc_cb)(void *arg, int status, const char *body, size_t len, const char *err);
 
-ig_httpc *ig_httpc_new(uv_loop_t *loop, const struct sockaddr *addr, const char *host_header);
+/** The TLS context https:// targets are reached with (once, at start). */
+void ig_httpc_configure_tls(ig_tls_ctx *tls);
+/** tls_host: the name to check the target's certificate against (TLS), or NULL (plain). */
+ig_httpc *ig_httpc_new(uv_loop_t *loop, const struct sockaddr *addr, const char *host_header,
+                       const char *tls_host);
 /**
  * Send one request (body may be NULL) on the kept connection, connecting
  * first if needed; cb runs exactly once. -EBUSY while one is in flight.

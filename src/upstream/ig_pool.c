@@ -106,7 +106,7 @@ void ig_pool_close(ig_upconn *up)
     up->state = IG_U_CLOSING;
     atomic_fetch_add_explicit(&up->w->stats.conns_closed, 1, memory_order_relaxed);
     ig_count(&up->ctx->stats->conns_closed, 1);
-    uv_close((uv_handle_t *)&up->tcp, upconn_free_cb);
+    ig_net_close(&up->net, upconn_free_cb);
     uv_close((uv_handle_t *)&up->timer, upconn_free_cb);
 }
 
@@ -473,7 +473,7 @@ ig_upconn *ig_pool_connect(ig_upstream_ctx *ctx, ig_worker *w, uv_connect_cb cb)
     up->w = w;
     ig_worker_ref(w);
     up->state = IG_U_CONNECTING;
-    up->tcp.data = up;
+    up->net.tcp.data = up;
     up->timer.data = up;
     ig_list_init(&up->link);
     ig_list_init(&up->tlink);
@@ -481,13 +481,13 @@ ig_upconn *ig_pool_connect(ig_upstream_ctx *ctx, ig_worker *w, uv_connect_cb cb)
     ig_buf_init(&up->hbuf, 64 * 1024);
     ig_buf_init(&up->whead, ctx->cfg->max_request_head);
     up->created_ms = uv_now(ctx->loop);
-    uv_tcp_init(ctx->loop, &up->tcp);
+    uv_tcp_init(ctx->loop, &up->net.tcp);
     uv_timer_init(ctx->loop, &up->timer);
     up->handles_open = 2;
     atomic_fetch_add_explicit(&w->stats.conns_opened, 1, memory_order_relaxed);
     ig_count(&ctx->stats->conns_opened, 1);
     uv_connect_t *creq = malloc(sizeof(*creq));
-    int rc = creq ? uv_tcp_connect(creq, &up->tcp, (const struct sockaddr *)&w->addr, cb) : UV_ENOMEM;
+    int rc = creq ? uv_tcp_connect(creq, &up->net.tcp, (const struct sockaddr *)&w->addr, cb) : UV_ENOMEM;
     if (creq)
         creq->data = up;
     if (rc) {
@@ -574,6 +574,21 @@ void ig_pool_close_all(ig_upstream_ctx *ctx)
     }
     while (!ig_list_empty(&ctx->idle_conns))
         ig_pool_close(ig_container_of(ctx->idle_conns.next, ig_upconn, tlink));
+    for (int i = 0; i < IG_TLS_SESSION_SLOTS; i++) {
+        ig_tls_session_free(ctx->tls_sessions[i].session);
+        ctx->tls_sessions[i].session = NULL;
+    }
+}
+
+void **ig_pool_tls_session(ig_upstream_ctx *ctx, const ig_worker *w)
+{
+    ig_tls_session_slot *s = &ctx->tls_sessions[w->id % IG_TLS_SESSION_SLOTS];
+    if (s->worker_id != w->id) {
+        ig_tls_session_free(s->session);
+        s->session = NULL;
+        s->worker_id = w->id;
+    }
+    return &s->session;
 }
 
 void ig_pool_ctx_init(ig_upstream_ctx *ctx, uv_loop_t *loop, int idx, const ig_pool_config *cfg,

@@ -18,6 +18,7 @@
 #include "../core/ig_list.h"
 #include "../http/ig_h1resp.h"
 #include "../http/ig_http.h"
+#include "../net/ig_net.h"
 #include "../obs/ig_stats.h"
 #include "../registry/ig_registry.h"
 
@@ -31,7 +32,17 @@ typedef struct ig_pool_config {
     int spread;                 /* latency-aware choice among idle connections */
     /* what a probe asks for, per worker group ([0]: the fleet's health path); NULL: "/" */
     const char *probe_paths[IG_MAX_GROUPS];
+    ig_tls_ctx *tls; /* for https:// workers */
 } ig_pool_config;
+
+/* The last TLS session of a worker, per thread, so a new connection resumes
+ * it (one slot per worker id modulo the table; a collision costs a full
+ * handshake, nothing else). */
+#define IG_TLS_SESSION_SLOTS 64
+typedef struct ig_tls_session_slot {
+    uint64_t worker_id;
+    void *session;
+} ig_tls_session_slot;
 
 /* A loop thread's share of the upstream side (embedded in its thread). */
 typedef struct ig_upstream_ctx {
@@ -49,6 +60,7 @@ typedef struct ig_upstream_ctx {
     uv_timer_t pace;    /* paces probes while requests wait; started on the first wait */
     unsigned pace_open : 1, serving : 1, serve_again : 1;
     int draining; /* set by the thread: nothing goes back to a pool */
+    ig_tls_session_slot tls_sessions[IG_TLS_SESSION_SLOTS];
 } ig_upstream_ctx;
 
 typedef enum { IG_U_CONNECTING, IG_U_BUSY, IG_U_IDLE, IG_U_CLOSING } ig_upconn_state;
@@ -56,7 +68,7 @@ typedef enum { IG_U_CONNECTING, IG_U_BUSY, IG_U_IDLE, IG_U_CLOSING } ig_upconn_s
 struct ig_exchange_cb;
 
 typedef struct ig_upconn {
-    uv_tcp_t tcp;
+    ig_net net;       /* the socket, maybe TLS (first: libuv's handle is the connection's) */
     uv_timer_t timer; /* connect timeout */
     ig_upstream_ctx *ctx;
     ig_worker *w;
@@ -149,4 +161,6 @@ void ig_pool_exchange_over(ig_upconn *up);
 /** Close idle connections past their idle time or age, or of removed workers. */
 void ig_pool_sweep(ig_upstream_ctx *ctx);
 void ig_pool_close_all(ig_upstream_ctx *ctx);
+/** Where this thread keeps w's last TLS session. */
+void **ig_pool_tls_session(ig_upstream_ctx *ctx, const ig_worker *w);
 #endif

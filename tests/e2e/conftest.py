@@ -156,6 +156,16 @@ def stop_listener(sock, acceptor):
     sock.close()
 
 
+def port_open(port):
+    """Something accepts connections on 127.0.0.1:port."""
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 def free_port():
     """A port nothing listens on now, for servers that cannot take port 0 (nginx)."""
     import socket

@@ -93,7 +93,7 @@ def test_config_file(procs):
             json.dump({"worker_urls": [w.url], "polcy": "round_robin"}, g)
         out = subprocess.run([GATEWAY, "--config", f.name], capture_output=True, text=True, timeout=10)
         assert out.returncode == 2 and "polcy" in out.stderr
-        out = subprocess.run([GATEWAY, "--worker-urls", "https://x:1"], capture_output=True, text=True, timeout=10)
-        assert out.returncode == 2 and "https://x:1" in out.stderr
+        out = subprocess.run([GATEWAY, "--worker-urls", "ftp://x:1"], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 2 and "ftp://x:1" in out.stderr
     finally:
         os.unlink(f.name)

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from conftest import chat_body, free_port, wait_for
+from conftest import port_open, chat_body, free_port, wait_for
 
 
 def client_from(addr, base, **kw):
@@ -101,13 +101,7 @@ http {{
         p = subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         started.append((p, d))
 
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-        assert wait_for(up), p.stderr.read() if p.poll() is not None else "nginx did not start"
+        assert wait_for(lambda: port_open(port)), p.stderr.read() if p.poll() is not None else "nginx did not start"
         return f"http://127.0.0.1:{port}"
     yield start
     for p, d in started:

@@ -1,0 +1,438 @@
+/* A TCP stream that may carry TLS (ig_net.h). */
+#include "ig_net.h"
+
+#include <arpa/inet.h>
+#include <stddef.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ig_tls_int.h"
+
+/* One socket read's worth: decrypted at once, so one per thread will do. */
+#define RAW_READ (64 * 1024)
+
+struct ig_tls_conn {
+    SSL *ssl;
+    BIO *rbio, *wbio; /* ciphertext from the peer, to the peer */
+    void **session;   /* where the peer's last session is kept (client) */
+    ig_net_handshake_cb done;
+    uv_alloc_cb alloc; /* the owner's, while it reads */
+    uv_read_cb read;
+    /* hands over what was decrypted but not taken when the owner reads again */
+    uv_idle_t idle;
+    int pending_err; /* the socket's error or EOF, not told yet */
+    unsigned handshaking : 1, reading : 1, raw_reading : 1, failed : 1;
+    char why[200];
+};
+
+/* A write of ciphertext in flight, with the owner's request to complete. */
+typedef struct record {
+    uv_write_t req;
+    uv_write_t *owner_req;
+    uv_write_cb owner_cb;
+    uv_stream_t *stream;
+    size_t len;
+    char data[];
+} record;
+
+static _Thread_local char raw_buf[RAW_READ];
+
+static ig_net *net_of(uv_stream_t *s)
+{
+    return (ig_net *)s; /* the socket is the first field */
+}
+
+static void record_cb(uv_write_t *req, int status)
+{
+    record *r = (record *)req;
+    if (r->owner_cb) {
+        r->owner_req->handle = r->stream; /* what the owner's callback reads, as with uv_write */
+        r->owner_cb(r->owner_req, status);
+    }
+    free(r);
+}
+
+/* One write of ciphertext: len bytes of data, or (data NULL) of the write
+ * BIO, copied into a record that lives until libuv is done with it. */
+static int queue_record(ig_net *n, const char *data, size_t len, uv_write_t *owner_req, uv_write_cb owner_cb)
+{
+    record *r = malloc(sizeof(*r) + len);
+    if (!r)
+        return UV_ENOMEM;
+    size_t done = data ? len : 0;
+    if (data)
+        memcpy(r->data, data, len);
+    while (done < len) {
+        int got = BIO_read(n->tls->wbio, r->data + done, (int)(len - done));
+        if (got <= 0)
+            break;
+        done += (size_t)got;
+    }
+    r->len = done;
+    r->owner_req = owner_req;
+    r->owner_cb = owner_cb;
+    r->stream = (uv_stream_t *)&n->tcp;
+    uv_buf_t rb = uv_buf_init(r->data, (unsigned)r->len);
+    int rc = uv_write(&r->req, r->stream, &rb, 1, record_cb);
+    if (rc)
+        free(r);
+    return rc;
+}
+
+/* Send what OpenSSL wrote for the peer: straight from the thread's buffer
+ * when the socket takes it all, else (or when the owner waits for its
+ * callback) in one record. 0 or a libuv code. */
+static int flush_out(ig_net *n, uv_write_t *owner_req, uv_write_cb owner_cb)
+{
+    uv_stream_t *s = (uv_stream_t *)&n->tcp;
+    size_t len = BIO_ctrl_pending(n->tls->wbio);
+    if (!len && !owner_cb)
+        return 0;
+    if (owner_cb || len > sizeof(raw_buf) || uv_stream_get_write_queue_size(s) != 0)
+        return queue_record(n, NULL, len, owner_req, owner_cb);
+    int got = BIO_read(n->tls->wbio, raw_buf, (int)len);
+    if (got <= 0)
+        return 0;
+    uv_buf_t b = uv_buf_init(raw_buf, (unsigned)got);
+    int w = uv_try_write(s, &b, 1);
+    if (w == UV_EAGAIN)
+        w = 0;
+    if (w < 0)
+        return w;
+    return w == got ? 0 : queue_record(n, raw_buf + w, (size_t)(got - w), NULL, NULL);
+}
+
+static void fail_with(ig_tls_conn *t, SSL *ssl, int ret)
+{
+    ig_tls_reason(ssl, ret, t->why, sizeof(t->why));
+    t->failed = 1;
+}
+
+/* Hand the owner what can be decrypted now, while it reads. */
+static void deliver(ig_net *n)
+{
+    ig_tls_conn *t = n->tls;
+    uv_stream_t *s = (uv_stream_t *)&n->tcp;
+    while (t->reading && !t->failed && (SSL_pending(t->ssl) > 0 || BIO_ctrl_pending(t->rbio) > 0)) {
+        uv_buf_t b = uv_buf_init(NULL, 0);
+        t->alloc((uv_handle_t *)s, RAW_READ, &b);
+        if (!b.base || !b.len) {
+            t->read(s, UV_ENOBUFS, &b);
+            return;
+        }
+        ERR_clear_error();
+        int r = SSL_read(t->ssl, b.base, (int)b.len);
+        if (r > 0) {
+            t->read(s, r, &b);
+            continue;
+        }
+        int e = SSL_get_error(t->ssl, r);
+        flush_out(n, NULL, NULL); /* a key update or an alert may want out */
+        if (e == SSL_ERROR_WANT_READ) {
+            t->read(s, 0, &b); /* the buffer goes back */
+            break;
+        }
+        if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: the peer's end of data */
+            t->read(s, UV_EOF, &b);
+            return;
+        }
+        fail_with(t, t->ssl, r);
+        t->read(s, UV_EPROTO, &b);
+        return;
+    }
+    if (t->reading && t->pending_err && !SSL_pending(t->ssl) && !BIO_ctrl_pending(t->rbio)) {
+        int err = t->pending_err;
+        uv_buf_t z = uv_buf_init(NULL, 0);
+        t->pending_err = 0;
+        t->read(s, err, &z);
+    }
+}
+
+static void idle_cb(uv_idle_t *h)
+{
+    ig_net *n = h->data;
+    uv_idle_stop(h);
+    deliver(n);
+}
+
+static void raw_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(raw_buf, sizeof(raw_buf));
+}
+
+static void handshake_step(ig_net *n)
+{
+    ig_tls_conn *t = n->tls;
+    ERR_clear_error();
+    int r = SSL_do_handshake(t->ssl);
+    int out = flush_out(n, NULL, NULL);
+    if (r == 1 && !out) {
+        t->handshaking = 0;
+        if (!t->reading) { /* the owner reads when it is ready; until then the socket waits */
+            uv_read_stop((uv_stream_t *)&n->tcp);
+            t->raw_reading = 0;
+        }
+        t->done(n, 0);
+        return;
+    }
+    int e = r == 1 ? SSL_ERROR_SYSCALL : SSL_get_error(t->ssl, r);
+    if (e == SSL_ERROR_WANT_READ && !t->pending_err && !out)
+        return; /* the peer's next flight */
+    if (e == SSL_ERROR_WANT_READ || (e == SSL_ERROR_SYSCALL && !ERR_peek_error()))
+        snprintf(t->why, sizeof(t->why), "the connection closed during the TLS handshake%s%s",
+                 t->pending_err ? ": " : "", t->pending_err ? uv_strerror(t->pending_err) : "");
+    else
+        ig_tls_reason(t->ssl, r, t->why, sizeof(t->why));
+    t->failed = 1;
+    t->handshaking = 0;
+    uv_read_stop((uv_stream_t *)&n->tcp);
+    t->raw_reading = 0;
+    t->done(n, UV_EPROTO);
+}
+
+static void raw_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+    ig_net *n = net_of(s);
+    ig_tls_conn *t = n->tls;
+    if (nread > 0 && BIO_write(t->rbio, buf->base, (int)nread) != (int)nread)
+        nread = UV_ENOMEM;
+    if (nread < 0) {
+        t->pending_err = (int)nread;
+        uv_read_stop(s); /* nothing more comes */
+        t->raw_reading = 0;
+    }
+    if (t->handshaking)
+        handshake_step(n);
+    else
+        deliver(n);
+}
+
+static int tls_start(ig_net *n, ig_tls_ctx *ctx, ig_net_handshake_cb done, ig_tls_conn **out)
+{
+    ig_tls_conn *t = calloc(1, sizeof(*t));
+    if (!t)
+        return UV_ENOMEM;
+    t->ssl = SSL_new(ctx->ssl);
+    t->rbio = BIO_new(BIO_s_mem());
+    t->wbio = BIO_new(BIO_s_mem());
+    if (!t->ssl || !t->rbio || !t->wbio) {
+        SSL_free(t->ssl);
+        BIO_free(t->rbio);
+        BIO_free(t->wbio);
+        free(t);
+        return UV_ENOMEM;
+    }
+    BIO_set_mem_eof_return(t->rbio, -1); /* empty is "wait", not the end */
+    SSL_set_bio(t->ssl, t->rbio, t->wbio);
+    SSL_set_ex_data(t->ssl, ig_tls_conn_index(), t);
+    t->done = done;
+    t->handshaking = 1;
+    uv_idle_init(n->tcp.loop, &t->idle);
+    t->idle.data = n;
+    n->tls = t;
+    *out = t;
+    return 0;
+}
+
+static int tls_go(ig_net *n)
+{
+    ig_tls_conn *t = n->tls;
+    ERR_clear_error();
+    int r = SSL_do_handshake(t->ssl);
+    int e = SSL_get_error(t->ssl, r);
+    if (r != 1 && e != SSL_ERROR_WANT_READ) {
+        fail_with(t, t->ssl, r);
+        return UV_EPROTO;
+    }
+    int rc = flush_out(n, NULL, NULL);
+    if (rc)
+        return rc;
+    rc = uv_read_start((uv_stream_t *)&n->tcp, raw_alloc, raw_read);
+    t->raw_reading = rc == 0;
+    return rc;
+}
+
+int ig_net_tls_connect(ig_net *n, ig_tls_ctx *ctx, const char *host, void **session, ig_net_handshake_cb done)
+{
+    ig_tls_conn *t;
+    int rc = tls_start(n, ctx, done, &t);
+    if (rc)
+        return rc;
+    unsigned char ip[16];
+    int is_ip = inet_pton(AF_INET, host, ip) == 1 || inet_pton(AF_INET6, host, ip) == 1;
+    if (!is_ip)
+        SSL_set_tlsext_host_name(t->ssl, host); /* RFC 6066: no SNI for an address */
+    if (!ctx->insecure) {
+        if (is_ip)
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host);
+        else
+            SSL_set1_host(t->ssl, host);
+    }
+    static const unsigned char alpn[] = "\x08http/1.1";
+    SSL_set_alpn_protos(t->ssl, alpn, sizeof(alpn) - 1);
+    t->session = session;
+    if (session && *session)
+        SSL_set_session(t->ssl, *session);
+    SSL_set_connect_state(t->ssl);
+    return tls_go(n);
+}
+
+int ig_net_tls_accept(ig_net *n, ig_tls_ctx *ctx, ig_net_handshake_cb done)
+{
+    ig_tls_conn *t;
+    int rc = tls_start(n, ctx, done, &t);
+    if (rc)
+        return rc;
+    SSL_set_accept_state(t->ssl);
+    return tls_go(n);
+}
+
+int ig_tls_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    ig_tls_conn *t = SSL_get_ex_data(ssl, ig_tls_conn_index());
+    if (!t || !t->session)
+        return 0; /* OpenSSL frees it */
+    if (*t->session)
+        SSL_SESSION_free(*t->session);
+    *t->session = sess; /* the reference is ours now */
+    return 1;
+}
+
+const char *ig_net_tls_error(const ig_net *n)
+{
+    if (!n->tls)
+        return "not a TLS connection";
+    return n->tls->why[0] ? n->tls->why : "TLS error";
+}
+
+int ig_net_tls_resumed(const ig_net *n)
+{
+    return n->tls && SSL_session_reused(n->tls->ssl);
+}
+
+int ig_net_read_start(ig_net *n, uv_alloc_cb alloc, uv_read_cb read)
+{
+    ig_tls_conn *t = n->tls;
+    if (!t)
+        return uv_read_start((uv_stream_t *)&n->tcp, alloc, read);
+    t->alloc = alloc;
+    t->read = read;
+    t->reading = 1;
+    if (t->handshaking)
+        return 0;
+    if (!t->raw_reading && !t->pending_err && !t->failed) {
+        int rc = uv_read_start((uv_stream_t *)&n->tcp, raw_alloc, raw_read);
+        if (rc)
+            return rc;
+        t->raw_reading = 1;
+    }
+    if (SSL_pending(t->ssl) > 0 || BIO_ctrl_pending(t->rbio) > 0 || t->pending_err)
+        uv_idle_start(&t->idle, idle_cb); /* from the loop, as a socket read would come */
+    return 0;
+}
+
+int ig_net_read_stop(ig_net *n)
+{
+    ig_tls_conn *t = n->tls;
+    if (!t)
+        return uv_read_stop((uv_stream_t *)&n->tcp);
+    t->reading = 0;
+    uv_idle_stop(&t->idle);
+    if (t->handshaking || !t->raw_reading)
+        return 0;
+    t->raw_reading = 0;
+    return uv_read_stop((uv_stream_t *)&n->tcp);
+}
+
+/* Encrypt bufs into the write BIO. 0 or a libuv code. */
+static int encrypt(ig_net *n, const uv_buf_t *bufs, unsigned nbufs, size_t *total)
+{
+    ig_tls_conn *t = n->tls;
+    if (t->handshaking || t->failed)
+        return t->failed ? UV_EPROTO : UV_ENOTCONN;
+    *total = 0;
+    for (unsigned i = 0; i < nbufs; i++) {
+        if (!bufs[i].len)
+            continue;
+        ERR_clear_error();
+        int r = SSL_write(t->ssl, bufs[i].base, (int)bufs[i].len);
+        if (r != (int)bufs[i].len) {
+            fail_with(t, t->ssl, r);
+            return UV_EPROTO;
+        }
+        *total += bufs[i].len;
+    }
+    return 0;
+}
+
+int ig_net_try_write(ig_net *n, const uv_buf_t *bufs, unsigned nbufs)
+{
+    if (!n->tls)
+        return uv_try_write((uv_stream_t *)&n->tcp, bufs, nbufs);
+    if (n->tls->handshaking)
+        return UV_EAGAIN;
+    size_t total;
+    int rc = encrypt(n, bufs, nbufs, &total);
+    rc = rc ? rc : flush_out(n, NULL, NULL);
+    return rc ? rc : (int)total;
+}
+
+int ig_net_write(uv_write_t *req, ig_net *n, const uv_buf_t *bufs, unsigned nbufs, uv_write_cb cb)
+{
+    if (!n->tls)
+        return uv_write(req, (uv_stream_t *)&n->tcp, bufs, nbufs, cb);
+    size_t total;
+    int rc = encrypt(n, bufs, nbufs, &total);
+    return rc ? rc : flush_out(n, req, cb);
+}
+
+size_t ig_net_write_queue_size(const ig_net *n)
+{
+    return uv_stream_get_write_queue_size((const uv_stream_t *)&n->tcp);
+}
+
+int ig_net_shutdown(uv_shutdown_t *req, ig_net *n, uv_shutdown_cb cb)
+{
+    ig_tls_conn *t = n->tls;
+    if (t && !t->handshaking && !t->failed) {
+        ERR_clear_error();
+        SSL_shutdown(t->ssl); /* our close_notify, queued before the FIN */
+        flush_out(n, NULL, NULL);
+    }
+    return uv_shutdown(req, (uv_stream_t *)&n->tcp, cb);
+}
+
+static void tls_free_cb(uv_handle_t *h)
+{
+    free((char *)h - offsetof(ig_tls_conn, idle));
+}
+
+void ig_net_close(ig_net *n, uv_close_cb cb)
+{
+    ig_tls_conn *t = n->tls;
+    if (t) {
+        n->tls = NULL;
+        if (!t->handshaking && !t->failed) {
+            /* a close_notify, best effort: OpenSSL would otherwise take the
+             * session for a broken one and it could not be resumed */
+            ERR_clear_error();
+            SSL_shutdown(t->ssl);
+            char out[256];
+            int len = BIO_read(t->wbio, out, sizeof(out));
+            if (len > 0 && uv_stream_get_write_queue_size((uv_stream_t *)&n->tcp) == 0) {
+                uv_buf_t b = uv_buf_init(out, (unsigned)len);
+                uv_try_write((uv_stream_t *)&n->tcp, &b, 1);
+            }
+        }
+        t->reading = 0; /* a delivery under way stops at once */
+        t->failed = 1;
+        SSL_free(t->ssl); /* and its two BIOs */
+        t->ssl = NULL;
+        uv_close((uv_handle_t *)&t->idle, tls_free_cb);
+    }
+    uv_close((uv_handle_t *)&n->tcp, cb);
+}

@@ -1,0 +1,284 @@
+"""HTTPS workers (issue 15): a real nginx terminating TLS in front of a mock
+worker, with certificates the test makes with the openssl CLI. Data,
+health checks and model discovery go over TLS; connections are pooled; a
+new connection resumes the last session (TLS 1.2 and 1.3, as nginx's own
+access log says); a certificate that does not verify is a 502 that says
+why, and the health checks take the worker out; mTLS; bad files refuse to
+start."""
+import os
+import subprocess
+
+import httpx
+import pytest
+
+from conftest import port_open, GATEWAY, SANITIZED, chat_body, free_port, sse_events, wait_for
+
+
+def sh(*args, cwd):
+    subprocess.run(args, cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    """A CA, a server certificate for 127.0.0.1 and localhost signed by it,
+    one for another name, a self-signed one, and a client certificate."""
+    d = tmp_path_factory.mktemp("pki")
+
+    def signed(name, subj, ext, ca="ca"):
+        sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+           "-subj", subj, cwd=d)
+        (d / f"{name}.ext").write_text(ext + "\n")
+        sh("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+           "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+       "-days", "2", "-subj", "/CN=infergate test CA", cwd=d)
+    signed("srv", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost")
+    signed("other", "/CN=other.example", "subjectAltName=DNS:other.example")
+    signed("client", "/CN=gateway", "extendedKeyUsage=clientAuth")
+    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue.key", "-out", "rogue.pem",
+       "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", cwd=d)
+    return d
+
+
+@pytest.fixture
+def tls_nginx(tmp_path):
+    """nginx with TLS in front of an upstream port; its access log names
+    each connection, its protocol and whether the session was reused."""
+    started = []
+
+    def start(upstream_port, pki, cert="srv", protocols="TLSv1.2 TLSv1.3", client_ca=False, port=None):
+        d = tmp_path / f"nginx{len(started)}"
+        d.mkdir()
+        port = port or free_port()
+        verify = f"ssl_client_certificate {pki}/ca.pem; ssl_verify_client on;" if client_ca else ""
+        (d / "nginx.conf").write_text(f"""
+daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  log_format tls '$connection $ssl_protocol $ssl_session_reused $request';
+  access_log {d}/access.log tls;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{
+    listen 127.0.0.1:{port} ssl;
+    ssl_certificate {pki}/{cert}.pem; ssl_certificate_key {pki}/{cert}.key;
+    ssl_protocols {protocols}; ssl_session_cache shared:S:1m; {verify}
+    keepalive_requests 10000;
+    location / {{ proxy_pass http://127.0.0.1:{upstream_port}; proxy_http_version 1.1; proxy_buffering off; }}
+  }}
+}}
+""")
+        p = subprocess.Popen(["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        started.append(p)
+
+        assert wait_for(lambda: port_open(port)), p.stderr.read() if p.poll() is not None else "nginx did not start"
+        p.log = d / "access.log"
+        p.port = port
+        p.url = f"https://127.0.0.1:{port}"
+        return p
+    yield start
+    for p in started:
+        if p.poll() is None:
+            p.terminate()
+            p.wait(10)
+        p.stderr.close()
+
+
+def log_lines(ngx):
+    with open(ngx.log) as f:
+        return [ln.split(" ", 3) for ln in f.read().splitlines()]
+
+
+def metric(base, name):
+    text = httpx.get(base + "/metrics").text
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(name + "{"))
+
+
+def ready(gw, n=1):
+    return wait_for(lambda: httpx.get(gw.base + "/readiness").json()["routable_workers"] == n, 15)
+
+
+@pytest.mark.parametrize("protocol", ["TLSv1.2", "TLSv1.3"])
+def test_https_worker_streams_pools_and_resumes_sessions(procs, pki, tls_nginx, protocol):
+    w = procs.worker()
+    ngx = tls_nginx(w.port, pki, protocols=protocol)
+    # a connection per request: every request is a new TLS connection, which should resume
+    gw = procs.gateway([ngx.url], "--ca-cert-path", str(pki / "ca.pem"), "--upstream-max-requests-per-conn", "1",
+                       threads=1)
+    assert ready(gw)
+    # discovery went over TLS too: the mock's model is known
+    assert [m["id"] for m in httpx.get(gw.base + "/v1/models").json()["data"]] == ["mock-model"]
+    with httpx.Client(base_url=gw.base, timeout=30) as c:
+        for i in range(12):
+            with c.stream("POST", "/v1/chat/completions", json=chat_body(stream=True, max_tokens=4)) as r:
+                assert r.status_code == 200
+                events = sse_events(r.iter_lines())
+            assert events[-1] == "[DONE]" and len(events) >= 5
+    posts = [ln for ln in log_lines(ngx) if ln[3].startswith("POST")]
+    assert len(posts) == 12 and all(ln[1] == protocol for ln in posts)
+    assert len({ln[0] for ln in posts}) == 12  # twelve connections
+    reused = sum(ln[2] == "r" for ln in posts)
+    assert reused >= 10, f"nginx saw {reused} of 12 connections resume"
+    assert metric(gw.base, "infergate_worker_tls_resumed_total") >= reused
+
+
+def test_https_connections_are_kept_alive(procs, pki, tls_nginx):
+    w = procs.worker()
+    ngx = tls_nginx(w.port, pki)
+    gw = procs.gateway([ngx.url], "--ca-cert-path", str(pki / "ca.pem"), threads=1)
+    assert ready(gw)
+    with httpx.Client(base_url=gw.base, timeout=30) as c:
+        for i in range(30):
+            r = c.post("/v1/chat/completions", json=chat_body(max_tokens=2))
+            assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+    posts = [ln for ln in log_lines(ngx) if ln[3].startswith("POST")]
+    assert len(posts) == 30 and len({ln[0] for ln in posts}) <= 2
+
+
+@pytest.mark.parametrize("cert,why", [("rogue", "certificate verify failed"),
+                                       ("other", "certificate verify failed")])
+def test_a_certificate_that_does_not_verify_is_a_502_that_says_why(procs, pki, tls_nginx, cert, why):
+    w = procs.worker()
+    ngx = tls_nginx(w.port, pki, cert=cert)
+    gw = procs.gateway([ngx.url], "--ca-cert-path", str(pki / "ca.pem"), "--health-check-interval-secs", "0.3",
+                       threads=1)
+    r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30)
+    assert r.status_code in (502, 503), r.text
+    if r.status_code == 502:
+        err = r.json()["error"]
+        assert err["code"] == "worker_tls_failed" and why in err["message"], err
+    # the health checks fail over TLS too: the worker is not routable
+    assert ready(gw, 0)
+    r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30)
+    assert r.status_code == 503
+    assert not [ln for ln in log_lines(ngx) if ln[3].startswith("POST")]  # nothing reached the worker
+
+
+def test_the_502_names_the_failed_check(procs, pki, tls_nginx):
+    """The worker's certificate changes under a running gateway (no health
+    checks, a connection per request): the next request meets it."""
+    w = procs.worker()
+    ngx = tls_nginx(w.port, pki)
+    gw = procs.gateway([ngx.url], "--ca-cert-path", str(pki / "ca.pem"), "--health-check-interval-secs", "0",
+                       "--upstream-max-requests-per-conn", "1", threads=1)
+    assert ready(gw)
+    assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30).status_code == 200
+    ngx.terminate()
+    ngx.wait(10)
+    tls_nginx(w.port, pki, cert="rogue", port=ngx.port)  # a new server: no session of the old one resumes
+    r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30)
+    assert r.status_code == 502, r.text
+    err = r.json()["error"]
+    assert err["type"] == "upstream_error" and err["code"] == "worker_tls_failed"
+    assert "certificate verify failed" in err["message"] and "self-signed" in err["message"], err
+
+
+def test_insecure_accepts_any_certificate_and_says_so(procs, pki, tls_nginx):
+    w = procs.worker()
+    ngx = tls_nginx(w.port, pki, cert="rogue")
+    gw = procs.gateway([ngx.url], "--upstream-tls-insecure", threads=1)
+    assert ready(gw)
+    assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30).status_code == 200
+    gw.stop()
+    assert "NOT checked" in gw.stderr
+
+
+def test_mutual_tls(procs, pki, tls_nginx):
+    w = procs.worker()
+    ngx = tls_nginx(w.port, pki, client_ca=True)
+    gw = procs.gateway([ngx.url], "--ca-cert-path", str(pki / "ca.pem"), "--client-cert-path",
+                       str(pki / "client.pem"), "--client-key-path", str(pki / "client.key"), threads=1)
+    assert ready(gw)
+    assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30).status_code == 200
+    # without the certificate nginx refuses the request (its 400): the gateway passes that on
+    gw2 = procs.gateway([ngx.url], "--ca-cert-path", str(pki / "ca.pem"), "--health-check-interval-secs", "0",
+                        threads=1)
+    r = httpx.post(gw2.base + "/v1/chat/completions", json=chat_body(), timeout=30)
+    assert r.status_code == 400 and "certificate" in r.text
+
+
+@pytest.mark.parametrize("args,says", [
+    (["--ca-cert-path", "/nonexistent/ca.pem"], "/nonexistent/ca.pem"),
+    (["--client-cert-path", "CLIENT"], "--client-key-path"),
+    (["--client-cert-path", "CLIENT", "--client-key-path", "ROGUEKEY"], "client certificate"),
+])
+def test_bad_certificate_files_refuse_to_start(pki, args, says):
+    args = [a.replace("CLIENT", str(pki / "client.pem")).replace("ROGUEKEY", str(pki / "rogue.key")) for a in args]
+    out = subprocess.run([GATEWAY, "--port", "0", "--worker-urls", "https://127.0.0.1:1", *args],
+                         capture_output=True, text=True, timeout=20)
+    assert out.returncode == 2, out.stderr
+    assert says in out.stderr
+
+
+def test_workers_added_at_run_time_may_be_https(procs, pki, tls_nginx):
+    w = procs.worker()
+    ngx = tls_nginx(w.port, pki)
+    gw = procs.gateway([], "--ca-cert-path", str(pki / "ca.pem"), threads=1)
+    r = httpx.post(gw.base + "/workers", json={"url": ngx.url}, timeout=30)
+    assert r.status_code in (200, 201), r.text
+    assert ready(gw)
+    assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30).status_code == 200
+    assert os.path.exists(ngx.log)
+
+
+def test_control_broadcasts_reach_https_workers(procs, pki, tls_nginx):
+    w = procs.worker()
+    ngx = tls_nginx(w.port, pki)
+    gw = procs.gateway([ngx.url], "--ca-cert-path", str(pki / "ca.pem"), threads=1)
+    assert ready(gw)
+    r = httpx.post(gw.base + "/pause_generation", timeout=30)
+    assert r.status_code == 200 and r.json()["results"][0]["ok"] is True, r.text
+    assert w.stats()["paused"] == 1
+    r = httpx.post(gw.base + "/continue_generation", timeout=30)
+    assert r.status_code == 200 and w.stats()["paused"] == 0
+    assert any(ln[3].startswith("POST /pause_generation") for ln in log_lines(ngx))
+
+
+@pytest.mark.skipif(SANITIZED, reason="the spread is the plain run's")
+def test_the_spread_over_a_pre_fork_server_holds_over_tls(procs, pki, tmp_path):
+    """Real uvicorn --workers 8 serving TLS itself, each process a
+    Semaphore(4) in front of 50 ms of awaited work, 64 clients: with the
+    process header every process gets 0.5-1.5x its share, keep-alive holds,
+    and the probes' new connections resume sessions."""
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "bench"))
+    from prefork_app import APP
+    from test_spread_real import drive
+    (tmp_path / "tlsapp.py").write_text(APP)
+    port = free_port()
+    srv = subprocess.Popen(["/usr/bin/python3", "-m", "uvicorn", "tlsapp:app", "--workers", "8", "--host",
+                            "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                            "--ssl-certfile", str(pki / "srv.pem"), "--ssl-keyfile", str(pki / "srv.key")],
+                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path), "SLOTS": "4",
+                                              "WORK": "0.05"},
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        seen = set()
+
+        def all_up():
+            try:
+                with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=str(pki / "ca.pem")) as c:
+                    for _ in range(50):
+                        seen.add(c.get("/healthz", headers={"connection": "close"}).json()["pid"])
+            except httpx.HTTPError:
+                return False
+            return len(seen) == 8
+        assert wait_for(all_up, 90), seen
+        gw = procs.gateway([f"https://127.0.0.1:{port}"], "--ca-cert-path", str(pki / "ca.pem"),
+                           "--forward-paths", "/run", "--worker-max-inflight", "32", "--upstream-process-header",
+                           "X-Backend-Pid", "--health-check-endpoint", "/healthz")
+        drive(gw.base, 8)
+
+        def opened():
+            return httpx.get(gw.base + "/workers").json()["workers"][0]["connections"]["opened"]
+        before = opened()
+        pids = drive(gw.base, 30)
+        total = sum(pids.values())
+        assert total == 64 * 30
+        shares = sorted(pids[p] / (total / 8) for p in seen)
+        assert 0.5 <= shares[0] and shares[-1] <= 1.5, [round(s, 2) for s in shares]
+        assert opened() - before <= 0.05 * total
+        assert metric(gw.base, "infergate_worker_tls_resumed_total") > 0
+    finally:
+        os.killpg(srv.pid, 15)
+        srv.wait(15)
