@@ -37,6 +37,9 @@ static const opt opts[] = {
     {"client-cert-path", T_STR, OFF(client_cert_path), "FILE: a client certificate (PEM chain) shown to https:// workers (mTLS)"},
     {"client-key-path", T_STR, OFF(client_key_path), "FILE: its private key (PEM)"},
     {"upstream-tls-insecure", T_BOOL, OFF(upstream_tls_insecure), "check no https:// worker's certificate or name (tests only: anyone on the path can read and change the traffic)"},
+    {"tls-cert-path", T_STR, OFF(tls_cert_path), "FILE: serve clients over HTTPS with this certificate (PEM chain; reloaded on SIGHUP)"},
+    {"tls-key-path", T_STR, OFF(tls_key_path), "FILE: the certificate's private key (PEM)"},
+    {"tls-client-ca-path", T_STR, OFF(tls_client_ca_path), "FILE: require client certificates issued by these CAs (PEM)"},
     {"forward-paths", T_PATHS, OFF(forward_paths), "PREFIX [PREFIX ...]: paths forwarded as they are (any method, any body) to the workers, balanced per request; / forwards every path infergate does not answer itself (default: none)"},
     {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default) | cache_aware | consistent_hash"},
     {"api-key", T_STR, OFF(api_key), "require 'Authorization: Bearer KEY' on data endpoints"},
@@ -594,6 +597,10 @@ void ig_config_free(ig_config *cfg)
     free(cfg->client_cert_path);
     free(cfg->client_key_path);
     cfg->client_cert_path = cfg->client_key_path = NULL;
+    free(cfg->tls_cert_path);
+    free(cfg->tls_key_path);
+    free(cfg->tls_client_ca_path);
+    cfg->tls_cert_path = cfg->tls_key_path = cfg->tls_client_ca_path = NULL;
     free(cfg->api_key);
     free(cfg->admin_api_key);
     free(cfg->metrics_api_key);

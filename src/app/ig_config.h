@@ -42,6 +42,8 @@ typedef struct ig_config {
     ig_strv ca_cert_paths; /* --ca-cert-path(s): CAs for https:// workers (none: the system's) */
     char *client_cert_path, *client_key_path; /* mTLS to workers */
     int upstream_tls_insecure;                /* verify no worker certificate (tests) */
+    char *tls_cert_path, *tls_key_path;       /* clients speak HTTPS */
+    char *tls_client_ca_path;                 /* ... and show a certificate from these CAs */
     ig_group_config groups[IG_MAX_GROUPS];    /* [1..n_groups): named in --config; [0] unused */
     int n_groups;
     ig_policy_kind policy;

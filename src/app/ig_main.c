@@ -75,13 +75,24 @@ static int open_log_file(const char *path)
     return rc;
 }
 
-/* SIGHUP: what logrotate sends. Streams and connections are untouched. */
+static ig_tls_server *client_tls; /* --tls-cert-path: clients speak HTTPS */
+
+/* SIGHUP: what logrotate and certificate renewals send. Streams and
+ * connections are untouched. */
 static void on_hangup(uv_signal_t *s, int signum)
 {
     const ig_config *cfg = s->data;
     (void)signum;
+    if (client_tls) {
+        char err[1024];
+        if (ig_tls_server_reload(client_tls, err, sizeof(err)))
+            ig_err("SIGHUP: %s (the old certificate stays)", err);
+        else
+            ig_info("SIGHUP: certificate %s reloaded: new connections get it", cfg->tls_cert_path);
+    }
     if (!cfg->log_file) {
-        ig_info("SIGHUP: nothing to reopen (no --log-file); still serving");
+        if (!client_tls)
+            ig_info("SIGHUP: nothing to reopen (no --log-file); still serving");
         return;
     }
     int rc = open_log_file(cfg->log_file);
@@ -151,6 +162,32 @@ static void log_admin_rule(const ig_config *cfg)
         ig_info("/metrics: --metrics-api-key (or the admin key) required");
     else if (cfg->api_key && *cfg->api_key)
         ig_info("/metrics: --api-key (or the admin key) required");
+}
+
+/* --tls-cert-path: clients reach us over HTTPS. 0, or -EINVAL (said why). */
+static int client_side_tls(const ig_config *cfg, ig_tls_server **out)
+{
+    *out = NULL;
+    if (!cfg->tls_cert_path && !cfg->tls_key_path) {
+        if (cfg->tls_client_ca_path) {
+            fprintf(stderr, "infergate: --tls-client-ca-path needs --tls-cert-path and --tls-key-path\n");
+            return -EINVAL;
+        }
+        return 0;
+    }
+    if (!cfg->tls_cert_path || !cfg->tls_key_path) {
+        fprintf(stderr, "infergate: --tls-cert-path and --tls-key-path go together\n");
+        return -EINVAL;
+    }
+    ig_tls_server_opts o = {.cert_file = cfg->tls_cert_path,
+                            .key_file = cfg->tls_key_path,
+                            .client_ca_file = cfg->tls_client_ca_path};
+    char err[1024];
+    if (ig_tls_server_new(&o, out, err, sizeof(err))) {
+        fprintf(stderr, "infergate: %s\n", err);
+        return -EINVAL;
+    }
+    return 0;
 }
 
 /* The context https:// workers are reached with: made at start whether any
@@ -232,10 +269,11 @@ int main(int argc, char **argv)
     ig_admission_config admission_cfg = ig_config_admission(&cfg);
     ig_breaker_config breaker_cfg = ig_config_breaker(&cfg);
     ig_h1conn_configure(&server_cfg);
-    if (!(pool_cfg.tls = upstream_tls(&cfg))) {
+    if (!(pool_cfg.tls = upstream_tls(&cfg)) || client_side_tls(&cfg, &client_tls)) {
         exit_code = 2;
         goto out;
     }
+    server_cfg.tls = client_tls;
     ig_httpc_configure_tls(pool_cfg.tls);
     if (ig_routes_configure(&cfg))
         goto out;
@@ -305,8 +343,9 @@ int main(int argc, char **argv)
     control_started = 1;
     if ((rc = ig_threads_run(threads, nthreads)))
         goto out;
-    ig_info("infergate listening on http://%s:%d (%d threads, policy %s, %d workers)", cfg.host, port,
-            nthreads, ig_policy_name(cfg.policy), cfg.worker_urls.n);
+    ig_info("infergate listening on %s://%s:%d (%d threads, policy %s, %d workers)",
+            client_tls ? "https" : "http", cfg.host, port, nthreads, ig_policy_name(cfg.policy),
+            cfg.worker_urls.n);
     /* handlers first: whoever reads the line below may signal at once */
     uv_signal_init(main_loop, &sigterm);
     uv_signal_init(main_loop, &sigint);
@@ -315,7 +354,7 @@ int main(int argc, char **argv)
     uv_signal_start(&sigterm, on_signal, SIGTERM);
     uv_signal_start(&sigint, on_signal, SIGINT);
     uv_signal_start(&sighup, on_hangup, SIGHUP);
-    printf("infergate listening on http://%s:%d\n", cfg.host, port);
+    printf("infergate listening on %s://%s:%d\n", client_tls ? "https" : "http", cfg.host, port);
     fflush(stdout);
     uv_run(main_loop, UV_RUN_DEFAULT);
     ig_threads_join(threads, nthreads);
@@ -334,6 +373,8 @@ out:
     ig_prefix_free();
     ig_routes_shutdown();
     ig_tls_ctx_free(pool_cfg.tls);
+    ig_tls_server_free(client_tls);
+    client_tls = NULL;
     ig_config_free(&cfg);
     return exit_code;
 }

@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,7 +24,7 @@ struct ig_tls_conn {
     /* hands over what was decrypted but not taken when the owner reads again */
     uv_idle_t idle;
     int pending_err; /* the socket's error or EOF, not told yet */
-    unsigned handshaking : 1, reading : 1, raw_reading : 1, failed : 1;
+    unsigned handshaking : 1, reading : 1, raw_reading : 1, failed : 1, server : 1, seen_first : 1, plain : 1;
     char why[200];
 };
 
@@ -198,6 +199,18 @@ static void raw_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     ig_net *n = net_of(s);
     ig_tls_conn *t = n->tls;
+    if (nread > 0 && t->server && !t->seen_first) {
+        t->seen_first = 1;
+        if (buf->base[0] != 0x16) { /* not a TLS handshake record: someone speaks plain HTTP here */
+            snprintf(t->why, sizeof(t->why), "a plain HTTP request on the TLS port");
+            t->plain = t->failed = 1;
+            t->handshaking = 0;
+            uv_read_stop(s);
+            t->raw_reading = 0;
+            t->done(n, UV_EPROTO);
+            return;
+        }
+    }
     if (nread > 0 && BIO_write(t->rbio, buf->base, (int)nread) != (int)nread)
         nread = UV_ENOMEM;
     if (nread < 0) {
@@ -211,12 +224,14 @@ static void raw_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         deliver(n);
 }
 
-static int tls_start(ig_net *n, ig_tls_ctx *ctx, ig_net_handshake_cb done, ig_tls_conn **out)
+static int tls_start(ig_net *n, SSL *ssl, ig_net_handshake_cb done, ig_tls_conn **out)
 {
-    ig_tls_conn *t = calloc(1, sizeof(*t));
-    if (!t)
+    ig_tls_conn *t = ssl ? calloc(1, sizeof(*t)) : NULL;
+    if (!t) {
+        SSL_free(ssl);
         return UV_ENOMEM;
-    t->ssl = SSL_new(ctx->ssl);
+    }
+    t->ssl = ssl;
     t->rbio = BIO_new(BIO_s_mem());
     t->wbio = BIO_new(BIO_s_mem());
     if (!t->ssl || !t->rbio || !t->wbio) {
@@ -259,7 +274,7 @@ static int tls_go(ig_net *n)
 int ig_net_tls_connect(ig_net *n, ig_tls_ctx *ctx, const char *host, void **session, ig_net_handshake_cb done)
 {
     ig_tls_conn *t;
-    int rc = tls_start(n, ctx, done, &t);
+    int rc = tls_start(n, SSL_new(ctx->ssl), done, &t);
     if (rc)
         return rc;
     unsigned char ip[16];
@@ -281,12 +296,13 @@ int ig_net_tls_connect(ig_net *n, ig_tls_ctx *ctx, const char *host, void **sess
     return tls_go(n);
 }
 
-int ig_net_tls_accept(ig_net *n, ig_tls_ctx *ctx, ig_net_handshake_cb done)
+int ig_net_tls_accept(ig_net *n, ig_tls_server *srv, ig_net_handshake_cb done)
 {
     ig_tls_conn *t;
-    int rc = tls_start(n, ctx, done, &t);
+    int rc = tls_start(n, ig_tls_server_ssl(srv), done, &t);
     if (rc)
         return rc;
+    t->server = 1;
     SSL_set_accept_state(t->ssl);
     return tls_go(n);
 }
@@ -307,6 +323,11 @@ const char *ig_net_tls_error(const ig_net *n)
     if (!n->tls)
         return "not a TLS connection";
     return n->tls->why[0] ? n->tls->why : "TLS error";
+}
+
+int ig_net_tls_plain_http(const ig_net *n)
+{
+    return n->tls && n->tls->plain;
 }
 
 int ig_net_tls_resumed(const ig_net *n)
@@ -373,12 +394,9 @@ int ig_net_try_write(ig_net *n, const uv_buf_t *bufs, unsigned nbufs)
 {
     if (!n->tls)
         return uv_try_write((uv_stream_t *)&n->tcp, bufs, nbufs);
-    if (n->tls->handshaking)
-        return UV_EAGAIN;
-    size_t total;
-    int rc = encrypt(n, bufs, nbufs, &total);
-    rc = rc ? rc : flush_out(n, NULL, NULL);
-    return rc ? rc : (int)total;
+    /* never at once: the owner's write callback is how it learns its bytes
+     * left (a close after an answer waits for it, as with plain TCP) */
+    return UV_EAGAIN;
 }
 
 int ig_net_write(uv_write_t *req, ig_net *n, const uv_buf_t *bufs, unsigned nbufs, uv_write_cb cb)
@@ -409,6 +427,21 @@ int ig_net_shutdown(uv_shutdown_t *req, ig_net *n, uv_shutdown_cb cb)
 static void tls_free_cb(uv_handle_t *h)
 {
     free((char *)h - offsetof(ig_tls_conn, idle));
+}
+
+void ig_net_tls_drop(ig_net *n)
+{
+    ig_tls_conn *t = n->tls;
+    if (!t)
+        return;
+    n->tls = NULL;
+    if (t->raw_reading)
+        uv_read_stop((uv_stream_t *)&n->tcp);
+    t->reading = 0;
+    t->failed = 1;
+    SSL_free(t->ssl);
+    t->ssl = NULL;
+    uv_close((uv_handle_t *)&t->idle, tls_free_cb);
 }
 
 void ig_net_close(ig_net *n, uv_close_cb cb)

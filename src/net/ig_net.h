@@ -34,8 +34,15 @@ typedef void (*ig_net_handshake_cb)(ig_net *n, int status);
  * from the loop, never from inside this call. 0 or a libuv code. */
 int ig_net_tls_connect(ig_net *n, ig_tls_ctx *ctx, const char *host, void **session,
                        ig_net_handshake_cb done);
-/** Start TLS as the server on an accepted n; done as above. */
-int ig_net_tls_accept(ig_net *n, ig_tls_ctx *ctx, ig_net_handshake_cb done);
+/** Start TLS as the server on an accepted n; done as above. A first byte
+ * that cannot begin a TLS handshake fails it at once with
+ * ig_net_tls_plain_http set (the peer spoke plain HTTP). */
+int ig_net_tls_accept(ig_net *n, ig_tls_server *srv, ig_net_handshake_cb done);
+/** 1 when the handshake failed because the peer sent plain text. */
+int ig_net_tls_plain_http(const ig_net *n);
+/** Forget TLS on a failed stream: it is plain TCP from now on (to tell a
+ * plain-HTTP peer in words it reads). */
+void ig_net_tls_drop(ig_net *n);
 /** Why the handshake or the stream failed (static or n's own, valid until it closes). */
 const char *ig_net_tls_error(const ig_net *n);
 /** 1 when the handshake resumed a session. */
@@ -43,8 +50,9 @@ int ig_net_tls_resumed(const ig_net *n);
 
 int ig_net_read_start(ig_net *n, uv_alloc_cb alloc, uv_read_cb read);
 int ig_net_read_stop(ig_net *n);
-/** As uv_try_write: the bytes written, or UV_EAGAIN. With TLS everything
- * is taken at once (encrypted and queued) once the handshake is done. */
+/** As uv_try_write: the bytes written, or UV_EAGAIN, which TLS always
+ * answers (the owner then writes with ig_net_write and its callback says
+ * when the bytes are out, so a close waits for them as over plain TCP). */
 int ig_net_try_write(ig_net *n, const uv_buf_t *bufs, unsigned nbufs);
 /** As uv_write: bufs may be reused when cb runs (with TLS, at once). */
 int ig_net_write(uv_write_t *req, ig_net *n, const uv_buf_t *bufs, unsigned nbufs, uv_write_cb cb);

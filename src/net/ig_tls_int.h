@@ -10,6 +10,8 @@ struct ig_tls_ctx {
     int insecure;
 };
 
+/** A new SSL for an accepted connection, from the server's current context. */
+SSL *ig_tls_server_ssl(ig_tls_server *s);
 /** The SSL ex_data index where a connection keeps its ig_tls_conn. */
 int ig_tls_conn_index(void);
 /** The connection's session slot was handed a new session (the new-session callback). */

@@ -138,7 +138,7 @@ static void budget_retry(uv_timer_t *t)
         budget_unpark(c);
         if (c->read_paused && !c->closing) {
             c->read_paused = 0;
-            uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+            ig_net_read_start(&c->net, client_alloc, client_read);
         }
     }
 }
@@ -146,7 +146,7 @@ static void budget_retry(uv_timer_t *t)
 static void budget_park(ig_h1conn *c)
 {
     ig_thread *th = c->th;
-    uv_read_stop((uv_stream_t *)&c->tcp);
+    ig_net_read_stop(&c->net);
     c->read_paused = 1;
     c->budget_wait = 1;
     c->starved = 1;
@@ -184,7 +184,7 @@ void ig_h1c_close(ig_h1conn *c)
         finish_request(c, 1);
     }
     ig_list_remove(&c->link);
-    uv_close((uv_handle_t *)&c->tcp, client_free_cb);
+    ig_net_close(&c->net, client_free_cb);
     uv_close((uv_handle_t *)&c->timer, client_free_cb);
 }
 
@@ -271,7 +271,7 @@ static void quick_ack(ig_h1conn *c)
 {
     uv_os_fd_t fd;
     int one = 1;
-    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0)
+    if (uv_fileno((uv_handle_t *)&c->net.tcp, &fd) == 0)
         setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
 }
 
@@ -297,7 +297,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
                          c->rq.head_done ? "request body too large" : "request head too large");
             return;
         }
-        uv_read_stop(s);
+        ig_net_read_stop(&c->net);
         c->read_paused = 1;
         return;
     }
@@ -316,7 +316,7 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         }
         if (c->rbuf.len >= IG_RBUF_SIZE && !c->read_paused) {
             /* a pipelined flood behind a stream: the rest waits in the kernel */
-            uv_read_stop(s);
+            ig_net_read_stop(&c->net);
             c->read_paused = 1;
         }
         return;
@@ -329,6 +329,28 @@ static void client_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     } else if (c->state == IG_C_DISPATCHED && c->rq.streams && c->rq.in_message) {
         stream_body(c);
     }
+}
+
+static void client_tls_done(ig_net *n, int status)
+{
+    ig_h1conn *c = n->tcp.data;
+    if (c->closing)
+        return;
+    if (status == 0) {
+        arm_idle_timer(c);
+        ig_net_read_start(&c->net, client_alloc, client_read);
+        return;
+    }
+    ig_count(&c->th->stats.client_tls_failures, 1);
+    if (!ig_net_tls_plain_http(n)) {
+        ig_debug("client TLS: %s", ig_net_tls_error(n));
+        ig_h1c_close(c);
+        return;
+    }
+    /* said in words a plain-HTTP client reads (never a 200) */
+    ig_net_tls_drop(n);
+    ig_h1c_error(c, 400, "invalid_request_error", "tls_required",
+                 "this port speaks HTTPS: use https:// (a plain HTTP request came)");
 }
 
 int ig_h1conn_count(void)
@@ -377,9 +399,9 @@ void ig_h1conn_accept(ig_thread *th, uv_stream_t *server)
     c->th = th;
     c->req.res = &ig_h1c_ops;
     c->req.px = &th->px;
-    c->tcp.data = c;
+    c->net.tcp.data = c;
     c->timer.data = c;
-    uv_tcp_init(&th->loop, &c->tcp);
+    uv_tcp_init(&th->loop, &c->net.tcp);
     uv_timer_init(&th->loop, &c->timer);
     c->handles_open = 2;
     ig_list_push_front(&th->clients, &c->link);
@@ -387,14 +409,21 @@ void ig_h1conn_accept(ig_thread *th, uv_stream_t *server)
     ig_buf_init(&c->rbuf, (size_t)th->cfg->max_header_size + th->cfg->max_payload_size + IG_RBUF_SIZE);
     ig_buf_init(&c->obuf, 32u << 20);
     ig_h1req_init(&c->rq, &request_ops, c);
-    if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
+    if (uv_accept(server, (uv_stream_t *)&c->net.tcp) != 0) {
         ig_h1c_close(c);
         return;
     }
-    uv_tcp_nodelay(&c->tcp, 1);
+    uv_tcp_nodelay(&c->net.tcp, 1);
     ig_count(&th->stats.client_conns, 1);
+    if (th->cfg->tls) {
+        /* the handshake within the header timeout, as the head that follows it */
+        ig_h1c_arm_timer(c, th->cfg->client_header_timeout_secs);
+        if (ig_net_tls_accept(&c->net, th->cfg->tls, client_tls_done))
+            ig_h1c_close(c);
+        return;
+    }
     arm_idle_timer(c);
-    uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+    ig_net_read_start(&c->net, client_alloc, client_read);
 }
 
 /* ---- request completion, keep-alive and pipelining ---- */
@@ -413,13 +442,13 @@ static void client_linger(ig_h1conn *c)
     c->lingered = 0;
     rbuf_release(c); /* discarding reads go to the thread's scratch */
     c->rq.parsed = 0;
-    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, NULL) != 0) {
+    if (ig_net_shutdown(&c->shutdown_req, &c->net, NULL) != 0) {
         ig_h1c_close(c);
         return;
     }
     if (c->read_paused) {
         c->read_paused = 0;
-        uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+        ig_net_read_start(&c->net, client_alloc, client_read);
     }
     c->deadline_ms = IG_NO_DEADLINE;
     uv_timer_start(&c->timer, linger_timeout_cb, LINGER_MS, 0);
@@ -458,7 +487,7 @@ void ig_h1c_next_request(ig_h1conn *c)
     arm_idle_timer(c);
     if (c->read_paused) {
         c->read_paused = 0;
-        uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+        ig_net_read_start(&c->net, client_alloc, client_read);
     }
     if (!c->in_parse && left)
         client_parse(c);
@@ -715,7 +744,7 @@ void ig_h1c_body_consumed(ig_h1conn *c, size_t n)
     c->req.body_gone = 1;
     if (c->read_paused && !c->budget_wait && c->rq.in_message) {
         c->read_paused = 0;
-        uv_read_start((uv_stream_t *)&c->tcp, client_alloc, client_read);
+        ig_net_read_start(&c->net, client_alloc, client_read);
     }
     if (c->rq.in_message && c->rq.parsed < c->rbuf.len)
         stream_body(c);

@@ -5,12 +5,13 @@
 #ifndef IG_H1CONN_INT_H
 #define IG_H1CONN_INT_H
 #include "../http/ig_h1req.h"
+#include "../net/ig_net.h"
 #include "ig_h1conn.h"
 
 typedef enum { IG_C_READING, IG_C_DISPATCHED, IG_C_FLUSHING } ig_conn_state;
 
 typedef struct ig_h1conn {
-    uv_tcp_t tcp;
+    ig_net net;           /* the socket, maybe TLS (first: libuv's handle is the connection's) */
     uv_timer_t timer;     /* idle timeout between requests, request timeout during one */
     uint64_t deadline_ms; /* loop time the current phase times out (IG_NO_DEADLINE: none) */
     uv_shutdown_t shutdown_req;

@@ -31,7 +31,7 @@ static void client_write_cb(uv_write_t *req, int status)
         !c->head_pending)
         ig_buf_give(&c->obuf, &th->heads); /* the response head is written: a long stream need not keep it */
     if (c->state == IG_C_DISPATCHED && c->req.h && c->req.h->resume &&
-        uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) < IG_CLIENT_WQ_LOW)
+        ig_net_write_queue_size(&c->net) < IG_CLIENT_WQ_LOW)
         c->req.h->resume(&c->req);
     if (c->state == IG_C_FLUSHING && c->pending_writes == 0)
         ig_h1c_next_request(c);
@@ -52,7 +52,7 @@ int ig_h1c_write(ig_h1conn *c, const uv_buf_t *bufs, unsigned n, ig_block *hold)
     c->req.bytes_out += total;
     ssize_t done = 0;
     if (c->pending_writes == 0) {
-        done = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+        done = ig_net_try_write(&c->net, bufs, n);
         if (done == UV_EAGAIN)
             done = 0;
         if (done < 0) {
@@ -79,7 +79,7 @@ int ig_h1c_write(ig_h1conn *c, const uv_buf_t *bufs, unsigned n, ig_block *hold)
     w->blk = hold;
     if (hold)
         hold->refs++;
-    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, rest, m, client_write_cb);
+    int rc = ig_net_write(&w->req, &c->net, rest, m, client_write_cb);
     if (rc) {
         if (hold)
             ig_block_put(&c->th->blocks, hold);
@@ -93,7 +93,7 @@ int ig_h1c_write(ig_h1conn *c, const uv_buf_t *bufs, unsigned n, ig_block *hold)
 
 int ig_h1c_wants_pause(ig_h1conn *c)
 {
-    return uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) > IG_CLIENT_WQ_HIGH;
+    return ig_net_write_queue_size(&c->net) > IG_CLIENT_WQ_HIGH;
 }
 
 static int is_head(ig_h1conn *c)
@@ -274,7 +274,7 @@ static void h1_retire(ig_request *r)
 static int h1_peer(ig_request *r, struct sockaddr_storage *ss)
 {
     int len = sizeof(*ss);
-    return uv_tcp_getpeername(&conn_of(r)->tcp, (struct sockaddr *)ss, &len);
+    return uv_tcp_getpeername(&conn_of(r)->net.tcp, (struct sockaddr *)ss, &len);
 }
 
 static void h1_body_consumed(ig_request *r, size_t n)

@@ -13,6 +13,7 @@
 #include "../core/ig_inbox.h"
 #include "../core/ig_list.h"
 #include "../core/ig_wakeup.h"
+#include "../net/ig_tls.h"
 #include "../obs/ig_access_log.h"
 #include "../obs/ig_stats.h"
 #include "../proxy/ig_request.h"
@@ -35,6 +36,7 @@ typedef struct ig_server_config {
     uint64_t max_payload_size;
     uint32_t max_client_connections;
     uint64_t max_buffered_body_bytes; /* request bytes held, all clients together */
+    ig_tls_server *tls;               /* clients speak HTTPS (NULL: plain HTTP) */
 } ig_server_config;
 
 typedef struct ig_server_hooks {

@@ -14,32 +14,6 @@ import pytest
 from conftest import port_open, GATEWAY, SANITIZED, chat_body, free_port, sse_events, wait_for
 
 
-def sh(*args, cwd):
-    subprocess.run(args, cwd=cwd, check=True, capture_output=True)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    """A CA, a server certificate for 127.0.0.1 and localhost signed by it,
-    one for another name, a self-signed one, and a client certificate."""
-    d = tmp_path_factory.mktemp("pki")
-
-    def signed(name, subj, ext, ca="ca"):
-        sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
-           "-subj", subj, cwd=d)
-        (d / f"{name}.ext").write_text(ext + "\n")
-        sh("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-           "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
-    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
-       "-days", "2", "-subj", "/CN=infergate test CA", cwd=d)
-    signed("srv", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost")
-    signed("other", "/CN=other.example", "subjectAltName=DNS:other.example")
-    signed("client", "/CN=gateway", "extendedKeyUsage=clientAuth")
-    sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue.key", "-out", "rogue.pem",
-       "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", cwd=d)
-    return d
-
-
 @pytest.fixture
 def tls_nginx(tmp_path):
     """nginx with TLS in front of an upstream port; its access log names
