@@ -17,3 +17,4 @@ done
 /usr/bin/python3 bench/cache_bench.py --engine llama --engines 4 --slots 2 --users 8 --convs 2 --turns 6 --reps 3
 /usr/bin/python3 bench/ack_bench.py
 /usr/bin/python3 bench/streams_bench.py
+/usr/bin/python3 bench/streams_bench.py --tls

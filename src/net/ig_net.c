@@ -2,6 +2,7 @@
 #include "ig_net.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -13,11 +14,19 @@
 
 /* One socket read's worth: decrypted at once, so one per thread will do. */
 #define RAW_READ (64 * 1024)
+/* A thread's ciphertext buffer larger than this is given back once sent. */
+#define OUT_KEEP (256 * 1024)
 
 struct ig_tls_conn {
     SSL *ssl;
-    BIO *rbio, *wbio; /* ciphertext from the peer, to the peer */
-    void **session;   /* where the peer's last session is kept (client) */
+    BIO *bio; /* ours (below): reads in_p, writes to the thread's out buffer */
+    /* ciphertext from the peer not taken by OpenSSL yet: in the thread's
+     * read buffer during a socket read, else in held (only while the owner
+     * has stopped reading in the middle of one) */
+    const char *in_p;
+    size_t in_n;
+    char *held;
+    void **session; /* where the peer's last session is kept (client) */
     ig_net_handshake_cb done;
     uv_alloc_cb alloc; /* the owner's, while it reads */
     uv_read_cb read;
@@ -40,6 +49,104 @@ typedef struct record {
 
 static _Thread_local char raw_buf[RAW_READ];
 
+/* What OpenSSL wrote for the peer during the current call: sent (or queued
+ * in a record) before any other connection of the thread calls OpenSSL. */
+static _Thread_local struct {
+    char *p;
+    size_t len, cap;
+} out;
+
+/* ---- the BIO: no buffer of its own, so an idle connection keeps none ---- */
+
+static int bio_write(BIO *b, const char *data, int len)
+{
+    (void)b;
+    if (out.len + (size_t)len > out.cap) {
+        size_t cap = out.cap ? out.cap : 16384;
+        while (cap < out.len + (size_t)len)
+            cap *= 2;
+        char *p = realloc(out.p, cap);
+        if (!p)
+            return -1;
+        out.p = p;
+        out.cap = cap;
+    }
+    memcpy(out.p + out.len, data, (size_t)len);
+    out.len += (size_t)len;
+    return len;
+}
+
+static int bio_read(BIO *b, char *dst, int len)
+{
+    ig_tls_conn *t = BIO_get_data(b);
+    BIO_clear_retry_flags(b);
+    if (!t->in_n) {
+        BIO_set_retry_read(b); /* empty is "wait", not the end */
+        return -1;
+    }
+    size_t k = t->in_n < (size_t)len ? t->in_n : (size_t)len;
+    memcpy(dst, t->in_p, k);
+    t->in_p += k;
+    t->in_n -= k;
+    return (int)k;
+}
+
+static long bio_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    switch (cmd) {
+    case BIO_CTRL_FLUSH: return 1;
+    case BIO_CTRL_PENDING: return (long)((ig_tls_conn *)BIO_get_data(b))->in_n;
+    default: return 0;
+    }
+}
+
+static int bio_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static BIO_METHOD *bio_method;
+static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
+
+static void make_bio_method(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "infergate socket");
+    if (m && (!BIO_meth_set_write(m, bio_write) || !BIO_meth_set_read(m, bio_read) ||
+              !BIO_meth_set_ctrl(m, bio_ctrl) || !BIO_meth_set_create(m, bio_create))) {
+        BIO_meth_free(m);
+        m = NULL;
+    }
+    bio_method = m;
+}
+
+/* What OpenSSL did not take of a socket read waits in the connection's own
+ * buffer (the thread's is the next read's); nothing left, nothing held. */
+static int keep_leftover(ig_tls_conn *t)
+{
+    if (!t->in_n) {
+        free(t->held);
+        t->held = NULL;
+        t->in_p = NULL;
+        return 0;
+    }
+    if (t->held && t->in_p >= t->held) { /* already ours: to the front */
+        memmove(t->held, t->in_p, t->in_n);
+        t->in_p = t->held;
+        return 0;
+    }
+    char *h = malloc(t->in_n);
+    if (!h)
+        return UV_ENOMEM;
+    memcpy(h, t->in_p, t->in_n);
+    free(t->held);
+    t->held = h;
+    t->in_p = h;
+    return 0;
+}
+
 static ig_net *net_of(uv_stream_t *s)
 {
     return (ig_net *)s; /* the socket is the first field */
@@ -55,23 +162,15 @@ static void record_cb(uv_write_t *req, int status)
     free(r);
 }
 
-/* One write of ciphertext: len bytes of data, or (data NULL) of the write
- * BIO, copied into a record that lives until libuv is done with it. */
+/* One write of ciphertext, copied into a record that lives until libuv is
+ * done with it. */
 static int queue_record(ig_net *n, const char *data, size_t len, uv_write_t *owner_req, uv_write_cb owner_cb)
 {
     record *r = malloc(sizeof(*r) + len);
     if (!r)
         return UV_ENOMEM;
-    size_t done = data ? len : 0;
-    if (data)
-        memcpy(r->data, data, len);
-    while (done < len) {
-        int got = BIO_read(n->tls->wbio, r->data + done, (int)(len - done));
-        if (got <= 0)
-            break;
-        done += (size_t)got;
-    }
-    r->len = done;
+    memcpy(r->data, data, len);
+    r->len = len;
     r->owner_req = owner_req;
     r->owner_cb = owner_cb;
     r->stream = (uv_stream_t *)&n->tcp;
@@ -88,21 +187,26 @@ static int queue_record(ig_net *n, const char *data, size_t len, uv_write_t *own
 static int flush_out(ig_net *n, uv_write_t *owner_req, uv_write_cb owner_cb)
 {
     uv_stream_t *s = (uv_stream_t *)&n->tcp;
-    size_t len = BIO_ctrl_pending(n->tls->wbio);
+    size_t len = out.len;
+    int rc = 0;
     if (!len && !owner_cb)
         return 0;
-    if (owner_cb || len > sizeof(raw_buf) || uv_stream_get_write_queue_size(s) != 0)
-        return queue_record(n, NULL, len, owner_req, owner_cb);
-    int got = BIO_read(n->tls->wbio, raw_buf, (int)len);
-    if (got <= 0)
-        return 0;
-    uv_buf_t b = uv_buf_init(raw_buf, (unsigned)got);
-    int w = uv_try_write(s, &b, 1);
-    if (w == UV_EAGAIN)
-        w = 0;
-    if (w < 0)
-        return w;
-    return w == got ? 0 : queue_record(n, raw_buf + w, (size_t)(got - w), NULL, NULL);
+    out.len = 0;
+    if (owner_cb || uv_stream_get_write_queue_size(s) != 0) {
+        rc = queue_record(n, out.p ? out.p : "", len, owner_req, owner_cb);
+    } else {
+        uv_buf_t b = uv_buf_init(out.p, (unsigned)len);
+        int w = uv_try_write(s, &b, 1);
+        if (w == UV_EAGAIN)
+            w = 0;
+        rc = w < 0 ? w : (size_t)w == len ? 0 : queue_record(n, out.p + w, len - (size_t)w, NULL, NULL);
+    }
+    if (out.cap > OUT_KEEP) { /* a big write's buffer does not stay */
+        free(out.p);
+        out.p = NULL;
+        out.cap = 0;
+    }
+    return rc;
 }
 
 static void fail_with(ig_tls_conn *t, SSL *ssl, int ret)
@@ -116,7 +220,7 @@ static void deliver(ig_net *n)
 {
     ig_tls_conn *t = n->tls;
     uv_stream_t *s = (uv_stream_t *)&n->tcp;
-    while (t->reading && !t->failed && (SSL_pending(t->ssl) > 0 || BIO_ctrl_pending(t->rbio) > 0)) {
+    while (t->reading && !t->failed && (SSL_pending(t->ssl) > 0 || t->in_n > 0)) {
         uv_buf_t b = uv_buf_init(NULL, 0);
         t->alloc((uv_handle_t *)s, RAW_READ, &b);
         if (!b.base || !b.len) {
@@ -125,12 +229,12 @@ static void deliver(ig_net *n)
         }
         ERR_clear_error();
         int r = SSL_read(t->ssl, b.base, (int)b.len);
+        int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+        flush_out(n, NULL, NULL); /* a key update or an alert may want out, before anyone else's */
         if (r > 0) {
             t->read(s, r, &b);
             continue;
         }
-        int e = SSL_get_error(t->ssl, r);
-        flush_out(n, NULL, NULL); /* a key update or an alert may want out */
         if (e == SSL_ERROR_WANT_READ) {
             t->read(s, 0, &b); /* the buffer goes back */
             break;
@@ -143,7 +247,7 @@ static void deliver(ig_net *n)
         t->read(s, UV_EPROTO, &b);
         return;
     }
-    if (t->reading && t->pending_err && !SSL_pending(t->ssl) && !BIO_ctrl_pending(t->rbio)) {
+    if (t->reading && t->pending_err && !SSL_pending(t->ssl) && !t->in_n) {
         int err = t->pending_err;
         uv_buf_t z = uv_buf_init(NULL, 0);
         t->pending_err = 0;
@@ -154,8 +258,11 @@ static void deliver(ig_net *n)
 static void idle_cb(uv_idle_t *h)
 {
     ig_net *n = h->data;
+    ig_tls_conn *t = n->tls;
     uv_idle_stop(h);
     deliver(n);
+    if (n->tls == t)
+        keep_leftover(t);
 }
 
 static void raw_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -170,8 +277,8 @@ static void handshake_step(ig_net *n)
     ig_tls_conn *t = n->tls;
     ERR_clear_error();
     int r = SSL_do_handshake(t->ssl);
-    int out = flush_out(n, NULL, NULL);
-    if (r == 1 && !out) {
+    int sent = flush_out(n, NULL, NULL);
+    if (r == 1 && !sent) {
         t->handshaking = 0;
         if (!t->reading) { /* the owner reads when it is ready; until then the socket waits */
             uv_read_stop((uv_stream_t *)&n->tcp);
@@ -181,7 +288,7 @@ static void handshake_step(ig_net *n)
         return;
     }
     int e = r == 1 ? SSL_ERROR_SYSCALL : SSL_get_error(t->ssl, r);
-    if (e == SSL_ERROR_WANT_READ && !t->pending_err && !out)
+    if (e == SSL_ERROR_WANT_READ && !t->pending_err && !sent)
         return; /* the peer's next flight */
     if (e == SSL_ERROR_WANT_READ || (e == SSL_ERROR_SYSCALL && !ERR_peek_error()))
         snprintf(t->why, sizeof(t->why), "the connection closed during the TLS handshake%s%s",
@@ -211,8 +318,20 @@ static void raw_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
             return;
         }
     }
-    if (nread > 0 && BIO_write(t->rbio, buf->base, (int)nread) != (int)nread)
-        nread = UV_ENOMEM;
+    if (nread > 0 && t->in_n) { /* after what waited: one buffer, in order */
+        char *h = realloc(t->held, t->in_n + (size_t)nread);
+        if (!h) {
+            nread = UV_ENOMEM;
+        } else {
+            memcpy(h + t->in_n, buf->base, (size_t)nread);
+            t->held = h;
+            t->in_p = h;
+            t->in_n += (size_t)nread;
+        }
+    } else if (nread > 0) {
+        t->in_p = buf->base;
+        t->in_n = (size_t)nread;
+    }
     if (nread < 0) {
         t->pending_err = (int)nread;
         uv_read_stop(s); /* nothing more comes */
@@ -222,9 +341,11 @@ static void raw_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
         handshake_step(n);
     else
         deliver(n);
+    if (n->tls == t && keep_leftover(t)) /* not closed meanwhile, and out of memory */
+        t->pending_err = UV_ENOMEM;
 }
 
-static int tls_start(ig_net *n, SSL *ssl, ig_net_handshake_cb done, ig_tls_conn **out)
+static int tls_start(ig_net *n, SSL *ssl, ig_net_handshake_cb done, ig_tls_conn **made)
 {
     ig_tls_conn *t = ssl ? calloc(1, sizeof(*t)) : NULL;
     if (!t) {
@@ -232,24 +353,22 @@ static int tls_start(ig_net *n, SSL *ssl, ig_net_handshake_cb done, ig_tls_conn 
         return UV_ENOMEM;
     }
     t->ssl = ssl;
-    t->rbio = BIO_new(BIO_s_mem());
-    t->wbio = BIO_new(BIO_s_mem());
-    if (!t->ssl || !t->rbio || !t->wbio) {
+    pthread_once(&bio_once, make_bio_method);
+    t->bio = bio_method ? BIO_new(bio_method) : NULL;
+    if (!t->bio) {
         SSL_free(t->ssl);
-        BIO_free(t->rbio);
-        BIO_free(t->wbio);
         free(t);
         return UV_ENOMEM;
     }
-    BIO_set_mem_eof_return(t->rbio, -1); /* empty is "wait", not the end */
-    SSL_set_bio(t->ssl, t->rbio, t->wbio);
+    BIO_set_data(t->bio, t);
+    SSL_set_bio(t->ssl, t->bio, t->bio); /* one reference, the SSL's */
     SSL_set_ex_data(t->ssl, ig_tls_conn_index(), t);
     t->done = done;
     t->handshaking = 1;
     uv_idle_init(n->tcp.loop, &t->idle);
     t->idle.data = n;
     n->tls = t;
-    *out = t;
+    *made = t;
     return 0;
 }
 
@@ -351,7 +470,7 @@ int ig_net_read_start(ig_net *n, uv_alloc_cb alloc, uv_read_cb read)
             return rc;
         t->raw_reading = 1;
     }
-    if (SSL_pending(t->ssl) > 0 || BIO_ctrl_pending(t->rbio) > 0 || t->pending_err)
+    if (SSL_pending(t->ssl) > 0 || t->in_n > 0 || t->pending_err)
         uv_idle_start(&t->idle, idle_cb); /* from the loop, as a socket read would come */
     return 0;
 }
@@ -405,7 +524,11 @@ int ig_net_write(uv_write_t *req, ig_net *n, const uv_buf_t *bufs, unsigned nbuf
         return uv_write(req, (uv_stream_t *)&n->tcp, bufs, nbufs, cb);
     size_t total;
     int rc = encrypt(n, bufs, nbufs, &total);
-    return rc ? rc : flush_out(n, req, cb);
+    if (rc) {
+        out.len = 0; /* half a write is no one's to send */
+        return rc;
+    }
+    return flush_out(n, req, cb);
 }
 
 size_t ig_net_write_queue_size(const ig_net *n)
@@ -426,7 +549,9 @@ int ig_net_shutdown(uv_shutdown_t *req, ig_net *n, uv_shutdown_cb cb)
 
 static void tls_free_cb(uv_handle_t *h)
 {
-    free((char *)h - offsetof(ig_tls_conn, idle));
+    ig_tls_conn *t = (ig_tls_conn *)((char *)h - offsetof(ig_tls_conn, idle));
+    free(t->held);
+    free(t);
 }
 
 void ig_net_tls_drop(ig_net *n)
@@ -454,12 +579,11 @@ void ig_net_close(ig_net *n, uv_close_cb cb)
              * session for a broken one and it could not be resumed */
             ERR_clear_error();
             SSL_shutdown(t->ssl);
-            char out[256];
-            int len = BIO_read(t->wbio, out, sizeof(out));
-            if (len > 0 && uv_stream_get_write_queue_size((uv_stream_t *)&n->tcp) == 0) {
-                uv_buf_t b = uv_buf_init(out, (unsigned)len);
+            if (out.len && uv_stream_get_write_queue_size((uv_stream_t *)&n->tcp) == 0) {
+                uv_buf_t b = uv_buf_init(out.p, (unsigned)out.len);
                 uv_try_write((uv_stream_t *)&n->tcp, &b, 1);
             }
+            out.len = 0;
         }
         t->reading = 0; /* a delivery under way stops at once */
         t->failed = 1;
