@@ -256,3 +256,29 @@ def test_the_spread_over_a_pre_fork_server_holds_over_tls(procs, pki, tmp_path):
     finally:
         os.killpg(srv.pid, 15)
         srv.wait(15)
+
+
+def test_a_slow_client_pauses_an_https_worker_and_loses_nothing(procs, pki, tls_nginx):
+    """The worker's answer comes faster than the client reads: the gateway
+    stops reading the TLS connection in the middle of what it had, and
+    picks up exactly there when the client catches up."""
+    import time
+    w = procs.worker()
+    ngx = tls_nginx(w.port, pki)
+    gw = procs.gateway([ngx.url], "--ca-cert-path", str(pki / "ca.pem"), threads=1)
+    assert ready(gw)
+    n = 40000
+    with httpx.Client(base_url=gw.base, timeout=60) as c:
+        with c.stream("POST", "/v1/chat/completions", json=chat_body(stream=True, max_tokens=n)) as r:
+            got, slow = [], 0
+            for chunk in r.iter_bytes(16384):
+                got.append(chunk)
+                if slow < 40:  # long enough for the gateway's queue to the client to fill
+                    slow += 1
+                    time.sleep(0.02)
+    body = b"".join(got).decode()
+    events = [ln[6:] for ln in body.split("\n") if ln.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    import json
+    text = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1])
+    assert text == "".join(f"tok{i} " for i in range(n))
