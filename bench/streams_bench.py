@@ -63,14 +63,14 @@ def start_tls_backend(mock_port, work, pki, n):
     return p, port
 
 
-def start_tls_contender(name, backend_port, work, pki, streams):
+def start_tls_contender(name, backend_port, work, pki, streams, extra=()):
     """The proxy with TLS on both sides: its own certificate to clients, the worker's checked."""
     port = free_port()
     up = f"127.0.0.1:{backend_port}"
     if name == "infergate":
         p = pinned([os.path.join(benchlib.BUILD, "infergate"), "--port", str(port), "--threads", "1",
                     "--log-level", "warn", "--worker-urls", "https://" + up, "--ca-cert-path", pki["ca.pem"],
-                    "--tls-cert-path", pki["srv.pem"], "--tls-key-path", pki["srv.key"]])
+                    "--tls-cert-path", pki["srv.pem"], "--tls-key-path", pki["srv.key"], *extra])
     elif name == "haproxy":
         cfg = os.path.join(work, "haproxy.cfg")
         conf = haproxy_conf(port, f"    server s1 {up} ssl verify required ca-file {pki['ca.pem']}",

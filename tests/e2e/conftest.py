@@ -240,17 +240,18 @@ def pki(tmp_path_factory):
     one for another name, a self-signed one, and a client certificate."""
     d = tmp_path_factory.mktemp("pki")
 
-    def signed(name, subj, ext, ca="ca"):
+    def signed(name, subj, ext, ca="ca", days="2"):
         sh("openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
            "-subj", subj, cwd=d)
         (d / f"{name}.ext").write_text(ext + "\n")
         sh("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-           "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+           "-CAcreateserial", "-out", f"{name}.pem", "-days", days, "-extfile", f"{name}.ext", cwd=d)
     sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
        "-days", "2", "-subj", "/CN=infergate test CA", cwd=d)
     signed("srv", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost")
     signed("srv2", "/CN=reloaded", "subjectAltName=IP:127.0.0.1,DNS:localhost")
     signed("other", "/CN=other.example", "subjectAltName=DNS:other.example")
+    signed("expired", "/CN=localhost", "subjectAltName=IP:127.0.0.1,DNS:localhost", days="-1")
     signed("client", "/CN=gateway", "extendedKeyUsage=clientAuth")
     sh("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "rogue.key", "-out", "rogue.pem",
        "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1", cwd=d)

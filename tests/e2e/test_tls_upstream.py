@@ -110,7 +110,8 @@ def test_https_connections_are_kept_alive(procs, pki, tls_nginx):
 
 
 @pytest.mark.parametrize("cert,why", [("rogue", "certificate verify failed"),
-                                       ("other", "certificate verify failed")])
+                                       ("other", "certificate verify failed"),
+                                       ("expired", "certificate verify failed")])
 def test_a_certificate_that_does_not_verify_is_a_502_that_says_why(procs, pki, tls_nginx, cert, why):
     w = procs.worker()
     ngx = tls_nginx(w.port, pki, cert=cert)
@@ -128,7 +129,9 @@ def test_a_certificate_that_does_not_verify_is_a_502_that_says_why(procs, pki, t
     assert not [ln for ln in log_lines(ngx) if ln[3].startswith("POST")]  # nothing reached the worker
 
 
-def test_the_502_names_the_failed_check(procs, pki, tls_nginx):
+@pytest.mark.parametrize("cert,why", [("rogue", "self-signed"), ("expired", "expired"),
+                                       ("other", "mismatch")])
+def test_the_502_names_the_failed_check(procs, pki, tls_nginx, cert, why):
     """The worker's certificate changes under a running gateway (no health
     checks, a connection per request): the next request meets it."""
     w = procs.worker()
@@ -139,12 +142,30 @@ def test_the_502_names_the_failed_check(procs, pki, tls_nginx):
     assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30).status_code == 200
     ngx.terminate()
     ngx.wait(10)
-    tls_nginx(w.port, pki, cert="rogue", port=ngx.port)  # a new server: no session of the old one resumes
+    tls_nginx(w.port, pki, cert=cert, port=ngx.port)  # a new server: no session of the old one resumes
     r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30)
     assert r.status_code == 502, r.text
     err = r.json()["error"]
     assert err["type"] == "upstream_error" and err["code"] == "worker_tls_failed"
-    assert "certificate verify failed" in err["message"] and "self-signed" in err["message"], err
+    assert "certificate verify failed" in err["message"] and why in err["message"], err
+
+
+def test_an_https_worker_that_dies_mid_stream_cuts_the_stream(procs, pki, tls_nginx):
+    w = procs.worker("--token-interval-ms", "20")
+    ngx = tls_nginx(w.port, pki)
+    gw = procs.gateway([ngx.url], "--ca-cert-path", str(pki / "ca.pem"), threads=1)
+    assert ready(gw)
+    with httpx.Client(base_url=gw.base, timeout=30) as c:
+        with c.stream("POST", "/v1/chat/completions", json=chat_body(stream=True, max_tokens=500)) as r:
+            assert r.status_code == 200
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            ngx.kill()  # the TLS worker goes away mid-answer
+            with pytest.raises(httpx.HTTPError):
+                for _ in lines:
+                    pass
+    # the gateway is fine, and so are requests to the worker once it is back
+    assert httpx.get(gw.base + "/health", timeout=10).status_code == 200
 
 
 def test_insecure_accepts_any_certificate_and_says_so(procs, pki, tls_nginx):
