@@ -33,6 +33,9 @@ struct ig_tls_conn {
     /* hands over what was decrypted but not taken when the owner reads again */
     uv_idle_t idle;
     int pending_err; /* the socket's error or EOF, not told yet */
+    /* owners' writes the socket took at once, their callbacks still to run
+     * (from the idle handle; linked through the request's reserved[0]) */
+    uv_write_t *done_head, *done_tail;
     unsigned handshaking : 1, reading : 1, raw_reading : 1, failed : 1, server : 1, seen_first : 1, plain : 1;
     char why[200];
 };
@@ -162,6 +165,8 @@ static void record_cb(uv_write_t *req, int status)
     free(r);
 }
 
+static void idle_cb(uv_idle_t *h);
+
 /* One write of ciphertext, copied into a record that lives until libuv is
  * done with it. */
 static int queue_record(ig_net *n, const char *data, size_t len, uv_write_t *owner_req, uv_write_cb owner_cb)
@@ -182,24 +187,39 @@ static int queue_record(ig_net *n, const char *data, size_t len, uv_write_t *own
 }
 
 /* Send what OpenSSL wrote for the peer: straight from the thread's buffer
- * when the socket takes it all, else (or when the owner waits for its
- * callback) in one record. 0 or a libuv code. */
+ * when the socket takes it all, else the rest in one record. An owner's
+ * request completes from the loop as libuv would complete it: queued for
+ * the idle handle when the socket took everything (no syscall, no
+ * allocation), else when its record is written. 0 or a libuv code. */
 static int flush_out(ig_net *n, uv_write_t *owner_req, uv_write_cb owner_cb)
 {
+    ig_tls_conn *t = n->tls;
     uv_stream_t *s = (uv_stream_t *)&n->tcp;
-    size_t len = out.len;
+    size_t len = out.len, done = 0;
     int rc = 0;
     if (!len && !owner_cb)
         return 0;
     out.len = 0;
-    if (owner_cb || uv_stream_get_write_queue_size(s) != 0) {
-        rc = queue_record(n, out.p ? out.p : "", len, owner_req, owner_cb);
-    } else {
+    if (len && uv_stream_get_write_queue_size(s) == 0) {
         uv_buf_t b = uv_buf_init(out.p, (unsigned)len);
         int w = uv_try_write(s, &b, 1);
-        if (w == UV_EAGAIN)
-            w = 0;
-        rc = w < 0 ? w : (size_t)w == len ? 0 : queue_record(n, out.p + w, len - (size_t)w, NULL, NULL);
+        if (w < 0 && w != UV_EAGAIN)
+            rc = w;
+        else if (w > 0)
+            done = (size_t)w;
+    }
+    if (!rc && done < len) {
+        rc = queue_record(n, out.p + done, len - done, owner_req, owner_cb);
+    } else if (!rc && owner_cb) {
+        owner_req->cb = owner_cb;
+        owner_req->handle = s;
+        owner_req->reserved[0] = NULL;
+        if (t->done_tail)
+            t->done_tail->reserved[0] = owner_req;
+        else
+            t->done_head = owner_req;
+        t->done_tail = owner_req;
+        uv_idle_start(&t->idle, idle_cb);
     }
     if (out.cap > OUT_KEEP) { /* a big write's buffer does not stay */
         free(out.p);
@@ -207,6 +227,20 @@ static int flush_out(ig_net *n, uv_write_t *owner_req, uv_write_cb owner_cb)
         out.cap = 0;
     }
     return rc;
+}
+
+/* Run the owners' callbacks of writes that are out (status 0). */
+static void complete_writes(ig_net *n, ig_tls_conn *t)
+{
+    while (t->done_head) {
+        uv_write_t *req = t->done_head;
+        t->done_head = req->reserved[0];
+        if (!t->done_head)
+            t->done_tail = NULL;
+        req->cb(req, 0);
+        if (n->tls != t)
+            return; /* closed by the callback: the close ran the rest */
+    }
 }
 
 static void fail_with(ig_tls_conn *t, SSL *ssl, int ret)
@@ -227,17 +261,34 @@ static void deliver(ig_net *n)
             t->read(s, UV_ENOBUFS, &b);
             return;
         }
-        ERR_clear_error();
-        int r = SSL_read(t->ssl, b.base, (int)b.len);
-        int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
+        /* as many records as fit, then one callback: a record per SSL_read */
+        size_t got = 0;
+        int r = 0, e = SSL_ERROR_NONE;
+        while (got < b.len) {
+            /* the error queue is empty here: every failure below clears it */
+            r = SSL_read(t->ssl, b.base + got, (int)(b.len - got));
+            if (r <= 0) {
+                e = SSL_get_error(t->ssl, r);
+                break;
+            }
+            got += (size_t)r;
+            if (!t->in_n && !SSL_pending(t->ssl))
+                break; /* nothing left to decrypt: another SSL_read would only set up and drop a buffer */
+        }
         flush_out(n, NULL, NULL); /* a key update or an alert may want out, before anyone else's */
-        if (r > 0) {
-            t->read(s, r, &b);
+        if (e == SSL_ERROR_NONE || e == SSL_ERROR_WANT_READ) {
+            t->read(s, (ssize_t)got, &b); /* 0 gives the buffer back */
+            if (e == SSL_ERROR_WANT_READ)
+                break;
             continue;
         }
-        if (e == SSL_ERROR_WANT_READ) {
-            t->read(s, 0, &b); /* the buffer goes back */
-            break;
+        if (got) {
+            t->read(s, (ssize_t)got, &b);
+            b = uv_buf_init(NULL, 0);
+            if (!t->reading || n->tls != t) {
+                ERR_clear_error(); /* the owner stopped or closed on the data: the end waits */
+                return;
+            }
         }
         if (e == SSL_ERROR_ZERO_RETURN) { /* close_notify: the peer's end of data */
             t->read(s, UV_EOF, &b);
@@ -260,6 +311,9 @@ static void idle_cb(uv_idle_t *h)
     ig_net *n = h->data;
     ig_tls_conn *t = n->tls;
     uv_idle_stop(h);
+    complete_writes(n, t);
+    if (n->tls != t)
+        return;
     deliver(n);
     if (n->tls == t)
         keep_leftover(t);
@@ -489,22 +543,37 @@ int ig_net_read_stop(ig_net *n)
 }
 
 /* Encrypt bufs into the write BIO. 0 or a libuv code. */
+/* Encrypt bufs into the thread's out buffer; small pieces together, since
+ * each SSL_write is a record of its own (an AES-GCM setup, 22 bytes more on
+ * the wire). 0 or a libuv code. */
 static int encrypt(ig_net *n, const uv_buf_t *bufs, unsigned nbufs, size_t *total)
 {
+    static _Thread_local char gather[16384];
     ig_tls_conn *t = n->tls;
     if (t->handshaking || t->failed)
         return t->failed ? UV_EPROTO : UV_ENOTCONN;
     *total = 0;
+    for (unsigned i = 0; i < nbufs; i++)
+        *total += bufs[i].len;
+    uv_buf_t one;
+    if (nbufs > 1 && *total <= sizeof(gather)) {
+        size_t k = 0;
+        for (unsigned i = 0; i < nbufs; i++) {
+            memcpy(gather + k, bufs[i].base, bufs[i].len);
+            k += bufs[i].len;
+        }
+        one = uv_buf_init(gather, (unsigned)k);
+        bufs = &one;
+        nbufs = 1;
+    }
     for (unsigned i = 0; i < nbufs; i++) {
         if (!bufs[i].len)
             continue;
-        ERR_clear_error();
         int r = SSL_write(t->ssl, bufs[i].base, (int)bufs[i].len);
         if (r != (int)bufs[i].len) {
             fail_with(t, t->ssl, r);
             return UV_EPROTO;
         }
-        *total += bufs[i].len;
     }
     return 0;
 }
@@ -573,6 +642,14 @@ void ig_net_close(ig_net *n, uv_close_cb cb)
 {
     ig_tls_conn *t = n->tls;
     if (t) {
+        /* writes that are out but whose callbacks had not run: now, as
+         * libuv runs a closing stream's completed writes */
+        while (t->done_head) {
+            uv_write_t *req = t->done_head;
+            t->done_head = req->reserved[0];
+            req->cb(req, 0);
+        }
+        t->done_tail = NULL;
         n->tls = NULL;
         if (!t->handshaking && !t->failed) {
             /* a close_notify, best effort: OpenSSL would otherwise take the
