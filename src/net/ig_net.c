@@ -59,6 +59,23 @@ static _Thread_local struct {
     size_t len, cap;
 } out;
 
+/* the thread's out buffer goes when the thread ends */
+static pthread_key_t out_key;
+static pthread_once_t out_once = PTHREAD_ONCE_INIT;
+
+static void out_free(void *p)
+{
+    (void)p;
+    free(out.p);
+    out.p = NULL;
+    out.cap = out.len = 0;
+}
+
+static void make_out_key(void)
+{
+    pthread_key_create(&out_key, out_free);
+}
+
 /* ---- the BIO: no buffer of its own, so an idle connection keeps none ---- */
 
 static int bio_write(BIO *b, const char *data, int len)
@@ -71,6 +88,10 @@ static int bio_write(BIO *b, const char *data, int len)
         char *p = realloc(out.p, cap);
         if (!p)
             return -1;
+        if (!out.p) { /* a destructor per thread that has one */
+            pthread_once(&out_once, make_out_key);
+            pthread_setspecific(out_key, &out);
+        }
         out.p = p;
         out.cap = cap;
     }
