@@ -104,11 +104,11 @@ def to_ms(v):
     return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[u]
 
 
-def run_wrk(port, duration, conns, work):
+def run_wrk(port, duration, conns, work, scheme="http"):
     lua = os.path.join(work, "post.lua")
     with open(lua, "w") as f:
         f.write(WRK_LUA)
-    url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    url = f"{scheme}://127.0.0.1:{port}/v1/chat/completions"
     global last_wrk_output
     out = last_wrk_output = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s",
                           "--latency", "-s", lua, url], capture_output=True, text=True).stdout

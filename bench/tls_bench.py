@@ -11,7 +11,6 @@ README section.
 Usage: /usr/bin/python3 bench/tls_bench.py [--reps 3] [--duration 8]"""
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -20,27 +19,14 @@ import time
 
 import benchlib
 import httpx
-from benchlib import CLK_TCK, LOAD_CORE, SERVER_CORE, WRK_LUA, stop, to_ms, tree_cpu_ticks, write_results
+from benchlib import CLK_TCK, LOAD_CORE, SERVER_CORE, run_wrk, stop, tree_cpu_ticks, write_results
 from streams_bench import make_pki, start_tls_backend, start_tls_contender
 
 PROXIES = ["infergate", "haproxy", "nginx"]
 
 
 def run_wrk_tls(port, duration, conns, work):
-    lua = os.path.join(work, "post.lua")
-    with open(lua, "w") as f:
-        f.write(WRK_LUA)
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
-                          "-s", lua, f"https://127.0.0.1:{port}/v1/chat/completions"],
-                         capture_output=True, text=True).stdout
-    res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-           "requests": int(re.search(r"(\d+) requests in", out).group(1)),
-           "p50_ms": to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),
-           "p99_ms": to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))}
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errs = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    res["errors"] = (int(bad.group(1)) if bad else 0) + (sum(map(int, errs.groups())) if errs else 0)
-    return res
+    return run_wrk(port, duration, conns, work, scheme="https")
 
 
 def handshakes(port, ca):

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "../core/ig_log.h"
+#include "ig_sgl_compat.h"
 
 #define IG_VERSION "0.1.0"
 
@@ -74,6 +75,8 @@ static const opt opts[] = {
     {"disable-circuit-breaker", T_BOOL, OFF(disable_circuit_breaker), "never open circuits"},
     {"cb-failure-statuses", T_STATUSES, OFF(cb_failure_statuses), "CODE[,CODE|LOW-HIGH]: worker answers that count as failures (default 502,504; connect errors, resets and timeouts always count)"},
     {"retry-max-retries", T_U32, OFF(retry_max_retries), "other workers tried after a safe failure (default 2)"},
+    {"disable-retries", T_BOOL, OFF(disable_retries), "never try another worker (whatever --retry-max-retries says)"},
+    {"disable-health-check", T_BOOL, OFF(disable_health_check), "no active health checks (whatever --health-check-interval-secs says)"},
     {"retry-non-idempotent", T_BOOL, OFF(retry_non_idempotent), "send a POST again when its reused connection died after it went out (the worker may run it twice)"},
     {"broadcast-timeout-secs", T_SECS, OFF(broadcast_timeout_secs), "per-worker limit of a fleet control broadcast (default 60)"},
     {"exclude-stale-workers", T_BOOL, OFF(exclude_stale_workers), "route only to workers on the fleet's weight version (after set_version)"},
@@ -278,6 +281,8 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
     }
     case T_U64:
     case T_U32: {
+        if (o->off == OFF(max_concurrent_requests) && strcmp(val, "-1") == 0)
+            val = "0"; /* sgl-model-gateway's "unlimited" */
         unsigned long long v = strtoull(val, &end, 10);
         if (*end || end == val || val[0] == '-' || (o->type == T_U32 && v > UINT32_MAX))
             return errf(err, errlen, "--%s: expected a non-negative integer, got '%s'", o->name, val);
@@ -295,10 +300,16 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
         return 0;
     }
     case T_POLICY:
+        if (!strcmp(val, "manual") || !strcmp(val, "prefix_hash") || !strcmp(val, "bucket") ||
+            !strcmp(val, "passthrough"))
+            return errf(err, errlen,
+                        "--policy %s is a policy of sgl-model-gateway that infergate does not have yet "
+                        "(docs/sgl-compat.md); for sticky routing by X-SMG-Routing-Key use consistent_hash",
+                        val);
         if (ig_policy_from_name(val, &cfg->policy))
             return errf(err, errlen,
                         "--policy: unknown policy '%s' (round_robin, random, power_of_two, least_load, "
-                        "cache_aware, consistent_hash)",
+                        "cache_aware, consistent_hash or consistent_hashing)",
                         val);
         return 0;
     case T_LOGLEVEL:
@@ -521,6 +532,56 @@ done:
     return rc;
 }
 
+/* A flag of sgl-model-gateway's that infergate has under another name, or
+ * not at all (ig_sgl_compat.h): mapped, accepted, or refused by the
+ * feature's name. -ENOENT: not one of sgl's either. */
+static int sgl_flag(ig_config *cfg, const char *name, const char *val, int argc, char **argv, int *i,
+                    char *err, size_t errlen)
+{
+    const ig_sgl_flag *g = ig_sgl_find(name);
+    if (!g || g->kind == IG_SGL_SAME)
+        return -ENOENT;
+    const char *first = val;
+    if (!val && g->nargs == 1) {
+        if (*i + 1 >= argc)
+            return errf(err, errlen, "--%s needs a value", name);
+        first = argv[++*i];
+    } else if (!val && g->nargs < 0) {
+        while (*i + 1 < argc && strncmp(argv[*i + 1], "--", 2) != 0) {
+            ++*i;
+            if (!first)
+                first = argv[*i];
+        }
+    }
+    switch (g->kind) {
+    case IG_SGL_REFUSE:
+        return errf(
+            err, errlen,
+            "--%s: %s is a feature of sgl-model-gateway that infergate does not have (docs/sgl-compat.md)",
+            name, g->why);
+    case IG_SGL_NOOP:
+        if (cfg->n_sgl_noops < IG_MAX_SGL_NOOPS)
+            cfg->sgl_noops[cfg->n_sgl_noops++] = g;
+        return 0;
+    case IG_SGL_MAP: {
+        char to[64];
+        const char *eq = strchr(g->to, '=');
+        size_t n = eq ? (size_t)(eq - g->to) : strlen(g->to);
+        snprintf(to, sizeof(to), "%.*s", (int)n, g->to);
+        const opt *o = find_opt(to);
+        if (!o)
+            return errf(err, errlen, "--%s: maps to unknown --%s", name, to);
+        if (eq && g->nargs == 0 && first && strcmp(first, "true") && strcmp(first, "1"))
+            return 0; /* --disable-retries=false: nothing to do */
+        const char *v = eq ? eq + 1 : first;
+        if (!v)
+            return errf(err, errlen, "--%s needs a value", name);
+        return set_value(cfg, o, v, err, errlen);
+    }
+    default: return -ENOENT;
+    }
+}
+
 int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     for (int i = 1; i < argc; i++) {
@@ -531,6 +592,10 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
         }
         if (strcmp(a, "--version") == 0) {
             printf("infergate %s\n", IG_VERSION);
+            return 1;
+        }
+        if (strcmp(a, "--sgl-compat-table") == 0) { /* docs/sgl-compat.md's table */
+            ig_sgl_print_table(stdout);
             return 1;
         }
         if (strncmp(a, "--", 2) != 0)
@@ -555,8 +620,14 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
             continue;
         }
         const opt *o = find_opt(name);
-        if (!o)
-            return errf(err, errlen, "unknown option '--%s' (see --help)", name);
+        if (!o) {
+            int rc = sgl_flag(cfg, name, val, argc, argv, &i, err, errlen);
+            if (rc == -ENOENT)
+                return errf(err, errlen, "unknown option '--%s' (see --help)", name);
+            if (rc)
+                return rc;
+            continue;
+        }
         if ((o->type == T_URLS || o->type == T_PATHS || o->type == T_FILES) && !val) {
             int n = 0;
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
@@ -656,7 +727,7 @@ ig_pool_config ig_config_pool(const ig_config *cfg)
 ig_proxy_config ig_config_proxy(const ig_config *cfg)
 {
     return (ig_proxy_config){.policy = cfg->policy,
-                             .retry_max_retries = cfg->retry_max_retries,
+                             .retry_max_retries = cfg->disable_retries ? 0 : cfg->retry_max_retries,
                              .retry_non_idempotent = cfg->retry_non_idempotent,
                              .retry_budget_ratio = cfg->retry_budget_ratio,
                              .request_timeout_secs = cfg->request_timeout_secs,
@@ -701,7 +772,8 @@ ig_control_config ig_config_control(const ig_config *cfg)
                                .n_worker_urls = cfg->worker_urls.n,
                                .worker_max_inflight = cfg->worker_max_inflight,
                                .discovery_timeout_secs = cfg->discovery_timeout_secs,
-                               .health_check_interval_secs = cfg->health_check_interval_secs,
+                               .health_check_interval_secs =
+                                   cfg->disable_health_check ? 0 : cfg->health_check_interval_secs,
                                .health_check_timeout_secs = cfg->health_check_timeout_secs,
                                .health_failure_threshold = cfg->health_failure_threshold,
                                .health_success_threshold = cfg->health_success_threshold,

@@ -16,6 +16,9 @@
 #include "../upstream/ig_pool.h"
 
 #define IG_MAX_ADMIN_ALLOW 32
+#define IG_MAX_SGL_NOOPS 32
+
+struct ig_sgl_flag;
 
 /* A list of strings the config owns. */
 typedef struct ig_strv {
@@ -45,6 +48,9 @@ typedef struct ig_config {
     char *tls_cert_path, *tls_key_path;       /* clients speak HTTPS */
     char *tls_client_ca_path;                 /* ... and show a certificate from these CAs */
     ig_group_config groups[IG_MAX_GROUPS];    /* [1..n_groups): named in --config; [0] unused */
+    /* sgl-model-gateway flags given that need nothing here: said at start */
+    const struct ig_sgl_flag *sgl_noops[IG_MAX_SGL_NOOPS];
+    int n_sgl_noops;
     int n_groups;
     ig_policy_kind policy;
     char *api_key;
@@ -78,8 +84,9 @@ typedef struct ig_config {
     uint32_t cb_success_threshold;
     double cb_timeout_duration_secs;
     int disable_circuit_breaker;
-    uint64_t cb_failure_statuses[10]; /* bit s: a status s answer counts as the worker failing */
-    int cb_statuses_given;            /* the first --cb-failure-statuses replaces the default */
+    int disable_retries, disable_health_check; /* sgl-model-gateway's switches: they win over the numbers */
+    uint64_t cb_failure_statuses[10];          /* bit s: a status s answer counts as the worker failing */
+    int cb_statuses_given;                     /* the first --cb-failure-statuses replaces the default */
     uint32_t retry_max_retries;
     int retry_non_idempotent; /* a POST whose connection died after going out may be sent again */
     double retry_budget_ratio;

@@ -25,6 +25,7 @@
 #include "../upstream/ig_httpc.h"
 #include "ig_config.h"
 #include "ig_routes.h"
+#include "ig_sgl_compat.h"
 
 static ig_thread *threads;
 static int nthreads;
@@ -233,6 +234,8 @@ int main(int argc, char **argv)
         goto out;
     }
     ig_log_level = cfg.log_level;
+    for (int i = 0; i < cfg.n_sgl_noops; i++) /* a launch line of sgl-model-gateway's, as it is */
+        ig_info("--%s: accepted, nothing to do: %s", cfg.sgl_noops[i]->name, cfg.sgl_noops[i]->why);
     /* big request bodies straight from and back to the kernel: glibc's
      * sliding threshold would otherwise serve them from the heap after the
      * first one, and a flood of bodies would leave RSS far above the budget */

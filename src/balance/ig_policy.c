@@ -12,6 +12,8 @@ static atomic_uint_fast64_t rr_cursor;
 
 int ig_policy_from_name(const char *name, ig_policy_kind *out)
 {
+    if (strcmp(name, "consistent_hashing") == 0) /* sgl-model-gateway's name */
+        name = "consistent_hash";
     for (int i = 0; i < N_POLICIES; i++)
         if (strcmp(name, names[i]) == 0) {
             *out = (ig_policy_kind)i;

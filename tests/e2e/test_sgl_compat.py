@@ -1,0 +1,154 @@
+"""sgl-model-gateway's launch lines (issue 16): every flag of its CLI is
+implemented, accepted as a documented no-op, or refused with a message that
+names the feature, never "unknown option"; docs/sgl-compat.md is the
+gateway's own table; real launch lines start."""
+import os
+import re
+import subprocess
+
+import httpx
+import pytest
+
+from conftest import GATEWAY, chat_body
+
+ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+# Every flag of lightseekorg/smg at 73da68c: model_gateway/src/main.rs (#[arg(long)] fields,
+# plus --prefill/--encode parsed by hand) and bindings/python/src/smg/router_args.py.
+SGL_FLAGS = """
+api-key assignment-mode backend balance-abs-threshold balance-rel-threshold balance-token-usage-threshold
+block-size bucket-adjust-interval-secs ca-cert-paths cache-threshold cb-failure-threshold cb-success-threshold
+cb-timeout-duration-secs cb-window-duration-secs chat-template client-cert-path client-key-path
+control-plane-api-keys control-plane-audit-enabled cors-allowed-origins decode decode-policy decode-selector
+disable-audit-logging disable-circuit-breaker disable-health-check disable-retries disable-tokenizer-autoload
+dp-aware dp-minimum-tokens-scheduler drain-settle-secs enable-igw enable-mesh enable-trace enable-wasm encode
+encode-policy encode-selector engine-metrics epd-disaggregation eviction-interval eviction-interval-secs
+health-check-endpoint health-check-interval-secs health-check-port health-check-timeout-secs
+health-failure-threshold health-success-threshold history-backend host jwt-audience jwt-issuer jwt-jwks-uri
+jwt-role-claim jwt-role-mapping least-load-default-throughput least-load-kv-pressure-weight
+least-load-mean-prefill-tokens load-monitor-interval log-dir log-json log-level max-concurrent-requests
+max-idle-secs max-payload-size max-tree-size mcp-config-path mesh-advertise-host mesh-host mesh-peer-urls
+mesh-port mesh-server-name model model-alias model-id-from model-path multimodal-shm-min-bytes
+multimodal-tensor-transport oracle-connect-descriptor oracle-dsn oracle-external-auth oracle-password
+oracle-pool-max oracle-pool-min oracle-pool-timeout-secs oracle-tns-alias oracle-user oracle-username
+oracle-wallet-path otlp-traces-endpoint overload-token-usage-threshold pd-disaggregation policy port
+postgres-db-url postgres-pool-max postgres-pool-max-size prefill prefill-policy prefill-selector
+prefix-hash-load-factor prefix-token-count priority-scheduler-config priority-scheduler-default-max-class
+priority-scheduler-enabled priority-scheduler-tenant-metric-top-n prometheus-duration-buckets prometheus-host
+prometheus-port queue-size queue-timeout-secs rate-limit-tokens-per-second reasoning-parser redis-pool-max
+redis-pool-max-size redis-retention-days redis-url remove-unhealthy-workers request-id-headers
+request-timeout-secs retry-backoff-multiplier retry-initial-backoff-ms retry-jitter-factor retry-max-backoff-ms
+retry-max-retries router-selector routing-key-override runtime-worker-threads schema-config selector
+service-discovery service-discovery-namespace service-discovery-port shutdown-grace-period-secs
+storage-context-headers storage-hook-wasm-path tenant-api-key tenant-header-name tenant-rate-limit-config
+tenant-rate-limit-enabled tls-cert-path tls-key-path tokenizer-cache-enable-l0 tokenizer-cache-enable-l1
+tokenizer-cache-l0-max-entries tokenizer-cache-l1-max-memory tokenizer-path tool-call-parser
+trust-tenant-header webrtc-bind-addr webrtc-stun-server worker-startup-check-interval worker-startup-delay
+worker-startup-timeout-secs worker-urls
+""".split()
+
+
+def table():
+    out = subprocess.run([GATEWAY, "--sgl-compat-table"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and out.stdout
+    return out.stdout
+
+
+def rows():
+    return {m.group(1): (m.group(2), m.group(3)) for m in
+            re.finditer(r"^\| `--([a-z0-9-]+)` \| ([^|]+?) \| (.*) \|$", table(), re.M)}
+
+
+def test_docs_hold_the_gateways_own_table():
+    with open(os.path.join(ROOT, "docs", "sgl-compat.md")) as f:
+        doc = f.read()
+    assert table() in doc, "docs/sgl-compat.md is not the output of infergate --sgl-compat-table"
+
+
+def test_the_table_lists_every_flag_of_sgl_model_gateway():
+    r = rows()
+    assert sorted(r) == sorted(SGL_FLAGS), (set(SGL_FLAGS) ^ set(r))
+    for name, (what, note) in r.items():
+        assert what.startswith(("implemented", "accepted, no effect", "refused")), (name, what)
+        if what != "implemented, same name":
+            assert note or what.startswith("implemented:"), f"--{name}: {what} without a note"
+
+
+# a value each kind of flag accepts (the refusal comes before any value is used)
+VALUES = {"ca-cert-paths": "CA", "client-cert-path": "CCERT", "client-key-path": "CKEY", "tls-cert-path": "CERT",
+          "tls-key-path": "KEY", "worker-urls": "http://127.0.0.1:9", "policy": "round_robin", "host": "127.0.0.1",
+          "port": "0", "log-level": "info", "health-check-endpoint": "/health", "api-key": "k",
+          "runtime-worker-threads": "1", "max-concurrent-requests": "-1", "prefill": "http://127.0.0.1:9"}
+SWITCHES = {"disable-circuit-breaker", "disable-health-check", "disable-retries", "enable-igw",
+            "disable-tokenizer-autoload", "disable-audit-logging", "control-plane-audit-enabled"}
+
+
+def run_with(flag, pki):
+    args = [f"--{flag}"]
+    if flag not in SWITCHES:
+        v = VALUES.get(flag, "1")
+        v = {"CA": str(pki / "ca.pem"), "CERT": str(pki / "srv.pem"), "KEY": str(pki / "srv.key"),
+             "CCERT": str(pki / "client.pem"), "CKEY": str(pki / "client.key")}.get(v, v)
+        args.append(v)
+    if flag in ("tls-cert-path", "tls-key-path"):
+        args += ["--tls-key-path" if flag == "tls-cert-path" else "--tls-cert-path",
+                 str(pki / ("srv.key" if flag == "tls-cert-path" else "srv.pem"))]
+    if flag in ("client-cert-path", "client-key-path"):
+        args += ["--client-key-path" if flag == "client-cert-path" else "--client-cert-path",
+                 str(pki / ("client.key" if flag == "client-cert-path" else "client.pem"))]
+    p = subprocess.Popen([GATEWAY, "--port", "0", *args] if flag != "port" else [GATEWAY, *args],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+    finally:
+        if p.poll() is None:
+            p.terminate()
+        p.wait(30)
+        err = p.stderr.read()
+        p.stdout.close()
+        p.stderr.close()
+    return line.startswith("infergate listening on "), p.returncode, err
+
+
+def test_every_flag_starts_or_is_refused_by_name(pki):
+    r = rows()
+    for flag in SGL_FLAGS:
+        what, note = r[flag]
+        started, code, err = run_with(flag, pki)
+        assert "unknown option" not in err, (flag, err)
+        if what == "refused":
+            assert not started and code == 2, (flag, code, err)
+            assert f"--{flag}" in err and note.split(" (")[0] in err, (flag, err)
+        else:
+            assert started, (flag, code, err[-500:])
+        if what == "accepted, no effect":
+            assert f"--{flag}: accepted, nothing to do" in err, (flag, err[-500:])
+
+
+def test_mapped_flags_do_what_infergate_does(procs):
+    import time
+    # --disable-health-check: a worker whose /health fails stays routable (checks would take it out in 0.3 s)
+    w = procs.worker()
+    gw = procs.gateway([w], "--disable-health-check", "--health-check-interval-secs", "0.1")
+    httpx.post(w.url + "/mock/health?status=503")
+    time.sleep(1.0)
+    assert w.stats()["health_checks"] <= 1  # the discovery at start, no more
+    assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30).status_code == 200
+    # the same without it: the checks take the worker out
+    w2 = procs.worker()
+    gw2 = procs.gateway([w2], "--health-check-interval-secs", "0.1", "--health-failure-threshold", "1")
+    httpx.post(w2.url + "/mock/health?status=503")
+    time.sleep(1.0)
+    assert w2.stats()["health_checks"] >= 3
+    assert httpx.post(gw2.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30).status_code == 503
+    # --max-concurrent-requests -1 is sgl's unlimited, --policy consistent_hashing its name for consistent_hash
+    gw3 = procs.gateway([w], "--max-concurrent-requests", "-1", "--policy", "consistent_hashing", "--disable-retries")
+    r = httpx.post(gw3.base + "/v1/chat/completions", json=chat_body(max_tokens=1),
+                   headers={"x-smg-routing-key": "user-1"}, timeout=30)
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("policy", ["manual", "prefix_hash", "bucket", "passthrough"])
+def test_sgl_policies_infergate_lacks_are_refused_by_name(policy):
+    out = subprocess.run([GATEWAY, "--port", "0", "--policy", policy], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 2 and f"--policy {policy} is a policy of sgl-model-gateway" in out.stderr
