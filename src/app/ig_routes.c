@@ -106,6 +106,54 @@ static void respond_models(ig_request *r)
     ig_buf_free(&b);
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* GET /v1/models/{id}: one model, as OpenAI's API answers it (the id may
+ * hold slashes, raw or %2F). */
+static void respond_model(ig_request *r, const char *raw, size_t rawlen)
+{
+    char id[IG_MODEL_MAX + 1];
+    size_t len = 0;
+    for (size_t i = 0; i < rawlen && len < IG_MODEL_MAX; i++) {
+        int hi, lo;
+        if (raw[i] == '%' && i + 2 < rawlen && (hi = hexval(raw[i + 1])) >= 0 &&
+            (lo = hexval(raw[i + 2])) >= 0) {
+            id[len++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            id[len++] = raw[i];
+        }
+    }
+    const ig_snapshot *snap = ig_snapshot_get();
+    for (int m = 0; m < snap->n_models; m++) {
+        if (snap->models[m].len != len || memcmp(snap->models[m].name, id, len) != 0)
+            continue;
+        ig_buf b;
+        ig_buf_init(&b, 64 * 1024);
+        int rc = ig_buf_puts(&b, "{\"id\":");
+        rc = rc ? rc : ig_json_append_string(&b, id, len);
+        rc = rc ? rc : ig_buf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"infergate\",\"workers\":");
+        rc = rc ? rc : ig_buf_putu(&b, (uint64_t)snap->models[m].n);
+        rc = rc ? rc : ig_buf_puts(&b, "}\n");
+        if (rc)
+            error(r, 500, "server_error", "internal_error", "model entry too large");
+        else
+            respond_json(r, 200, b.data, b.len);
+        ig_buf_free(&b);
+        return;
+    }
+    char msg[IG_MODEL_MAX + 64];
+    snprintf(msg, sizeof(msg), "model '%.*s' is not served by any worker",
+             (int)(len < IG_MODEL_MAX ? len : IG_MODEL_MAX), id);
+    error(r, 404, "invalid_request_error", "model_not_found", msg);
+}
+
 static void respond_metrics(ig_request *r)
 {
     ig_buf b;
@@ -278,7 +326,7 @@ static int local_path(const ig_request *r)
         return 0;
     return path_is(url, plen, "/health") || path_is(url, plen, "/liveness") ||
            path_is(url, plen, "/readiness") || path_is(url, plen, "/v1/models") ||
-           path_is(url, plen, "/metrics");
+           (plen > 11 && memcmp(url, "/v1/models/", 11) == 0) || path_is(url, plen, "/metrics");
 }
 
 static ig_route data_route(const char *url, size_t plen)
@@ -293,6 +341,12 @@ static ig_route data_route(const char *url, size_t plen)
         return IG_R_EMBEDDINGS;
     if (path_is(url, plen, "/generate"))
         return IG_R_GENERATE;
+    /* the other model APIs sgl-model-gateway routes by the body's "model" */
+    static const char *const apis[] = {"/v1/rerank",   "/rerank",      "/v1/responses",  "/v1/messages",
+                                       "/v1/classify", "/v1/tokenize", "/v1/detokenize", "/v1/score"};
+    for (size_t i = 0; i < sizeof(apis) / sizeof(apis[0]); i++)
+        if (path_is(url, plen, apis[i]))
+            return IG_R_API;
     return IG_R_OTHER;
 }
 
@@ -385,6 +439,13 @@ void ig_routes_dispatch(ig_request *r)
                   "missing or invalid API key (Authorization: Bearer ...)");
         else
             respond_models(r);
+    } else if (get && plen > 11 && memcmp(url, "/v1/models/", 11) == 0) {
+        r->route = IG_R_MODELS;
+        if (!authorized(r))
+            error(r, 401, "invalid_request_error", "invalid_api_key",
+                  "missing or invalid API key (Authorization: Bearer ...)");
+        else
+            respond_model(r, url + 11, plen - 11);
     } else if (get && path_is(url, plen, "/metrics")) {
         r->route = IG_R_METRICS;
         if (!metrics_authorized(r))

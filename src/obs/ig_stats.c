@@ -1,8 +1,8 @@
 #include "ig_stats.h"
 
-static const char *const route_names[IG_R_N] = {
-    "chat_completions", "completions", "embeddings", "generate", "session", "models", "probe",
-    "metrics",          "admin",       "other",      "forward"};
+static const char *const route_names[IG_R_N] = {"chat_completions", "completions", "embeddings", "generate",
+                                                "model_api",        "session",     "models",     "probe",
+                                                "metrics",          "admin",       "other",      "forward"};
 
 /* the codes a gateway commonly answers; the rest are folded into their class */
 static const int status_codes[IG_STATUS_N] = {200, 201, 204, 400, 401, 403, 404, 405, 408, 413,

@@ -11,6 +11,7 @@ typedef enum ig_route {
     IG_R_COMPLETIONS,
     IG_R_EMBEDDINGS,
     IG_R_GENERATE,
+    IG_R_API, /* the other model APIs sgl-model-gateway routes by "model": rerank, responses, messages, ... */
     IG_R_SESSION, /* AReaL session calls that go to the session's worker */
     IG_R_MODELS,
     IG_R_PROBE,

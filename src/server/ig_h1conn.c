@@ -504,7 +504,7 @@ static void access_log(ig_h1conn *c, int status, uint64_t dur_us)
                         .ttfb_ns = c->req.first_byte_ns ? c->req.first_byte_ns - c->req.start_ns : 0,
                         .dur_us = dur_us};
     r.path = request_path(c, &r.path_len);
-    if (c->req.route <= IG_R_GENERATE && c->req.fields.has_model) {
+    if (c->req.route <= IG_R_API && c->req.fields.has_model) {
         r.model = c->req.fields.model;
         r.model_len = c->req.fields.model_len;
     }

@@ -152,3 +152,30 @@ def test_mapped_flags_do_what_infergate_does(procs):
 def test_sgl_policies_infergate_lacks_are_refused_by_name(policy):
     out = subprocess.run([GATEWAY, "--port", "0", "--policy", policy], capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and f"--policy {policy} is a policy of sgl-model-gateway" in out.stderr
+
+
+@pytest.mark.parametrize("path", ["/v1/rerank", "/rerank", "/v1/responses", "/v1/messages", "/v1/classify",
+                                  "/v1/tokenize", "/v1/detokenize"])
+def test_sgl_data_paths_are_routed_by_model(procs, path):
+    a = procs.worker(worker_id="wa", model="model-a")
+    b = procs.worker(worker_id="wb", model="model-b")
+    gw = procs.gateway([a, b])
+    for model, wid in (("model-a", "wa"), ("model-b", "wb")):
+        r = httpx.post(gw.base + path, json={"model": model, "query": "q", "documents": ["d"], "input": "hi",
+                                              "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["worker_id"] == wid
+    r = httpx.post(gw.base + path, json={"model": "nope"}, timeout=30)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+    text = httpx.get(gw.base + "/metrics").text
+    assert 'route="model_api"' in text
+
+
+def test_one_model_by_its_id(procs):
+    w = procs.worker(model="Qwen/Qwen3-8B")
+    gw = procs.gateway([w])
+    for path in ("/v1/models/Qwen/Qwen3-8B", "/v1/models/Qwen%2FQwen3-8B"):
+        r = httpx.get(gw.base + path, timeout=10)
+        assert r.status_code == 200 and r.json()["id"] == "Qwen/Qwen3-8B" and r.json()["object"] == "model"
+    r = httpx.get(gw.base + "/v1/models/other", timeout=10)
+    assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"

@@ -63,9 +63,9 @@ static ig_upconn *pooled_as(uint32_t ttfb, const char *name)
     up->ctx = &ctx;
     up->w = w;
     ig_worker_ref(w);
-    up->tcp.data = up;
+    up->net.tcp.data = up;
     up->timer.data = up;
-    uv_tcp_init(&loop, &up->tcp);
+    uv_tcp_init(&loop, &up->net.tcp);
     uv_timer_init(&loop, &up->timer);
     up->handles_open = 2;
     up->state = IG_U_BUSY;

@@ -215,6 +215,17 @@ static void send_simple(conn *c, int status, const char *reason, const char *cty
     ig_buf_free(&b);
 }
 
+/* the model APIs sgl-model-gateway routes besides chat, completions and embeddings */
+static int is_model_api(const char *path)
+{
+    static const char *const apis[] = {"/v1/rerank",   "/rerank",      "/v1/responses",  "/v1/messages",
+                                       "/v1/classify", "/v1/tokenize", "/v1/detokenize", "/v1/score"};
+    for (size_t i = 0; i < sizeof(apis) / sizeof(apis[0]); i++)
+        if (strcmp(path, apis[i]) == 0)
+            return 1;
+    return 0;
+}
+
 static void send_error(conn *c, int status, const char *reason, const char *msg)
 {
     char body[512];
@@ -658,7 +669,16 @@ static void handle(conn *c)
         c->kind = K_GENERATE;
     else if (path_is(c, "/v1/embeddings"))
         c->kind = K_EMBEDDINGS;
-    else {
+    else if (is_model_api(path)) { /* sgl's other model APIs: say who answered, and where */
+        ig_buf b;
+        ig_buf_init(&b, 4096);
+        bprintf(&b, "{\"object\":\"mock.api\",\"path\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d}\n",
+                path, opt.worker_id, (int)getpid());
+        send_simple(c, 200, "OK", "application/json", b.data);
+        ig_buf_free(&b);
+        response_done(c);
+        return;
+    } else {
         send_error(c, 404, "Not Found", "unknown path");
         response_done(c);
         return;
