@@ -5,9 +5,9 @@
 #define QUEUE_POLL_MS 50
 #define MAX_QUEUES 1024
 
-static uint32_t max_concurrent; /* 0: unlimited */
-static uint32_t queue_size;
-static atomic_int g_active; /* requests holding a gateway slot (only counted with a cap) */
+static uint32_t max_concurrent;          /* 0: unlimited */
+static uint32_t queue_size = UINT32_MAX; /* until configured: no limit */
+static atomic_int g_active;              /* requests holding a gateway slot (only counted with a cap) */
 static atomic_int g_queued;
 static ig_admq *queues[MAX_QUEUES]; /* one per loop thread, set before they run */
 static int nqueues;
@@ -130,7 +130,7 @@ static void poll_cb(uv_timer_t *t)
 int ig_admq_push(ig_admq *q, ig_waiter *w, int front)
 {
     int n = atomic_fetch_add(&g_queued, 1);
-    if (queue_size && (uint32_t)n >= queue_size) {
+    if ((uint32_t)n >= queue_size) { /* 0: no queue at all (sgl-model-gateway's meaning) */
         atomic_fetch_sub(&g_queued, 1);
         return -ENOSPC;
     }

@@ -24,7 +24,7 @@
 
 typedef struct ig_admission_config {
     uint32_t max_concurrent; /* requests holding a worker slot, whole gateway; 0: unlimited */
-    uint32_t queue_size;     /* waiters, whole gateway; 0: unlimited */
+    uint32_t queue_size;     /* waiters, whole gateway; 0: none (429 at once); UINT32_MAX: unlimited */
 } ig_admission_config;
 
 typedef struct ig_waiter {

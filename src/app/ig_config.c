@@ -72,9 +72,14 @@ static const opt opts[] = {
     {"cb-failure-threshold", T_U32, OFF(cb_failure_threshold), "consecutive failures that open a worker's circuit (default 10)"},
     {"cb-success-threshold", T_U32, OFF(cb_success_threshold), "half-open successes that close it (default 3)"},
     {"cb-timeout-duration-secs", T_SECS, OFF(cb_timeout_duration_secs), "open circuit cool-down before a probe (default 30)"},
+    {"cb-window-duration-secs", T_SECS, OFF(cb_window_duration_secs), "failures further apart than this do not add up to --cb-failure-threshold (default 120; 0: they always do)"},
     {"disable-circuit-breaker", T_BOOL, OFF(disable_circuit_breaker), "never open circuits"},
     {"cb-failure-statuses", T_STATUSES, OFF(cb_failure_statuses), "CODE[,CODE|LOW-HIGH]: worker answers that count as failures (default 502,504; connect errors, resets and timeouts always count)"},
     {"retry-max-retries", T_U32, OFF(retry_max_retries), "other workers tried after a safe failure (default 2)"},
+    {"retry-initial-backoff-ms", T_SECS, OFF(retry_initial_backoff_ms), "a retry after a failed connect waits this long first, then multiplier times more each time (default 0: at once; sgl: 50)"},
+    {"retry-max-backoff-ms", T_SECS, OFF(retry_max_backoff_ms), "the longest retry backoff (default 30000)"},
+    {"retry-backoff-multiplier", T_FACTOR, OFF(retry_backoff_multiplier), "backoff growth per retry (default 1.5)"},
+    {"retry-jitter-factor", T_RATIO, OFF(retry_jitter_factor), "each backoff is itself times 1 +- this, at random (default 0.2)"},
     {"disable-retries", T_BOOL, OFF(disable_retries), "never try another worker (whatever --retry-max-retries says)"},
     {"disable-health-check", T_BOOL, OFF(disable_health_check), "no active health checks (whatever --health-check-interval-secs says)"},
     {"retry-non-idempotent", T_BOOL, OFF(retry_non_idempotent), "send a POST again when its reused connection died after it went out (the worker may run it twice)"},
@@ -83,7 +88,7 @@ static const opt opts[] = {
     {"upstream-spread", T_SPREAD, OFF(upstream_spread), "latency (default): spread over the processes behind one worker address | off"},
     {"upstream-process-header", T_STR, OFF(upstream_process_header), "NAME: a response header naming the worker process that answered (e.g. x-backend-pid): requests go to the process with the fewest in flight"},
     {"max-concurrent-requests", T_U32, OFF(max_concurrent_requests), "requests sent to workers at once, whole gateway (0: unlimited)"},
-    {"queue-size", T_U32, OFF(queue_size), "requests that may wait for a free worker slot (default 1024; 0: unlimited)"},
+    {"queue-size", T_U32, OFF(queue_size), "requests that may wait for a free worker slot (default 1024; 0: no queue, 429 at once, as sgl-model-gateway; -1: unlimited)"},
     {"queue-timeout-secs", T_SECS, OFF(queue_timeout_secs), "longest wait in the queue before a 503 (default 60)"},
     {"retry-budget-ratio", T_RATIO, OFF(retry_budget_ratio), "retries in flight at most this share of requests in flight (default 0.2)"},
     {"cache-threshold", T_RATIO, OFF(cache_threshold), "cache_aware: share of the prompt a cached prefix must cover to earn affinity (default 0.3)"},
@@ -126,6 +131,10 @@ void ig_config_defaults(ig_config *cfg)
     cfg->cb_failure_statuses[502 / 64] |= 1ull << (502 % 64);
     cfg->cb_failure_statuses[504 / 64] |= 1ull << (504 % 64);
     cfg->retry_max_retries = 2;
+    cfg->cb_window_duration_secs = 120;
+    cfg->retry_max_backoff_ms = 30000;
+    cfg->retry_backoff_multiplier = 1.5;
+    cfg->retry_jitter_factor = 0.2;
     cfg->retry_budget_ratio = 0.2;
     cfg->queue_size = 1024;
     cfg->upstream_spread = 1;
@@ -283,6 +292,10 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
     case T_U32: {
         if (o->off == OFF(max_concurrent_requests) && strcmp(val, "-1") == 0)
             val = "0"; /* sgl-model-gateway's "unlimited" */
+        if (o->off == OFF(queue_size) && strcmp(val, "-1") == 0) {
+            cfg->queue_size = UINT32_MAX; /* no limit (0 is no queue) */
+            return 0;
+        }
         unsigned long long v = strtoull(val, &end, 10);
         if (*end || end == val || val[0] == '-' || (o->type == T_U32 && v > UINT32_MAX))
             return errf(err, errlen, "--%s: expected a non-negative integer, got '%s'", o->name, val);
@@ -734,7 +747,11 @@ ig_proxy_config ig_config_proxy(const ig_config *cfg)
                              .queue_timeout_secs = cfg->queue_timeout_secs,
                              .cache_threshold = cfg->cache_threshold,
                              .balance_abs_threshold = cfg->balance_abs_threshold,
-                             .balance_rel_threshold = cfg->balance_rel_threshold};
+                             .balance_rel_threshold = cfg->balance_rel_threshold,
+                             .retry_initial_backoff_ms = cfg->retry_initial_backoff_ms,
+                             .retry_max_backoff_ms = cfg->retry_max_backoff_ms,
+                             .retry_backoff_multiplier = cfg->retry_backoff_multiplier,
+                             .retry_jitter_factor = cfg->retry_jitter_factor};
 }
 
 ig_admission_config ig_config_admission(const ig_config *cfg)
@@ -745,11 +762,9 @@ ig_admission_config ig_config_admission(const ig_config *cfg)
 
 ig_breaker_config ig_config_breaker(const ig_config *cfg)
 {
-    ig_breaker_config bc = {!cfg->disable_circuit_breaker,
-                            (int)cfg->cb_failure_threshold,
-                            (int)cfg->cb_success_threshold,
-                            ms(cfg->cb_timeout_duration_secs),
-                            {0}};
+    ig_breaker_config bc = {!cfg->disable_circuit_breaker,    (int)cfg->cb_failure_threshold,
+                            (int)cfg->cb_success_threshold,   ms(cfg->cb_timeout_duration_secs),
+                            ms(cfg->cb_window_duration_secs), {0}};
     memcpy(bc.failure_statuses, cfg->cb_failure_statuses, sizeof(bc.failure_statuses));
     return bc;
 }

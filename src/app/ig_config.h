@@ -84,6 +84,8 @@ typedef struct ig_config {
     uint32_t cb_success_threshold;
     double cb_timeout_duration_secs;
     int disable_circuit_breaker;
+    double cb_window_duration_secs;
+    double retry_initial_backoff_ms, retry_max_backoff_ms, retry_backoff_multiplier, retry_jitter_factor;
     int disable_retries, disable_health_check; /* sgl-model-gateway's switches: they win over the numbers */
     uint64_t cb_failure_statuses[10];          /* bit s: a status s answer counts as the worker failing */
     int cb_statuses_given;                     /* the first --cb-failure-statuses replaces the default */

@@ -1,6 +1,7 @@
 #include "ig_breaker.h"
 
-static ig_breaker_config conf = {1, 10, 3, 30000, {[502 / 64] = (1ull << (502 % 64)) | (1ull << (504 % 64))}};
+static ig_breaker_config conf = {1,     10,     3,
+                                 30000, 120000, {[502 / 64] = (1ull << (502 % 64)) | (1ull << (504 % 64))}};
 
 void ig_breaker_configure(const ig_breaker_config *cfg)
 {
@@ -18,6 +19,10 @@ int ig_breaker_failure(ig_worker *w, uint64_t now_ms)
 {
     if (!conf.enabled)
         return 0;
+    /* failures a window apart are not a broken worker (--cb-window-duration-secs) */
+    uint64_t last = atomic_exchange_explicit(&w->last_failure_ms, now_ms, memory_order_relaxed);
+    if (conf.window_ms && last && now_ms - last > conf.window_ms)
+        atomic_store_explicit(&w->consecutive_failures, 0, memory_order_relaxed);
     int n = atomic_fetch_add_explicit(&w->consecutive_failures, 1, memory_order_relaxed) + 1;
     int state = atomic_load_explicit(&w->breaker, memory_order_relaxed);
     int expect = state;

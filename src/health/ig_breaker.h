@@ -12,6 +12,7 @@ typedef struct ig_breaker_config {
     int failure_threshold;         /* consecutive failures that open the circuit */
     int success_threshold;         /* half-open successes that close it again */
     uint64_t cooldown_ms;          /* open this long, then half-open */
+    uint64_t window_ms;            /* failures further apart than this do not add up (0: they always do) */
     uint64_t failure_statuses[10]; /* bit s: an answer with status s is a failure */
 } ig_breaker_config;
 

@@ -41,7 +41,9 @@ typedef struct ig_thread_stats {
     ig_counter affinity_hits, affinity_misses; /* cache_aware / consistent_hash decisions */
     ig_counter retries, retries_denied, client_conns, client_aborts, bytes_out;
     ig_counter client_conns_refused; /* over --max-client-connections */
-    ig_counter client_tls_failures;  /* client TLS handshakes that failed (plain HTTP on the port too) */
+    ig_counter client_tls_failures;
+    ig_counter retry_backoffs;
+        /* retries that waited out a backoff first */ /* client TLS handshakes that failed (plain HTTP on the port too) */
     ig_counter conns_opened, conns_reused, conns_closed;
 } ig_thread_stats;
 

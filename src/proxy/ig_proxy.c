@@ -335,6 +335,7 @@ static void on_error(void *owner, int err, const char *why, unsigned what)
     if (r->last_tls) /* the 502 says why, if no other worker takes it */
         snprintf(tls_why, sizeof(tls_why), "%s", why ? why : "TLS with the worker failed");
     release_worker(r);
+    r->want_backoff = 1;
     pick_and_send(r);
 }
 
@@ -441,6 +442,82 @@ static int is_admin_bearer(ig_request *r)
     return r->admin_bearer;
 }
 
+/* ---- retry backoff (--retry-initial-backoff-ms and the rest: sgl-model-gateway's meanings) ---- */
+
+static uint64_t backoff_ms(ig_request *r)
+{
+    double d = pcfg.retry_initial_backoff_ms;
+    if (d <= 0)
+        return 0;
+    for (int i = 1; i < r->ntried && d < pcfg.retry_max_backoff_ms; i++)
+        d *= pcfg.retry_backoff_multiplier;
+    if (pcfg.retry_max_backoff_ms > 0 && d > pcfg.retry_max_backoff_ms)
+        d = pcfg.retry_max_backoff_ms;
+    double j = pcfg.retry_jitter_factor;
+    if (j > 0) /* uniform in [1-j, 1+j] */
+        d *= 1.0 - j + 2.0 * j * (double)ig_policy_rand(&r->px->pol, 1u << 20) / (double)(1u << 20);
+    return (uint64_t)d;
+}
+
+static void backoff_leave(ig_request *r)
+{
+    if (!r->backing_off)
+        return;
+    r->backing_off = 0;
+    ig_list_remove(&r->backoff_link);
+    if (ig_list_empty(&r->px->backoff))
+        uv_timer_stop(&r->px->backoff_timer);
+}
+
+static void backoff_cb(uv_timer_t *t)
+{
+    ig_proxy_ctx *px = t->data;
+    uint64_t now = uv_now(px->loop), soonest = UINT64_MAX;
+    ig_list *n = px->backoff.next;
+    while (n != &px->backoff) {
+        ig_request *r = ig_container_of(n, ig_request, backoff_link);
+        n = n->next;
+        if (r->retry_at_ms <= now) {
+            backoff_leave(r);
+            pick_and_send(r);
+        }
+    }
+    for (n = px->backoff.next; n != &px->backoff; n = n->next) {
+        ig_request *r = ig_container_of(n, ig_request, backoff_link);
+        if (r->retry_at_ms < soonest)
+            soonest = r->retry_at_ms;
+    }
+    if (soonest != UINT64_MAX)
+        uv_timer_start(t, backoff_cb, soonest > now ? soonest - now : 0, 0);
+}
+
+/* 1 when r waits out its backoff first (pick_and_send comes from the timer). */
+static int back_off(ig_request *r)
+{
+    if (!r->want_backoff)
+        return 0;
+    r->want_backoff = 0;
+    uint64_t ms = backoff_ms(r);
+    if (!ms)
+        return 0;
+    ig_proxy_ctx *px = r->px;
+    if (!px->backoff_ready) {
+        uv_timer_init(px->loop, &px->backoff_timer);
+        px->backoff_timer.data = px;
+        ig_list_init(&px->backoff);
+        px->backoff_ready = 1;
+    }
+    r->retry_at_ms = uv_now(px->loop) + ms;
+    r->backing_off = 1;
+    ig_count(&px->stats->retry_backoffs, 1);
+    ig_list_push_back(&px->backoff, &r->backoff_link);
+    uint64_t due = uv_is_active((uv_handle_t *)&px->backoff_timer) ? uv_timer_get_due_in(&px->backoff_timer)
+                                                                   : UINT64_MAX;
+    if (ms < due)
+        uv_timer_start(&px->backoff_timer, backoff_cb, ms, 0);
+    return 1;
+}
+
 static void pick_and_send(ig_request *r)
 {
     const ig_snapshot *s = ig_snapshot_get();
@@ -451,6 +528,8 @@ static void pick_and_send(ig_request *r)
         no_worker_left(r);
         return;
     }
+    if (back_off(r))
+        return;
     const ig_session *sess = pinned_session(r);
     ig_worker *w;
     int probe;
@@ -516,6 +595,7 @@ static void enter(ig_request *r)
     r->last_timeout = 0;
     r->last_refused = 0;
     r->last_tls = 0;
+    r->backing_off = r->want_backoff = 0;
     r->in_proxy = 1;
     r->h = &ig_proxy_handler;
     r->wait.retry = retry_queued;
@@ -555,6 +635,7 @@ void ig_proxy_start(ig_request *r)
 
 static void proxy_abort(ig_request *r)
 {
+    backoff_leave(r);
     ig_admq_leave(r->px->admq, &r->wait); /* a queued request just leaves: nothing was sent */
     ig_pool_unwait(r->px->up, &r->cwait);
     if (r->up) {

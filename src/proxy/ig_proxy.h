@@ -29,6 +29,9 @@ typedef struct ig_proxy_config {
     double cache_threshold;      /* cache_aware (sgl-model-gateway's meanings) */
     uint32_t balance_abs_threshold;
     double balance_rel_threshold;
+    /* a retry after a failure waits first (sgl-model-gateway's backoff): initial x multiplier^(n-1),
+     * at most max, +-jitter; 0: at once */
+    double retry_initial_backoff_ms, retry_max_backoff_ms, retry_backoff_multiplier, retry_jitter_factor;
 } ig_proxy_config;
 
 /** Before the loop threads run. */

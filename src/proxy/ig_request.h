@@ -18,6 +18,7 @@
 #include "../balance/ig_policy.h"
 #include "../core/ig_block.h"
 #include "../core/ig_inbox.h"
+#include "../core/ig_list.h"
 #include "../api/ig_body_scan.h"
 #include "../http/ig_http.h"
 #include "../obs/ig_stats.h"
@@ -79,6 +80,9 @@ typedef struct ig_proxy_ctx {
     ig_thread_stats *stats;
     ig_inbox *replies; /* answers from the control thread come back here */
     ig_policy_state pol;
+    ig_list backoff;          /* requests waiting out a retry backoff */
+    uv_timer_t backoff_timer; /* made on the first backoff */
+    int backoff_ready;
 } ig_proxy_ctx;
 
 struct ig_request {
@@ -119,8 +123,11 @@ struct ig_request {
     int ntried;
     int requeues; /* times an overloaded worker sent it back */
     ig_upconn *up;
-    ig_waiter wait;     /* in px->admq while waiting for a worker slot */
-    ig_conn_wait cwait; /* holding a worker slot, waiting for a connection to it */
+    ig_waiter wait;       /* in px->admq while waiting for a worker slot */
+    ig_conn_wait cwait;   /* holding a worker slot, waiting for a connection to it */
+    ig_list backoff_link; /* in px->backoff while backing_off */
+    uint64_t retry_at_ms;
+    unsigned backing_off : 1, want_backoff : 1;
     uint64_t start_ns, first_byte_ns, bytes_out;
     int status;
     long weight_version;   /* of the worker that serves it, at dispatch */

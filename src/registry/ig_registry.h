@@ -92,6 +92,8 @@ typedef struct ig_worker {
     atomic_int removed;             /* set once, when removed from the registry */
     atomic_int breaker;             /* IG_BREAKER_* */
     atomic_int consecutive_failures;
+    atomic_uint_fast64_t
+        last_failure_ms; /* loop time of the last failure: older than the window, the count restarts */
     atomic_int half_open_successes;
     atomic_int probe_inflight; /* half-open: one probe request at a time */
     atomic_uint_fast64_t open_until_ms;

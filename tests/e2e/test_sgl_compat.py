@@ -179,3 +179,42 @@ def test_one_model_by_its_id(procs):
         assert r.status_code == 200 and r.json()["id"] == "Qwen/Qwen3-8B" and r.json()["object"] == "model"
     r = httpx.get(gw.base + "/v1/models/other", timeout=10)
     assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+def test_retry_backoff_waits_before_the_next_worker(procs):
+    import time
+    ok = procs.worker(worker_id="ok")
+    doomed = procs.worker(worker_id="doomed")
+    args = ["--policy", "round_robin", "--health-check-interval-secs", "0"]
+    quick = procs.gateway([doomed, ok], *args)
+    slow = procs.gateway([doomed, ok], *args, "--retry-initial-backoff-ms", "60000", "--request-timeout-secs", "1.5")
+    time.sleep(0.5)
+    doomed.kill()
+    # without a backoff the retry goes at once to the other worker
+    codes = [httpx.post(quick.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30).status_code
+             for _ in range(4)]
+    assert codes == [200] * 4
+    text = httpx.get(quick.base + "/metrics").text
+    assert "infergate_retry_backoffs_total 0" in text
+    # with a long one the request waits it out: its deadline passes first (never the other worker's 200)
+    got = [httpx.post(slow.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30) for _ in range(2)]
+    assert sorted(r.status_code for r in got) == [200, 504], [r.text for r in got]
+    text = httpx.get(slow.base + "/metrics").text
+    assert "infergate_retry_backoffs_total 1" in text
+
+
+def test_queue_size_zero_is_no_queue_as_in_sgl(procs):
+    """sgl-model-gateway's --queue-size 0: nothing waits; a request that finds
+    every worker at its cap is a 429 at once. -1: no limit."""
+    w = procs.worker("--token-interval-ms", "50")
+    gw = procs.gateway([w], "--worker-max-inflight", "1", "--queue-size", "0")
+    with httpx.Client(base_url=gw.base, timeout=30) as c:
+        with c.stream("POST", "/v1/chat/completions", json=chat_body(stream=True, max_tokens=40)) as held:
+            assert held.status_code == 200
+            lines = held.iter_lines()  # kept: a dropped iterator would close the stream
+            next(lines)  # the slot is taken
+            r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30)
+            assert r.status_code == 429 and r.json()["error"]["code"] == "queue_full"
+    # -1: unlimited (the default cap is 1024)
+    gw2 = procs.gateway([w], "--queue-size", "-1")
+    assert httpx.post(gw2.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30).status_code == 200

@@ -28,7 +28,7 @@ static int setup(void **state)
 {
     ig_registry_init(1);
     ig_admission_reset();
-    ig_admission_config cfg = {0, 0};
+    ig_admission_config cfg = {0, UINT32_MAX};
     ig_admission_configure(&cfg);
     uv_loop_init(&loop);
     memset(&wait_hist, 0, sizeof(wait_hist));
@@ -111,7 +111,7 @@ static void learned_caps_apply_to_uncapped_workers_too(void **state)
 
 static void the_gateway_cap_spans_workers(void **state)
 {
-    ig_admission_config cfg = {1, 0};
+    ig_admission_config cfg = {1, UINT32_MAX};
     ig_admission_configure(&cfg);
     ig_worker *a = worker(0), *b = worker(0);
     assert_int_equal(ig_admission_claim(a, 0), 1);

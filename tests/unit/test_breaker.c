@@ -14,7 +14,7 @@ static int setup(void **state)
 {
     const char *err;
     ig_registry_init(1);
-    ig_breaker_config bc = {1, 3, 2, 1000, {0}};
+    ig_breaker_config bc = {1, 3, 2, 1000, 0, {0}};
     bc.failure_statuses[502 / 64] |= 1ull << (502 % 64);
     ig_breaker_configure(&bc);
     assert_int_equal(ig_worker_new("http://127.0.0.1:9", &w, &err), 0);
@@ -87,11 +87,24 @@ static void statuses_that_count(void **state)
 
 static void disabled_never_opens(void **state)
 {
-    ig_breaker_config bc = {0, 1, 1, 1000, {0}};
+    ig_breaker_config bc = {0, 1, 1, 1000, 0, {0}};
     ig_breaker_configure(&bc);
     for (int i = 0; i < 10; i++)
         assert_int_equal(ig_breaker_failure(w, 0), 0);
     assert_int_equal(atomic_load(&w->breaker), IG_BREAKER_CLOSED);
+}
+
+/* --cb-window-duration-secs: failures further apart than the window do not add up */
+static void failures_a_window_apart_do_not_add_up(void **state)
+{
+    ig_breaker_config bc = {1, 3, 2, 1000, 500, {0}};
+    ig_breaker_configure(&bc);
+    for (uint64_t t = 1000; t < 10000; t += 600) /* one failure every 600 ms: never three in a window */
+        assert_int_equal(ig_breaker_failure(w, t), 0);
+    assert_int_equal(atomic_load(&w->breaker), IG_BREAKER_CLOSED);
+    assert_int_equal(ig_breaker_failure(w, 20000), 0);
+    assert_int_equal(ig_breaker_failure(w, 20100), 0);
+    assert_int_equal(ig_breaker_failure(w, 20200), 1); /* three within 500 ms */
 }
 
 int main(void)
@@ -100,7 +113,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(consecutive_failures_open_it),  T(the_cool_down_lets_one_probe_through),
         T(a_failed_probe_opens_it_again), T(statuses_that_count),
-        T(disabled_never_opens),
+        T(disabled_never_opens),          T(failures_a_window_apart_do_not_add_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
