@@ -143,7 +143,8 @@ static uint32_t default_max_clients(long nofile)
 static void log_admin_rule(const ig_config *cfg)
 {
     char list[IG_MAX_ADMIN_ALLOW * 48] = "", one[64];
-    int keyed = cfg->admin_api_key && *cfg->admin_api_key;
+    int own = cfg->admin_api_key && *cfg->admin_api_key;
+    int keyed = own || (cfg->api_key && *cfg->api_key); /* --api-key guards it too without its own */
     for (int i = 0; i < cfg->n_admin_allow; i++) {
         strcat(list, i ? "," : "");
         strcat(list, ig_cidr_format(&cfg->admin_allow[i], one, sizeof(one)));
@@ -151,7 +152,7 @@ static void log_admin_rule(const ig_config *cfg)
     if (keyed && cfg->n_admin_allow)
         ig_info("admin API: bearer key required, from %s only (--admin-allow)", list);
     else if (keyed)
-        ig_info("admin API: bearer key required (--admin-api-key), from any peer");
+        ig_info("admin API: bearer key required (%s), from any peer", own ? "--admin-api-key" : "--api-key");
     else if (cfg->n_admin_allow)
         ig_warn("admin API: NO KEY, open to every peer in %s (--admin-allow), except requests relayed by a "
                 "proxy; set --admin-api-key unless that network is yours alone",

@@ -220,6 +220,16 @@ static int is_loopback(const struct sockaddr_storage *ss)
     return 0;
 }
 
+/* The key the admin API asks for: --admin-api-key, else (as
+ * sgl-model-gateway does) --api-key; NULL: none. Only the admin routes
+ * take the fallback: a data request with the client key is not an admin's. */
+static const char *admin_key(void)
+{
+    if (cfg->admin_api_key && *cfg->admin_api_key)
+        return cfg->admin_api_key;
+    return cfg->api_key && *cfg->api_key ? cfg->api_key : NULL;
+}
+
 /* Who may reach the admin API (docs: README, Security). With --admin-allow,
  * only peers in those ranges, key or not. Without it: anyone holding the
  * key, or, with no key configured, a loopback peer that is not another
@@ -227,7 +237,7 @@ static int is_loopback(const struct sockaddr_storage *ss)
  * client is a loopback peer). NULL when allowed, else why not. */
 static const char *admin_refusal(ig_request *r)
 {
-    int keyed = cfg->admin_api_key && *cfg->admin_api_key;
+    int keyed = admin_key() != NULL;
     struct sockaddr_storage ss;
     if (r->res->peer(r, &ss))
         return "the peer address is unknown";
@@ -259,7 +269,7 @@ static const ig_handler admin_handler = {.stop = admin_stop};
 /* Admin work runs on the control thread; the answer comes back to this one. */
 static void admin_start(ig_request *r)
 {
-    const char *key = cfg->admin_api_key, *refused = admin_refusal(r);
+    const char *key = admin_key(), *refused = admin_refusal(r);
     if (refused) {
         error(r, 403, "permission_error", "admin_not_allowed", refused);
         return;

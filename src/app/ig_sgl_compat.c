@@ -6,7 +6,7 @@
 /* Every flag of smg's Rust CLI (model_gateway/src/main.rs) and of its
  * Python launcher (bindings/python/src/smg/router_args.py), sorted. */
 static const ig_sgl_flag flags[] = {
-    {"api-key", 1, IG_SGL_SAME, NULL, "guards the data endpoints (admin: --admin-api-key)"},
+    {"api-key", 1, IG_SGL_SAME, NULL, "guards the data endpoints, and the admin ones too when there is no --admin-api-key (as in sgl)"},
     {"assignment-mode", 1, IG_SGL_REFUSE, NULL, "--policy manual's assignment of new routing keys"},
     {"backend", 1, IG_SGL_REFUSE, NULL, "other backends (gRPC engines, hosted OpenAI-compatible APIs)"},
     {"balance-abs-threshold", 1, IG_SGL_SAME, NULL, NULL},

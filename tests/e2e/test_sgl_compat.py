@@ -218,3 +218,18 @@ def test_queue_size_zero_is_no_queue_as_in_sgl(procs):
     # -1: unlimited (the default cap is 1024)
     gw2 = procs.gateway([w], "--queue-size", "-1")
     assert httpx.post(gw2.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30).status_code == 200
+
+
+def test_the_api_key_guards_the_admin_routes_without_an_admin_key(procs):
+    """sgl-model-gateway's rule: --api-key alone guards /workers too; and then
+    a remote engine holding it may register (infergate's keyless admin API is
+    loopback-only)."""
+    w = procs.worker()
+    gw = procs.gateway([w], "--api-key", "k")
+    assert httpx.get(gw.base + "/workers", timeout=10).status_code == 401
+    assert httpx.get(gw.base + "/workers", headers={"authorization": "Bearer nope"}, timeout=10).status_code == 403
+    r = httpx.get(gw.base + "/workers", headers={"authorization": "Bearer k"}, timeout=10)
+    assert r.status_code == 200 and r.json()["workers"][0]["url"] == w.url
+    # the data key is still only a client's on the data path: no admin pinning of sessions
+    r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1), headers={"authorization": "Bearer k"})
+    assert r.status_code == 200
