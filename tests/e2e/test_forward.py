@@ -140,7 +140,7 @@ def test_worker_groups_take_their_prefixes(procs, asgi_server, tmp_path):
         assert c.post("/run", content=b"a").json()["trial"] == "a"
         assert c.put("/items/1", content=b"v").json()["method"] == "PUT"
         r = c.post("/v1/chat/completions", json=chat_body())
-        assert r.status_code == 200 and r.json()["choices"]  # the LLM fleet (mock), not the trial servers
+        assert r.status_code == 200 and r.json()["choices"], r.text  # the LLM fleet (mock), not the trial servers
         # the trial servers serve no model
         models = [m["id"] for m in c.get("/v1/models").json()["data"]]
         assert models == ["mock-model"], models
