@@ -61,6 +61,10 @@ static const opt opts[] = {
     {"admin-api-key", T_STR, OFF(admin_api_key), "require 'Authorization: Bearer KEY' on admin endpoints (unset: loopback only)"},
     {"admin-allow", T_CIDRS, OFF(admin_allow), "CIDR[,CIDR]: peers that may use the admin API, with or without a key (default: loopback without a key, anyone with it)"},
     {"metrics-api-key", T_STR, OFF(metrics_api_key), "require this bearer on /metrics (default: --api-key's rule; the admin key is accepted too)"},
+    {"prometheus-port", T_INT, OFF(prometheus_port), "serve GET /metrics on this port too, plain HTTP (default: none; sgl: 29000)"},
+    {"prometheus-host", T_STR, OFF(prometheus_host), "the address for --prometheus-port (default 127.0.0.1; sgl: 0.0.0.0)"},
+    {"log-json", T_BOOL, OFF(log_json), "every log line a JSON object (access lines with their fields)"},
+    {"log-dir", T_STR, OFF(log_dir), "DIR: log to DIR/infergate.log (created; as --log-file)"},
     {"log-file", T_STR, OFF(log_file), "write logs to this file (appended; reopened on SIGHUP, for logrotate)"},
     {"max-buffered-body-bytes", T_U64, OFF(max_buffered_body_bytes), "request bytes held in memory, all clients together; beyond, new bodies wait (default: 1/8 of RAM)"},
     {"worker-max-inflight", T_U32, OFF(worker_max_inflight), "per-worker in-flight cap for --worker-urls (0: unlimited)"},
@@ -132,6 +136,7 @@ void ig_config_defaults(ig_config *cfg)
     cfg->cb_failure_statuses[504 / 64] |= 1ull << (504 % 64);
     cfg->retry_max_retries = 2;
     cfg->cb_window_duration_secs = 120;
+    cfg->prometheus_port = -1;
     cfg->retry_max_backoff_ms = 30000;
     cfg->retry_backoff_multiplier = 1.5;
     cfg->retry_jitter_factor = 0.2;
@@ -689,6 +694,10 @@ void ig_config_free(ig_config *cfg)
     free(cfg->admin_api_key);
     free(cfg->metrics_api_key);
     free(cfg->log_file);
+    free(cfg->log_dir);
+    cfg->log_dir = NULL;
+    free(cfg->prometheus_host);
+    cfg->prometheus_host = NULL;
     free(cfg->upstream_process_header);
     cfg->upstream_process_header = NULL;
     cfg->metrics_api_key = cfg->log_file = NULL;

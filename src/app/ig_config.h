@@ -85,6 +85,10 @@ typedef struct ig_config {
     double cb_timeout_duration_secs;
     int disable_circuit_breaker;
     double cb_window_duration_secs;
+    int log_json;
+    char *log_dir;
+    int prometheus_port; /* -1: none */
+    char *prometheus_host;
     double retry_initial_backoff_ms, retry_max_backoff_ms, retry_backoff_multiplier, retry_jitter_factor;
     int disable_retries, disable_health_check; /* sgl-model-gateway's switches: they win over the numbers */
     uint64_t cb_failure_statuses[10];          /* bit s: a status s answer counts as the worker failing */

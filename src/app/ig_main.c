@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../core/ig_log.h"
@@ -235,6 +236,17 @@ int main(int argc, char **argv)
         goto out;
     }
     ig_log_level = cfg.log_level;
+    ig_log_json = cfg.log_json;
+    if (cfg.log_dir && !cfg.log_file) { /* sgl-model-gateway's --log-dir: a file in it */
+        char path[4096];
+        if (mkdir(cfg.log_dir, 0755) && errno != EEXIST) {
+            fprintf(stderr, "infergate: --log-dir %s: %s\n", cfg.log_dir, strerror(errno));
+            exit_code = 2;
+            goto out;
+        }
+        snprintf(path, sizeof(path), "%s/infergate.log", cfg.log_dir);
+        cfg.log_file = strdup(path);
+    }
     for (int i = 0; i < cfg.n_sgl_noops; i++) /* a launch line of sgl-model-gateway's, as it is */
         ig_info("--%s: accepted, nothing to do: %s", cfg.sgl_noops[i]->name, cfg.sgl_noops[i]->why);
     /* big request bodies straight from and back to the kernel: glibc's
@@ -329,6 +341,14 @@ int main(int argc, char **argv)
     threads = calloc((size_t)nthreads, sizeof(ig_thread));
     if (!fds || !threads)
         goto out;
+    server_cfg.metrics_fd = -1;
+    if (cfg.prometheus_port >= 0) { /* sgl-model-gateway's scrape port */
+        const char *mh = cfg.prometheus_host ? cfg.prometheus_host : "127.0.0.1";
+        int mport;
+        if ((server_cfg.metrics_fd = bind_socket(mh, cfg.prometheus_port, &mport)) < 0)
+            goto out;
+        ig_info("metrics on http://%s:%d/metrics (--prometheus-port)", mh, mport);
+    }
     port = cfg.port;
     for (int i = 0; i < nthreads; i++) {
         /* the first socket may pick an ephemeral port; the others share it */

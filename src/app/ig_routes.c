@@ -405,6 +405,18 @@ void ig_routes_dispatch(ig_request *r)
     int method = r->method;
     parse_bearer(r);
     r->admin_bearer = bearer_is(r, cfg->admin_api_key) == 0;
+    if (r->metrics_only) { /* --prometheus-port: the scrape port serves the scrape */
+        r->route = IG_R_METRICS;
+        if ((method != HTTP_GET && method != HTTP_HEAD) || !path_is(url, plen, "/metrics"))
+            error(r, 404, "invalid_request_error", "not_found",
+                  "this port serves GET /metrics only (--prometheus-port)");
+        else if (!metrics_authorized(r))
+            error(r, 401, "invalid_request_error", "invalid_api_key",
+                  "/metrics needs 'Authorization: Bearer KEY' (--metrics-api-key, else --api-key)");
+        else
+            respond_metrics(r);
+        return;
+    }
     r->route = data_route(url, plen);
     int fg = forward_target(r);
     if (fg >= 0) {

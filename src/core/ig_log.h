@@ -6,6 +6,8 @@
 enum { IG_LOG_ERROR = 0, IG_LOG_WARN = 1, IG_LOG_INFO = 2, IG_LOG_DEBUG = 3 };
 
 extern int ig_log_level;
+/** --log-json: every line a JSON object ({"ts","level","msg"}; access lines their fields). */
+extern int ig_log_json;
 
 /** Parse "error|warn|info|debug"; returns the level or -1. */
 int ig_log_level_from_name(const char *name);
@@ -15,6 +17,11 @@ void ig_log_emit(int level, const char *fmt, ...) __attribute__((format(printf, 
  * bytes, DEL and backslash as \\xHH, and with spaces set also ' ' and '"' (so a
  * value stays one field of a line). Returns the bytes written. */
 size_t ig_log_escape(char *out, size_t cap, const char *in, size_t n, int spaces);
+
+/** Copy in[0..n) to out as the inside of a JSON string (at most cap bytes,
+ * whole escapes only): quotes, backslashes and control bytes escaped, valid
+ * UTF-8 kept, any other byte as \u00XX. Returns the bytes written. */
+size_t ig_log_json_escape(char *out, size_t cap, const char *in, size_t n);
 
 #define ig_log(level, ...)                                                                                   \
     do {                                                                                                     \

@@ -1,6 +1,7 @@
 #include "ig_access_log.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,7 +41,34 @@ void ig_alog_append(ig_alog *a, const ig_alog_record *r)
     char ttfb[24] = "-";
     if (r->ttfb_ns)
         snprintf(ttfb, sizeof(ttfb), "%.1f", (double)r->ttfb_ns / 1e6);
-    char line[1280], rid[4 * 80 + 1], model[4 * 128 + 1];
+    char line[1600], rid[6 * 80 + 1], model[6 * 128 + 1];
+    if (ig_log_json) {
+        char path[6 * 200 + 1], worker[6 * 80 + 1];
+        size_t ridn = ig_log_json_escape(rid, sizeof(rid) - 1, r->rid, r->rid_len < 80 ? r->rid_len : 80);
+        size_t pn = ig_log_json_escape(path, sizeof(path) - 1, r->path, plen);
+        size_t mn = r->model ? ig_log_json_escape(model, sizeof(model) - 1, r->model,
+                                                  r->model_len < 128 ? r->model_len : 128)
+                             : 0;
+        size_t wlen = r->worker ? strnlen(r->worker, 80) : 0;
+        size_t wn = ig_log_json_escape(worker, sizeof(worker) - 1, r->worker ? r->worker : "", wlen);
+        char mfield[6 * 128 + 8] = "null", wfield[6 * 80 + 8] = "null";
+        if (r->model)
+            snprintf(mfield, sizeof(mfield), "\"%.*s\"", (int)mn, model);
+        if (wn)
+            snprintf(wfield, sizeof(wfield), "\"%.*s\"", (int)wn, worker);
+        int n = snprintf(
+            line, sizeof(line),
+            "{\"ts\":\"%s.%03ldZ\",\"level\":\"info\",\"event\":\"access\",\"request_id\":\"%.*s\","
+            "\"method\":\"%s\",\"path\":\"%.*s\",\"status\":%d,\"model\":%s,\"worker\":%s,"
+            "\"bytes\":%llu,\"ttfb_ms\":%s,\"dur_ms\":%.1f}\n",
+            a->stamp, ts.tv_nsec / 1000000, (int)ridn, rid, r->method, (int)pn, path, r->status, mfield,
+            wfield, (unsigned long long)r->bytes, r->ttfb_ns ? ttfb : "null", (double)r->dur_us / 1000.0);
+        if (n > 0)
+            ig_buf_append(&a->buf, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+        if (a->buf.len > 60000)
+            ig_alog_flush(a);
+        return;
+    }
     size_t ridn = ig_log_escape(rid, sizeof(rid) - 1, r->rid, r->rid_len < 80 ? r->rid_len : 80, 1);
     size_t mn = 1;
     model[0] = '-';

@@ -43,7 +43,7 @@ typedef struct ig_thread_stats {
     ig_counter client_conns_refused; /* over --max-client-connections */
     ig_counter client_tls_failures;
     ig_counter retry_backoffs;
-        /* retries that waited out a backoff first */ /* client TLS handshakes that failed (plain HTTP on the port too) */
+    /* retries that waited out a backoff first */ /* client TLS handshakes that failed (plain HTTP on the port too) */
     ig_counter conns_opened, conns_reused, conns_closed;
 } ig_thread_stats;
 

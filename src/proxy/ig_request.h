@@ -110,6 +110,7 @@ struct ig_request {
     ig_span authorization, routing_key; /* header values (p NULL: no such header) */
     ig_span bearer;                     /* the Authorization bearer token, trimmed (routes) */
     unsigned has_bearer : 1, admin_bearer : 1, via_proxy : 1,
+        metrics_only : 1, /* came to --prometheus-port: /metrics alone */
         /* the exchange: the proxy's own */
         in_proxy : 1, probe : 1, retrying : 1, resent : 1, last_timeout : 1, last_refused : 1, last_tls : 1,
         overloaded : 1, resp_started : 1;

@@ -383,7 +383,7 @@ static void refuse_connection(ig_thread *th, uv_stream_t *server)
     uv_close((uv_handle_t *)t, refused_close_cb);
 }
 
-void ig_h1conn_accept(ig_thread *th, uv_stream_t *server)
+void ig_h1conn_accept(ig_thread *th, uv_stream_t *server, unsigned flags)
 {
     if (atomic_fetch_add_explicit(&g_clients, 1, memory_order_relaxed) >=
         (int)th->cfg->max_client_connections) {
@@ -399,6 +399,7 @@ void ig_h1conn_accept(ig_thread *th, uv_stream_t *server)
     c->th = th;
     c->req.res = &ig_h1c_ops;
     c->req.px = &th->px;
+    c->req.metrics_only = (flags & IG_H1C_METRICS_ONLY) != 0;
     c->net.tcp.data = c;
     c->timer.data = c;
     uv_tcp_init(&th->loop, &c->net.tcp);
@@ -415,7 +416,7 @@ void ig_h1conn_accept(ig_thread *th, uv_stream_t *server)
     }
     uv_tcp_nodelay(&c->net.tcp, 1);
     ig_count(&th->stats.client_conns, 1);
-    if (th->cfg->tls) {
+    if (th->cfg->tls && !c->req.metrics_only) {
         /* the handshake within the header timeout, as the head that follows it */
         ig_h1c_arm_timer(c, th->cfg->client_header_timeout_secs);
         if (ig_net_tls_accept(&c->net, th->cfg->tls, client_tls_done))

@@ -22,7 +22,8 @@ typedef struct ig_wreq {
 
 /** Limits and the gateway-wide body budget (--max-buffered-body-bytes). */
 void ig_h1conn_configure(const ig_server_config *cfg);
-void ig_h1conn_accept(ig_thread *th, uv_stream_t *server);
+#define IG_H1C_METRICS_ONLY 1u /* --prometheus-port: /metrics and nothing else, plain HTTP */
+void ig_h1conn_accept(ig_thread *th, uv_stream_t *server, unsigned flags);
 /** Client connections open now, all threads. */
 int ig_h1conn_count(void);
 /** Draining: idle connections close now, busy ones after their answer. */

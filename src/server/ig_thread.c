@@ -33,7 +33,17 @@ static void on_connection(uv_stream_t *server, int status)
         ig_warn("accept: %s", uv_strerror(status));
         return;
     }
-    ig_h1conn_accept(th, server);
+    ig_h1conn_accept(th, server, 0);
+}
+
+static void on_metrics_connection(uv_stream_t *server, int status)
+{
+    ig_thread *th = server->data;
+    if (status < 0) {
+        ig_warn("accept (--prometheus-port): %s", uv_strerror(status));
+        return;
+    }
+    ig_h1conn_accept(th, server, IG_H1C_METRICS_ONLY);
 }
 
 static void close_walk_cb(uv_handle_t *h, void *arg)
@@ -99,6 +109,8 @@ static void wake_cb(ig_wakeup *a)
     th->up.draining = 1;
     if (!uv_is_closing((uv_handle_t *)&th->listener))
         uv_close((uv_handle_t *)&th->listener, NULL);
+    if (th->metrics_open && !uv_is_closing((uv_handle_t *)&th->metrics_listener))
+        uv_close((uv_handle_t *)&th->metrics_listener, NULL);
     ig_h1conn_drain(th);
     if (th->nclients == 0) {
         thread_finish(th);
@@ -183,6 +195,15 @@ static int thread_init(ig_thread *th, int idx, const ig_server_config *cfg, cons
     rc = rc ? rc : uv_listen((uv_stream_t *)&th->listener, 4096, on_connection);
     if (rc)
         return rc;
+    if (idx == 0 && th->cfg->metrics_fd >= 0) { /* scrapes are few: one thread takes them */
+        rc = uv_tcp_init(&th->loop, &th->metrics_listener);
+        th->metrics_listener.data = th;
+        rc = rc ? rc : uv_tcp_open(&th->metrics_listener, th->cfg->metrics_fd);
+        rc = rc ? rc : uv_listen((uv_stream_t *)&th->metrics_listener, 128, on_metrics_connection);
+        if (rc)
+            return rc;
+        th->metrics_open = 1;
+    }
     if ((rc = ig_wakeup_init(&th->loop, &th->wake, wake_cb)))
         return rc;
     th->wake.data = th;

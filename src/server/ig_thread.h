@@ -37,6 +37,7 @@ typedef struct ig_server_config {
     uint32_t max_client_connections;
     uint64_t max_buffered_body_bytes; /* request bytes held, all clients together */
     ig_tls_server *tls;               /* clients speak HTTPS (NULL: plain HTTP) */
+    int metrics_fd;                   /* --prometheus-port: a bound socket for /metrics alone (-1: none) */
 } ig_server_config;
 
 typedef struct ig_server_hooks {
@@ -51,6 +52,8 @@ typedef struct ig_thread {
     int idx;
     uv_loop_t loop;
     uv_tcp_t listener;
+    uv_tcp_t metrics_listener; /* thread 0, with --prometheus-port */
+    int metrics_open;
     ig_wakeup wake; /* stop, admin answers, epoch nudges, freed slots: from other threads */
     uv_timer_t sweep;
     uv_timer_t drain_timer;

@@ -78,9 +78,10 @@ def test_the_table_lists_every_flag_of_sgl_model_gateway():
 VALUES = {"ca-cert-paths": "CA", "client-cert-path": "CCERT", "client-key-path": "CKEY", "tls-cert-path": "CERT",
           "tls-key-path": "KEY", "worker-urls": "http://127.0.0.1:9", "policy": "round_robin", "host": "127.0.0.1",
           "port": "0", "log-level": "info", "health-check-endpoint": "/health", "api-key": "k",
-          "runtime-worker-threads": "1", "max-concurrent-requests": "-1", "prefill": "http://127.0.0.1:9"}
+          "runtime-worker-threads": "1", "max-concurrent-requests": "-1", "prefill": "http://127.0.0.1:9",
+          "log-dir": "LOGDIR", "prometheus-host": "127.0.0.1", "prometheus-port": "0"}
 SWITCHES = {"disable-circuit-breaker", "disable-health-check", "disable-retries", "enable-igw",
-            "disable-tokenizer-autoload", "disable-audit-logging", "control-plane-audit-enabled"}
+            "disable-tokenizer-autoload", "disable-audit-logging", "control-plane-audit-enabled", "log-json"}
 
 
 def run_with(flag, pki):
@@ -88,7 +89,8 @@ def run_with(flag, pki):
     if flag not in SWITCHES:
         v = VALUES.get(flag, "1")
         v = {"CA": str(pki / "ca.pem"), "CERT": str(pki / "srv.pem"), "KEY": str(pki / "srv.key"),
-             "CCERT": str(pki / "client.pem"), "CKEY": str(pki / "client.key")}.get(v, v)
+             "CCERT": str(pki / "client.pem"), "CKEY": str(pki / "client.key"),
+             "LOGDIR": str(pki / "logs")}.get(v, v)
         args.append(v)
     if flag in ("tls-cert-path", "tls-key-path"):
         args += ["--tls-key-path" if flag == "tls-cert-path" else "--tls-cert-path",
@@ -233,3 +235,39 @@ def test_the_api_key_guards_the_admin_routes_without_an_admin_key(procs):
     # the data key is still only a client's on the data path: no admin pinning of sessions
     r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1), headers={"authorization": "Bearer k"})
     assert r.status_code == 200
+
+
+def test_log_json_and_log_dir(procs, tmp_path):
+    import json
+    w = procs.worker()
+    d = tmp_path / "logs"
+    gw = procs.gateway([w], "--log-json", "--log-level", "info", "--log-dir", str(d), threads=1)
+    assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30).status_code == 200
+    r = httpx.post(gw.base + "/v1/chat/completions", json={"model": 'odd "name"\n\u00e9', "max_tokens": 1}, timeout=30)
+    assert r.status_code == 404
+    gw.stop()
+    lines = (d / "infergate.log").read_text().splitlines()
+    recs = [json.loads(ln) for ln in lines]  # every line is one JSON object
+    assert all({"ts", "level"} <= set(x) for x in recs)
+    access = [x for x in recs if x.get("event") == "access"]
+    ok = next(x for x in access if x["status"] == 200)
+    assert ok["method"] == "POST" and ok["path"] == "/v1/chat/completions" and ok["model"] == "mock-model"
+    assert ok["worker"] == w.url and ok["bytes"] > 0 and ok["dur_ms"] >= 0
+    assert any(x["status"] == 404 and x["model"].startswith('odd "name"') for x in access)
+    assert any("listening on" in x.get("msg", "") for x in recs)
+
+
+def test_prometheus_port_serves_the_scrape(procs):
+    from conftest import free_port
+    w = procs.worker()
+    mport = free_port()
+    gw = procs.gateway([w], "--prometheus-port", str(mport), "--api-key", "k")
+    assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1),
+                      headers={"authorization": "Bearer k"}, timeout=30).status_code == 200
+    m = f"http://127.0.0.1:{mport}"
+    r = httpx.get(m + "/metrics", headers={"authorization": "Bearer k"}, timeout=10)
+    assert r.status_code == 200 and 'infergate_requests_total{route="chat_completions"' in r.text
+    assert httpx.get(m + "/metrics", timeout=10).status_code == 401  # the same key rule as on the main port
+    r = httpx.post(m + "/v1/chat/completions", json=chat_body(), headers={"authorization": "Bearer k"}, timeout=10)
+    assert r.status_code == 404 and "--prometheus-port" in r.json()["error"]["message"]
+    assert httpx.get(m + "/workers", headers={"authorization": "Bearer k"}, timeout=10).status_code == 404
