@@ -373,6 +373,17 @@ static void forward(ig_request *r, int group)
     ig_proxy_forward(r, group);
 }
 
+/* sgl-model-gateway's GET endpoints that a worker answers: it sends them to
+ * one (the first); here any healthy worker of the fleet, balanced as any request. */
+static int worker_info_path(const ig_request *r)
+{
+    const char *url = r->target;
+    size_t plen = r->path_len;
+    return (r->method == HTTP_GET || r->method == HTTP_HEAD) &&
+           (path_is(url, plen, "/get_model_info") || path_is(url, plen, "/get_server_info") ||
+            path_is(url, plen, "/health_generate"));
+}
+
 /* What infergate answers itself comes first (admin, probes, models,
  * metrics); then forwarded prefixes, the longest first; a prefix of a named
  * group takes even an LLM path as it is, while the fleet's own prefixes
@@ -440,6 +451,10 @@ void ig_routes_dispatch(ig_request *r)
     if (ig_admin_is_path(url, plen)) {
         r->route = IG_R_ADMIN;
         admin_start(r);
+        return;
+    }
+    if (worker_info_path(r)) {
+        forward(r, 0);
         return;
     }
     int get = method == HTTP_GET || method == HTTP_HEAD;

@@ -271,3 +271,17 @@ def test_prometheus_port_serves_the_scrape(procs):
     r = httpx.post(m + "/v1/chat/completions", json=chat_body(), headers={"authorization": "Bearer k"}, timeout=10)
     assert r.status_code == 404 and "--prometheus-port" in r.json()["error"]["message"]
     assert httpx.get(m + "/workers", headers={"authorization": "Bearer k"}, timeout=10).status_code == 404
+
+
+@pytest.mark.parametrize("path", ["/get_model_info", "/get_server_info", "/health_generate"])
+def test_sgl_info_endpoints_ask_a_worker(procs, path):
+    a = procs.worker(worker_id="wa")
+    gw = procs.gateway([a])
+    r = httpx.get(gw.base + path, timeout=30)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["path"] == path and got["worker_id"] == "wa" and got["model_path"] == "mock-model"
+    # no worker: sgl's no_workers 503
+    gw2 = procs.gateway([])
+    r = httpx.get(gw2.base + path, timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_workers"

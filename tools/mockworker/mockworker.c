@@ -631,6 +631,18 @@ static void handle(conn *c)
         response_done(c);
         return;
     }
+    if (method == HTTP_GET &&
+        (path_is(c, "/get_model_info") || path_is(c, "/get_server_info") || path_is(c, "/health_generate"))) {
+        /* SGLang's info endpoints, as far as a test needs: which worker answered what */
+        ig_buf b;
+        ig_buf_init(&b, 4096);
+        bprintf(&b, "{\"path\":\"%.*s\",\"model_path\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d}\n",
+                (int)c->url_len, c->url, opt.n_models ? opt.models[0] : "", opt.worker_id, (int)getpid());
+        send_simple(c, 200, "OK", "application/json", b.data);
+        ig_buf_free(&b);
+        response_done(c);
+        return;
+    }
     if (method == HTTP_GET && path_is(c, "/v1/models")) {
         ig_buf b;
         ig_buf_init(&b, 1 << 20);
