@@ -92,6 +92,60 @@ static void hist(ig_buf *o, const char *name, ig_thread *th, int n, hist_of get)
     }
 }
 
+/* sgl-model-gateway's names for what its dashboards read, alongside ours,
+ * with its labels where infergate has the data (its TTFT is by model too:
+ * infergate's is by endpoint only). */
+static void smg_names(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
+{
+    static const struct {
+        ig_route r;
+        const char *path;
+    } paths[] = {{IG_R_CHAT, "/v1/chat/completions"},
+                 {IG_R_COMPLETIONS, "/v1/completions"},
+                 {IG_R_EMBEDDINGS, "/v1/embeddings"},
+                 {IG_R_GENERATE, "/generate"}};
+    put(o, "# HELP smg_http_requests_total Requests, by method and path (sgl-model-gateway's name).\n"
+           "# TYPE smg_http_requests_total counter\n");
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        uint64_t v = 0;
+        for (int k = 0; k < IG_STATUS_N; k++)
+            v += SUM_THREADS(st->requests[paths[i].r][k]);
+        put(o, "smg_http_requests_total{method=\"POST\",path=\"%s\"} %llu\n", paths[i].path,
+            (unsigned long long)v);
+    }
+    put(o,
+        "# HELP smg_http_request_duration_seconds Request duration, by method and path (sgl-model-gateway's "
+        "name).\n# TYPE smg_http_request_duration_seconds histogram\n");
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        char label[96];
+        snprintf(label, sizeof(label), "method=\"POST\",path=\"%s\"", paths[i].path);
+        hist1(o, "smg_http_request_duration_seconds", label, th, n, duration_of, (int)paths[i].r, 0);
+    }
+    put(o, "# HELP smg_router_ttft_seconds Time to first token, by endpoint (sgl-model-gateway's name).\n"
+           "# TYPE smg_router_ttft_seconds histogram\n");
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        char label[128];
+        snprintf(label, sizeof(label), "router_type=\"http\",backend_type=\"regular\",endpoint=\"%s\"",
+                 paths[i].path);
+        hist1(o, "smg_router_ttft_seconds", label, th, n, ttfb_of, (int)paths[i].r, 0);
+    }
+    static const char *const wm[][2] = {
+        {"smg_worker_requests_active", "Requests in flight on the worker (sgl-model-gateway's name)."},
+        {"smg_worker_health", "1 healthy, 0 not (sgl-model-gateway's name)."},
+        {"smg_worker_cb_state", "Circuit breaker: 0 closed, 1 open, 2 half-open (sgl-model-gateway's name)."},
+    };
+    for (size_t m = 0; m < sizeof(wm) / sizeof(wm[0]); m++) {
+        put(o, "# HELP %s %s\n# TYPE %s gauge\n", wm[m][0], wm[m][1], wm[m][0]);
+        for (int i = 0; i < s->n_all; i++) {
+            ig_worker *w = s->all[i];
+            long v = m == 0   ? (long)ig_worker_inflight(w)
+                     : m == 1 ? atomic_load(&w->health) == IG_HEALTH_UP
+                              : (long)atomic_load(&w->breaker);
+            put(o, "%s{worker=\"%s\"} %ld\n", wm[m][0], w->url, v);
+        }
+    }
+}
+
 int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
 {
     put(o, "# HELP infergate_requests_total Requests answered, by route and status.\n"
@@ -218,5 +272,6 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
                 (unsigned long long)v);
         }
     }
+    smg_names(o, th, n, s);
     return 0;
 }

@@ -285,3 +285,18 @@ def test_sgl_info_endpoints_ask_a_worker(procs, path):
     gw2 = procs.gateway([])
     r = httpx.get(gw2.base + path, timeout=30)
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_workers"
+
+
+def test_smg_metric_names_alongside(procs):
+    w = procs.worker()
+    gw = procs.gateway([w])
+    for _ in range(3):
+        assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30).status_code == 200
+    text = httpx.get(gw.base + "/metrics").text
+    assert 'smg_http_requests_total{method="POST",path="/v1/chat/completions"} 3' in text
+    assert 'smg_http_request_duration_seconds_count{method="POST",path="/v1/chat/completions"} 3' in text
+    assert ('smg_router_ttft_seconds_count{router_type="http",backend_type="regular",'
+            'endpoint="/v1/chat/completions"} 3') in text
+    assert f'smg_worker_health{{worker="{w.url}"}} 1' in text
+    assert f'smg_worker_requests_active{{worker="{w.url}"}} 0' in text
+    assert f'smg_worker_cb_state{{worker="{w.url}"}} 0' in text
