@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../http/ig_http.h"
+
 static int path_eq(const char *p, size_t len, const char *want)
 {
     return strlen(want) == len && memcmp(p, want, len) == 0;
@@ -72,14 +74,6 @@ int ig_admin_is_path(const char *p, size_t len)
            path_eq(p, len, "/remove_worker") || path_eq(p, len, "/list_workers");
 }
 
-static int hexv(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 char *ig_query_get(const char *q, const char *key)
 {
     size_t klen = strlen(key);
@@ -90,15 +84,7 @@ char *ig_query_get(const char *q, const char *key)
             char *out = malloc((size_t)(end - v) + 1), *o = out;
             if (!out)
                 return NULL;
-            while (v < end) {
-                if (*v == '%' && v + 2 < end && hexv(v[1]) >= 0 && hexv(v[2]) >= 0) {
-                    *o++ = (char)(hexv(v[1]) * 16 + hexv(v[2]));
-                    v += 3;
-                } else {
-                    *o++ = *v == '+' ? ' ' : *v;
-                    v++;
-                }
-            }
+            o += ig_http_pct_decode(out, v, (size_t)(end - v), 1);
             *o = '\0';
             return out;
         }
@@ -116,6 +102,15 @@ static int fail(ig_admin_request *r, int status, const char *code, const char *m
 }
 
 /* "w12" or "12" */
+/* %XX-decoded copy (malloc), or NULL. */
+static char *url_decode(const char *s, size_t len)
+{
+    char *out = malloc(len + 1);
+    if (out)
+        out[ig_http_pct_decode(out, s, len, 0)] = '\0';
+    return out;
+}
+
 static int parse_id(const char *s, size_t len, uint64_t *id)
 {
     if (len && s[0] == 'w') {
@@ -288,6 +283,7 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
             rc = fail(r, 400, "invalid_group", "\"group\" must be the name of a worker group");
         if (!rc) {
             r->op = IG_ADMIN_ADD;
+            r->rest = 1;
             r->url = strdup(json_string_value(url));
             r->model_id = json_is_string(model) ? strdup(json_string_value(model)) : NULL;
             r->group = json_is_string(group) ? strdup(json_string_value(group)) : NULL;
@@ -298,11 +294,32 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
         return rc;
     }
     if (plen > 9 && memcmp(target, "/workers/", 9) == 0) {
-        if (method != HTTP_GET && method != HTTP_DELETE)
-            return fail(r, 405, "method_not_allowed", "use GET or DELETE");
-        r->op = method == HTTP_GET ? IG_ADMIN_GET : IG_ADMIN_DELETE;
-        if (parse_id(target + 9, plen - 9, &r->id))
-            return fail(r, 404, "worker_not_found", "no such worker id");
+        if (method != HTTP_GET && method != HTTP_DELETE && method != HTTP_PUT && method != HTTP_PATCH)
+            return fail(r, 405, "method_not_allowed",
+                        "use GET, DELETE, or PUT/PATCH with {\"max_inflight\": N}");
+        r->op = method == HTTP_GET ? IG_ADMIN_GET : method == HTTP_DELETE ? IG_ADMIN_DELETE : IG_ADMIN_UPDATE;
+        if (parse_id(target + 9, plen - 9, &r->id)) {
+            /* sgl-model-gateway's form: the worker's URL, percent-encoded */
+            char *u = url_decode(target + 9, plen - 9);
+            if (!u || (strncmp(u, "http://", 7) && strncmp(u, "https://", 8))) {
+                free(u);
+                return fail(r, 404, "worker_not_found", "no such worker id");
+            }
+            r->url = u;
+        }
+        if (r->op == IG_ADMIN_UPDATE) {
+            json_error_t jerr;
+            json_t *doc = json_loadb(body ? body : "", body_len, 0, &jerr);
+            json_t *cap = json_is_object(doc) ? json_object_get(doc, "max_inflight") : NULL;
+            int rc = 0;
+            if (!json_is_integer(cap) || json_integer_value(cap) < 0 || json_integer_value(cap) > 1000000)
+                rc = fail(r, 400, "invalid_max_inflight",
+                          "PUT/PATCH /workers/{id} takes {\"max_inflight\": N >= 0}");
+            else
+                r->max_inflight = (int)json_integer_value(cap);
+            json_decref(doc);
+            return rc;
+        }
         return 0;
     }
     if (path_eq(target, plen, "/register") || path_eq(target, plen, "/unregister")) {

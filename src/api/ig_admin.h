@@ -13,6 +13,7 @@ typedef enum {
     IG_ADMIN_GET,
     IG_ADMIN_ADD,
     IG_ADMIN_DELETE,
+    IG_ADMIN_UPDATE, /* PUT/PATCH /workers/{id}: its cap */
     IG_ADMIN_BROADCAST,
     /* AReaL's router and gateway */
     IG_ADMIN_ROUTE,
@@ -53,6 +54,7 @@ typedef struct ig_admin_request {
     char *model;         /* {"model": ...} narrows the target */
     long version;        /* set_version */
     int areal;           /* AReaL router form (/register, /unregister): its answer shapes */
+    int rest;            /* POST /workers: sgl-model-gateway's answers (202 accepted, 409 for a repeat) */
     /* AReaL sessions and models */
     char *key;        /* /route api_key, /register_session session_api_key, model api_key */
     char *session_id; /* /route, sessions, export */

@@ -106,30 +106,12 @@ static void respond_models(ig_request *r)
     ig_buf_free(&b);
 }
 
-static int hexval(char c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 /* GET /v1/models/{id}: one model, as OpenAI's API answers it (the id may
  * hold slashes, raw or %2F). */
 static void respond_model(ig_request *r, const char *raw, size_t rawlen)
 {
-    char id[IG_MODEL_MAX + 1];
-    size_t len = 0;
-    for (size_t i = 0; i < rawlen && len < IG_MODEL_MAX; i++) {
-        int hi, lo;
-        if (raw[i] == '%' && i + 2 < rawlen && (hi = hexval(raw[i + 1])) >= 0 &&
-            (lo = hexval(raw[i + 2])) >= 0) {
-            id[len++] = (char)(hi * 16 + lo);
-            i += 2;
-        } else {
-            id[len++] = raw[i];
-        }
-    }
+    char id[IG_MODEL_MAX * 3 + 1];
+    size_t len = ig_http_pct_decode(id, raw, rawlen < IG_MODEL_MAX * 3 ? rawlen : IG_MODEL_MAX * 3, 0);
     const ig_snapshot *snap = ig_snapshot_get();
     for (int m = 0; m < snap->n_models; m++) {
         if (snap->models[m].len != len || memcmp(snap->models[m].name, id, len) != 0)

@@ -18,6 +18,7 @@ void ig_ctl_handle(ig_admin_msg *m)
     ig_admin_request req;
     int rc = ig_admin_parse(m->method, m->target, m->body, m->body_len, &req);
     m->areal = req.areal;
+    m->rest = req.rest;
     if (rc) {
         ig_ctl_reply_error(m, req.status, req.code, req.message);
         ig_admin_request_free(&req);
@@ -35,14 +36,19 @@ void ig_ctl_handle(ig_admin_msg *m)
         break;
     }
     case IG_ADMIN_GET:
+    case IG_ADMIN_UPDATE:
     case IG_ADMIN_DELETE: {
         ig_worker *w = req.url ? ig_ctl_find_url(req.url) : ig_registry_find_id(req.id);
-        if (!w)
+        if (!w) {
             ig_ctl_reply_error(m, 404, "worker_not_found", "no such worker");
-        else if (req.op == IG_ADMIN_GET)
+        } else if (req.op == IG_ADMIN_GET) {
             ig_ctl_reply(m, 200, ig_worker_json(w));
-        else
+        } else if (req.op == IG_ADMIN_UPDATE) { /* the cap changes live */
+            atomic_store(&w->max_inflight, req.max_inflight);
+            ig_ctl_reply(m, 200, json_pack("{s:o}", "worker", ig_worker_json(w)));
+        } else {
             ig_ctl_remove_worker(w, m);
+        }
         break;
     }
     case IG_ADMIN_ADD: {

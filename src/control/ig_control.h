@@ -56,6 +56,7 @@ typedef struct ig_admin_msg {
     char *body;
     size_t body_len;
     int areal;             /* answer in AReaL's router shapes */
+    int rest;              /* POST /workers: answer as sgl-model-gateway (202, 409 for a repeat) */
     char *auth;            /* the client's Authorization value, for workers that want it */
     struct ig_worker *pin; /* internal: pin the admin key's session here (referenced) */
     int status;            /* reply */

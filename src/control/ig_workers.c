@@ -75,6 +75,25 @@ json_t *ig_worker_json(const ig_worker *cw)
     return j;
 }
 
+/* POST /workers, as sgl-model-gateway answers it (202 with where the worker
+ * is), with infergate's own fields too: the worker is up already. */
+static json_t *accepted(ig_worker *w)
+{
+    char id[32], loc[48];
+    snprintf(id, sizeof(id), "w%llu", (unsigned long long)w->id);
+    snprintf(loc, sizeof(loc), "/workers/%s", id);
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:o,s:b}", "status", "accepted", "worker_id", id, "url", w->url,
+                     "location", loc, "message", "worker added", "worker", ig_worker_json(w), "created", 1);
+}
+
+static void exists_reply(ig_admin_msg *m, ig_worker *w)
+{
+    char msg[400];
+    snprintf(msg, sizeof(msg), "worker %s exists already as w%llu (change its cap with PUT /workers/w%llu)",
+             w->url, (unsigned long long)w->id, (unsigned long long)w->id);
+    ig_ctl_reply_error(m, 409, "worker_exists", msg);
+}
+
 /* The same, with AReaL's router field names added (worker_id, addr, healthy,
  * active_requests), so its controller reads our /workers unchanged. */
 json_t *ig_ctl_worker_json_all(const ig_worker *w)
@@ -84,6 +103,11 @@ json_t *ig_ctl_worker_json_all(const ig_worker *w)
     json_object_set(j, "addr", json_object_get(j, "url"));
     json_object_set_new(j, "healthy", json_boolean(atomic_load(&((ig_worker *)w)->health) == IG_HEALTH_UP));
     json_object_set_new(j, "active_requests", json_integer(ig_worker_inflight(w)));
+    /* and sgl-model-gateway's */
+    json_object_set_new(j, "is_healthy",
+                        json_boolean(atomic_load(&((ig_worker *)w)->health) == IG_HEALTH_UP));
+    json_object_set_new(j, "load", json_integer(ig_worker_inflight(w)));
+    json_object_set_new(j, "worker_type", json_string("regular"));
     return j;
 }
 
@@ -149,6 +173,10 @@ static void finish_add(ctl_worker *cw)
         m->next = NULL;
         if (m->areal)
             ig_ctl_reply(m, 200, areal_registered(w));
+        else if (m->rest && !first)
+            exists_reply(m, w);
+        else if (m->rest)
+            ig_ctl_reply(m, 202, accepted(w));
         else
             ig_ctl_reply(m, first ? 201 : 200,
                          json_pack("{s:o,s:b}", "worker", ig_worker_json(w), "created", first));
@@ -239,6 +267,11 @@ void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, 
     }
     if (existing || pending) {
         ig_worker_unref(w);
+        if (existing && m &&
+            m->rest) { /* sgl's rule: a repeat is a conflict (caps: PUT/PATCH /workers/{id}) */
+            exists_reply(m, existing);
+            return;
+        }
         if (existing && max_inflight >= 0)
             atomic_store(&existing->max_inflight, max_inflight); /* the cap can change live */
         if (existing && m)

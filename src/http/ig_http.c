@@ -226,6 +226,29 @@ int ig_http_error_response(ig_buf *out, int status, const char *type, const char
     return rc ? rc : ig_buf_append(out, b.data, b.len);
 }
 
+static int hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+size_t ig_http_pct_decode(char *out, const char *in, size_t n, int plus)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        int hi, lo;
+        if (in[i] == '%' && i + 2 < n && (hi = hexval(in[i + 1])) >= 0 && (lo = hexval(in[i + 2])) >= 0) {
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = plus && in[i] == '+' ? ' ' : in[i];
+        }
+    }
+    return o;
+}
+
 int ig_http_secret_is(const char *given, size_t len, const char *secret)
 {
     if (!secret || !*secret)

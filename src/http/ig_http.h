@@ -91,4 +91,7 @@ int ig_json_append_string(ig_buf *out, const char *s, size_t n);
 /** 1 when given (len bytes) equals the NUL-terminated secret, in time that
  * does not depend on where they differ; 0 for a NULL or empty secret. */
 int ig_http_secret_is(const char *given, size_t len, const char *secret);
+/** in[0..n) with %XX decoded (and '+' as a space when plus: a query) into
+ * out, which has room for n bytes; returns the length written. */
+size_t ig_http_pct_decode(char *out, const char *in, size_t n, int plus);
 #endif

@@ -20,12 +20,17 @@ def test_add_list_get_remove_workers(procs):
         assert only["health"] == "healthy" and only["breaker"] == "closed" and only["inflight"] == 0
         # add: models are discovered from the worker
         r = c.post("/workers", json={"url": w2.url})
-        assert r.status_code == 201 and r.json()["created"] is True
+        assert r.status_code == 202 and r.json()["created"] is True  # sgl-model-gateway's 202
+        assert r.json()["status"] == "accepted" and r.json()["location"] == "/workers/" + r.json()["worker_id"]
         wid = r.json()["worker"]["id"]
         assert r.json()["worker"]["models"] == ["other-model"]
-        # idempotent
+        # a repeat is a conflict, as in sgl-model-gateway (the same URL, normalised)
         r = c.post("/workers", json={"url": w2.url + "/"})
-        assert r.status_code == 200 and r.json()["created"] is False and r.json()["worker"]["id"] == wid
+        assert r.status_code == 409 and r.json()["error"]["code"] == "worker_exists" and wid in r.json()["error"]["message"]
+        # sgl's fields in the list
+        listed = {x["url"]: x for x in c.get("/workers").json()["workers"]}
+        assert listed[w2.url]["is_healthy"] is True and listed[w2.url]["worker_type"] == "regular"
+        assert listed[w2.url]["load"] == 0
         assert c.get(f"/workers/{wid}").json()["url"] == w2.url
         assert sorted(m["id"] for m in c.get("/v1/models").json()["data"]) == ["mock-model", "other-model"]
         r = c.post("/v1/chat/completions", json={"model": "other-model", "max_tokens": 1})
@@ -63,7 +68,8 @@ def test_admin_errors_are_clear(procs):
             (c.get("/workers/w999"), 404, "worker_not_found"),
             (c.delete("/workers/nonsense"), 404, "worker_not_found"),
             (c.post("/add_worker"), 400, "missing_url"),
-            (c.put("/workers/w1"), 405, "method_not_allowed"),
+            (c.put("/workers/w1"), 400, "invalid_max_inflight"),
+            (c.post("/workers/w1"), 405, "method_not_allowed"),
         ]
         for r, status, code in cases:
             assert r.status_code == status, (r.request.url, r.text)
@@ -106,7 +112,7 @@ def test_churn_under_load_fails_no_request(procs):
             while not stop.is_set():
                 w = churn[i % len(churn)]
                 r = c.post("/workers", json={"url": w.url, "model_id": "mock-model"})
-                assert r.status_code in (200, 201), r.text
+                assert r.status_code == 202, r.text
                 wid = r.json()["worker"]["id"]
                 assert c.delete(f"/workers/{wid}").status_code == 200
                 changes[0] += 2

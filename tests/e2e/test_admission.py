@@ -131,7 +131,8 @@ def test_cap_changes_live_through_the_admin_api(procs):
     w = procs.worker(worker_id="w1")
     gw = procs.gateway([w])
     assert httpx.get(gw.base + "/workers").json()["workers"][0]["max_inflight"] == 0
-    r = httpx.post(gw.base + "/workers", json={"url": w.url, "max_inflight": 3})
+    wid = httpx.get(gw.base + "/workers").json()["workers"][0]["id"]
+    r = httpx.patch(gw.base + f"/workers/{wid}", json={"max_inflight": 3})  # sgl-model-gateway's way
     assert r.status_code == 200 and r.json()["worker"]["max_inflight"] == 3
     assert httpx.get(gw.base + "/workers").json()["workers"][0]["max_inflight"] == 3
 

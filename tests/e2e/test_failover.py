@@ -96,13 +96,13 @@ def test_connect_timeout_moves_on_then_504(procs):
                 "--policy", "round_robin")
         gw = procs.gateway([w], *args)
         r = httpx.post(gw.base + "/workers", json={"url": url, "model_id": "mock-model"})
-        assert r.status_code == 201
+        assert r.status_code == 202
         with httpx.Client(base_url=gw.base, timeout=10) as c:
             for _ in range(4):
                 r = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
                 assert r.status_code == 200 and r.json()["worker_id"] == "w1"
         gw2 = procs.gateway([], *args)
-        assert httpx.post(gw2.base + "/workers", json={"url": url, "model_id": "mock-model"}).status_code == 201
+        assert httpx.post(gw2.base + "/workers", json={"url": url, "model_id": "mock-model"}).status_code == 202
         r = httpx.post(gw2.base + "/v1/chat/completions", json=chat_body(), timeout=10)
         assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_connect_timeout"
     finally:

@@ -81,7 +81,7 @@ def gateway_and_worker():
     w = RecordingWorker()
     gw = Gateway([], "--health-check-interval-secs", "0")
     r = httpx.post(gw.base + "/workers", json={"url": w.url, "model_id": "m"})
-    assert r.status_code in (200, 201), r.text
+    assert r.status_code == 202, r.text
     yield gw, w
     gw.stop()
     w.stop()

@@ -160,7 +160,7 @@ def test_connect_failures_open_the_breaker_and_stop_the_retries(procs):
     gw = procs.gateway([w1], "--health-check-interval-secs", "0", "--cb-failure-threshold", "2",
                        "--cb-timeout-duration-secs", "60")
     dead = "http://127.0.0.1:9"
-    assert httpx.post(gw.base + "/workers", json={"url": dead, "model_id": "mock-model"}).status_code == 201
+    assert httpx.post(gw.base + "/workers", json={"url": dead, "model_id": "mock-model"}).status_code == 202
     with httpx.Client(base_url=gw.base, timeout=10) as c:
         for _ in range(20):
             assert c.post("/v1/chat/completions", json=chat_body(max_tokens=1)).status_code == 200

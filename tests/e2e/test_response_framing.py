@@ -44,7 +44,7 @@ def setup():
     w = FaultyWorker(ANSWERS)
     gw = Gateway([], "--health-check-interval-secs", "0", "--retry-max-retries", "0",
                  "--disable-circuit-breaker", "--upstream-spread", "off")
-    assert httpx.post(gw.base + "/workers", json={"url": w.url, "model_id": "m"}).status_code in (200, 201)
+    assert httpx.post(gw.base + "/workers", json={"url": w.url, "model_id": "m"}).status_code == 202
     yield gw, w
     assert gw.proc.poll() is None, "the gateway died"
     gw.stop()

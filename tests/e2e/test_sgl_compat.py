@@ -300,3 +300,25 @@ def test_smg_metric_names_alongside(procs):
     assert f'smg_worker_health{{worker="{w.url}"}} 1' in text
     assert f'smg_worker_requests_active{{worker="{w.url}"}} 0' in text
     assert f'smg_worker_cb_state{{worker="{w.url}"}} 0' in text
+
+
+def test_the_workers_api_in_sgl_shapes(procs):
+    import urllib.parse
+    w1, w2 = procs.worker(worker_id="w1"), procs.worker(worker_id="w2")
+    gw = procs.gateway([w1])
+    with httpx.Client(base_url=gw.base, timeout=30) as c:
+        r = c.post("/workers", json={"url": w2.url})
+        assert r.status_code == 202
+        body = r.json()
+        assert body["status"] == "accepted" and body["url"] == w2.url and body["location"] == f"/workers/{body['worker_id']}"
+        assert c.post("/workers", json={"url": w2.url}).status_code == 409
+        # caps by PUT/PATCH /workers/{id}
+        r = c.put(body["location"], json={"max_inflight": 5})
+        assert r.status_code == 200 and r.json()["worker"]["max_inflight"] == 5
+        assert c.get(body["location"]).json()["max_inflight"] == 5
+        # a worker by its URL, percent-encoded, as sgl addresses it
+        enc = urllib.parse.quote(w2.url, safe="")
+        assert c.get(f"/workers/{enc}").json()["url"] == w2.url
+        assert c.delete(f"/workers/{enc}").status_code == 200
+        assert [x["url"] for x in c.get("/workers").json()["workers"]] == [w1.url]
+        assert c.delete(f"/workers/{enc}").status_code == 404

@@ -191,7 +191,7 @@ def test_a_worker_cannot_claim_the_gateways_own_keys_as_a_session(procs, session
     gw = procs.gateway([], "--admin-api-key", "adm", "--api-key", "data-key", "--metrics-api-key", "metrics-key",
                        "--health-check-interval-secs", "0")
     with httpx.Client(base_url=gw.base, timeout=10) as c:
-        assert c.post("/workers", json={"url": w.url, "model_id": "m"}, headers=ADM).status_code == 201
+        assert c.post("/workers", json={"url": w.url, "model_id": "m"}, headers=ADM).status_code == 202
         r = c.post("/rl/start_session", json={"task_id": "t"}, headers=ADM)
         assert r.status_code == 502, r.text
         assert r.json()["error"]["code"] == "worker_bad_session"
@@ -205,7 +205,7 @@ def test_a_worker_cannot_take_over_another_workers_session_key(procs, session_wo
     gw = procs.gateway([], "--admin-api-key", "adm", "--health-check-interval-secs", "0")
     with httpx.Client(base_url=gw.base, timeout=10) as c:
         for w in (a, b):
-            assert c.post("/workers", json={"url": w.url, "model_id": "m"}, headers=ADM).status_code == 201
+            assert c.post("/workers", json={"url": w.url, "model_id": "m"}, headers=ADM).status_code == 202
         first = c.post("/rl/start_session", json={"task_id": "t"}, headers=ADM)
         assert first.status_code == 201
         owner = a if a.starts else b

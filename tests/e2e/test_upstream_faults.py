@@ -118,7 +118,7 @@ def setup():
     w = FaultyWorker()
     gw = Gateway([], "--health-check-interval-secs", "0", "--retry-max-retries", "0",
                  "--disable-circuit-breaker")
-    assert httpx.post(gw.base + "/workers", json={"url": w.url, "model_id": "m"}).status_code in (200, 201)
+    assert httpx.post(gw.base + "/workers", json={"url": w.url, "model_id": "m"}).status_code == 202
     yield gw, w
     gw.stop()
     w.stop()

@@ -24,8 +24,21 @@ static void list_get_delete(void **state)
     assert_int_equal(r.id, 3);
     assert_int_not_equal(ig_admin_parse(HTTP_GET, "/workers/abc", NULL, 0, &r), 0);
     assert_int_equal(r.status, 404);
-    assert_int_not_equal(ig_admin_parse(HTTP_PUT, "/workers/3", NULL, 0, &r), 0);
+    assert_int_not_equal(ig_admin_parse(HTTP_POST, "/workers/3", NULL, 0, &r), 0);
     assert_int_equal(r.status, 405);
+    /* sgl-model-gateway's forms: a cap by PUT/PATCH, a worker by its URL */
+    assert_int_not_equal(ig_admin_parse(HTTP_PUT, "/workers/3", NULL, 0, &r), 0);
+    assert_int_equal(r.status, 400);
+    const char *cap = "{\"max_inflight\":7}";
+    assert_int_equal(ig_admin_parse(HTTP_PATCH, "/workers/w3", cap, strlen(cap), &r), 0);
+    assert_int_equal(r.op, IG_ADMIN_UPDATE);
+    assert_int_equal(r.id, 3);
+    assert_int_equal(r.max_inflight, 7);
+    ig_admin_request_free(&r);
+    assert_int_equal(ig_admin_parse(HTTP_DELETE, "/workers/http%3A%2F%2F10.0.0.1%3A8000", NULL, 0, &r), 0);
+    assert_int_equal(r.op, IG_ADMIN_DELETE);
+    assert_string_equal(r.url, "http://10.0.0.1:8000");
+    ig_admin_request_free(&r);
 }
 
 static void add_by_json(void **state)
