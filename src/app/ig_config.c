@@ -84,6 +84,7 @@ static const opt opts[] = {
     {"retry-max-backoff-ms", T_SECS, OFF(retry_max_backoff_ms), "the longest retry backoff (default 30000)"},
     {"retry-backoff-multiplier", T_FACTOR, OFF(retry_backoff_multiplier), "backoff growth per retry (default 1.5)"},
     {"retry-jitter-factor", T_RATIO, OFF(retry_jitter_factor), "each backoff is itself times 1 +- this, at random (default 0.2)"},
+    {"worker-startup-timeout-secs", T_SECS, OFF(worker_startup_timeout_secs), "serve only once every --worker-urls worker is healthy; exit 1 if they are not within this long (default 0: serve at once; sgl: 1800)"},
     {"disable-retries", T_BOOL, OFF(disable_retries), "never try another worker (whatever --retry-max-retries says)"},
     {"disable-health-check", T_BOOL, OFF(disable_health_check), "no active health checks (whatever --health-check-interval-secs says)"},
     {"retry-non-idempotent", T_BOOL, OFF(retry_non_idempotent), "send a POST again when its reused connection died after it went out (the worker may run it twice)"},
@@ -807,6 +808,7 @@ ig_control_config ig_config_control(const ig_config *cfg)
                                .cache_aware = cfg->policy == IG_POLICY_CACHE_AWARE,
                                .eviction_interval_secs = cfg->eviction_interval_secs,
                                .request_timeout_secs = cfg->request_timeout_secs,
+                               .worker_startup_timeout_secs = cfg->worker_startup_timeout_secs,
                                .api_key = cfg->api_key,
                                .admin_api_key = cfg->admin_api_key,
                                .metrics_api_key = cfg->metrics_api_key};

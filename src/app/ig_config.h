@@ -86,6 +86,7 @@ typedef struct ig_config {
     int disable_circuit_breaker;
     double cb_window_duration_secs;
     int log_json;
+    double worker_startup_timeout_secs;
     char *log_dir;
     int prometheus_port; /* -1: none */
     char *prometheus_host;

@@ -220,11 +220,11 @@ static const ig_sgl_flag flags[] = {
     {"trust-tenant-header", 0, IG_SGL_REFUSE, NULL, "tenants"},
     {"webrtc-bind-addr", 1, IG_SGL_REFUSE, NULL, "WebRTC"},
     {"webrtc-stun-server", 1, IG_SGL_REFUSE, NULL, "WebRTC"},
-    {"worker-startup-check-interval", 1, IG_SGL_REFUSE, NULL,
-     "waiting for workers to become healthy before serving"},
+    {"worker-startup-check-interval", 1, IG_SGL_NOOP, NULL,
+     "--worker-startup-timeout-secs checks every 250 ms"},
     {"worker-startup-delay", 1, IG_SGL_REFUSE, NULL, "waiting for workers to become healthy before serving"},
-    {"worker-startup-timeout-secs", 1, IG_SGL_REFUSE, NULL,
-     "waiting for workers to become healthy before serving"},
+    {"worker-startup-timeout-secs", 1, IG_SGL_SAME, NULL,
+     "default 0: serve at once, workers join as they pass health checks (sgl: 1800)"},
     {"worker-urls", -1, IG_SGL_SAME, NULL, "http:// and https://"},
 };
 

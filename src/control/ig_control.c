@@ -205,6 +205,50 @@ static void control_main(void *arg)
     uv_run(&ctl.loop, UV_RUN_DEFAULT);
 }
 
+static int all_healthy(void)
+{
+    for (int i = 0; i < ig_registry_count(); i++)
+        if (atomic_load(&ig_registry_at(i)->health) != IG_HEALTH_UP)
+            return 0;
+    return 1;
+}
+
+static void wake_cb(uv_timer_t *t)
+{
+    (void)t;
+}
+
+/* --worker-startup-timeout-secs (sgl-model-gateway's): every start-up
+ * worker healthy before anything is served; checks every 250 ms meanwhile.
+ * -ETIMEDOUT when they are not in time. Runs before the thread exists. */
+static int wait_for_startup_workers(double secs)
+{
+    uint64_t deadline = uv_now(&ctl.loop) + (uint64_t)(secs * 1000.0);
+    uv_timer_t poll;
+    uv_timer_init(&ctl.loop, &poll);
+    int rc = 0;
+    while (!all_healthy()) {
+        if (uv_now(&ctl.loop) >= deadline) {
+            rc = -ETIMEDOUT;
+            break;
+        }
+        ig_ctl_health_round(NULL);
+        uv_timer_start(&poll, wake_cb, 250, 0);
+        while (uv_is_active((uv_handle_t *)&poll))
+            uv_run(&ctl.loop, UV_RUN_ONCE);
+    }
+    uv_close((uv_handle_t *)&poll, NULL);
+    uv_run(&ctl.loop, UV_RUN_NOWAIT);
+    if (rc) {
+        int up = 0;
+        for (int i = 0; i < ig_registry_count(); i++)
+            up += atomic_load(&ig_registry_at(i)->health) == IG_HEALTH_UP;
+        ig_err("--worker-startup-timeout-secs: %d of %d workers healthy after %.0f s", up,
+               ig_registry_count(), secs);
+    }
+    return rc;
+}
+
 int ig_control_start(const ig_control_config *cfg, int nthreads, const ig_control_hooks *hooks)
 {
     ctl.cfg = cfg;
@@ -228,6 +272,9 @@ int ig_control_start(const ig_control_config *cfg, int nthreads, const ig_contro
             ig_ctl_add_worker(cfg->groups[g].worker_urls[i], NULL, -1, g, NULL);
     while (ig_ctl_initial_pending() > 0)
         uv_run(&ctl.loop, UV_RUN_ONCE);
+    if (cfg->worker_startup_timeout_secs > 0 &&
+        (rc = wait_for_startup_workers(cfg->worker_startup_timeout_secs)))
+        return rc;
     ig_epoch_drain(); /* no reader exists yet */
 
     uv_timer_start(&ctl.tick, tick_cb, TICK_MS, TICK_MS);

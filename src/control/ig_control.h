@@ -31,10 +31,11 @@ typedef struct ig_control_config {
     const char *health_check_endpoint;
     double broadcast_timeout_secs;
     int exclude_stale_workers;
-    int cache_aware;                /* the prefix index exists: sweep it */
-    double eviction_interval_secs;  /* ... this often */
-    double request_timeout_secs;    /* for calls made on a client's behalf (AReaL) */
-    const ig_control_group *groups; /* [1..n_groups) */
+    int cache_aware;                    /* the prefix index exists: sweep it */
+    double eviction_interval_secs;      /* ... this often */
+    double request_timeout_secs;        /* for calls made on a client's behalf (AReaL) */
+    double worker_startup_timeout_secs; /* > 0: start only once every start-up worker is healthy */
+    const ig_control_group *groups;     /* [1..n_groups) */
     int n_groups;
     /* the gateway's own keys: a worker may not make a session of one */
     const char *api_key, *admin_api_key, *metrics_api_key;

@@ -322,3 +322,35 @@ def test_the_workers_api_in_sgl_shapes(procs):
         assert c.delete(f"/workers/{enc}").status_code == 200
         assert [x["url"] for x in c.get("/workers").json()["workers"]] == [w1.url]
         assert c.delete(f"/workers/{enc}").status_code == 404
+
+
+def test_worker_startup_timeout_waits_for_the_workers(procs):
+    import threading
+    import time
+    from conftest import MOCK, free_port
+    port = free_port()
+    late = []
+
+    def start_late():
+        time.sleep(1.5)
+        late.append(subprocess.Popen([MOCK, "--port", str(port), "--worker-id", "late"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    t = threading.Thread(target=start_late)
+    t.start()
+    try:
+        # the gateway is up only once its worker is: ready from its first answer
+        gw = procs.gateway([f"http://127.0.0.1:{port}"], "--worker-startup-timeout-secs", "15",
+                           "--health-check-interval-secs", "30")
+        r = httpx.get(gw.base + "/readiness", timeout=10)
+        assert r.status_code == 200 and r.json()["status"] == "ready", r.text
+        assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30).json()[
+            "worker_id"] == "late"
+    finally:
+        t.join()
+        for p in late:
+            p.terminate()
+            p.wait(10)
+    # a worker that never comes: exit 1, said why
+    out = subprocess.run([GATEWAY, "--port", "0", "--worker-urls", f"http://127.0.0.1:{free_port()}",
+                          "--worker-startup-timeout-secs", "1"], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "--worker-startup-timeout-secs: 0 of 1 workers healthy" in out.stderr
