@@ -104,14 +104,17 @@ def procs():
 
     yield Factory()
     errors = []
-    for p in reversed(started):
-        if isinstance(p, Gateway):
-            if p.proc.poll() is None or not p.proc.stderr.closed:
-                code = p.stop()
-                if code != 0:
-                    errors.append(f"gateway exited {code}: {p.stderr[-2000:]}")
-        else:
-            p.stop()
+    for p in reversed(started):  # every one, even after a failure: no process outlives its test
+        try:
+            if isinstance(p, Gateway):
+                if p.proc.poll() is None or not p.proc.stderr.closed:
+                    code = p.stop()
+                    if code != 0:
+                        errors.append(f"gateway exited {code}: {p.stderr[-2000:]}")
+            else:
+                p.stop()
+        except AssertionError as e:  # a sanitizer's report
+            errors.append(str(e))
     assert not errors, errors
 
 

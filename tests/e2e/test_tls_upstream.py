@@ -6,6 +6,7 @@ access log says); a certificate that does not verify is a 502 that says
 why, and the health checks take the worker out; mTLS; bad files refuse to
 start."""
 import os
+import signal
 import subprocess
 
 import httpx
@@ -42,7 +43,7 @@ http {{
 }}
 """)
         p = subprocess.Popen(["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
+                             stderr=subprocess.PIPE, start_new_session=True)
         started.append(p)
 
         assert wait_for(lambda: port_open(port)), p.stderr.read() if p.poll() is not None else "nginx did not start"
@@ -51,10 +52,12 @@ http {{
         p.url = f"https://127.0.0.1:{port}"
         return p
     yield start
-    for p in started:
-        if p.poll() is None:
-            p.terminate()
-            p.wait(10)
+    for p in started:  # the master and its worker, as a group
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        p.wait(10)
         p.stderr.close()
 
 
@@ -140,7 +143,7 @@ def test_the_502_names_the_failed_check(procs, pki, tls_nginx, cert, why):
                        "--upstream-max-requests-per-conn", "1", threads=1)
     assert ready(gw)
     assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30).status_code == 200
-    ngx.terminate()
+    os.killpg(ngx.pid, signal.SIGTERM)
     ngx.wait(10)
     tls_nginx(w.port, pki, cert=cert, port=ngx.port)  # a new server: no session of the old one resumes
     r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30)
@@ -161,8 +164,8 @@ def test_an_https_worker_that_dies_mid_stream_cuts_the_stream(procs, pki, tls_ng
             lines = r.iter_lines()
             assert next(lines).startswith("data: ")
             # the TLS worker goes away mid-answer: nginx's worker process and its master
-            subprocess.run(["pkill", "-KILL", "-P", str(ngx.pid)], check=False)
-            ngx.kill()
+            os.killpg(ngx.pid, signal.SIGKILL)
+            ngx.wait(10)
             with pytest.raises(httpx.HTTPError):
                 for _ in lines:
                     pass

@@ -98,14 +98,18 @@ http {{
   }}
 }}
 """)
-        p = subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        p = subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             start_new_session=True)
         started.append((p, d))
 
         assert wait_for(lambda: port_open(port)), p.stderr.read() if p.poll() is not None else "nginx did not start"
         return f"http://127.0.0.1:{port}"
     yield start
-    for p, d in started:
-        p.terminate()
+    for p, d in started:  # the master and its worker, as a group
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
         p.wait(10)
         p.stderr.close()
         subprocess.run(["rm", "-rf", d])
