@@ -85,6 +85,16 @@ static void respond_json(ig_request *r, int status, const char *body, size_t len
     r->res->respond(r, status, "application/json", body, len);
 }
 
+/* One model of the list, as OpenAI's API shows it. */
+static int model_entry(ig_buf *b, const char *name, size_t len, int workers)
+{
+    int rc = ig_buf_puts(b, "{\"id\":");
+    rc = rc ? rc : ig_json_append_string(b, name, len);
+    rc = rc ? rc : ig_buf_puts(b, ",\"object\":\"model\",\"owned_by\":\"infergate\",\"workers\":");
+    rc = rc ? rc : ig_buf_putu(b, (uint64_t)workers);
+    return rc ? rc : ig_buf_puts(b, "}");
+}
+
 static void respond_models(ig_request *r)
 {
     const ig_snapshot *snap = ig_snapshot_get();
@@ -92,11 +102,8 @@ static void respond_models(ig_request *r)
     ig_buf_init(&b, 4u << 20);
     int rc = ig_buf_puts(&b, "{\"object\":\"list\",\"data\":[");
     for (int m = 0; m < snap->n_models && !rc; m++) {
-        rc = ig_buf_puts(&b, m ? ",{\"id\":" : "{\"id\":");
-        rc = rc ? rc : ig_json_append_string(&b, snap->models[m].name, snap->models[m].len);
-        rc = rc ? rc : ig_buf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"infergate\",\"workers\":");
-        rc = rc ? rc : ig_buf_putu(&b, (uint64_t)snap->models[m].n);
-        rc = rc ? rc : ig_buf_puts(&b, "}");
+        rc = m ? ig_buf_puts(&b, ",") : 0;
+        rc = rc ? rc : model_entry(&b, snap->models[m].name, snap->models[m].len, snap->models[m].n);
     }
     rc = rc ? rc : ig_buf_puts(&b, "]}\n");
     if (rc)
@@ -118,11 +125,8 @@ static void respond_model(ig_request *r, const char *raw, size_t rawlen)
             continue;
         ig_buf b;
         ig_buf_init(&b, 64 * 1024);
-        int rc = ig_buf_puts(&b, "{\"id\":");
-        rc = rc ? rc : ig_json_append_string(&b, id, len);
-        rc = rc ? rc : ig_buf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"infergate\",\"workers\":");
-        rc = rc ? rc : ig_buf_putu(&b, (uint64_t)snap->models[m].n);
-        rc = rc ? rc : ig_buf_puts(&b, "}\n");
+        int rc = model_entry(&b, id, len, snap->models[m].n);
+        rc = rc ? rc : ig_buf_puts(&b, "\n");
         if (rc)
             error(r, 500, "server_error", "internal_error", "model entry too large");
         else

@@ -567,17 +567,17 @@ int ig_net_read_stop(ig_net *n)
 /* Encrypt bufs into the thread's out buffer; small pieces together, since
  * each SSL_write is a record of its own (an AES-GCM setup, 22 bytes more on
  * the wire). 0 or a libuv code. */
-static int encrypt(ig_net *n, const uv_buf_t *bufs, unsigned nbufs, size_t *total)
+static int encrypt(ig_net *n, const uv_buf_t *bufs, unsigned nbufs)
 {
     static _Thread_local char gather[16384];
     ig_tls_conn *t = n->tls;
     if (t->handshaking || t->failed)
         return t->failed ? UV_EPROTO : UV_ENOTCONN;
-    *total = 0;
+    size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++)
-        *total += bufs[i].len;
+        total += bufs[i].len;
     uv_buf_t one;
-    if (nbufs > 1 && *total <= sizeof(gather)) {
+    if (nbufs > 1 && total <= sizeof(gather)) {
         size_t k = 0;
         for (unsigned i = 0; i < nbufs; i++) {
             memcpy(gather + k, bufs[i].base, bufs[i].len);
@@ -612,8 +612,7 @@ int ig_net_write(uv_write_t *req, ig_net *n, const uv_buf_t *bufs, unsigned nbuf
 {
     if (!n->tls)
         return uv_write(req, (uv_stream_t *)&n->tcp, bufs, nbufs, cb);
-    size_t total;
-    int rc = encrypt(n, bufs, nbufs, &total);
+    int rc = encrypt(n, bufs, nbufs);
     if (rc) {
         out.len = 0; /* half a write is no one's to send */
         return rc;

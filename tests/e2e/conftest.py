@@ -159,6 +159,15 @@ def stop_listener(sock, acceptor):
     sock.close()
 
 
+def stop_group(p, timeout=10):
+    """Stop a process started with start_new_session=True, with everything it forked."""
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    p.wait(timeout)
+
+
 def port_open(port):
     """Something accepts connections on 127.0.0.1:port."""
     import socket

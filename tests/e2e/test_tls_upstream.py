@@ -12,7 +12,7 @@ import subprocess
 import httpx
 import pytest
 
-from conftest import port_open, GATEWAY, SANITIZED, chat_body, free_port, sse_events, wait_for
+from conftest import stop_group, port_open, GATEWAY, SANITIZED, chat_body, free_port, sse_events, wait_for
 
 
 @pytest.fixture
@@ -53,11 +53,7 @@ http {{
         return p
     yield start
     for p in started:  # the master and its worker, as a group
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        p.wait(10)
+        stop_group(p)
         p.stderr.close()
 
 
@@ -143,8 +139,7 @@ def test_the_502_names_the_failed_check(procs, pki, tls_nginx, cert, why):
                        "--upstream-max-requests-per-conn", "1", threads=1)
     assert ready(gw)
     assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30).status_code == 200
-    os.killpg(ngx.pid, signal.SIGTERM)
-    ngx.wait(10)
+    stop_group(ngx)
     tls_nginx(w.port, pki, cert=cert, port=ngx.port)  # a new server: no session of the old one resumes
     r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(), timeout=30)
     assert r.status_code == 502, r.text

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from conftest import port_open, chat_body, free_port, wait_for
+from conftest import stop_group, port_open, chat_body, free_port, wait_for
 
 
 def client_from(addr, base, **kw):
@@ -106,11 +106,7 @@ http {{
         return f"http://127.0.0.1:{port}"
     yield start
     for p, d in started:  # the master and its worker, as a group
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        p.wait(10)
+        stop_group(p)
         p.stderr.close()
         subprocess.run(["rm", "-rf", d])
 
