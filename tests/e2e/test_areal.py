@@ -190,10 +190,11 @@ def test_register_model_routes_it_to_its_data_proxies(procs):
         assert "x" not in c.get("/models", headers=ADM).json()["models"]
 
 
-async def _rollout(c, base, sessions, log, trained):
+async def _rollout(c, base, sessions, log, cycled):
     """One agent: sessions one after another, each a few streamed turns,
-    a reward and an export. Its very last turn waits for the trainer's last
-    cycle, so the newest weights serve some turns however the load is timed."""
+    a reward and an export. Some turns wait for a trainer cycle (GATED maps
+    the turn's index to the cycle), so every version serves some turns however
+    the machine times the load: a cycle never finds the turns it needs used up."""
     for s in range(sessions):
         async with c.post(base + "/rl/start_session", json={"task_id": "t"}, headers=ADM) as r:
             assert r.status == 201, await r.text()
@@ -201,8 +202,9 @@ async def _rollout(c, base, sessions, log, trained):
         owner = sess["session_id"].split("-")[1]
         turns = 3
         for turn in range(turns):
-            if s == sessions - 1 and turn == turns - 1:
-                await trained.wait()
+            gate = GATED.get(s * turns + turn)
+            if gate is not None:
+                await cycled[gate].wait()
             path = "/chat/completions" if turn % 2 else "/v1/chat/completions"
             body = chat_body(stream=True, max_tokens=6)
             async with c.post(base + path, json=body, headers=bearer(sess["api_key"])) as resp:
@@ -222,11 +224,17 @@ async def _rollout(c, base, sessions, log, trained):
         assert got["worker_id"] == owner and got["interactions"] == turns and got["rewarded"] is True
 
 
-async def _trainer(c, base, log, n_workers, at_turns, trained):
+# an agent's turn index (over its two sessions) -> the trainer cycle it waits for
+GATED = {2: 0, 4: 1, 5: 2}
+
+
+async def _trainer(c, base, log, n_workers, at_turns, cycled):
     """Pause, push a new version, continue: each time the rollouts have
-    done so many turns, so every cycle happens while they run."""
-    for version, turns in enumerate(at_turns, start=2):
-        while len(log) < turns:
+    done so many turns and at least one turn ran on the current version, so
+    every cycle happens while they run and no version goes unserved."""
+    for cycle, turns in enumerate(at_turns):
+        version = cycle + 2
+        while len(log) < turns or (version - 1) not in log:
             await asyncio.sleep(0.01)
         for path, body in (("/pause_generation", None), ("/set_version", {"version": version}),
                            ("/continue_generation", None)):
@@ -236,7 +244,7 @@ async def _trainer(c, base, log, n_workers, at_turns, trained):
                 assert len(doc["results"]) == n_workers
         async with c.get(base + "/get_version", headers=ADM) as r:
             assert (await r.json())["fleet_version"] == version
-    trained.set()
+        cycled[cycle].set()
 
 
 def test_full_rl_sequence_with_200_streaming_rollouts(procs):
@@ -254,9 +262,9 @@ def test_full_rl_sequence_with_200_streaming_rollouts(procs):
         async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=60)) as c:
             async with c.post(gw.base + "/set_version", json={"version": 1}, headers=ADM) as r:
                 assert r.status == 200
-            log, trained = [], asyncio.Event()
-            await asyncio.gather(_trainer(c, gw.base, log, len(ws), at_turns, trained),
-                                 *[_rollout(c, gw.base, sessions, log, trained) for _ in range(agents)])
+            log, cycled = [], [asyncio.Event() for _ in at_turns]
+            await asyncio.gather(_trainer(c, gw.base, log, len(ws), at_turns, cycled),
+                                 *[_rollout(c, gw.base, sessions, log, cycled) for _ in range(agents)])
             return log
 
     log = asyncio.run(main())
