@@ -8,6 +8,14 @@
 static uint32_t max_concurrent;          /* 0: unlimited */
 static uint32_t queue_size = UINT32_MAX; /* until configured: no limit */
 static atomic_int g_active;              /* requests holding a gateway slot (only counted with a cap) */
+/* The token bucket (when configured): tokens in units of 1/TOKEN, refilled
+ * by whoever moves the refill clock on; lock-free, never below zero, at
+ * most a racing refill's worth above capacity for an instant. */
+#define TOKEN 1024
+static int bucket;
+static uint32_t refill_per_s;
+static _Atomic int64_t tokens;
+static _Atomic uint64_t refilled_ms;
 static atomic_int g_queued;
 static ig_admq *queues[MAX_QUEUES]; /* one per loop thread, set before they run */
 static int nqueues;
@@ -16,6 +24,57 @@ void ig_admission_configure(const ig_admission_config *cfg)
 {
     max_concurrent = cfg->max_concurrent;
     queue_size = cfg->queue_size;
+    bucket = max_concurrent && cfg->bucket;
+    refill_per_s = cfg->refill_per_s;
+    atomic_store(&tokens, (int64_t)max_concurrent * TOKEN);
+    atomic_store(&refilled_ms, uv_hrtime() / 1000000);
+}
+
+static void bucket_clamp(void)
+{
+    int64_t cap = (int64_t)max_concurrent * TOKEN, v = atomic_load(&tokens);
+    while (v > cap && !atomic_compare_exchange_weak(&tokens, &v, cap))
+        ;
+}
+
+static void bucket_refill(uint64_t now_ms)
+{
+    uint64_t at = atomic_load_explicit(&refilled_ms, memory_order_relaxed);
+    if (now_ms <= at || !refill_per_s || !atomic_compare_exchange_strong(&refilled_ms, &at, now_ms))
+        return;
+    uint64_t add = (now_ms - at) * (uint64_t)refill_per_s * TOKEN / 1000;
+    uint64_t cap = (uint64_t)max_concurrent * TOKEN;
+    atomic_fetch_add(&tokens, (int64_t)(add < cap ? add : cap));
+    bucket_clamp();
+}
+
+static int gateway_claim(uint64_t now_ms)
+{
+    if (bucket) {
+        bucket_refill(now_ms);
+        int64_t v = atomic_load_explicit(&tokens, memory_order_relaxed);
+        do {
+            if (v < TOKEN)
+                return 0;
+        } while (!atomic_compare_exchange_weak(&tokens, &v, v - TOKEN));
+        return 1;
+    }
+    int v = atomic_load_explicit(&g_active, memory_order_relaxed);
+    do {
+        if ((uint32_t)v >= max_concurrent)
+            return 0;
+    } while (!atomic_compare_exchange_weak(&g_active, &v, v + 1));
+    return 1;
+}
+
+static void gateway_release(void)
+{
+    if (bucket) {
+        atomic_fetch_add(&tokens, TOKEN);
+        bucket_clamp();
+    } else {
+        atomic_fetch_sub_explicit(&g_active, 1, memory_order_relaxed);
+    }
 }
 
 int ig_admission_effective_cap(const ig_worker *cw, uint64_t now_ms)
@@ -52,13 +111,8 @@ int ig_admission_has_room(const ig_worker *w, uint64_t now_ms)
 
 int ig_admission_claim(ig_worker *w, uint64_t now_ms)
 {
-    if (max_concurrent) {
-        int v = atomic_load_explicit(&g_active, memory_order_relaxed);
-        do {
-            if ((uint32_t)v >= max_concurrent)
-                return 0;
-        } while (!atomic_compare_exchange_weak(&g_active, &v, v + 1));
-    }
+    if (max_concurrent && !gateway_claim(now_ms))
+        return 0;
     int cap = ig_admission_effective_cap(w, now_ms);
     if (cap <= 0) {
         ig_worker_begin(w);
@@ -68,7 +122,7 @@ int ig_admission_claim(ig_worker *w, uint64_t now_ms)
     do {
         if ((uint32_t)v >= (uint32_t)cap) {
             if (max_concurrent)
-                atomic_fetch_sub(&g_active, 1);
+                gateway_release();
             return 0;
         }
     } while (!atomic_compare_exchange_weak(&w->refs, &v, v + 1));
@@ -117,7 +171,7 @@ void ig_admission_release(ig_admq *self, ig_worker *w)
 {
     ig_worker_end(w);
     if (max_concurrent)
-        atomic_fetch_sub_explicit(&g_active, 1, memory_order_relaxed);
+        gateway_release();
     if (atomic_load_explicit(&g_queued, memory_order_relaxed) > 0)
         wake_oldest(self);
 }

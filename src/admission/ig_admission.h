@@ -7,7 +7,7 @@
  * queue (HAProxy's pendconn: the queue holds a link and a retry callback,
  * never a connection). A thread that frees a slot wakes the thread holding
  * the oldest waiter, which retries its waiters itself. A 50 ms poll while
- * anything waits covers lost wake-ups.
+ * anything waits covers lost wake-ups (and a token bucket's refill).
  *
  * Threads: caps and counts are atomics, any loop thread. An ig_admq and its
  * waiters belong to one loop thread; only oldest_ns is read by the others. */
@@ -25,6 +25,11 @@
 typedef struct ig_admission_config {
     uint32_t max_concurrent; /* requests holding a worker slot, whole gateway; 0: unlimited */
     uint32_t queue_size;     /* waiters, whole gateway; 0: none (429 at once); UINT32_MAX: unlimited */
+    /* sgl-model-gateway's token bucket instead of a strict gateway cap: max_concurrent
+     * tokens, refilled at refill_per_s, one taken per slot and given back when the
+     * slot is released. Needs max_concurrent (sgl: no bucket without a cap). */
+    int bucket;
+    uint32_t refill_per_s;
 } ig_admission_config;
 
 typedef struct ig_waiter {

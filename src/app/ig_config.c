@@ -93,6 +93,7 @@ static const opt opts[] = {
     {"upstream-spread", T_SPREAD, OFF(upstream_spread), "latency (default): spread over the processes behind one worker address | off"},
     {"upstream-process-header", T_STR, OFF(upstream_process_header), "NAME: a response header naming the worker process that answered (e.g. x-backend-pid): requests go to the process with the fewest in flight"},
     {"max-concurrent-requests", T_U32, OFF(max_concurrent_requests), "requests sent to workers at once, whole gateway (0: unlimited)"},
+    {"rate-limit-tokens-per-second", T_U32, OFF(rate_limit_tokens_per_second), "with --max-concurrent-requests N: sgl-model-gateway's token bucket instead of a strict cap (N tokens, refilled at this rate, one per request given back when it ends; negative: N)"},
     {"queue-size", T_U32, OFF(queue_size), "requests that may wait for a free worker slot (default 1024; 0: no queue, 429 at once, as sgl-model-gateway; -1: unlimited)"},
     {"queue-timeout-secs", T_SECS, OFF(queue_timeout_secs), "longest wait in the queue before a 503 (default 60)"},
     {"retry-budget-ratio", T_RATIO, OFF(retry_budget_ratio), "retries in flight at most this share of requests in flight (default 0.2)"},
@@ -298,6 +299,13 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
     case T_U32: {
         if (o->off == OFF(max_concurrent_requests) && strcmp(val, "-1") == 0)
             val = "0"; /* sgl-model-gateway's "unlimited" */
+        if (o->off == OFF(rate_limit_tokens_per_second)) {
+            cfg->rate_limit_given = 1;
+            if (val[0] == '-' && val[1] >= '0' && val[1] <= '9') {
+                cfg->rate_limit_given = 2; /* sgl: a negative rate is the cap's */
+                return 0;
+            }
+        }
         if (o->off == OFF(queue_size) && strcmp(val, "-1") == 0) {
             cfg->queue_size = UINT32_MAX; /* no limit (0 is no queue) */
             return 0;
@@ -767,7 +775,11 @@ ig_proxy_config ig_config_proxy(const ig_config *cfg)
 ig_admission_config ig_config_admission(const ig_config *cfg)
 {
     return (ig_admission_config){.max_concurrent = cfg->max_concurrent_requests,
-                                 .queue_size = cfg->queue_size};
+                                 .queue_size = cfg->queue_size,
+                                 .bucket = cfg->rate_limit_given != 0,
+                                 .refill_per_s = cfg->rate_limit_given == 2
+                                                     ? cfg->max_concurrent_requests
+                                                     : cfg->rate_limit_tokens_per_second};
 }
 
 ig_breaker_config ig_config_breaker(const ig_config *cfg)

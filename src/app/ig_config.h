@@ -98,7 +98,9 @@ typedef struct ig_config {
     int retry_non_idempotent; /* a POST whose connection died after going out may be sent again */
     double retry_budget_ratio;
     uint32_t max_concurrent_requests; /* 0: unlimited */
-    int upstream_spread;              /* 1: latency-aware connection choice and rotation */
+    int rate_limit_given;             /* --rate-limit-tokens-per-second: sgl's token bucket */
+    uint32_t rate_limit_tokens_per_second;
+    int upstream_spread;           /* 1: latency-aware connection choice and rotation */
     char *upstream_process_header; /* a response header naming the worker process: exact per-process load */
     double broadcast_timeout_secs;
     int exclude_stale_workers;

@@ -299,6 +299,9 @@ int main(int argc, char **argv)
     ig_breaker_configure(&breaker_cfg);
     ig_admission_configure(&admission_cfg);
     log_admin_rule(&cfg);
+    if (cfg.rate_limit_given && !cfg.max_concurrent_requests)
+        ig_warn("--rate-limit-tokens-per-second has no effect without --max-concurrent-requests (as in "
+                "sgl-model-gateway: the bucket holds that many tokens)");
     if (cfg.worker_urls.n == 0)
         ig_warn("no --worker-urls: add workers with POST /workers, until then data requests get 503");
     /* URLs are checked before anything starts, so a typo fails fast with its reason */

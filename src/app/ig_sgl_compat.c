@@ -162,7 +162,9 @@ static const ig_sgl_flag flags[] = {
     {"queue-size", 1, IG_SGL_SAME, NULL,
      "default 1024 (sgl: 100); 0 is no queue, as in sgl; -1 is unlimited"},
     {"queue-timeout-secs", 1, IG_SGL_SAME, NULL, NULL},
-    {"rate-limit-tokens-per-second", 1, IG_SGL_REFUSE, NULL, "a token bucket on admission"},
+    {"rate-limit-tokens-per-second", 1, IG_SGL_SAME, NULL,
+     "sgl's bucket: --max-concurrent-requests tokens, one per request, given back at its end; "
+     "without this flag infergate's cap is strict (sgl's bucket then refills at the cap per second)"},
     {"reasoning-parser", 1, IG_SGL_REFUSE, NULL, "reasoning and tool-call parsers"},
     {"redis-pool-max", 1, IG_SGL_REFUSE, NULL,
      "conversation and response storage (the /v1/responses history backends)"},

@@ -222,6 +222,78 @@ def test_queue_size_zero_is_no_queue_as_in_sgl(procs):
     assert httpx.post(gw2.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30).status_code == 200
 
 
+def _held_streams(c, n):
+    """n streamed chats that hold their slots until closed."""
+    held = []
+    for _ in range(n):
+        cm = c.stream("POST", "/v1/chat/completions", json=chat_body(stream=True, max_tokens=200))
+        r = cm.__enter__()
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        next(lines)
+        held.append((cm, lines))
+    return held
+
+
+def test_rate_limit_is_sgls_token_bucket(procs):
+    """--rate-limit-tokens-per-second as sgl-model-gateway: a bucket of
+    --max-concurrent-requests tokens, one per request, given back when it ends,
+    refilled at the rate. Rate 0: a plain cap; a positive rate admits more
+    than the cap once time has refilled the bucket (sgl's meaning); without
+    the flag infergate's cap is strict."""
+    import time
+    w = procs.worker("--token-interval-ms", "50")
+    one = chat_body(max_tokens=1)
+    capped = procs.gateway([w], "--max-concurrent-requests", "2", "--rate-limit-tokens-per-second", "0",
+                           "--queue-size", "0")
+    with httpx.Client(base_url=capped.base, timeout=30) as c:
+        held = _held_streams(c, 2)
+        r = httpx.post(capped.base + "/v1/chat/completions", json=one, timeout=30)
+        assert r.status_code == 429, r.text
+        held[0][0].__exit__(None, None, None)  # its token comes back
+        deadline = time.monotonic() + 10
+        while (r := httpx.post(capped.base + "/v1/chat/completions", json=one, timeout=30)).status_code == 429:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert r.status_code == 200
+        held[1][0].__exit__(None, None, None)
+    refilled = procs.gateway([w], "--max-concurrent-requests", "2", "--rate-limit-tokens-per-second", "4",
+                             "--queue-size", "0")
+    strict = procs.gateway([w], "--max-concurrent-requests", "2", "--queue-size", "0")
+    for gw, more in ((refilled, True), (strict, False)):
+        with httpx.Client(base_url=gw.base, timeout=30) as c:
+            held = _held_streams(c, 2)
+            deadline, got = time.monotonic() + 3, 429
+            while got == 429 and time.monotonic() < deadline:
+                got = httpx.post(gw.base + "/v1/chat/completions", json=one, timeout=30).status_code
+                time.sleep(0.05)
+            assert got == (200 if more else 429)
+            for cm, _ in held:
+                cm.__exit__(None, None, None)
+    # queued requests wait for a token instead of a 429
+    queued = procs.gateway([w], "--max-concurrent-requests", "1", "--rate-limit-tokens-per-second", "0")
+    with httpx.Client(base_url=queued.base, timeout=30) as c:
+        held = _held_streams(c, 1)
+        import threading
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault(
+            "r", httpx.post(queued.base + "/v1/chat/completions", json=one, timeout=30)))
+        t.start()
+        time.sleep(0.3)
+        assert "r" not in out  # waiting
+        held[0][0].__exit__(None, None, None)
+        t.join(30)
+        assert out["r"].status_code == 200
+
+
+def test_rate_limit_without_a_cap_says_it_does_nothing(procs):
+    w = procs.worker()
+    gw = procs.gateway([w], "--rate-limit-tokens-per-second", "5")
+    assert httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30).status_code == 200
+    gw.stop()
+    assert "has no effect without --max-concurrent-requests" in gw.stderr
+
+
 def test_the_api_key_guards_the_admin_routes_without_an_admin_key(procs):
     """sgl-model-gateway's rule: --api-key alone guards /workers too; and then
     a remote engine holding it may register (infergate's keyless admin API is

@@ -28,7 +28,7 @@ static int setup(void **state)
 {
     ig_registry_init(1);
     ig_admission_reset();
-    ig_admission_config cfg = {0, UINT32_MAX};
+    ig_admission_config cfg = {.max_concurrent = 0, .queue_size = UINT32_MAX};
     ig_admission_configure(&cfg);
     uv_loop_init(&loop);
     memset(&wait_hist, 0, sizeof(wait_hist));
@@ -111,7 +111,7 @@ static void learned_caps_apply_to_uncapped_workers_too(void **state)
 
 static void the_gateway_cap_spans_workers(void **state)
 {
-    ig_admission_config cfg = {1, UINT32_MAX};
+    ig_admission_config cfg = {.max_concurrent = 1, .queue_size = UINT32_MAX};
     ig_admission_configure(&cfg);
     ig_worker *a = worker(0), *b = worker(0);
     assert_int_equal(ig_admission_claim(a, 0), 1);
@@ -177,7 +177,7 @@ static void waiters_leave_in_order_and_the_front_jumps_the_line(void **state)
 
 static void the_queue_size_is_gateway_wide(void **state)
 {
-    ig_admission_config cfg = {0, 2};
+    ig_admission_config cfg = {.max_concurrent = 0, .queue_size = 2};
     ig_admission_configure(&cfg);
     ig_waiter a = {0}, b = {0}, c = {0};
     a.retry = b.retry = c.retry = record;
@@ -206,6 +206,52 @@ static void a_freed_slot_marks_the_queue_with_the_oldest_waiter(void **state)
     ig_worker_unref(w);
 }
 
+static void a_token_bucket_refills_and_takes_back_tokens(void **state)
+{
+    /* sgl-model-gateway's bucket: capacity = the gateway cap, one token per slot,
+     * a released slot gives its token back, and time refills at the rate */
+    ig_admission_config cfg = {
+        .max_concurrent = 2, .queue_size = UINT32_MAX, .bucket = 1, .refill_per_s = 1000};
+    ig_admission_configure(&cfg);
+    uint64_t t = uv_hrtime() / 1000000 + 1000;
+    ig_worker *w = worker(0);
+    assert_int_equal(ig_admission_claim(w, t), 1);
+    assert_int_equal(ig_admission_claim(w, t), 1);
+    assert_int_equal(ig_admission_claim(w, t), 0);
+    assert_int_equal(ig_admission_claim(w, t + 1), 1); /* 1 ms at 1000/s: one token */
+    assert_int_equal(ig_admission_claim(w, t + 1), 0);
+    ig_admission_release(&q, w);
+    assert_int_equal(ig_admission_claim(w, t + 1), 1); /* given back */
+    assert_int_equal(ig_admission_claim(w, t + 1), 0);
+    /* a long idle time fills it to capacity, no further */
+    for (int i = 0; i < 3; i++)
+        ig_admission_release(&q, w);
+    assert_int_equal(ig_admission_claim(w, t + 100000), 1);
+    assert_int_equal(ig_admission_claim(w, t + 100000), 1);
+    assert_int_equal(ig_admission_claim(w, t + 100000), 0);
+    ig_admission_release(&q, w);
+    ig_admission_release(&q, w);
+    /* rate 0: a plain concurrency cap */
+    cfg.refill_per_s = 0;
+    ig_admission_configure(&cfg);
+    assert_int_equal(ig_admission_claim(w, t), 1);
+    assert_int_equal(ig_admission_claim(w, t), 1);
+    assert_int_equal(ig_admission_claim(w, t + 100000), 0);
+    ig_admission_release(&q, w);
+    assert_int_equal(ig_admission_claim(w, t + 100000), 1);
+    ig_admission_release(&q, w);
+    ig_admission_release(&q, w);
+    /* no gateway cap: no bucket (as sgl) */
+    ig_admission_config off = {.max_concurrent = 0, .queue_size = UINT32_MAX, .bucket = 1, .refill_per_s = 0};
+    ig_admission_configure(&off);
+    for (int i = 0; i < 10; i++)
+        assert_int_equal(ig_admission_claim(w, t), 1);
+    for (int i = 0; i < 10; i++)
+        ig_admission_release(&q, w);
+    assert_int_equal(ig_worker_inflight(w), 0);
+    ig_worker_unref(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +263,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(waiters_leave_in_order_and_the_front_jumps_the_line, setup, teardown),
         cmocka_unit_test_setup_teardown(the_queue_size_is_gateway_wide, setup, teardown),
         cmocka_unit_test_setup_teardown(a_freed_slot_marks_the_queue_with_the_oldest_waiter, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_token_bucket_refills_and_takes_back_tokens, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

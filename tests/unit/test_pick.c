@@ -50,7 +50,7 @@ static int setup(void **state)
 {
     ig_registry_init(1);
     ig_admission_reset();
-    ig_admission_config ac = {0, UINT32_MAX};
+    ig_admission_config ac = {.max_concurrent = 0, .queue_size = UINT32_MAX};
     ig_admission_configure(&ac);
     ig_breaker_config bc = {1, 3, 1, 30000, 0, {0}};
     ig_breaker_configure(&bc);
