@@ -240,6 +240,44 @@ static int parse_areal(int method, const char *target, size_t plen, const char *
     return rc;
 }
 
+/* A worker to add, as a JSON body (POST /workers, sgl's /add_worker):
+ * {"url", "model_id", "max_inflight", "group", "api_key"}. */
+static int worker_spec(ig_admin_request *r, const char *body, size_t body_len)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(body ? body : "", body_len, 0, &jerr);
+    if (!json_is_object(doc)) {
+        json_decref(doc);
+        return fail(r, 400, "invalid_json", "body must be a JSON object with \"url\"");
+    }
+    json_t *url = json_object_get(doc, "url"), *model = json_object_get(doc, "model_id"),
+           *cap = json_object_get(doc, "max_inflight"), *group = json_object_get(doc, "group"),
+           *key = json_object_get(doc, "api_key");
+    int rc = 0;
+    if (!json_is_string(url))
+        rc = fail(r, 400, "missing_url", "\"url\" (a string) is required");
+    else if (model && !json_is_null(model) && !json_is_string(model))
+        rc = fail(r, 400, "invalid_model_id", "\"model_id\" must be a string");
+    else if (cap && !json_is_null(cap) &&
+             (!json_is_integer(cap) || json_integer_value(cap) < 0 || json_integer_value(cap) > 1000000))
+        rc = fail(r, 400, "invalid_max_inflight", "\"max_inflight\" must be an integer >= 0");
+    else if (group && !json_is_null(group) && !json_is_string(group))
+        rc = fail(r, 400, "invalid_group", "\"group\" must be the name of a worker group");
+    else if (key && !json_is_null(key) && !json_is_string(key))
+        rc = fail(r, 400, "invalid_api_key", "\"api_key\" must be a string");
+    if (!rc) {
+        r->op = IG_ADMIN_ADD;
+        r->url = strdup(json_string_value(url));
+        r->model_id = json_is_string(model) ? strdup(json_string_value(model)) : NULL;
+        r->group = json_is_string(group) ? strdup(json_string_value(group)) : NULL;
+        r->api_key = json_is_string(key) ? strdup(json_string_value(key)) : NULL;
+        r->has_max_inflight = json_is_integer(cap);
+        r->max_inflight = json_is_integer(cap) ? (int)json_integer_value(cap) : 0;
+    }
+    json_decref(doc);
+    return rc;
+}
+
 int ig_admin_parse(int method, const char *target, const char *body, size_t body_len, ig_admin_request *r)
 {
     memset(r, 0, sizeof(*r));
@@ -263,34 +301,8 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
         }
         if (method != HTTP_POST || !path_eq(target, plen, "/workers"))
             return fail(r, 405, "method_not_allowed", "use GET (list) or POST (add)");
-        json_error_t jerr;
-        json_t *doc = json_loadb(body ? body : "", body_len, 0, &jerr);
-        if (!json_is_object(doc)) {
-            json_decref(doc);
-            return fail(r, 400, "invalid_json", "body must be a JSON object with \"url\"");
-        }
-        json_t *url = json_object_get(doc, "url"), *model = json_object_get(doc, "model_id"),
-               *cap = json_object_get(doc, "max_inflight"), *group = json_object_get(doc, "group");
-        int rc = 0;
-        if (!json_is_string(url))
-            rc = fail(r, 400, "missing_url", "\"url\" (a string) is required");
-        else if (model && !json_is_null(model) && !json_is_string(model))
-            rc = fail(r, 400, "invalid_model_id", "\"model_id\" must be a string");
-        else if (cap && !json_is_null(cap) &&
-                 (!json_is_integer(cap) || json_integer_value(cap) < 0 || json_integer_value(cap) > 1000000))
-            rc = fail(r, 400, "invalid_max_inflight", "\"max_inflight\" must be an integer >= 0");
-        else if (group && !json_is_null(group) && !json_is_string(group))
-            rc = fail(r, 400, "invalid_group", "\"group\" must be the name of a worker group");
-        if (!rc) {
-            r->op = IG_ADMIN_ADD;
-            r->rest = 1;
-            r->url = strdup(json_string_value(url));
-            r->model_id = json_is_string(model) ? strdup(json_string_value(model)) : NULL;
-            r->group = json_is_string(group) ? strdup(json_string_value(group)) : NULL;
-            r->has_max_inflight = json_is_integer(cap);
-            r->max_inflight = json_is_integer(cap) ? (int)json_integer_value(cap) : 0;
-        }
-        json_decref(doc);
+        int rc = worker_spec(r, body, body_len);
+        r->rest = 1;
         return rc;
     }
     if (plen > 9 && memcmp(target, "/workers/", 9) == 0) {
@@ -395,8 +407,14 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
         if (method != HTTP_POST)
             return fail(r, 405, "method_not_allowed", "use POST");
         r->url = ig_query_get(query, "url");
+        if (add && (!r->url || !*r->url) && body_len) { /* newer sgl: the worker as a JSON body */
+            free(r->url);
+            r->url = NULL;
+            return worker_spec(r, body, body_len);
+        }
         if (!r->url || !*r->url)
-            return fail(r, 400, "missing_url", "the url query parameter is required");
+            return fail(r, 400, "missing_url",
+                        "the url query parameter (or a JSON body with \"url\") is required");
         r->op = add ? IG_ADMIN_ADD : IG_ADMIN_DELETE;
         if (add) {
             r->model_id = ig_query_get(query, "model_id");
@@ -414,6 +432,7 @@ void ig_admin_request_free(ig_admin_request *r)
 {
     free(r->url);
     free(r->model_id);
+    free(r->api_key);
     free(r->group);
     free(r->model);
     free(r->key);

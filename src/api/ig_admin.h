@@ -43,6 +43,7 @@ typedef struct ig_admin_request {
     uint64_t id;    /* GET/DELETE /workers/{id} */
     char *url;      /* ADD, or GET/DELETE by URL */
     char *model_id; /* ADD: skip discovery, serve this model */
+    char *api_key;  /* ADD: the worker's own key (sent in place of the client's) */
     char *group;    /* ADD: the worker group (--config worker_groups) it joins; NULL: the LLM fleet */
     int max_inflight;
     int has_max_inflight;

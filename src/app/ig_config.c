@@ -15,7 +15,7 @@
 #define IG_VERSION "0.1.0"
 
 /* clang-format off */
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES, T_BACKEND } opt_type;
 /* clang-format on */
 
 typedef struct opt {
@@ -92,6 +92,8 @@ static const opt opts[] = {
     {"exclude-stale-workers", T_BOOL, OFF(exclude_stale_workers), "route only to workers on the fleet's weight version (after set_version)"},
     {"upstream-spread", T_SPREAD, OFF(upstream_spread), "latency (default): spread over the processes behind one worker address | off"},
     {"upstream-process-header", T_STR, OFF(upstream_process_header), "NAME: a response header naming the worker process that answered (e.g. x-backend-pid): requests go to the process with the fewest in flight"},
+    {"backend", T_BACKEND, OFF(backend), "what the workers are: sglang, vllm, trtllm, tokenspeed (engines: the default) | openai (a hosted OpenAI-compatible API: https:// if no scheme, a base path allowed, no active health checks unless asked, no process spread, --api-key sent to it unless --worker-api-key)"},
+    {"worker-api-key", T_STR, OFF(worker_api_key), "sent to the --worker-urls workers as 'Authorization: Bearer KEY' in place of the client's (a hosted API's key); also on discovery and health checks"},
     {"max-concurrent-requests", T_U32, OFF(max_concurrent_requests), "requests sent to workers at once, whole gateway (0: unlimited)"},
     {"rate-limit-tokens-per-second", T_U32, OFF(rate_limit_tokens_per_second), "with --max-concurrent-requests N: sgl-model-gateway's token bucket instead of a strict cap (N tokens, refilled at this rate, one per request given back when it ends; negative: N)"},
     {"queue-size", T_U32, OFF(queue_size), "requests that may wait for a free worker slot (default 1024; 0: no queue, 429 at once, as sgl-model-gateway; -1: unlimited)"},
@@ -324,8 +326,25 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
         if (*end || end == val || !(v >= 0) || v > 1e7)
             return errf(err, errlen, "--%s: expected seconds >= 0, got '%s'", o->name, val);
         *(double *)field = v;
+        if (o->off == OFF(health_check_interval_secs))
+            cfg->health_interval_given = 1;
         return 0;
     }
+    case T_BACKEND:
+        if (!strcmp(val, "sglang") || !strcmp(val, "vllm") || !strcmp(val, "trtllm") ||
+            !strcmp(val, "tokenspeed"))
+            cfg->backend = IG_BACKEND_ENGINE; /* all speak the same HTTP API to infergate */
+        else if (!strcmp(val, "openai"))
+            cfg->backend = IG_BACKEND_OPENAI;
+        else if (!strcmp(val, "anthropic") || !strcmp(val, "gemini"))
+            return errf(err, errlen,
+                        "--backend %s: hosted APIs with their own protocol (Anthropic's, Gemini's) are not "
+                        "supported; infergate forwards OpenAI-compatible ones (--backend openai)",
+                        val);
+        else
+            return errf(err, errlen,
+                        "--backend: expected sglang, vllm, trtllm, tokenspeed or openai, got '%s'", val);
+        return 0;
     case T_POLICY:
         if (!strcmp(val, "manual") || !strcmp(val, "prefix_hash") || !strcmp(val, "bucket") ||
             !strcmp(val, "passthrough"))
@@ -609,6 +628,21 @@ static int sgl_flag(ig_config *cfg, const char *name, const char *val, int argc,
     }
 }
 
+/* sgl-model-gateway's rule for hosted APIs: a URL without a scheme is https */
+static int https_by_default(ig_strv *urls)
+{
+    for (int i = 0; i < urls->n; i++) {
+        char *u;
+        if (strstr(urls->v[i], "://"))
+            continue;
+        if (asprintf(&u, "https://%s", urls->v[i]) < 0)
+            return -ENOMEM;
+        free(urls->v[i]);
+        urls->v[i] = u;
+    }
+    return 0;
+}
+
 int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     for (int i = 1; i < argc; i++) {
@@ -678,7 +712,7 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
         if (rc)
             return rc;
     }
-    return 0;
+    return cfg->backend == IG_BACKEND_OPENAI ? https_by_default(&cfg->worker_urls) : 0;
 }
 
 void ig_config_free(ig_config *cfg)
@@ -700,6 +734,7 @@ void ig_config_free(ig_config *cfg)
     free(cfg->tls_client_ca_path);
     cfg->tls_cert_path = cfg->tls_key_path = cfg->tls_client_ca_path = NULL;
     free(cfg->api_key);
+    free(cfg->worker_api_key);
     free(cfg->admin_api_key);
     free(cfg->metrics_api_key);
     free(cfg->log_file);
@@ -747,7 +782,8 @@ ig_pool_config ig_config_pool(const ig_config *cfg)
                          .connect_timeout_ms = ms(cfg->connect_timeout_secs),
                          .max_requests = cfg->upstream_max_requests_per_conn,
                          .max_request_head = (size_t)cfg->max_header_size + 4096,
-                         .spread = cfg->upstream_spread};
+                         /* a hosted API balances its own processes; probing it would cost requests */
+                         .spread = cfg->upstream_spread && cfg->backend != IG_BACKEND_OPENAI};
     pc.probe_paths[0] = cfg->health_check_endpoint;
     for (int g = 1; g < cfg->n_groups && g < IG_MAX_GROUPS; g++)
         pc.probe_paths[g] =
@@ -810,7 +846,14 @@ ig_control_config ig_config_control(const ig_config *cfg)
                                .worker_max_inflight = cfg->worker_max_inflight,
                                .discovery_timeout_secs = cfg->discovery_timeout_secs,
                                .health_check_interval_secs =
-                                   cfg->disable_health_check ? 0 : cfg->health_check_interval_secs,
+                                   cfg->disable_health_check ||
+                                           (cfg->backend == IG_BACKEND_OPENAI && !cfg->health_interval_given)
+                                       ? 0 /* a hosted API has no /health (sgl-model-gateway skips it too) */
+                                       : cfg->health_check_interval_secs,
+                               .worker_api_key = cfg->worker_api_key                 ? cfg->worker_api_key
+                                                 : cfg->backend == IG_BACKEND_OPENAI ? cfg->api_key
+                                                                                     : NULL,
+                               .https_by_default = cfg->backend == IG_BACKEND_OPENAI,
                                .health_check_timeout_secs = cfg->health_check_timeout_secs,
                                .health_failure_threshold = cfg->health_failure_threshold,
                                .health_success_threshold = cfg->health_success_threshold,

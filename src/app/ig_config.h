@@ -36,6 +36,8 @@ typedef struct ig_group_config {
     char health_check_endpoint[256]; /* "": --health-check-endpoint */
 } ig_group_config;
 
+enum { IG_BACKEND_ENGINE, IG_BACKEND_OPENAI };
+
 typedef struct ig_config {
     char host[256];
     int port;
@@ -98,7 +100,10 @@ typedef struct ig_config {
     int retry_non_idempotent; /* a POST whose connection died after going out may be sent again */
     double retry_budget_ratio;
     uint32_t max_concurrent_requests; /* 0: unlimited */
-    int rate_limit_given;             /* --rate-limit-tokens-per-second: sgl's token bucket */
+    int backend;                      /* IG_BACKEND_*: what the workers are */
+    char *worker_api_key;             /* sent to the workers in place of the client's Authorization */
+    int health_interval_given; /* --health-check-interval-secs was set (a hosted API's default is off) */
+    int rate_limit_given;      /* --rate-limit-tokens-per-second: sgl's token bucket */
     uint32_t rate_limit_tokens_per_second;
     int upstream_spread;           /* 1: latency-aware connection choice and rotation */
     char *upstream_process_header; /* a response header naming the worker process: exact per-process load */

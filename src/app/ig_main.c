@@ -312,7 +312,7 @@ int main(int argc, char **argv)
             uint16_t p;
             int tls;
             const char *why = "";
-            if (ig_url_parse(urls->v[i], host, sizeof(host), &p, &tls, &why)) {
+            if (ig_url_parse(urls->v[i], host, sizeof(host), &p, &tls, NULL, &why)) {
                 if (g)
                     fprintf(stderr, "infergate: worker group '%s': %s: %s\n", cfg.groups[g].name, urls->v[i],
                             why);

@@ -364,9 +364,9 @@ static void pass_through(ig_admin_msg *m, ig_worker *w, const char *path, const 
     x->w = w;
     ig_worker_ref(w);
     x->export = session_id != NULL;
-    x->hc = ig_httpc_new(ig_ctl_loop(), (struct sockaddr *)&w->addr, w->host_header, w->tls ? w->host : NULL);
-    int rc = x->hc ? ig_httpc_request(x->hc, "POST", path, hdr, body, len, ig_ctl_cfg()->request_timeout_secs,
-                                      exchange_cb, x)
+    x->hc = ig_ctl_httpc_new(w);
+    int rc = x->hc ? ig_ctl_send(x->hc, w, "POST", path, hdr, body, len, ig_ctl_cfg()->request_timeout_secs,
+                                 exchange_cb, x)
                    : -ENOMEM;
     free(hdr);
     if (rc)

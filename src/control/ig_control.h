@@ -37,6 +37,8 @@ typedef struct ig_control_config {
     double worker_startup_timeout_secs; /* > 0: start only once every start-up worker is healthy */
     const ig_control_group *groups;     /* [1..n_groups) */
     int n_groups;
+    const char *worker_api_key; /* sent to the fleet's workers (NULL: the client's Authorization goes) */
+    int https_by_default;       /* an added worker URL without a scheme is https:// (hosted APIs) */
     /* the gateway's own keys: a worker may not make a session of one */
     const char *api_key, *admin_api_key, *metrics_api_key;
 } ig_control_config;

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "../registry/ig_registry.h"
+#include "../upstream/ig_httpc.h"
 #include "../api/ig_admin.h"
 #include "ig_control.h"
 
@@ -33,10 +34,17 @@ void ig_ctl_wake_loops(void);
 void ig_ctl_handle(ig_admin_msg *m);
 
 /* ig_workers.c */
+/** A control client for w (its address, Host, TLS name); NULL: out of memory. */
+ig_httpc *ig_ctl_httpc_new(const ig_worker *w);
+/** ig_httpc_request to w: its base path before path, its key unless headers
+ * carry an Authorization of their own. */
+int ig_ctl_send(ig_httpc *c, const ig_worker *w, const char *method, const char *path, const char *headers,
+                const char *body, size_t len, double timeout_secs, ig_httpc_cb cb, void *arg);
 /** Add url: discover its models unless given, then publish. m may be NULL
- * (start-up). max_inflight < 0: leave the cap as it is (new workers:
+ * (start-up). api_key: its own (NULL: --worker-api-key's). max_inflight < 0: leave the cap as it is (new workers:
  * --worker-max-inflight). */
-void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, int group, ig_admin_msg *m);
+void ig_ctl_add_worker(const char *url, const char *model_id, const char *api_key, int max_inflight,
+                       int group, ig_admin_msg *m);
 /** The index of the worker group called name (0: NULL or "default"), or -1. */
 int ig_ctl_group_index(const char *name);
 void ig_ctl_remove_worker(ig_worker *w, ig_admin_msg *m);

@@ -186,11 +186,10 @@ void ig_fanout_send(ig_fanout *f, ig_worker *w, const char *method, const char *
     ig_worker_ref(w);
     it->entry = json_pack("{s:s,s:s,s:s}", "worker_id", id, "url", w->url, "worker_addr", w->url);
     json_array_append_new(f->results, it->entry);
-    it->hc =
-        ig_httpc_new(ig_ctl_loop(), (struct sockaddr *)&w->addr, w->host_header, w->tls ? w->host : NULL);
+    it->hc = ig_ctl_httpc_new(w);
     f->pending++;
-    int rc = it->hc ? ig_httpc_request(it->hc, method, path, headers, body, len,
-                                       ig_ctl_cfg()->broadcast_timeout_secs, fanout_cb, it)
+    int rc = it->hc ? ig_ctl_send(it->hc, w, method, path, headers, body, len,
+                                  ig_ctl_cfg()->broadcast_timeout_secs, fanout_cb, it)
                     : -ENOMEM;
     if (rc) /* its callback will not run: answer for it now */
         fanout_cb(it, 0, NULL, 0, rc == -ENOMEM ? "out of memory" : "cannot send the request");

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <uv.h>
 
 #include "../admission/ig_admission.h"
@@ -226,6 +227,30 @@ static void discovery_cb(void *arg, int status, const char *body, size_t len, co
     finish_add(cw);
 }
 
+ig_httpc *ig_ctl_httpc_new(const ig_worker *w)
+{
+    return ig_httpc_new(ig_ctl_loop(), (const struct sockaddr *)&w->addr, w->host_header,
+                        w->tls ? w->host : NULL);
+}
+
+int ig_ctl_send(ig_httpc *c, const ig_worker *w, const char *method, const char *path, const char *headers,
+                const char *body, size_t len, double timeout_secs, ig_httpc_cb cb, void *arg)
+{
+    char full[2048], hdrs[2048];
+    size_t n = ig_worker_path_prefix(w, path, strlen(path));
+    if (n) {
+        if (snprintf(full, sizeof(full), "%.*s%s", (int)n, w->base_path, path) >= (int)sizeof(full))
+            return -E2BIG;
+        path = full;
+    }
+    if (w->auth_line && !(headers && strncasecmp(headers, "authorization:", 14) == 0)) {
+        if (snprintf(hdrs, sizeof(hdrs), "%s%s", w->auth_line, headers ? headers : "") >= (int)sizeof(hdrs))
+            return -E2BIG;
+        headers = hdrs;
+    }
+    return ig_httpc_request(c, method, path, headers, body, len, timeout_secs, cb, arg);
+}
+
 /* Add url: discover its models unless given, then publish. m may be NULL (start-up). */
 /* max_inflight < 0: leave the cap as it is (new workers: --worker-max-inflight) */
 int ig_ctl_group_index(const char *name)
@@ -239,11 +264,22 @@ int ig_ctl_group_index(const char *name)
     return -1;
 }
 
-void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, int group, ig_admin_msg *m)
+void ig_ctl_add_worker(const char *url, const char *model_id, const char *api_key, int max_inflight,
+                       int group, ig_admin_msg *m)
 {
     const char *why = "invalid URL";
     ig_worker *w = NULL;
+    char *https = NULL;
+    if (ig_ctl_cfg()->https_by_default && !strstr(url, "://") && asprintf(&https, "https://%s", url) > 0)
+        url = https;
     int rc = ig_worker_new(url, &w, &why);
+    free(https);
+    if (!rc && (api_key || group == 0) &&
+        ig_worker_set_key(w, api_key ? api_key : ig_ctl_cfg()->worker_api_key)) {
+        ig_worker_unref(w);
+        rc = -EINVAL;
+        why = "the worker key has a control character";
+    }
     if (rc) {
         if (m)
             ig_ctl_reply_error(m, 400, "invalid_url", why);
@@ -293,8 +329,7 @@ void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, 
                                    : group_cap >= 0  ? group_cap
                                                      : (int)cfg->worker_max_inflight);
     ctl_worker *cw = calloc(1, sizeof(*cw));
-    if (!cw || !(cw->hc = ig_httpc_new(ig_ctl_loop(), (struct sockaddr *)&w->addr, w->host_header,
-                                       w->tls ? w->host : NULL))) {
+    if (!cw || !(cw->hc = ig_ctl_httpc_new(w))) {
         free(cw);
         ig_worker_unref(w);
         if (m)
@@ -332,8 +367,8 @@ void ig_ctl_add_worker(const char *url, const char *model_id, int max_inflight, 
     cw->discovering = 1;
     if (!m)
         initial_pending++;
-    ig_httpc_request(cw->hc, "GET", "/v1/models", NULL, NULL, 0, ig_ctl_cfg()->discovery_timeout_secs,
-                     discovery_cb, cw);
+    ig_ctl_send(cw->hc, w, "GET", "/v1/models", NULL, NULL, 0, ig_ctl_cfg()->discovery_timeout_secs,
+                discovery_cb, cw);
 }
 
 void ig_ctl_remove_worker(ig_worker *w, ig_admin_msg *m)
@@ -395,7 +430,7 @@ void ig_ctl_health_round(uv_timer_t *t)
         const char *path = w->group > 0 && cfg->groups[w->group].health_check_endpoint
                                ? cfg->groups[w->group].health_check_endpoint
                                : cfg->health_check_endpoint;
-        ig_httpc_request(cw->hc, "GET", path, NULL, NULL, 0, cfg->health_check_timeout_secs, health_cb, w);
+        ig_ctl_send(cw->hc, w, "GET", path, NULL, NULL, 0, cfg->health_check_timeout_secs, health_cb, w);
     }
 }
 

@@ -115,6 +115,10 @@ int ig_http_copy_headers(ig_buf *out, const char *base, const ig_hdr *hdrs, int 
             if (flags & IG_COPY_DROP_REQUEST_ID)
                 continue;
             break;
+        case IG_H_AUTHORIZATION:
+            if (flags & IG_COPY_DROP_AUTHORIZATION)
+                continue;
+            break;
         case IG_H_WEIGHT_VERSION:
             if (flags & IG_COPY_DROP_GATEWAY)
                 continue;

@@ -40,7 +40,8 @@ enum {
     IG_COPY_DROP_LENGTH = 1u << 1, /* Content-Length and Transfer-Encoding */
     IG_COPY_DROP_EXPECT = 1u << 2,
     IG_COPY_DROP_REQUEST_ID = 1u << 3,
-    IG_COPY_DROP_GATEWAY = 1u << 4, /* X-Weight-Version: what infergate sets on a response itself */
+    IG_COPY_DROP_GATEWAY = 1u << 4,       /* X-Weight-Version: what infergate sets on a response itself */
+    IG_COPY_DROP_AUTHORIZATION = 1u << 5, /* the worker has a key of its own */
 };
 
 /* What a header name means to a proxy; most names are IG_H_OTHER. */

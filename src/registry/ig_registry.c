@@ -69,7 +69,8 @@ void ig_registry_init(int nthreads)
 
 /* ---- URLs and workers ---- */
 
-int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, int *tls, const char **err)
+int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, int *tls, const char **path,
+                 const char **err)
 {
     const char *p = url;
     *tls = 0;
@@ -117,10 +118,17 @@ int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, in
         }
         p = end;
     }
-    if (*p && strcmp(p, "/") != 0) {
-        *err = "worker URLs take no path";
+    if (*p && *p != '/') {
+        *err = "bad port";
         return -EINVAL;
     }
+    for (const char *q = p; *q; q++)
+        if (*q <= ' ' || *q == '?' || *q == '#' || *q == '"' || *q == '\\' || *q == 0x7f) {
+            *err = "a worker URL's path takes no query, fragment, space or control character";
+            return -EINVAL;
+        }
+    if (path)
+        *path = p;
     *port = (uint16_t)prt;
     return 0;
 }
@@ -131,6 +139,8 @@ static void worker_free(ig_worker *w)
     free(w->url);
     free(w->host);
     free(w->host_header);
+    free(w->base_path);
+    free(w->auth_line);
     free(w->pools);
     free(w);
 }
@@ -140,10 +150,14 @@ int ig_worker_new(const char *url, ig_worker **out, const char **err)
     char host[256], portstr[8];
     uint16_t port;
     int tls;
+    const char *path;
     struct addrinfo hints = {0}, *res = NULL;
-    int rc = ig_url_parse(url, host, sizeof(host), &port, &tls, err);
+    int rc = ig_url_parse(url, host, sizeof(host), &port, &tls, &path, err);
     if (rc)
         return rc;
+    size_t plen = strlen(path);
+    while (plen && path[plen - 1] == '/') /* "/api/" is "/api"; "/" is none */
+        plen--;
     ig_worker *w = calloc(1, sizeof(*w));
     if (!w)
         return -ENOMEM;
@@ -177,17 +191,22 @@ int ig_worker_new(const char *url, ig_worker **out, const char **err)
         tls ? (v6 ? "https://[%s]:%u" : "https://%s:%u") : (v6 ? "http://[%s]:%u" : "http://%s:%u");
     size_t scheme = tls ? 8 : 7;
     int ul = snprintf(NULL, 0, fmt, host, port);
-    w->url = malloc((size_t)ul + 1);
+    w->url = malloc((size_t)ul + plen + 1);
     w->host_header = malloc((size_t)ul + 1);
     w->host = strdup(host);
+    w->base_path = strndup(path, plen);
     w->pools = calloc((size_t)pool_count, sizeof(ig_pool));
-    if (!w->url || !w->host_header || !w->host || !w->pools) {
+    if (!w->url || !w->host_header || !w->host || !w->base_path || !w->pools) {
         worker_free(w);
         return -ENOMEM;
     }
     snprintf(w->url, (size_t)ul + 1, fmt, host, port);
+    memcpy(w->url + ul, path, plen + 1);
+    w->url[ul + plen] = '\0';
+    w->base_path_len = plen;
     w->host_header_len = (size_t)ul - scheme;
-    memcpy(w->host_header, w->url + scheme, w->host_header_len + 1);
+    memcpy(w->host_header, w->url + scheme, w->host_header_len);
+    w->host_header[w->host_header_len] = '\0';
     w->tls = tls;
     for (int i = 0; i < pool_count; i++)
         ig_list_init(&w->pools[i].idle);
@@ -196,6 +215,35 @@ int ig_worker_new(const char *url, ig_worker **out, const char **err)
     atomic_store(&w->refs, REF_OTHER); /* the caller's reference */
     *out = w;
     return 0;
+}
+
+int ig_worker_set_key(ig_worker *w, const char *key)
+{
+    free(w->auth_line);
+    w->auth_line = NULL;
+    w->auth_line_len = 0;
+    if (!key || !*key)
+        return 0;
+    for (const char *q = key; *q; q++)
+        if ((unsigned char)*q < ' ' || *q == 0x7f)
+            return -EINVAL;
+    size_t n = strlen("authorization: Bearer \r\n") + strlen(key);
+    if (!(w->auth_line = malloc(n + 1)))
+        return -ENOMEM;
+    snprintf(w->auth_line, n + 1, "authorization: Bearer %s\r\n", key);
+    w->auth_line_len = n;
+    return 0;
+}
+
+size_t ig_worker_path_prefix(const ig_worker *w, const char *target, size_t len)
+{
+    size_t n = w->base_path_len;
+    /* a base written as an SDK's base URL ("https://host/api/v1") does not
+     * double the API's own "/v1" */
+    if (n >= 3 && memcmp(w->base_path + n - 3, "/v1", 3) == 0 && len >= 3 && memcmp(target, "/v1", 3) == 0 &&
+        (len == 3 || target[3] == '/' || target[3] == '?'))
+        n -= 3;
+    return n;
 }
 
 void ig_worker_set_models(ig_worker *w, char **models, int n)

@@ -58,12 +58,16 @@ typedef struct ig_worker_stats {
 
 typedef struct ig_worker {
     uint64_t id; /* public id: never reused */
-    char *url;   /* normalised: http://host:port or https://host:port */
+    char *url;   /* normalised: http[s]://host:port, then the base path if any */
     int tls;     /* https: TLS to it (net/ig_net) */
     char *host;
     uint16_t port;
     char *host_header; /* "host:port" sent as Host */
     size_t host_header_len;
+    char *base_path; /* "" or "/api": put before every path sent to it (a hosted API's base URL) */
+    size_t base_path_len;
+    char *auth_line; /* NULL, or "authorization: Bearer KEY\r\n" sent in place of the client's */
+    size_t auth_line_len;
     struct sockaddr_storage addr;
     socklen_t addrlen;
     char **models; /* immutable once published; NULL with any_model */
@@ -138,13 +142,21 @@ typedef struct ig_snapshot {
 void ig_registry_init(int nthreads);
 
 /**
- * Split "http[s]://host[:port][/]" into host and port (default 80 or 443);
- * *tls: https. 0, or -EINVAL with a static reason in *err.
+ * Split "http[s]://host[:port][/path]" into host and port (default 80 or 443);
+ * *tls: https; *path (may be NULL): the path as given ("" when none). 0, or
+ * -EINVAL with a static reason in *err.
  */
-int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, int *tls, const char **err);
+int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, int *tls, const char **path,
+                 const char **err);
 
 /** Build a worker from its URL (resolves the host). 0 or negative errno; *err says why. */
 int ig_worker_new(const char *url, ig_worker **out, const char **err);
+/** The key sent as "Authorization: Bearer KEY" to w (NULL or "": none);
+ * only before w is published. 0, -EINVAL (a control character), -ENOMEM. */
+int ig_worker_set_key(ig_worker *w, const char *key);
+/** How much of w's base path goes before a request target (all of it,
+ * less a trailing "/v1" the target starts with itself). */
+size_t ig_worker_path_prefix(const ig_worker *w, const char *target, size_t len);
 /** Replace the model list (takes ownership); only before the worker is published. */
 void ig_worker_set_models(ig_worker *w, char **models, int n);
 /** 1 when w serves the model (or any model). */

@@ -289,14 +289,20 @@ static int build_head(ig_upconn *up, const ig_exchange_req *rq)
     int rc = ig_buf_take(h, up->ctx->heads);
     rc = rc ? rc : ig_buf_puts(h, llhttp_method_name((llhttp_method_t)rq->method));
     rc = rc ? rc : ig_buf_puts(h, " ");
+    const ig_worker *w = up->w;
+    if (w->base_path_len) /* a hosted API's base URL */
+        rc = rc ? rc : ig_buf_append(h, w->base_path, ig_worker_path_prefix(w, rq->target, rq->target_len));
     rc = rc ? rc : ig_buf_append(h, rq->target, rq->target_len);
     rc = rc ? rc : ig_buf_puts(h, " HTTP/1.1\r\nhost: ");
-    rc = rc ? rc : ig_buf_append(h, up->w->host_header, up->w->host_header_len);
+    rc = rc ? rc : ig_buf_append(h, w->host_header, w->host_header_len);
     rc = rc ? rc : ig_buf_puts(h, "\r\n");
+    if (w->auth_line) /* its own key, in place of whatever the client authenticated with */
+        rc = rc ? rc : ig_buf_append(h, w->auth_line, w->auth_line_len);
     rc = rc ? rc
             : ig_http_copy_headers(h, rq->base, rq->hdrs, rq->nhdrs,
                                    IG_COPY_DROP_HOST | IG_COPY_DROP_LENGTH | IG_COPY_DROP_EXPECT |
-                                       IG_COPY_DROP_REQUEST_ID);
+                                       IG_COPY_DROP_REQUEST_ID |
+                                       (w->auth_line ? IG_COPY_DROP_AUTHORIZATION : 0));
     rc = rc ? rc : ig_buf_puts(h, "x-request-id: ");
     rc = rc ? rc : ig_buf_append(h, rq->rid, rq->rid_len);
     if (rq->streams && rq->length < 0) {

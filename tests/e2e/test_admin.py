@@ -63,7 +63,7 @@ def test_admin_errors_are_clear(procs):
             (c.post("/workers", content=b"{not json"), 400, "invalid_json"),
             (c.post("/workers", json={"model_id": "x"}), 400, "missing_url"),
             (c.post("/workers", json={"url": "ftp://x:1"}), 400, "invalid_url"),
-            (c.post("/workers", json={"url": "http://127.0.0.1:1/v1"}), 400, "invalid_url"),
+            (c.post("/workers", json={"url": "http://127.0.0.1:1/v1?k=1"}), 400, "invalid_url"),
             (c.post("/workers", json={"url": "http://127.0.0.1:1", "max_inflight": -3}), 400, "invalid_max_inflight"),
             (c.get("/workers/w999"), 404, "worker_not_found"),
             (c.delete("/workers/nonsense"), 404, "worker_not_found"),

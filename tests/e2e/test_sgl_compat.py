@@ -79,7 +79,7 @@ VALUES = {"ca-cert-paths": "CA", "client-cert-path": "CCERT", "client-key-path":
           "tls-key-path": "KEY", "worker-urls": "http://127.0.0.1:9", "policy": "round_robin", "host": "127.0.0.1",
           "port": "0", "log-level": "info", "health-check-endpoint": "/health", "api-key": "k",
           "runtime-worker-threads": "1", "max-concurrent-requests": "-1", "prefill": "http://127.0.0.1:9",
-          "log-dir": "LOGDIR", "prometheus-host": "127.0.0.1", "prometheus-port": "0"}
+          "log-dir": "LOGDIR", "prometheus-host": "127.0.0.1", "prometheus-port": "0", "backend": "vllm"}
 SWITCHES = {"disable-circuit-breaker", "disable-health-check", "disable-retries", "enable-igw",
             "disable-tokenizer-autoload", "disable-audit-logging", "control-plane-audit-enabled", "log-json"}
 

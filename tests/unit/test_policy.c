@@ -102,28 +102,32 @@ static void url_parse(void **state)
     uint16_t port;
     int tls;
     const char *err;
-    assert_int_equal(ig_url_parse("http://10.0.0.1:30000", host, sizeof(host), &port, &tls, &err), 0);
+    assert_int_equal(ig_url_parse("http://10.0.0.1:30000", host, sizeof(host), &port, &tls, NULL, &err), 0);
     assert_string_equal(host, "10.0.0.1");
     assert_int_equal(port, 30000);
     assert_false(tls);
-    assert_int_equal(ig_url_parse("http://gpu-7/", host, sizeof(host), &port, &tls, &err), 0);
+    assert_int_equal(ig_url_parse("http://gpu-7/", host, sizeof(host), &port, &tls, NULL, &err), 0);
     assert_string_equal(host, "gpu-7");
     assert_int_equal(port, 80);
-    assert_int_equal(ig_url_parse("127.0.0.1:8000", host, sizeof(host), &port, &tls, &err), 0);
-    assert_int_equal(ig_url_parse("http://[::1]:9000", host, sizeof(host), &port, &tls, &err), 0);
+    assert_int_equal(ig_url_parse("127.0.0.1:8000", host, sizeof(host), &port, &tls, NULL, &err), 0);
+    assert_int_equal(ig_url_parse("http://[::1]:9000", host, sizeof(host), &port, &tls, NULL, &err), 0);
     assert_string_equal(host, "::1");
     assert_int_equal(port, 9000);
-    assert_int_equal(ig_url_parse("https://x:1", host, sizeof(host), &port, &tls, &err), 0);
+    assert_int_equal(ig_url_parse("https://x:1", host, sizeof(host), &port, &tls, NULL, &err), 0);
     assert_true(tls);
     assert_int_equal(port, 1);
-    assert_int_equal(ig_url_parse("https://api.example.com", host, sizeof(host), &port, &tls, &err), 0);
+    assert_int_equal(ig_url_parse("https://api.example.com", host, sizeof(host), &port, &tls, NULL, &err), 0);
     assert_string_equal(host, "api.example.com");
     assert_int_equal(port, 443);
     assert_true(tls);
-    assert_int_not_equal(ig_url_parse("ftp://x:1", host, sizeof(host), &port, &tls, &err), 0);
-    assert_int_not_equal(ig_url_parse("http://x:99999", host, sizeof(host), &port, &tls, &err), 0);
-    assert_int_not_equal(ig_url_parse("http://x:1/v1", host, sizeof(host), &port, &tls, &err), 0);
-    assert_int_not_equal(ig_url_parse("http://:1", host, sizeof(host), &port, &tls, &err), 0);
+    assert_int_not_equal(ig_url_parse("ftp://x:1", host, sizeof(host), &port, &tls, NULL, &err), 0);
+    assert_int_not_equal(ig_url_parse("http://x:99999", host, sizeof(host), &port, &tls, NULL, &err), 0);
+    const char *path;
+    assert_int_equal(ig_url_parse("https://x/api/v1", host, sizeof(host), &port, &tls, &path, &err), 0);
+    assert_string_equal(path, "/api/v1");
+    assert_int_not_equal(ig_url_parse("http://x:1/v1?k=1", host, sizeof(host), &port, &tls, NULL, &err), 0);
+    assert_int_not_equal(ig_url_parse("http://x:1x", host, sizeof(host), &port, &tls, NULL, &err), 0);
+    assert_int_not_equal(ig_url_parse("http://:1", host, sizeof(host), &port, &tls, NULL, &err), 0);
 }
 
 int main(void)

@@ -177,9 +177,35 @@ static void registry_publish_add_remove(void **state)
     ig_registry_shutdown();
 }
 
+static void a_base_path_goes_before_each_target(void **state)
+{
+    ig_worker *w;
+    const char *err;
+    assert_int_equal(ig_worker_new("https://127.0.0.1:8443/api/v1/", &w, &err), 0);
+    assert_string_equal(w->url, "https://127.0.0.1:8443/api/v1");
+    assert_string_equal(w->base_path, "/api/v1");
+    assert_string_equal(w->host_header, "127.0.0.1:8443");
+    /* an SDK's base URL: its "/v1" is the API's own */
+    assert_int_equal(ig_worker_path_prefix(w, "/v1/chat/completions", 20), 4);
+    assert_int_equal(ig_worker_path_prefix(w, "/v1", 3), 4);
+    assert_int_equal(ig_worker_path_prefix(w, "/v1?x", 5), 4);
+    assert_int_equal(ig_worker_path_prefix(w, "/v10/x", 6), 7);
+    assert_int_equal(ig_worker_path_prefix(w, "/health", 7), 7);
+    assert_int_equal(ig_worker_set_key(w, "sk-1"), 0);
+    assert_string_equal(w->auth_line, "authorization: Bearer sk-1\r\n");
+    assert_int_equal(ig_worker_set_key(w, "bad\r\nx: y"), -EINVAL);
+    assert_null(w->auth_line);
+    ig_worker_unref(w);
+    assert_int_equal(ig_worker_new("http://127.0.0.1:9/", &w, &err), 0);
+    assert_string_equal(w->url, "http://127.0.0.1:9");
+    assert_int_equal(ig_worker_path_prefix(w, "/v1/models", 10), 0);
+    ig_worker_unref(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(a_base_path_goes_before_each_target),
         cmocka_unit_test(snapshot_indexes_models),
         cmocka_unit_test(registered_models_route_to_their_workers),
         cmocka_unit_test(references_keep_a_worker_alive),
