@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential libuv1-dev node-llhttp libjansson-dev libxxhash-dev libcmocka-dev libssl-dev openssl
       python3 python3-pytest python3-httpx python3-aiohttp python3-requests
-      python3-uvicorn python3-gunicorn python3-starlette curl ca-certificates procps nginx-light)
+      python3-uvicorn python3-gunicorn python3-starlette python3-prometheus-client curl ca-certificates procps nginx-light)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 [ "${IG_EXTRA_PKGS:-}" ] && pkgs+=($IG_EXTRA_PKGS)

@@ -71,7 +71,8 @@ int ig_admin_is_path(const char *p, size_t len)
         return 1;
     return path_eq(p, len, "/register") || path_eq(p, len, "/unregister") || path_eq(p, len, "/workers") ||
            (len > 9 && memcmp(p, "/workers/", 9) == 0) || path_eq(p, len, "/add_worker") ||
-           path_eq(p, len, "/remove_worker") || path_eq(p, len, "/list_workers");
+           path_eq(p, len, "/remove_worker") || path_eq(p, len, "/list_workers") ||
+           path_eq(p, len, "/get_loads");
 }
 
 char *ig_query_get(const char *q, const char *key)
@@ -400,6 +401,12 @@ int ig_admin_parse(int method, const char *target, const char *body, size_t body
         }
         if (r->bc == IG_BC_SET_VERSION && !body_len)
             return fail(r, 400, "missing_version", "set_version needs {\"version\": N}");
+        return 0;
+    }
+    if (path_eq(target, plen, "/get_loads") || path_eq(target, plen, "/engine_metrics")) {
+        if (method != HTTP_GET)
+            return fail(r, 405, "method_not_allowed", "use GET");
+        r->op = target[1] == 'g' ? IG_ADMIN_LOADS : IG_ADMIN_ENGINE_METRICS;
         return 0;
     }
     if (path_eq(target, plen, "/add_worker") || path_eq(target, plen, "/remove_worker")) {

@@ -15,6 +15,8 @@ typedef enum {
     IG_ADMIN_DELETE,
     IG_ADMIN_UPDATE, /* PUT/PATCH /workers/{id}: its cap */
     IG_ADMIN_BROADCAST,
+    IG_ADMIN_LOADS,          /* GET /get_loads: the engines' load gauges */
+    IG_ADMIN_ENGINE_METRICS, /* GET /engine_metrics: their Prometheus pages as one */
     /* AReaL's router and gateway */
     IG_ADMIN_ROUTE,
     IG_ADMIN_REGISTER_SESSION,

@@ -15,7 +15,7 @@
 #define IG_VERSION "0.1.0"
 
 /* clang-format off */
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES, T_BACKEND } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES, T_BACKEND, T_ASSIGN } opt_type;
 /* clang-format on */
 
 typedef struct opt {
@@ -42,7 +42,11 @@ static const opt opts[] = {
     {"tls-key-path", T_STR, OFF(tls_key_path), "FILE: the certificate's private key (PEM)"},
     {"tls-client-ca-path", T_STR, OFF(tls_client_ca_path), "FILE: require client certificates issued by these CAs (PEM)"},
     {"forward-paths", T_PATHS, OFF(forward_paths), "PREFIX [PREFIX ...]: paths forwarded as they are (any method, any body) to the workers, balanced per request; / forwards every path infergate does not answer itself (default: none)"},
-    {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default) | cache_aware | consistent_hash"},
+    {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default) | cache_aware | consistent_hash | manual"},
+    {"assignment-mode", T_ASSIGN, OFF(assignment_mode), "manual: a new routing key's worker: random (default) | min_load | min_group (fewest keyed requests in flight)"},
+    {"routing-key-override", T_BOOL, OFF(routing_key_override), "a routing key (X-SMG-Routing-Key) keeps its worker under any policy, as --policy manual"},
+    {"max-idle-secs", T_SECS, OFF(max_idle_secs), "manual: forget a routing key unused this long (default 14400; 0: never)"},
+    {"max-routing-keys", T_U64, OFF(max_routing_keys), "manual: routing keys remembered at most (default 1000000; beyond, new keys are routed unremembered)"},
     {"api-key", T_STR, OFF(api_key), "require 'Authorization: Bearer KEY' on data endpoints"},
     {"max-payload-size", T_U64, OFF(max_payload_size), "largest request body in bytes (default 64 MiB)"},
     {"max-header-size", T_U32, OFF(max_header_size), "largest request head in bytes (default 64 KiB)"},
@@ -146,6 +150,8 @@ void ig_config_defaults(ig_config *cfg)
     cfg->retry_jitter_factor = 0.2;
     cfg->retry_budget_ratio = 0.2;
     cfg->queue_size = 1024;
+    cfg->max_idle_secs = 4 * 3600; /* sgl-model-gateway's */
+    cfg->max_routing_keys = 1000000;
     cfg->upstream_spread = 1;
     cfg->broadcast_timeout_secs = 60;
     cfg->queue_timeout_secs = 60;
@@ -330,6 +336,17 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
             cfg->health_interval_given = 1;
         return 0;
     }
+    case T_ASSIGN:
+        if (!strcmp(val, "random"))
+            cfg->assignment_mode = IG_ASSIGN_RANDOM;
+        else if (!strcmp(val, "min_load"))
+            cfg->assignment_mode = IG_ASSIGN_MIN_LOAD;
+        else if (!strcmp(val, "min_group"))
+            cfg->assignment_mode = IG_ASSIGN_MIN_GROUP;
+        else
+            return errf(err, errlen, "--assignment-mode: expected random, min_load or min_group, got '%s'",
+                        val);
+        return 0;
     case T_BACKEND:
         if (!strcmp(val, "sglang") || !strcmp(val, "vllm") || !strcmp(val, "trtllm") ||
             !strcmp(val, "tokenspeed"))
@@ -346,16 +363,16 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
                         "--backend: expected sglang, vllm, trtllm, tokenspeed or openai, got '%s'", val);
         return 0;
     case T_POLICY:
-        if (!strcmp(val, "manual") || !strcmp(val, "prefix_hash") || !strcmp(val, "bucket") ||
-            !strcmp(val, "passthrough"))
-            return errf(err, errlen,
-                        "--policy %s is a policy of sgl-model-gateway that infergate does not have yet "
-                        "(docs/sgl-compat.md); for sticky routing by X-SMG-Routing-Key use consistent_hash",
-                        val);
+        if (!strcmp(val, "prefix_hash") || !strcmp(val, "bucket") || !strcmp(val, "passthrough"))
+            return errf(
+                err, errlen,
+                "--policy %s is a policy of sgl-model-gateway that infergate does not have yet "
+                "(docs/sgl-compat.md); for sticky routing by X-SMG-Routing-Key use manual or consistent_hash",
+                val);
         if (ig_policy_from_name(val, &cfg->policy))
             return errf(err, errlen,
                         "--policy: unknown policy '%s' (round_robin, random, power_of_two, least_load, "
-                        "cache_aware, consistent_hash or consistent_hashing)",
+                        "cache_aware, consistent_hash, consistent_hashing or manual)",
                         val);
         return 0;
     case T_LOGLEVEL:
@@ -794,6 +811,8 @@ ig_pool_config ig_config_pool(const ig_config *cfg)
 ig_proxy_config ig_config_proxy(const ig_config *cfg)
 {
     return (ig_proxy_config){.policy = cfg->policy,
+                             .sticky = cfg->policy == IG_POLICY_MANUAL || cfg->routing_key_override,
+                             .assignment = (ig_assignment)cfg->assignment_mode,
                              .retry_max_retries = cfg->disable_retries ? 0 : cfg->retry_max_retries,
                              .retry_non_idempotent = cfg->retry_non_idempotent,
                              .retry_budget_ratio = cfg->retry_budget_ratio,
@@ -862,6 +881,8 @@ ig_control_config ig_config_control(const ig_config *cfg)
                                .exclude_stale_workers = cfg->exclude_stale_workers,
                                .cache_aware = cfg->policy == IG_POLICY_CACHE_AWARE,
                                .eviction_interval_secs = cfg->eviction_interval_secs,
+                               .sticky = cfg->policy == IG_POLICY_MANUAL || cfg->routing_key_override,
+                               .max_idle_secs = cfg->max_idle_secs,
                                .request_timeout_secs = cfg->request_timeout_secs,
                                .worker_startup_timeout_secs = cfg->worker_startup_timeout_secs,
                                .api_key = cfg->api_key,

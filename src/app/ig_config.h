@@ -101,6 +101,10 @@ typedef struct ig_config {
     double retry_budget_ratio;
     uint32_t max_concurrent_requests; /* 0: unlimited */
     int backend;                      /* IG_BACKEND_*: what the workers are */
+    int assignment_mode;              /* ig_assignment: manual's choice for a new routing key */
+    int routing_key_override;         /* routing keys stick under any policy */
+    double max_idle_secs;             /* manual: a key unused this long is forgotten (0: never) */
+    uint64_t max_routing_keys;        /* manual: the table's size */
     char *worker_api_key;             /* sent to the workers in place of the client's Authorization */
     int health_interval_given; /* --health-check-interval-secs was set (a hosted API's default is off) */
     int rate_limit_given;      /* --rate-limit-tokens-per-second: sgl's token bucket */

@@ -17,6 +17,7 @@
 #include "../health/ig_breaker.h"
 #include "../core/ig_epoch.h"
 #include "../balance/ig_affinity.h"
+#include "../balance/ig_sticky.h"
 #include "../admission/ig_admission.h"
 #include "../control/ig_control.h"
 #include "../proxy/ig_proxy.h"
@@ -333,6 +334,11 @@ int main(int argc, char **argv)
     ig_registry_init(cfg.threads);
     if (cfg.policy == IG_POLICY_CONSISTENT_HASH)
         ig_registry_set_ring_vnodes(IG_RING_VNODES);
+    if ((cfg.policy == IG_POLICY_MANUAL || cfg.routing_key_override) &&
+        (rc = ig_sticky_init(cfg.max_routing_keys))) {
+        fprintf(stderr, "infergate: cannot allocate the routing-key table (--max-routing-keys)\n");
+        goto out;
+    }
     if (cfg.policy == IG_POLICY_CACHE_AWARE && (rc = ig_prefix_init(cfg.max_tree_size))) {
         fprintf(stderr, "infergate: cannot allocate the prefix index (--max-tree-size)\n");
         goto out;
@@ -398,6 +404,7 @@ out:
     free(threads);
     free(fds);
     ig_prefix_free();
+    ig_sticky_shutdown();
     ig_routes_shutdown();
     ig_tls_ctx_free(pool_cfg.tls);
     ig_tls_server_free(client_tls);

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../balance/ig_sticky.h"
 #include "../registry/ig_sessions.h"
 #include "../admission/ig_admission.h"
 #include "../server/ig_h1conn.h"
@@ -210,6 +211,13 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
         {"infergate_affinity_misses_total",
          "Affinity requests routed by load instead: no usable prefix or key, imbalance, or a full worker.",
          SUM_THREADS(st->affinity_misses)},
+        {"infergate_routing_key_hits_total",
+         "Requests sent to the worker their routing key was given (manual).", SUM_THREADS(st->sticky_hits)},
+        {"infergate_routing_key_assigned_total",
+         "Routing keys given a worker: new, or theirs was gone (manual, --assignment-mode).",
+         SUM_THREADS(st->sticky_new)},
+        {"infergate_routing_keys_unremembered_total",
+         "New routing keys routed unremembered: --max-routing-keys reached.", ig_sticky_full_total()},
     };
     for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
         put(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,
@@ -223,6 +231,12 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
         "# HELP infergate_client_connections Client connections open now.\n"
         "# TYPE infergate_client_connections gauge\ninfergate_client_connections %d\n",
         ig_h1conn_count());
+    put(o,
+        "# HELP infergate_routing_keys Routing keys remembered with their worker (manual).\n"
+        "# TYPE infergate_routing_keys gauge\ninfergate_routing_keys %d\n"
+        "# HELP smg_manual_policy_cache_entries sgl-model-gateway's name for infergate_routing_keys.\n"
+        "# TYPE smg_manual_policy_cache_entries gauge\nsmg_manual_policy_cache_entries %d\n",
+        ig_sticky_count(), ig_sticky_count());
     put(o,
         "# HELP infergate_sessions Sessions pinned to a worker (AReaL).\n"
         "# TYPE infergate_sessions gauge\ninfergate_sessions %d\n",

@@ -253,25 +253,9 @@ static void admin_stop(ig_request *r, int why)
 static const ig_handler admin_handler = {.stop = admin_stop};
 
 /* Admin work runs on the control thread; the answer comes back to this one. */
-static void admin_start(ig_request *r)
+/* The request to the control thread, which answers it. */
+static void hand_to_control(ig_request *r)
 {
-    const char *key = admin_key(), *refused = admin_refusal(r);
-    if (refused) {
-        error(r, 403, "permission_error", "admin_not_allowed", refused);
-        return;
-    }
-    if (key && *key) {
-        int rc = bearer_is(r, key);
-        if (rc == -1) {
-            error(r, 401, "authentication_error", "missing_admin_key",
-                  "admin endpoints need 'Authorization: Bearer <admin key>'");
-            return;
-        }
-        if (rc == -2) {
-            error(r, 403, "permission_error", "invalid_admin_key", "wrong admin key");
-            return;
-        }
-    }
     ig_admin_msg *m = calloc(1, sizeof(*m));
     if (m) {
         m->target = strndup(r->target, r->target_len);
@@ -295,6 +279,28 @@ static void admin_start(ig_request *r)
     ig_control_submit(m);
 }
 
+static void admin_start(ig_request *r)
+{
+    const char *key = admin_key(), *refused = admin_refusal(r);
+    if (refused) {
+        error(r, 403, "permission_error", "admin_not_allowed", refused);
+        return;
+    }
+    if (key && *key) {
+        int rc = bearer_is(r, key);
+        if (rc == -1) {
+            error(r, 401, "authentication_error", "missing_admin_key",
+                  "admin endpoints need 'Authorization: Bearer <admin key>'");
+            return;
+        }
+        if (rc == -2) {
+            error(r, 403, "permission_error", "invalid_admin_key", "wrong admin key");
+            return;
+        }
+    }
+    hand_to_control(r);
+}
+
 void ig_routes_deliver(ig_inbox_node *n)
 {
     ig_admin_msg *m = ig_container_of(n, ig_admin_msg, node);
@@ -302,8 +308,8 @@ void ig_routes_deliver(ig_inbox_node *n)
     if (r) {
         r->handoff = NULL;
         r->h = NULL;
-        r->res->respond(r, m->status, "application/json", m->reply ? m->reply : "{}",
-                        m->reply ? m->reply_len : 2);
+        r->res->respond(r, m->status, m->content_type ? m->content_type : "application/json",
+                        m->reply ? m->reply : "{}", m->reply ? m->reply_len : 2);
     }
     ig_admin_msg_free(m);
 }
@@ -469,11 +475,13 @@ void ig_routes_dispatch(ig_request *r)
                   "missing or invalid API key (Authorization: Bearer ...)");
         else
             respond_model(r, url + 11, plen - 11);
-    } else if (get && path_is(url, plen, "/metrics")) {
+    } else if (get && (path_is(url, plen, "/metrics") || path_is(url, plen, "/engine_metrics"))) {
         r->route = IG_R_METRICS;
         if (!metrics_authorized(r))
             error(r, 401, "invalid_request_error", "invalid_api_key",
                   "/metrics needs 'Authorization: Bearer KEY' (--metrics-api-key, else --api-key)");
+        else if (url[1] == 'e') /* the engines' pages, gathered by the control thread */
+            hand_to_control(r);
         else
             respond_metrics(r);
     } else {

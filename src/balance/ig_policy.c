@@ -3,8 +3,8 @@
 #include <errno.h>
 #include <string.h>
 
-static const char *const names[] = {"round_robin", "random",      "power_of_two",
-                                    "least_load",  "cache_aware", "consistent_hash"};
+static const char *const names[] = {"round_robin", "random",          "power_of_two", "least_load",
+                                    "cache_aware", "consistent_hash", "manual"};
 #define N_POLICIES (int)(sizeof(names) / sizeof(names[0]))
 
 /* One cursor for the whole process, so round robin is exact across threads. */
@@ -57,6 +57,7 @@ int ig_policy_pick(ig_policy_kind k, ig_policy_state *st, ig_worker *const *cand
     switch (k) {
     case IG_POLICY_ROUND_ROBIN:
         return (int)(atomic_fetch_add_explicit(&rr_cursor, 1, memory_order_relaxed) % (uint64_t)n);
+    case IG_POLICY_MANUAL: /* without a routing key: --assignment-mode's default */
     case IG_POLICY_RANDOM: return (int)ig_policy_rand(st, (uint32_t)n);
     case IG_POLICY_POWER_OF_TWO: {
         int a = (int)ig_policy_rand(st, (uint32_t)n);

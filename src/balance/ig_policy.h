@@ -12,6 +12,7 @@ typedef enum ig_policy_kind {
     IG_POLICY_LEAST_LOAD,
     IG_POLICY_CACHE_AWARE,     /* prefix affinity (ig_affinity.h); least_load without a prompt */
     IG_POLICY_CONSISTENT_HASH, /* a routing key on a ring (ig_affinity.h); least_load without a key */
+    IG_POLICY_MANUAL,          /* a routing key keeps its first worker (ig_sticky.h); random without a key */
 } ig_policy_kind;
 
 /* Per-thread state: policies never share mutable state across threads except

@@ -60,6 +60,8 @@ void ig_ctl_handle(ig_admin_msg *m)
                               req.has_max_inflight ? req.max_inflight : -1, g, m);
     } break;
     case IG_ADMIN_BROADCAST: ig_ctl_broadcast(&req, m); break;
+    case IG_ADMIN_LOADS:
+    case IG_ADMIN_ENGINE_METRICS: ig_ctl_engine_fanout(m, req.op == IG_ADMIN_LOADS); break;
     default: ig_areal_handle(&req, m); break;
     }
     ig_admin_request_free(&req);

@@ -11,6 +11,7 @@
 #include "../core/ig_log.h"
 #include "../core/ig_wakeup.h"
 #include "../balance/ig_prefix.h"
+#include "../balance/ig_sticky.h"
 #include "../health/ig_breaker.h"
 #include "../core/ig_epoch.h"
 #include "../registry/ig_registry.h"
@@ -154,6 +155,14 @@ static void tick_cb(uv_timer_t *t)
 static void prefix_sweep_cb(uv_timer_t *t)
 {
     (void)t;
+    const ig_control_config *cfg = ig_ctl_cfg();
+    if (cfg->sticky) {
+        int gone = ig_sticky_sweep(uv_now(&ctl.loop), (uint64_t)(cfg->max_idle_secs * 1000.0));
+        if (gone)
+            ig_debug("routing keys: %d idle ones forgotten, %d remembered", gone, ig_sticky_count());
+    }
+    if (!cfg->cache_aware)
+        return;
     ig_holders live = {{0, 0}};
     for (int i = 0; i < ig_registry_count(); i++)
         ig_holders_add(&live, ig_registry_at(i)->id);
@@ -278,7 +287,7 @@ int ig_control_start(const ig_control_config *cfg, int nthreads, const ig_contro
     ig_epoch_drain(); /* no reader exists yet */
 
     uv_timer_start(&ctl.tick, tick_cb, TICK_MS, TICK_MS);
-    if (cfg->cache_aware && cfg->eviction_interval_secs > 0) {
+    if ((cfg->cache_aware || cfg->sticky) && cfg->eviction_interval_secs > 0) {
         uint64_t ms = (uint64_t)(cfg->eviction_interval_secs * 1000.0);
         uv_timer_start(&ctl.prefix_sweep, prefix_sweep_cb, ms, ms);
     }

@@ -32,7 +32,9 @@ typedef struct ig_control_config {
     double broadcast_timeout_secs;
     int exclude_stale_workers;
     int cache_aware;                    /* the prefix index exists: sweep it */
-    double eviction_interval_secs;      /* ... this often */
+    double eviction_interval_secs;      /* ... this often (and the routing keys') */
+    int sticky;                         /* the routing-key table exists: forget idle keys ... */
+    double max_idle_secs;               /* ... unused this long (0: never) */
     double request_timeout_secs;        /* for calls made on a client's behalf (AReaL) */
     double worker_startup_timeout_secs; /* > 0: start only once every start-up worker is healthy */
     const ig_control_group *groups;     /* [1..n_groups) */
@@ -58,11 +60,12 @@ typedef struct ig_admin_msg {
     char *target;              /* path and query */
     char *body;
     size_t body_len;
-    int areal;             /* answer in AReaL's router shapes */
-    int rest;              /* POST /workers: answer as sgl-model-gateway (202, 409 for a repeat) */
-    char *auth;            /* the client's Authorization value, for workers that want it */
-    struct ig_worker *pin; /* internal: pin the admin key's session here (referenced) */
-    int status;            /* reply */
+    int areal;                /* answer in AReaL's router shapes */
+    const char *content_type; /* of the reply (static); NULL: application/json */
+    int rest;                 /* POST /workers: answer as sgl-model-gateway (202, 409 for a repeat) */
+    char *auth;               /* the client's Authorization value, for workers that want it */
+    struct ig_worker *pin;    /* internal: pin the admin key's session here (referenced) */
+    int status;               /* reply */
     char *reply;
     size_t reply_len;
 } ig_admin_msg;

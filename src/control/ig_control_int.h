@@ -85,6 +85,10 @@ void ig_fanout_send(ig_fanout *f, ig_worker *w, const char *method, const char *
 /** Every request is out: on_done runs when the last answer is in (maybe now). */
 void ig_fanout_end(ig_fanout *f);
 
+/* ig_engine.c */
+/** /get_loads (loads) or /engine_metrics: every fleet worker's GET /metrics at once. */
+void ig_ctl_engine_fanout(ig_admin_msg *m, int loads);
+
 /* ig_areal.c */
 /** Sessions, registered models, /route, start_session and export. */
 void ig_areal_handle(ig_admin_request *req, ig_admin_msg *m);

@@ -39,6 +39,7 @@ typedef struct ig_thread_stats {
     ig_hist queue_wait;
     ig_counter rejected_queue_full, queue_timeouts, requeued_overload;
     ig_counter affinity_hits, affinity_misses; /* cache_aware / consistent_hash decisions */
+    ig_counter sticky_hits, sticky_new;        /* manual: a remembered key's worker / a new one given */
     ig_counter retries, retries_denied, client_conns, client_aborts, bytes_out;
     ig_counter client_conns_refused; /* over --max-client-connections */
     ig_counter client_tls_failures;

@@ -3,6 +3,7 @@
 
 #include "../balance/ig_affinity.h"
 #include "../balance/ig_prefix.h"
+#include "../balance/ig_sticky.h"
 #include "../health/ig_breaker.h"
 
 static int tried(const ig_request *r, const ig_worker *w)
@@ -81,6 +82,75 @@ static ig_worker *affinity_choose(ig_request *r, const ig_proxy_config *cfg, ig_
     return cand[i];
 }
 
+static int index_of(ig_worker *const *cand, int n, uint64_t id)
+{
+    for (int i = 0; id && i < n; i++)
+        if (cand[i]->id == id)
+            return i;
+    return -1;
+}
+
+/* A new key's worker (--assignment-mode): random, fewest in flight, or
+ * fewest keyed requests in flight; ties broken at random. */
+static int assign(ig_request *r, const ig_proxy_config *cfg, ig_worker *const *cand, int n)
+{
+    if (cfg->assignment == IG_ASSIGN_RANDOM)
+        return (int)ig_policy_rand(&r->px->pol, (uint32_t)n);
+    int best = -1, ties = 0;
+    uint32_t low = UINT32_MAX;
+    for (int i = 0; i < n; i++) {
+        uint32_t v = cfg->assignment == IG_ASSIGN_MIN_LOAD
+                         ? ig_worker_inflight(cand[i])
+                         : (uint32_t)atomic_load_explicit(&cand[i]->keyed_inflight, memory_order_relaxed);
+        if (v < low) {
+            low = v;
+            best = i;
+            ties = 1;
+        } else if (v == low && ig_policy_rand(&r->px->pol, (uint32_t)++ties) == 0) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+/* sgl's manual policy: the key's remembered worker if it is a candidate,
+ * else its other one, else a new one by --assignment-mode (remembered).
+ * A remembered worker at its cap makes the request wait (*full), not move. */
+static ig_worker *sticky_choose(ig_request *r, const ig_proxy_config *cfg, ig_worker *const *cand, int n,
+                                uint64_t now, int *probe, int *full)
+{
+    const char *key = r->routing_key.p;
+    size_t len = r->routing_key.len;
+    ig_sticky_entry *e = ig_sticky_get(key, len, now);
+    int i = -1;
+    if (e && (i = index_of(cand, n, atomic_load_explicit(&e->cand[0], memory_order_relaxed))) < 0)
+        i = index_of(cand, n, atomic_load_explicit(&e->cand[1], memory_order_relaxed));
+    if (i < 0) {
+        i = assign(r, cfg, cand, n);
+        if (e) {
+            ig_sticky_reassign(e, cand[i]->id);
+        } else if ((e = ig_sticky_insert(key, len, cand[i]->id, now))) {
+            int first = index_of(cand, n, atomic_load_explicit(&e->cand[0], memory_order_relaxed));
+            i = first >= 0 ? first : i; /* another thread gave the key a worker first */
+        }
+        ig_count(&r->px->stats->sticky_new, 1);
+    } else {
+        ig_count(&r->px->stats->sticky_hits, 1);
+    }
+    ig_worker *w = cand[i];
+    if (!ig_admission_claim(w, now)) {
+        *full = 1;
+        return NULL;
+    }
+    if (!ig_breaker_admit(w, probe)) {
+        ig_admission_release(r->px->admq, w);
+        return NULL;
+    }
+    atomic_fetch_add_explicit(&w->keyed_inflight, 1, memory_order_relaxed);
+    r->keyed = 1;
+    return w;
+}
+
 /* A worker for r with its slot claimed, or NULL (*full: some worker would
  * do but all are at their cap). The first attempt picks straight from the
  * snapshot's array (O(1) for round_robin, random, power_of_two); only when
@@ -96,6 +166,11 @@ static ig_worker *choose(ig_request *r, const ig_proxy_config *cfg, ig_worker *c
     *full = 0;
     if (n == 0)
         return NULL;
+    if (r->ntried == 0 && cfg->sticky && r->routing_key.len && ig_sticky_enabled()) {
+        ig_worker *w = sticky_choose(r, cfg, cand, n, now, probe, full);
+        if (w || *full)
+            return w;
+    }
     if (r->ntried == 0 && ring && (policy == IG_POLICY_CACHE_AWARE || policy == IG_POLICY_CONSISTENT_HASH)) {
         ig_worker *w = affinity_choose(r, cfg, cand, n, ring, now, probe);
         if (w)

@@ -70,6 +70,10 @@ static void release_worker(ig_request *r)
         ig_breaker_probe_done(w);
         r->probe = 0;
     }
+    if (r->keyed) {
+        atomic_fetch_sub_explicit(&w->keyed_inflight, 1, memory_order_relaxed);
+        r->keyed = 0;
+    }
     r->worker = NULL;
     ig_admission_release(r->px->admq, w);
 }

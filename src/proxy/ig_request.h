@@ -112,8 +112,8 @@ struct ig_request {
     unsigned has_bearer : 1, admin_bearer : 1, via_proxy : 1,
         metrics_only : 1, /* came to --prometheus-port: /metrics alone */
         /* the exchange: the proxy's own */
-        in_proxy : 1, probe : 1, retrying : 1, resent : 1, last_timeout : 1, last_refused : 1, last_tls : 1,
-        overloaded : 1, resp_started : 1;
+        in_proxy : 1, probe : 1, keyed : 1, retrying : 1, resent : 1, last_timeout : 1, last_refused : 1,
+        last_tls : 1, overloaded : 1, resp_started : 1;
     ig_body_fields fields;
     char rid[80];
     size_t rid_len;

@@ -78,8 +78,9 @@ typedef struct ig_worker {
     /* learned from the worker's own 503/429: a cap that grows back one slot a second */
     atomic_int learned_cap; /* 0: none */
     atomic_uint_fast64_t learned_at_ms;
-    atomic_long version; /* weight version it reported or was set to (0: unknown) */
-    atomic_int paused;   /* paused alone (/pause_generation/{id}): out of routing */
+    atomic_long version;       /* weight version it reported or was set to (0: unknown) */
+    atomic_int paused;         /* paused alone (/pause_generation/{id}): out of routing */
+    atomic_int keyed_inflight; /* requests in flight routed by a remembered routing key (min_group) */
     /* the best time to first byte its connections show lately (slowly forgets) */
     atomic_uint best_ttfb_us;
     /* how long a pooled connection lasted idle before the worker closed it,

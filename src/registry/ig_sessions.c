@@ -4,9 +4,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "../core/ig_epoch.h"
+#include "../core/ig_hash.h"
 
 #define TOMB ((ig_session *)1)
 #define MIN_SLOTS 16u
@@ -24,28 +24,9 @@ static atomic_int live;
  * clients, so slot positions must not be predictable. */
 static uint64_t seed;
 
-static uint64_t mix(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    return h ^ (h >> 33);
-}
-
 static uint64_t hash(const char *s, size_t n)
 {
-    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ULL);
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, s, 8);
-        h = mix(h ^ v);
-        s += 8;
-        n -= 8;
-    }
-    uint64_t v = 0;
-    memcpy(&v, s, n);
-    return mix(h ^ v ^ 0xa5);
+    return ig_hash_keyed(seed, s, n);
 }
 
 static const ig_session *find(_Atomic(ig_session *) *slots, uint32_t mask, uint64_t h, const char *s,
@@ -193,12 +174,8 @@ static int reserve(void)
 
 int ig_sessions_put(const char *key, size_t klen, const char *id, size_t idlen, ig_worker *w, int persistent)
 {
-    if (!seed) { /* readers hash only after they see a table, published after this */
-        uint64_t s;
-        if (getrandom(&s, sizeof(s), 0) != sizeof(s))
-            s = (uint64_t)(uintptr_t)&s ^ 0x5bd1e995;
-        seed = s | 1;
-    }
+    if (!seed) /* readers hash only after they see a table, published after this */
+        seed = ig_hash_seed();
     ig_session *e = malloc(sizeof(*e) + klen + idlen + 2);
     if (!e)
         return -ENOMEM;

@@ -2,6 +2,7 @@
 implemented, accepted as a documented no-op, or refused with a message that
 names the feature, never "unknown option"; docs/sgl-compat.md is the
 gateway's own table; real launch lines start."""
+import json
 import os
 import re
 import subprocess
@@ -9,12 +10,13 @@ import subprocess
 import httpx
 import pytest
 
-from conftest import GATEWAY, chat_body
+from conftest import GATEWAY, chat_body, wait_for
 
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 
 # Every flag of lightseekorg/smg at 73da68c: model_gateway/src/main.rs (#[arg(long)] fields,
-# plus --prefill/--encode parsed by hand) and bindings/python/src/smg/router_args.py.
+# plus --prefill/--encode parsed by hand) and bindings/python/src/smg/router_args.py; and --mini-lb of
+# sglang's own sglang_router launcher (its PD test scripts use it).
 SGL_FLAGS = """
 api-key assignment-mode backend balance-abs-threshold balance-rel-threshold balance-token-usage-threshold
 block-size bucket-adjust-interval-secs ca-cert-paths cache-threshold cb-failure-threshold cb-success-threshold
@@ -27,7 +29,7 @@ health-check-endpoint health-check-interval-secs health-check-port health-check-
 health-failure-threshold health-success-threshold history-backend host jwt-audience jwt-issuer jwt-jwks-uri
 jwt-role-claim jwt-role-mapping least-load-default-throughput least-load-kv-pressure-weight
 least-load-mean-prefill-tokens load-monitor-interval log-dir log-json log-level max-concurrent-requests
-max-idle-secs max-payload-size max-tree-size mcp-config-path mesh-advertise-host mesh-host mesh-peer-urls
+max-idle-secs max-payload-size max-tree-size mcp-config-path mini-lb mesh-advertise-host mesh-host mesh-peer-urls
 mesh-port mesh-server-name model model-alias model-id-from model-path multimodal-shm-min-bytes
 multimodal-tensor-transport oracle-connect-descriptor oracle-dsn oracle-external-auth oracle-password
 oracle-pool-max oracle-pool-min oracle-pool-timeout-secs oracle-tns-alias oracle-user oracle-username
@@ -79,8 +81,9 @@ VALUES = {"ca-cert-paths": "CA", "client-cert-path": "CCERT", "client-key-path":
           "tls-key-path": "KEY", "worker-urls": "http://127.0.0.1:9", "policy": "round_robin", "host": "127.0.0.1",
           "port": "0", "log-level": "info", "health-check-endpoint": "/health", "api-key": "k",
           "runtime-worker-threads": "1", "max-concurrent-requests": "-1", "prefill": "http://127.0.0.1:9",
-          "log-dir": "LOGDIR", "prometheus-host": "127.0.0.1", "prometheus-port": "0", "backend": "vllm"}
-SWITCHES = {"disable-circuit-breaker", "disable-health-check", "disable-retries", "enable-igw",
+          "log-dir": "LOGDIR", "prometheus-host": "127.0.0.1", "prometheus-port": "0", "backend": "vllm",
+          "assignment-mode": "min_load"}
+SWITCHES = {"mini-lb", "routing-key-override", "disable-circuit-breaker", "disable-health-check", "disable-retries", "enable-igw",
             "disable-tokenizer-autoload", "disable-audit-logging", "control-plane-audit-enabled", "log-json"}
 
 
@@ -150,7 +153,7 @@ def test_mapped_flags_do_what_infergate_does(procs):
     assert r.status_code == 200
 
 
-@pytest.mark.parametrize("policy", ["manual", "prefix_hash", "bucket", "passthrough"])
+@pytest.mark.parametrize("policy", ["prefix_hash", "bucket", "passthrough"])
 def test_sgl_policies_infergate_lacks_are_refused_by_name(policy):
     out = subprocess.run([GATEWAY, "--port", "0", "--policy", policy], capture_output=True, text=True, timeout=10)
     assert out.returncode == 2 and f"--policy {policy} is a policy of sgl-model-gateway" in out.stderr
@@ -359,6 +362,54 @@ def test_sgl_info_endpoints_ask_a_worker(procs, path):
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_workers"
 
 
+def test_engine_metrics_and_loads_ask_every_worker_at_once(procs):
+    """sgl's /engine_metrics: every worker's Prometheus page as one, each
+    sample labelled worker_addr, read back by the Prometheus client's own
+    parser; /get_loads: the engines' load gauges per worker. A dead worker
+    drops out of the first and counts as failed in the second."""
+    from prometheus_client.parser import text_string_to_metric_families
+    ws = [procs.worker("--token-interval-ms", "50", worker_id=f"e{i}") for i in range(3)]
+    gw = procs.gateway(ws, "--policy", "round_robin")
+    with httpx.Client(base_url=gw.base, timeout=30) as c:
+        with c.stream("POST", "/v1/chat/completions", json=chat_body(stream=True, max_tokens=100)) as held:
+            lines = held.iter_lines()  # kept: a dropped iterator would close the stream
+            first = next(ln for ln in lines if ln.startswith("data: {"))
+            busy = next(w for w in ws if w.worker_id == json.loads(first[6:])["worker_id"])
+            r = httpx.get(gw.base + "/engine_metrics", timeout=30)
+            assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+            fams = {f.name: f for f in text_string_to_metric_families(r.text)}
+            running = {s.labels["worker_addr"]: s.value for s in fams["sglang:num_running_reqs"].samples}
+            assert running == {w.url: (1 if w is busy else 0) for w in ws}
+            ttft = fams["sglang:time_to_first_token_seconds"]
+            assert ttft.type == "histogram"
+            assert {s.labels["worker_addr"] for s in ttft.samples} == {w.url for w in ws}
+            assert r.text.count("# TYPE sglang:num_running_reqs gauge") == 1
+            loads = httpx.get(gw.base + "/get_loads", timeout=30).json()
+            assert loads["total_workers"] == 3 and loads["successful"] == 3 and loads["failed"] == 0
+            by = {entry["worker"]: entry for entry in loads["loads"]}
+            assert by[busy.url]["details"]["num_running_reqs"] == 1 and by[busy.url]["load"] == 100
+            assert by[busy.url]["inflight"] == 1
+            assert all(by[w.url]["load"] == 0 for w in ws if w is not busy)
+    dead = next(w for w in ws if w is not busy)
+    dead.kill()
+    loads = httpx.get(gw.base + "/get_loads", timeout=30).json()
+    assert loads["failed"] == 1 and {e["worker"]: e["load"] for e in loads["loads"]}[dead.url] == -1
+    r = httpx.get(gw.base + "/engine_metrics", timeout=30)
+    assert r.status_code == 200 and dead.url not in r.text and busy.url in r.text
+    assert httpx.post(gw.base + "/get_loads", timeout=30).status_code == 405
+    r = httpx.get(procs.gateway([]).base + "/engine_metrics", timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_engine_metrics"
+
+
+def test_engine_metrics_keep_the_metrics_key_and_get_loads_the_admin_rule(procs):
+    w = procs.worker()
+    gw = procs.gateway([w], "--metrics-api-key", "mk", "--admin-api-key", "ak")
+    assert httpx.get(gw.base + "/engine_metrics", timeout=30).status_code == 401
+    assert httpx.get(gw.base + "/engine_metrics", headers={"authorization": "Bearer mk"}, timeout=30).status_code == 200
+    assert httpx.get(gw.base + "/get_loads", headers={"authorization": "Bearer mk"}, timeout=30).status_code == 403
+    assert httpx.get(gw.base + "/get_loads", headers={"authorization": "Bearer ak"}, timeout=30).status_code == 200
+
+
 def test_smg_metric_names_alongside(procs):
     w = procs.worker()
     gw = procs.gateway([w])
@@ -426,3 +477,43 @@ def test_worker_startup_timeout_waits_for_the_workers(procs):
     out = subprocess.run([GATEWAY, "--port", "0", "--worker-urls", f"http://127.0.0.1:{free_port()}",
                           "--worker-startup-timeout-secs", "1"], capture_output=True, text=True, timeout=30)
     assert out.returncode != 0 and "--worker-startup-timeout-secs: 0 of 1 workers healthy" in out.stderr
+
+
+def _from(addr, base):
+    """A client whose connections come from this address (an engine's host)."""
+    return httpx.Client(base_url=base, timeout=30, transport=httpx.HTTPTransport(local_address=addr))
+
+
+@pytest.mark.parametrize("shape", ["add_worker", "workers", "workers_by_url"])
+def test_engines_on_other_hosts_register_without_a_key(procs, shape):
+    """slime's and miles' engine start-up and shutdown, in each sglang-router
+    version's shape (sglang_engine.py): POST /add_worker?url= and POST
+    /remove_worker?url= (<= 0.2.1 and their own routers), POST /workers
+    {url, worker_type} and DELETE /workers/{quoted url} (< 0.3.0), or the id
+    found in GET /workers (>= 0.3.0). No key: the engines' host range is in
+    --admin-allow (127.0.0.2 stands in for 10.0.0.0/8); a peer outside it
+    is refused."""
+    from urllib.parse import quote
+    gw = procs.gateway([], "--admin-allow", "127.0.0.2/32")
+    eng = procs.worker(worker_id="engine0")
+    with _from("127.0.0.2", gw.base) as c:
+        if shape == "add_worker":
+            r = c.post(f"/add_worker?url={eng.url}")
+        else:
+            r = c.post("/workers", json={"url": eng.url, "worker_type": "regular"})
+        r.raise_for_status()
+        assert wait_for(lambda: c.get("/readiness").json()["routable_workers"] == 1, 10)
+        out = c.post("/v1/chat/completions", json=chat_body(max_tokens=1))
+        assert out.status_code == 200 and out.json()["worker_id"] == "engine0"
+        if shape == "add_worker":
+            r = c.post(f"/remove_worker?url={eng.url}")
+        elif shape == "workers_by_url":
+            r = c.delete(f"/workers/{quote(eng.url, safe='')}")
+        else:
+            wid = next(w["id"] for w in c.get("/workers").json()["workers"] if w["url"] == eng.url)
+            r = c.delete(f"/workers/{wid}")
+        r.raise_for_status()
+        assert c.get("/workers").json()["workers"] == []
+    with _from("127.0.0.1", gw.base) as c:
+        r = c.post("/workers", json={"url": eng.url})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "admin_not_allowed"

@@ -447,6 +447,38 @@ static void health_reply(uv_timer_t *t)
         response_done(c);
 }
 
+/* SGLang's Prometheus page (its v0.5.3 "sglang:" names), as far as
+ * /engine_metrics and /get_loads read it: load gauges and a histogram. */
+static void send_metrics(conn *c)
+{
+    ig_buf b;
+    ig_buf_init(&b, 1 << 16);
+    unsigned long reqs = 0;
+    for (int i = 0; i < opt.processes; i++)
+        reqs += stats->procs[i].requests;
+    int running = atomic_load(&stats->inflight);
+    const char *m = opt.n_models ? opt.models[0] : "";
+    bprintf(&b,
+            "# HELP sglang:num_running_reqs The number of running requests.\n"
+            "# TYPE sglang:num_running_reqs gauge\nsglang:num_running_reqs{model_name=\"%s\"} %d\n"
+            "# HELP sglang:num_queue_reqs The number of requests in the waiting queue.\n"
+            "# TYPE sglang:num_queue_reqs gauge\nsglang:num_queue_reqs{model_name=\"%s\"} 0\n"
+            "# HELP sglang:num_used_tokens The number of used tokens.\n"
+            "# TYPE sglang:num_used_tokens gauge\nsglang:num_used_tokens{model_name=\"%s\"} %d\n"
+            "# HELP sglang:token_usage The token usage.\n"
+            "# TYPE sglang:token_usage gauge\nsglang:token_usage{model_name=\"%s\"} %.4f\n"
+            "# HELP sglang:time_to_first_token_seconds Histogram of time to first token in seconds.\n"
+            "# TYPE sglang:time_to_first_token_seconds histogram\n"
+            "sglang:time_to_first_token_seconds_bucket{le=\"0.1\",model_name=\"%s\"} %lu\n"
+            "sglang:time_to_first_token_seconds_bucket{le=\"+Inf\",model_name=\"%s\"} %lu\n"
+            "sglang:time_to_first_token_seconds_sum{model_name=\"%s\"} %.3f\n"
+            "sglang:time_to_first_token_seconds_count{model_name=\"%s\"} %lu\n",
+            m, running, m, m, running * 100, m, running / 100.0, m, reqs, m, reqs, m,
+            reqs * opt.ttft_ms / 1000.0, m, reqs);
+    send_simple(c, 200, "OK", "text/plain; version=0.0.4", b.data);
+    ig_buf_free(&b);
+}
+
 static int path_is(conn *c, const char *p);
 
 static void control_reply_cb(uv_timer_t *t)
@@ -626,6 +658,11 @@ static void handle(conn *c)
     }
     if ((method == HTTP_POST || method == HTTP_GET) && control(c))
         return;
+    if (method == HTTP_GET && path_is(c, "/metrics")) {
+        send_metrics(c);
+        response_done(c);
+        return;
+    }
     if (method == HTTP_GET && path_is(c, "/stats")) {
         send_stats(c);
         response_done(c);
