@@ -142,6 +142,54 @@ static int str_field(json_t *doc, const char *name, char **out)
     return 1;
 }
 
+/* A list of strings: 1 (taken into *out, *n), 0 absent or empty, -1 not a
+ * list of strings, -ENOMEM. */
+static int str_list(json_t *doc, const char *name, char ***out, int *n)
+{
+    json_t *v = json_object_get(doc, name);
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_array(v))
+        return -1;
+    size_t i, len = json_array_size(v);
+    json_t *e;
+    json_array_foreach(v, i, e) if (!json_is_string(e)) return -1;
+    if (!len)
+        return 0;
+    if (!(*out = calloc(len, sizeof(char *))))
+        return -ENOMEM;
+    json_array_foreach(v, i, e) if (((*out)[(*n)++] = strdup(json_string_value(e))) == NULL) return -ENOMEM;
+    return 1;
+}
+
+/* AReaL's /register_session {sessions: [{session_api_key, session_id}], worker_addr, group_id}. */
+static int session_group(json_t *doc, ig_admin_request *r)
+{
+    json_t *list = json_object_get(doc, "sessions");
+    size_t i, n = json_array_size(list);
+    json_t *e;
+    if (str_field(doc, "worker_addr", &r->url) != 1 || str_field(doc, "group_id", &r->group_id) != 1 ||
+        !json_is_array(list))
+        return fail(r, 422, "missing_field",
+                    "\"sessions\" (a list), \"worker_addr\" and \"group_id\" are required");
+    r->sess_ids = calloc(n ? n : 1, sizeof(char *));
+    r->sess_keys = calloc(n ? n : 1, sizeof(char *));
+    if (!r->sess_ids || !r->sess_keys)
+        return fail(r, 503, "out_of_memory", "out of memory");
+    json_array_foreach(list, i, e)
+    {
+        const char *id = json_string_value(json_object_get(e, "session_id"));
+        const char *key = json_string_value(json_object_get(e, "session_api_key"));
+        if (!id || !key)
+            return fail(r, 422, "missing_field",
+                        "each of \"sessions\" needs \"session_api_key\" and \"session_id\" (strings)");
+        r->sess_ids[r->n_sess] = strdup(id);
+        r->sess_keys[r->n_sess] = strdup(key);
+        r->n_sess++;
+    }
+    return 0;
+}
+
 /* The JSON object body of an AReaL endpoint, or NULL with the error set (422 like its router). */
 static json_t *object_body(const char *body, size_t len, ig_admin_request *r, int status)
 {
@@ -191,41 +239,39 @@ static int parse_areal(int method, const char *target, size_t plen, const char *
             rc = fail(r, 422, "missing_field", "Either 'api_key', 'session_id', or 'model' must be provided");
     } else if (path_eq(target, plen, "/register_session")) {
         r->op = IG_ADMIN_REGISTER_SESSION;
-        if (str_field(doc, "session_api_key", &r->key) != 1 ||
-            str_field(doc, "session_id", &r->session_id) != 1 || str_field(doc, "worker_addr", &r->url) != 1)
+        if (json_object_get(doc, "sessions")) /* AReaL's current shape: a group */
+            rc = session_group(doc, r);
+        else if (str_field(doc, "session_api_key", &r->key) != 1 ||
+                 str_field(doc, "session_id", &r->session_id) != 1 ||
+                 str_field(doc, "worker_addr", &r->url) != 1)
             rc = fail(r, 422, "missing_field",
                       "\"session_api_key\", \"session_id\" and \"worker_addr\" (strings) are required");
     } else if (path_eq(target, plen, "/remove_session")) {
-        r->op = IG_ADMIN_REMOVE_SESSION;
-        if (str_field(doc, "session_id", &r->session_id) != 1)
-            rc = fail(r, 422, "missing_field", "\"session_id\" (a string) is required");
+        r->op = IG_ADMIN_REMOVE_SESSION; /* {group_id} (AReaL's current shape) or {session_id} */
+        if (str_field(doc, "group_id", &r->group_id) != 1 &&
+            str_field(doc, "session_id", &r->session_id) != 1)
+            rc = fail(r, 422, "missing_field", "\"group_id\" (a string) is required");
     } else if (path_eq(target, plen, "/register_model")) {
         r->op = IG_ADMIN_REGISTER_MODEL;
-        json_t *addrs = json_object_get(doc, "data_proxy_addrs");
         if (str_field(doc, "model", &r->model) != 1)
             rc = fail(r, 400, "missing_model", "model is required");
         else if (str_field(doc, "url", &r->ext_url) < 0 || str_field(doc, "api_key", &r->key) < 0)
             rc = fail(r, 422, "invalid_field", "url and api_key must be strings");
-        else if (addrs && !json_is_null(addrs) && !json_is_array(addrs))
+        else if (str_list(doc, "data_proxy_addrs", &r->addrs, &r->n_addrs) < 0)
             rc = fail(r, 422, "invalid_field", "data_proxy_addrs must be a list of strings");
-        else if (json_is_array(addrs) && json_array_size(addrs)) {
-            r->addrs = calloc(json_array_size(addrs), sizeof(char *));
-            size_t i;
-            json_t *v;
-            json_array_foreach(addrs, i, v)
-            {
-                if (!json_is_string(v)) {
-                    rc = fail(r, 422, "invalid_field", "data_proxy_addrs must be a list of strings");
-                    break;
-                }
-                if (r->addrs)
-                    r->addrs[r->n_addrs++] = strdup(json_string_value(v));
-            }
-        }
     } else if (path_eq(target, plen, "/remove_model")) {
         r->op = IG_ADMIN_REMOVE_MODEL;
         if (str_field(doc, "name", &r->model) != 1)
             rc = fail(r, 422, "missing_field", "\"name\" (a string) is required");
+    } else if (json_object_get(doc, "session_ids")) { /* /export_trajectories, AReaL's current shape */
+        r->op = IG_ADMIN_EXPORT;
+        json_t *keep = json_object_get(doc, "remove_session");
+        int got = str_list(doc, "session_ids", &r->sess_ids, &r->n_sess);
+        if (got < 0 || str_field(doc, "group_id", &r->group_id) < 0)
+            rc = fail(r, 400, "invalid_field", "session_ids must be a list of strings, group_id a string");
+        else if (!got)
+            rc = fail(r, 400, "missing_session_ids", "session_ids is required");
+        r->keep_sessions = json_is_false(keep);
     } else { /* /export_trajectories: {session_id}, or {model} naming the session */
         r->op = IG_ADMIN_EXPORT;
         if (str_field(doc, "session_id", &r->session_id) < 0)
@@ -253,7 +299,7 @@ static int worker_spec(ig_admin_request *r, const char *body, size_t body_len)
     }
     json_t *url = json_object_get(doc, "url"), *model = json_object_get(doc, "model_id"),
            *cap = json_object_get(doc, "max_inflight"), *group = json_object_get(doc, "group"),
-           *key = json_object_get(doc, "api_key");
+           *key = json_object_get(doc, "api_key"), *type = json_object_get(doc, "worker_type");
     int rc = 0;
     if (!json_is_string(url))
         rc = fail(r, 400, "missing_url", "\"url\" (a string) is required");
@@ -266,6 +312,10 @@ static int worker_spec(ig_admin_request *r, const char *body, size_t body_len)
         rc = fail(r, 400, "invalid_group", "\"group\" must be the name of a worker group");
     else if (key && !json_is_null(key) && !json_is_string(key))
         rc = fail(r, 400, "invalid_api_key", "\"api_key\" must be a string");
+    else if (type && !json_is_null(type) && !(json_is_string(type) && !strcmp(json_string_value(type), "regular")))
+        /* a prefill or decode server sent whole requests would misbehave: say so instead */
+        rc = fail(r, 400, "unsupported_worker_type",
+                  "worker_type other than \"regular\" (prefill/decode disaggregation) is not supported yet");
     if (!rc) {
         r->op = IG_ADMIN_ADD;
         r->url = strdup(json_string_value(url));
@@ -446,6 +496,13 @@ void ig_admin_request_free(ig_admin_request *r)
     free(r->session_id);
     free(r->ext_url);
     free(r->body_out);
+    free(r->group_id);
+    for (int i = 0; i < r->n_sess; i++) {
+        free(r->sess_ids ? r->sess_ids[i] : NULL);
+        free(r->sess_keys ? r->sess_keys[i] : NULL);
+    }
+    free(r->sess_ids);
+    free(r->sess_keys);
     for (int i = 0; i < r->n_addrs; i++)
         free(r->addrs[i]);
     free(r->addrs);

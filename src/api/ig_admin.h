@@ -65,6 +65,12 @@ typedef struct ig_admin_request {
     char **addrs;     /* /register_model data_proxy_addrs */
     int n_addrs;
     char *body_out; /* export: the body to forward when it had to be rewritten */
+    /* AReaL's session groups (after its session rework): /register_session's
+     * sessions (ids and keys), export's session_ids (ids only) */
+    char **sess_ids, **sess_keys;
+    int n_sess;
+    char *group_id;    /* register_session, remove_session, export */
+    int keep_sessions; /* export {"remove_session": false} */
     /* on error */
     int status;
     const char *code;

@@ -451,9 +451,13 @@ void ig_routes_dispatch(ig_request *r)
     }
     int get = method == HTTP_GET || method == HTTP_HEAD;
     if (get && (path_is(url, plen, "/health") || path_is(url, plen, "/liveness"))) {
-        static const char ok[] = "{\"status\":\"ok\"}\n";
+        /* AReaL's router body: 200 while the process runs, whatever the counts */
+        char body[160];
+        int n = snprintf(body, sizeof(body),
+                         "{\"status\":\"ok\",\"workers\":%d,\"sessions\":%d,\"strategy\":\"%s\"}\n",
+                         ig_snapshot_get()->n_all, ig_sessions_count(), ig_policy_name(cfg->policy));
         r->route = IG_R_PROBE;
-        respond_json(r, 200, ok, sizeof(ok) - 1);
+        respond_json(r, 200, body, (size_t)n);
     } else if (get && path_is(url, plen, "/readiness")) {
         const ig_snapshot *snap = ig_snapshot_get();
         char body[160];

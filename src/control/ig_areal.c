@@ -22,6 +22,86 @@ static ig_model_route *routes;
 static model_info *infos;
 static int n_routes;
 
+/* AReaL's session groups (start_session's group_id): which sessions to
+ * revoke together on /remove_session {group_id} or an export naming it.
+ * Control thread only; a group lives until then or until its worker goes. */
+typedef struct group {
+    char *id;
+    const ig_worker *w; /* identity only: its sessions are revoked with it */
+    char **sids;
+    int n;
+} group;
+
+static group *groups;
+static int n_groups, cap_groups;
+
+static int group_find(const char *id)
+{
+    for (int i = 0; i < n_groups; i++)
+        if (strcmp(groups[i].id, id) == 0)
+            return i;
+    return -1;
+}
+
+static void group_drop(int i)
+{
+    for (int k = 0; k < groups[i].n; k++)
+        free(groups[i].sids[k]);
+    free(groups[i].sids);
+    free(groups[i].id);
+    groups[i] = groups[--n_groups];
+}
+
+/* Remember a group's session ids (a repeat of the id replaces it). 0 or -ENOMEM. */
+static int group_put(const char *id, const ig_worker *w, char *const *sids, int n)
+{
+    int i = group_find(id);
+    if (i >= 0)
+        group_drop(i);
+    if (n_groups == cap_groups) {
+        int cap = cap_groups ? cap_groups * 2 : 64;
+        group *v = realloc(groups, sizeof(*v) * (size_t)cap);
+        if (!v)
+            return -ENOMEM;
+        groups = v;
+        cap_groups = cap;
+    }
+    group g = {.id = strdup(id), .w = w, .sids = calloc((size_t)(n ? n : 1), sizeof(char *)), .n = 0};
+    if (!g.id || !g.sids) {
+        free(g.id);
+        free(g.sids);
+        return -ENOMEM;
+    }
+    for (; g.n < n; g.n++)
+        if (!(g.sids[g.n] = strdup(sids[g.n]))) {
+            groups[n_groups++] = g;
+            group_drop(n_groups - 1);
+            return -ENOMEM;
+        }
+    groups[n_groups++] = g;
+    return 0;
+}
+
+/* Revoke a session by id unless it is the admin key's persistent one. */
+static int revoke_session(const char *sid)
+{
+    size_t len = strlen(sid);
+    const ig_session *s = ig_sessions_by_id(sid, len);
+    return s && !s->persistent && ig_sessions_remove_id(sid, len);
+}
+
+/* Revoke a group's sessions and forget it; how many were live. */
+static int group_revoke(const char *id)
+{
+    int i = group_find(id), n = 0;
+    if (i < 0)
+        return 0;
+    for (int k = 0; k < groups[i].n; k++)
+        n += revoke_session(groups[i].sids[k]);
+    group_drop(i);
+    return n;
+}
+
 static int admin_key_is(const char *key, size_t len)
 {
     return ig_http_secret_is(key, len, ig_ctl_cfg()->admin_api_key);
@@ -95,16 +175,19 @@ static void route(ig_admin_request *req, ig_admin_msg *m)
         reply_route(m, s->w, -1);
         return;
     }
-    if (req->session_id) {
+    if (req->session_id && !n_routes) { /* with registered models AReaL routes by model instead */
         ig_ctl_reply_error(m, 404, "session_not_found", "Session not found");
         return;
     }
+    /* AReaL's model step: the named registered model, else the first one registered */
     int ri = req->model ? find_route(req->model) : -1, known = 1;
+    if (ri < 0 && n_routes)
+        ri = 0;
     if (req->key && !admin_key_is(req->key, strlen(req->key))) {
         ig_ctl_reply_error(m, 404, "unknown_api_key", "Unknown API key");
         return;
     }
-    ig_worker *w = ig_ctl_pick(req->model, &known);
+    ig_worker *w = ig_ctl_pick(ri >= 0 ? routes[ri].name : req->model, &known);
     if (!known && req->model) {
         char msg[300];
         snprintf(msg, sizeof(msg), "Model '%.200s' not found", req->model);
@@ -131,8 +214,18 @@ static void register_session(ig_admin_request *req, ig_admin_msg *m)
                            "worker_addr is not a registered worker (register it first)");
         return;
     }
-    if (ig_sessions_put(req->key, strlen(req->key), req->session_id, strlen(req->session_id), w,
-                        admin_key_is(req->key, strlen(req->key)))) {
+    int rc = 0;
+    if (req->group_id) { /* AReaL's current shape: a group of sessions */
+        for (int i = 0; !rc && i < req->n_sess; i++)
+            rc = ig_sessions_put(req->sess_keys[i], strlen(req->sess_keys[i]), req->sess_ids[i],
+                                 strlen(req->sess_ids[i]), w,
+                                 admin_key_is(req->sess_keys[i], strlen(req->sess_keys[i])));
+        rc = rc ? rc : group_put(req->group_id, w, req->sess_ids, req->n_sess);
+    } else {
+        rc = ig_sessions_put(req->key, strlen(req->key), req->session_id, strlen(req->session_id), w,
+                             admin_key_is(req->key, strlen(req->key)));
+    }
+    if (rc) {
         ig_ctl_reply_error(m, 503, "out_of_memory", "out of memory");
         return;
     }
@@ -141,6 +234,12 @@ static void register_session(ig_admin_request *req, ig_admin_msg *m)
 
 static void remove_session(ig_admin_request *req, ig_admin_msg *m)
 {
+    if (req->group_id) { /* AReaL's current shape */
+        int known = group_find(req->group_id) >= 0;
+        group_revoke(req->group_id);
+        ig_ctl_reply(m, 200, json_pack("{s:s,s:b}", "status", "ok", "removed", known));
+        return;
+    }
     size_t len = strlen(req->session_id);
     const ig_session *s = ig_sessions_by_id(req->session_id, len);
     int persistent = s && s->persistent;
@@ -285,7 +384,8 @@ typedef struct exchange {
     ig_worker *w; /* referenced */
     ig_httpc *hc;
     int export;
-    char *session_id;
+    char *session_id;      /* export {session_id}: removed on 200 */
+    ig_admin_request *req; /* export {session_ids, group_id}: what to revoke on 200 (taken) */
 } exchange;
 
 /* A worker must not make a session out of a key that already means
@@ -307,6 +407,55 @@ static const char *session_key_refused(const char *key, const ig_worker *w)
     return NULL;
 }
 
+/* start_session's 201: AReaL's {group_id, sessions: [{session_id,
+ * session_api_key}]} (or the older {session_id, api_key}); every key is
+ * checked before any is pinned. NULL, or why the answer is refused. */
+static const char *pin_started(json_t *doc, ig_worker *w)
+{
+    static char why[240];
+    json_t *list = json_object_get(doc, "sessions"), *one = NULL;
+    const char *gid = json_string_value(json_object_get(doc, "group_id"));
+    if (!json_is_array(list)) { /* the older shape: one session */
+        one = json_pack("[{s:O?,s:O?}]", "session_id", json_object_get(doc, "session_id"), "session_api_key",
+                        json_object_get(doc, "api_key"));
+        list = one;
+    }
+    size_t i, n = json_array_size(list);
+    json_t *e;
+    const char *res = NULL;
+    char **sids = calloc(n ? n : 1, sizeof(char *));
+    json_array_foreach(list, i, e)
+    {
+        const char *key = json_string_value(json_object_get(e, "session_api_key"));
+        const char *sid = json_string_value(json_object_get(e, "session_id"));
+        const char *bad = !key || !sid ? "is missing" : session_key_refused(key, w);
+        if (bad) {
+            ig_warn("worker %s: start_session answered a key that %s: nothing pinned", w->url, bad);
+            snprintf(why, sizeof(why), "worker %.100s answered a session key that %s", w->url, bad);
+            res = why;
+            break;
+        }
+        if (sids)
+            sids[i] = (char *)sid;
+    }
+    if (!res && atomic_load(&w->removed))
+        res = "the worker left while the session started";
+    json_array_foreach(list, i, e)
+    {
+        if (res)
+            break;
+        const char *key = json_string_value(json_object_get(e, "session_api_key"));
+        const char *sid = json_string_value(json_object_get(e, "session_id"));
+        if (ig_sessions_put(key, strlen(key), sid, strlen(sid), w, 0))
+            res = "out of memory";
+    }
+    if (!res && gid && (!sids || group_put(gid, w, sids, (int)n)))
+        res = "out of memory";
+    free(sids);
+    json_decref(one);
+    return res;
+}
+
 static void exchange_cb(void *arg, int status, const char *body, size_t len, const char *err)
 {
     exchange *x = arg;
@@ -316,54 +465,59 @@ static void exchange_cb(void *arg, int status, const char *body, size_t len, con
         snprintf(msg, sizeof(msg), "worker %s: %s", x->w->url, err ? err : "failed");
         ig_ctl_reply_error(m, 502, "worker_unreachable", msg);
     } else if (!x->export && status == 201) {
-        /* the worker made a session: pin its key there before the caller learns it */
+        /* the worker made sessions: pin their keys there before the caller learns them */
         json_error_t jerr;
         json_t *doc = json_loadb(body ? body : "", len, 0, &jerr);
-        const char *key = json_string_value(json_object_get(doc, "api_key"));
-        const char *sid = json_string_value(json_object_get(doc, "session_id"));
-        const char *bad = key && sid ? session_key_refused(key, x->w) : NULL;
-        if (bad) {
-            ig_warn("worker %s: start_session answered a key that %s: not pinned", x->w->url, bad);
-            char msg[200];
-            snprintf(msg, sizeof(msg), "worker %.100s answered a session key that %s", x->w->url, bad);
-            ig_ctl_reply_error(m, 502, "worker_bad_session", msg);
-        } else if (key && sid && atomic_load(&x->w->removed))
-            ig_ctl_reply_error(m, 502, "worker_removed", "the worker left while the session started");
-        else if (key && sid && ig_sessions_put(key, strlen(key), sid, strlen(sid), x->w, 0))
-            ig_ctl_reply_error(m, 502, "out_of_memory",
-                               "Session created on worker but router registration failed");
+        const char *why = pin_started(doc, x->w);
+        if (why)
+            ig_ctl_reply_error(m, 502, strcmp(why, "out of memory") ? "worker_bad_session" : "out_of_memory",
+                               why);
         else
             ig_ctl_reply_raw(m, status, body ? body : "", len);
         json_decref(doc);
     } else {
         if (x->export && status == 200) {
-            const ig_session *s = ig_sessions_by_id(x->session_id, strlen(x->session_id));
-            if (s && !s->persistent)
-                ig_sessions_remove_id(x->session_id, strlen(x->session_id));
+            if (x->session_id)
+                revoke_session(x->session_id);
+            if (x->req && x->req->group_id)
+                group_revoke(x->req->group_id);
+            else if (x->req && !x->req->keep_sessions) /* the worker forgot them */
+                for (int i = 0; i < x->req->n_sess; i++)
+                    revoke_session(x->req->sess_ids[i]);
         }
         ig_ctl_reply_raw(m, status, body ? body : "", len);
     }
     ig_httpc_close(x->hc);
     ig_worker_unref(x->w);
     free(x->session_id);
+    if (x->req) {
+        ig_admin_request_free(x->req);
+        free(x->req);
+    }
     free(x);
 }
 
+/* session_id or req (taken, may be NULL): an export, and what it revokes on 200 */
 static void pass_through(ig_admin_msg *m, ig_worker *w, const char *path, const char *body, size_t len,
-                         const char *session_id)
+                         const char *session_id, ig_admin_request *req)
 {
     exchange *x = calloc(1, sizeof(*x));
     char *hdr = auth_header(m);
     if (!x || (session_id && !(x->session_id = strdup(session_id)))) {
         free(x);
         free(hdr);
+        if (req) {
+            ig_admin_request_free(req);
+            free(req);
+        }
         ig_ctl_reply_error(m, 503, "out_of_memory", "out of memory");
         return;
     }
     x->m = m;
     x->w = w;
+    x->req = req;
     ig_worker_ref(w);
-    x->export = session_id != NULL;
+    x->export = session_id != NULL || req != NULL;
     x->hc = ig_ctl_httpc_new(w);
     int rc = x->hc ? ig_ctl_send(x->hc, w, "POST", path, hdr, body, len, ig_ctl_cfg()->request_timeout_secs,
                                  exchange_cb, x)
@@ -381,19 +535,32 @@ static void start_session(ig_admin_msg *m)
         ig_ctl_reply_error(m, 503, "no_workers", "No registered workers");
         return;
     }
-    pass_through(m, w, "/rl/start_session", m->body, m->body_len, NULL);
+    pass_through(m, w, "/rl/start_session", m->body, m->body_len, NULL, NULL);
 }
 
 static void export_trajectories(ig_admin_request *req, ig_admin_msg *m)
 {
-    const ig_session *s = ig_sessions_by_id(req->session_id, strlen(req->session_id));
+    /* AReaL's current shape routes by the first of session_ids */
+    const char *sid = req->n_sess ? req->sess_ids[0] : req->session_id;
+    const ig_session *s = ig_sessions_by_id(sid, strlen(sid));
     if (!s) { /* AReaL's gateway answers an unknown session with 401 */
         ig_ctl_reply_error(m, 401, "session_not_found", "Session not found");
         return;
     }
+    if (req->n_sess) {
+        ig_admin_request *kept = malloc(sizeof(*kept));
+        if (!kept) {
+            ig_ctl_reply_error(m, 503, "out_of_memory", "out of memory");
+            return;
+        }
+        *kept = *req; /* the exchange owns it now */
+        memset(req, 0, sizeof(*req));
+        pass_through(m, s->w, "/export_trajectories", m->body, m->body_len, NULL, kept);
+        return;
+    }
     const char *body = req->body_out ? req->body_out : m->body;
     pass_through(m, s->w, "/export_trajectories", body, req->body_out ? strlen(body) : m->body_len,
-                 req->session_id);
+                 req->session_id, NULL);
 }
 
 void ig_areal_handle(ig_admin_request *req, ig_admin_msg *m)
@@ -440,12 +607,20 @@ int ig_areal_worker_removed(ig_worker *w)
             }
     if (changed)
         ig_registry_set_model_routes(routes, n_routes);
+    for (int i = n_groups - 1; i >= 0; i--)
+        if (groups[i].w == w)
+            group_drop(i);
     return ig_sessions_revoke_worker(w);
 }
 
 void ig_areal_shutdown(void)
 {
     ig_sessions_shutdown();
+    while (n_groups)
+        group_drop(0);
+    free(groups);
+    groups = NULL;
+    cap_groups = 0;
     while (n_routes)
         route_drop(0);
     free(routes);

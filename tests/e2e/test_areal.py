@@ -47,8 +47,8 @@ def bearer(key):
     return {"authorization": "Bearer " + key}
 
 
-def areal_fleet(procs, n=2, *gw_args):
-    ws = [procs.worker("--admin-api-key", "adm", worker_id=f"m{i}") for i in range(n)]
+def areal_fleet(procs, n=2, *gw_args, worker_args=()):
+    ws = [procs.worker("--admin-api-key", "adm", *worker_args, worker_id=f"m{i}") for i in range(n)]
     # round robin: tests that check requests reach every worker must not
     # depend on least_load's random tie-breaks on an idle fleet
     gw = procs.gateway([], "--admin-api-key", "adm", "--policy", "round_robin", *gw_args)
@@ -60,8 +60,10 @@ def areal_fleet(procs, n=2, *gw_args):
     return ws, gw, ids
 
 
-def test_sessions_pin_chat_to_the_worker_that_started_them(procs):
-    ws, gw, ids = areal_fleet(procs, 3)
+def test_sessions_pin_chat_to_the_worker_that_started_them_before_areals_rework(procs):
+    """AReaL before its session rework (PR #1321): one session per start
+    ({session_id, api_key}), export and remove by session_id."""
+    ws, gw, ids = areal_fleet(procs, 3, worker_args=("--areal-api", "legacy"))
     with httpx.Client(base_url=gw.base, timeout=10) as c:
         sessions = []
         for t in range(6):
@@ -108,6 +110,92 @@ def test_sessions_pin_chat_to_the_worker_that_started_them(procs):
         assert r.status_code == 200 and r.json()["sessions_revoked"] == len(left)
         for s in left:
             assert c.post("/route", json={"session_id": s["session_id"]}, headers=ADM).status_code == 404
+
+
+def test_session_groups_as_areal_runs_them_now(procs):
+    """AReaL's current API (after PR #1321): start_session makes a group of
+    group_size sessions on one data proxy, every key pinned there;
+    export_trajectories {session_ids, group_id} goes to their worker, merges
+    their interactions and revokes the group; /remove_session {group_id};
+    /register_session takes a group; /health carries the router's counts."""
+    ws, gw, ids = areal_fleet(procs, 3)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        groups = []
+        for t in range(3):
+            r = c.post("/rl/start_session", json={"task_id": f"t{t}", "group_size": 4}, headers=ADM)
+            assert r.status_code == 201, r.text
+            g = r.json()
+            assert g["group_id"] and len(g["sessions"]) == 4
+            groups.append(g)
+        owner = {g["group_id"]: g["sessions"][0]["session_id"].split("-")[1] for g in groups}
+        assert set(owner.values()) == {"m0", "m1", "m2"}  # groups spread, each on one proxy
+        assert c.get("/health").json() == {"status": "ok", "workers": 3, "sessions": 12, "strategy": "round_robin"}
+        for g in groups:
+            for s in g["sessions"]:
+                r = c.post("/chat/completions", json=chat_body(max_tokens=1), headers=bearer(s["session_api_key"]))
+                assert r.status_code == 200 and r.json()["worker_id"] == owner[g["group_id"]]
+                assert c.post("/rl/set_reward", json={"reward": 1.0},
+                              headers=bearer(s["session_api_key"])).status_code == 200
+        # export the whole group: one answer, merged, then the group is gone
+        g0 = groups[0]
+        sids = [s["session_id"] for s in g0["sessions"]]
+        r = c.post("/export_trajectories", json={"session_ids": sids, "group_id": g0["group_id"]}, headers=ADM)
+        assert r.status_code == 200, r.text
+        got = r.json()["interactions"]
+        assert sorted(got) == sorted(sids)
+        assert all(v["worker_id"] == owner[g0["group_id"]] and v["interactions"] == 1 for v in got.values())
+        for sid in sids:
+            assert c.post("/route", json={"session_id": sid}, headers=ADM).status_code == 404
+        key = g0["sessions"][0]["session_api_key"]
+        assert c.post("/route", json={"api_key": key}, headers=ADM).status_code == 404
+        assert c.post("/export_trajectories", json={"session_ids": sids}, headers=ADM).status_code == 401
+        assert c.post("/export_trajectories", json={"session_ids": []}, headers=ADM).status_code == 400
+        assert c.post("/export_trajectories", json={"session_ids": [1]}, headers=ADM).status_code == 400
+        # remove_session by group
+        g1 = groups[1]
+        assert c.post("/remove_session", json={"group_id": g1["group_id"]}, headers=ADM).json() == \
+            {"status": "ok", "removed": True}
+        assert c.post("/remove_session", json={"group_id": g1["group_id"]}, headers=ADM).json() == \
+            {"status": "ok", "removed": False}
+        assert c.post("/route", json={"session_id": g1["sessions"][2]["session_id"]}, headers=ADM).status_code == 404
+        assert c.post("/remove_session", json={}, headers=ADM).status_code == 422
+        # keep the sessions: remove_session false and no group
+        g2 = groups[2]
+        s2 = g2["sessions"][0]["session_id"]
+        r = c.post("/export_trajectories", json={"session_ids": [s2], "remove_session": False}, headers=ADM)
+        assert r.status_code == 200 and list(r.json()["interactions"]) == [s2]
+        assert c.post("/route", json={"session_id": s2}, headers=ADM).status_code == 200
+        # a group registered by hand (the gateway's register_session_in_router)
+        body = {"sessions": [{"session_api_key": "hk1", "session_id": "hs1"},
+                             {"session_api_key": "hk2", "session_id": "hs2"}],
+                "worker_addr": ws[1].url, "group_id": "g-hand"}
+        assert c.post("/register_session", json=body, headers=ADM).json() == {"status": "ok"}
+        for k in ("hk1", "hk2"):
+            assert c.post("/chat/completions", json=chat_body(max_tokens=1), headers=bearer(k)).json()["worker_id"] == "m1"
+        assert c.post("/remove_session", json={"group_id": "g-hand"}, headers=ADM).json()["removed"] is True
+        assert c.post("/route", json={"api_key": "hk2"}, headers=ADM).status_code == 404
+        bad = dict(body, sessions=[{"session_id": "x"}])
+        assert c.post("/register_session", json=bad, headers=ADM).status_code == 422
+        assert c.post("/register_session", json={"sessions": [], "worker_addr": ws[1].url}, headers=ADM).status_code == 422
+        # unregistering a worker drops its groups with its sessions
+        r = c.post("/unregister", json={"worker_id": ids[owner[g2["group_id"]]]}, headers=ADM)
+        assert r.json()["sessions_revoked"] == 4
+        assert c.post("/remove_session", json={"group_id": g2["group_id"]}, headers=ADM).json()["removed"] is False
+        assert c.get("/health").json()["sessions"] == 0
+
+
+def test_route_falls_back_to_the_first_registered_model(procs):
+    """AReaL's /route: a model it does not know, or none, goes to the first
+    registered model's data proxies; a session it does not know, too, once a
+    model is registered (without one: 404)."""
+    ws, gw, ids = areal_fleet(procs, 3)
+    with httpx.Client(base_url=gw.base, timeout=10) as c:
+        assert c.post("/route", json={"session_id": "nope"}, headers=ADM).status_code == 404
+        assert c.post("/register_model", json={"model": "policy", "data_proxy_addrs": [ws[2].url]},
+                      headers=ADM).status_code == 200
+        for body in ({"model": "other"}, {"session_id": "nope"}, {"model": "policy"}):
+            r = c.post("/route", json=body, headers=ADM)
+            assert r.status_code == 200 and r.json()["worker_addr"] == ws[2].url, (body, r.text)
 
 
 def test_admin_key_is_one_persistent_session(procs):
@@ -198,7 +286,8 @@ async def _rollout(c, base, sessions, log, cycled):
     for s in range(sessions):
         async with c.post(base + "/rl/start_session", json={"task_id": "t"}, headers=ADM) as r:
             assert r.status == 201, await r.text()
-            sess = await r.json()
+            started = await r.json()
+        sess = started["sessions"][0]
         owner = sess["session_id"].split("-")[1]
         turns = 3
         for turn in range(turns):
@@ -207,7 +296,7 @@ async def _rollout(c, base, sessions, log, cycled):
                 await cycled[gate].wait()
             path = "/chat/completions" if turn % 2 else "/v1/chat/completions"
             body = chat_body(stream=True, max_tokens=6)
-            async with c.post(base + path, json=body, headers=bearer(sess["api_key"])) as resp:
+            async with c.post(base + path, json=body, headers=bearer(sess["session_api_key"])) as resp:
                 assert resp.status == 200, await resp.text()
                 tag = int(resp.headers["x-weight-version"])
                 chunks = [json.loads(line[6:]) async for line in resp.content if line.startswith(b"data: {")]
@@ -215,12 +304,13 @@ async def _rollout(c, base, sessions, log, cycled):
             assert {ch["worker_id"] for ch in chunks} == {owner}  # pinned
             assert {ch["weight_version"] for ch in chunks} == {tag}  # tagged with what served it
             log.append(tag)
-        async with c.post(base + "/rl/set_reward", json={"reward": 1.0}, headers=bearer(sess["api_key"])) as r:
+        async with c.post(base + "/rl/set_reward", json={"reward": 1.0}, headers=bearer(sess["session_api_key"])) as r:
             assert r.status == 200 and (await r.json())["interaction_count"] == turns
-        async with c.post(base + "/export_trajectories", json={"session_id": sess["session_id"]},
+        async with c.post(base + "/export_trajectories",
+                          json={"session_ids": [sess["session_id"]], "group_id": started["group_id"]},
                           headers=ADM) as r:
             assert r.status == 200
-            got = await r.json()
+            got = (await r.json())["interactions"][sess["session_id"]]
         assert got["worker_id"] == owner and got["interactions"] == turns and got["rewarded"] is True
 
 
@@ -279,10 +369,10 @@ def test_api_key_refuses_unknown_bearers_like_areal(procs):
     session's key gets 401, as AReaL's gateway answers; sessions still pass."""
     ws, gw, ids = areal_fleet(procs, 2, "--api-key", "internal")
     with httpx.Client(base_url=gw.base, timeout=10) as c:
-        sess = c.post("/rl/start_session", json={"task_id": "t"}, headers=ADM).json()
+        sess = c.post("/rl/start_session", json={"task_id": "t"}, headers=ADM).json()["sessions"][0]
         assert c.post("/chat/completions", json=chat_body(max_tokens=1), headers=bearer("stranger")).status_code == 401
         assert c.post("/chat/completions", json=chat_body(max_tokens=1)).status_code == 401
-        r = c.post("/chat/completions", json=chat_body(max_tokens=1), headers=bearer(sess["api_key"]))
+        r = c.post("/chat/completions", json=chat_body(max_tokens=1), headers=bearer(sess["session_api_key"]))
         assert r.status_code == 200 and r.json()["worker_id"] == sess["session_id"].split("-")[1]
         assert c.post("/chat/completions", json=chat_body(max_tokens=1), headers=ADM).status_code == 200
         assert c.post("/chat/completions", json=chat_body(max_tokens=1), headers=bearer("internal")).status_code == 200

@@ -145,10 +145,10 @@ def test_openai_node_sdk_with_an_areal_session_key(procs):
     ws = [procs.worker("--admin-api-key", "adm", worker_id=f"w{i}") for i in range(3)]
     gw = procs.gateway(ws, "--admin-api-key", "adm")
     sessions = [httpx.post(gw.base + "/rl/start_session", json={"task_id": "t"},
-                           headers={"authorization": "Bearer adm"}).json() for _ in range(3)]
+                           headers={"authorization": "Bearer adm"}).json()["sessions"][0] for _ in range(3)]
     script = os.path.join(os.path.dirname(__file__), "..", "node", "openai_client.mjs")
     for s in sessions:
-        out = subprocess.run(["node", script, gw.base + "/v1", s["api_key"]], capture_output=True, text=True,
+        out = subprocess.run(["node", script, gw.base + "/v1", s["session_api_key"]], capture_output=True, text=True,
                              timeout=60)
         assert out.returncode == 0, out.stderr
         res = json.loads(out.stdout)

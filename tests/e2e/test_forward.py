@@ -101,7 +101,7 @@ def test_forwarded_paths_pass_any_api_through(procs, asgi_server):
         r = c.get("/secret")
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
         # what infergate answers itself stays its own
-        assert c.get("/health").json() == {"status": "ok"}
+        assert "strategy" in c.get("/health").json()
         for _ in range(40):
             assert c.post("/run", content=b"x").status_code == 200
     assert metric(gw.base, "infergate_requests_total", route="forward", status="200") == 48
@@ -118,7 +118,7 @@ def test_forward_slash_forwards_what_infergate_does_not_answer(procs, asgi_serve
     with httpx.Client(base_url=gw.base, timeout=30) as c:
         assert c.get("/secret").json()["path"] == "/secret"
         assert c.delete("/items/3").json()["method"] == "DELETE"
-        assert c.get("/health").json() == {"status": "ok"}  # the gateway's own
+        assert "strategy" in c.get("/health").json()  # the gateway's own
         assert "infergate_requests_total" in c.get("/metrics").text
         assert c.get("/workers").status_code == 200  # the admin API is not a worker path
         # an LLM path keeps its model routing: a body that is not JSON is the gateway's 400

@@ -66,7 +66,7 @@ def test_head_answered_by_infergate_has_no_body(procs, path, status):
     assert length(h) and length(h) > 0  # the length the GET would have had
     h2 = r.head()
     assert h2.startswith(b"HTTP/1.1 200 "), (h, h2, r.buf)
-    assert json.loads(r.body(length(h2))) == {"status": "ok"}
+    assert json.loads(r.body(length(h2)))["status"] == "ok"
     s.close()
     assert httpx.head(gw.base + path).content == b""
 

@@ -445,6 +445,11 @@ def test_the_workers_api_in_sgl_shapes(procs):
         assert c.delete(f"/workers/{enc}").status_code == 200
         assert [x["url"] for x in c.get("/workers").json()["workers"]] == [w1.url]
         assert c.delete(f"/workers/{enc}").status_code == 404
+        # a prefill or decode server is refused by name until PD routing exists (issue 17):
+        # sent whole requests it would misbehave
+        r = c.post("/workers", json={"url": w2.url, "worker_type": "prefill", "bootstrap_port": 8998})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_worker_type"
+        assert c.post("/workers", json={"url": w2.url, "worker_type": "regular"}).status_code == 202
 
 
 def test_worker_startup_timeout_waits_for_the_workers(procs):

@@ -18,7 +18,8 @@ typedef struct session {
 
 static session *sessions;
 static int n_sessions, cap_sessions;
-static unsigned long seq;
+static unsigned long seq, groups;
+int mock_sessions_legacy;
 
 #define HITL "__hitl__"
 
@@ -128,15 +129,62 @@ int mock_sessions_handle(const char *path, const char *auth, size_t auth_len, co
         rc = error(out, 403, "Invalid admin API key.");
     } else if (start) {
         const char *want = json_string_value(json_object_get(doc, "api_key"));
-        char id[96], key[128];
-        snprintf(id, sizeof(id), "sess-%s-%lu", worker_id, ++seq);
-        snprintf(key, sizeof(key), "sk-sess-%s-%lu-%08lx", worker_id, seq, (unsigned long)random());
+        json_t *gs = json_object_get(doc, "group_size");
+        int n = mock_sessions_legacy                                ? 1
+                : json_is_integer(gs) && json_integer_value(gs) > 1 ? (int)json_integer_value(gs)
+                                                                    : 1;
+        json_t *list = json_array();
+        rc = 0;
         if (want && find(want, strlen(want), 0))
             rc = error(out, 409, "api_key already in use");
-        else if (!add(id, want ? want : key))
-            rc = error(out, 500, "out of memory");
-        else
-            rc = reply(out, 201, json_pack("{s:s,s:s}", "session_id", id, "api_key", want ? want : key));
+        for (int i = 0; !rc && i < n; i++) { /* AReaL: the caller's key goes to the first */
+            char id[96], key[128];
+            snprintf(id, sizeof(id), "sess-%s-%lu", worker_id, ++seq);
+            snprintf(key, sizeof(key), "sk-sess-%s-%lu-%08lx", worker_id, seq, (unsigned long)random());
+            const char *k = i == 0 && want ? want : key;
+            if (!add(id, k))
+                rc = error(out, 500, "out of memory");
+            else
+                json_array_append_new(list, json_pack("{s:s,s:s}", "session_id", id, "session_api_key", k));
+        }
+        if (!rc && mock_sessions_legacy) {
+            json_t *one = json_array_get(list, 0);
+            rc = reply(out, 201,
+                       json_pack("{s:O,s:O}", "session_id", json_object_get(one, "session_id"), "api_key",
+                                 json_object_get(one, "session_api_key")));
+        } else if (!rc) {
+            char gid[64];
+            snprintf(gid, sizeof(gid), "grp-%s-%lu", worker_id, ++groups);
+            rc = reply(out, 201, json_pack("{s:s,s:O}", "group_id", gid, "sessions", list));
+        }
+        json_decref(list);
+    } else if (!mock_sessions_legacy) {
+        /* AReaL's current export: every listed session merged; the unknown ones skipped */
+        json_t *ids = json_object_get(doc, "session_ids"), *inter = json_object();
+        size_t i;
+        json_t *v;
+        if (!json_is_array(ids) || !json_array_size(ids)) {
+            rc = error(out, 400, "session_ids must be a non-empty list");
+        } else {
+            json_array_foreach(ids, i, v)
+            {
+                const char *id = json_string_value(v);
+                session *s = id ? find(id, strlen(id), 1) : NULL;
+                if (!s)
+                    continue;
+                json_object_set_new(inter, s->id,
+                                    json_pack("{s:s,s:I,s:f,s:b}", "worker_id", worker_id, "interactions",
+                                              (json_int_t)s->interactions, "reward", s->reward, "rewarded",
+                                              s->rewarded));
+                if (!json_is_false(json_object_get(doc, "remove_session"))) {
+                    free(s->id);
+                    free(s->key);
+                    *s = sessions[--n_sessions];
+                }
+            }
+            rc = reply(out, 200, json_pack("{s:O}", "interactions", inter));
+        }
+        json_decref(inter);
     } else {
         const char *id = json_string_value(json_object_get(doc, "session_id"));
         session *s = id ? find(id, strlen(id), 1) : NULL;

@@ -9,6 +9,9 @@
  * value (may be NULL); admin: the admin key (NULL: any bearer is admin). */
 int mock_sessions_handle(const char *path, const char *auth, size_t auth_len, const char *body,
                          size_t body_len, const char *admin, const char *worker_id, char **out);
+/** 1: AReaL's shapes before its session rework (one session per start,
+ * export by session_id); 0 (default): groups, export by session_ids. */
+extern int mock_sessions_legacy;
 /** A chat request arrived with this Authorization: count it on its session. */
 void mock_sessions_note_chat(const char *auth, size_t auth_len, const char *admin);
 #endif

@@ -1033,14 +1033,16 @@ static void usage(void)
          "  [--ttft-ms N] [--tokens N] [--token-interval-ms N] [--max-inflight N]\n"
          "  [--processes K] [--embedding-dim N] [--drop-reused 0|1] [--ports N]\n"
          "  [--cpu-us-per-token N]  (busy CPU per token, like a Python server)\n"
-         "  [--control-delay-ms N] [--pause-mode hold|abort]\n"
+         "  [--control-delay-ms N] [--pause-mode hold|abort] [--areal-api current|legacy]\n"
          "RL control: POST /pause_generation, /continue_generation, /set_version {version},\n"
          "/flush_cache, /release_memory_occupation, /resume_memory_occupation; GET /get_version.\n"
          "Prefix cache: [--kv-cache-tokens N] [--prefill-us-per-token N]: an LRU of 128-byte\n"
          "blocks of the decoded prompt (keyed apart from the gateway's index);\n"
          "usage.prompt_tokens_details.cached_tokens; /stats sums both.\n"
-         "AReaL sessions: POST /rl/start_session (admin key: --admin-api-key), /rl/set_reward\n"
-         "(session key), /export_trajectories {session_id}; chats count on the bearer's session.\n"
+         "AReaL sessions: POST /rl/start_session {task_id, group_size} (admin key: --admin-api-key)\n"
+         "-> {group_id, sessions}, /rl/set_reward (session key), /export_trajectories {session_ids}\n"
+         "(--areal-api legacy: one session {session_id, api_key}, export {session_id});\n"
+         "chats count on the bearer's session.\n"
          "Prints 'READY port=N' once listening (--port 0 picks a free port).\n"
          "Per-request headers: x-mock-ttft-ms, x-mock-token-interval-ms, x-mock-status,\n"
          "x-mock-close (drop the connection), x-mock-echo-headers (echo what arrived).\n"
@@ -1090,6 +1092,8 @@ int main(int argc, char **argv)
             opt.admin_api_key = v;
         else if (strcmp(a, "--pause-mode") == 0)
             opt.pause_abort = strcmp(v, "abort") == 0;
+        else if (strcmp(a, "--areal-api") == 0)
+            mock_sessions_legacy = strcmp(v, "legacy") == 0;
         else if (strcmp(a, "--cpu-us-per-token") == 0)
             opt.cpu_us_per_token = atoi(v);
         else if (strcmp(a, "--ports") == 0)
