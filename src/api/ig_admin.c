@@ -312,7 +312,8 @@ static int worker_spec(ig_admin_request *r, const char *body, size_t body_len)
         rc = fail(r, 400, "invalid_group", "\"group\" must be the name of a worker group");
     else if (key && !json_is_null(key) && !json_is_string(key))
         rc = fail(r, 400, "invalid_api_key", "\"api_key\" must be a string");
-    else if (type && !json_is_null(type) && !(json_is_string(type) && !strcmp(json_string_value(type), "regular")))
+    else if (type && !json_is_null(type) &&
+             !(json_is_string(type) && !strcmp(json_string_value(type), "regular")))
         /* a prefill or decode server sent whole requests would misbehave: say so instead */
         rc = fail(r, 400, "unsupported_worker_type",
                   "worker_type other than \"regular\" (prefill/decode disaggregation) is not supported yet");

@@ -332,3 +332,31 @@ done:
         *err = rc == -ENAMETOOLONG ? "model name too long" : s.err;
     return rc;
 }
+
+int ig_json_array_len(ig_span v, char *first)
+{
+    scan s = {v.p, v.p + v.len, NULL};
+    *first = 0;
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p != '[')
+        return -1;
+    s.p++;
+    skip_ws(&s);
+    if (s.p < s.end && *s.p == ']')
+        return 0;
+    for (int n = 0;;) {
+        skip_ws(&s);
+        if (!n && s.p < s.end)
+            *first = *s.p;
+        if (skip_value(&s))
+            return -EINVAL;
+        n++;
+        skip_ws(&s);
+        if (s.p >= s.end)
+            return -EINVAL;
+        if (*s.p == ']')
+            return n;
+        if (*s.p++ != ',')
+            return -EINVAL;
+    }
+}

@@ -37,4 +37,10 @@ typedef struct ig_body_fields {
  * over-long model name.
  */
 int ig_body_scan(const char *body, size_t len, ig_body_fields *out, const char **err);
+/**
+ * Elements of the JSON array v (a span ig_body_scan found); *first: the first
+ * byte of its first element ('"', '[', '{', a digit...; 0 when empty).
+ * -1 when v is not an array, -EINVAL when it is malformed.
+ */
+int ig_json_array_len(ig_span v, char *first);
 #endif
