@@ -14,7 +14,7 @@ LDLIBS    = -luv -ljansson -lxxhash -lssl -lcrypto -lm -pthread $(SANFLAGS)
 # source compiles once per build flavour
 MAIN_SRC  = src/app/ig_main.c
 LIB_SRC   = $(filter-out $(MAIN_SRC),$(sort $(wildcard src/*/*.c)))
-MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c tools/mockworker/mock_kvcache.c
+MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c tools/mockworker/mock_kvcache.c tools/mockworker/mock_pd.c
 LLHTTP_SRC = $(LLHTTP)/llhttp.c $(LLHTTP)/api.c $(LLHTTP)/http.c
 UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin test_sessions test_affinity test_framing test_freelist test_h1resp test_budget test_admission test_pool test_pick test_breaker test_h1req test_sticky test_prom test_pd_body
 

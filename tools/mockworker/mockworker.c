@@ -23,6 +23,7 @@
 #include "../../src/core/ig_buf.h"
 #include "../../src/api/ig_body_scan.h"
 #include "mock_kvcache.h"
+#include "mock_pd.h"
 #include "mock_sessions.h"
 
 #define MAX_PROCS 256
@@ -65,7 +66,10 @@ static struct {
     const char *admin_api_key; /* AReaL session endpoints check it (NULL: any bearer) */
     long kv_cache_tokens;      /* prefix cache capacity (0: none) */
     int prefill_us_per_token;  /* prefill time per uncached prompt token, one prefill at a time */
-} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0, 0, 0, NULL, 0, 0};
+    int role;                  /* MOCK_PD_*: one side of SGLang's prefill/decode disaggregation */
+    int bootstrap_port;        /* prefill: its bootstrap server's port */
+    int kv_timeout_ms;         /* decode: how long it waits for the prefill's KV */
+} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0, 0, 0, NULL, 0, 0, 0, 0, 3000};
 
 static shared_stats *stats;
 static proc_stats *me;
@@ -103,6 +107,7 @@ typedef struct conn {
     int aborted; /* a pause (--pause-mode abort) cut its stream */
     char model[IG_MODEL_MAX + 1];
     char id[32];
+    mock_pd_fetch *kv; /* decode: waiting for the prefill's KV */
 } conn;
 
 typedef struct wreq {
@@ -141,6 +146,10 @@ static void conn_close(conn *c)
         c->busy = 0;
     }
     end_inflight(c);
+    if (c->kv) {
+        mock_pd_fetch_cancel(c->kv);
+        c->kv = NULL;
+    }
     uv_close((uv_handle_t *)&c->tcp, free_cb);
     uv_close((uv_handle_t *)&c->timer, free_cb);
 }
@@ -620,6 +629,9 @@ static void prefill(conn *c)
     c->ttft_ms += (int)((gpu_free_at_us - now + 500) / 1000);
 }
 
+static void generate(conn *c);
+static void kv_arrived(void *arg, int ok, const char *why);
+
 static void handle(conn *c)
 {
     int method = llhttp_get_method(&c->parser);
@@ -658,6 +670,17 @@ static void handle(conn *c)
     }
     if ((method == HTTP_POST || method == HTTP_GET) && control(c))
         return;
+    if (method == HTTP_GET && opt.role == MOCK_PD_PREFILL && c->url_len > 16 &&
+        memcmp(c->url, "/bootstrap/room/", 16) ==
+            0) { /* the bootstrap server: has this room's KV been made? */
+        char room[32];
+        snprintf(room, sizeof(room), "%.*s", (int)(c->url_len - 16), c->url + 16);
+        int known = mock_pd_room_known(strtoull(room, NULL, 10));
+        send_simple(c, known ? 200 : 404, known ? "OK" : "Not Found", "application/json",
+                    known ? "{\"ready\":true}\n" : "{\"ready\":false}\n");
+        response_done(c);
+        return;
+    }
     if (method == HTTP_GET && path_is(c, "/metrics")) {
         send_metrics(c);
         response_done(c);
@@ -749,6 +772,42 @@ static void handle(conn *c)
         response_done(c);
         return;
     }
+    if (opt.role && c->kind != K_EMBEDDINGS) {
+        char why[200];
+        if (mock_pd_admit(opt.role, c->body.data, c->body.len, opt.host, opt.bootstrap_port, why,
+                          sizeof(why))) {
+            send_error(c, 400, "Bad Request", why);
+            response_done(c);
+            return;
+        }
+        if (opt.role == MOCK_PD_DECODE) {
+            c->kv = mock_pd_fetch_start(uv_default_loop(), c->body.data, c->body.len, opt.kv_timeout_ms,
+                                        kv_arrived, c, why, sizeof(why));
+            if (!c->kv) {
+                send_error(c, 400, "Bad Request", why);
+                response_done(c);
+            }
+            return;
+        }
+    }
+    generate(c);
+}
+
+/* The prefill's KV is here (or never came): generate, or fail as SGLang's decode does. */
+static void kv_arrived(void *arg, int ok, const char *why)
+{
+    conn *c = arg;
+    c->kv = NULL;
+    if (ok) {
+        generate(c);
+        return;
+    }
+    send_error(c, 500, "Internal Server Error", why);
+    response_done(c);
+}
+
+static void generate(conn *c)
+{
     ig_body_fields f;
     const char *err = NULL;
     if (ig_body_scan(c->body.data ? c->body.data : "", c->body.len, &f, &err) != 0) {
@@ -1034,6 +1093,8 @@ static void usage(void)
          "  [--processes K] [--embedding-dim N] [--drop-reused 0|1] [--ports N]\n"
          "  [--cpu-us-per-token N]  (busy CPU per token, like a Python server)\n"
          "  [--control-delay-ms N] [--pause-mode hold|abort] [--areal-api current|legacy]\n"
+         "  [--role prefill|decode] [--bootstrap-port N] [--kv-timeout-ms N]  (SGLang PD: a prefill\n"
+         "  serves its bootstrap server on N; a decode waits for the request's room there)\n"
          "RL control: POST /pause_generation, /continue_generation, /set_version {version},\n"
          "/flush_cache, /release_memory_occupation, /resume_memory_occupation; GET /get_version.\n"
          "Prefix cache: [--kv-cache-tokens N] [--prefill-us-per-token N]: an LRU of 128-byte\n"
@@ -1092,6 +1153,16 @@ int main(int argc, char **argv)
             opt.admin_api_key = v;
         else if (strcmp(a, "--pause-mode") == 0)
             opt.pause_abort = strcmp(v, "abort") == 0;
+        else if (strcmp(a, "--role") == 0) {
+            opt.role = !strcmp(v, "prefill") ? MOCK_PD_PREFILL : !strcmp(v, "decode") ? MOCK_PD_DECODE : -1;
+            if (opt.role < 0) {
+                fprintf(stderr, "mockworker: --role prefill or decode\n");
+                return 2;
+            }
+        } else if (strcmp(a, "--bootstrap-port") == 0)
+            opt.bootstrap_port = atoi(v);
+        else if (strcmp(a, "--kv-timeout-ms") == 0)
+            opt.kv_timeout_ms = atoi(v);
         else if (strcmp(a, "--areal-api") == 0)
             mock_sessions_legacy = strcmp(v, "legacy") == 0;
         else if (strcmp(a, "--cpu-us-per-token") == 0)
@@ -1149,11 +1220,34 @@ int main(int argc, char **argv)
         }
         printf("\n");
     }
+    if (opt.role == MOCK_PD_PREFILL) {
+        /* the bootstrap server: another listener of the same process (its handler knows the path) */
+        if (opt.processes != 1 || opt.bootstrap_port <= 0) {
+            fprintf(stderr, "mockworker: --role prefill needs --bootstrap-port N and one process\n");
+            return 2;
+        }
+        int *more = realloc(extra, sizeof(int) * (size_t)(opt.ports + 1));
+        struct sockaddr_in ba = sa;
+        ba.sin_port = htons((uint16_t)opt.bootstrap_port);
+        int bfd = socket(AF_INET, SOCK_STREAM, 0);
+        setsockopt(bfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (!more || bind(bfd, (struct sockaddr *)&ba, sizeof(ba)) || listen(bfd, 4096)) {
+            fprintf(stderr, "mockworker: cannot listen on bootstrap port %d: %s\n", opt.bootstrap_port,
+                    strerror(errno));
+            return 1;
+        }
+        extra = more;
+        extra[opt.ports - 1] = bfd;
+        opt.ports++;
+    }
     printf("READY port=%d\n", ntohs(sa.sin_port));
     fflush(stdout);
     mock_kv_init(opt.kv_cache_tokens);
-    if (opt.processes == 1)
-        return serve(fd, 0, extra, opt.ports - 1);
+    if (opt.processes == 1) {
+        int rc = serve(fd, 0, extra, opt.ports - 1);
+        free(extra);
+        return rc;
+    }
 
     pid_t kids[MAX_PROCS];
     for (int k = 0; k < opt.processes; k++) {
