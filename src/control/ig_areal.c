@@ -240,10 +240,8 @@ static void remove_session(ig_admin_request *req, ig_admin_msg *m)
         ig_ctl_reply(m, 200, json_pack("{s:s,s:b}", "status", "ok", "removed", known));
         return;
     }
-    size_t len = strlen(req->session_id);
-    const ig_session *s = ig_sessions_by_id(req->session_id, len);
-    int persistent = s && s->persistent;
-    int removed = !persistent && ig_sessions_remove_id(req->session_id, len);
+    const ig_session *s = ig_sessions_by_id(req->session_id, strlen(req->session_id));
+    int persistent = s && s->persistent, removed = revoke_session(req->session_id);
     ig_ctl_reply(m, 200,
                  json_pack("{s:s,s:b,s:b}", "status", "ok", "removed", removed, "persistent", persistent));
 }

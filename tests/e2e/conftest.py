@@ -188,6 +188,28 @@ def free_port():
     return port
 
 
+def start_nginx(d, http_body, port):
+    """A real nginx serving http_body (the inside of its http block) from
+    directory d, in its own process group (stop it with stop_group); returns
+    its Popen once port accepts connections."""
+    with open(os.path.join(d, "nginx.conf"), "w") as f:
+        f.write(f"""
+daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
+events {{ worker_connections 256; }}
+http {{
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+{http_body}
+}}
+""")
+    p = subprocess.Popen(["nginx", "-c", os.path.join(d, "nginx.conf"), "-p", str(d)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, start_new_session=True)
+    if not wait_for(lambda: port_open(port)):
+        why = p.stderr.read() if p.poll() is not None else "nginx did not start"
+        stop_group(p)  # nothing outlives a failed start
+        raise AssertionError(why)
+    return p
+
+
 def wait_for(pred, timeout=10):
     """Poll until pred() is true (behaviour, not timing: the bound only stops a hang)."""
     deadline = time.time() + timeout

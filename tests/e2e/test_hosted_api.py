@@ -10,7 +10,7 @@ import json
 import httpx
 import pytest
 
-from conftest import stop_group, port_open, chat_body, free_port, sse_events, wait_for
+from conftest import stop_group, chat_body, free_port, sse_events, start_nginx, wait_for
 
 UP_KEY = "sk-upstream-1"
 
@@ -23,13 +23,9 @@ def hosted_api(tmp_path, pki):
         d = tmp_path / f"api{len(started)}"
         d.mkdir()
         port = free_port()
-        (d / "nginx.conf").write_text(f"""
-daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{
+        p = start_nginx(d, f"""
   log_format seen '$request_method $request_uri|$http_authorization|$status';
   access_log {d}/access.log seen;
-  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
   server {{
     listen 127.0.0.1:{port} ssl;
     ssl_certificate {pki}/srv.pem; ssl_certificate_key {pki}/srv.key;
@@ -40,14 +36,8 @@ http {{
       proxy_pass http://127.0.0.1:{upstream_port}/v1/; proxy_http_version 1.1; proxy_buffering off;
     }}
     location / {{ return 404; }}
-  }}
-}}
-""")
-        import subprocess
-        p = subprocess.Popen(["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, start_new_session=True)
+  }}""", port)
         started.append(p)
-        assert wait_for(lambda: port_open(port)), "nginx did not start"
         p.port = port
         p.log = d / "access.log"
         return p

@@ -12,7 +12,7 @@ import subprocess
 import httpx
 import pytest
 
-from conftest import stop_group, port_open, GATEWAY, SANITIZED, chat_body, free_port, sse_events, wait_for
+from conftest import stop_group, start_nginx, GATEWAY, SANITIZED, chat_body, free_port, sse_events, wait_for
 
 
 @pytest.fixture
@@ -26,27 +26,17 @@ def tls_nginx(tmp_path):
         d.mkdir()
         port = port or free_port()
         verify = f"ssl_client_certificate {pki}/ca.pem; ssl_verify_client on;" if client_ca else ""
-        (d / "nginx.conf").write_text(f"""
-daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
-events {{ worker_connections 256; }}
-http {{
+        p = start_nginx(d, f"""
   log_format tls '$connection $ssl_protocol $ssl_session_reused $request';
   access_log {d}/access.log tls;
-  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
   server {{
     listen 127.0.0.1:{port} ssl;
     ssl_certificate {pki}/{cert}.pem; ssl_certificate_key {pki}/{cert}.key;
     ssl_protocols {protocols}; ssl_session_cache shared:S:1m; {verify}
     keepalive_requests 10000;
     location / {{ proxy_pass http://127.0.0.1:{upstream_port}; proxy_http_version 1.1; proxy_buffering off; }}
-  }}
-}}
-""")
-        p = subprocess.Popen(["nginx", "-c", str(d / "nginx.conf"), "-p", str(d)], stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, start_new_session=True)
+  }}""", port)
         started.append(p)
-
-        assert wait_for(lambda: port_open(port)), p.stderr.read() if p.poll() is not None else "nginx did not start"
         p.log = d / "access.log"
         p.port = port
         p.url = f"https://127.0.0.1:{port}"

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from conftest import stop_group, port_open, chat_body, free_port, wait_for
+from conftest import stop_group, chat_body, free_port, start_nginx, wait_for
 
 
 def client_from(addr, base, **kw):
@@ -79,14 +79,8 @@ def nginx():
     def start(upstream_port):
         d = tempfile.mkdtemp(prefix="ig-nginx-")
         port = free_port()
-        conf = os.path.join(d, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""
-daemon off; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;
-events {{ worker_connections 64; }}
-http {{
-  access_log off; client_body_temp_path {d}; proxy_temp_path {d};
-  fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+        p = start_nginx(d, f"""
+  access_log off;
   server {{
     listen 127.0.0.1:{port};
     location / {{
@@ -95,14 +89,8 @@ http {{
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Real-IP $remote_addr;
     }}
-  }}
-}}
-""")
-        p = subprocess.Popen(["nginx", "-c", conf, "-p", d], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             start_new_session=True)
+  }}""", port)
         started.append((p, d))
-
-        assert wait_for(lambda: port_open(port)), p.stderr.read() if p.poll() is not None else "nginx did not start"
         return f"http://127.0.0.1:{port}"
     yield start
     for p, d in started:  # the master and its worker, as a group
