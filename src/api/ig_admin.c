@@ -287,8 +287,21 @@ static int parse_areal(int method, const char *target, size_t plen, const char *
     return rc;
 }
 
+/* worker_type: "regular" (or none), "prefill", "decode"; -1 for anything else */
+static int role_of(const json_t *type)
+{
+    if (!type || json_is_null(type))
+        return IG_ROLE_REGULAR;
+    const char *t = json_is_string(type) ? json_string_value(type) : "";
+    return !strcmp(t, "regular")   ? IG_ROLE_REGULAR
+           : !strcmp(t, "prefill") ? IG_ROLE_PREFILL
+           : !strcmp(t, "decode")  ? IG_ROLE_DECODE
+                                   : -1;
+}
+
 /* A worker to add, as a JSON body (POST /workers, sgl's /add_worker):
- * {"url", "model_id", "max_inflight", "group", "api_key"}. */
+ * {"url", "model_id", "max_inflight", "group", "api_key", "worker_type",
+ * "bootstrap_port"}. */
 static int worker_spec(ig_admin_request *r, const char *body, size_t body_len)
 {
     json_error_t jerr;
@@ -299,8 +312,9 @@ static int worker_spec(ig_admin_request *r, const char *body, size_t body_len)
     }
     json_t *url = json_object_get(doc, "url"), *model = json_object_get(doc, "model_id"),
            *cap = json_object_get(doc, "max_inflight"), *group = json_object_get(doc, "group"),
-           *key = json_object_get(doc, "api_key"), *type = json_object_get(doc, "worker_type");
-    int rc = 0;
+           *key = json_object_get(doc, "api_key"), *type = json_object_get(doc, "worker_type"),
+           *bport = json_object_get(doc, "bootstrap_port");
+    int rc = 0, role = role_of(type);
     if (!json_is_string(url))
         rc = fail(r, 400, "missing_url", "\"url\" (a string) is required");
     else if (model && !json_is_null(model) && !json_is_string(model))
@@ -312,11 +326,17 @@ static int worker_spec(ig_admin_request *r, const char *body, size_t body_len)
         rc = fail(r, 400, "invalid_group", "\"group\" must be the name of a worker group");
     else if (key && !json_is_null(key) && !json_is_string(key))
         rc = fail(r, 400, "invalid_api_key", "\"api_key\" must be a string");
-    else if (type && !json_is_null(type) &&
-             !(json_is_string(type) && !strcmp(json_string_value(type), "regular")))
-        /* a prefill or decode server sent whole requests would misbehave: say so instead */
-        rc = fail(r, 400, "unsupported_worker_type",
-                  "worker_type other than \"regular\" (prefill/decode disaggregation) is not supported yet");
+    else if (role < 0)
+        rc = fail(r, 400, "invalid_worker_type",
+                  "\"worker_type\" must be \"regular\", \"prefill\" or \"decode\"");
+    else if (bport && !json_is_null(bport) &&
+             (!json_is_integer(bport) || json_integer_value(bport) < 1 || json_integer_value(bport) > 65535))
+        rc = fail(r, 400, "invalid_bootstrap_port",
+                  "\"bootstrap_port\" must be a port number (1-65535) or null");
+    else if (bport && !json_is_null(bport) && role != IG_ROLE_PREFILL)
+        rc = fail(r, 400, "invalid_bootstrap_port", "\"bootstrap_port\" belongs to a prefill worker only");
+    else if (role != IG_ROLE_REGULAR && json_is_string(group) && strcmp(json_string_value(group), "default"))
+        rc = fail(r, 400, "invalid_group", "prefill and decode workers belong to the LLM fleet, not a group");
     if (!rc) {
         r->op = IG_ADMIN_ADD;
         r->url = strdup(json_string_value(url));
@@ -325,6 +345,8 @@ static int worker_spec(ig_admin_request *r, const char *body, size_t body_len)
         r->api_key = json_is_string(key) ? strdup(json_string_value(key)) : NULL;
         r->has_max_inflight = json_is_integer(cap);
         r->max_inflight = json_is_integer(cap) ? (int)json_integer_value(cap) : 0;
+        r->role = role;
+        r->bootstrap_port = json_is_integer(bport) ? (int)json_integer_value(bport) : 0;
     }
     json_decref(doc);
     return rc;

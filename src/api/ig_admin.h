@@ -49,6 +49,8 @@ typedef struct ig_admin_request {
     char *group;    /* ADD: the worker group (--config worker_groups) it joins; NULL: the LLM fleet */
     int max_inflight;
     int has_max_inflight;
+    int role;           /* ADD: IG_ROLE_* (worker_type) */
+    int bootstrap_port; /* ADD: a prefill's (0: none) */
     /* BROADCAST */
     ig_broadcast_kind bc;
     const char *bc_path; /* the worker endpoint, e.g. "/pause_generation" */

@@ -3,7 +3,10 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "../core/ig_log.h"
 
@@ -44,8 +47,9 @@ static int put_field(ig_buf *out, const char *name, const char *value, int batch
     return rc ? rc : ig_buf_puts(out, "]");
 }
 
-int ig_pd_inject(ig_buf *out, const char *body, size_t len, const char *host, int port, const uint64_t *rooms,
-                 int batch)
+/* Where fields go in body (one JSON object): its closing brace (*at), and
+ * whether the object is empty (no comma before ours). 0 or -EINVAL. */
+static int insert_point(const char *body, size_t len, size_t *at, int *empty)
 {
     size_t end = len, start = 0;
     while (end && strchr(" \t\r\n", body[end - 1]))
@@ -54,16 +58,25 @@ int ig_pd_inject(ig_buf *out, const char *body, size_t len, const char *host, in
         start++;
     if (end - start < 2 || body[start] != '{' || body[end - 1] != '}')
         return -EINVAL;
-    size_t last = end - 1, k = last; /* is the object empty? */
+    size_t last = end - 1, k = last;
     while (k > start + 1 && strchr(" \t\r\n", body[k - 1]))
         k--;
-    int empty = k == start + 1;
+    *empty = k == start + 1;
+    *at = last;
+    return 0;
+}
+
+int ig_pd_fields(ig_buf *out, const char *body, size_t len, const char *host, int port, const uint64_t *rooms,
+                 int batch, size_t *at)
+{
+    int empty;
+    if (insert_point(body, len, at, &empty))
+        return -EINVAL;
     char h[512], hv[520], pv[16];
     size_t hn = ig_log_json_escape(h, sizeof(h), host, strlen(host));
     snprintf(hv, sizeof(hv), "\"%.*s\"", (int)hn, h);
     snprintf(pv, sizeof(pv), port > 0 ? "%d" : "null", port);
-    int rc = ig_buf_append(out, body, last);
-    rc = rc ? rc : put_field(out, empty ? "\"bootstrap_host\":" : ",\"bootstrap_host\":", hv, batch);
+    int rc = put_field(out, empty ? "\"bootstrap_host\":" : ",\"bootstrap_host\":", hv, batch);
     rc = rc ? rc : put_field(out, ",\"bootstrap_port\":", pv, batch);
     rc = rc ? rc : ig_buf_puts(out, ",\"bootstrap_room\":");
     rc = rc ? rc : (batch ? ig_buf_puts(out, "[") : 0);
@@ -72,6 +85,60 @@ int ig_pd_inject(ig_buf *out, const char *body, size_t len, const char *host, in
         rc = rc ? rc : ig_buf_putu(out, rooms[i]);
     }
     rc = rc ? rc : (batch ? ig_buf_puts(out, "]") : 0);
-    rc = rc ? rc : ig_buf_append(out, body + last, len - last);
+    return rc ? -ENOMEM : 0;
+}
+
+int ig_pd_inject(ig_buf *out, const char *body, size_t len, const char *host, int port, const uint64_t *rooms,
+                 int batch)
+{
+    ig_buf ins;
+    size_t at;
+    ig_buf_init(&ins, out->max);
+    int rc = ig_pd_fields(&ins, body, len, host, port, rooms, batch, &at);
+    rc = rc ? rc
+         : ig_buf_append(out, body, at) || ig_buf_append(out, ins.data, ins.len) ||
+                 ig_buf_append(out, body + at, len - at)
+             ? -ENOMEM
+             : 0;
+    ig_buf_free(&ins);
+    return rc;
+}
+
+int ig_pd_vllm_prefill_fields(ig_buf *out, const char *body, size_t len, size_t *at)
+{
+    int empty;
+    if (insert_point(body, len, at, &empty))
+        return -EINVAL;
+    /* toy_proxy_server's prefill request: one token, no stream (and no
+     * stream_options, min_tokens: not for a prefill), the KV kept for a remote decode */
+    int rc = ig_buf_puts(out, empty ? "" : ",");
+    rc = rc ? rc
+            : ig_buf_puts(out,
+                          "\"kv_transfer_params\":{\"do_remote_decode\":true,\"do_remote_prefill\":false,"
+                          "\"remote_engine_id\":null,\"remote_block_ids\":null,\"remote_host\":null,"
+                          "\"remote_port\":null},\"stream\":false,\"stream_options\":null,\"max_tokens\":1,"
+                          "\"max_completion_tokens\":1,\"min_tokens\":0");
+    return rc ? -ENOMEM : 0;
+}
+
+int ig_pd_vllm_decode_fields(ig_buf *out, const char *body, size_t len, const char *answer, size_t alen,
+                             size_t *at)
+{
+    int empty;
+    if (insert_point(body, len, at, &empty))
+        return -EINVAL;
+    json_error_t jerr;
+    json_t *doc = json_loadb(answer ? answer : "", alen, 0, &jerr);
+    json_t *params = json_is_object(doc) ? json_object_get(doc, "kv_transfer_params") : NULL;
+    if (!json_is_object(params)) {
+        json_decref(doc);
+        return -ENOENT;
+    }
+    char *text = json_dumps(params, JSON_COMPACT);
+    int rc = text ? 0 : -ENOMEM;
+    rc = rc ? rc : ig_buf_puts(out, empty ? "\"kv_transfer_params\":" : ",\"kv_transfer_params\":");
+    rc = rc ? rc : ig_buf_puts(out, text);
+    free(text);
+    json_decref(doc);
     return rc ? -ENOMEM : 0;
 }

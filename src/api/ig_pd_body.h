@@ -21,6 +21,13 @@ int ig_pd_batch_size(const ig_body_fields *f);
 /** A random bootstrap room (0 .. 2^63-1) from the caller's generator state. */
 uint64_t ig_pd_room(uint64_t *state);
 /**
+ * What ig_pd_inject adds, alone: the fields' text appended to out, and *at
+ * the offset in body it goes in at (the closing brace), so the body itself
+ * need not be copied. 0, -EINVAL, -ENOMEM.
+ */
+int ig_pd_fields(ig_buf *out, const char *body, size_t len, const char *host, int port, const uint64_t *rooms,
+                 int batch, size_t *at);
+/**
  * body (one JSON object) with "bootstrap_host", "bootstrap_port" (port 0:
  * null) and "bootstrap_room" added before its closing brace: scalars when
  * batch is 0, else arrays of batch entries with rooms[0..batch). Appended
@@ -28,4 +35,20 @@ uint64_t ig_pd_room(uint64_t *state);
  */
 int ig_pd_inject(ig_buf *out, const char *body, size_t len, const char *host, int port, const uint64_t *rooms,
                  int batch);
+
+/* vLLM's protocol (NIXL, as its toy_proxy_server and vllm-project/router run
+ * it): first the prefill with max_tokens 1, no stream and
+ * kv_transfer_params {do_remote_decode: true, ...}; then the decode with the
+ * client's body and the kv_transfer_params the prefill answered. The fields
+ * go in before the closing brace after the client's own: a key given twice
+ * takes its last value in vLLM's parser (Python's json), so ours win
+ * without the body being rewritten. */
+
+/** The prefill's fields (appended to out) and where they go (*at). 0, -EINVAL, -ENOMEM. */
+int ig_pd_vllm_prefill_fields(ig_buf *out, const char *body, size_t len, size_t *at);
+/** The decode's: "kv_transfer_params" from the prefill's answer (a JSON
+ * object). 0; -ENOENT when the answer has none (the decode then runs the
+ * whole request: *at is set, out unchanged); -EINVAL, -ENOMEM. */
+int ig_pd_vllm_decode_fields(ig_buf *out, const char *body, size_t len, const char *answer, size_t alen,
+                             size_t *at);
 #endif

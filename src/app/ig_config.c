@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "../core/ig_log.h"
@@ -15,7 +16,7 @@
 #define IG_VERSION "0.1.0"
 
 /* clang-format off */
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES, T_BACKEND, T_ASSIGN } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES, T_BACKEND, T_ASSIGN, T_PREFILL, T_DECODE, T_PDPROTO } opt_type;
 /* clang-format on */
 
 typedef struct opt {
@@ -43,6 +44,12 @@ static const opt opts[] = {
     {"tls-client-ca-path", T_STR, OFF(tls_client_ca_path), "FILE: require client certificates issued by these CAs (PEM)"},
     {"forward-paths", T_PATHS, OFF(forward_paths), "PREFIX [PREFIX ...]: paths forwarded as they are (any method, any body) to the workers, balanced per request; / forwards every path infergate does not answer itself (default: none)"},
     {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default) | cache_aware | consistent_hash | manual"},
+    {"pd-disaggregation", T_BOOL, OFF(pd_disaggregation), "prefill/decode disaggregation (SGLang's protocol): each generation request goes to a prefill and a decode worker at once"},
+    {"prefill", T_PREFILL, OFF(prefill_urls), "URL [BOOTSTRAP_PORT|none]: a prefill worker and its KV bootstrap port (repeat the flag for more; with --pd-disaggregation)"},
+    {"decode", T_DECODE, OFF(decode_urls), "URL [URL ...]: decode workers (with --pd-disaggregation)"},
+    {"pd-protocol", T_PDPROTO, OFF(pd_vllm), "sglang (default: both halves at once, bootstrap fields) | vllm (NIXL: the prefill first with max_tokens 1, then the decode with the kv_transfer_params it answered)"},
+    {"prefill-policy", T_POLICY, OFF(prefill_policy), "the policy choosing prefill workers (default: --policy)"},
+    {"decode-policy", T_POLICY, OFF(decode_policy), "the policy choosing decode workers (default: --policy)"},
     {"assignment-mode", T_ASSIGN, OFF(assignment_mode), "manual: a new routing key's worker: random (default) | min_load | min_group (fewest keyed requests in flight)"},
     {"routing-key-override", T_BOOL, OFF(routing_key_override), "a routing key (X-SMG-Routing-Key) keeps its worker under any policy, as --policy manual"},
     {"max-idle-secs", T_SECS, OFF(max_idle_secs), "manual: forget a routing key unused this long (default 14400; 0: never)"},
@@ -120,6 +127,7 @@ void ig_config_defaults(ig_config *cfg)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->threads = n > 0 ? (int)n : 1;
     cfg->policy = IG_POLICY_LEAST_LOAD;
+    cfg->prefill_policy = cfg->decode_policy = -1;
     cfg->max_payload_size = 64ull << 20;
     cfg->max_header_size = 64u << 10;
     cfg->request_timeout_secs = 1800;
@@ -369,17 +377,34 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
                 "--policy %s is a policy of sgl-model-gateway that infergate does not have yet "
                 "(docs/sgl-compat.md); for sticky routing by X-SMG-Routing-Key use manual or consistent_hash",
                 val);
-        if (ig_policy_from_name(val, &cfg->policy))
+        ig_policy_kind k;
+        if (ig_policy_from_name(val, &k))
             return errf(err, errlen,
-                        "--policy: unknown policy '%s' (round_robin, random, power_of_two, least_load, "
+                        "--%s: unknown policy '%s' (round_robin, random, power_of_two, least_load, "
                         "cache_aware, consistent_hash, consistent_hashing or manual)",
-                        val);
+                        o->name, val);
+        if (o->off == OFF(policy))
+            cfg->policy = k;
+        else
+            *(int *)field = (int)k;
         return 0;
     case T_LOGLEVEL:
         if ((cfg->log_level = ig_log_level_from_name(val)) < 0)
             return errf(err, errlen, "--log-level: expected error, warn, info or debug");
         return 0;
     case T_URLS: return strv_add(&cfg->worker_urls, val);
+    case T_DECODE: return strv_add(&cfg->decode_urls, val);
+    case T_PDPROTO:
+        if (strcmp(val, "sglang") && strcmp(val, "vllm"))
+            return errf(err, errlen, "--pd-protocol: expected sglang or vllm, got '%s'", val);
+        cfg->pd_vllm = !strcmp(val, "vllm");
+        return 0;
+    case T_PREFILL:
+        if (cfg->prefill_urls.n == IG_MAX_PREFILL)
+            return errf(err, errlen, "--prefill: at most %d at start (add more with POST /workers)",
+                        IG_MAX_PREFILL);
+        cfg->prefill_ports[cfg->prefill_urls.n] = 0;
+        return strv_add(&cfg->prefill_urls, val);
     case T_FILES:
         if (access(val, R_OK) != 0)
             return errf(err, errlen, "--%s %s: %s", o->name, val, strerror(errno));
@@ -423,6 +448,21 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
         return 0;
     }
     }
+    return 0;
+}
+
+/* The bootstrap port after --prefill URL: a port number, or "none". */
+static int prefill_port(ig_config *cfg, const char *val, char *err, size_t errlen)
+{
+    char *end;
+    long p = strtol(val, &end, 10);
+    if (!strcasecmp(val, "none"))
+        return 0;
+    if (*end || end == val || p < 1 || p > 65535)
+        return errf(err, errlen,
+                    "--prefill %s: expected a bootstrap port (1-65535) or none after the URL, got '%s'",
+                    cfg->prefill_urls.v[cfg->prefill_urls.n - 1], val);
+    cfg->prefill_ports[cfg->prefill_urls.n - 1] = (int)p;
     return 0;
 }
 
@@ -553,13 +593,18 @@ static int apply_json(ig_config *cfg, json_t *root, const char *path, char *err,
             goto done;
         }
         if ((o->type == T_URLS || o->type == T_CIDRS || o->type == T_STATUSES || o->type == T_PATHS ||
-             o->type == T_FILES) &&
+             o->type == T_FILES || o->type == T_DECODE || o->type == T_PREFILL) &&
             json_is_array(val)) {
             size_t i;
             json_t *u;
             json_array_foreach(val, i, u)
             {
                 char num[24];
+                json_t *port = NULL;
+                if (o->type == T_PREFILL && json_is_array(u)) { /* ["URL", PORT or null] */
+                    port = json_array_get(u, 1);
+                    u = json_array_get(u, 0);
+                }
                 const char *item = json_string_value(u);
                 if (json_is_integer(u)) {
                     snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(u));
@@ -571,6 +616,11 @@ static int apply_json(ig_config *cfg, json_t *root, const char *path, char *err,
                 }
                 if ((rc = set_value(cfg, o, item, err, errlen)))
                     goto done;
+                if (json_is_integer(port)) {
+                    snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(port));
+                    if ((rc = prefill_port(cfg, num, err, errlen)))
+                        goto done;
+                }
             }
             continue;
         }
@@ -706,7 +756,18 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
                 return rc;
             continue;
         }
-        if ((o->type == T_URLS || o->type == T_PATHS || o->type == T_FILES) && !val) {
+        if (o->type == T_PREFILL) {
+            if (!val && (i + 1 >= argc || !strncmp(argv[i + 1], "--", 2)))
+                return errf(err, errlen, "--prefill needs a URL (then, optionally, its bootstrap port)");
+            int rc = set_value(cfg, o, val ? val : argv[++i], err, errlen);
+            if (rc)
+                return rc;
+            if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) /* sgl's optional port, or none */
+                if ((rc = prefill_port(cfg, argv[++i], err, errlen)))
+                    return rc;
+            continue;
+        }
+        if ((o->type == T_URLS || o->type == T_PATHS || o->type == T_FILES || o->type == T_DECODE) && !val) {
             int n = 0;
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
                 int rc = set_value(cfg, o, argv[++i], err, errlen);
@@ -729,7 +790,16 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
         if (rc)
             return rc;
     }
+    if ((cfg->prefill_urls.n || cfg->decode_urls.n) && !cfg->pd_disaggregation)
+        return errf(err, errlen, "--prefill and --decode need --pd-disaggregation");
+    if (cfg->pd_disaggregation && cfg->backend == IG_BACKEND_OPENAI)
+        return errf(err, errlen, "--pd-disaggregation is for inference engines, not --backend openai");
     return cfg->backend == IG_BACKEND_OPENAI ? https_by_default(&cfg->worker_urls) : 0;
+}
+
+int ig_config_uses_policy(const ig_config *cfg, ig_policy_kind k)
+{
+    return cfg->policy == k || cfg->prefill_policy == (int)k || cfg->decode_policy == (int)k;
 }
 
 void ig_config_free(ig_config *cfg)
@@ -742,6 +812,8 @@ void ig_config_free(ig_config *cfg)
     }
     cfg->n_groups = 0;
     strv_free(&cfg->worker_urls);
+    strv_free(&cfg->prefill_urls);
+    strv_free(&cfg->decode_urls);
     strv_free(&cfg->ca_cert_paths);
     free(cfg->client_cert_path);
     free(cfg->client_key_path);
@@ -810,21 +882,25 @@ ig_pool_config ig_config_pool(const ig_config *cfg)
 
 ig_proxy_config ig_config_proxy(const ig_config *cfg)
 {
-    return (ig_proxy_config){.policy = cfg->policy,
-                             .sticky = cfg->policy == IG_POLICY_MANUAL || cfg->routing_key_override,
-                             .assignment = (ig_assignment)cfg->assignment_mode,
-                             .retry_max_retries = cfg->disable_retries ? 0 : cfg->retry_max_retries,
-                             .retry_non_idempotent = cfg->retry_non_idempotent,
-                             .retry_budget_ratio = cfg->retry_budget_ratio,
-                             .request_timeout_secs = cfg->request_timeout_secs,
-                             .queue_timeout_secs = cfg->queue_timeout_secs,
-                             .cache_threshold = cfg->cache_threshold,
-                             .balance_abs_threshold = cfg->balance_abs_threshold,
-                             .balance_rel_threshold = cfg->balance_rel_threshold,
-                             .retry_initial_backoff_ms = cfg->retry_initial_backoff_ms,
-                             .retry_max_backoff_ms = cfg->retry_max_backoff_ms,
-                             .retry_backoff_multiplier = cfg->retry_backoff_multiplier,
-                             .retry_jitter_factor = cfg->retry_jitter_factor};
+    return (ig_proxy_config){
+        .policy = cfg->policy,
+        .prefill_policy = cfg->prefill_policy >= 0 ? (ig_policy_kind)cfg->prefill_policy : cfg->policy,
+        .decode_policy = cfg->decode_policy >= 0 ? (ig_policy_kind)cfg->decode_policy : cfg->policy,
+        .sticky = ig_config_uses_policy(cfg, IG_POLICY_MANUAL) || cfg->routing_key_override,
+        .assignment = (ig_assignment)cfg->assignment_mode,
+        .pd_vllm = cfg->pd_vllm,
+        .retry_max_retries = cfg->disable_retries ? 0 : cfg->retry_max_retries,
+        .retry_non_idempotent = cfg->retry_non_idempotent,
+        .retry_budget_ratio = cfg->retry_budget_ratio,
+        .request_timeout_secs = cfg->request_timeout_secs,
+        .queue_timeout_secs = cfg->queue_timeout_secs,
+        .cache_threshold = cfg->cache_threshold,
+        .balance_abs_threshold = cfg->balance_abs_threshold,
+        .balance_rel_threshold = cfg->balance_rel_threshold,
+        .retry_initial_backoff_ms = cfg->retry_initial_backoff_ms,
+        .retry_max_backoff_ms = cfg->retry_max_backoff_ms,
+        .retry_backoff_multiplier = cfg->retry_backoff_multiplier,
+        .retry_jitter_factor = cfg->retry_jitter_factor};
 }
 
 ig_admission_config ig_config_admission(const ig_config *cfg)
@@ -858,34 +934,39 @@ ig_control_config ig_config_control(const ig_config *cfg)
                                        .health_check_endpoint =
                                            gc->health_check_endpoint[0] ? gc->health_check_endpoint : NULL};
     }
-    return (ig_control_config){.groups = groups,
-                               .n_groups = cfg->n_groups,
-                               .worker_urls = cfg->worker_urls.v,
-                               .n_worker_urls = cfg->worker_urls.n,
-                               .worker_max_inflight = cfg->worker_max_inflight,
-                               .discovery_timeout_secs = cfg->discovery_timeout_secs,
-                               .health_check_interval_secs =
-                                   cfg->disable_health_check ||
-                                           (cfg->backend == IG_BACKEND_OPENAI && !cfg->health_interval_given)
-                                       ? 0 /* a hosted API has no /health (sgl-model-gateway skips it too) */
-                                       : cfg->health_check_interval_secs,
-                               .worker_api_key = cfg->worker_api_key                 ? cfg->worker_api_key
-                                                 : cfg->backend == IG_BACKEND_OPENAI ? cfg->api_key
-                                                                                     : NULL,
-                               .https_by_default = cfg->backend == IG_BACKEND_OPENAI,
-                               .health_check_timeout_secs = cfg->health_check_timeout_secs,
-                               .health_failure_threshold = cfg->health_failure_threshold,
-                               .health_success_threshold = cfg->health_success_threshold,
-                               .health_check_endpoint = cfg->health_check_endpoint,
-                               .broadcast_timeout_secs = cfg->broadcast_timeout_secs,
-                               .exclude_stale_workers = cfg->exclude_stale_workers,
-                               .cache_aware = cfg->policy == IG_POLICY_CACHE_AWARE,
-                               .eviction_interval_secs = cfg->eviction_interval_secs,
-                               .sticky = cfg->policy == IG_POLICY_MANUAL || cfg->routing_key_override,
-                               .max_idle_secs = cfg->max_idle_secs,
-                               .request_timeout_secs = cfg->request_timeout_secs,
-                               .worker_startup_timeout_secs = cfg->worker_startup_timeout_secs,
-                               .api_key = cfg->api_key,
-                               .admin_api_key = cfg->admin_api_key,
-                               .metrics_api_key = cfg->metrics_api_key};
+    return (ig_control_config){
+        .groups = groups,
+        .n_groups = cfg->n_groups,
+        .worker_urls = cfg->worker_urls.v,
+        .n_worker_urls = cfg->worker_urls.n,
+        .prefill_urls = cfg->prefill_urls.v,
+        .prefill_ports = cfg->prefill_ports,
+        .n_prefill = cfg->prefill_urls.n,
+        .decode_urls = cfg->decode_urls.v,
+        .n_decode = cfg->decode_urls.n,
+        .worker_max_inflight = cfg->worker_max_inflight,
+        .discovery_timeout_secs = cfg->discovery_timeout_secs,
+        .health_check_interval_secs =
+            cfg->disable_health_check || (cfg->backend == IG_BACKEND_OPENAI && !cfg->health_interval_given)
+                ? 0 /* a hosted API has no /health (sgl-model-gateway skips it too) */
+                : cfg->health_check_interval_secs,
+        .worker_api_key = cfg->worker_api_key                 ? cfg->worker_api_key
+                          : cfg->backend == IG_BACKEND_OPENAI ? cfg->api_key
+                                                              : NULL,
+        .https_by_default = cfg->backend == IG_BACKEND_OPENAI,
+        .health_check_timeout_secs = cfg->health_check_timeout_secs,
+        .health_failure_threshold = cfg->health_failure_threshold,
+        .health_success_threshold = cfg->health_success_threshold,
+        .health_check_endpoint = cfg->health_check_endpoint,
+        .broadcast_timeout_secs = cfg->broadcast_timeout_secs,
+        .exclude_stale_workers = cfg->exclude_stale_workers,
+        .cache_aware = ig_config_uses_policy(cfg, IG_POLICY_CACHE_AWARE),
+        .eviction_interval_secs = cfg->eviction_interval_secs,
+        .sticky = ig_config_uses_policy(cfg, IG_POLICY_MANUAL) || cfg->routing_key_override,
+        .max_idle_secs = cfg->max_idle_secs,
+        .request_timeout_secs = cfg->request_timeout_secs,
+        .worker_startup_timeout_secs = cfg->worker_startup_timeout_secs,
+        .api_key = cfg->api_key,
+        .admin_api_key = cfg->admin_api_key,
+        .metrics_api_key = cfg->metrics_api_key};
 }

@@ -17,6 +17,7 @@
 
 #define IG_MAX_ADMIN_ALLOW 32
 #define IG_MAX_SGL_NOOPS 32
+#define IG_MAX_PREFILL 256 /* --prefill flags at start */
 
 struct ig_sgl_flag;
 
@@ -42,9 +43,15 @@ typedef struct ig_config {
     char host[256];
     int port;
     int threads;
-    ig_strv worker_urls;   /* --worker-urls: the LLM fleet */
-    ig_strv forward_paths; /* --forward-paths: to the LLM fleet (group 0), as they are */
-    ig_strv ca_cert_paths; /* --ca-cert-path(s): CAs for https:// workers (none: the system's) */
+    ig_strv worker_urls;               /* --worker-urls: the LLM fleet */
+    int pd_disaggregation;             /* --pd-disaggregation: --prefill and --decode workers */
+    ig_strv prefill_urls;              /* --prefill URL [PORT] */
+    int prefill_ports[IG_MAX_PREFILL]; /* ... their bootstrap ports (0: none) */
+    ig_strv decode_urls;               /* --decode URL ... */
+    int prefill_policy, decode_policy; /* ig_policy_kind, -1: --policy's */
+    int pd_vllm;                       /* --pd-protocol vllm */
+    ig_strv forward_paths;             /* --forward-paths: to the LLM fleet (group 0), as they are */
+    ig_strv ca_cert_paths;             /* --ca-cert-path(s): CAs for https:// workers (none: the system's) */
     char *client_cert_path, *client_key_path; /* mTLS to workers */
     int upstream_tls_insecure;                /* verify no worker certificate (tests) */
     char *tls_cert_path, *tls_key_path;       /* clients speak HTTPS */
@@ -123,6 +130,8 @@ typedef struct ig_config {
     double eviction_interval_secs;
 } ig_config;
 
+/** 1 when --policy, --prefill-policy or --decode-policy is k. */
+int ig_config_uses_policy(const ig_config *cfg, ig_policy_kind k);
 /** Defaults for every setting. */
 void ig_config_defaults(ig_config *cfg);
 /**

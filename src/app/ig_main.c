@@ -217,6 +217,22 @@ static ig_tls_ctx *upstream_tls(const ig_config *cfg)
     return tls;
 }
 
+/* A start-up URL that cannot be a worker's: said on stderr, 1. */
+static int bad_url(const ig_strv *urls, const char *flag)
+{
+    for (int i = 0; i < urls->n; i++) {
+        char host[256];
+        uint16_t p;
+        int tls;
+        const char *why = "";
+        if (ig_url_parse(urls->v[i], host, sizeof(host), &p, &tls, NULL, &why)) {
+            fprintf(stderr, "infergate: %s %s: %s\n", flag, urls->v[i], why);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     ig_config cfg;
@@ -303,25 +319,22 @@ int main(int argc, char **argv)
     if (cfg.rate_limit_given && !cfg.max_concurrent_requests)
         ig_warn("--rate-limit-tokens-per-second has no effect without --max-concurrent-requests (as in "
                 "sgl-model-gateway: the bucket holds that many tokens)");
-    if (cfg.worker_urls.n == 0)
+    if (cfg.worker_urls.n == 0 && !cfg.prefill_urls.n && !cfg.decode_urls.n)
         ig_warn("no --worker-urls: add workers with POST /workers, until then data requests get 503");
+    else if (cfg.pd_disaggregation && (!cfg.prefill_urls.n || !cfg.decode_urls.n))
+        ig_warn("--pd-disaggregation: generation requests get 503 until both a prefill and a decode worker "
+                "are registered (POST /workers with worker_type)");
+    if (bad_url(&cfg.prefill_urls, "--prefill") || bad_url(&cfg.decode_urls, "--decode")) {
+        exit_code = 2;
+        goto out;
+    }
     /* URLs are checked before anything starts, so a typo fails fast with its reason */
     for (int g = 0; g < (cfg.n_groups ? cfg.n_groups : 1); g++) {
-        const ig_strv *urls = g ? &cfg.groups[g].worker_urls : &cfg.worker_urls;
-        for (int i = 0; i < urls->n; i++) {
-            char host[256];
-            uint16_t p;
-            int tls;
-            const char *why = "";
-            if (ig_url_parse(urls->v[i], host, sizeof(host), &p, &tls, NULL, &why)) {
-                if (g)
-                    fprintf(stderr, "infergate: worker group '%s': %s: %s\n", cfg.groups[g].name, urls->v[i],
-                            why);
-                else
-                    fprintf(stderr, "infergate: --worker-urls %s: %s\n", urls->v[i], why);
-                exit_code = 2;
-                goto out;
-            }
+        char what[300];
+        snprintf(what, sizeof(what), g ? "worker group '%s':" : "--worker-urls", g ? cfg.groups[g].name : "");
+        if (bad_url(g ? &cfg.groups[g].worker_urls : &cfg.worker_urls, what)) {
+            exit_code = 2;
+            goto out;
         }
     }
     for (int g = 1; g < cfg.n_groups; g++)
@@ -332,14 +345,14 @@ int main(int argc, char **argv)
         ig_info("forwarded as they are to the workers: %s%s", cfg.forward_paths.v[0],
                 cfg.forward_paths.n > 1 ? " and more" : "");
     ig_registry_init(cfg.threads);
-    if (cfg.policy == IG_POLICY_CONSISTENT_HASH)
+    if (ig_config_uses_policy(&cfg, IG_POLICY_CONSISTENT_HASH))
         ig_registry_set_ring_vnodes(IG_RING_VNODES);
-    if ((cfg.policy == IG_POLICY_MANUAL || cfg.routing_key_override) &&
+    if ((ig_config_uses_policy(&cfg, IG_POLICY_MANUAL) || cfg.routing_key_override) &&
         (rc = ig_sticky_init(cfg.max_routing_keys))) {
         fprintf(stderr, "infergate: cannot allocate the routing-key table (--max-routing-keys)\n");
         goto out;
     }
-    if (cfg.policy == IG_POLICY_CACHE_AWARE && (rc = ig_prefix_init(cfg.max_tree_size))) {
+    if (ig_config_uses_policy(&cfg, IG_POLICY_CACHE_AWARE) && (rc = ig_prefix_init(cfg.max_tree_size))) {
         fprintf(stderr, "infergate: cannot allocate the prefix index (--max-tree-size)\n");
         goto out;
     }

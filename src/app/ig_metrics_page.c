@@ -55,6 +55,16 @@ static ig_hist *queue_wait_of(ig_thread *t, int r)
     (void)r;
     return &t->stats.queue_wait;
 }
+static ig_hist *pd_prefill_of(ig_thread *t, int r)
+{
+    (void)r;
+    return &t->stats.pd_prefill;
+}
+static ig_hist *pd_ttft_of(ig_thread *t, int r)
+{
+    (void)r;
+    return &t->stats.pd_ttft;
+}
 
 /* One histogram summed over the threads; label is "" or route="...",
  * and empty histograms are skipped unless always is set. */
@@ -130,6 +140,23 @@ static void smg_names(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
                  paths[i].path);
         hist1(o, "smg_router_ttft_seconds", label, th, n, ttfb_of, (int)paths[i].r, 0);
     }
+    put(o,
+        "# HELP smg_pd_prefill_duration_seconds The prefill leg of disaggregated requests, sent to answered.\n"
+        "# TYPE smg_pd_prefill_duration_seconds histogram\n");
+    hist1(o, "smg_pd_prefill_duration_seconds", "backend_type=\"pd\"", th, n, pd_prefill_of, 0, 0);
+    put(o, "# HELP smg_pd_ttft_seconds Disaggregated requests: the pair sent to the decode's first byte.\n"
+           "# TYPE smg_pd_ttft_seconds histogram\n");
+    hist1(o, "smg_pd_ttft_seconds", "backend_type=\"pd\"", th, n, pd_ttft_of, 0, 0);
+    put(o,
+        "# HELP smg_pd_bootstrap_failures_total Disaggregated requests whose bootstrap fields could not be "
+        "added (a body that is not an object, a malformed or too large batch).\n"
+        "# TYPE smg_pd_bootstrap_failures_total counter\nsmg_pd_bootstrap_failures_total %llu\n",
+        (unsigned long long)SUM_THREADS(st->pd_bootstrap_failures));
+    put(o,
+        "# HELP smg_pd_kv_transfer_failures_total vLLM's protocol: prefill answers without kv_transfer_params "
+        "(the decode then runs the whole request).\n"
+        "# TYPE smg_pd_kv_transfer_failures_total counter\nsmg_pd_kv_transfer_failures_total %llu\n",
+        (unsigned long long)SUM_THREADS(st->pd_kv_transfer_failures));
     static const char *const wm[][2] = {
         {"smg_worker_requests_active", "Requests in flight on the worker (sgl-model-gateway's name)."},
         {"smg_worker_health", "1 healthy, 0 not (sgl-model-gateway's name)."},
@@ -205,6 +232,14 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
          SUM_THREADS(st->queue_timeouts)},
         {"infergate_requeued_overload_total", "Requests sent back to the queue by a worker's 503/429.",
          SUM_THREADS(st->requeued_overload)},
+        {"infergate_pd_requests_total", "Prefill/decode pairs sent (retries too).",
+         SUM_THREADS(st->pd_requests)},
+        {"infergate_pd_prefill_failures_total",
+         "Prefill legs that failed: no connection, a broken answer or an error status.",
+         SUM_THREADS(st->pd_prefill_failures)},
+        {"infergate_pd_pair_retries_total",
+         "Pairs sent again after one half failed before the client saw a byte.",
+         SUM_THREADS(st->pd_pair_retries)},
         {"infergate_affinity_hits_total",
          "Requests routed by affinity: a cached prefix (cache_aware) or a routing key's worker (consistent_hash).",
          SUM_THREADS(st->affinity_hits)},

@@ -8,7 +8,7 @@
 #define K8S_DISCOVERY "Kubernetes service discovery"
 #define TOKENIZER                                                                                            \
     "tokenization in the gateway (infergate routes on the prompt text and never loads a tokenizer)"
-#define PD "prefill/decode disaggregation (issue #17)"
+#define EPD "encode/prefill/decode disaggregation (a separate encoder pool for multimodal inputs)"
 #define AUTHZ                                                                                                \
     "control-plane roles, JWT/OIDC and per-tenant keys (infergate has --api-key, --admin-api-key and --admin-allow)"
 #define MESH "the gateway mesh (several infergate gateways share one fleet through etcd instead: issue #18)"
@@ -44,8 +44,8 @@ static const ig_sgl_flag flags[] = {
     {"control-plane-audit-enabled", 0, IG_SGL_NOOP, NULL,
      "infergate keeps no audit log (admin changes are info lines)"},
     {"cors-allowed-origins", -1, IG_SGL_REFUSE, NULL, "CORS"},
-    {"decode", -1, IG_SGL_REFUSE, NULL, PD},
-    {"decode-policy", 1, IG_SGL_REFUSE, NULL, PD},
+    {"decode", -1, IG_SGL_SAME, NULL, NULL},
+    {"decode-policy", 1, IG_SGL_SAME, NULL, NULL},
     {"decode-selector", -1, IG_SGL_REFUSE, NULL, K8S_DISCOVERY},
     {"disable-audit-logging", 0, IG_SGL_NOOP, NULL,
      "infergate keeps no audit log (admin changes are info lines)"},
@@ -62,11 +62,11 @@ static const ig_sgl_flag flags[] = {
     {"enable-mesh", 0, IG_SGL_REFUSE, NULL, MESH},
     {"enable-trace", 0, IG_SGL_REFUSE, NULL, "OpenTelemetry tracing"},
     {"enable-wasm", 0, IG_SGL_REFUSE, NULL, "WebAssembly plugins"},
-    {"encode", -1, IG_SGL_REFUSE, NULL, PD},
-    {"encode-policy", 1, IG_SGL_REFUSE, NULL, PD},
+    {"encode", -1, IG_SGL_REFUSE, NULL, EPD},
+    {"encode-policy", 1, IG_SGL_REFUSE, NULL, EPD},
     {"encode-selector", -1, IG_SGL_REFUSE, NULL, K8S_DISCOVERY},
     {"engine-metrics", 0, IG_SGL_REFUSE, NULL, "re-exporting engine loads as smg_engine_* gauges"},
-    {"epd-disaggregation", 0, IG_SGL_REFUSE, NULL, PD},
+    {"epd-disaggregation", 0, IG_SGL_REFUSE, NULL, EPD},
     {"eviction-interval", 1, IG_SGL_MAP, "eviction-interval-secs", "the Rust CLI's name"},
     {"eviction-interval-secs", 1, IG_SGL_SAME, NULL, NULL},
     {"health-check-endpoint", 1, IG_SGL_SAME, NULL, NULL},
@@ -125,15 +125,16 @@ static const ig_sgl_flag flags[] = {
     {"otlp-traces-endpoint", 1, IG_SGL_REFUSE, NULL, "OpenTelemetry tracing"},
     {"overload-token-usage-threshold", 1, IG_SGL_NOOP, NULL,
      "as --balance-token-usage-threshold: no engine KV usage is read"},
-    {"pd-disaggregation", 0, IG_SGL_REFUSE, NULL, PD},
+    {"pd-disaggregation", 0, IG_SGL_SAME, NULL,
+     "SGLang's bootstrap protocol; both legs sent at once, a failed leg cancels the other"},
     {"policy", 1, IG_SGL_SAME, NULL,
      "default least_load (sgl: cache_aware); consistent_hashing is consistent_hash; prefix_hash, bucket and passthrough are refused by name"},
     {"port", 1, IG_SGL_SAME, NULL, "default 8080 (sgl: 30000)"},
     {"postgres-db-url", 1, IG_SGL_REFUSE, NULL, STORAGE},
     {"postgres-pool-max", 1, IG_SGL_REFUSE, NULL, STORAGE},
     {"postgres-pool-max-size", 1, IG_SGL_REFUSE, NULL, STORAGE},
-    {"prefill", -1, IG_SGL_REFUSE, NULL, PD},
-    {"prefill-policy", 1, IG_SGL_REFUSE, NULL, PD},
+    {"prefill", -1, IG_SGL_SAME, NULL, "URL [BOOTSTRAP_PORT|none], repeated"},
+    {"prefill-policy", 1, IG_SGL_SAME, NULL, NULL},
     {"prefill-selector", -1, IG_SGL_REFUSE, NULL, K8S_DISCOVERY},
     {"prefix-hash-load-factor", 1, IG_SGL_REFUSE, NULL, "the prefix_hash policy"},
     {"prefix-token-count", 1, IG_SGL_REFUSE, NULL, "the prefix_hash policy"},

@@ -56,8 +56,15 @@ void ig_ctl_handle(ig_admin_msg *m)
         if (g < 0)
             ig_ctl_reply_error(m, 400, "unknown_group", "no worker group of that name in --config");
         else
-            ig_ctl_add_worker(req.url, req.model_id, req.api_key,
-                              req.has_max_inflight ? req.max_inflight : -1, g, m);
+            ig_ctl_add_worker(
+                &(ig_ctl_worker_spec){.url = req.url,
+                                      .model_id = req.model_id,
+                                      .api_key = req.api_key,
+                                      .max_inflight = req.has_max_inflight ? req.max_inflight : -1,
+                                      .group = g,
+                                      .role = req.role,
+                                      .bootstrap_port = req.bootstrap_port},
+                m);
     } break;
     case IG_ADMIN_BROADCAST: ig_ctl_broadcast(&req, m); break;
     case IG_ADMIN_LOADS:

@@ -275,10 +275,25 @@ int ig_control_start(const ig_control_config *cfg, int nthreads, const ig_contro
 
     /* start-up workers, discovered concurrently on this thread before any loop thread runs */
     for (int i = 0; i < cfg->n_worker_urls; i++)
-        ig_ctl_add_worker(cfg->worker_urls[i], NULL, NULL, (int)cfg->worker_max_inflight, 0, NULL);
+        ig_ctl_add_worker(
+            &(ig_ctl_worker_spec){.url = cfg->worker_urls[i], .max_inflight = (int)cfg->worker_max_inflight},
+            NULL);
+    for (int i = 0; i < cfg->n_prefill; i++)
+        ig_ctl_add_worker(&(ig_ctl_worker_spec){.url = cfg->prefill_urls[i],
+                                                .max_inflight = (int)cfg->worker_max_inflight,
+                                                .role = IG_ROLE_PREFILL,
+                                                .bootstrap_port = cfg->prefill_ports[i]},
+                          NULL);
+    for (int i = 0; i < cfg->n_decode; i++)
+        ig_ctl_add_worker(&(ig_ctl_worker_spec){.url = cfg->decode_urls[i],
+                                                .max_inflight = (int)cfg->worker_max_inflight,
+                                                .role = IG_ROLE_DECODE},
+                          NULL);
     for (int g = 1; g < cfg->n_groups; g++)
         for (int i = 0; i < cfg->groups[g].n_worker_urls; i++)
-            ig_ctl_add_worker(cfg->groups[g].worker_urls[i], NULL, NULL, -1, g, NULL);
+            ig_ctl_add_worker(
+                &(ig_ctl_worker_spec){.url = cfg->groups[g].worker_urls[i], .max_inflight = -1, .group = g},
+                NULL);
     while (ig_ctl_initial_pending() > 0)
         uv_run(&ctl.loop, UV_RUN_ONCE);
     if (cfg->worker_startup_timeout_secs > 0 &&

@@ -22,6 +22,11 @@ typedef struct ig_control_group {
 typedef struct ig_control_config {
     char **worker_urls; /* added at start */
     int n_worker_urls;
+    char **prefill_urls; /* --prefill URL [PORT]: added at start, prefill_ports[i] (0: none) */
+    const int *prefill_ports;
+    int n_prefill;
+    char **decode_urls; /* --decode URL */
+    int n_decode;
     uint32_t worker_max_inflight; /* their cap */
     double discovery_timeout_secs;
     double health_check_interval_secs; /* 0: no active checks */

@@ -40,11 +40,19 @@ ig_httpc *ig_ctl_httpc_new(const ig_worker *w);
  * carry an Authorization of their own. */
 int ig_ctl_send(ig_httpc *c, const ig_worker *w, const char *method, const char *path, const char *headers,
                 const char *body, size_t len, double timeout_secs, ig_httpc_cb cb, void *arg);
-/** Add url: discover its models unless given, then publish. m may be NULL
- * (start-up). api_key: its own (NULL: --worker-api-key's). max_inflight < 0: leave the cap as it is (new workers:
- * --worker-max-inflight). */
-void ig_ctl_add_worker(const char *url, const char *model_id, const char *api_key, int max_inflight,
-                       int group, ig_admin_msg *m);
+/* A worker to add. */
+typedef struct ig_ctl_worker_spec {
+    const char *url;
+    const char *model_id; /* NULL: discover its models */
+    const char *api_key;  /* its own (NULL: --worker-api-key's) */
+    int max_inflight;     /* < 0: leave the cap as it is (new workers: --worker-max-inflight) */
+    int group;
+    int role;           /* IG_ROLE_* */
+    int bootstrap_port; /* a prefill's (0: none) */
+} ig_ctl_worker_spec;
+/** Add a worker: discover its models unless given, then publish. m may be
+ * NULL (start-up). */
+void ig_ctl_add_worker(const ig_ctl_worker_spec *spec, ig_admin_msg *m);
 /** The index of the worker group called name (0: NULL or "default"), or -1. */
 int ig_ctl_group_index(const char *name);
 void ig_ctl_remove_worker(ig_worker *w, ig_admin_msg *m);

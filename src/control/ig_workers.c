@@ -37,6 +37,11 @@ static const char *breaker_name(int b)
     return b == IG_BREAKER_OPEN ? "open" : b == IG_BREAKER_HALF_OPEN ? "half_open" : "closed";
 }
 
+static const char *role_name(int role)
+{
+    return role == IG_ROLE_PREFILL ? "prefill" : role == IG_ROLE_DECODE ? "decode" : "regular";
+}
+
 static const char *group_name(int g)
 {
     return g > 0 ? ig_ctl_cfg()->groups[g].name : "default";
@@ -64,6 +69,9 @@ json_t *ig_worker_json(const ig_worker *cw)
         "connections", "opened", (json_int_t)atomic_load(&s->conns_opened), "reused",
         (json_int_t)atomic_load(&s->conns_reused), "closed", (json_int_t)atomic_load(&s->conns_closed));
     json_object_set_new(j, "group", json_string(group_name(w->group)));
+    json_object_set_new(j, "worker_type", json_string(role_name(w->role)));
+    json_object_set_new(j, "bootstrap_port",
+                        w->bootstrap_port ? json_integer(w->bootstrap_port) : json_null());
     int np = atomic_load(&w->n_procs);
     if (np) { /* --upstream-process-header: the processes its answers named */
         json_t *procs = json_array();
@@ -108,7 +116,6 @@ json_t *ig_ctl_worker_json_all(const ig_worker *w)
     json_object_set_new(j, "is_healthy",
                         json_boolean(atomic_load(&((ig_worker *)w)->health) == IG_HEALTH_UP));
     json_object_set_new(j, "load", json_integer(ig_worker_inflight(w)));
-    json_object_set_new(j, "worker_type", json_string("regular"));
     return j;
 }
 
@@ -264,9 +271,10 @@ int ig_ctl_group_index(const char *name)
     return -1;
 }
 
-void ig_ctl_add_worker(const char *url, const char *model_id, const char *api_key, int max_inflight,
-                       int group, ig_admin_msg *m)
+void ig_ctl_add_worker(const ig_ctl_worker_spec *spec, ig_admin_msg *m)
 {
+    const char *url = spec->url, *model_id = spec->model_id, *api_key = spec->api_key;
+    int max_inflight = spec->max_inflight, group = spec->group;
     const char *why = "invalid URL";
     ig_worker *w = NULL;
     char *https = NULL;
@@ -288,8 +296,22 @@ void ig_ctl_add_worker(const char *url, const char *model_id, const char *api_ke
         return;
     }
     w->group = group;
+    w->role = spec->role;
+    w->bootstrap_port = spec->bootstrap_port;
     ig_worker *existing = ig_registry_find_url(w->url);
     ctl_worker *pending = adding_find(w->url);
+    ig_worker *known = existing ? existing : pending ? pending->w : NULL;
+    if (known && known->role != w->role) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "this worker is registered as a %s worker already (remove it first)",
+                 role_name(known->role));
+        ig_worker_unref(w);
+        if (m)
+            ig_ctl_reply_error(m, 409, "worker_in_other_role", msg);
+        else
+            ig_err("worker %s: %s", url, msg);
+        return;
+    }
     if ((existing && existing->group != group) || (pending && pending->w->group != group)) {
         ig_worker_unref(w);
         char msg[200];

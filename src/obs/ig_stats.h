@@ -46,6 +46,11 @@ typedef struct ig_thread_stats {
     ig_counter retry_backoffs;
     /* retries that waited out a backoff first */ /* client TLS handshakes that failed (plain HTTP on the port too) */
     ig_counter conns_opened, conns_reused, conns_closed;
+    /* prefill/decode disaggregation */
+    ig_hist pd_prefill, pd_ttft; /* the prefill leg's time; dispatch to the decode's first byte */
+    ig_counter pd_requests;      /* pairs sent */
+    ig_counter pd_prefill_failures, pd_pair_retries, pd_bootstrap_failures;
+    ig_counter pd_kv_transfer_failures; /* vLLM: a prefill's answer without kv_transfer_params */
 } ig_thread_stats;
 
 /* single writer per counter: no atomic read-modify-write needed */

@@ -261,3 +261,86 @@ ig_worker *ig_pick_other(ig_request *r, const ig_proxy_config *cfg, const ig_sna
     *probe = 0;
     return n ? choose(r, cfg, cand, n, NULL, probe, &full) : NULL;
 }
+
+/* One pool's worker for a disaggregated request, with its slot claimed. */
+static ig_pick_result pool_pick(ig_request *r, const ig_proxy_config *cfg, ig_policy_kind policy,
+                                const ig_snapshot *pool, int sticky, ig_worker **out, int *probe)
+{
+    const ig_body_fields *f = &r->fields;
+    ig_worker *const *cand;
+    const ig_ring *ring;
+    int known = 0, full = 0, n = 0;
+    *out = NULL;
+    *probe = 0;
+    if (pool)
+        n = ig_snapshot_candidates_ring(pool, f->has_model ? f->model : NULL, f->model_len, &cand, &known,
+                                        &ring);
+    if (!n)
+        return r->ntried                ? IG_PICK_EXHAUSTED
+               : !pool                  ? IG_PICK_NO_WORKERS
+               : f->has_model && !known ? IG_PICK_UNKNOWN_MODEL
+                                        : IG_PICK_UNHEALTHY;
+    ig_proxy_config c = *cfg;
+    c.policy = policy;
+    c.sticky = cfg->sticky && sticky;
+    ig_worker *w = choose(r, &c, cand, n, ring, probe, &full);
+    if (!w)
+        return full ? IG_PICK_FULL : r->ntried == 0 ? IG_PICK_COOLING : IG_PICK_EXHAUSTED;
+    *out = w;
+    return IG_PICK_OK;
+}
+
+int ig_pick_pd_route(const ig_request *r, const ig_snapshot *s)
+{
+    const ig_body_fields *f = &r->fields;
+    if (r->group >= 0 || !s->pd[0] || !s->pd[1] ||
+        (r->route != IG_R_CHAT && r->route != IG_R_COMPLETIONS && r->route != IG_R_GENERATE))
+        return 0;
+    if (!f->has_model)
+        return 1;
+    ig_worker *const *cand;
+    int known;
+    ig_snapshot_candidates(s->pd[1], f->model, f->model_len, &cand, &known);
+    if (known)
+        return 1;
+    /* a model only regular workers serve goes to them */
+    ig_snapshot_candidates(s, f->model, f->model_len, &cand, &known);
+    return !known;
+}
+
+ig_pick_result ig_pick_pd(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s,
+                          ig_worker **prefill, int *prefill_probe, ig_worker **decode, int *decode_probe)
+{
+    r->keyed = 0;
+    const ig_body_fields *f = &r->fields;
+    *prefill = *decode = NULL;
+    if (r->ntried == 0) {
+        if (ig_snapshot_paused(s, f->has_model ? f->model : NULL, f->model_len))
+            return IG_PICK_PAUSED;
+        if (!r->wait.queued && ig_admission_waiting())
+            return IG_PICK_BEHIND;
+    }
+    /* a routing key sticks to its prefill worker, where its prefix is cached */
+    ig_pick_result res = pool_pick(r, cfg, cfg->prefill_policy, s->pd[0], 1, prefill, prefill_probe);
+    if (res != IG_PICK_OK)
+        return res;
+    /* r->keyed now tells of the prefill (ig_pd_prepare takes it); the decode's pick is not keyed */
+    int keyed = r->keyed;
+    res = pool_pick(r, cfg, cfg->decode_policy, s->pd[1], 0, decode, decode_probe);
+    r->keyed = keyed;
+    if (res != IG_PICK_OK) {
+        ig_pick_release(r, *prefill, *prefill_probe, r->keyed);
+        r->keyed = 0;
+        *prefill = NULL;
+    }
+    return res;
+}
+
+void ig_pick_release(ig_request *r, ig_worker *w, int probe, int keyed)
+{
+    if (probe)
+        ig_breaker_probe_done(w);
+    if (keyed)
+        atomic_fetch_sub_explicit(&w->keyed_inflight, 1, memory_order_relaxed);
+    ig_admission_release(r->px->admq, w);
+}

@@ -25,6 +25,17 @@ typedef enum {
 /** Pick for r from s (sess: the session its bearer is pinned to, or NULL). */
 ig_pick_result ig_pick(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s,
                        const ig_session *sess, ig_worker **w, int *probe);
+/** Give back a slot a pick claimed on w (probe: the half-open probe's;
+ * keyed: counted as keyed in flight). */
+void ig_pick_release(ig_request *r, ig_worker *w, int probe, int keyed);
+/** 1 when r goes to a prefill and a decode worker: a generation endpoint,
+ * both pools registered, and its model (if named) theirs or nobody's. */
+int ig_pick_pd_route(const ig_request *r, const ig_snapshot *s);
+/** A disaggregated request's pair, both slots claimed (IG_PICK_OK; r->keyed
+ * then tells whether the prefill's pick was by routing key), or why not (as
+ * ig_pick; neither slot is held then). */
+ig_pick_result ig_pick_pd(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s,
+                          ig_worker **prefill, int *prefill_probe, ig_worker **decode, int *decode_probe);
 /** A resend's worker: another than those tried, slot claimed, or NULL. */
 ig_worker *ig_pick_other(ig_request *r, const ig_proxy_config *cfg, const ig_snapshot *s, int *probe);
 #endif

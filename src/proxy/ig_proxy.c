@@ -10,6 +10,7 @@
 #include "../health/ig_breaker.h"
 #include "../registry/ig_sessions.h"
 #include "../upstream/ig_exchange.h"
+#include "ig_pd.h"
 #include "ig_pick.h"
 #include "ig_retry.h"
 
@@ -66,16 +67,9 @@ static void release_worker(ig_request *r)
     ig_worker *w = r->worker;
     if (!w)
         return;
-    if (r->probe) {
-        ig_breaker_probe_done(w);
-        r->probe = 0;
-    }
-    if (r->keyed) {
-        atomic_fetch_sub_explicit(&w->keyed_inflight, 1, memory_order_relaxed);
-        r->keyed = 0;
-    }
     r->worker = NULL;
-    ig_admission_release(r->px->admq, w);
+    ig_pick_release(r, w, r->probe, r->keyed);
+    r->probe = r->keyed = 0;
 }
 
 /* The worker failed this attempt (not the client, not a timeout). */
@@ -95,6 +89,7 @@ static void proxy_finish(ig_request *r)
     if (!r->in_proxy)
         return;
     r->in_proxy = 0;
+    ig_pd_release(r);
     ig_retry_leave(&g_budget, r->retrying);
     r->retrying = 0;
 }
@@ -126,6 +121,7 @@ static void requeue(ig_request *r, int reusable)
     r->up = NULL;
     r->overloaded = 0;
     ig_pool_release(up, reusable);
+    ig_pd_cancel(r); /* the pair goes again, with a new room */
     release_worker(r);
     body_rewind(r);
     r->requeues++;
@@ -150,6 +146,8 @@ static void complete(ig_request *r, int reusable)
     ig_debug("%.*s %d via %s", (int)r->rid_len, r->rid, r->status, w->url);
     ig_pool_release(up, reusable);
     release_worker(r);
+    /* a prefill still answering after its decode finished has nothing left to give */
+    ig_pd_cancel(r);
     r->res->done(r);
 }
 
@@ -173,8 +171,26 @@ static int idempotent(ig_request *r)
  * to the same: always when none of the request went out, otherwise only for
  * idempotent methods (or --retry-non-idempotent), since the worker may have
  * read and run it. Otherwise: 502 before the first byte, or cut the stream. */
+static void pd_retry_pair(ig_request *r);
+
 static void exchange_failed(ig_request *r, ig_worker *w, int err, const char *why, unsigned what)
 {
+    if (r->pd_mode && !r->resp_started) {
+        /* the decode failed before the client saw a byte: the prefill is
+         * cancelled at once (a prefill left waiting for a decode that never
+         * comes holds its KV; smg#831) and the pair goes again */
+        ig_info("%.*s decode worker %s failed: %s", (int)r->rid_len, r->rid, w->url,
+                err   ? uv_strerror(err)
+                : why ? why
+                      : "protocol error");
+        if (!(what & IG_X_REUSED) || (what & IG_X_GOT_BYTES)) /* not a stale pooled connection */
+            worker_failed(r, w, 0);
+        ig_pd_cancel(r);
+        release_worker(r);
+        pd_retry_pair(r);
+        return;
+    }
+    ig_pd_cancel(r);
     int resend = !(what & IG_X_GOT_BYTES) && (what & IG_X_REUSED) && !r->resent && !r->body_gone &&
                  (!(what & IG_X_SENT_ANY) || idempotent(r) || pcfg.retry_non_idempotent);
     ig_info("%.*s worker %s failed: %s%s", (int)r->rid_len, r->rid, w->url,
@@ -224,7 +240,16 @@ static int on_head(void *owner, const ig_resp_head *head, int *dechunk, const ch
     ig_worker *w = r->worker;
     if (!r->first_byte_ns)
         r->first_byte_ns = uv_hrtime();
+    if (r->pd_mode && r->pd && head->status < 300)
+        ig_hist_observe(&r->px->stats->pd_ttft, (uv_hrtime() - r->pd->start_ns) / 1000);
     int st = head->status;
+    if (r->pd_mode && (st == 408 || st == 500 || st == 502 || st == 504) && retry_allowed(r)) {
+        /* the decode could not take its half (a KV transfer that failed, most
+         * often): drop its answer and send the pair again, as smg does */
+        r->pd_retry = 1;
+        atomic_fetch_add_explicit(&w->stats.responses_5xx, st >= 500, memory_order_relaxed);
+        return IG_X_DISCARD;
+    }
     if ((st == 503 || st == 429) && r->requeues < IG_MAX_REQUEUES && !r->body_gone) {
         /* the worker is full, not broken: drop its answer, learn its
          * capacity, and give the request back its turn in the queue */
@@ -250,7 +275,7 @@ static void on_body(void *owner, const uv_buf_t *bufs, unsigned n, ig_block *blk
     r->res->write(r, bufs, n, blk);
     if (!read_end || !r->up)
         return; /* more of this read comes, or the client left */
-    if (r->resp_started)
+    if (r->resp_started && !ig_pd_running(r))
         r->res->retire(r); /* the response streams: what it no longer needs goes back */
     if (r->res->wants_pause(r))
         ig_exchange_pause(r->up);
@@ -259,6 +284,19 @@ static void on_body(void *owner, const uv_buf_t *bufs, unsigned n, ig_block *blk
 static void on_done(void *owner, int reusable)
 {
     ig_request *r = owner;
+    if (r->pd_retry) {
+        ig_upconn *up = r->up;
+        ig_worker *w = r->worker;
+        r->up = NULL;
+        r->pd_retry = 0;
+        ig_pool_release(up, reusable);
+        if (ig_breaker_is_failure_status(r->status))
+            worker_failed(r, w, 0);
+        ig_pd_cancel(r);
+        release_worker(r);
+        pd_retry_pair(r);
+        return;
+    }
     if (r->overloaded)
         requeue(r, reusable);
     else
@@ -269,14 +307,14 @@ static void head_too_large(ig_request *r, ig_upconn *up)
 {
     r->up = NULL;
     ig_pool_release(up, 1); /* nothing went out on it */
+    ig_pd_cancel(r);
     body_rewind(r);
     release_worker(r);
     respond_error(r, 431, "invalid_request_error", "headers_too_large", "request head too large");
 }
 
-static void on_ready(void *owner, ig_exchange_req *rq)
+void ig_proxy_fill_exchange(ig_request *r, ig_exchange_req *rq, int decode)
 {
-    ig_request *r = owner;
     *rq = (ig_exchange_req){.method = r->method,
                             .target = r->target,
                             .target_len = r->target_len,
@@ -290,6 +328,18 @@ static void on_ready(void *owner, ig_exchange_req *rq)
                             .length = r->body_length,
                             .streams = r->body_streams,
                             .last = r->body_done};
+    if (r->pd) { /* both halves of a disaggregated request carry fields of their own */
+        const ig_buf *ins = ig_pd_ins(r, decode);
+        rq->ins = ins->data;
+        rq->ins_len = ins->len;
+        rq->ins_at = r->pd->at;
+    }
+}
+
+static void on_ready(void *owner, ig_exchange_req *rq)
+{
+    ig_request *r = owner;
+    ig_proxy_fill_exchange(r, rq, 1);
     if (r->body_streams) { /* the first piece goes with the head */
         r->body_started = r->body_writing = 1;
         r->body_inflight = r->body.len;
@@ -338,6 +388,7 @@ static void on_error(void *owner, int err, const char *why, unsigned what)
     r->last_tls = (what & IG_X_TLS) != 0;
     if (r->last_tls) /* the 502 says why, if no other worker takes it */
         snprintf(tls_why, sizeof(tls_why), "%s", why ? why : "TLS with the worker failed");
+    ig_pd_cancel(r); /* a pair goes again whole */
     release_worker(r);
     r->want_backoff = 1;
     pick_and_send(r);
@@ -358,6 +409,7 @@ static void connect_to(ig_request *r, ig_worker *w)
     ig_upconn *up = ig_exchange_connect(r->px->up, w);
     if (!up) {
         worker_failed(r, w, 1);
+        ig_pd_cancel(r);
         release_worker(r);
         pick_and_send(r);
         return;
@@ -365,7 +417,8 @@ static void connect_to(ig_request *r, ig_worker *w)
     start_exchange(r, up);
 }
 
-static void send_to(ig_request *r, ig_worker *w, int fresh)
+/* r's attempt is on w now (its slot claimed by the pick). */
+static void assign(ig_request *r, ig_worker *w)
 {
     if (ig_log_level >= IG_LOG_INFO) { /* only the access log reads it */
         size_t n = strlen(w->url);
@@ -376,6 +429,12 @@ static void send_to(ig_request *r, ig_worker *w, int fresh)
     r->tried[r->ntried++] = w;
     r->worker = w; /* its slot was claimed by choose() */
     r->weight_version = atomic_load_explicit(&w->version, memory_order_relaxed);
+}
+
+/* The exchange with r->worker: a pooled connection, a wait for one, or a new one. */
+static void send_assigned(ig_request *r, int fresh)
+{
+    ig_worker *w = r->worker;
     ig_upconn *up = fresh ? NULL : ig_pool_take(r->px->up, w);
     if (!up && !fresh && ig_pool_wait(r->px->up, w, &r->cwait))
         return; /* conn_ready goes on */
@@ -384,6 +443,12 @@ static void send_to(ig_request *r, ig_worker *w, int fresh)
         return;
     }
     start_exchange(r, up);
+}
+
+static void send_to(ig_request *r, ig_worker *w, int fresh)
+{
+    assign(r, w);
+    send_assigned(r, fresh);
 }
 
 static void conn_ready(ig_conn_wait *cw, ig_upconn *up)
@@ -535,9 +600,12 @@ static void pick_and_send(ig_request *r)
     if (back_off(r))
         return;
     const ig_session *sess = pinned_session(r);
-    ig_worker *w;
-    int probe;
-    ig_pick_result res = ig_pick(r, &pcfg, s, sess, &w, &probe);
+    ig_worker *w, *prefill = NULL;
+    int probe, prefill_probe = 0;
+    if (r->ntried == 0) /* a pair that went once goes again as a pair */
+        r->pd_mode = !sess && ig_pick_pd_route(r, s);
+    ig_pick_result res = r->pd_mode ? ig_pick_pd(r, &pcfg, s, &prefill, &prefill_probe, &w, &probe)
+                                    : ig_pick(r, &pcfg, s, sess, &w, &probe);
     switch (res) {
     case IG_PICK_OK: break;
     case IG_PICK_BEHIND:
@@ -577,10 +645,120 @@ static void pick_and_send(ig_request *r)
     dequeue_for_dispatch(r);
     if (r->ntried > 0)
         count_retry(r, w);
-    else if (!sess && r->group < 0 && r->route != IG_R_SESSION && is_admin_bearer(r))
+    else if (!sess && !prefill && r->group < 0 && r->route != IG_R_SESSION && is_admin_bearer(r))
         hooks.pin_admin(w);
+    if (prefill) {
+        int rc = ig_pd_prepare(r, prefill, prefill_probe, pcfg.pd_vllm);
+        ig_count(rc ? &r->px->stats->pd_bootstrap_failures : &r->px->stats->pd_requests, 1);
+        if (rc) {
+            ig_pick_release(r, w, probe, 0);
+            respond_error(
+                r, rc == -ENOMEM ? 503 : 400, rc == -ENOMEM ? "service_unavailable" : "invalid_request_error",
+                rc == -E2BIG    ? "batch_too_large"
+                : rc == -ENOMEM ? "out_of_memory"
+                                : "invalid_request",
+                rc == -E2BIG    ? "a disaggregated batch holds at most 4096 prompts"
+                : rc == -ENOMEM ? "out of memory"
+                                : "the request body must be a JSON object with well-formed prompts");
+            return;
+        }
+    }
     r->probe = probe;
+    if (prefill && pcfg.pd_vllm) { /* vLLM's protocol: the decode goes once the prefill answered */
+        assign(r, w);
+        ig_pd_send(r);
+        return;
+    }
     send_to(r, w, 0);
+    /* the prefill goes at the same time (unless the decode failed at once
+     * and its retry sent a pair of its own, or ended the request) */
+    if (ig_pd_unsent(r))
+        ig_pd_send(r);
+}
+
+/* One half of a pair failed before the client saw a byte: the pair goes
+ * again on other workers, within the retry budget. */
+static void pd_retry_pair(ig_request *r)
+{
+    ig_count(&r->px->stats->pd_pair_retries, 1);
+    r->want_backoff = 1;
+    body_rewind(r);
+    pick_and_send(r);
+}
+
+void ig_proxy_pd_leg_done(ig_request *r, ig_worker *w)
+{
+    uint64_t now = uv_hrtime();
+    ig_hist_observe(&r->px->stats->pd_prefill, (now - r->pd->start_ns) / 1000);
+    if (ig_breaker_success(w))
+        hooks.breaker_changed();
+    if (r->pd->vllm && r->worker && !r->up && !r->cwait.w) {
+        /* the prefill holds the KV for a remote decode: the decode gets its kv_transfer_params */
+        int rc = ig_pd_vllm_decode(r);
+        if (rc == -ENOENT) /* none: the decode runs the whole request */
+            ig_count(&r->px->stats->pd_kv_transfer_failures, 1);
+        else if (rc)
+            r->pd->dins.len = 0;
+        send_assigned(r, 0);
+        return;
+    }
+    if (r->resp_started && r->up)
+        r->res->retire(r); /* neither half reads the request any more */
+}
+
+void ig_proxy_pd_leg_failed(ig_request *r, ig_worker *w, int status, int err, const char *why, int connect)
+{
+    ig_count(&r->px->stats->pd_prefill_failures, 1);
+    if (status >= 500)
+        atomic_fetch_add_explicit(&w->stats.responses_5xx, 1, memory_order_relaxed);
+    int overloaded = status == 503 || status == 429;
+    if (!status || ig_breaker_is_failure_status(status))
+        worker_failed(r, w, connect);
+    ig_info("%.*s prefill worker %s failed: %s%s", (int)r->rid_len, r->rid, w->url,
+            status ? "answered "
+            : err  ? uv_strerror(err)
+            : why  ? why
+                   : "protocol error",
+            status ? (overloaded ? "overloaded" : "an error") : "");
+    if (r->resp_started) {
+        /* the decode answers already: it ends by itself, with the KV or without */
+        if (r->up)
+            r->res->retire(r);
+        return;
+    }
+    /* before the client saw a byte: the decode stops at once (smg#831) */
+    ig_pool_unwait(r->px->up, &r->cwait);
+    if (r->up) {
+        ig_exchange_cancel(r->up);
+        r->up = NULL;
+    }
+    release_worker(r);
+    if (r->ntried > 0)
+        r->tried[r->ntried - 1] = w; /* this attempt's culprit: its decode may serve the next */
+    if (overloaded && r->requeues < IG_MAX_REQUEUES) {
+        ig_admission_overloaded(w, ig_worker_inflight(w), uv_now(r->px->loop));
+        r->requeues++;
+        r->ntried--; /* not a failure of the worker, not a retry */
+        ig_count(&r->px->stats->requeued_overload, 1);
+        body_rewind(r);
+        enqueue(r, 1);
+        if (r->wait.queued)
+            ig_admq_dispatch(r->px->admq);
+        return;
+    }
+    if (status >= 400 && status < 500) { /* the request is at fault: no other pair would take it */
+        char msg[200];
+        snprintf(msg, sizeof(msg), "the prefill worker refused the request (status %d)", status);
+        respond_error(r, status, "invalid_request_error", "prefill_bad_request", msg);
+        return;
+    }
+    if (status && !retry_allowed(r)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "the prefill worker failed (status %d) and no retry is left", status);
+        respond_error(r, 502, "upstream_error", "prefill_failed", msg);
+        return;
+    }
+    pd_retry_pair(r);
 }
 
 /* A queued request gets another chance at a worker slot. */
@@ -600,6 +778,8 @@ static void enter(ig_request *r)
     r->last_refused = 0;
     r->last_tls = 0;
     r->backing_off = r->want_backoff = 0;
+    r->pd_mode = r->pd_retry = 0;
+    r->pd = NULL;
     r->in_proxy = 1;
     r->h = &ig_proxy_handler;
     r->wait.retry = retry_queued;
@@ -647,6 +827,7 @@ static void proxy_abort(ig_request *r)
         ig_exchange_cancel(r->up);
         r->up = NULL;
     }
+    ig_pd_cancel(r);
     body_rewind(r);
     release_worker(r);
 }

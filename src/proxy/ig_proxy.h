@@ -24,11 +24,13 @@ typedef enum { IG_ASSIGN_RANDOM, IG_ASSIGN_MIN_LOAD, IG_ASSIGN_MIN_GROUP } ig_as
 
 typedef struct ig_proxy_config {
     ig_policy_kind policy;
-    int sticky;                 /* routing keys keep their worker (--policy manual, --routing-key-override) */
-    ig_assignment assignment;   /* ... a new key's */
-    uint32_t retry_max_retries; /* other workers tried after a safe failure */
-    int retry_non_idempotent;   /* a POST whose reused connection died after going out may go again */
-    double retry_budget_ratio;  /* retries in flight at most this share of requests in flight */
+    ig_policy_kind prefill_policy, decode_policy; /* prefill/decode disaggregation: each pool's */
+    int pd_vllm; /* --pd-protocol vllm: the prefill first, then the decode with its kv_transfer_params */
+    int sticky;  /* routing keys keep their worker (--policy manual, --routing-key-override) */
+    ig_assignment assignment;    /* ... a new key's */
+    uint32_t retry_max_retries;  /* other workers tried after a safe failure */
+    int retry_non_idempotent;    /* a POST whose reused connection died after going out may go again */
+    double retry_budget_ratio;   /* retries in flight at most this share of requests in flight */
     double request_timeout_secs; /* the deadline once a request leaves the queue */
     double queue_timeout_secs;   /* the longest wait for a worker slot */
     double cache_threshold;      /* cache_aware (sgl-model-gateway's meanings) */

@@ -17,6 +17,7 @@
 #include "../admission/ig_admission.h"
 #include "../balance/ig_policy.h"
 #include "../core/ig_block.h"
+#include "../core/ig_freelist.h"
 #include "../core/ig_inbox.h"
 #include "../core/ig_list.h"
 #include "../api/ig_body_scan.h"
@@ -30,6 +31,7 @@
 #define IG_MAX_REQUEUES 5
 
 typedef struct ig_request ig_request;
+struct ig_pd;
 
 /* Implemented by the client side, called by whoever answers. */
 typedef struct ig_response_ops {
@@ -80,7 +82,10 @@ typedef struct ig_proxy_ctx {
     ig_thread_stats *stats;
     ig_inbox *replies; /* answers from the control thread come back here */
     ig_policy_state pol;
-    ig_list backoff;          /* requests waiting out a retry backoff */
+    ig_list backoff;             /* requests waiting out a retry backoff */
+    ig_freelist pd_legs, pd_ins; /* prefill legs and their bootstrap fields (made on the first) */
+    uint64_t pd_rooms;           /* the bootstrap rooms' generator */
+    int pd_ready;
     uv_timer_t backoff_timer; /* made on the first backoff */
     int backoff_ready;
 } ig_proxy_ctx;
@@ -113,7 +118,9 @@ struct ig_request {
         metrics_only : 1, /* came to --prometheus-port: /metrics alone */
         /* the exchange: the proxy's own */
         in_proxy : 1, probe : 1, keyed : 1, retrying : 1, resent : 1, last_timeout : 1, last_refused : 1,
-        last_tls : 1, overloaded : 1, resp_started : 1;
+        last_tls : 1, overloaded : 1, resp_started : 1,
+        pd_mode : 1,  /* prefill/decode disaggregated: the exchange is the decode's, pd the prefill's */
+        pd_retry : 1; /* the decode's answer is dropped: the pair goes again */
     ig_body_fields fields;
     char rid[80];
     size_t rid_len;
@@ -124,6 +131,7 @@ struct ig_request {
     int ntried;
     int requeues; /* times an overloaded worker sent it back */
     ig_upconn *up;
+    struct ig_pd *pd;     /* the prefill leg (proxy/ig_pd.h), from a per-thread free list */
     ig_waiter wait;       /* in px->admq while waiting for a worker slot */
     ig_conn_wait cwait;   /* holding a worker slot, waiting for a connection to it */
     ig_list backoff_link; /* in px->backoff while backing_off */

@@ -320,6 +320,8 @@ void ig_snapshot_free(void *p)
     ig_snapshot *s = p;
     if (!s || s == &empty_snapshot)
         return;
+    ig_snapshot_free(s->pd[0]);
+    ig_snapshot_free(s->pd[1]);
     for (int i = 0; i < s->n_models; i++) {
         free(s->models[i].workers);
         ig_ring_free(&s->models[i].ring);
@@ -339,13 +341,16 @@ void ig_snapshot_free(void *p)
     free(s);
 }
 
-ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
+/* The snapshot of the workers of one role (every worker is in all[] of the
+ * fleet's, IG_ROLE_REGULAR, whatever its role). */
+static ig_snapshot *build(ig_worker **workers, int n, uint64_t ver, int role)
 {
     ig_snapshot *s = calloc(1, sizeof(*s));
     int nmodel_entries = 0;
     if (!s)
         return NULL;
     s->version = ver;
+    s->role = role;
     s->all = malloc(sizeof(ig_worker *) * (size_t)(n ? n : 1));
     s->routable = malloc(sizeof(ig_worker *) * (size_t)(n ? n : 1));
     s->any = malloc(sizeof(ig_worker *) * (size_t)(n ? n : 1));
@@ -356,12 +361,14 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
         ig_worker *w = workers[i];
         ig_worker_ref(w);
         s->all[s->n_all++] = w;
+        if (takes_requests(w))
+            s->n_up++;
+        if (w->role != role) /* routed from its pool (pd[]) */
+            continue;
         int g = w->group > 0 && w->group < IG_MAX_GROUPS ? w->group : 0;
         s->group_all[g]++;
-        if (takes_requests(w)) {
-            s->n_up++;
+        if (takes_requests(w))
             s->group_n[g]++;
-        }
         if (g) /* a named group's workers take forwarded paths only: no model of theirs counts */
             continue;
         nmodel_entries += w->n_models;
@@ -378,7 +385,7 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
     for (int i = 0; i < s->n_all; i++) {
         ig_worker *w = s->all[i];
         int g = w->group > 0 && w->group < IG_MAX_GROUPS ? w->group : 0;
-        if (g && takes_requests(w))
+        if (g && w->role == role && takes_requests(w))
             s->grouped[s->group_off[g] + s->group_n[g]++] = w;
     }
     /* model table: every model any worker lists (routable or not), so "no
@@ -394,7 +401,7 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
     s->mask = size - 1;
     for (int i = 0; i < s->n_all; i++) {
         ig_worker *w = s->all[i];
-        for (int m = 0; m < w->n_models && !w->group; m++) {
+        for (int m = 0; m < w->n_models && !w->group && w->role == role; m++) {
             size_t len = strlen(w->models[m]);
             if (find_model(s, w->models[m], len) >= 0)
                 continue;
@@ -461,7 +468,7 @@ ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
             int dup = 0;
             for (int j = 0; j < ms->n && !dup; j++)
                 dup = ms->workers[j] == w;
-            if (!dup && takes_requests(w) && !atomic_load(&w->removed))
+            if (!dup && w->role == role && takes_requests(w) && !atomic_load(&w->removed))
                 ms->workers[ms->n++] = w;
         }
     }
@@ -490,6 +497,29 @@ fail:
     return NULL;
 }
 
+ig_snapshot *ig_snapshot_build(ig_worker **workers, int n, uint64_t ver)
+{
+    ig_snapshot *s = build(workers, n, ver, IG_ROLE_REGULAR);
+    ig_worker **pool = NULL;
+    for (int role = IG_ROLE_PREFILL; s && role <= IG_ROLE_DECODE; role++) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (workers[i]->role == role) {
+                if (!pool && !(pool = malloc(sizeof(*pool) * (size_t)n)))
+                    goto fail;
+                pool[k++] = workers[i];
+            }
+        if (k && !(s->pd[role - 1] = build(pool, k, ver, role)))
+            goto fail;
+    }
+    free(pool);
+    return s;
+fail:
+    free(pool);
+    ig_snapshot_free(s);
+    return NULL;
+}
+
 int ig_snapshot_paused(const ig_snapshot *s, const char *model, size_t len)
 {
     if (s->paused_all)
@@ -509,7 +539,7 @@ int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t 
                                 int *known, const ig_ring **ring)
 {
     if (!model) {
-        *known = s->n_all > 0;
+        *known = s->group_all[0] > 0;
         *out = s->routable;
         *ring = &s->routable_ring;
         return s->n_routable;
@@ -524,7 +554,7 @@ int ig_snapshot_candidates_ring(const ig_snapshot *s, const char *model, size_t 
     /* nobody lists it: only workers that take any model may serve it */
     *known = 0;
     for (int i = 0; i < s->n_all && !*known; i++)
-        *known = s->all[i]->any_model && !s->all[i]->group;
+        *known = s->all[i]->any_model && !s->all[i]->group && s->all[i]->role == s->role;
     *out = s->any;
     *ring = &s->any_ring;
     return s->n_any;

@@ -19,6 +19,9 @@
 #define IG_MAX_WORKERS 65536
 
 enum { IG_HEALTH_UP = 0, IG_HEALTH_DOWN = 1 };
+/* What a worker of the LLM fleet takes: whole requests, or one half of a
+ * prefill/decode disaggregated one (sgl's worker_type). */
+enum { IG_ROLE_REGULAR = 0, IG_ROLE_PREFILL = 1, IG_ROLE_DECODE = 2 };
 enum { IG_BREAKER_CLOSED = 0, IG_BREAKER_OPEN = 1, IG_BREAKER_HALF_OPEN = 2 };
 
 /* A worker's idle keep-alive connections on one loop thread; only that thread touches it. */
@@ -74,6 +77,8 @@ typedef struct ig_worker {
     int n_models;
     int any_model;           /* model unknown: the worker takes any model */
     int group;               /* its worker group (0: the LLM fleet; others take forwarded paths only) */
+    int role;                /* IG_ROLE_*: set before it is published (group 0 only) */
+    int bootstrap_port;      /* a prefill's KV bootstrap port (0: none given, sent as null) */
     atomic_int max_inflight; /* 0: unlimited; the admin API may change it live */
     /* learned from the worker's own 503/429: a cap that grows back one slot a second */
     atomic_int learned_cap; /* 0: none */
@@ -118,6 +123,7 @@ typedef struct ig_model_set {
 
 typedef struct ig_snapshot {
     uint64_t version;
+    int role;        /* whose workers it routes: IG_ROLE_REGULAR, or one pool of pd[] */
     ig_worker **all; /* every registered worker, for listings and metrics */
     int n_all;
     ig_worker **routable; /* healthy, breaker not open: requests without a model */
@@ -137,6 +143,10 @@ typedef struct ig_snapshot {
     ig_worker **grouped;
     int group_off[IG_MAX_GROUPS], group_n[IG_MAX_GROUPS], group_all[IG_MAX_GROUPS];
     long fleet_version;
+    /* prefill/decode disaggregation: the prefill and decode pools, each a
+     * snapshot of its own (NULL while no worker of that role is registered);
+     * their workers are in all[] here, never in routable[] or models[] */
+    struct ig_snapshot *pd[2];
 } ig_snapshot;
 
 /** Loop threads that keep per-thread pools in every worker (set once at start). */

@@ -12,6 +12,7 @@
 #include "../core/ig_log.h"
 #include "../core/ig_epoch.h"
 #include "../core/ig_inbox.h"
+#include "../proxy/ig_pd.h"
 #include "ig_thread.h"
 
 #include "ig_h1conn.h"
@@ -282,6 +283,7 @@ void ig_threads_join(ig_thread *ths, int n)
         ig_freelist_clear(&ths[i].rbufs);
         ig_freelist_clear(&ths[i].heads);
         ig_freelist_clear(&ths[i].hdr_tables);
+        ig_pd_thread_done(&ths[i].px);
         ig_inbox_destroy(&ths[i].replies);
         ig_alog_free(&ths[i].alog);
     }

@@ -28,6 +28,10 @@ typedef struct ig_exchange_req {
     size_t rid_len;
     const char *body;
     size_t body_len;
+    /* a whole body may have bytes put in it, sent without a copy: body[0,
+     * ins_at), then ins, then body[ins_at, body_len) (ins_len 0: none) */
+    const char *ins;
+    size_t ins_len, ins_at;
     /* streams: body is the first piece, more follow with ig_exchange_send_body
      * and each is reported written by on_sent; length is the whole body's
      * (-1: unknown, sent chunked); last: this piece ends it */

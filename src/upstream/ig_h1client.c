@@ -310,7 +310,7 @@ static int build_head(ig_upconn *up, const ig_exchange_req *rq)
         return rc;
     }
     rc = rc ? rc : ig_buf_puts(h, "\r\ncontent-length: ");
-    rc = rc ? rc : ig_buf_putu(h, rq->streams ? (uint64_t)rq->length : rq->body_len);
+    rc = rc ? rc : ig_buf_putu(h, rq->streams ? (uint64_t)rq->length : rq->body_len + rq->ins_len);
     rc = rc ? rc : ig_buf_puts(h, "\r\n\r\n");
     return rc;
 }
@@ -341,9 +341,17 @@ static int send_request(ig_upconn *up)
         write_piece(up, 1, rq.body, rq.body_len, rq.last);
         return 0;
     }
-    uv_buf_t bufs[2] = {uv_buf_init(up->whead.data, (unsigned)up->whead.len),
-                        uv_buf_init((char *)rq.body, (unsigned)rq.body_len)};
-    unsigned n = rq.body_len ? 2 : 1;
+    uv_buf_t bufs[4] = {uv_buf_init(up->whead.data, (unsigned)up->whead.len)};
+    unsigned n = 1;
+    size_t total = up->whead.len + rq.body_len + rq.ins_len;
+    if (rq.ins_len) { /* the owner's insert goes between the body's two halves */
+        size_t at = rq.ins_at < rq.body_len ? rq.ins_at : rq.body_len;
+        bufs[n++] = uv_buf_init((char *)rq.body, (unsigned)at);
+        bufs[n++] = uv_buf_init((char *)rq.ins, (unsigned)rq.ins_len);
+        bufs[n++] = uv_buf_init((char *)rq.body + at, (unsigned)(rq.body_len - at));
+    } else if (rq.body_len) {
+        bufs[n++] = uv_buf_init((char *)rq.body, (unsigned)rq.body_len);
+    }
     /* try first: a uv_write that completes still costs libuv an epoll_ctl
      * when it drains, one syscall per request for nothing */
     up->sent_ns = uv_hrtime();
@@ -356,15 +364,15 @@ static int send_request(ig_upconn *up)
     }
     size_t done = (size_t)rc;
     up->sent_any = done > 0;
-    if (done == up->whead.len + rq.body_len) {
+    if (done == total) {
         /* all out: a long stream need not keep the head (a resend rebuilds it) */
         ig_buf_give(&up->whead, up->ctx->heads);
         return 0;
     }
     unsigned first = 0;
-    if (done >= bufs[0].len) {
-        done -= bufs[0].len;
-        first = 1;
+    while (first < n && done >= bufs[first].len) {
+        done -= bufs[first].len;
+        first++;
     }
     bufs[first].base += done;
     bufs[first].len -= done;

@@ -5,7 +5,9 @@ builds), and what infergate must do with it: "serves" (it starts and
 routes a chat to the workers) or "refused: <the feature named>". In the
 lines, {W0} {W1} {W2} are the test's workers, {PORT} and {PROM} free ports;
 any other --host is 127.0.0.1 (tests bind to loopback) and worker URLs of
-other hosts are the test's workers in order. Add a line: append a tuple."""
+other hosts are the test's workers in order. In a --pd-disaggregation line
+{W0} is a prefill and {W1} a decode, and a --prefill's bootstrap port
+(written or SGLang's default) is the test prefill's free one. Add a line: append a tuple."""
 
 LAUNCH_LINES = [
     ("sglang docs, router: launch runtimes and router separately",
@@ -34,12 +36,10 @@ LAUNCH_LINES = [
      "--host 0.0.0.0 --port {PORT} --worker-urls {W0} --policy cache_aware --dp-aware",
      "refused: data-parallel rank routing"),
     ("sglang docs: PD disaggregation",
-     "--pd-disaggregation --prefill {W0} --decode {W1} --host 0.0.0.0 --port {PORT}",
-     "refused: prefill/decode disaggregation"),
+     "--pd-disaggregation --prefill {W0} --decode {W1} --host 0.0.0.0 --port {PORT}", "serves"),
     ("dLLM guide: PD through the mini load balancer",
-     "--mini-lb --pd-disaggregation --prefill {W0} 30008 --decode {W1} --port {PORT}",
-     "refused: prefill/decode disaggregation"),
+     "--mini-lb --pd-disaggregation --prefill {W0} 30008 --decode {W1} --port {PORT}", "serves"),
     ("PD script with its own scrape port",
      "--pd-disaggregation --prefill {W0} --decode {W1} --host 0.0.0.0 --port {PORT} --prometheus-port {PROM}",
-     "refused: prefill/decode disaggregation"),
+     "serves"),
 ]

@@ -81,9 +81,10 @@ VALUES = {"ca-cert-paths": "CA", "client-cert-path": "CCERT", "client-key-path":
           "tls-key-path": "KEY", "worker-urls": "http://127.0.0.1:9", "policy": "round_robin", "host": "127.0.0.1",
           "port": "0", "log-level": "info", "health-check-endpoint": "/health", "api-key": "k",
           "runtime-worker-threads": "1", "max-concurrent-requests": "-1", "prefill": "http://127.0.0.1:9",
+          "decode": "http://127.0.0.1:9", "prefill-policy": "round_robin", "decode-policy": "cache_aware",
           "log-dir": "LOGDIR", "prometheus-host": "127.0.0.1", "prometheus-port": "0", "backend": "vllm",
           "assignment-mode": "min_load"}
-SWITCHES = {"mini-lb", "routing-key-override", "disable-circuit-breaker", "disable-health-check", "disable-retries", "enable-igw",
+SWITCHES = {"mini-lb", "pd-disaggregation", "routing-key-override", "disable-circuit-breaker", "disable-health-check", "disable-retries", "enable-igw",
             "disable-tokenizer-autoload", "disable-audit-logging", "control-plane-audit-enabled", "log-json"}
 
 
@@ -95,6 +96,8 @@ def run_with(flag, pki):
              "CCERT": str(pki / "client.pem"), "CKEY": str(pki / "client.key"),
              "LOGDIR": str(pki / "logs")}.get(v, v)
         args.append(v)
+    if flag in ("prefill", "decode"):  # sgl's PD workers come with its PD mode
+        args.append("--pd-disaggregation")
     if flag in ("tls-cert-path", "tls-key-path"):
         args += ["--tls-key-path" if flag == "tls-cert-path" else "--tls-cert-path",
                  str(pki / ("srv.key" if flag == "tls-cert-path" else "srv.pem"))]
@@ -445,11 +448,13 @@ def test_the_workers_api_in_sgl_shapes(procs):
         assert c.delete(f"/workers/{enc}").status_code == 200
         assert [x["url"] for x in c.get("/workers").json()["workers"]] == [w1.url]
         assert c.delete(f"/workers/{enc}").status_code == 404
-        # a prefill or decode server is refused by name until PD routing exists (issue 17):
-        # sent whole requests it would misbehave
+        # a prefill server registers with its role and bootstrap port (test_pd.py routes to it);
+        # the same URL cannot be a regular worker too
         r = c.post("/workers", json={"url": w2.url, "worker_type": "prefill", "bootstrap_port": 8998})
-        assert r.status_code == 400 and r.json()["error"]["code"] == "unsupported_worker_type"
-        assert c.post("/workers", json={"url": w2.url, "worker_type": "regular"}).status_code == 202
+        assert r.status_code == 202 and r.json()["worker"]["worker_type"] == "prefill", r.text
+        assert r.json()["worker"]["bootstrap_port"] == 8998
+        r = c.post("/workers", json={"url": w2.url, "worker_type": "regular"})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "worker_in_other_role", r.text
 
 
 def test_worker_startup_timeout_waits_for_the_workers(procs):

@@ -13,7 +13,7 @@ from conftest import GATEWAY, chat_body, free_port, wait_for
 from sgl_launch_lines import LAUNCH_LINES
 
 
-def concrete(line, workers):
+def concrete(line, workers, bootstrap_port=None):
     """The line on this machine: the test's workers and free loopback ports."""
     subs = {"{W0}": workers[0].url, "{W1}": workers[1].url, "{W2}": workers[2].url,
             "{PORT}": str(free_port()), "{PROM}": str(free_port())}
@@ -23,13 +23,26 @@ def concrete(line, workers):
     for i, a in enumerate(argv[:-1]):
         if a == "--host":
             argv[i + 1] = "127.0.0.1"
-    return argv
+    out = []
+    for i, a in enumerate(argv):  # --prefill URL [PORT]: the test prefill's bootstrap port
+        if i > 1 and argv[i - 2] == "--prefill" and a.isdigit():
+            continue
+        out.append(a)
+        if i > 0 and argv[i - 1] == "--prefill":
+            out.append(str(bootstrap_port))
+    return out
 
 
 @pytest.mark.parametrize("source,line,expect", LAUNCH_LINES, ids=[s for s, _, _ in LAUNCH_LINES])
 def test_a_real_launch_line(procs, source, line, expect):
-    workers = [procs.worker(worker_id=f"l{i}") for i in range(3)]
-    argv = concrete(line, workers)
+    bp = None
+    if "--pd-disaggregation" in line:  # a prefill and a decode in SGLang's protocol
+        bp = free_port()
+        workers = [procs.worker("--role", "prefill", "--bootstrap-port", bp, worker_id="l0"),
+                   procs.worker("--role", "decode", worker_id="l1"), procs.worker(worker_id="l2")]
+    else:
+        workers = [procs.worker(worker_id=f"l{i}") for i in range(3)]
+    argv = concrete(line, workers, bp)
     if "--port" not in argv:
         argv += ["--port", "0"]
     if expect.startswith("refused: "):
@@ -44,6 +57,8 @@ def test_a_real_launch_line(procs, source, line, expect):
         assert r.status_code == 202, r.text
         named = [workers[0]]
     assert wait_for(lambda: httpx.get(gw.base + "/readiness").json()["routable_workers"] == len(named), 15)
+    if bp:  # the client's answer is the decode's
+        named = [workers[1]]
     got = set()
     for _ in range(3 * len(named)):
         r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=2), timeout=30)

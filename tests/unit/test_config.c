@@ -1,4 +1,5 @@
 /* Flags and --config files. */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,6 +51,60 @@ static void sgl_style_flags(void **state)
     assert_true(cfg.request_timeout_secs == 60.0);
     assert_int_equal(cfg.threads, 4);
     assert_true(cfg.max_payload_size == 64ull << 20);
+    ig_config_free(&cfg);
+}
+
+/* sgl's PD flags: --prefill URL [BOOTSTRAP_PORT|none], repeated; --decode URL ... */
+static void pd_flags(void **state)
+{
+    (void)state;
+    ig_config cfg;
+    char err[256];
+    char *argv[] = {"infergate",
+                    "--pd-disaggregation",
+                    "--prefill",
+                    "http://p1:30001",
+                    "9001",
+                    "--prefill",
+                    "http://p2:30002",
+                    "none",
+                    "--prefill",
+                    "http://p3:30003",
+                    "--decode",
+                    "http://d1:31001",
+                    "http://d2:31002",
+                    "--prefill-policy",
+                    "cache_aware",
+                    "--policy",
+                    "round_robin",
+                    NULL};
+    assert_int_equal(parse(&cfg, argv, err), 0);
+    assert_int_equal(cfg.prefill_urls.n, 3);
+    assert_string_equal(cfg.prefill_urls.v[2], "http://p3:30003");
+    assert_int_equal(cfg.prefill_ports[0], 9001);
+    assert_int_equal(cfg.prefill_ports[1], 0);
+    assert_int_equal(cfg.prefill_ports[2], 0);
+    assert_int_equal(cfg.decode_urls.n, 2);
+    ig_proxy_config pc = ig_config_proxy(&cfg);
+    assert_int_equal(pc.prefill_policy, IG_POLICY_CACHE_AWARE);
+    assert_int_equal(pc.decode_policy, IG_POLICY_ROUND_ROBIN); /* --policy's */
+    assert_true(ig_config_uses_policy(&cfg, IG_POLICY_CACHE_AWARE));
+    ig_config_free(&cfg);
+    char *no_mode[] = {"infergate", "--decode", "http://d1:1", NULL};
+    assert_int_equal(parse(&cfg, no_mode, err), -EINVAL);
+    assert_non_null(strstr(err, "--pd-disaggregation"));
+    ig_config_free(&cfg);
+    char *bad_port[] = {"infergate", "--pd-disaggregation", "--prefill", "http://p:1", "99999", NULL};
+    assert_int_equal(parse(&cfg, bad_port, err), -EINVAL);
+    ig_config_free(&cfg);
+    const char *json = "{\"pd_disaggregation\": true, \"prefill\": [[\"http://p:1\", 8998], \"http://q:2\"],"
+                       " \"decode\": [\"http://d:3\"]}";
+    ig_config_defaults(&cfg);
+    assert_int_equal(ig_config_load_json(&cfg, json, strlen(json), err, sizeof(err)), 0);
+    assert_int_equal(cfg.prefill_urls.n, 2);
+    assert_int_equal(cfg.prefill_ports[0], 8998);
+    assert_int_equal(cfg.prefill_ports[1], 0);
+    assert_int_equal(cfg.decode_urls.n, 1);
     ig_config_free(&cfg);
 }
 
@@ -260,6 +315,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(sgl_style_flags),
+        cmocka_unit_test(pd_flags),
         cmocka_unit_test(trust_and_breaker_flags),
         cmocka_unit_test(cidr_matching),
         cmocka_unit_test(log_escape),

@@ -33,6 +33,52 @@ static int contains(ig_worker *const *arr, int n, ig_worker *w)
     return 0;
 }
 
+/* Prefill and decode workers are routed from pools of their own, never as
+ * whole-request workers; the fleet's listing still holds them. */
+static void roles_get_pools_of_their_own(void **state)
+{
+    (void)state;
+    ig_registry_init(1);
+    ig_worker *reg = mk("http://127.0.0.1:1", "other", NULL), *p1 = mk("http://127.0.0.1:2", "llama", NULL),
+              *p2 = mk("http://127.0.0.1:3", "llama", NULL), *d1 = mk("http://127.0.0.1:4", "llama", NULL);
+    p1->role = p2->role = IG_ROLE_PREFILL;
+    d1->role = IG_ROLE_DECODE;
+    atomic_store(&p2->breaker, IG_BREAKER_OPEN);
+    ig_worker *ws[] = {reg, p1, p2, d1};
+    ig_snapshot *s = ig_snapshot_build(ws, 4, 1);
+    assert_non_null(s);
+    assert_non_null(s->pd[0]);
+    assert_non_null(s->pd[1]);
+    assert_int_equal(s->n_all, 4);
+    assert_int_equal(s->n_up, 3); /* readiness counts every routable worker */
+    ig_worker *const *out;
+    int known, n = ig_snapshot_candidates(s, "llama", 5, &out, &known);
+    assert_false(known); /* the fleet of whole requests does not serve it */
+    assert_int_equal(n, 0);
+    n = ig_snapshot_candidates(s, NULL, 0, &out, &known);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(out[0], reg);
+    n = ig_snapshot_candidates(s->pd[0], "llama", 5, &out, &known);
+    assert_true(known);
+    assert_int_equal(n, 1); /* the open breaker takes p2 out of prefill choice only */
+    assert_ptr_equal(out[0], p1);
+    n = ig_snapshot_candidates(s->pd[1], "llama", 5, &out, &known);
+    assert_int_equal(n, 1);
+    assert_ptr_equal(out[0], d1);
+    n = ig_snapshot_candidates(s->pd[1], "other", 5, &out, &known);
+    assert_false(known);
+    ig_snapshot_free(s);
+    ig_worker *ws2[] = {reg, d1};
+    s = ig_snapshot_build(ws2, 2, 2);
+    assert_null(s->pd[0]); /* no prefill: no pool */
+    assert_non_null(s->pd[1]);
+    ig_snapshot_free(s);
+    ig_worker_unref(reg);
+    ig_worker_unref(p1);
+    ig_worker_unref(p2);
+    ig_worker_unref(d1);
+}
+
 static void snapshot_indexes_models(void **state)
 {
     ig_registry_init(1);
@@ -209,6 +255,7 @@ int main(void)
         cmocka_unit_test(snapshot_indexes_models),
         cmocka_unit_test(registered_models_route_to_their_workers),
         cmocka_unit_test(references_keep_a_worker_alive),
+        cmocka_unit_test(roles_get_pools_of_their_own),
         cmocka_unit_test(epoch_waits_for_every_reader),
         cmocka_unit_test(registry_publish_add_remove),
     };

@@ -93,7 +93,7 @@ static int check(json_t *doc, const char **host, int *port, uint64_t *out, int c
         return -1;
     }
     *host = json_string_value(h);
-    *port = json_is_integer(p) ? (int)json_integer_value(p) : 0;
+    *port = json_is_integer(p) ? (int)json_integer_value(p) : MOCK_PD_DEFAULT_BOOTSTRAP_PORT;
     *n = 0;
     for (int i = 0; i < (batch ? batch : 1); i++) {
         json_t *one = batch ? json_array_get(r, (size_t)i) : r;

@@ -14,6 +14,8 @@
 
 enum { MOCK_PD_NONE, MOCK_PD_PREFILL, MOCK_PD_DECODE };
 #define MOCK_PD_MAX_ROOMS 256
+/* SGLang's --disaggregation-bootstrap-port default: a null bootstrap_port means it */
+#define MOCK_PD_DEFAULT_BOOTSTRAP_PORT 8998
 
 /** The request's bootstrap fields are well-formed (and, for a prefill, its
  * own: then its rooms are remembered). 0, or -1 with why set. */

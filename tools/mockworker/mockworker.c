@@ -47,6 +47,7 @@ typedef struct shared_stats {
     atomic_int inflight;
     atomic_int max_inflight_seen;
     atomic_ulong rejected;
+    atomic_ulong generations; /* generation requests taken (not probes, discovery or /stats) */
     atomic_ulong prompt_tokens, cached_tokens; /* the simulated prefix cache */
     proc_stats procs[MAX_PROCS];
 } shared_stats;
@@ -539,16 +540,17 @@ static void send_stats(conn *c)
         done += stats->procs[i].completed;
         ab += stats->procs[i].aborted;
     }
-    bprintf(&b,
-            "{\"worker_id\":\"%s\",\"connections\":%lu,\"open_connections\":%ld,\"requests\":%lu,"
-            "\"completed\":%lu,\"aborted\":%lu,\"inflight\":%d,\"max_inflight_seen\":%d,\"rejected\":%lu,"
-            "\"health_checks\":%lu,\"paused\":%d,\"version\":%ld,\"control_calls\":%lu,"
-            "\"flushes\":%lu,\"prompt_tokens\":%lu,\"cached_tokens\":%lu,\"processes\":[",
-            opt.worker_id, conns, open_now, reqs, done, ab, atomic_load(&stats->inflight),
-            atomic_load(&stats->max_inflight_seen), atomic_load(&stats->rejected),
-            atomic_load(&stats->health_checks), atomic_load(&stats->paused), atomic_load(&stats->version),
-            atomic_load(&stats->control_calls), atomic_load(&stats->flushes),
-            atomic_load(&stats->prompt_tokens), atomic_load(&stats->cached_tokens));
+    bprintf(
+        &b,
+        "{\"worker_id\":\"%s\",\"connections\":%lu,\"open_connections\":%ld,\"requests\":%lu,"
+        "\"completed\":%lu,\"aborted\":%lu,\"inflight\":%d,\"max_inflight_seen\":%d,\"rejected\":%lu,\"generations\":%lu,"
+        "\"health_checks\":%lu,\"paused\":%d,\"version\":%ld,\"control_calls\":%lu,"
+        "\"flushes\":%lu,\"prompt_tokens\":%lu,\"cached_tokens\":%lu,\"processes\":[",
+        opt.worker_id, conns, open_now, reqs, done, ab, atomic_load(&stats->inflight),
+        atomic_load(&stats->max_inflight_seen), atomic_load(&stats->rejected),
+        atomic_load(&stats->generations), atomic_load(&stats->health_checks), atomic_load(&stats->paused),
+        atomic_load(&stats->version), atomic_load(&stats->control_calls), atomic_load(&stats->flushes),
+        atomic_load(&stats->prompt_tokens), atomic_load(&stats->cached_tokens));
     for (int i = 0; i < opt.processes; i++)
         bprintf(&b, "%s{\"pid\":%d,\"connections\":%lu,\"requests\":%lu,\"aborted\":%lu}", i ? "," : "",
                 atomic_load(&stats->procs[i].pid), atomic_load(&stats->procs[i].connections),
@@ -817,6 +819,7 @@ static void generate(conn *c)
     }
     int now = atomic_fetch_add(&stats->inflight, 1) + 1;
     c->counted_inflight = 1;
+    atomic_fetch_add(&stats->generations, 1);
     if (opt.max_inflight && now > opt.max_inflight) {
         atomic_fetch_add(&stats->rejected, 1);
         send_error(c, 503, "Service Unavailable", "worker is at --max-inflight");
@@ -839,6 +842,8 @@ static void generate(conn *c)
         prefill(c);
     c->stream = f.stream && c->kind != K_EMBEDDINGS;
     c->ntokens = f.max_tokens >= 0 ? (f.max_tokens > 100000 ? 100000 : f.max_tokens) : opt.tokens;
+    if (opt.role == MOCK_PD_PREFILL && c->ntokens > 1) /* SGLang's prefill answers after its forward pass */
+        c->ntokens = 1;
     c->sent = 0;
     if (c->ttft_ms > 0 || atomic_load(&stats->paused))
         uv_timer_start(&c->timer, first_token, (uint64_t)(c->ttft_ms > 0 ? c->ttft_ms : 5), 0);
@@ -1222,8 +1227,10 @@ int main(int argc, char **argv)
     }
     if (opt.role == MOCK_PD_PREFILL) {
         /* the bootstrap server: another listener of the same process (its handler knows the path) */
-        if (opt.processes != 1 || opt.bootstrap_port <= 0) {
-            fprintf(stderr, "mockworker: --role prefill needs --bootstrap-port N and one process\n");
+        if (opt.bootstrap_port <= 0) /* SGLang's default */
+            opt.bootstrap_port = MOCK_PD_DEFAULT_BOOTSTRAP_PORT;
+        if (opt.processes != 1) {
+            fprintf(stderr, "mockworker: --role prefill runs one process\n");
             return 2;
         }
         int *more = realloc(extra, sizeof(int) * (size_t)(opt.ports + 1));
