@@ -2,6 +2,8 @@
 #include "ig_pd.h"
 
 #include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "../api/ig_pd_body.h"
@@ -13,6 +15,7 @@
 #define PD_INS_SIZE 512          /* a single prompt's fields fit; a batch's grow past it */
 #define PD_INS_MAX (1u << 20)    /* IG_PD_MAX_BATCH prompts' fields */
 #define PD_ANSWER_MAX (4u << 20) /* a prefill's answer kept (vLLM's is one token) */
+#define PD_ERROR_MAX 4096        /* ... and of an error answer, for the client's message */
 
 static void leg_start(ig_pd *pd, ig_upconn *up);
 
@@ -58,14 +61,21 @@ int ig_pd_prepare(ig_request *r, ig_worker *w, int probe, int vllm)
     pd->running = 1;
     pd->sent = 0;
     pd->status = 0;
-    pd->ins.len = 0;
-    int batch = ig_pd_batch_size(&r->fields), rc = batch < 0 ? batch : 0;
-    for (int i = 0; i < (batch ? batch : 1); i++)
-        rooms[i] = ig_pd_room(&px->pd_rooms);
-    rc = rc ? rc : ig_buf_take(&pd->ins, &px->pd_ins);
-    rc = rc ? rc
-            : ig_pd_fields(&pd->ins, r->body.p, r->body.len, w->host, w->bootstrap_port, rooms, batch,
-                           &pd->at);
+    pd->vllm = vllm != 0;
+    pd->collect = pd->vllm;
+    pd->ins.len = pd->dins.len = pd->answer.len = 0;
+    int rc = ig_buf_take(&pd->ins, &px->pd_ins);
+    if (vllm) {
+        rc = rc ? rc : ig_pd_vllm_prefill_fields(&pd->ins, r->body.p, r->body.len, &pd->at);
+    } else {
+        int batch = ig_pd_batch_size(&r->fields);
+        rc = rc ? rc : batch < 0 ? batch : 0;
+        for (int i = 0; !rc && i < (batch ? batch : 1); i++)
+            rooms[i] = ig_pd_room(&px->pd_rooms);
+        rc = rc ? rc
+                : ig_pd_fields(&pd->ins, r->body.p, r->body.len, w->host, w->bootstrap_port, rooms, batch,
+                               &pd->at);
+    }
     if (rc) {
         pd->running = 0;
         leg_release_worker(pd);
@@ -109,7 +119,9 @@ static int leg_on_head(void *owner, const ig_resp_head *h, int *dechunk, const c
     ig_pd *pd = owner;
     (void)why;
     pd->status = h->status;
-    if (!pd->collect || h->status < 200 || h->status >= 300)
+    int ok = h->status >= 200 && h->status < 300;
+    pd->collect = ok ? pd->vllm : 1; /* an error's text goes into the client's error */
+    if (!pd->collect)
         return IG_X_DISCARD; /* the client's answer is the decode's */
     *dechunk = 1;
     return IG_X_FORWARD;
@@ -123,8 +135,9 @@ static void leg_on_body(void *owner, const uv_buf_t *bufs, unsigned n, ig_block 
         return;
     if (!pd->answer.data && ig_buf_take(&pd->answer, &pd->r->px->pd_ins))
         return;
-    for (unsigned i = 0; i < n; i++)
-        if (ig_buf_append(&pd->answer, bufs[i].base, bufs[i].len))
+    size_t cap = pd->status >= 200 && pd->status < 300 ? PD_ANSWER_MAX : PD_ERROR_MAX;
+    for (unsigned i = 0; i < n && pd->collect; i++)
+        if (pd->answer.len + bufs[i].len > cap || ig_buf_append(&pd->answer, bufs[i].base, bufs[i].len))
             pd->collect = 0; /* too large to be a prefill's answer: it is not read */
 }
 
@@ -218,6 +231,28 @@ void ig_pd_cancel(ig_request *r)
         pd->up = NULL;
     }
     leg_release_worker(pd);
+}
+
+const char *ig_pd_error_text(ig_request *r, char *buf, size_t cap)
+{
+    ig_pd *pd = r->pd;
+    buf[0] = '\0';
+    if (!pd || !pd->answer.len)
+        return buf;
+    json_error_t jerr;
+    json_t *doc = json_loadb(pd->answer.data, pd->answer.len, 0, &jerr);
+    json_t *e = json_object_get(doc, "error");
+    const char *m = json_string_value(json_object_get(json_is_object(e) ? e : doc, "message"));
+    if (!m)
+        m = json_string_value(e);
+    if (!m)
+        m = json_string_value(json_object_get(doc, "detail")); /* FastAPI's */
+    if (m)
+        snprintf(buf, cap, "%s", m);
+    else
+        snprintf(buf, cap, "%.*s", (int)(pd->answer.len < 300 ? pd->answer.len : 300), pd->answer.data);
+    json_decref(doc);
+    return buf;
 }
 
 void ig_pd_thread_done(ig_proxy_ctx *px)

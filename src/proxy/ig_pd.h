@@ -56,6 +56,9 @@ static inline int ig_pd_unsent(const ig_request *r)
 }
 /** Stop the prefill leg if it runs: its connection closes, its slot goes back. */
 void ig_pd_cancel(ig_request *r);
+/** The text of the prefill's error answer (its error.message, message or
+ * detail, else its first bytes), in buf ("" when there is none). */
+const char *ig_pd_error_text(ig_request *r, char *buf, size_t cap);
 /** The thread ends: the free lists go. */
 void ig_pd_thread_done(ig_proxy_ctx *px);
 /** The request is over: its leg (cancelled if still running) goes back to the free list. */

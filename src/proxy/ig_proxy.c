@@ -746,15 +746,16 @@ void ig_proxy_pd_leg_failed(ig_request *r, ig_worker *w, int status, int err, co
             ig_admq_dispatch(r->px->admq);
         return;
     }
+    char text[360], msg[480];
     if (status >= 400 && status < 500) { /* the request is at fault: no other pair would take it */
-        char msg[200];
-        snprintf(msg, sizeof(msg), "the prefill worker refused the request (status %d)", status);
+        snprintf(msg, sizeof(msg), "the prefill worker refused the request (status %d): %s", status,
+                 ig_pd_error_text(r, text, sizeof(text)));
         respond_error(r, status, "invalid_request_error", "prefill_bad_request", msg);
         return;
     }
     if (status && !retry_allowed(r)) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "the prefill worker failed (status %d) and no retry is left", status);
+        snprintf(msg, sizeof(msg), "the prefill worker failed (status %d) and no retry is left: %s", status,
+                 ig_pd_error_text(r, text, sizeof(text)));
         respond_error(r, 502, "upstream_error", "prefill_failed", msg);
         return;
     }

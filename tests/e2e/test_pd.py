@@ -332,3 +332,65 @@ def test_pd_flags_are_checked_at_start(procs):
     gw = procs.gateway([], "--pd-disaggregation", "--prefill", "http://127.0.0.1:9", "none", "--decode", d.url)
     listed = httpx.get(gw.base + "/workers", timeout=10).json()["workers"]
     assert {w["worker_type"]: w["bootstrap_port"] for w in listed} == {"prefill": None, "decode": None}
+
+
+# ---- vLLM's protocol (NIXL, as its toy_proxy_server and vllm-project/router run it) ----
+
+def vllm_fleet(procs, n_prefill=1, n_decode=1, prefill_args=()):
+    return pd_fleet(procs, n_prefill, n_decode, prefill_args=("--pd-protocol", "vllm", *prefill_args),
+                    decode_args=("--pd-protocol", "vllm"))
+
+
+def test_vllm_prefill_first_then_the_decode_with_its_kv_transfer_params(procs):
+    (p,), (d,) = vllm_fleet(procs)
+    gw = pd_gateway(procs, [p], [d], "--pd-protocol", "vllm")
+    served = Served(p, d)
+    with httpx.Client(base_url=gw.base, timeout=30) as c:
+        # the prefill refuses anything but one token, no stream, do_remote_decode; the decode anything
+        # without the prefill's kv_transfer_params, whose block it pulls from that prefill
+        r = c.post("/v1/chat/completions", json=chat_body(max_tokens=5, max_completion_tokens=5, min_tokens=2))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["worker_id"] == "d0" and body["usage"]["completion_tokens"] == 5
+        assert "kv_transfer_params" not in body  # the prefill's answer is not the client's
+        with c.stream("POST", "/v1/chat/completions",
+                      json=chat_body(max_tokens=3, stream=True, stream_options={"include_usage": True})) as s:
+            assert s.status_code == 200
+            ev = sse_events(s)
+        assert ev[-1] == "[DONE]" and all(json.loads(e)["worker_id"] == "d0" for e in ev[:-1])
+        r = requests.post(gw.base + "/v1/completions", json={"model": "mock-model", "prompt": "x", "max_tokens": 2},
+                          timeout=30)
+        assert r.status_code == 200 and r.json()["choices"][0]["text"], r.text
+    assert served(p) == 3 and served(d) == 3
+    assert metric(gw, "smg_pd_kv_transfer_failures_total") == 0
+    assert metric(gw, "smg_pd_ttft_seconds_count") == 3
+    drained(p, d)
+
+
+def test_vllm_prefill_failures_are_retried_and_refusals_said(procs):
+    prefills, (d,) = vllm_fleet(procs, 2, 1, prefill_args=("--ttft-ms", "100"))
+    gw = pd_gateway(procs, prefills, [d], "--pd-protocol", "vllm", "--policy", "round_robin",
+                    "--retry-budget-ratio", "1")
+    prefills[1].kill()
+    with httpx.Client(base_url=gw.base, timeout=30) as c:
+        for _ in range(4):  # half of them meet the dead prefill first
+            r = c.post("/v1/chat/completions", json=chat_body(max_tokens=2))
+            assert r.status_code == 200, r.text
+        assert metric(gw, "infergate_pd_pair_retries_total") >= 1
+        # a prefill's refusal reaches the client with the prefill's own words
+        r = c.post("/v1/chat/completions", json=chat_body(max_tokens=2), headers={"x-mock-status": "422"})
+        assert r.status_code == 422 and r.json()["error"]["code"] == "prefill_bad_request", r.text
+        assert "status requested" in r.json()["error"]["message"]
+    assert drained(d, prefills[0])
+
+
+def test_vllm_a_prefill_without_kv_transfer_params_leaves_the_decode_the_whole_request(procs):
+    plain = procs.worker(worker_id="plain")  # not a NIXL prefill: answers without kv_transfer_params
+    plain.bootstrap_port = None
+    (d,) = vllm_fleet(procs, 0, 1)[1]
+    gw = procs.gateway([], "--pd-disaggregation", "--pd-protocol", "vllm", "--prefill", plain.url,
+                       "--decode", d.url, "--health-check-interval-secs", "0")
+    r = httpx.post(gw.base + "/v1/chat/completions", json=chat_body(max_tokens=2), timeout=30)
+    # the decode is sent the body as it is; this one serves only prefilled requests and says so
+    assert r.status_code == 400 and "kv_transfer_params" in r.text, r.text
+    assert metric(gw, "smg_pd_kv_transfer_failures_total") == 1

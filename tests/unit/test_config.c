@@ -90,6 +90,10 @@ static void pd_flags(void **state)
     assert_int_equal(pc.decode_policy, IG_POLICY_ROUND_ROBIN); /* --policy's */
     assert_true(ig_config_uses_policy(&cfg, IG_POLICY_CACHE_AWARE));
     ig_config_free(&cfg);
+    char *vllm[] = {"infergate", "--pd-disaggregation", "--pd-protocol", "vllm", NULL};
+    assert_int_equal(parse(&cfg, vllm, err), 0);
+    assert_int_equal(ig_config_proxy(&cfg).pd_vllm, 1);
+    ig_config_free(&cfg);
     char *no_mode[] = {"infergate", "--decode", "http://d1:1", NULL};
     assert_int_equal(parse(&cfg, no_mode, err), -EINVAL);
     assert_non_null(strstr(err, "--pd-disaggregation"));

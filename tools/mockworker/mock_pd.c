@@ -107,6 +107,67 @@ static int check(json_t *doc, const char **host, int *port, uint64_t *out, int c
     return 0;
 }
 
+/* vLLM's decode side: kv_transfer_params from its prefill, with the blocks to pull. */
+static int check_vllm(json_t *doc, const char **host, int *port, uint64_t *out, int cap, int *n, char *why,
+                      size_t wcap)
+{
+    json_t *kv = json_object_get(doc, "kv_transfer_params");
+    json_t *h = json_object_get(kv, "remote_host"), *p = json_object_get(kv, "remote_port"),
+           *ids = json_object_get(kv, "remote_block_ids"), *eng = json_object_get(kv, "remote_engine_id");
+    if (!json_is_object(kv) || !json_is_true(json_object_get(kv, "do_remote_prefill")) ||
+        !json_is_string(h) || !json_is_integer(p) || !json_is_array(ids) || !json_array_size(ids) ||
+        !json_is_string(eng)) {
+        snprintf(
+            why, wcap,
+            "this decode serves requests prefilled elsewhere: kv_transfer_params with do_remote_prefill, "
+            "remote_engine_id, remote_host, remote_port and remote_block_ids");
+        return -1;
+    }
+    *host = json_string_value(h);
+    *port = (int)json_integer_value(p);
+    *n = 0;
+    for (size_t i = 0; i < json_array_size(ids); i++) {
+        json_t *b = json_array_get(ids, i);
+        if (!is_room(b)) {
+            snprintf(why, wcap, "remote_block_ids must be non-negative integers");
+            return -1;
+        }
+        if (*n < cap)
+            out[(*n)++] = (uint64_t)json_integer_value(b);
+    }
+    return 0;
+}
+
+int mock_pd_vllm_prefill(const char *body, size_t len, const char *engine_id, const char *host, int side_port,
+                         char *params, size_t pcap, char *why, size_t wcap)
+{
+    static uint64_t next_block = 0x5eed;
+    json_error_t jerr;
+    json_t *doc =
+        json_loadb(body ? body : "", len, 0, &jerr); /* a key given twice: its last value, as vLLM */
+    json_t *kv = json_object_get(doc, "kv_transfer_params"), *mt = json_object_get(doc, "max_tokens"),
+           *st = json_object_get(doc, "stream");
+    int rc = -1;
+    if (!json_is_object(kv) || !json_is_true(json_object_get(kv, "do_remote_decode")))
+        snprintf(why, wcap, "a remote-decode prefill needs kv_transfer_params {\"do_remote_decode\": true}");
+    else if (!json_is_integer(mt) || json_integer_value(mt) != 1)
+        snprintf(why, wcap, "a remote-decode prefill generates one token (max_tokens 1)");
+    else if (json_is_true(st))
+        snprintf(why, wcap, "a remote-decode prefill does not stream");
+    else
+        rc = 0;
+    if (!rc) {
+        uint64_t block = (next_block = next_block * 6364136223846793005ULL + 1442695040888963407ULL) >> 1;
+        room_add(block);
+        snprintf(params, pcap,
+                 "{\"do_remote_prefill\":true,\"do_remote_decode\":false,\"remote_block_ids\":[%llu],"
+                 "\"remote_engine_id\":\"%s\",\"remote_host\":\"%s\",\"remote_port\":%d,\"tp_size\":1}",
+                 (unsigned long long)block, engine_id, host, side_port);
+    }
+    json_decref(doc);
+    return rc;
+}
+
 int mock_pd_admit(int role, const char *body, size_t len, const char *host, int bootstrap_port, char *why,
                   size_t cap)
 {
@@ -259,7 +320,7 @@ static void try_room(mock_pd_fetch *f)
         uv_close((uv_handle_t *)&f->tcp, tcp_closed);
 }
 
-mock_pd_fetch *mock_pd_fetch_start(uv_loop_t *loop, const char *body, size_t len, int timeout_ms,
+mock_pd_fetch *mock_pd_fetch_start(uv_loop_t *loop, const char *body, size_t len, int timeout_ms, int vllm,
                                    mock_pd_cb cb, void *arg, char *why, size_t cap)
 {
     json_error_t jerr;
@@ -267,7 +328,7 @@ mock_pd_fetch *mock_pd_fetch_start(uv_loop_t *loop, const char *body, size_t len
     mock_pd_fetch *f = calloc(1, sizeof(*f));
     const char *host;
     int port;
-    if (!f || check(doc, &host, &port, f->rooms, MOCK_PD_MAX_ROOMS, &f->n, why, cap)) {
+    if (!f || (vllm ? check_vllm : check)(doc, &host, &port, f->rooms, MOCK_PD_MAX_ROOMS, &f->n, why, cap)) {
         json_decref(doc);
         free(f);
         return NULL;

@@ -69,8 +69,9 @@ static struct {
     int prefill_us_per_token;  /* prefill time per uncached prompt token, one prefill at a time */
     int role;                  /* MOCK_PD_*: one side of SGLang's prefill/decode disaggregation */
     int bootstrap_port;        /* prefill: its bootstrap server's port */
+    int pd_vllm;               /* --pd-protocol vllm: vLLM's NIXL handshake instead of SGLang's */
     int kv_timeout_ms;         /* decode: how long it waits for the prefill's KV */
-} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0, 0, 0, NULL, 0, 0, 0, 0, 3000};
+} opt = {"127.0.0.1", 0, {0}, 0, "mock-0", 0, 16, 0, 0, 1, 8, 0, 1, 0, 0, 0, NULL, 0, 0, 0, 0, 0, 3000};
 
 static shared_stats *stats;
 static proc_stats *me;
@@ -108,7 +109,8 @@ typedef struct conn {
     int aborted; /* a pause (--pause-mode abort) cut its stream */
     char model[IG_MODEL_MAX + 1];
     char id[32];
-    mock_pd_fetch *kv; /* decode: waiting for the prefill's KV */
+    mock_pd_fetch *kv;   /* decode: waiting for the prefill's KV */
+    char kv_params[320]; /* vLLM's prefill: the kv_transfer_params its answer carries ("": none) */
 } conn;
 
 typedef struct wreq {
@@ -391,6 +393,10 @@ static void send_full(conn *c)
         for (int i = 0; i < opt.embedding_dim; i++)
             bprintf(&body, "%s%.4f", i ? "," : "", (double)((i * 37 + 11) % 100) / 100.0);
         bprintf(&body, "]}],\"usage\":{\"prompt_tokens\":1,\"total_tokens\":1}}\n");
+    }
+    if (c->kv_params[0] && body.len > 2) { /* vLLM's prefill: what its remote decode needs */
+        body.len -= 2;
+        bprintf(&body, ",\"kv_transfer_params\":%s}\n", c->kv_params);
     }
     bprintf(&out,
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %zu\r\n"
@@ -774,17 +780,22 @@ static void handle(conn *c)
         response_done(c);
         return;
     }
+    c->kv_params[0] = '\0';
     if (opt.role && c->kind != K_EMBEDDINGS) {
-        char why[200];
-        if (mock_pd_admit(opt.role, c->body.data, c->body.len, opt.host, opt.bootstrap_port, why,
-                          sizeof(why))) {
+        char why[320];
+        if (opt.pd_vllm && opt.role == MOCK_PD_PREFILL
+                ? mock_pd_vllm_prefill(c->body.data, c->body.len, opt.worker_id, opt.host, opt.bootstrap_port,
+                                       c->kv_params, sizeof(c->kv_params), why, sizeof(why))
+            : opt.pd_vllm ? 0
+                          : mock_pd_admit(opt.role, c->body.data, c->body.len, opt.host, opt.bootstrap_port,
+                                          why, sizeof(why))) {
             send_error(c, 400, "Bad Request", why);
             response_done(c);
             return;
         }
         if (opt.role == MOCK_PD_DECODE) {
             c->kv = mock_pd_fetch_start(uv_default_loop(), c->body.data, c->body.len, opt.kv_timeout_ms,
-                                        kv_arrived, c, why, sizeof(why));
+                                        opt.pd_vllm, kv_arrived, c, why, sizeof(why));
             if (!c->kv) {
                 send_error(c, 400, "Bad Request", why);
                 response_done(c);
@@ -1100,6 +1111,7 @@ static void usage(void)
          "  [--control-delay-ms N] [--pause-mode hold|abort] [--areal-api current|legacy]\n"
          "  [--role prefill|decode] [--bootstrap-port N] [--kv-timeout-ms N]  (SGLang PD: a prefill\n"
          "  serves its bootstrap server on N; a decode waits for the request's room there)\n"
+         "  [--pd-protocol sglang|vllm]  (vllm: NIXL's kv_transfer_params, the prefill first)\n"
          "RL control: POST /pause_generation, /continue_generation, /set_version {version},\n"
          "/flush_cache, /release_memory_occupation, /resume_memory_occupation; GET /get_version.\n"
          "Prefix cache: [--kv-cache-tokens N] [--prefill-us-per-token N]: an LRU of 128-byte\n"
@@ -1168,6 +1180,8 @@ int main(int argc, char **argv)
             opt.bootstrap_port = atoi(v);
         else if (strcmp(a, "--kv-timeout-ms") == 0)
             opt.kv_timeout_ms = atoi(v);
+        else if (strcmp(a, "--pd-protocol") == 0)
+            opt.pd_vllm = strcmp(v, "vllm") == 0;
         else if (strcmp(a, "--areal-api") == 0)
             mock_sessions_legacy = strcmp(v, "legacy") == 0;
         else if (strcmp(a, "--cpu-us-per-token") == 0)
