@@ -233,6 +233,7 @@ int ig_body_scan(const char *body, size_t len, ig_body_fields *out, const char *
     out->model_len = 0;
     out->has_model = 0;
     out->stream = 0;
+    out->return_logprob = 0;
     out->max_tokens = -1;
     out->n_text = 0;
     out->user.p = NULL;
@@ -285,6 +286,10 @@ int ig_body_scan(const char *body, size_t len, ig_body_fields *out, const char *
         } else if (!kesc && key_is(k, klen, "stream") && (*s.p == 't' || *s.p == 'f')) {
             out->stream = *s.p == 't';
             if ((rc = scan_literal(&s, out->stream ? "true" : "false")))
+                goto done;
+        } else if (!kesc && key_is(k, klen, "return_logprob") && (*s.p == 't' || *s.p == 'f')) {
+            out->return_logprob = *s.p == 't';
+            if ((rc = scan_literal(&s, out->return_logprob ? "true" : "false")))
                 goto done;
         } else if (!kesc && key_is(k, klen, "max_tokens") && *s.p >= '0' && *s.p <= '9') {
             const char *b = s.p;

@@ -18,14 +18,16 @@ typedef struct ig_span {
 typedef struct ig_body_fields {
     const char *model; /* points into the body, or into model_buf when the JSON string had escapes */
     size_t model_len;
-    int has_model;  /* 1 when a top-level "model" string was found */
-    int stream;     /* 1 for "stream": true, else 0 */
-    int max_tokens; /* top-level "max_tokens" when a small non-negative integer, else -1 */
+    int has_model;      /* 1 when a top-level "model" string was found */
+    int stream;         /* 1 for "stream": true, else 0 */
+    int return_logprob; /* 1 for SGLang's "return_logprob": true */
+    int max_tokens;     /* top-level "max_tokens" when a small non-negative integer, else -1 */
     /* the prompt, for cache-aware routing: the values of "prompt", "text",
      * "input", "input_ids" and "messages" (all messages), in body order */
     ig_span text[IG_TEXT_SPANS];
     int n_text;
     ig_span user; /* top-level "user" string (consistent hashing), len 0 when absent */
+    /* (and "return_logprob": a disaggregated answer then merges the prefill's logprobs) */
     char model_buf[IG_MODEL_MAX];
 } ig_body_fields;
 

@@ -142,3 +142,80 @@ int ig_pd_vllm_decode_fields(ig_buf *out, const char *body, size_t len, const ch
     json_decref(doc);
     return rc ? -ENOMEM : 0;
 }
+
+static int logprobs_of_one(ig_buf *out, const char *answer, size_t len);
+
+int ig_pd_prefill_logprobs(ig_buf *out, const char *answer, size_t len)
+{
+    if (len < 6 || memcmp(answer, "data:", 5) != 0)
+        return logprobs_of_one(out, answer, len);
+    /* a streamed prefill (the client asked to stream): its last event that has them */
+    size_t mark = out->len;
+    int rc = -ENOENT;
+    for (const char *p = answer, *end = answer + len; p < end;) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *eol = nl ? nl : end;
+        if (eol - p > 5 && !memcmp(p, "data:", 5)) {
+            const char *j = p + 5 + (p[5] == ' ');
+            size_t before = out->len;
+            if (*j == '{' && !logprobs_of_one(out, j, (size_t)(eol - j))) {
+                memmove(out->data + mark, out->data + before, out->len - before);
+                out->len = mark + (out->len - before);
+                rc = 0;
+            }
+        }
+        p = eol + 1;
+    }
+    return rc;
+}
+
+static int logprobs_of_one(ig_buf *out, const char *answer, size_t len)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(answer ? answer : "", len, 0, &jerr);
+    json_t *lp = json_object_get(json_object_get(doc, "meta_info"), "input_token_logprobs");
+    int rc = json_is_array(lp) ? 0 : -ENOENT;
+    char *text = rc ? NULL : json_dumps(lp, JSON_COMPACT);
+    if (!rc && !text)
+        rc = -ENOMEM;
+    if (text) { /* "[a,b]" -> "a,b" */
+        size_t n = strlen(text);
+        rc = n < 2 ? -ENOENT : ig_buf_append(out, text + 1, n - 2) ? -ENOMEM : 0;
+    }
+    free(text);
+    json_decref(doc);
+    return rc;
+}
+
+/* Stands in for the merged array while the rest is written by jansson: a
+ * string no JSON text of an answer holds unescaped (the 0x01s are written
+ * as \u0001), replaced once in the output. */
+#define MERGE_MARK "\001ig-pd-logprobs\001"
+#define MERGE_MARK_JSON "\"\\u0001ig-pd-logprobs\\u0001\""
+
+int ig_pd_merge_logprobs(ig_buf *out, const char *json, size_t len, const char *elems, size_t elen)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(json, len, 0, &jerr);
+    json_t *meta = json_object_get(doc, "meta_info"), *lp = json_object_get(meta, "input_token_logprobs");
+    if (!json_is_array(lp)) {
+        json_decref(doc);
+        return -ENOENT;
+    }
+    char *own = json_dumps(lp, JSON_COMPACT);
+    json_object_set_new(meta, "input_token_logprobs", json_string(MERGE_MARK));
+    char *text = json_dumps(doc, JSON_COMPACT);
+    json_decref(doc);
+    char *at = text ? strstr(text, MERGE_MARK_JSON) : NULL;
+    int rc = own && at ? 0 : -ENOMEM;
+    if (!rc) {
+        size_t olen = strlen(own);
+        rc = ig_buf_append(out, text, (size_t)(at - text)) || ig_buf_puts(out, "[") ||
+             ig_buf_append(out, elems, elen) || (elen && olen > 2 && ig_buf_puts(out, ",")) ||
+             ig_buf_append(out, own + 1, olen - 1) || ig_buf_puts(out, at + strlen(MERGE_MARK_JSON));
+        rc = rc ? -ENOMEM : 0;
+    }
+    free(own);
+    free(text);
+    return rc;
+}

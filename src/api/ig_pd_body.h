@@ -36,6 +36,19 @@ int ig_pd_fields(ig_buf *out, const char *body, size_t len, const char *host, in
 int ig_pd_inject(ig_buf *out, const char *body, size_t len, const char *host, int port, const uint64_t *rooms,
                  int batch);
 
+/* return_logprob (SGLang): the prompt's logprobs come from the prefill; the
+ * client's answer is the decode's with the prefill's
+ * meta_info.input_token_logprobs put before its own, as smg does. */
+
+/** The prefill answer's meta_info.input_token_logprobs, written to out as
+ * the array's elements (comma-separated, no brackets). 0, -ENOENT (none),
+ * -ENOMEM. */
+int ig_pd_prefill_logprobs(ig_buf *out, const char *answer, size_t len);
+/** A decode answer (one JSON object, or an SSE event's data) with elems
+ * (from ig_pd_prefill_logprobs) before its meta_info.input_token_logprobs,
+ * written to out. 0, -ENOENT (nothing to merge: out unchanged), -ENOMEM. */
+int ig_pd_merge_logprobs(ig_buf *out, const char *json, size_t len, const char *elems, size_t elen);
+
 /* vLLM's protocol (NIXL, as its toy_proxy_server and vllm-project/router run
  * it): first the prefill with max_tokens 1, no stream and
  * kv_transfer_params {do_remote_decode: true, ...}; then the decode with the

@@ -52,6 +52,8 @@ int ig_pd_prepare(ig_request *r, ig_worker *w, int probe, int vllm)
         ig_buf_init(&pd->ins, PD_INS_MAX);
         ig_buf_init(&pd->dins, PD_INS_MAX);
         ig_buf_init(&pd->answer, PD_ANSWER_MAX);
+        ig_buf_init(&pd->held, PD_ANSWER_MAX);
+        ig_buf_init(&pd->elems, PD_ANSWER_MAX);
         pd->r = r;
         r->pd = pd;
     }
@@ -62,8 +64,10 @@ int ig_pd_prepare(ig_request *r, ig_worker *w, int probe, int vllm)
     pd->sent = 0;
     pd->status = 0;
     pd->vllm = vllm != 0;
-    pd->collect = pd->vllm;
-    pd->ins.len = pd->dins.len = pd->answer.len = 0;
+    pd->merge = !vllm && r->fields.return_logprob;
+    pd->collect = pd->vllm || pd->merge;
+    pd->decode_done = pd->client_raw = pd->logprobs_known = pd->raw = 0;
+    pd->ins.len = pd->dins.len = pd->answer.len = pd->held.len = pd->elems.len = 0;
     int rc = ig_buf_take(&pd->ins, &px->pd_ins);
     if (vllm) {
         rc = rc ? rc : ig_pd_vllm_prefill_fields(&pd->ins, r->body.p, r->body.len, &pd->at);
@@ -120,7 +124,7 @@ static int leg_on_head(void *owner, const ig_resp_head *h, int *dechunk, const c
     (void)why;
     pd->status = h->status;
     int ok = h->status >= 200 && h->status < 300;
-    pd->collect = ok ? pd->vllm : 1; /* an error's text goes into the client's error */
+    pd->collect = ok ? pd->vllm || pd->merge : 1; /* an error's text goes into the client's error */
     if (!pd->collect)
         return IG_X_DISCARD; /* the client's answer is the decode's */
     *dechunk = 1;
@@ -272,6 +276,8 @@ void ig_pd_release(ig_request *r)
     ig_buf_give(&pd->ins, &r->px->pd_ins);
     ig_buf_give(&pd->dins, &r->px->pd_ins);
     ig_buf_give(&pd->answer, &r->px->pd_ins);
+    ig_buf_free(&pd->held);
+    ig_buf_free(&pd->elems);
     r->pd = NULL;
     ig_freelist_put(&r->px->pd_legs, pd);
 }

@@ -23,14 +23,20 @@ typedef struct ig_pd {
     ig_upconn *up;
     ig_conn_wait cwait;
     unsigned probe : 1, keyed : 1, running : 1 /* holds its slot: sent, or about to be */, sent : 1,
-        vllm : 1,      /* vLLM's protocol: the decode goes once the prefill answered */
-        collect : 1;   /* the prefill's answer is kept (answer) */
-    int status;        /* the prefill's answer (0: none yet) */
-    uint64_t start_ns; /* sent at */
-    ig_buf ins;        /* the fields the prefill's body gets (SGLang: the decode's too) ... */
-    size_t at;         /* ... at this offset of the body */
-    ig_buf dins;       /* vLLM: the decode's (the prefill's kv_transfer_params) */
-    ig_buf answer;     /* the prefill's answer, when collect */
+        vllm : 1,    /* vLLM's protocol: the decode goes once the prefill answered */
+        collect : 1, /* the prefill's answer is kept (answer) */
+        /* return_logprob (SGLang): the decode's answer is held and rewritten */
+        merge : 1, decode_done : 1, client_raw : 1 /* the client wants no chunk framing */,
+        logprobs_known : 1, /* the prefill ended: elems holds its logprobs, or nothing to merge */
+        raw : 1;            /* merge: too much to hold, the rest goes as it is */
+    int status;             /* the prefill's answer (0: none yet) */
+    uint64_t start_ns;      /* sent at */
+    ig_buf ins;             /* the fields the prefill's body gets (SGLang: the decode's too) ... */
+    size_t at;              /* ... at this offset of the body */
+    ig_buf dins;            /* vLLM: the decode's (the prefill's kv_transfer_params) */
+    ig_buf answer;          /* the prefill's answer, when collect */
+    ig_buf held;            /* merge: the decode's answer not written yet */
+    ig_buf elems;           /* merge: the prefill's input_token_logprobs, as array elements */
 } ig_pd;
 
 /** The pair's bootstrap fields for r's body (prefill w): r->pd is set up
@@ -59,6 +65,18 @@ void ig_pd_cancel(ig_request *r);
 /** The text of the prefill's error answer (its error.message, message or
  * detail, else its first bytes), in buf ("" when there is none). */
 const char *ig_pd_error_text(ig_request *r, char *buf, size_t cap);
+/* ---- return_logprob (proxy/ig_pd_merge.c) ---- */
+
+/** The decode's answer starts: it is written chunked, from what the merge makes. */
+void ig_pd_merge_start(ig_request *r, int client_raw);
+/** The decode's body bytes: held until the prefill's logprobs are known. */
+void ig_pd_merge_body(ig_request *r, const uv_buf_t *bufs, unsigned n);
+/** The prefill ended (its answer in r->pd->answer, or none): the held events go. */
+void ig_pd_merge_prefill_over(ig_request *r);
+/** Write what can go; final: the decode's answer is whole (the rest goes, and
+ * the chunked end). 1 when the whole answer is written. */
+int ig_pd_merge_pump(ig_request *r, int final);
+
 /** The thread ends: the free lists go. */
 void ig_pd_thread_done(ig_proxy_ctx *px);
 /** The request is over: its leg (cancelled if still running) goes back to the free list. */

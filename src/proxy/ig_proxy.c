@@ -146,6 +146,14 @@ static void complete(ig_request *r, int reusable)
     ig_debug("%.*s %d via %s", (int)r->rid_len, r->rid, r->status, w->url);
     ig_pool_release(up, reusable);
     release_worker(r);
+    if (r->pd && r->pd->merge && r->resp_started) {
+        /* return_logprob: the answer ends once the prefill's logprobs are in it */
+        r->pd->decode_done = 1;
+        if (ig_pd_running(r))
+            return; /* the leg's end finishes it */
+        ig_pd_merge_prefill_over(r);
+        ig_pd_merge_pump(r, 1);
+    }
     /* a prefill still answering after its decode finished has nothing left to give */
     ig_pd_cancel(r);
     r->res->done(r);
@@ -262,9 +270,18 @@ static int on_head(void *owner, const ig_resp_head *head, int *dechunk, const ch
     /* the client side frames its own answer from it */
     ig_resp_head h = *head;
     h.weight_version = r->group >= 0 ? -1 : r->weight_version; /* an LLM answer's, not any API's */
-    if (r->res->start(r, &h, dechunk)) {
+    int merge = r->pd && r->pd->merge && st >= 200 && st < 300, raw = 0;
+    if (merge) { /* return_logprob: the answer is rewritten, so framed anew */
+        h.body = IG_RB_CHUNKED;
+        h.has_length = 0;
+    }
+    if (r->res->start(r, &h, merge ? &raw : dechunk)) {
         *why = "response head too large";
         return -1;
+    }
+    if (merge) {
+        ig_pd_merge_start(r, raw);
+        *dechunk = 1;
     }
     return IG_X_FORWARD;
 }
@@ -272,7 +289,10 @@ static int on_head(void *owner, const ig_resp_head *head, int *dechunk, const ch
 static void on_body(void *owner, const uv_buf_t *bufs, unsigned n, ig_block *blk, int read_end)
 {
     ig_request *r = owner;
-    r->res->write(r, bufs, n, blk);
+    if (r->pd && r->pd->merge && r->resp_started)
+        ig_pd_merge_body(r, bufs, n);
+    else
+        r->res->write(r, bufs, n, blk);
     if (!read_end || !r->up)
         return; /* more of this read comes, or the client left */
     if (r->resp_started && !ig_pd_running(r))
@@ -686,6 +706,22 @@ static void pd_retry_pair(ig_request *r)
     pick_and_send(r);
 }
 
+/* return_logprob: the prefill ended, so the held answer goes (and ends, if
+ * the decode's has). 1 when the request is over. */
+static int pd_merge_over(ig_request *r)
+{
+    if (!r->pd->merge || !r->resp_started)
+        return 0;
+    ig_pd_merge_prefill_over(r);
+    if (!r->pd->decode_done) {
+        ig_pd_merge_pump(r, 0);
+        return 0;
+    }
+    ig_pd_merge_pump(r, 1);
+    r->res->done(r);
+    return 1;
+}
+
 void ig_proxy_pd_leg_done(ig_request *r, ig_worker *w)
 {
     uint64_t now = uv_hrtime();
@@ -702,6 +738,8 @@ void ig_proxy_pd_leg_done(ig_request *r, ig_worker *w)
         send_assigned(r, 0);
         return;
     }
+    if (pd_merge_over(r))
+        return;
     if (r->resp_started && r->up)
         r->res->retire(r); /* neither half reads the request any more */
 }
@@ -720,6 +758,8 @@ void ig_proxy_pd_leg_failed(ig_request *r, ig_worker *w, int status, int err, co
             : why  ? why
                    : "protocol error",
             status ? (overloaded ? "overloaded" : "an error") : "");
+    if (pd_merge_over(r))
+        return;
     if (r->resp_started) {
         /* the decode answers already: it ends by itself, with the KV or without */
         if (r->up)
@@ -798,6 +838,7 @@ void ig_proxy_forward(ig_request *r, int group)
     f->n_text = 0;
     f->user.len = 0;
     f->stream = 0;
+    f->return_logprob = 0;
     f->max_tokens = -1;
     r->group = group;
     enter(r);

@@ -394,3 +394,38 @@ def test_vllm_a_prefill_without_kv_transfer_params_leaves_the_decode_the_whole_r
     # the decode is sent the body as it is; this one serves only prefilled requests and says so
     assert r.status_code == 400 and "kv_transfer_params" in r.text, r.text
     assert metric(gw, "smg_pd_kv_transfer_failures_total") == 1
+
+
+def test_return_logprob_merges_the_prefills_input_logprobs(procs):
+    # the prefill answers after the decode has finished (300 ms of prefill): the decode's answer is
+    # held until the prefill's logprobs can go in front of its own, streamed or not
+    (p,), (d,) = pd_fleet(procs, prefill_args=("--ttft-ms", "300"))
+    gw = pd_gateway(procs, [p], [d])
+    merged = [[None, 1, None], [-0.5, 2, None], [-0.25, 3, None], [-0.125, 4, None]]
+    body = {"text": "hello", "sampling_params": {"max_new_tokens": 3}, "return_logprob": True}
+    with httpx.Client(base_url=gw.base, timeout=30) as c:
+        r = c.post("/generate", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["meta_info"]["input_token_logprobs"] == merged
+        assert r.json()["worker_id"] == "d0"
+        with c.stream("POST", "/generate", json=dict(body, stream=True)) as s:
+            ev = sse_events(s)
+        assert ev[-1] == "[DONE]" and len(ev) > 2
+        assert all(json.loads(e)["meta_info"]["input_token_logprobs"] == merged for e in ev[:-1])
+        # without return_logprob nothing is held or rewritten
+        r = c.post("/generate", json={"text": "hello", "sampling_params": {"max_new_tokens": 3}})
+        assert "input_token_logprobs" not in r.json()["meta_info"]
+    # an HTTP/1.0 client gets the rewritten answer unframed, ended by the close
+    import socket
+    raw = json.dumps(body).encode()
+    s = socket.create_connection(("127.0.0.1", gw.port), timeout=30)
+    s.sendall(b"POST /generate HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+              % (len(raw), raw))
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"transfer-encoding" not in head.lower(), head
+    assert json.loads(payload)["meta_info"]["input_token_logprobs"] == merged
+    drained(p, d)

@@ -91,6 +91,53 @@ static void rooms_are_63_bit_and_distinct(void **state)
     }
 }
 
+/* return_logprob: the prefill's prompt logprobs go before the decode's own */
+static void logprobs_merge(void **state)
+{
+    (void)state;
+    ig_buf elems, out;
+    ig_buf_init(&elems, 1 << 20);
+    ig_buf_init(&out, 1 << 20);
+    const char *pre =
+        "{\"text\":\"x\",\"meta_info\":{\"input_token_logprobs\":[[null,1,null],[-0.5,2,null]]}}";
+    assert_int_equal(ig_pd_prefill_logprobs(&elems, pre, strlen(pre)), 0);
+    assert_int_equal(elems.len, strlen("[null,1,null],[-0.5,2,null]"));
+    const char *dec =
+        "{\"text\":\"hi \\u0001\",\"meta_info\":{\"id\":\"a\",\"input_token_logprobs\":[[-0.125,4,null]]}}";
+    assert_int_equal(ig_pd_merge_logprobs(&out, dec, strlen(dec), elems.data, elems.len), 0);
+    json_error_t jerr;
+    json_t *doc = json_loadb(out.data, out.len, 0, &jerr);
+    assert_non_null(doc);
+    json_t *lp = json_object_get(json_object_get(doc, "meta_info"), "input_token_logprobs");
+    assert_int_equal(json_array_size(lp), 3);
+    assert_true(json_is_null(json_array_get(json_array_get(lp, 0), 0)));
+    assert_int_equal(json_integer_value(json_array_get(json_array_get(lp, 2), 1)), 4);
+    assert_string_equal(json_string_value(json_object_get(doc, "text")), "hi \001");
+    json_decref(doc);
+    /* nothing to merge: said, out untouched */
+    out.len = 0;
+    assert_int_equal(ig_pd_merge_logprobs(&out, "{\"text\":\"x\"}", 12, elems.data, elems.len), -ENOENT);
+    assert_int_equal(out.len, 0);
+    assert_int_equal(ig_pd_prefill_logprobs(&elems, "{}", 2), -ENOENT);
+    /* a streamed prefill: its last event that has them */
+    elems.len = 0;
+    const char *sse = "data: {\"meta_info\":{\"input_token_logprobs\":[[null,1,null]]}}\n\n"
+                      "data: {\"meta_info\":{\"input_token_logprobs\":[[null,1,null],[-1,2,null]]}}\n\n"
+                      "data: [DONE]\n\n";
+    assert_int_equal(ig_pd_prefill_logprobs(&elems, sse, strlen(sse)), 0);
+    assert_int_equal(elems.len, strlen("[null,1,null],[-1,2,null]"));
+    assert_memory_equal(elems.data, "[null,1,null],[-1,2,null]", elems.len);
+    /* an empty decode array takes the prefill's alone */
+    const char *empty = "{\"meta_info\":{\"input_token_logprobs\":[]}}";
+    assert_int_equal(ig_pd_merge_logprobs(&out, empty, strlen(empty), elems.data, elems.len), 0);
+    doc = json_loadb(out.data, out.len, 0, &jerr);
+    assert_int_equal(
+        json_array_size(json_object_get(json_object_get(doc, "meta_info"), "input_token_logprobs")), 2);
+    json_decref(doc);
+    ig_buf_free(&elems);
+    ig_buf_free(&out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -98,6 +145,7 @@ int main(void)
         cmocka_unit_test(fields_go_in_as_scalars_or_arrays),
         cmocka_unit_test(only_objects_take_them),
         cmocka_unit_test(rooms_are_63_bit_and_distinct),
+        cmocka_unit_test(logprobs_merge),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

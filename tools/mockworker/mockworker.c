@@ -111,6 +111,7 @@ typedef struct conn {
     char id[32];
     mock_pd_fetch *kv;   /* decode: waiting for the prefill's KV */
     char kv_params[320]; /* vLLM's prefill: the kv_transfer_params its answer carries ("": none) */
+    int logprob;         /* "return_logprob": meta_info carries input_token_logprobs */
 } conn;
 
 typedef struct wreq {
@@ -263,6 +264,14 @@ static void burn_cpu(int us)
         ;
 }
 
+/* SGLang's meta_info.input_token_logprobs ([logprob, token id, text]): a
+ * prefill has the prompt's (the first is null), a decode only its last
+ * token's; in PD the client's answer must hold both, the prefill's first */
+static const char *input_logprobs(void)
+{
+    return opt.role == MOCK_PD_DECODE ? "[[-0.125,4,null]]" : "[[null,1,null],[-0.5,2,null],[-0.25,3,null]]";
+}
+
 /* one SSE event for token i (or the final one when i < 0), chunk-framed */
 static void stream_event(conn *c, ig_buf *b, int i)
 {
@@ -292,9 +301,10 @@ static void stream_event(conn *c, ig_buf *b, int i)
     else
         bprintf(&ev,
                 "data: {\"text\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,\"meta_info\":{"
-                "\"id\":\"%s\",\"completion_tokens\":%d,\"finish_reason\":%s}}\n\n",
+                "\"id\":\"%s\",\"completion_tokens\":%d,\"finish_reason\":%s%s%s}}\n\n",
                 tok, opt.worker_id, my_pid, c->id, i < 0 ? c->ntokens : i + 1,
-                i < 0 ? "{\"type\":\"stop\"}" : "null");
+                i < 0 ? "{\"type\":\"stop\"}" : "null", c->logprob ? ",\"input_token_logprobs\":" : "",
+                c->logprob ? input_logprobs() : "");
     bprintf(b, "%zx\r\n", ev.len);
     ig_buf_append(b, ev.data, ev.len);
     ig_buf_append(b, "\r\n", 2);
@@ -383,8 +393,9 @@ static void send_full(conn *c)
         bprintf(
             &body,
             "{\"text\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,\"received_headers\":%s,"
-            "\"meta_info\":{\"id\":\"%s\",\"completion_tokens\":%d,\"finish_reason\":{\"type\":\"stop\"}}}\n",
-            text.data, opt.worker_id, my_pid, echo, c->id, c->ntokens);
+            "\"meta_info\":{\"id\":\"%s\",\"completion_tokens\":%d,\"finish_reason\":{\"type\":\"stop\"}%s%s}}\n",
+            text.data, opt.worker_id, my_pid, echo, c->id, c->ntokens,
+            c->logprob ? ",\"input_token_logprobs\":" : "", c->logprob ? input_logprobs() : "");
     else {
         bprintf(&body,
                 "{\"object\":\"list\",\"model\":\"%s\",\"worker_id\":\"%s\",\"worker_pid\":%d,"
@@ -852,6 +863,7 @@ static void generate(conn *c)
     if (opt.kv_cache_tokens > 0 || opt.prefill_us_per_token > 0)
         prefill(c);
     c->stream = f.stream && c->kind != K_EMBEDDINGS;
+    c->logprob = f.return_logprob;
     c->ntokens = f.max_tokens >= 0 ? (f.max_tokens > 100000 ? 100000 : f.max_tokens) : opt.tokens;
     if (opt.role == MOCK_PD_PREFILL && c->ntokens > 1) /* SGLang's prefill answers after its forward pass */
         c->ntokens = 1;
