@@ -94,7 +94,8 @@ static void leg_failed(ig_pd *pd, int status, int err, const char *why, int conn
     ig_request *r = pd->r;
     pd->up = NULL;
     pd->running = 0;
-    ig_worker_ref(w); /* the slot's release may drop the last other reference */
+    pd->decode_pending = 0; /* what follows decides for the decode */
+    ig_worker_ref(w);       /* the slot's release may drop the last other reference */
     leg_release_worker(pd);
     ig_proxy_pd_leg_failed(r, w, status, err, why, connect);
     ig_worker_unref(w);
@@ -229,6 +230,7 @@ void ig_pd_cancel(ig_request *r)
         return;
     ig_debug("%.*s prefill leg cancelled", (int)r->rid_len, r->rid);
     pd->running = 0;
+    pd->decode_pending = 0;
     ig_pool_unwait(r->px->up, &pd->cwait);
     if (pd->up) {
         ig_exchange_cancel(pd->up); /* the prefill learns it can stop */

@@ -28,7 +28,8 @@ typedef struct ig_pd {
         /* return_logprob (SGLang): the decode's answer is held and rewritten */
         merge : 1, decode_done : 1, client_raw : 1 /* the client wants no chunk framing */,
         logprobs_known : 1, /* the prefill ended: elems holds its logprobs, or nothing to merge */
-        raw : 1;            /* merge: too much to hold, the rest goes as it is */
+        raw : 1,            /* merge: too much to hold, the rest goes as it is */
+        decode_pending : 1; /* SGLang: this attempt's decode goes right after the prefill */
     int status;             /* the prefill's answer (0: none yet) */
     uint64_t start_ns;      /* sent at */
     ig_buf ins;             /* the fields the prefill's body gets (SGLang: the decode's too) ... */
@@ -55,11 +56,6 @@ static inline const ig_buf *ig_pd_ins(const ig_request *r, int decode)
 }
 /** Send the prefill leg (after ig_pd_prepare). */
 void ig_pd_send(ig_request *r);
-/** 1 when r's leg is prepared and not sent yet. */
-static inline int ig_pd_unsent(const ig_request *r)
-{
-    return r->pd && r->pd->running && !r->pd->sent;
-}
 /** Stop the prefill leg if it runs: its connection closes, its slot goes back. */
 void ig_pd_cancel(ig_request *r);
 /** The text of the prefill's error answer (its error.message, message or

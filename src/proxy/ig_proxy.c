@@ -684,16 +684,20 @@ static void pick_and_send(ig_request *r)
         }
     }
     r->probe = probe;
-    if (prefill && pcfg.pd_vllm) { /* vLLM's protocol: the decode goes once the prefill answered */
-        assign(r, w);
-        ig_pd_send(r);
+    if (!prefill) {
+        send_to(r, w, 0);
         return;
     }
-    send_to(r, w, 0);
-    /* the prefill goes at the same time (unless the decode failed at once
-     * and its retry sent a pair of its own, or ended the request) */
-    if (ig_pd_unsent(r))
-        ig_pd_send(r);
+    /* the prefill goes first and the decode at once after it (vLLM: once
+     * the prefill has answered), unless the prefill failed at once and its
+     * retry sent a pair of its own, or ended the request */
+    assign(r, w);
+    r->pd->decode_pending = !pcfg.pd_vllm;
+    ig_pd_send(r);
+    if (r->pd && r->pd->decode_pending) {
+        r->pd->decode_pending = 0;
+        send_assigned(r, 0);
+    }
 }
 
 /* One half of a pair failed before the client saw a byte: the pair goes

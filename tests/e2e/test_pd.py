@@ -298,6 +298,8 @@ def test_fleet_control_reaches_both_pools(procs):
         assert all(w.stats()["paused"] for w in prefills + decodes)
         assert c.post("/continue_generation", json={}).status_code == 200
         assert not any(w.stats()["paused"] for w in prefills + decodes)
+        assert c.post("/set_version", json={"version": 7}).status_code == 200
+        assert all(w.stats()["version"] == 7 for w in prefills + decodes)
         assert c.post("/v1/chat/completions", json=chat_body(max_tokens=2)).status_code == 200
 
 
