@@ -365,3 +365,40 @@ int ig_json_array_len(ig_span v, char *first)
             return -EINVAL;
     }
 }
+
+int ig_json_member(const char *body, size_t len, const char *key, ig_span *out)
+{
+    scan s = {body, body + len, NULL};
+    const char *k;
+    size_t klen;
+    int kesc;
+    skip_ws(&s);
+    if (s.p >= s.end || *s.p != '{')
+        return -EINVAL;
+    s.p++;
+    for (;;) {
+        skip_ws(&s);
+        if (s.p < s.end && *s.p == '}')
+            return -ENOENT;
+        if (s.p >= s.end || *s.p != '"' || scan_string(&s, &k, &klen, &kesc))
+            return -EINVAL;
+        skip_ws(&s);
+        if (s.p >= s.end || *s.p != ':')
+            return -EINVAL;
+        s.p++;
+        skip_ws(&s);
+        const char *v = s.p;
+        if (skip_value(&s))
+            return -EINVAL;
+        if (!kesc && key_is(k, klen, key)) {
+            out->p = v;
+            out->len = (size_t)(s.p - v);
+            return 0;
+        }
+        skip_ws(&s);
+        if (s.p < s.end && *s.p == ',')
+            s.p++;
+        else if (s.p >= s.end || *s.p != '}')
+            return -EINVAL;
+    }
+}

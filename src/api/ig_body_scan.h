@@ -45,4 +45,10 @@ int ig_body_scan(const char *body, size_t len, ig_body_fields *out, const char *
  * -1 when v is not an array, -EINVAL when it is malformed.
  */
 int ig_json_array_len(ig_span v, char *first);
+/**
+ * The raw value of the top-level member key of the JSON object body (its
+ * first occurrence, as written), without parsing the rest into a tree.
+ * 0, -ENOENT (no such member), -EINVAL (not a well-formed object up to it).
+ */
+int ig_json_member(const char *body, size_t len, const char *key, ig_span *out);
 #endif

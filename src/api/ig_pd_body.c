@@ -127,19 +127,11 @@ int ig_pd_vllm_decode_fields(ig_buf *out, const char *body, size_t len, const ch
     int empty;
     if (insert_point(body, len, at, &empty))
         return -EINVAL;
-    json_error_t jerr;
-    json_t *doc = json_loadb(answer ? answer : "", alen, 0, &jerr);
-    json_t *params = json_is_object(doc) ? json_object_get(doc, "kv_transfer_params") : NULL;
-    if (!json_is_object(params)) {
-        json_decref(doc);
+    ig_span params; /* found in one pass over the answer, copied as written */
+    if (ig_json_member(answer ? answer : "", alen, "kv_transfer_params", &params) || *params.p != '{')
         return -ENOENT;
-    }
-    char *text = json_dumps(params, JSON_COMPACT);
-    int rc = text ? 0 : -ENOMEM;
-    rc = rc ? rc : ig_buf_puts(out, empty ? "\"kv_transfer_params\":" : ",\"kv_transfer_params\":");
-    rc = rc ? rc : ig_buf_puts(out, text);
-    free(text);
-    json_decref(doc);
+    int rc = ig_buf_puts(out, empty ? "\"kv_transfer_params\":" : ",\"kv_transfer_params\":");
+    rc = rc ? rc : ig_buf_append(out, params.p, params.len);
     return rc ? -ENOMEM : 0;
 }
 

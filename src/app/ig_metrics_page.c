@@ -157,6 +157,14 @@ static void smg_names(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
         "(the decode then runs the whole request).\n"
         "# TYPE smg_pd_kv_transfer_failures_total counter\nsmg_pd_kv_transfer_failures_total %llu\n",
         (unsigned long long)SUM_THREADS(st->pd_kv_transfer_failures));
+    int pool[3] = {0, 0, 0};
+    for (int i = 0; i < s->n_all; i++)
+        pool[s->all[i]->role >= 0 && s->all[i]->role <= 2 ? s->all[i]->role : 0]++;
+    put(o,
+        "# HELP smg_worker_pool_size Registered workers by worker_type (sgl-model-gateway's name).\n"
+        "# TYPE smg_worker_pool_size gauge\nsmg_worker_pool_size{worker_type=\"regular\"} %d\n"
+        "smg_worker_pool_size{worker_type=\"prefill\"} %d\nsmg_worker_pool_size{worker_type=\"decode\"} %d\n",
+        pool[IG_ROLE_REGULAR], pool[IG_ROLE_PREFILL], pool[IG_ROLE_DECODE]);
     static const char *const wm[][2] = {
         {"smg_worker_requests_active", "Requests in flight on the worker (sgl-model-gateway's name)."},
         {"smg_worker_health", "1 healthy, 0 not (sgl-model-gateway's name)."},

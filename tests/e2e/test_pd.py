@@ -136,6 +136,9 @@ def test_pairs_spread_over_both_pools_with_their_own_policies(procs):
     assert len(results) == 40 and all(s == 200 for s, _ in results), results[:3]
     assert all(served(w) > 0 for w in prefills + decodes)
     assert sum(served(p) for p in prefills) == 40 == sum(served(d) for d in decodes)
+    assert metric(gw, 'smg_worker_pool_size{worker_type="prefill"}') == 2
+    assert metric(gw, 'smg_worker_pool_size{worker_type="decode"}') == 2
+    assert metric(gw, 'smg_worker_pool_size{worker_type="regular"}') == 0
     listed = httpx.get(gw.base + "/workers", timeout=10).json()["workers"]
     roles = {w["url"]: (w["worker_type"], w["bootstrap_port"]) for w in listed}
     assert roles == {**{p.url: ("prefill", p.bootstrap_port) for p in prefills},

@@ -168,6 +168,20 @@ static void prompt_spans_and_user(void **state)
     assert_int_equal(f.user.len, 0);
 }
 
+static void one_member_as_written(void **state)
+{
+    (void)state;
+    ig_span v;
+    const char *b =
+        "{\"id\":\"x\",\"choices\":[{\"a\":\"}\"}],\"kv_transfer_params\": {\"remote_block_ids\":[1,2]} }";
+    assert_int_equal(ig_json_member(b, strlen(b), "kv_transfer_params", &v), 0);
+    assert_int_equal(v.len, strlen("{\"remote_block_ids\":[1,2]}"));
+    assert_memory_equal(v.p, "{\"remote_block_ids\":[1,2]}", v.len);
+    assert_int_equal(ig_json_member(b, strlen(b), "missing", &v), -ENOENT);
+    assert_int_equal(ig_json_member("[1]", 3, "x", &v), -EINVAL);
+    assert_int_equal(ig_json_member("{\"x\":", 5, "x", &v), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -182,6 +196,7 @@ int main(void)
         cmocka_unit_test(deep_nesting_is_bounded),
         cmocka_unit_test(long_model_name),
         cmocka_unit_test(prompt_spans_and_user),
+        cmocka_unit_test(one_member_as_written),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
