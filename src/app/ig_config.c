@@ -16,7 +16,7 @@
 #define IG_VERSION "0.1.0"
 
 /* clang-format off */
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES, T_BACKEND, T_ASSIGN, T_PREFILL, T_DECODE, T_PDPROTO } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES, T_BACKEND, T_ASSIGN, T_PREFILL, T_DECODE, T_PDPROTO, T_ETCD } opt_type;
 /* clang-format on */
 
 typedef struct opt {
@@ -44,6 +44,10 @@ static const opt opts[] = {
     {"tls-client-ca-path", T_STR, OFF(tls_client_ca_path), "FILE: require client certificates issued by these CAs (PEM)"},
     {"forward-paths", T_PATHS, OFF(forward_paths), "PREFIX [PREFIX ...]: paths forwarded as they are (any method, any body) to the workers, balanced per request; / forwards every path infergate does not answer itself (default: none)"},
     {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default) | cache_aware | consistent_hash | manual"},
+    {"etcd-endpoints", T_ETCD, OFF(etcd_endpoints), "URL[,URL...]: share the worker registry with other gateways through etcd (its v3 JSON gateway, http://host:2379); without it this gateway keeps its own"},
+    {"etcd-prefix", T_STR, OFF(etcd_prefix), "every key this cluster keeps in etcd starts with it (default /infergate/)"},
+    {"etcd-lease-ttl-secs", T_SECS, OFF(etcd_lease_ttl_secs), "a gateway that stops renewing is gone from the cluster this long after (default 5)"},
+    {"etcd-sync-interval-secs", T_SECS, OFF(etcd_sync_interval_secs), "how often the shared registry is read back whole (default 1)"},
     {"pd-disaggregation", T_BOOL, OFF(pd_disaggregation), "prefill/decode disaggregation (SGLang's protocol): each generation request goes to a prefill and a decode worker at once"},
     {"prefill", T_PREFILL, OFF(prefill_urls), "URL [BOOTSTRAP_PORT|none]: a prefill worker and its KV bootstrap port (repeat the flag for more; with --pd-disaggregation)"},
     {"decode", T_DECODE, OFF(decode_urls), "URL [URL ...]: decode workers (with --pd-disaggregation)"},
@@ -128,6 +132,8 @@ void ig_config_defaults(ig_config *cfg)
     cfg->threads = n > 0 ? (int)n : 1;
     cfg->policy = IG_POLICY_LEAST_LOAD;
     cfg->prefill_policy = cfg->decode_policy = -1;
+    cfg->etcd_lease_ttl_secs = 5;
+    cfg->etcd_sync_interval_secs = 1;
     cfg->max_payload_size = 64ull << 20;
     cfg->max_header_size = 64u << 10;
     cfg->request_timeout_secs = 1800;
@@ -201,6 +207,16 @@ static const opt *find_opt(const char *name)
         if (strcmp(opts[i].name, norm) == 0)
             return &opts[i];
     return NULL;
+}
+
+static int strv_add(ig_strv *sv, const char *s);
+
+/* "host:port" as "http://host:port" (etcd's own flags take both) */
+static int strv_add_http(ig_strv *sv, const char *s)
+{
+    char u[600];
+    snprintf(u, sizeof(u), "http://%s", s);
+    return strv_add(sv, u);
 }
 
 static int strv_add(ig_strv *sv, const char *s)
@@ -394,6 +410,20 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
         return 0;
     case T_URLS: return strv_add(&cfg->worker_urls, val);
     case T_DECODE: return strv_add(&cfg->decode_urls, val);
+    case T_ETCD:
+        for (const char *p = val; *p;) { /* a comma-separated list, or several values */
+            size_t n = strcspn(p, ",");
+            char one[512];
+            if (n && n < sizeof(one)) {
+                memcpy(one, p, n);
+                one[n] = '\0';
+                if (strstr(one, "://") ? strv_add(&cfg->etcd_endpoints, one)
+                                       : strv_add_http(&cfg->etcd_endpoints, one))
+                    return errf(err, errlen, "out of memory");
+            }
+            p += n + (p[n] == ',');
+        }
+        return 0;
     case T_PDPROTO:
         if (strcmp(val, "sglang") && strcmp(val, "vllm"))
             return errf(err, errlen, "--pd-protocol: expected sglang or vllm, got '%s'", val);
@@ -767,7 +797,9 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
                     return rc;
             continue;
         }
-        if ((o->type == T_URLS || o->type == T_PATHS || o->type == T_FILES || o->type == T_DECODE) && !val) {
+        if ((o->type == T_URLS || o->type == T_PATHS || o->type == T_FILES || o->type == T_DECODE ||
+             o->type == T_ETCD) &&
+            !val) {
             int n = 0;
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
                 int rc = set_value(cfg, o, argv[++i], err, errlen);
@@ -814,6 +846,8 @@ void ig_config_free(ig_config *cfg)
     strv_free(&cfg->worker_urls);
     strv_free(&cfg->prefill_urls);
     strv_free(&cfg->decode_urls);
+    strv_free(&cfg->etcd_endpoints);
+    free(cfg->etcd_prefix);
     strv_free(&cfg->ca_cert_paths);
     free(cfg->client_cert_path);
     free(cfg->client_key_path);
@@ -922,6 +956,14 @@ ig_breaker_config ig_config_breaker(const ig_config *cfg)
     return bc;
 }
 
+/* host:port, for this gateway's member key */
+static const char *self_addr(const ig_config *cfg)
+{
+    static char addr[300]; /* one configuration per process */
+    snprintf(addr, sizeof(addr), "%s:%d", cfg->host, cfg->port);
+    return addr;
+}
+
 ig_control_config ig_config_control(const ig_config *cfg)
 {
     static ig_control_group groups[IG_MAX_GROUPS]; /* one configuration per process: lives as long as it */
@@ -944,6 +986,12 @@ ig_control_config ig_config_control(const ig_config *cfg)
         .n_prefill = cfg->prefill_urls.n,
         .decode_urls = cfg->decode_urls.v,
         .n_decode = cfg->decode_urls.n,
+        .etcd_endpoints = cfg->etcd_endpoints.v,
+        .n_etcd = cfg->etcd_endpoints.n,
+        .etcd_prefix = cfg->etcd_prefix ? cfg->etcd_prefix : "/infergate/",
+        .etcd_lease_ttl_secs = cfg->etcd_lease_ttl_secs > 1 ? cfg->etcd_lease_ttl_secs : 2,
+        .etcd_sync_interval_secs = cfg->etcd_sync_interval_secs,
+        .self_addr = self_addr(cfg),
         .worker_max_inflight = cfg->worker_max_inflight,
         .discovery_timeout_secs = cfg->discovery_timeout_secs,
         .health_check_interval_secs =

@@ -50,8 +50,11 @@ typedef struct ig_config {
     ig_strv decode_urls;               /* --decode URL ... */
     int prefill_policy, decode_policy; /* ig_policy_kind, -1: --policy's */
     int pd_vllm;                       /* --pd-protocol vllm */
-    ig_strv forward_paths;             /* --forward-paths: to the LLM fleet (group 0), as they are */
-    ig_strv ca_cert_paths;             /* --ca-cert-path(s): CAs for https:// workers (none: the system's) */
+    ig_strv etcd_endpoints;            /* --etcd-endpoints: the registry shared through etcd */
+    char *etcd_prefix;                 /* NULL: /infergate/ */
+    double etcd_lease_ttl_secs, etcd_sync_interval_secs;
+    ig_strv forward_paths; /* --forward-paths: to the LLM fleet (group 0), as they are */
+    ig_strv ca_cert_paths; /* --ca-cert-path(s): CAs for https:// workers (none: the system's) */
     char *client_cert_path, *client_key_path; /* mTLS to workers */
     int upstream_tls_insecure;                /* verify no worker certificate (tests) */
     char *tls_cert_path, *tls_key_path;       /* clients speak HTTPS */

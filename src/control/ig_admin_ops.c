@@ -46,6 +46,8 @@ void ig_ctl_handle(ig_admin_msg *m)
         } else if (req.op == IG_ADMIN_UPDATE) { /* the cap changes live */
             atomic_store(&w->max_inflight, req.max_inflight);
             ig_ctl_reply(m, 200, json_pack("{s:o}", "worker", ig_worker_json(w)));
+        } else if (w->group == 0 && ig_cluster_enabled()) {
+            ig_cluster_remove_worker(w, m);
         } else {
             ig_ctl_remove_worker(w, m);
         }
@@ -55,8 +57,8 @@ void ig_ctl_handle(ig_admin_msg *m)
         int g = ig_ctl_group_index(req.group);
         if (g < 0)
             ig_ctl_reply_error(m, 400, "unknown_group", "no worker group of that name in --config");
-        else
-            ig_ctl_add_worker(
+        else /* with a cluster, etcd first: every gateway follows */
+            (g == 0 && ig_cluster_enabled() ? ig_cluster_add_worker : ig_ctl_add_worker)(
                 &(ig_ctl_worker_spec){.url = req.url,
                                       .model_id = req.model_id,
                                       .api_key = req.api_key,

@@ -274,21 +274,30 @@ int ig_control_start(const ig_control_config *cfg, int nthreads, const ig_contro
     uv_timer_init(&ctl.loop, &ctl.prefix_sweep);
 
     /* start-up workers, discovered concurrently on this thread before any loop thread runs */
+    int n_boot = cfg->n_worker_urls + cfg->n_prefill + cfg->n_decode, k = 0;
+    ig_ctl_worker_spec *boot = calloc((size_t)(n_boot ? n_boot : 1), sizeof(*boot));
+    if (!boot)
+        return -ENOMEM;
     for (int i = 0; i < cfg->n_worker_urls; i++)
-        ig_ctl_add_worker(
-            &(ig_ctl_worker_spec){.url = cfg->worker_urls[i], .max_inflight = (int)cfg->worker_max_inflight},
-            NULL);
+        boot[k++] =
+            (ig_ctl_worker_spec){.url = cfg->worker_urls[i], .max_inflight = (int)cfg->worker_max_inflight};
     for (int i = 0; i < cfg->n_prefill; i++)
-        ig_ctl_add_worker(&(ig_ctl_worker_spec){.url = cfg->prefill_urls[i],
-                                                .max_inflight = (int)cfg->worker_max_inflight,
-                                                .role = IG_ROLE_PREFILL,
-                                                .bootstrap_port = cfg->prefill_ports[i]},
-                          NULL);
+        boot[k++] = (ig_ctl_worker_spec){.url = cfg->prefill_urls[i],
+                                         .max_inflight = (int)cfg->worker_max_inflight,
+                                         .role = IG_ROLE_PREFILL,
+                                         .bootstrap_port = cfg->prefill_ports[i]};
     for (int i = 0; i < cfg->n_decode; i++)
-        ig_ctl_add_worker(&(ig_ctl_worker_spec){.url = cfg->decode_urls[i],
-                                                .max_inflight = (int)cfg->worker_max_inflight,
-                                                .role = IG_ROLE_DECODE},
-                          NULL);
+        boot[k++] = (ig_ctl_worker_spec){.url = cfg->decode_urls[i],
+                                         .max_inflight = (int)cfg->worker_max_inflight,
+                                         .role = IG_ROLE_DECODE};
+    for (int i = 0; i < n_boot; i++)
+        ig_ctl_add_worker(&boot[i], NULL);
+    rc = ig_cluster_start(&ctl.loop, cfg);
+    if (!rc && ig_cluster_enabled())
+        ig_cluster_publish_startup(boot, n_boot);
+    free(boot);
+    if (rc)
+        return rc;
     for (int g = 1; g < cfg->n_groups; g++)
         for (int i = 0; i < cfg->groups[g].n_worker_urls; i++)
             ig_ctl_add_worker(
@@ -326,6 +335,7 @@ void ig_control_stop(void)
     ig_wakeup_send(&ctl.inbox_wake);
     uv_thread_join(&ctl.tid);
     /* the loop threads are gone: close what is left here, then the registry */
+    ig_cluster_stop();
     ig_ctl_workers_shutdown();
     ig_wakeup_close(&ctl.inbox_wake);
     uv_walk(&ctl.loop, close_walk, NULL);

@@ -27,6 +27,11 @@ typedef struct ig_control_config {
     int n_prefill;
     char **decode_urls; /* --decode URL */
     int n_decode;
+    char **etcd_endpoints; /* --etcd-endpoints: the registry is shared through etcd (0: not) */
+    int n_etcd;
+    const char *etcd_prefix; /* every key under it */
+    double etcd_lease_ttl_secs, etcd_sync_interval_secs;
+    const char *self_addr;        /* this gateway's address, in its member key */
     uint32_t worker_max_inflight; /* their cap */
     double discovery_timeout_secs;
     double health_check_interval_secs; /* 0: no active checks */

@@ -53,8 +53,20 @@ typedef struct ig_ctl_worker_spec {
 /** Add a worker: discover its models unless given, then publish. m may be
  * NULL (start-up). */
 void ig_ctl_add_worker(const ig_ctl_worker_spec *spec, ig_admin_msg *m);
+/* ig_cluster.c: several gateways, one fleet, through etcd (--etcd-endpoints) */
+int ig_cluster_start(uv_loop_t *loop, const ig_control_config *cfg); /* 0 also when not asked for */
+void ig_cluster_stop(void);
+/** 1 with --etcd-endpoints: admin adds and removes go through etcd first. */
+int ig_cluster_enabled(void);
+/** Write the worker to etcd, then add it here (etcd down: 503, nothing added). */
+void ig_cluster_add_worker(const ig_ctl_worker_spec *spec, ig_admin_msg *m);
+/** Delete the worker in etcd, then remove it here. */
+void ig_cluster_remove_worker(ig_worker *w, ig_admin_msg *m);
+/** The start-up workers, into etcd (again until it takes them). */
+void ig_cluster_publish_startup(const ig_ctl_worker_spec *specs, int n);
 /** The index of the worker group called name (0: NULL or "default"), or -1. */
 int ig_ctl_group_index(const char *name);
+/** Remove w (it drains); m may be NULL (the shared registry dropped it). */
 void ig_ctl_remove_worker(ig_worker *w, ig_admin_msg *m);
 /** A worker as the admin API shows it. */
 json_t *ig_worker_json(const ig_worker *w);

@@ -396,7 +396,8 @@ void ig_ctl_add_worker(const ig_ctl_worker_spec *spec, ig_admin_msg *m)
 void ig_ctl_remove_worker(ig_worker *w, ig_admin_msg *m)
 {
     int revoked = ig_areal_worker_removed(w);
-    json_t *doc = m->areal
+    json_t *doc = !m ? NULL
+                  : m->areal
                       ? json_pack("{s:s,s:i}", "status", "ok", "sessions_revoked", revoked)
                       : json_pack("{s:o,s:i}", "removed", ig_worker_json(w), "sessions_revoked", revoked);
     ctl_worker *cw = w->control;
@@ -405,7 +406,8 @@ void ig_ctl_remove_worker(ig_worker *w, ig_admin_msg *m)
         ctl_free(cw);
     ig_registry_remove(w); /* drains: in-flight requests keep their reference */
     ig_info("worker removed; it drains");
-    ig_ctl_reply(m, 200, doc);
+    if (m)
+        ig_ctl_reply(m, 200, doc);
 }
 
 /* ---- health checks: every worker at once, on kept connections ---- */

@@ -145,6 +145,35 @@ static void worker_free(ig_worker *w)
     free(w);
 }
 
+/* scheme://host:port (IPv6 in brackets), as every worker's url starts */
+static int url_origin(char *out, size_t cap, const char *host, uint16_t port, int tls)
+{
+    int v6 = strchr(host, ':') != NULL;
+    const char *fmt =
+        tls ? (v6 ? "https://[%s]:%u" : "https://%s:%u") : (v6 ? "http://[%s]:%u" : "http://%s:%u");
+    return snprintf(out, cap, fmt, host, port);
+}
+
+int ig_url_normalize(const char *url, char *out, size_t cap)
+{
+    char host[256];
+    uint16_t port;
+    int tls;
+    const char *path, *err;
+    int rc = ig_url_parse(url, host, sizeof(host), &port, &tls, &path, &err);
+    if (rc)
+        return rc;
+    size_t plen = strlen(path);
+    while (plen && path[plen - 1] == '/')
+        plen--;
+    int n = url_origin(out, cap, host, port, tls);
+    if (n < 0 || (size_t)n + plen >= cap)
+        return -E2BIG;
+    memcpy(out + n, path, plen);
+    out[(size_t)n + plen] = '\0';
+    return 0;
+}
+
 int ig_worker_new(const char *url, ig_worker **out, const char **err)
 {
     char host[256], portstr[8];
@@ -186,11 +215,8 @@ int ig_worker_new(const char *url, ig_worker **out, const char **err)
         freeaddrinfo(res);
     }
 
-    int v6 = strchr(host, ':') != NULL;
-    const char *fmt =
-        tls ? (v6 ? "https://[%s]:%u" : "https://%s:%u") : (v6 ? "http://[%s]:%u" : "http://%s:%u");
     size_t scheme = tls ? 8 : 7;
-    int ul = snprintf(NULL, 0, fmt, host, port);
+    int ul = url_origin(NULL, 0, host, port, tls);
     w->url = malloc((size_t)ul + plen + 1);
     w->host_header = malloc((size_t)ul + 1);
     w->host = strdup(host);
@@ -200,7 +226,7 @@ int ig_worker_new(const char *url, ig_worker **out, const char **err)
         worker_free(w);
         return -ENOMEM;
     }
-    snprintf(w->url, (size_t)ul + 1, fmt, host, port);
+    url_origin(w->url, (size_t)ul + 1, host, port, tls);
     memcpy(w->url + ul, path, plen + 1);
     w->url[ul + plen] = '\0';
     w->base_path_len = plen;

@@ -160,6 +160,9 @@ void ig_registry_init(int nthreads);
 int ig_url_parse(const char *url, char *host, size_t hostcap, uint16_t *port, int *tls, const char **path,
                  const char **err);
 
+/** A worker URL as the worker built from it would have it (scheme, host,
+ * port always, no trailing slash), without resolving anything. 0, -EINVAL, -E2BIG. */
+int ig_url_normalize(const char *url, char *out, size_t cap);
 /** Build a worker from its URL (resolves the host). 0 or negative errno; *err says why. */
 int ig_worker_new(const char *url, ig_worker **out, const char **err);
 /** The key sent as "Authorization: Bearer KEY" to w (NULL or "": none);

@@ -1,0 +1,143 @@
+"""Several gateways, one fleet, through a real etcd (issue 18): the worker
+registry lives in etcd (etcd-server from Debian, its v3 JSON gateway), so a
+worker added or removed through any gateway's admin API, or given to one
+with --worker-urls, is routed by all; each gateway holds a lease; with etcd
+away, routing goes on with the last known workers and admin writes answer
+503 instead of half-applying."""
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+
+import httpx
+import pytest
+
+from conftest import chat_body, free_port, wait_for
+
+ETCD = shutil.which("etcd")
+pytestmark = pytest.mark.skipif(not ETCD, reason="etcd-server is not installed (scripts/setup.sh installs it)")
+
+
+class Etcd:
+    """One etcd member on loopback ports of its own, with a data directory that outlives a restart."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="ig-etcd-")
+        self.client, self.peer = free_port(), free_port()
+        self.url = f"http://127.0.0.1:{self.client}"
+        self.proc = None
+        self.start()
+
+    def start(self):
+        peer = f"http://127.0.0.1:{self.peer}"
+        self.proc = subprocess.Popen(
+            [ETCD, "--name", "e0", "--data-dir", os.path.join(self.dir, "data"), "--listen-client-urls", self.url,
+             "--advertise-client-urls", self.url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
+             peer, "--initial-cluster", f"e0={peer}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert wait_for(lambda: self.healthy(), 20), "etcd did not start"
+
+    def healthy(self):
+        try:
+            return httpx.get(self.url + "/health", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def keys(self, prefix):
+        enc = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        r = httpx.post(self.url + "/v3/kv/range", json={"key": enc(prefix), "range_end": enc(end)}, timeout=5)
+        return [base64.b64decode(kv["key"]).decode() for kv in r.json().get("kvs", [])]
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def etcd():
+    e = Etcd()
+    yield e
+    e.stop()
+
+
+def cluster(procs, etcd, n, *args, workers=()):
+    return [procs.gateway(list(workers) if i == 0 else [], "--etcd-endpoints", etcd.url, "--etcd-lease-ttl-secs",
+                          "2", "--health-check-interval-secs", "0", "--policy", "round_robin", *args)
+            for i in range(n)]
+
+
+def urls(gw):
+    return sorted(w["url"] for w in httpx.get(gw.base + "/workers", timeout=10).json()["workers"])
+
+
+def test_a_worker_added_through_one_gateway_is_routed_by_all(procs, etcd):
+    w0, w1 = procs.worker(worker_id="w0"), procs.worker(worker_id="w1")
+    gws = cluster(procs, etcd, 3)
+    r = httpx.post(gws[0].base + "/workers", json={"url": w0.url}, timeout=10)
+    assert r.status_code == 202, r.text
+    r = httpx.post(gws[2].base + "/workers", json={"url": w1.url, "max_inflight": 4}, timeout=10)
+    assert r.status_code == 202, r.text
+    for g in gws:
+        assert wait_for(lambda: urls(g) == sorted([w0.url, w1.url]), 10), urls(g)
+        got = {httpx.post(g.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=10).json()
+               ["worker_id"] for _ in range(6)}
+        assert got == {"w0", "w1"}
+    # the cap went with it
+    caps = {w["url"]: w["max_inflight"] for w in httpx.get(gws[1].base + "/workers").json()["workers"]}
+    assert caps[w1.url] == 4
+    # removed through another gateway: gone from every one
+    wid = next(w["id"] for w in httpx.get(gws[1].base + "/workers").json()["workers"] if w["url"] == w0.url)
+    assert httpx.delete(f"{gws[1].base}/workers/{wid}", timeout=10).status_code == 200
+    for g in gws:
+        assert wait_for(lambda: urls(g) == [w1.url], 10), urls(g)
+    assert etcd.keys("/infergate/workers/") == ["/infergate/workers/" + w1.url]
+
+
+def test_start_up_workers_are_shared(procs, etcd):
+    w0 = procs.worker(worker_id="w0")
+    gws = cluster(procs, etcd, 2, workers=[w0])
+    assert wait_for(lambda: urls(gws[1]) == [w0.url], 10)
+    r = httpx.post(gws[1].base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=10)
+    assert r.status_code == 200 and r.json()["worker_id"] == "w0"
+
+
+def test_each_gateway_holds_a_lease_and_a_dead_one_leaves(procs, etcd):
+    gws = cluster(procs, etcd, 2)
+    assert wait_for(lambda: len(etcd.keys("/infergate/gateways/")) == 2, 10)
+    gws[1].proc.kill()  # no goodbye: its lease runs out (2 s)
+    gws[1].proc.wait()
+    for f in (gws[1].proc.stdout, gws[1].proc.stderr):
+        f.close()  # killed on purpose: not a failed exit
+    assert wait_for(lambda: len(etcd.keys("/infergate/gateways/")) == 1, 15)
+    assert httpx.get(gws[0].base + "/health", timeout=5).status_code == 200
+
+
+def test_with_etcd_away_routing_goes_on_and_writes_say_503(procs, etcd):
+    w0, w1 = procs.worker(worker_id="w0"), procs.worker(worker_id="w1")
+    gws = cluster(procs, etcd, 2, workers=[w0])
+    assert wait_for(lambda: urls(gws[1]) == [w0.url], 10)
+    etcd.kill()
+    for g in gws:  # the last known workers keep serving
+        for _ in range(5):
+            r = httpx.post(g.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=10)
+            assert r.status_code == 200 and r.json()["worker_id"] == "w0"
+    r = httpx.post(gws[0].base + "/workers", json={"url": w1.url}, timeout=15)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+    assert urls(gws[0]) == [w0.url]  # nothing half-applied
+    wid = httpx.get(gws[0].base + "/workers").json()["workers"][0]["id"]
+    assert httpx.delete(f"{gws[0].base}/workers/{wid}", timeout=15).status_code == 503
+    assert urls(gws[0]) == [w0.url]
+    etcd.start()  # back, with its data: writes work again and every gateway follows
+    assert wait_for(lambda: httpx.post(gws[0].base + "/workers", json={"url": w1.url},
+                                       timeout=15).status_code == 202, 20)
+    for g in gws:
+        assert wait_for(lambda: urls(g) == sorted([w0.url, w1.url]), 15), urls(g)
+    assert json.loads(json.dumps(etcd.keys("/infergate/workers/"))) == sorted(
+        ["/infergate/workers/" + w0.url, "/infergate/workers/" + w1.url])
