@@ -21,22 +21,32 @@ pytestmark = pytest.mark.skipif(not ETCD, reason="etcd-server is not installed (
 
 
 class Etcd:
-    """One etcd member on loopback ports of its own, with a data directory that outlives a restart."""
+    """One etcd member on loopback ports of its own, with a data directory that outlives a restart;
+    several make a cluster (members: every member's (name, peer port))."""
 
-    def __init__(self):
+    def __init__(self, name="e0", members=None, client=None, peer=None, wait=True):
         self.dir = tempfile.mkdtemp(prefix="ig-etcd-")
-        self.client, self.peer = free_port(), free_port()
+        self.name = name
+        self.client, self.peer = client or free_port(), peer or free_port()
+        self.members = members or [(name, self.peer)]
         self.url = f"http://127.0.0.1:{self.client}"
         self.proc = None
-        self.start()
+        self.start(wait)
 
-    def start(self):
+    def start(self, wait=True):
         peer = f"http://127.0.0.1:{self.peer}"
+        initial = ",".join(f"{n}=http://127.0.0.1:{p}" for n, p in self.members)
         self.proc = subprocess.Popen(
-            [ETCD, "--name", "e0", "--data-dir", os.path.join(self.dir, "data"), "--listen-client-urls", self.url,
-             "--advertise-client-urls", self.url, "--listen-peer-urls", peer, "--initial-advertise-peer-urls",
-             peer, "--initial-cluster", f"e0={peer}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert wait_for(lambda: self.healthy(), 20), "etcd did not start"
+            [ETCD, "--name", self.name, "--data-dir", os.path.join(self.dir, "data"), "--listen-client-urls",
+             self.url, "--advertise-client-urls", self.url, "--listen-peer-urls", peer,
+             "--initial-advertise-peer-urls", peer, "--initial-cluster", initial, "--initial-cluster-token",
+             "ig-test"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if wait:
+            assert wait_for(lambda: self.healthy(), 20), "etcd did not start"
+
+    def is_leader(self):
+        r = httpx.post(self.url + "/v3/maintenance/status", json={}, timeout=5).json()
+        return r.get("leader") == r["header"]["member_id"]
 
     def healthy(self):
         try:
@@ -141,3 +151,27 @@ def test_with_etcd_away_routing_goes_on_and_writes_say_503(procs, etcd):
         assert wait_for(lambda: urls(g) == sorted([w0.url, w1.url]), 15), urls(g)
     assert json.loads(json.dumps(etcd.keys("/infergate/workers/"))) == sorted(
         ["/infergate/workers/" + w0.url, "/infergate/workers/" + w1.url])
+
+
+def test_a_three_member_etcd_loses_its_leader_and_the_gateways_go_on(procs):
+    names = [("e0", free_port()), ("e1", free_port()), ("e2", free_port())]
+    members = [Etcd(n, names, peer=p, wait=False) for n, p in names]
+    try:
+        assert wait_for(lambda: all(m.healthy() for m in members), 30), "the etcd cluster did not form"
+        w0, w1 = procs.worker(worker_id="w0"), procs.worker(worker_id="w1")
+        endpoints = ",".join(m.url for m in members)
+        gws = [procs.gateway([], "--etcd-endpoints", endpoints, "--etcd-lease-ttl-secs", "2",
+                             "--health-check-interval-secs", "0") for _ in range(2)]
+        assert httpx.post(gws[0].base + "/workers", json={"url": w0.url}, timeout=10).status_code == 202
+        assert wait_for(lambda: urls(gws[1]) == [w0.url], 10)
+        leader = next(m for m in members if m.is_leader())
+        leader.kill()  # the two left elect another and keep the quorum
+        assert wait_for(lambda: httpx.post(gws[1].base + "/workers", json={"url": w1.url},
+                                           timeout=15).status_code == 202, 30)
+        for g in gws:
+            assert wait_for(lambda: urls(g) == sorted([w0.url, w1.url]), 15), urls(g)
+            assert httpx.post(g.base + "/v1/chat/completions", json=chat_body(max_tokens=1),
+                              timeout=10).status_code == 200
+    finally:
+        for m in members:
+            m.stop()
