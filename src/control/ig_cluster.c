@@ -27,8 +27,23 @@ static struct {
     int granting, syncing;
     int store_ok; /* the last call to etcd got an answer */
     char member_key[320], member_value[320];
-    char workers_prefix[256];
+    char workers_prefix[256], members_prefix[256], pause_key[256], acks_prefix[256], ack_key[320];
+    /* the pause state: the revision of the pause key applied here */
+    uv_timer_t pause_poll, barrier;
+    int64_t pause_applied, pause_acked;
+    int polling_pause, acking;
+    struct barrier *wait; /* a pause this gateway asked for, until every gateway applied it */
 } cl;
+
+typedef struct barrier {
+    int64_t rev;
+    uint64_t deadline_ms;
+    void (*cb)(void *arg, int ok, const char *err);
+    void *arg;
+    json_t *members; /* the last member list read, while the acks are read */
+    char *value;     /* the state, until etcd took it */
+    int reading;
+} barrier;
 
 int ig_cluster_enabled(void)
 {
@@ -329,6 +344,190 @@ void ig_cluster_remove_worker(ig_worker *w, ig_admin_msg *m)
     ig_etcd_delete(cl.etcd, key, written, p);
 }
 
+/* ---- pause as a barrier: the state in etcd, each gateway's ack of the revision it applied ---- */
+
+#define PAUSE_POLL_MS 100
+#define BARRIER_POLL_MS 50
+#define BARRIER_TIMEOUT_MS 15000
+
+static void acked(void *arg, int ok, json_t *resp, const char *err)
+{
+    int64_t rev = (int64_t)(intptr_t)arg;
+    (void)resp, (void)err;
+    cl.acking = 0;
+    if (ok && rev > cl.pause_acked)
+        cl.pause_acked = rev;
+}
+
+static void ack(void)
+{
+    if (cl.acking || cl.pause_acked >= cl.pause_applied || !cl.lease)
+        return;
+    char v[32];
+    snprintf(v, sizeof(v), "%lld", (long long)cl.pause_applied);
+    cl.acking = 1;
+    ig_etcd_put(cl.etcd, cl.ack_key, v, cl.lease, acked, (void *)(intptr_t)cl.pause_applied);
+}
+
+/* A pause state (its JSON), at revision rev, held from now on here. */
+static void apply_pause(const char *value, int64_t rev)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(value, 0, &jerr), *ms = json_object_get(j, "models");
+    size_t n = json_array_size(ms);
+    char **models = calloc(n + 1, sizeof(char *));
+    int k = 0;
+    for (size_t i = 0; models && i < n; i++)
+        if (json_is_string(json_array_get(ms, i)))
+            models[k++] = (char *)json_string_value(json_array_get(ms, i));
+    if (models) {
+        ig_fleet_apply_pause(json_is_true(json_object_get(j, "all")), models, k);
+        cl.pause_applied = rev;
+        ig_info("cluster: pause state of revision %lld held (%s)", (long long)rev, value);
+    }
+    free(models);
+    json_decref(j);
+    ack();
+}
+
+static void pause_read(void *arg, int ok, json_t *resp, const char *err)
+{
+    (void)arg, (void)err;
+    cl.polling_pause = 0;
+    json_t *kv = json_array_get(json_object_get(resp, "kvs"), 0);
+    char *key, *value;
+    if (ok && kv && ig_etcd_int(json_object_get(kv, "mod_revision")) > cl.pause_applied &&
+        !ig_etcd_kv(kv, &key, &value)) {
+        apply_pause(value, ig_etcd_int(json_object_get(kv, "mod_revision")));
+        free(key);
+        free(value);
+    }
+    ack(); /* again, if the last one was lost */
+}
+
+static void pause_tick(uv_timer_t *t)
+{
+    (void)t;
+    if (cl.polling_pause)
+        return;
+    cl.polling_pause = 1;
+    ig_etcd_get(cl.etcd, cl.pause_key, pause_read, NULL);
+}
+
+static void barrier_end(int ok, const char *err)
+{
+    barrier *b = cl.wait;
+    cl.wait = NULL;
+    uv_timer_stop(&cl.barrier);
+    json_decref(b->members);
+    b->cb(b->arg, ok, err);
+    free(b);
+}
+
+static void acks_read(void *arg, int ok, json_t *resp, const char *err)
+{
+    barrier *b = arg;
+    b->reading = 0;
+    if (!ok || b != cl.wait)
+        return;
+    (void)err;
+    size_t i, j;
+    json_t *m, *a;
+    int all = 1;
+    json_array_foreach(json_object_get(b->members, "kvs"), i, m)
+    {
+        char *mk, *mv, *ak, *av;
+        if (ig_etcd_kv(m, &mk, &mv))
+            continue;
+        const char *id = mk + strlen(cl.members_prefix);
+        int seen = 0;
+        json_array_foreach(json_object_get(resp, "kvs"), j, a)
+        {
+            if (ig_etcd_kv(a, &ak, &av))
+                continue;
+            seen |= !strcmp(ak + strlen(cl.acks_prefix), id) && strtoll(av, NULL, 10) >= b->rev;
+            free(ak);
+            free(av);
+        }
+        all &= seen;
+        free(mk);
+        free(mv);
+    }
+    if (all)
+        barrier_end(1, NULL);
+}
+
+static void members_read(void *arg, int ok, json_t *resp, const char *err)
+{
+    barrier *b = arg;
+    (void)err;
+    if (!ok || b != cl.wait) {
+        b->reading = 0;
+        return;
+    }
+    json_decref(b->members);
+    b->members = json_incref(resp);
+    ig_etcd_range_prefix(cl.etcd, cl.acks_prefix, acks_read, b);
+}
+
+static void barrier_tick(uv_timer_t *t)
+{
+    (void)t;
+    barrier *b = cl.wait;
+    if (!b)
+        return;
+    if (uv_now(t->loop) > b->deadline_ms) {
+        barrier_end(0, "a live gateway did not hold the pause within 15 s");
+        return;
+    }
+    if (b->reading)
+        return;
+    b->reading = 1;
+    ig_etcd_range_prefix(cl.etcd, cl.members_prefix, members_read, b);
+}
+
+static void pause_written(void *arg, int ok, json_t *resp, const char *err)
+{
+    barrier *b = arg;
+    cl.store_ok = ok;
+    if (!ok) {
+        b->cb(b->arg, 0, err);
+        free(b->value);
+        free(b);
+        return;
+    }
+    b->rev = ig_etcd_int(json_object_get(json_object_get(resp, "header"), "revision"));
+    apply_pause(b->value, b->rev);
+    free(b->value);
+    b->value = NULL;
+    if (cl.wait) /* one barrier at a time: the newer state wins, the older is answered */
+        barrier_end(1, NULL);
+    cl.wait = b;
+    b->deadline_ms = uv_now(cl.barrier.loop) + BARRIER_TIMEOUT_MS;
+    uv_timer_start(&cl.barrier, barrier_tick, 0, BARRIER_POLL_MS);
+}
+
+void ig_cluster_set_pause(int all, char *const *models, int n, void (*cb)(void *arg, int ok, const char *err),
+                          void *arg)
+{
+    json_t *j = json_pack("{s:b,s:[]}", "all", all, "models");
+    for (int i = 0; i < n; i++)
+        json_array_append_new(json_object_get(j, "models"), json_string(models[i]));
+    char *value = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    json_decref(j);
+    barrier *b = calloc(1, sizeof(*b));
+    if (!b || !value) {
+        free(b);
+        free(value);
+        cb(arg, 0, "out of memory");
+        return;
+    }
+    b->cb = cb;
+    b->arg = arg;
+    b->value = value;
+    ig_etcd_put(cl.etcd, cl.pause_key, value, 0, pause_written, b);
+}
+
 int ig_cluster_start(uv_loop_t *loop, const ig_control_config *cfg)
 {
     if (!cfg->n_etcd)
@@ -340,8 +539,12 @@ int ig_cluster_start(uv_loop_t *loop, const ig_control_config *cfg)
         return -EINVAL;
     }
     snprintf(cl.workers_prefix, sizeof(cl.workers_prefix), "%sworkers/", cfg->etcd_prefix);
+    snprintf(cl.members_prefix, sizeof(cl.members_prefix), "%sgateways/", cfg->etcd_prefix);
+    snprintf(cl.acks_prefix, sizeof(cl.acks_prefix), "%spause-acks/", cfg->etcd_prefix);
+    snprintf(cl.pause_key, sizeof(cl.pause_key), "%spause", cfg->etcd_prefix);
     unsigned long long id = ((unsigned long long)getpid() << 32) ^ uv_hrtime();
-    snprintf(cl.member_key, sizeof(cl.member_key), "%sgateways/%016llx", cfg->etcd_prefix, id);
+    snprintf(cl.member_key, sizeof(cl.member_key), "%s%016llx", cl.members_prefix, id);
+    snprintf(cl.ack_key, sizeof(cl.ack_key), "%s%016llx", cl.acks_prefix, id);
     snprintf(cl.member_value, sizeof(cl.member_value), "{\"addr\":\"%s\",\"pid\":%d}",
              cfg->self_addr ? cfg->self_addr : "", (int)getpid());
     cl.store_ok = 1;
@@ -352,6 +555,9 @@ int ig_cluster_start(uv_loop_t *loop, const ig_control_config *cfg)
     uv_timer_start(&cl.keepalive, keepalive_tick, ka ? ka : 500, ka ? ka : 500);
     uint64_t every = (uint64_t)(cfg->etcd_sync_interval_secs * 1000);
     uv_timer_start(&cl.sync, sync_tick, every ? every : 1000, every ? every : 1000);
+    uv_timer_init(loop, &cl.pause_poll);
+    uv_timer_init(loop, &cl.barrier);
+    uv_timer_start(&cl.pause_poll, pause_tick, 0, PAUSE_POLL_MS);
     ig_info("cluster: this gateway is %s in etcd (%d endpoints)", cl.member_key, cfg->n_etcd);
     return 0;
 }
@@ -367,8 +573,17 @@ void ig_cluster_stop(void)
         return;
     uv_timer_stop(&cl.keepalive);
     uv_timer_stop(&cl.sync);
+    uv_timer_stop(&cl.pause_poll);
+    uv_timer_stop(&cl.barrier);
     uv_close((uv_handle_t *)&cl.keepalive, NULL);
     uv_close((uv_handle_t *)&cl.sync, NULL);
+    uv_close((uv_handle_t *)&cl.pause_poll, NULL);
+    uv_close((uv_handle_t *)&cl.barrier, NULL);
+    if (cl.wait) {
+        json_decref(cl.wait->members);
+        free(cl.wait);
+        cl.wait = NULL;
+    }
     ig_etcd_free(cl.etcd);
     cl.etcd = NULL;
 }

@@ -62,6 +62,11 @@ int ig_cluster_enabled(void);
 void ig_cluster_add_worker(const ig_ctl_worker_spec *spec, ig_admin_msg *m);
 /** Delete the worker in etcd, then remove it here. */
 void ig_cluster_remove_worker(ig_worker *w, ig_admin_msg *m);
+/** The pause state every gateway must hold (all, or these models): written
+ * to etcd, applied here, and cb runs once every live gateway applied it
+ * (ok 0: etcd away or a gateway did not, within a while). */
+void ig_cluster_set_pause(int all, char *const *models, int n, void (*cb)(void *arg, int ok, const char *err),
+                          void *arg);
 /** The start-up workers, into etcd (again until it takes them). */
 void ig_cluster_publish_startup(const ig_ctl_worker_spec *specs, int n);
 /** The index of the worker group called name (0: NULL or "default"), or -1. */
@@ -82,6 +87,11 @@ void ig_ctl_workers_shutdown(void);
 /** A fleet control request: to every targeted worker at once. */
 void ig_ctl_broadcast(ig_admin_request *req, ig_admin_msg *m);
 void ig_ctl_fleet_shutdown(void);
+/** Hold new requests of the whole fleet (all) or of these models, and no
+ * others (a pause state seen in etcd). */
+void ig_fleet_apply_pause(int all, char *const *models, int n);
+/** The gateway's pause: 1 for the whole fleet; *models the paused models (borrowed). */
+int ig_fleet_paused(char ***models, int *n);
 
 /* A fan-out: one request to many workers at once, answered when the last
  * one has; results holds {worker_id, url, worker_addr, status, ok, error}. */

@@ -204,6 +204,13 @@ int ig_etcd_range_prefix(ig_etcd *e, const char *prefix, ig_etcd_cb cb, void *ar
     return enqueue(e, "/v3/kv/range", doc, cb, arg);
 }
 
+int ig_etcd_get(ig_etcd *e, const char *key, ig_etcd_cb cb, void *arg)
+{
+    json_t *doc = json_object();
+    json_object_set_new(doc, "key", b64_json(key, strlen(key)));
+    return enqueue(e, "/v3/kv/range", doc, cb, arg);
+}
+
 int ig_etcd_delete(ig_etcd *e, const char *key, ig_etcd_cb cb, void *arg)
 {
     json_t *doc = json_object();

@@ -23,6 +23,8 @@ void ig_etcd_free(ig_etcd *e);
 
 /** Put key = value (lease 0: none). */
 int ig_etcd_put(ig_etcd *e, const char *key, const char *value, int64_t lease, ig_etcd_cb cb, void *arg);
+/** One key (resp "kvs": none or one). */
+int ig_etcd_get(ig_etcd *e, const char *key, ig_etcd_cb cb, void *arg);
 /** Every key under prefix (resp "kvs": decode each with ig_etcd_kv). */
 int ig_etcd_range_prefix(ig_etcd *e, const char *prefix, ig_etcd_cb cb, void *arg);
 /** Delete key. */

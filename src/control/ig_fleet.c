@@ -31,6 +31,10 @@ typedef struct bcast {
     int raw_status;
     char *raw_body;
     size_t raw_len;
+    /* what goes to the workers (kept for a pause agreed through etcd first) */
+    const char *path;
+    int method;
+    uint64_t worker_id; /* the path form /pause_generation/{id}; 0: no one worker */
 } bcast;
 
 typedef struct fanout_item {
@@ -63,6 +67,25 @@ static void set_model_paused(const char *model, int paused)
         free(paused_models[i]);
         paused_models[i] = paused_models[--n_paused_models];
     }
+}
+
+void ig_fleet_apply_pause(int all, char *const *models, int n)
+{
+    paused_all = all;
+    while (n_paused_models)
+        set_model_paused(paused_models[0], 0);
+    for (int i = 0; i < n; i++)
+        set_model_paused(models[i], 1);
+    ig_registry_set_paused(paused_all, paused_models, n_paused_models);
+    ig_ctl_publish();
+    ig_ctl_wake_loops(); /* queued requests may go now, or wait on */
+}
+
+int ig_fleet_paused(char ***models, int *n)
+{
+    *models = paused_models;
+    *n = n_paused_models;
+    return paused_all;
 }
 
 /* Gateway-side pause: new data requests of that scope wait in the admission
@@ -201,6 +224,9 @@ void ig_fanout_end(ig_fanout *f)
         f->on_done(f);
 }
 
+static void send_all(bcast *b);
+static void agreed(void *arg, int ok, const char *err);
+
 /* Send the control request to every targeted worker at once: the broadcast
  * takes the slowest worker's time, not the sum. */
 void ig_ctl_broadcast(ig_admin_request *req, ig_admin_msg *m)
@@ -223,20 +249,67 @@ void ig_ctl_broadcast(ig_admin_request *req, ig_admin_msg *m)
         ig_ctl_reply_error(m, 404, "worker_not_found", "no such worker");
         return;
     }
+    b->path = req->bc_path;
+    b->method = req->bc_method;
+    b->worker_id = req->has_worker ? req->id : 0;
+    if ((b->kind == IG_BC_PAUSE || b->kind == IG_BC_CONTINUE) && !req->has_worker && ig_cluster_enabled()) {
+        /* every gateway holds (or releases) new requests before the workers are told */
+        char **models;
+        int n, all = ig_fleet_paused(&models, &n), pause = b->kind == IG_BC_PAUSE;
+        char **want = calloc((size_t)n + 1, sizeof(char *));
+        int k = 0;
+        for (int i = 0; want && i < n; i++)
+            if (!(b->model && !strcmp(models[i], b->model)) && !(b->scope_all && !pause))
+                want[k++] = models[i];
+        if (want && b->model && pause)
+            want[k++] = b->model;
+        if (!want) {
+            json_decref(b->f.results);
+            free(b->model);
+            free(b);
+            ig_ctl_reply_error(m, 503, "out_of_memory", "out of memory");
+            return;
+        }
+        ig_cluster_set_pause(b->scope_all ? pause : all, want, k, agreed, b);
+        free(want);
+        return;
+    }
     if (b->kind == IG_BC_PAUSE)
         gateway_pause(b, 1);
+    send_all(b);
+}
+
+static void send_all(bcast *b)
+{
+    ig_admin_msg *m = b->f.m;
     for (int i = 0; i < ig_registry_count(); i++) {
         ig_worker *w = ig_registry_at(i);
-        if (w->group && !req->has_worker)
+        if (w->group && !b->worker_id)
             continue; /* fleet control is for the LLM fleet, not a named group's servers */
-        if (req->has_worker && w->id != req->id)
+        if (b->worker_id && w->id != b->worker_id)
             continue;
-        if (req->model && !ig_worker_serves(w, req->model, strlen(req->model)))
+        if (b->model && !ig_worker_serves(w, b->model, strlen(b->model)))
             continue;
-        ig_fanout_send(&b->f, w, req->bc_method == HTTP_GET ? "GET" : "POST", req->bc_path, NULL, m->body,
-                       m->body_len);
+        ig_fanout_send(&b->f, w, b->method == HTTP_GET ? "GET" : "POST", b->path, NULL, m->body, m->body_len);
     }
     ig_fanout_end(&b->f);
+}
+
+/* Every live gateway applied the pause state (ig_cluster_set_pause): the workers are told now. */
+static void agreed(void *arg, int ok, const char *err)
+{
+    bcast *b = arg;
+    if (!ok) {
+        char msg[300];
+        snprintf(msg, sizeof(msg), "the gateways did not agree on the pause through etcd: %s",
+                 err ? err : "no answer");
+        json_decref(b->f.results);
+        ig_ctl_reply_error(b->f.m, 503, "store_unavailable", msg);
+        free(b->model);
+        free(b);
+        return;
+    }
+    send_all(b);
 }
 
 void ig_ctl_fleet_shutdown(void)

@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 
 import httpx
 import pytest
@@ -175,3 +177,37 @@ def test_a_three_member_etcd_loses_its_leader_and_the_gateways_go_on(procs):
     finally:
         for m in members:
             m.stop()
+
+
+def test_a_pause_through_one_gateway_holds_every_gateway_before_it_answers(procs, etcd):
+    w0 = procs.worker(worker_id="w0")
+    gws = cluster(procs, etcd, 3, workers=[w0])
+    assert all(wait_for(lambda: urls(g) == [w0.url], 10) for g in gws)
+    r = httpx.post(gws[0].base + "/pause_generation", json={}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert w0.stats()["paused"]
+    before = w0.stats()["generations"]
+    # from the answer on, no gateway sends a new request to a worker until continue
+    held, results = [], []
+
+    def one(g):
+        held.append(g)
+        results.append(httpx.post(g.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=30))
+    ts = [threading.Thread(target=one, args=(g,)) for g in gws]
+    for t in ts:
+        t.start()
+    assert wait_for(lambda: len(held) == 3, 5)
+    time.sleep(1.0)  # ample time for a request to slip through, were it not held
+    assert w0.stats()["generations"] == before and not results
+    r = httpx.post(gws[2].base + "/continue_generation", json={}, timeout=30)
+    assert r.status_code == 200, r.text
+    for t in ts:
+        t.join(30)
+    assert [x.status_code for x in results] == [200, 200, 200]
+    assert not w0.stats()["paused"] and w0.stats()["generations"] == before + 3
+    # with etcd away a pause cannot be agreed: said, and nothing paused
+    etcd.kill()
+    r = httpx.post(gws[1].base + "/pause_generation", json={}, timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+    assert not w0.stats()["paused"]
+    assert httpx.post(gws[1].base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=10).status_code == 200
