@@ -43,6 +43,8 @@ void ig_ctl_handle(ig_admin_msg *m)
             ig_ctl_reply_error(m, 404, "worker_not_found", "no such worker");
         } else if (req.op == IG_ADMIN_GET) {
             ig_ctl_reply(m, 200, ig_worker_json(w));
+        } else if (req.op == IG_ADMIN_UPDATE && w->group == 0 && ig_cluster_enabled()) {
+            ig_cluster_set_cap(w, req.max_inflight, m);
         } else if (req.op == IG_ADMIN_UPDATE) { /* the cap changes live */
             atomic_store(&w->max_inflight, req.max_inflight);
             ig_ctl_reply(m, 200, json_pack("{s:o}", "worker", ig_worker_json(w)));

@@ -218,12 +218,15 @@ static void synced(void *arg, int ok, json_t *resp, const char *err)
         json_t *j = json_loads(value, 0, &jerr);
         const char *url = json_string_value(json_object_get(j, "url"));
         ig_worker *w = url ? ig_ctl_find_url(url) : NULL;
+        json_t *cap = json_object_get(j, "max_inflight");
         if (w) {
             for (int k = 0; k < n; k++)
                 if (ig_registry_at(k) == w)
                     seen[k] = 1;
+            if (json_is_integer(cap) &&
+                json_integer_value(cap) >= 0) /* a cap changed through another gateway */
+                atomic_store(&w->max_inflight, (int)json_integer_value(cap));
         } else if (url) { /* another gateway added it */
-            json_t *cap = json_object_get(j, "max_inflight");
             ig_ctl_worker_spec s = {.url = url,
                                     .model_id = json_string_value(json_object_get(j, "model_id")),
                                     .api_key = json_string_value(json_object_get(j, "api_key")),
@@ -280,20 +283,28 @@ static void pending_free(pending_write *p)
     free(p);
 }
 
+/* An admin write etcd did not take: said, and nothing changed. 1 when so. */
+static int refused(int ok, const char *err, ig_admin_msg *m)
+{
+    cl.store_ok = ok;
+    if (ok)
+        return 0;
+    char msg[300];
+    snprintf(msg, sizeof(msg), "the shared registry (etcd) did not take the change: %s; nothing changed",
+             err ? err : "no answer");
+    ig_ctl_reply_error(m, 503, "store_unavailable", msg);
+    return 1;
+}
+
 static void written(void *arg, int ok, json_t *resp, const char *err)
 {
     pending_write *p = arg;
     (void)resp;
-    cl.store_ok = ok;
-    if (!ok) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "the shared registry (etcd) did not take the change: %s; nothing changed",
-                 err ? err : "no answer");
-        ig_ctl_reply_error(p->m, 503, "store_unavailable", msg);
-    } else if (p->w) {
-        ig_ctl_remove_worker(p->w, p->m);
-    } else {
-        ig_ctl_add_worker(&p->spec, p->m);
+    if (!refused(ok, err, p->m)) {
+        if (p->w)
+            ig_ctl_remove_worker(p->w, p->m);
+        else
+            ig_ctl_add_worker(&p->spec, p->m);
     }
     pending_free(p);
 }
@@ -342,6 +353,67 @@ void ig_cluster_remove_worker(ig_worker *w, ig_admin_msg *m)
     p->m = m;
     worker_key(key, sizeof(key), w->url);
     ig_etcd_delete(cl.etcd, key, written, p);
+}
+
+/* ---- a cap changed live: read, changed, written back ---- */
+
+typedef struct cap_change {
+    ig_worker *w; /* referenced */
+    int cap;
+    ig_admin_msg *m;
+    char key[1400];
+} cap_change;
+
+static void cap_written(void *arg, int ok, json_t *resp, const char *err)
+{
+    cap_change *c = arg;
+    (void)resp;
+    if (!refused(ok, err, c->m)) {
+        atomic_store(&c->w->max_inflight, c->cap);
+        ig_ctl_reply(c->m, 200, json_pack("{s:o}", "worker", ig_worker_json(c->w)));
+    }
+    ig_worker_unref(c->w);
+    free(c);
+}
+
+static void cap_read(void *arg, int ok, json_t *resp, const char *err)
+{
+    cap_change *c = arg;
+    json_t *kv = json_array_get(json_object_get(resp, "kvs"), 0);
+    char *key = NULL, *value = NULL;
+    json_t *j = NULL;
+    if (ok && kv && !ig_etcd_kv(kv, &key, &value)) {
+        json_error_t jerr;
+        j = json_loads(value, 0, &jerr);
+    }
+    free(key);
+    free(value);
+    if (!json_is_object(j)) { /* etcd away, or it does not have the worker */
+        json_decref(j);
+        cap_written(c, 0, NULL, ok ? "the worker is not in the shared registry" : err);
+        return;
+    }
+    json_object_set_new(j, "max_inflight", json_integer(c->cap));
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text || ig_etcd_put(cl.etcd, c->key, text, 0, cap_written, c))
+        cap_written(c, 0, NULL, "out of memory");
+    free(text);
+}
+
+void ig_cluster_set_cap(ig_worker *w, int cap, ig_admin_msg *m)
+{
+    cap_change *c = calloc(1, sizeof(*c));
+    if (!c) {
+        ig_ctl_reply_error(m, 503, "out_of_memory", "out of memory");
+        return;
+    }
+    ig_worker_ref(w);
+    c->w = w;
+    c->cap = cap;
+    c->m = m;
+    worker_key(c->key, sizeof(c->key), w->url);
+    ig_etcd_get(cl.etcd, c->key, cap_read, c);
 }
 
 /* ---- pause as a barrier: the state in etcd, each gateway's ack of the revision it applied ---- */

@@ -60,6 +60,8 @@ void ig_cluster_stop(void);
 int ig_cluster_enabled(void);
 /** Write the worker to etcd, then add it here (etcd down: 503, nothing added). */
 void ig_cluster_add_worker(const ig_ctl_worker_spec *spec, ig_admin_msg *m);
+/** A cap changed live: in etcd, then here (every gateway follows). */
+void ig_cluster_set_cap(ig_worker *w, int cap, ig_admin_msg *m);
 /** Delete the worker in etcd, then remove it here. */
 void ig_cluster_remove_worker(ig_worker *w, ig_admin_msg *m);
 /** The pause state every gateway must hold (all, or these models): written

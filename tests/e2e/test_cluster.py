@@ -104,6 +104,14 @@ def test_a_worker_added_through_one_gateway_is_routed_by_all(procs, etcd):
     # the cap went with it
     caps = {w["url"]: w["max_inflight"] for w in httpx.get(gws[1].base + "/workers").json()["workers"]}
     assert caps[w1.url] == 4
+    # and a cap changed live through one gateway is every gateway's
+    wid1 = next(w["id"] for w in httpx.get(gws[1].base + "/workers").json()["workers"] if w["url"] == w1.url)
+    r = httpx.put(f"{gws[1].base}/workers/{wid1}", json={"max_inflight": 9}, timeout=10)
+    assert r.status_code == 200 and r.json()["worker"]["max_inflight"] == 9, r.text
+
+    def cap_at(g):
+        return {w["url"]: w["max_inflight"] for w in httpx.get(g.base + "/workers").json()["workers"]}[w1.url]
+    assert all(wait_for(lambda: cap_at(g) == 9, 10) for g in gws)
     # removed through another gateway: gone from every one
     wid = next(w["id"] for w in httpx.get(gws[1].base + "/workers").json()["workers"] if w["url"] == w0.url)
     assert httpx.delete(f"{gws[1].base}/workers/{wid}", timeout=10).status_code == 200
