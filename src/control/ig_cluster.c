@@ -28,6 +28,8 @@ static struct {
     int store_ok; /* the last call to etcd got an answer */
     char member_key[320], member_value[320];
     char workers_prefix[256], members_prefix[256], pause_key[256], acks_prefix[256], ack_key[320];
+    char state_prefix[240], versions_key[256]; /* the fleet's state: pause_key and versions_key under it */
+    int64_t versions_applied;
     /* the pause state: the revision of the pause key applied here */
     uv_timer_t pause_poll, barrier;
     int64_t pause_applied, pause_acked;
@@ -462,19 +464,69 @@ static void apply_pause(const char *value, int64_t rev)
     ack();
 }
 
-static void pause_read(void *arg, int ok, json_t *resp, const char *err)
+/* The weight versions another gateway set: the fleet's and each worker's. */
+static void apply_versions(const char *value, int64_t rev)
+{
+    json_error_t jerr;
+    json_t *j = json_loads(value, 0, &jerr), *ws = json_object_get(j, "workers"), *v;
+    const char *url;
+    json_object_foreach(ws, url, v)
+    {
+        ig_worker *w = ig_ctl_find_url(url);
+        if (w && json_is_integer(v))
+            atomic_store(&w->version, (long)json_integer_value(v));
+    }
+    ig_fleet_apply_version((long)json_integer_value(json_object_get(j, "version")));
+    cl.versions_applied = rev;
+    json_decref(j);
+}
+
+static void state_read(void *arg, int ok, json_t *resp, const char *err)
 {
     (void)arg, (void)err;
     cl.polling_pause = 0;
-    json_t *kv = json_array_get(json_object_get(resp, "kvs"), 0);
-    char *key, *value;
-    if (ok && kv && ig_etcd_int(json_object_get(kv, "mod_revision")) > cl.pause_applied &&
-        !ig_etcd_kv(kv, &key, &value)) {
-        apply_pause(value, ig_etcd_int(json_object_get(kv, "mod_revision")));
+    size_t i;
+    json_t *kv;
+    json_array_foreach(ok ? json_object_get(resp, "kvs") : NULL, i, kv)
+    {
+        int64_t rev = ig_etcd_int(json_object_get(kv, "mod_revision"));
+        char *key, *value;
+        if (ig_etcd_kv(kv, &key, &value))
+            continue;
+        if (!strcmp(key, cl.pause_key) && rev > cl.pause_applied)
+            apply_pause(value, rev);
+        else if (!strcmp(key, cl.versions_key) && rev > cl.versions_applied)
+            apply_versions(value, rev);
         free(key);
         free(value);
     }
     ack(); /* again, if the last one was lost */
+}
+
+static void versions_put(void *arg, int ok, json_t *resp, const char *err)
+{
+    (void)arg;
+    cl.store_ok = ok;
+    if (ok)
+        cl.versions_applied = ig_etcd_int(json_object_get(json_object_get(resp, "header"), "revision"));
+    else
+        ig_warn("etcd: the weight versions set here are not shared: %s", err);
+}
+
+void ig_cluster_put_versions(long fleet_version)
+{
+    json_t *j = json_pack("{s:I,s:{}}", "version", (json_int_t)fleet_version, "workers");
+    for (int i = 0; i < ig_registry_count(); i++) {
+        ig_worker *w = ig_registry_at(i);
+        if (!w->group)
+            json_object_set_new(json_object_get(j, "workers"), w->url,
+                                json_integer(atomic_load(&w->version)));
+    }
+    char *value = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (value)
+        ig_etcd_put(cl.etcd, cl.versions_key, value, 0, versions_put, NULL);
+    free(value);
 }
 
 static void pause_tick(uv_timer_t *t)
@@ -483,7 +535,7 @@ static void pause_tick(uv_timer_t *t)
     if (cl.polling_pause)
         return;
     cl.polling_pause = 1;
-    ig_etcd_get(cl.etcd, cl.pause_key, pause_read, NULL);
+    ig_etcd_range_prefix(cl.etcd, cl.state_prefix, state_read, NULL); /* the pause and the versions */
 }
 
 static void barrier_end(int ok, const char *err)
@@ -613,7 +665,9 @@ int ig_cluster_start(uv_loop_t *loop, const ig_control_config *cfg)
     snprintf(cl.workers_prefix, sizeof(cl.workers_prefix), "%sworkers/", cfg->etcd_prefix);
     snprintf(cl.members_prefix, sizeof(cl.members_prefix), "%sgateways/", cfg->etcd_prefix);
     snprintf(cl.acks_prefix, sizeof(cl.acks_prefix), "%spause-acks/", cfg->etcd_prefix);
-    snprintf(cl.pause_key, sizeof(cl.pause_key), "%spause", cfg->etcd_prefix);
+    snprintf(cl.state_prefix, sizeof(cl.state_prefix), "%sstate/", cfg->etcd_prefix);
+    snprintf(cl.pause_key, sizeof(cl.pause_key), "%spause", cl.state_prefix);
+    snprintf(cl.versions_key, sizeof(cl.versions_key), "%sversions", cl.state_prefix);
     unsigned long long id = ((unsigned long long)getpid() << 32) ^ uv_hrtime();
     snprintf(cl.member_key, sizeof(cl.member_key), "%s%016llx", cl.members_prefix, id);
     snprintf(cl.ack_key, sizeof(cl.ack_key), "%s%016llx", cl.acks_prefix, id);

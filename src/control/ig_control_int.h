@@ -69,6 +69,8 @@ void ig_cluster_remove_worker(ig_worker *w, ig_admin_msg *m);
  * (ok 0: etcd away or a gateway did not, within a while). */
 void ig_cluster_set_pause(int all, char *const *models, int n, void (*cb)(void *arg, int ok, const char *err),
                           void *arg);
+/** The weight versions this gateway set (the fleet's, each worker's): for every gateway. */
+void ig_cluster_put_versions(long fleet_version);
 /** The start-up workers, into etcd (again until it takes them). */
 void ig_cluster_publish_startup(const ig_ctl_worker_spec *specs, int n);
 /** The index of the worker group called name (0: NULL or "default"), or -1. */
@@ -92,6 +94,8 @@ void ig_ctl_fleet_shutdown(void);
 /** Hold new requests of the whole fleet (all) or of these models, and no
  * others (a pause state seen in etcd). */
 void ig_fleet_apply_pause(int all, char *const *models, int n);
+/** The fleet's weight version another gateway set. */
+void ig_fleet_apply_version(long v);
 /** The gateway's pause: 1 for the whole fleet; *models the paused models (borrowed). */
 int ig_fleet_paused(char ***models, int *n);
 

@@ -81,6 +81,13 @@ void ig_fleet_apply_pause(int all, char *const *models, int n)
     ig_ctl_wake_loops(); /* queued requests may go now, or wait on */
 }
 
+void ig_fleet_apply_version(long v)
+{
+    fleet_version = v;
+    ig_registry_set_fleet_version(v, ig_ctl_cfg()->exclude_stale_workers);
+    ig_ctl_publish();
+}
+
 int ig_fleet_paused(char ***models, int *n)
 {
     *models = paused_models;
@@ -117,6 +124,8 @@ static void bcast_done(ig_fanout *f)
         fleet_version = b->version;
         ig_registry_set_fleet_version(b->version, ig_ctl_cfg()->exclude_stale_workers);
     }
+    if (b->kind == IG_BC_SET_VERSION && ig_cluster_enabled()) /* every gateway's answers name them */
+        ig_cluster_put_versions(fleet_version);
     if (b->kind == IG_BC_SET_VERSION || b->kind == IG_BC_GET_VERSION || b->kind == IG_BC_PAUSE ||
         b->kind == IG_BC_CONTINUE)
         ig_ctl_publish(); /* versions and per-worker pauses change who is routable */

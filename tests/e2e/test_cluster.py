@@ -219,3 +219,17 @@ def test_a_pause_through_one_gateway_holds_every_gateway_before_it_answers(procs
     assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
     assert not w0.stats()["paused"]
     assert httpx.post(gws[1].base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=10).status_code == 200
+
+
+def test_weight_versions_set_through_one_gateway_are_every_gateways(procs, etcd):
+    w0 = procs.worker(worker_id="w0")
+    gws = cluster(procs, etcd, 2, workers=[w0])
+    assert wait_for(lambda: urls(gws[1]) == [w0.url], 10)
+    r = httpx.post(gws[0].base + "/set_version", json={"version": 6}, timeout=30)
+    assert r.status_code == 200 and r.json()["fleet_version"] == 6, r.text
+
+    def version_at(g):
+        r = httpx.post(g.base + "/v1/chat/completions", json=chat_body(max_tokens=1), timeout=10)
+        return r.headers.get("x-weight-version")
+    assert wait_for(lambda: version_at(gws[1]) == "6", 10)
+    assert httpx.get(gws[1].base + "/workers").json()["workers"][0]["weight_version"] == 6
