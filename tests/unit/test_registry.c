@@ -79,6 +79,25 @@ static void roles_get_pools_of_their_own(void **state)
     ig_worker_unref(d1);
 }
 
+/* the URL a worker would get, without resolving anything: the shared registry's keys */
+static void urls_normalise_as_workers_do(void **state)
+{
+    (void)state;
+    char out[256];
+    assert_int_equal(ig_url_normalize("127.0.0.1:2", out, sizeof(out)), 0);
+    assert_string_equal(out, "http://127.0.0.1:2");
+    assert_int_equal(ig_url_normalize("https://api.example.com/v1/", out, sizeof(out)), 0);
+    assert_string_equal(out, "https://api.example.com:443/v1");
+    assert_int_equal(ig_url_normalize("http://[::1]:8000", out, sizeof(out)), 0);
+    assert_string_equal(out, "http://[::1]:8000");
+    ig_worker *w = mk("http://127.0.0.1:9/x/", NULL, NULL);
+    assert_int_equal(ig_url_normalize("http://127.0.0.1:9/x/", out, sizeof(out)), 0);
+    assert_string_equal(out, w->url);
+    ig_worker_unref(w);
+    assert_int_equal(ig_url_normalize("ftp://x", out, sizeof(out)), -EINVAL);
+    assert_int_equal(ig_url_normalize("http://127.0.0.1:9", out, 8), -E2BIG);
+}
+
 static void snapshot_indexes_models(void **state)
 {
     ig_registry_init(1);
@@ -256,6 +275,7 @@ int main(void)
         cmocka_unit_test(registered_models_route_to_their_workers),
         cmocka_unit_test(references_keep_a_worker_alive),
         cmocka_unit_test(roles_get_pools_of_their_own),
+        cmocka_unit_test(urls_normalise_as_workers_do),
         cmocka_unit_test(epoch_waits_for_every_reader),
         cmocka_unit_test(registry_publish_add_remove),
     };
