@@ -14,6 +14,7 @@ done
 /usr/bin/python3 bench/spread_bench.py
 /usr/bin/python3 bench/fleet_bench.py
 /usr/bin/python3 bench/pd_bench.py
+/usr/bin/python3 bench/cluster_bench.py
 /usr/bin/python3 bench/cache_bench.py --reps 3
 /usr/bin/python3 bench/cache_bench.py --engine llama --engines 4 --slots 2 --users 8 --convs 2 --turns 6 --reps 3
 /usr/bin/python3 bench/ack_bench.py
