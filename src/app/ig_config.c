@@ -417,6 +417,11 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
             if (n && n < sizeof(one)) {
                 memcpy(one, p, n);
                 one[n] = '\0';
+                if (!strncmp(one, "https://", 8))
+                    return errf(err, errlen,
+                                "--etcd-endpoints %s: etcd over TLS is not supported yet (give its plain "
+                                "http:// client URL, on a private network)",
+                                one);
                 if (strstr(one, "://") ? strv_add(&cfg->etcd_endpoints, one)
                                        : strv_add_http(&cfg->etcd_endpoints, one))
                     return errf(err, errlen, "out of memory");

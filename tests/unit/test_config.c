@@ -94,6 +94,18 @@ static void pd_flags(void **state)
     assert_int_equal(parse(&cfg, vllm, err), 0);
     assert_int_equal(ig_config_proxy(&cfg).pd_vllm, 1);
     ig_config_free(&cfg);
+    char *etcd[] = {"infergate",        "--etcd-endpoints", "10.0.0.1:2379,http://10.0.0.2:2379",
+                    "--etcd-endpoints", "10.0.0.3:2379",    NULL};
+    assert_int_equal(parse(&cfg, etcd, err), 0);
+    assert_int_equal(cfg.etcd_endpoints.n, 3);
+    assert_string_equal(cfg.etcd_endpoints.v[0], "http://10.0.0.1:2379");
+    assert_string_equal(cfg.etcd_endpoints.v[1], "http://10.0.0.2:2379");
+    assert_string_equal(ig_config_control(&cfg).etcd_prefix, "/infergate/");
+    ig_config_free(&cfg);
+    char *etcd_tls[] = {"infergate", "--etcd-endpoints", "https://10.0.0.1:2379", NULL};
+    assert_int_equal(parse(&cfg, etcd_tls, err), -EINVAL);
+    assert_non_null(strstr(err, "TLS"));
+    ig_config_free(&cfg);
     char *no_mode[] = {"infergate", "--decode", "http://d1:1", NULL};
     assert_int_equal(parse(&cfg, no_mode, err), -EINVAL);
     assert_non_null(strstr(err, "--pd-disaggregation"));
