@@ -204,11 +204,10 @@ static void synced(void *arg, int ok, json_t *resp, const char *err)
         ig_debug("etcd sync: %s", err);
         return;
     }
+    static uint32_t round;
     json_t *kvs = json_object_get(resp, "kvs");
     int n = ig_registry_count();
-    char *seen = calloc((size_t)(n ? n : 1), 1);
-    if (!seen)
-        return;
+    round++;
     size_t i;
     json_t *kv;
     json_array_foreach(kvs, i, kv)
@@ -222,9 +221,7 @@ static void synced(void *arg, int ok, json_t *resp, const char *err)
         ig_worker *w = url ? ig_ctl_find_url(url) : NULL;
         json_t *cap = json_object_get(j, "max_inflight");
         if (w) {
-            for (int k = 0; k < n; k++)
-                if (ig_registry_at(k) == w)
-                    seen[k] = 1;
+            w->store_seen = round;
             if (json_is_integer(cap) &&
                 json_integer_value(cap) >= 0) /* a cap changed through another gateway */
                 atomic_store(&w->max_inflight, (int)json_integer_value(cap));
@@ -246,12 +243,11 @@ static void synced(void *arg, int ok, json_t *resp, const char *err)
      * groups are this gateway's own); the list shifts as workers go, so from its end */
     for (int k = n - 1; k >= 0; k--) {
         ig_worker *w = ig_registry_at(k);
-        if (!seen[k] && w->group == 0 && !unpublished(w->url)) {
+        if (w->store_seen != round && w->group == 0 && !unpublished(w->url)) {
             ig_info("worker %s was removed through another gateway", w->url);
             ig_ctl_remove_worker(w, NULL);
         }
     }
-    free(seen);
 }
 
 static void publish_startup(void);

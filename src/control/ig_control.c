@@ -107,13 +107,11 @@ void ig_ctl_publish(void)
 
 ig_worker *ig_ctl_find_url(const char *url)
 {
-    ig_worker *w = ig_registry_find_url(url), *tmp = NULL;
-    const char *why;
-    /* a URL as given may differ from the stored, normalised one */
-    if (!w && ig_worker_new(url, &tmp, &why) == 0) {
-        w = ig_registry_find_url(tmp->url);
-        ig_worker_unref(tmp);
-    }
+    ig_worker *w = ig_registry_find_url(url);
+    char norm[1200];
+    /* a URL as given may differ from the stored, normalised one (found without resolving it) */
+    if (!w && ig_url_normalize(url, norm, sizeof(norm)) == 0)
+        w = ig_registry_find_url(norm);
     return w;
 }
 

@@ -34,6 +34,7 @@ static void send_to(ig_request *r, ig_worker *w, int fresh);
 static void connect_to(ig_request *r, ig_worker *w);
 static void conn_ready(ig_conn_wait *cw, ig_upconn *up);
 static const ig_session *pinned_session(ig_request *r);
+static int pd_merge_over(ig_request *r);
 
 static ig_retry_budget g_budget;
 /* why this thread's last TLS connect failed: the 502's message */
@@ -149,10 +150,8 @@ static void complete(ig_request *r, int reusable)
     if (r->pd && r->pd->merge && r->resp_started) {
         /* return_logprob: the answer ends once the prefill's logprobs are in it */
         r->pd->decode_done = 1;
-        if (ig_pd_running(r))
-            return; /* the leg's end finishes it */
-        ig_pd_merge_prefill_over(r);
-        ig_pd_merge_pump(r, 1);
+        if (ig_pd_running(r) || pd_merge_over(r))
+            return; /* the leg's end finishes it, or it is over */
     }
     /* a prefill still answering after its decode finished has nothing left to give */
     ig_pd_cancel(r);

@@ -94,7 +94,8 @@ typedef struct ig_worker {
     ig_pool *pools;              /* one per loop thread */
     ig_proc procs[IG_MAX_PROCS]; /* filled in order, never emptied (a restarted process is a new id) */
     atomic_int n_procs;
-    void *control; /* the control thread's own state for this worker */
+    void *control;       /* the control thread's own state for this worker */
+    uint32_t store_seen; /* control thread: the last read of the shared registry that had it (cluster) */
     /* low 32 bits: requests in flight; high 32 bits: other references.
      * One atomic, so a request costs no more than the in-flight count. */
     _Alignas(64) atomic_uint_fast64_t refs;

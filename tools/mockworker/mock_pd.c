@@ -67,6 +67,18 @@ static int is_room(json_t *v)
     return json_is_integer(v) && json_integer_value(v) >= 0;
 }
 
+/* One room (SGLang) or block id (vLLM) into out (at most cap). 0, or -1 with why. */
+static int take_room(json_t *v, uint64_t *out, int cap, int *n, const char *refusal, char *why, size_t wcap)
+{
+    if (!is_room(v)) {
+        snprintf(why, wcap, "%s", refusal);
+        return -1;
+    }
+    if (*n < cap)
+        out[(*n)++] = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
 /* The three fields, checked as a real engine would; the rooms into out (at most cap). */
 static int check(json_t *doc, const char **host, int *port, uint64_t *out, int cap, int *n, char *why,
                  size_t wcap)
@@ -95,15 +107,10 @@ static int check(json_t *doc, const char **host, int *port, uint64_t *out, int c
     *host = json_string_value(h);
     *port = json_is_integer(p) ? (int)json_integer_value(p) : MOCK_PD_DEFAULT_BOOTSTRAP_PORT;
     *n = 0;
-    for (int i = 0; i < (batch ? batch : 1); i++) {
-        json_t *one = batch ? json_array_get(r, (size_t)i) : r;
-        if (!is_room(one)) {
-            snprintf(why, wcap, "bootstrap_room must be a non-negative integer");
+    for (int i = 0; i < (batch ? batch : 1); i++)
+        if (take_room(batch ? json_array_get(r, (size_t)i) : r, out, cap, n,
+                      "bootstrap_room must be a non-negative integer", why, wcap))
             return -1;
-        }
-        if (*n < cap)
-            out[(*n)++] = (uint64_t)json_integer_value(one);
-    }
     return 0;
 }
 
@@ -126,15 +133,10 @@ static int check_vllm(json_t *doc, const char **host, int *port, uint64_t *out, 
     *host = json_string_value(h);
     *port = (int)json_integer_value(p);
     *n = 0;
-    for (size_t i = 0; i < json_array_size(ids); i++) {
-        json_t *b = json_array_get(ids, i);
-        if (!is_room(b)) {
-            snprintf(why, wcap, "remote_block_ids must be non-negative integers");
+    for (size_t i = 0; i < json_array_size(ids); i++)
+        if (take_room(json_array_get(ids, i), out, cap, n, "remote_block_ids must be non-negative integers",
+                      why, wcap))
             return -1;
-        }
-        if (*n < cap)
-            out[(*n)++] = (uint64_t)json_integer_value(b);
-    }
     return 0;
 }
 
