@@ -53,18 +53,35 @@ async def run_user(session, next_base, convs, out):
             history.append({"role": "assistant", "content": reply})
 
 
-def one_run(policy, n_gw, plan, work):
+def start_nats():
+    port = free_port()
+    p = subprocess.Popen(["nats-server", "-a", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_port(port, timeout=30)
+    return p, f"nats://127.0.0.1:{port}"
+
+
+VARIANTS = [("consistent_hash", False), ("cache_aware", False), ("cache_aware", True)]
+
+
+def label(policy, shared):
+    return policy + (" + NATS" if shared else "")
+
+
+def one_run(policy, shared, n_gw, plan, work):
     mocks = [start_mock(*cache_bench.MOCK_ARGS, "--kv-cache-tokens", cache_bench.KV_TOKENS, "--worker-id", f"m{i}")
              for i in range(cache_bench.WORKERS)]
     urls = [f"http://127.0.0.1:{ports[0]}" for _, ports in mocks]
     etcd, eurl = start_etcd(tempfile.mkdtemp(dir=work))
+    nats, nurl = start_nats() if shared else (None, None)
     gws, ports = [], []
     try:
         for i in range(n_gw):
             port = free_port()
             gws.append(pinned([os.path.join(BUILD, "infergate"), "--port", str(port), "--threads", "1",
                                "--log-level", "warn", "--health-check-interval-secs", "0", "--policy", policy,
-                               "--etcd-endpoints", eurl, *(["--worker-urls", *urls] if i == 0 else [])]))
+                               "--etcd-endpoints", eurl, *(["--nats-servers", nurl] if shared else []),
+                               *(["--worker-urls", *urls] if i == 0 else [])]))
             wait_port(port, timeout=30)
             ports.append(port)
         import urllib.request
@@ -90,13 +107,15 @@ def one_run(policy, n_gw, plan, work):
         done = [s["completed"] for s in st]
         prompt = sum(s["prompt_tokens"] for s in st)
         cached = sum(s["cached_tokens"] for s in st)
-        return {"policy": policy, "gateways": n_gw, "requests": len(lat), "rps": len(lat) / wall,
+        return {"policy": label(policy, shared), "gateways": n_gw, "requests": len(lat), "rps": len(lat) / wall,
                 "hit_rate": cached / prompt if prompt else 0.0, "max_min_load": max(done) / max(1, min(done)),
                 "per_worker": done}
     finally:
         for g in gws:
             stop(g)
         stop(etcd)
+        if nats:
+            stop(nats)
         for p, _ in mocks:
             stop(p)
 
@@ -106,20 +125,24 @@ def main():
     ap.add_argument("--users", type=int, default=32)
     ap.add_argument("--convs", type=int, default=2)
     ap.add_argument("--turns", type=int, default=6)
+    ap.add_argument("--only", help="one variant's label (a quick look: no table written)")
     args = ap.parse_args()
     plan = cache_bench.make_workload(args.users, args.convs, args.turns)
     work = tempfile.mkdtemp(prefix="igcluster-")
     res = []
     try:
-        for policy in ("consistent_hash", "cache_aware"):
+        for policy, shared in VARIANTS:
+            if args.only and label(policy, shared) != args.only:
+                continue
             for n in (1, 2, 4):
-                r = one_run(policy, n, plan, work)
+                r = one_run(policy, shared, n, plan, work)
                 res.append(r)
-                print(f"{policy:16s} {n} gateways: hit {r['hit_rate']:.3f}  {r['rps']:.0f} req/s  "
+                print(f"{r['policy']:22s} {n} gateways: hit {r['hit_rate']:.3f}  {r['rps']:.0f} req/s  "
                       f"max/min {r['max_min_load']:.2f}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    write(res, args)
+    if not args.only:
+        write(res, args)
 
 
 def write(res, args):
@@ -152,9 +175,9 @@ def plot(res):
         print("matplotlib missing: no plot")
         return
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
-    for policy in ("consistent_hash", "cache_aware"):
-        rs = [r for r in res if r["policy"] == policy]
-        ax.plot([r["gateways"] for r in rs], [r["hit_rate"] for r in rs], marker="o", label=policy)
+    for policy, shared in VARIANTS:
+        rs = [r for r in res if r["policy"] == label(policy, shared)]
+        ax.plot([r["gateways"] for r in rs], [r["hit_rate"] for r in rs], marker="o", label=label(policy, shared))
     ax.set_xlabel("gateways (turns spread over them)")
     ax.set_ylabel("prefix-cache hit rate")
     ax.set_xticks([1, 2, 4])

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 pkgs=(build-essential libuv1-dev node-llhttp libjansson-dev libxxhash-dev libcmocka-dev libssl-dev openssl
       python3 python3-pytest python3-httpx python3-aiohttp python3-requests
       python3-uvicorn python3-gunicorn python3-starlette python3-prometheus-client curl ca-certificates procps nginx-light
-      etcd-server)
+      etcd-server libnats-dev nats-server)
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 [ "${IG_EXTRA_PKGS:-}" ] && pkgs+=($IG_EXTRA_PKGS)
@@ -23,9 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # etcd is for the cluster tests, which start their own: not a service left running here
-    if [[ " ${missing[*]} " == *" etcd-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+    # etcd and NATS are for the cluster tests, which start their own: not services left running here
+    if [[ " ${missing[*]} " == *" etcd-server "* || " ${missing[*]} " == *" nats-server "* ]] && command -v systemctl >/dev/null 2>&1; then
         $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
+        $SUDO systemctl disable --now nats-server >/dev/null 2>&1 || true
     fi
 fi
 

@@ -16,7 +16,7 @@
 #define IG_VERSION "0.1.0"
 
 /* clang-format off */
-typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES, T_BACKEND, T_ASSIGN, T_PREFILL, T_DECODE, T_PDPROTO, T_ETCD } opt_type;
+typedef enum { T_STR, T_INT, T_U64, T_U32, T_SECS, T_POLICY, T_LOGLEVEL, T_URLS, T_BOOL, T_PATH, T_RATIO, T_SPREAD, T_FACTOR, T_CIDRS, T_STATUSES, T_PATHS, T_FILES, T_BACKEND, T_ASSIGN, T_PREFILL, T_DECODE, T_PDPROTO, T_ETCD, T_NATS } opt_type;
 /* clang-format on */
 
 typedef struct opt {
@@ -45,6 +45,7 @@ static const opt opts[] = {
     {"forward-paths", T_PATHS, OFF(forward_paths), "PREFIX [PREFIX ...]: paths forwarded as they are (any method, any body) to the workers, balanced per request; / forwards every path infergate does not answer itself (default: none)"},
     {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default) | cache_aware | consistent_hash | manual"},
     {"etcd-endpoints", T_ETCD, OFF(etcd_endpoints), "URL[,URL...]: share the worker registry with other gateways through etcd (its v3 JSON gateway, http://host:2379); without it this gateway keeps its own"},
+    {"nats-servers", T_NATS, OFF(nats_servers), "URL[,URL...]: share the cache-aware prefix index with the other gateways over NATS (nats://host:4222), so a conversation's turns find their worker through any gateway"},
     {"etcd-prefix", T_STR, OFF(etcd_prefix), "every key this cluster keeps in etcd starts with it (default /infergate/)"},
     {"etcd-lease-ttl-secs", T_SECS, OFF(etcd_lease_ttl_secs), "a gateway that stops renewing is gone from the cluster this long after (default 5)"},
     {"etcd-sync-interval-secs", T_SECS, OFF(etcd_sync_interval_secs), "how often the shared registry is read back whole (default 1)"},
@@ -211,12 +212,31 @@ static const opt *find_opt(const char *name)
 
 static int strv_add(ig_strv *sv, const char *s);
 
-/* "host:port" as "http://host:port" (etcd's own flags take both) */
-static int strv_add_http(ig_strv *sv, const char *s)
+/* A comma-separated list of servers (or one of several values); "host:port"
+ * gets scheme (etcd's and NATS's own flags take both); tls, if given, is
+ * refused by name. */
+static int add_server_list(ig_strv *sv, const char *val, const char *scheme, const char *tls,
+                           const char *flag, char *err, size_t errlen)
 {
-    char u[600];
-    snprintf(u, sizeof(u), "http://%s", s);
-    return strv_add(sv, u);
+    for (const char *p = val; *p;) {
+        size_t n = strcspn(p, ",");
+        char one[512];
+        if (n && n < sizeof(one)) {
+            memcpy(one, p, n);
+            one[n] = '\0';
+            if (!strncmp(one, tls, strlen(tls)))
+                return errf(
+                    err, errlen,
+                    "%s %s: TLS to it is not supported yet (give its plain %s URL, on a private network)",
+                    flag, one, scheme);
+            char u[600];
+            snprintf(u, sizeof(u), "%s%s", strstr(one, "://") ? "" : scheme, one);
+            if (strv_add(sv, u))
+                return errf(err, errlen, "out of memory");
+        }
+        p += n + (p[n] == ',');
+    }
+    return 0;
 }
 
 static int strv_add(ig_strv *sv, const char *s)
@@ -411,24 +431,10 @@ static int set_value(ig_config *cfg, const opt *o, const char *val, char *err, s
     case T_URLS: return strv_add(&cfg->worker_urls, val);
     case T_DECODE: return strv_add(&cfg->decode_urls, val);
     case T_ETCD:
-        for (const char *p = val; *p;) { /* a comma-separated list, or several values */
-            size_t n = strcspn(p, ",");
-            char one[512];
-            if (n && n < sizeof(one)) {
-                memcpy(one, p, n);
-                one[n] = '\0';
-                if (!strncmp(one, "https://", 8))
-                    return errf(err, errlen,
-                                "--etcd-endpoints %s: etcd over TLS is not supported yet (give its plain "
-                                "http:// client URL, on a private network)",
-                                one);
-                if (strstr(one, "://") ? strv_add(&cfg->etcd_endpoints, one)
-                                       : strv_add_http(&cfg->etcd_endpoints, one))
-                    return errf(err, errlen, "out of memory");
-            }
-            p += n + (p[n] == ',');
-        }
-        return 0;
+        return add_server_list(&cfg->etcd_endpoints, val, "http://", "https://", "--etcd-endpoints", err,
+                               errlen);
+    case T_NATS:
+        return add_server_list(&cfg->nats_servers, val, "nats://", "tls://", "--nats-servers", err, errlen);
     case T_PDPROTO:
         if (strcmp(val, "sglang") && strcmp(val, "vllm"))
             return errf(err, errlen, "--pd-protocol: expected sglang or vllm, got '%s'", val);
@@ -803,7 +809,7 @@ int ig_config_parse(ig_config *cfg, int argc, char **argv, char *err, size_t err
             continue;
         }
         if ((o->type == T_URLS || o->type == T_PATHS || o->type == T_FILES || o->type == T_DECODE ||
-             o->type == T_ETCD) &&
+             o->type == T_ETCD || o->type == T_NATS) &&
             !val) {
             int n = 0;
             while (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
@@ -852,6 +858,7 @@ void ig_config_free(ig_config *cfg)
     strv_free(&cfg->prefill_urls);
     strv_free(&cfg->decode_urls);
     strv_free(&cfg->etcd_endpoints);
+    strv_free(&cfg->nats_servers);
     free(cfg->etcd_prefix);
     strv_free(&cfg->ca_cert_paths);
     free(cfg->client_cert_path);
@@ -993,6 +1000,8 @@ ig_control_config ig_config_control(const ig_config *cfg)
         .n_decode = cfg->decode_urls.n,
         .etcd_endpoints = cfg->etcd_endpoints.v,
         .n_etcd = cfg->etcd_endpoints.n,
+        .nats_servers = cfg->nats_servers.v,
+        .n_nats = ig_config_uses_policy(cfg, IG_POLICY_CACHE_AWARE) ? cfg->nats_servers.n : 0,
         .etcd_prefix = cfg->etcd_prefix ? cfg->etcd_prefix : "/infergate/",
         .etcd_lease_ttl_secs = cfg->etcd_lease_ttl_secs > 1 ? cfg->etcd_lease_ttl_secs : 2,
         .etcd_sync_interval_secs = cfg->etcd_sync_interval_secs,

@@ -50,6 +50,7 @@ typedef struct ig_config {
     ig_strv decode_urls;               /* --decode URL ... */
     int prefill_policy, decode_policy; /* ig_policy_kind, -1: --policy's */
     int pd_vllm;                       /* --pd-protocol vllm */
+    ig_strv nats_servers;              /* --nats-servers: the prefix index shared over NATS */
     ig_strv etcd_endpoints;            /* --etcd-endpoints: the registry shared through etcd */
     char *etcd_prefix;                 /* NULL: /infergate/ */
     double etcd_lease_ttl_secs, etcd_sync_interval_secs;

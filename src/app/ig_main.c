@@ -17,6 +17,7 @@
 #include "../health/ig_breaker.h"
 #include "../core/ig_epoch.h"
 #include "../balance/ig_affinity.h"
+#include "../balance/ig_prefix_share.h"
 #include "../balance/ig_sticky.h"
 #include "../admission/ig_admission.h"
 #include "../control/ig_control.h"
@@ -356,6 +357,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "infergate: cannot allocate the prefix index (--max-tree-size)\n");
         goto out;
     }
+    if (cfg.nats_servers.n && !control_cfg.n_nats)
+        ig_warn("--nats-servers: only --policy cache_aware shares anything over NATS; not connecting");
+    if (control_cfg.n_nats &&
+        (rc = ig_prefix_share_init(cfg.threads, IG_PREFIX_SHARE_RING_WORDS, ig_control_share_wake, NULL))) {
+        fprintf(stderr, "infergate: cannot allocate the shared prefix index's rings\n");
+        goto out;
+    }
     ig_epoch_init(cfg.threads);
 
     nthreads = cfg.threads;
@@ -417,6 +425,7 @@ out:
     free(threads);
     free(fds);
     ig_prefix_free();
+    ig_prefix_share_free();
     ig_sticky_shutdown();
     ig_routes_shutdown();
     ig_tls_ctx_free(pool_cfg.tls);

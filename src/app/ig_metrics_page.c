@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "../balance/ig_sticky.h"
+#include "../control/ig_control.h"
 #include "../registry/ig_sessions.h"
 #include "../admission/ig_admission.h"
 #include "../server/ig_h1conn.h"
@@ -39,6 +40,38 @@ static uint64_t rd(ig_counter *c)
         }                                                                                                    \
         _s;                                                                                                  \
     })
+
+/* the prefix index shared over NATS (--nats-servers): only when it is on */
+static void share_metrics(ig_buf *o)
+{
+    ig_share_stats ss;
+    ig_control_share_stats(&ss);
+    if (!ss.on)
+        return;
+    put(o,
+        "# HELP infergate_prefix_share_connected 1 while the NATS connection that shares the prefix index is up.\n"
+        "# TYPE infergate_prefix_share_connected gauge\ninfergate_prefix_share_connected %d\n",
+        ss.connected);
+    put(o,
+        "# HELP infergate_prefix_share_messages_total Prefix-index messages: sent, lost (not taken by the "
+        "connection), received, malformed (received and ignored).\n"
+        "# TYPE infergate_prefix_share_messages_total counter\n"
+        "infergate_prefix_share_messages_total{kind=\"sent\"} %llu\n"
+        "infergate_prefix_share_messages_total{kind=\"lost\"} %llu\n"
+        "infergate_prefix_share_messages_total{kind=\"received\"} %llu\n"
+        "infergate_prefix_share_messages_total{kind=\"malformed\"} %llu\n",
+        (unsigned long long)ss.messages_sent, (unsigned long long)ss.messages_lost,
+        (unsigned long long)ss.messages_received, (unsigned long long)ss.messages_malformed);
+    put(o,
+        "# HELP infergate_prefix_share_inserts_total Prefix inserts: applied from other gateways, unknown "
+        "(for a worker not registered here), dropped (this gateway's, lost to a full ring).\n"
+        "# TYPE infergate_prefix_share_inserts_total counter\n"
+        "infergate_prefix_share_inserts_total{kind=\"applied\"} %llu\n"
+        "infergate_prefix_share_inserts_total{kind=\"unknown\"} %llu\n"
+        "infergate_prefix_share_inserts_total{kind=\"dropped\"} %llu\n",
+        (unsigned long long)ss.records_applied, (unsigned long long)ss.records_unknown,
+        (unsigned long long)ss.records_dropped);
+}
 
 typedef ig_hist *(*hist_of)(ig_thread *t, int route);
 
@@ -266,6 +299,7 @@ int ig_metrics_render(ig_buf *o, ig_thread *th, int n, const ig_snapshot *s)
         put(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", counters[i].name, counters[i].help,
             counters[i].name, counters[i].name, (unsigned long long)counters[i].v);
 
+    share_metrics(o);
     put(o,
         "# HELP infergate_queue_depth Requests waiting for a worker slot.\n"
         "# TYPE infergate_queue_depth gauge\ninfergate_queue_depth %d\n",

@@ -140,14 +140,19 @@ static entry *claim(uint64_t key)
 
 void ig_prefix_insert(const ig_prefix_query *q, uint64_t worker_id, uint32_t now)
 {
+    ig_prefix_insert_keys(q->key, q->n, worker_id, now);
+}
+
+void ig_prefix_insert_keys(const uint64_t *key, int n, uint64_t worker_id, uint32_t now)
+{
     if (!table)
         return;
     int word = (int)((worker_id >> 6) & 1);
     uint64_t bit = 1ull << (worker_id & 63);
-    for (int i = 0; i < q->n; i++) {
-        entry *e = find(q->key[i]);
+    for (int i = 0; i < n; i++) {
+        entry *e = find(key[i]);
         if (!e)
-            e = claim(q->key[i]);
+            e = claim(key[i]);
         /* write only what changes: shared prefixes stay read-mostly */
         if (!(atomic_load_explicit(&e->bits[word], memory_order_relaxed) & bit))
             atomic_fetch_or_explicit(&e->bits[word], bit, memory_order_relaxed);

@@ -55,6 +55,8 @@ void ig_prefix_free(void);
 int ig_prefix_match(const ig_prefix_query *q, ig_holders *holders);
 /** worker_id served q: it holds every block of it now (now: a coarse clock). */
 void ig_prefix_insert(const ig_prefix_query *q, uint64_t worker_id, uint32_t now);
+/** The same for some of a prompt's block keys (another gateway's insert). */
+void ig_prefix_insert_keys(const uint64_t *key, int n, uint64_t worker_id, uint32_t now);
 /** Background upkeep (one thread): keep only live workers' bits, drop empty
  * entries, and when more than high percent of the entries are used, evict
  * the oldest down to low percent. Returns the entries in use. */

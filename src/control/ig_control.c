@@ -291,6 +291,7 @@ int ig_control_start(const ig_control_config *cfg, int nthreads, const ig_contro
     for (int i = 0; i < n_boot; i++)
         ig_ctl_add_worker(&boot[i], NULL);
     rc = ig_cluster_start(&ctl.loop, cfg);
+    rc = rc ? rc : ig_share_start(&ctl.loop, cfg);
     if (!rc && ig_cluster_enabled())
         ig_cluster_publish_startup(boot, n_boot);
     free(boot);
@@ -334,11 +335,13 @@ void ig_control_stop(void)
     uv_thread_join(&ctl.tid);
     /* the loop threads are gone: close what is left here, then the registry */
     ig_cluster_stop();
+    ig_share_stop();
     ig_ctl_workers_shutdown();
     ig_wakeup_close(&ctl.inbox_wake);
     uv_walk(&ctl.loop, close_walk, NULL);
     uv_run(&ctl.loop, UV_RUN_DEFAULT);
     ig_wakeup_release(&ctl.inbox_wake); /* the loop threads, its senders, are gone */
+    ig_share_release();
     uv_loop_close(&ctl.loop);
     for (ig_inbox_node *n = ig_inbox_take(&ctl.inbox), *next; n; n = next) {
         next = n->next;

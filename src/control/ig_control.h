@@ -31,6 +31,8 @@ typedef struct ig_control_config {
     int n_etcd;
     const char *etcd_prefix; /* every key under it */
     double etcd_lease_ttl_secs, etcd_sync_interval_secs;
+    char **nats_servers; /* --nats-servers: the prefix index is shared over NATS (0: not) */
+    int n_nats;
     const char *self_addr;        /* this gateway's address, in its member key */
     uint32_t worker_max_inflight; /* their cap */
     double discovery_timeout_secs;
@@ -54,6 +56,17 @@ typedef struct ig_control_config {
     /* the gateway's own keys: a worker may not make a session of one */
     const char *api_key, *admin_api_key, *metrics_api_key;
 } ig_control_config;
+
+/* The shared prefix index's traffic (--nats-servers), for /metrics. */
+typedef struct ig_share_stats {
+    int on, connected;
+    uint64_t messages_sent, messages_lost, messages_received, messages_malformed;
+    uint64_t records_applied, records_unknown, records_dropped;
+} ig_share_stats;
+/** Any thread. */
+void ig_control_share_stats(ig_share_stats *out);
+/** A loop thread's ring got inserts (ig_prefix_share_init's wake-up). */
+void ig_control_share_wake(void *arg);
 
 /* What the control thread may ask of the loop threads (the app wires them). */
 typedef struct ig_control_hooks {

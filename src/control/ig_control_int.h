@@ -73,6 +73,10 @@ void ig_cluster_set_pause(int all, char *const *models, int n, void (*cb)(void *
 void ig_cluster_put_versions(long fleet_version);
 /** The start-up workers, into etcd (again until it takes them). */
 void ig_cluster_publish_startup(const ig_ctl_worker_spec *specs, int n);
+/* ig_share.c: the prefix index shared between gateways (--nats-servers) */
+int ig_share_start(uv_loop_t *loop, const ig_control_config *cfg); /* 0 also when not asked for */
+void ig_share_stop(void);
+void ig_share_release(void); /* after the loop threads are joined */
 /** The index of the worker group called name (0: NULL or "default"), or -1. */
 int ig_ctl_group_index(const char *name);
 /** Remove w (it drains); m may be NULL (the shared registry dropped it). */

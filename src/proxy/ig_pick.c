@@ -52,13 +52,13 @@ static ig_worker *affinity_choose(ig_request *r, const ig_proxy_config *cfg, ig_
 {
     static _Thread_local ig_prefix_query q;
     const ig_body_fields *f = &r->fields;
-    int i, aff = 0, cache = cfg->policy == IG_POLICY_CACHE_AWARE;
+    int i, aff = 0, depth = 0, cache = cfg->policy == IG_POLICY_CACHE_AWARE;
+    ig_holders holders;
     if (cache) {
         if (!f->n_text)
             return NULL;
-        ig_holders holders;
         ig_prefix_hash(f->text, f->n_text, f->has_model ? f->model : NULL, f->model_len, &q);
-        int depth = ig_prefix_match(&q, &holders);
+        depth = ig_prefix_match(&q, &holders);
         ig_cache_aware_cfg cc = {cfg->cache_threshold, (int)cfg->balance_abs_threshold,
                                  cfg->balance_rel_threshold};
         i = ig_cache_aware_pick(&cc, &r->px->pol, cand, n, depth, q.len, &holders, has_room, &now, &aff);
@@ -77,8 +77,13 @@ static ig_worker *affinity_choose(ig_request *r, const ig_proxy_config *cfg, ig_
         ig_admission_release(r->px->admq, cand[i]);
         return NULL;
     }
-    if (cache) /* it will hold this prompt's prefix now */
+    if (cache) { /* it will hold this prompt's prefix now */
         ig_prefix_insert(&q, cand[i]->id, (uint32_t)(now / 100));
+        /* the other gateways hear only the new blocks: the held ones went out when they were new */
+        int from = ig_holders_has(&holders, cand[i]->id) ? depth : 0;
+        if (r->px->share)
+            ig_prefix_share_put(r->px->share, cand[i]->url_key, q.key + from, q.n - from);
+    }
     return cand[i];
 }
 

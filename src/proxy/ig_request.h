@@ -16,6 +16,7 @@
 
 #include "../admission/ig_admission.h"
 #include "../balance/ig_policy.h"
+#include "../balance/ig_prefix_share.h"
 #include "../core/ig_block.h"
 #include "../core/ig_freelist.h"
 #include "../core/ig_inbox.h"
@@ -82,6 +83,7 @@ typedef struct ig_proxy_ctx {
     ig_thread_stats *stats;
     ig_inbox *replies; /* answers from the control thread come back here */
     ig_policy_state pol;
+    ig_prefix_outbox *share;     /* this thread's inserts on their way to other gateways (NULL: not shared) */
     ig_list backoff;             /* requests waiting out a retry backoff */
     ig_freelist pd_legs, pd_ins; /* prefill legs and their bootstrap fields (made on the first) */
     uint64_t pd_rooms;           /* the bootstrap rooms' generator */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "../core/ig_epoch.h"
 
@@ -229,6 +230,7 @@ int ig_worker_new(const char *url, ig_worker **out, const char **err)
     url_origin(w->url, (size_t)ul + 1, host, port, tls);
     memcpy(w->url + ul, path, plen + 1);
     w->url[ul + plen] = '\0';
+    w->url_key = XXH3_64bits(w->url, (size_t)ul + plen);
     w->base_path_len = plen;
     w->host_header_len = (size_t)ul - scheme;
     memcpy(w->host_header, w->url + scheme, w->host_header_len);

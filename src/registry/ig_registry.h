@@ -60,9 +60,10 @@ typedef struct ig_worker_stats {
 } ig_worker_stats;
 
 typedef struct ig_worker {
-    uint64_t id; /* public id: never reused */
-    char *url;   /* normalised: http[s]://host:port, then the base path if any */
-    int tls;     /* https: TLS to it (net/ig_net) */
+    uint64_t id;      /* public id: never reused */
+    char *url;        /* normalised: http[s]://host:port, then the base path if any */
+    uint64_t url_key; /* a hash of url: names it to other gateways (the shared prefix index) */
+    int tls;          /* https: TLS to it (net/ig_net) */
     char *host;
     uint16_t port;
     char *host_header; /* "host:port" sent as Host */

@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../balance/ig_prefix_share.h"
 #include "../core/ig_log.h"
 #include "../core/ig_epoch.h"
 #include "../core/ig_inbox.h"
@@ -188,6 +189,7 @@ static int thread_init(ig_thread *th, int idx, const ig_server_config *cfg, cons
     th->px.admq = &th->admq;
     th->px.stats = &th->stats;
     th->px.replies = &th->replies;
+    th->px.share = ig_prefix_share_outbox(idx);
     rc = rc ? rc : uv_tcp_init(&th->loop, &th->listener);
     if (rc)
         return rc;
