@@ -3,18 +3,20 @@ multi-turn chat workload (bench/cache_bench.py: many users, conversations
 of growing length, shared system prompts, 8 mock workers with a prefix KV
 cache) sent through 1, 2 and 4 infergate gateways that share their workers
 through one etcd, each turn to the next gateway in turn (as an L4 balancer
-spreads new connections), for consistent_hash and cache_aware. Reports the
+spreads new connections), for consistent_hash and cache_aware, each alone
+and with --nats-servers (prefix inserts and loads shared). Reports the
 cache hit rate, requests/s and the max/min requests per worker, as ratios
 to one gateway. Writes bench/results/cluster.{md,json}, the README section
 and a plot.
 
-Usage: /usr/bin/python3 bench/cluster_bench.py [--users 32] [--convs 2] [--turns 6]"""
+Usage: /usr/bin/python3 bench/cluster_bench.py [--users 32] [--convs 2] [--turns 6] [--rounds 3]"""
 import argparse
 import asyncio
 import itertools
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -61,7 +63,7 @@ def start_nats():
     return p, f"nats://127.0.0.1:{port}"
 
 
-VARIANTS = [("consistent_hash", False), ("cache_aware", False), ("cache_aware", True)]
+VARIANTS = [("consistent_hash", False), ("consistent_hash", True), ("cache_aware", False), ("cache_aware", True)]
 
 
 def label(policy, shared):
@@ -95,78 +97,84 @@ def one_run(policy, shared, n_gw, plan, work):
         turn = itertools.cycle([f"http://127.0.0.1:{p}" for p in ports])
 
         async def main():
-            lat = []
-            conn = aiohttp.TCPConnector(limit=0)
-            async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=600)) as s:
-                t0 = time.perf_counter()
-                await asyncio.gather(*[run_user(s, lambda: next(turn), convs, lat) for convs in plan])
-                return lat, time.perf_counter() - t0
-
-        lat, wall = asyncio.run(main())
-        st = cache_bench.stats_of(urls)
-        done = [s["completed"] for s in st]
-        prompt = sum(s["prompt_tokens"] for s in st)
-        cached = sum(s["cached_tokens"] for s in st)
-        return {"policy": label(policy, shared), "gateways": n_gw, "requests": len(lat), "rps": len(lat) / wall,
-                "hit_rate": cached / prompt if prompt else 0.0, "max_min_load": max(done) / max(1, min(done)),
-                "per_worker": done}
-    finally:
-        for g in gws:
-            stop(g)
-        stop(etcd)
-        if nats:
-            stop(nats)
-        for p, _ in mocks:
-            stop(p)
-
-
-def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=32)
     ap.add_argument("--convs", type=int, default=2)
     ap.add_argument("--turns", type=int, default=6)
+    ap.add_argument("--rounds", type=int, default=3, help="each variant this often, rounds alternating them")
     ap.add_argument("--only", help="one variant's label (a quick look: no table written)")
     args = ap.parse_args()
     plan = cache_bench.make_workload(args.users, args.convs, args.turns)
     work = tempfile.mkdtemp(prefix="igcluster-")
     res = []
     try:
-        for policy, shared in VARIANTS:
-            if args.only and label(policy, shared) != args.only:
-                continue
-            for n in (1, 2, 4):
-                r = one_run(policy, shared, n, plan, work)
-                res.append(r)
-                print(f"{r['policy']:22s} {n} gateways: hit {r['hit_rate']:.3f}  {r['rps']:.0f} req/s  "
-                      f"max/min {r['max_min_load']:.2f}", flush=True)
+        for rnd in range(args.rounds):
+            for policy, shared in VARIANTS:
+                if args.only and label(policy, shared) != args.only:
+                    continue
+                for n in (1, 2, 4):
+                    r = one_run(policy, shared, n, plan, work)
+                    r["round"] = rnd
+                    res.append(r)
+                    print(f"round {rnd} {r['policy']:22s} {n} gateways: hit {r['hit_rate']:.3f}  {r['rps']:.0f} "
+                          f"req/s  max/min {r['max_min_load']:.2f}  affinity {r['affinity']}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if not args.only:
         write(res, args)
 
 
+def summary(res):
+    """Per variant and gateway count: each round's ratios to that round's one gateway, median and range."""
+    out = []
+    for policy, shared in VARIANTS:
+        name = label(policy, shared)
+        for n in (1, 2, 4):
+            hit, rps, mm = [], [], []
+            for r in res:
+                if r["policy"] == name and r["gateways"] == n:
+                    base = next(b for b in res if b["policy"] == name and b["gateways"] == 1 and
+                                b["round"] == r["round"])
+                    hit.append(r["hit_rate"] / base["hit_rate"])
+                    rps.append(r["rps"] / base["rps"])
+                    mm.append(r["max_min_load"])
+            if hit:
+                out.append({"policy": name, "gateways": n, "hit": sorted(hit), "rps": sorted(rps),
+                            "max_min": sorted(mm),
+                            "hit_rate": statistics.median(r["hit_rate"] for r in res
+                                                          if r["policy"] == name and r["gateways"] == n)})
+    return out
+
+
+def cell(v):
+    med = statistics.median(v)
+    return f"{med:.2f}" if len(v) == 1 else f"{min(v):.2f}–{max(v):.2f} ({med:.2f})"
+
+
 def write(res, args):
-    one = {r["policy"]: r for r in res if r["gateways"] == 1}
-    rows = ["| policy | gateways | cache hit rate (x one gateway) | requests/s (x one gateway) | max/min requests per worker |",
-            "|---|---|---|---|---|"]
-    for r in res:
-        base = one[r["policy"]]
-        rows.append(f"| {r['policy']} | {r['gateways']} | {r['hit_rate'] / base['hit_rate']:.2f} | "
-                    f"{r['rps'] / base['rps']:.2f} | {r['max_min_load']:.2f} |")
-    hit1 = one["cache_aware"]["hit_rate"]
+    summ = summary(res)
+    rows = ["| policy | gateways | cache hit rate (x one gateway) | requests/s (x one gateway) | "
+            "max/min requests per worker |", "|---|---|---|---|---|"]
+    for s in summ:
+        if s["gateways"] > 1:
+            rows.append(f"| {s['policy']} | {s['gateways']} | {cell(s['hit'])} | {cell(s['rps'])} | "
+                        f"{cell(s['max_min'])} |")
+    hit1 = statistics.median(r["hit_rate"] for r in res if r["policy"] == "cache_aware" and r["gateways"] == 1)
     body = "\n".join(rows) + (
-        f"\n\n{args.users} users x {args.convs} conversations x {args.turns} turns (the cache bench's workload, "
+        f"\n\nRanges over {args.rounds} rounds (medians in brackets), each ratio to the same round's one gateway. "
+        f"{args.users} users x {args.convs} conversations x {args.turns} turns (the cache bench's workload, "
         f"not streamed), 8 mock workers with a prefix cache, each turn to the next gateway; the gateways share "
         f"their workers through one etcd. One gateway's cache_aware hit rate is {hit1:.0%} of prompt tokens. "
-        f"cache_aware's index is each gateway's own so far (the plan to share it: docs/internals/cluster.md); "
-        f"consistent_hash keys the conversation (x-session-id): the gateways share its ring, and lose "
-        f"hits only where one's bounded load, counted on its own share of the requests, moves a turn. "
+        f"Without NATS each gateway's prefix index and load counts are its own: a conversation's next turn "
+        f"reaches a gateway that never saw it, and bounded load, counted on a quarter of the requests, moves "
+        f"turns. With `--nats-servers` the gateways publish their prefix inserts and in-flight counts to each "
+        f"other (docs/internals/cluster.md). "
         f"Measured {time.strftime('%Y-%m-%d')} with `/usr/bin/python3 bench/cluster_bench.py`.\n")
-    write_results("cluster", "Several gateways, one fleet", body, {"results": res})
-    plot(res)
+    write_results("cluster", "Several gateways, one fleet", body, {"results": res, "summary": summ})
+    plot(summ)
 
 
-def plot(res):
+def plot(summ):
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -176,10 +184,11 @@ def plot(res):
         return
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     for policy, shared in VARIANTS:
-        rs = [r for r in res if r["policy"] == label(policy, shared)]
-        ax.plot([r["gateways"] for r in rs], [r["hit_rate"] for r in rs], marker="o", label=label(policy, shared))
+        rs = [s for s in summ if s["policy"] == label(policy, shared)]
+        ax.plot([s["gateways"] for s in rs], [s["hit_rate"] for s in rs], marker="o",
+                linestyle="-" if shared else "--", label=label(policy, shared))
     ax.set_xlabel("gateways (turns spread over them)")
-    ax.set_ylabel("prefix-cache hit rate")
+    ax.set_ylabel("prefix-cache hit rate (median)")
     ax.set_xticks([1, 2, 4])
     ax.set_ylim(0, 1)
     ax.legend()

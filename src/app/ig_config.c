@@ -45,7 +45,7 @@ static const opt opts[] = {
     {"forward-paths", T_PATHS, OFF(forward_paths), "PREFIX [PREFIX ...]: paths forwarded as they are (any method, any body) to the workers, balanced per request; / forwards every path infergate does not answer itself (default: none)"},
     {"policy", T_POLICY, OFF(policy), "round_robin | random | power_of_two | least_load (default) | cache_aware | consistent_hash | manual"},
     {"etcd-endpoints", T_ETCD, OFF(etcd_endpoints), "URL[,URL...]: share the worker registry with other gateways through etcd (its v3 JSON gateway, http://host:2379); without it this gateway keeps its own"},
-    {"nats-servers", T_NATS, OFF(nats_servers), "URL[,URL...]: share the cache-aware prefix index with the other gateways over NATS (nats://host:4222), so a conversation's turns find their worker through any gateway"},
+    {"nats-servers", T_NATS, OFF(nats_servers), "URL[,URL...]: share cache_aware's prefix index and the workers' loads with the other gateways over NATS (nats://host:4222), so a conversation's turns find their worker through any gateway (cache_aware, consistent_hash)"},
     {"etcd-prefix", T_STR, OFF(etcd_prefix), "every key this cluster keeps in etcd starts with it (default /infergate/)"},
     {"etcd-lease-ttl-secs", T_SECS, OFF(etcd_lease_ttl_secs), "a gateway that stops renewing is gone from the cluster this long after (default 5)"},
     {"etcd-sync-interval-secs", T_SECS, OFF(etcd_sync_interval_secs), "how often the shared registry is read back whole (default 1)"},
@@ -1001,7 +1001,10 @@ ig_control_config ig_config_control(const ig_config *cfg)
         .etcd_endpoints = cfg->etcd_endpoints.v,
         .n_etcd = cfg->etcd_endpoints.n,
         .nats_servers = cfg->nats_servers.v,
-        .n_nats = ig_config_uses_policy(cfg, IG_POLICY_CACHE_AWARE) ? cfg->nats_servers.n : 0,
+        .n_nats = ig_config_uses_policy(cfg, IG_POLICY_CACHE_AWARE) ||
+                          ig_config_uses_policy(cfg, IG_POLICY_CONSISTENT_HASH)
+                      ? cfg->nats_servers.n
+                      : 0,
         .etcd_prefix = cfg->etcd_prefix ? cfg->etcd_prefix : "/infergate/",
         .etcd_lease_ttl_secs = cfg->etcd_lease_ttl_secs > 1 ? cfg->etcd_lease_ttl_secs : 2,
         .etcd_sync_interval_secs = cfg->etcd_sync_interval_secs,

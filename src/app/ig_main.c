@@ -358,7 +358,8 @@ int main(int argc, char **argv)
         goto out;
     }
     if (cfg.nats_servers.n && !control_cfg.n_nats)
-        ig_warn("--nats-servers: only --policy cache_aware shares anything over NATS; not connecting");
+        ig_warn(
+            "--nats-servers: only cache_aware and consistent_hash share anything over NATS; not connecting");
     if (control_cfg.n_nats &&
         (rc = ig_prefix_share_init(cfg.threads, IG_PREFIX_SHARE_RING_WORDS, ig_control_share_wake, NULL))) {
         fprintf(stderr, "infergate: cannot allocate the shared prefix index's rings\n");

@@ -53,6 +53,10 @@ static void share_metrics(ig_buf *o)
         "# TYPE infergate_prefix_share_connected gauge\ninfergate_prefix_share_connected %d\n",
         ss.connected);
     put(o,
+        "# HELP infergate_prefix_share_peers Other gateways whose load reports count here (heard from lately).\n"
+        "# TYPE infergate_prefix_share_peers gauge\ninfergate_prefix_share_peers %d\n",
+        ss.peers);
+    put(o,
         "# HELP infergate_prefix_share_messages_total Prefix-index messages: sent, lost (not taken by the "
         "connection), received, malformed (received and ignored).\n"
         "# TYPE infergate_prefix_share_messages_total counter\n"

@@ -7,9 +7,20 @@
 #include <string.h>
 #include <xxhash.h>
 
+/* the whole cluster's view when gateways share loads (--nats-servers):
+ * one gateway's own share is too few requests to bound a worker's load */
 static int load(const ig_worker *w)
 {
-    return (int)ig_worker_inflight(w);
+    return (int)ig_worker_inflight(w) + atomic_load_explicit(&w->remote_inflight, memory_order_relaxed);
+}
+
+/* Room under the load bound. Other gateways' counts lag by their report
+ * interval and a hop, so a request that just ended through another gateway
+ * is still counted, most often the very turn whose answer this request
+ * follows: with remote counts in, the worker gets that one slot back. */
+static int under_bound(const ig_worker *w, int cap)
+{
+    return load(w) + 1 <= cap + (atomic_load_explicit(&w->remote_inflight, memory_order_relaxed) > 0);
 }
 
 /* least-loaded worker with room (among holders under cap only, if given);
@@ -20,7 +31,8 @@ static int least_loaded(ig_policy_state *st, ig_worker *const *cand, int n, cons
     int start = (int)ig_policy_rand(st, (uint32_t)n), best = -1, best_load = 0;
     for (int i = 0; i < n; i++) {
         int j = (start + i) % n, l = load(cand[j]);
-        if ((best < 0 || l < best_load) && (!only || (ig_holders_has(only, cand[j]->id) && l + 1 <= cap)) &&
+        if ((best < 0 || l < best_load) &&
+            (!only || (ig_holders_has(only, cand[j]->id) && under_bound(cand[j], cap))) &&
             room(cand[j], arg)) {
             best = j;
             best_load = l;
@@ -77,7 +89,7 @@ int ig_cache_aware_pick(const ig_cache_aware_cfg *cfg, ig_policy_state *st, ig_w
 /* ---- consistent hashing ---- */
 
 int ig_ring_pick(const ig_ring *r, uint64_t key, ig_worker *const *cand, int n, double bound, ig_room_fn room,
-                 void *arg)
+                 void *arg, int *walked)
 {
     if (n <= 0 || r->n == 0)
         return -1;
@@ -96,8 +108,11 @@ int ig_ring_pick(const ig_ring *r, uint64_t key, ig_worker *const *cand, int n, 
     }
     for (int k = 0; k < r->n; k++) {
         uint32_t i = r->idx[(lo + k) % r->n];
-        if ((int)i < n && load(cand[i]) + 1 <= cap && room(cand[i], arg))
+        if ((int)i < n && under_bound(cand[i], cap) && room(cand[i], arg)) {
+            if (walked)
+                *walked = i != r->idx[lo % r->n];
             return (int)i;
+        }
     }
     return -1;
 }

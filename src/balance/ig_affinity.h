@@ -40,8 +40,9 @@ int ig_cache_aware_pick(const ig_cache_aware_cfg *cfg, ig_policy_state *st, ig_w
 /**
  * consistent_hash with bounded load: the key's worker on the ring, or the
  * next distinct one clockwise while a worker is above bound times the mean
- * in-flight (or has no room). -1 when nobody can take it.
+ * in-flight (or has no room). -1 when nobody can take it. *walked (may be
+ * NULL): 1 when that is not the key's own worker.
  */
 int ig_ring_pick(const ig_ring *r, uint64_t key, ig_worker *const *cand, int n, double bound, ig_room_fn room,
-                 void *arg);
+                 void *arg, int *walked);
 #endif

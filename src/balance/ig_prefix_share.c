@@ -76,6 +76,11 @@ void ig_prefix_share_put(ig_prefix_outbox *o, uint64_t url_key, const uint64_t *
     for (int i = 0; i < n; i++)
         o->word[(head + 2 + (size_t)i) & o->mask] = key[i];
     atomic_store_explicit(&o->head, head + need, memory_order_release);
+    ig_prefix_share_touch(o);
+}
+
+void ig_prefix_share_touch(ig_prefix_outbox *o)
+{
     /* one wake-up per batch, not per request: the control thread clears it when it starts taking */
     if (wake_fn && !atomic_load_explicit(&o->signalled, memory_order_relaxed) &&
         !atomic_exchange_explicit(&o->signalled, 1, memory_order_acq_rel))
@@ -158,6 +163,36 @@ int ig_prefix_share_apply(const void *msg, size_t len, uint64_t (*resolve)(uint6
         at += 2 + n;
     }
     return applied;
+}
+
+size_t ig_load_report_encode(uint8_t *buf, size_t cap, uint64_t sender, const uint64_t *url_key,
+                             const uint32_t *inflight, int n)
+{
+    if (n < 0 || (size_t)n > (cap / 8 - 2) / 2 || cap < 16)
+        return 0;
+    put_word(buf, 0, IG_LOAD_REPORT_MAGIC);
+    put_word(buf, 1, sender);
+    for (int i = 0; i < n; i++) {
+        put_word(buf, 2 + 2 * (size_t)i, url_key[i]);
+        put_word(buf, 3 + 2 * (size_t)i, inflight[i]);
+    }
+    return 8 * (2 + 2 * (size_t)n);
+}
+
+int ig_load_report_parse(const void *msg, size_t len, uint64_t *sender, int *n)
+{
+    if (len % 16 || len < 16 || len > (size_t)INT32_MAX || get_word(msg, 0) != IG_LOAD_REPORT_MAGIC)
+        return -EINVAL;
+    *sender = get_word(msg, 1);
+    *n = (int)((len / 8 - 2) / 2);
+    return 0;
+}
+
+void ig_load_report_pair(const void *msg, int i, uint64_t *url_key, uint32_t *inflight)
+{
+    *url_key = get_word(msg, 2 + 2 * (size_t)i);
+    uint64_t v = get_word(msg, 3 + 2 * (size_t)i);
+    *inflight = v > UINT32_MAX ? UINT32_MAX : (uint32_t)v;
 }
 
 uint64_t ig_prefix_share_dropped(void)

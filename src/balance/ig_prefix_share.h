@@ -11,13 +11,20 @@
  * are the same everywhere (ig_prefix_hash is pure).
  *
  * A message: little-endian 64-bit words, IG_PREFIX_SHARE_MAGIC first, then
- * records of url_key, n, and n block keys. */
+ * records of url_key, n, and n block keys.
+ *
+ * Loads go with the hints: a gateway sees only its own share of each
+ * worker's requests, too few to keep the load bound of cache_aware and
+ * consistent_hash steady, so each gateway reports its in-flight counts and
+ * adds the others' (ig_worker.remote_inflight). A load report: words
+ * IG_LOAD_REPORT_MAGIC, the sender's id, then pairs of url_key, in flight. */
 #ifndef IG_PREFIX_SHARE_H
 #define IG_PREFIX_SHARE_H
 #include <stddef.h>
 #include <stdint.h>
 
 #define IG_PREFIX_SHARE_MAGIC 0x31786670476749ull /* "IgGpfx1" */
+#define IG_LOAD_REPORT_MAGIC 0x3164616f6c4749ull  /* "IGload1" */
 #define IG_PREFIX_SHARE_RING_WORDS (1u << 16)     /* per loop thread: 512 KiB, ~30 longest prompts' blocks */
 
 typedef struct ig_prefix_outbox ig_prefix_outbox;
@@ -34,6 +41,11 @@ ig_prefix_outbox *ig_prefix_share_outbox(int thread);
 /** Loop thread: the worker named url_key holds these block keys now. */
 void ig_prefix_share_put(ig_prefix_outbox *o, uint64_t url_key, const uint64_t *key, int n);
 
+/** Loop thread: a request was routed by affinity with nothing to put
+ * (consistent_hash): wake the control thread as a put would, so loads go
+ * out at the fast pace. */
+void ig_prefix_share_touch(ig_prefix_outbox *o);
+
 /** Control thread, before a round of takes: the next put wakes again. */
 void ig_prefix_share_take_start(void);
 /** Control thread: whole records from the rings into buf as one message
@@ -47,6 +59,14 @@ size_t ig_prefix_share_take(uint8_t *buf, size_t cap);
  * before the fault are applied). */
 int ig_prefix_share_apply(const void *msg, size_t len, uint64_t (*resolve)(uint64_t url_key, void *arg),
                           void *arg, uint32_t now);
+
+/** A load report of n workers into buf: its bytes, or 0 when it does not fit. */
+size_t ig_load_report_encode(uint8_t *buf, size_t cap, uint64_t sender, const uint64_t *url_key,
+                             const uint32_t *inflight, int n);
+/** A received report's sender and size (0), or -EINVAL when malformed. */
+int ig_load_report_parse(const void *msg, size_t len, uint64_t *sender, int *n);
+/** Its pair i (i < n from ig_load_report_parse). */
+void ig_load_report_pair(const void *msg, int i, uint64_t *url_key, uint32_t *inflight);
 
 /** Inserts lost to a full ring, since start. */
 uint64_t ig_prefix_share_dropped(void);

@@ -59,7 +59,7 @@ typedef struct ig_control_config {
 
 /* The shared prefix index's traffic (--nats-servers), for /metrics. */
 typedef struct ig_share_stats {
-    int on, connected;
+    int on, connected, peers; /* peers: gateways whose loads count here */
     uint64_t messages_sent, messages_lost, messages_received, messages_malformed;
     uint64_t records_applied, records_unknown, records_dropped;
 } ig_share_stats;

@@ -3,7 +3,12 @@
  * loop threads' rings into messages on one subject and applies what the
  * other gateways publish there. NATS is a bus for hints, not state: a
  * message lost while the bus is away costs cache hits, never a request,
- * and nothing waits on it. cnats runs its own threads (reading, flushing,
+ * and nothing waits on it. Every LOAD_MS while it has requests in flight
+ * (else once a second) each gateway also reports its
+ * in-flight counts per worker (when they changed, or to say it is still here) on
+ * <base>.load, and keeps the others' last reports to add to its own counts
+ * (ig_worker.remote_inflight); a gateway not heard from in PEER_TTL_MS no
+ * longer counts. cnats runs its own threads (reading, flushing,
  * reconnecting, delivering); a received message is handed to this thread
  * through an inbox, so the index and the registry are touched here only. */
 #include <errno.h>
@@ -11,7 +16,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "../balance/ig_prefix.h"
 #include "../balance/ig_prefix_share.h"
@@ -22,6 +29,25 @@
 #define BATCH_MS 2            /* inserts gather this long before they go: a message, not one per request */
 #define MSG_BYTES (64 * 1024) /* at least one record of IG_PREFIX_MAX_BLOCKS keys */
 #define RECONNECT_BUF (1024 * 1024) /* hints held while the bus is away; older ones are not worth sending */
+/* loads go this often while requests are in flight: well under a short
+ * request's time, or the others' view of it is already stale (20 ms
+ * measured no better than no loads at all on 40 ms requests) */
+#define LOAD_MS 2
+#define LOAD_REFRESH_MS 1000 /* ... and this often when they did not: "still here" */
+#define PEER_TTL_MS 3000     /* a gateway silent this long no longer counts */
+#define MAX_PEERS 64
+
+typedef struct load_pair {
+    uint64_t key;
+    uint32_t inflight;
+} load_pair;
+
+/* another gateway, by its last load report */
+typedef struct peer {
+    uint64_t id, seen_ms;
+    load_pair *pairs; /* sorted by key */
+    int n, cap;
+} peer;
 
 typedef struct received {
     ig_inbox_node node;
@@ -32,18 +58,27 @@ static struct {
     int on;
     natsConnection *nc;
     natsSubscription *sub;
-    char subject[256];
+    char subject[256], load_subject[256];
+    natsSubscription *load_sub;
+    uint64_t self_id;
+    uv_timer_t load_timer;
+    uint64_t reported_ms, reported_hash;
+    uint64_t *own_keys; /* this gateway's report, built each tick */
+    uint32_t *own_inflight;
+    int own_cap;
+    peer peers[MAX_PEERS];
+    int npeers;
     ig_wakeup put_wake, recv_wake; /* a ring got records; a message came */
     atomic_int wake_ready;
     ig_inbox inbox;
     uv_timer_t batch;
     uint8_t buf[MSG_BYTES];
-    atomic_int connected;
+    atomic_int connected, peer_count;
     atomic_uint_fast64_t sent, lost, received, malformed, applied, unknown;
 } sh;
 
 /* --etcd-prefix "/infergate/" -> "infergate.prefix": one cluster, one subject */
-static void subject_of(const char *prefix, char *out, size_t cap)
+static void subject_of(const char *prefix, const char *what, char *out, size_t cap)
 {
     size_t n = 0;
     for (const char *p = prefix ? prefix : ""; *p && n + 8 < cap; p++) {
@@ -56,7 +91,7 @@ static void subject_of(const char *prefix, char *out, size_t cap)
     }
     if (n && out[n - 1] != '.')
         out[n++] = '.';
-    memcpy(out + n, "prefix", 7);
+    snprintf(out + n, cap - n, "%s", what);
 }
 
 void ig_control_share_wake(void *arg)
@@ -80,9 +115,13 @@ static void publish_cb(uv_timer_t *t)
     }
 }
 
+static void load_tick(uv_timer_t *t);
+
 static void put_wake_cb(ig_wakeup *w)
 {
     (void)w;
+    if (uv_timer_get_repeat(&sh.load_timer) != LOAD_MS) /* idle until now: loads go at the fast pace again */
+        uv_timer_start(&sh.load_timer, load_tick, 0, LOAD_MS);
     if (!uv_is_active((uv_handle_t *)&sh.batch))
         uv_timer_start(&sh.batch, publish_cb, BATCH_MS, 0);
 }
@@ -102,15 +141,149 @@ static uint64_t resolve(uint64_t url_key, void *arg)
     return 0;
 }
 
+/* every worker's in flight through the other gateways, from their last reports */
+static void sum_remote_loads(void)
+{
+    for (int i = 0; i < ig_registry_count(); i++) {
+        ig_worker *w = ig_registry_at(i);
+        long sum = 0;
+        for (int p = 0; p < sh.npeers; p++) {
+            const peer *pe = &sh.peers[p];
+            int lo = 0, hi = pe->n;
+            while (lo < hi) {
+                int mid = lo + (hi - lo) / 2;
+                if (pe->pairs[mid].key < w->url_key)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo < pe->n && pe->pairs[lo].key == w->url_key)
+                sum += pe->pairs[lo].inflight;
+        }
+        atomic_store_explicit(&w->remote_inflight, sum > INT32_MAX ? INT32_MAX : (int)sum,
+                              memory_order_relaxed);
+    }
+}
+
+static int by_key(const void *a, const void *b)
+{
+    uint64_t x = ((const load_pair *)a)->key, y = ((const load_pair *)b)->key;
+    return x < y ? -1 : x > y;
+}
+
+/* another gateway's report replaces its last one; 0, or -EINVAL */
+static int take_load_report(const void *msg, size_t len, uint64_t now_ms)
+{
+    uint64_t sender;
+    int n, p;
+    if (ig_load_report_parse(msg, len, &sender, &n))
+        return -EINVAL;
+    for (p = 0; p < sh.npeers && sh.peers[p].id != sender; p++)
+        ;
+    if (p == sh.npeers) {
+        if (sh.npeers == MAX_PEERS)
+            return 0; /* a cluster this wide counts its first MAX_PEERS gateways' loads */
+        memset(&sh.peers[p], 0, sizeof(sh.peers[p]));
+        sh.peers[p].id = sender;
+        sh.npeers++;
+    }
+    peer *pe = &sh.peers[p];
+    if (n > pe->cap) {
+        load_pair *np = realloc(pe->pairs, (size_t)n * sizeof(*np));
+        if (!np)
+            return 0; /* keep the last report */
+        pe->pairs = np;
+        pe->cap = n;
+    }
+    for (int i = 0; i < n; i++)
+        ig_load_report_pair(msg, i, &pe->pairs[i].key, &pe->pairs[i].inflight);
+    if (n > 1)
+        qsort(pe->pairs, (size_t)n, sizeof(*pe->pairs), by_key);
+    pe->n = n;
+    pe->seen_ms = now_ms;
+    return 0;
+}
+
+static void drop_peer(int p)
+{
+    free(sh.peers[p].pairs);
+    sh.peers[p] = sh.peers[--sh.npeers];
+}
+
+/* this gateway's loads out when they changed (or to say it is still here), silent gateways dropped */
+static void load_tick(uv_timer_t *t)
+{
+    (void)t;
+    uint64_t now = uv_now(ig_ctl_loop());
+    int n = 0, expired = 0, busy = 0;
+    if (ig_registry_count() > sh.own_cap) {
+        int cap = ig_registry_count() * 2;
+        uint64_t *k = realloc(sh.own_keys, (size_t)cap * sizeof(*k));
+        if (k)
+            sh.own_keys = k;
+        uint32_t *v = k ? realloc(sh.own_inflight, (size_t)cap * sizeof(*v)) : NULL;
+        if (v)
+            sh.own_inflight = v;
+        if (k && v)
+            sh.own_cap = cap;
+    }
+    for (int i = 0; i < ig_registry_count() && n < sh.own_cap; i++) {
+        ig_worker *w = ig_registry_at(i);
+        if (w->group || atomic_load_explicit(&w->removed, memory_order_relaxed))
+            continue;
+        sh.own_keys[n] = w->url_key;
+        sh.own_inflight[n] = ig_worker_inflight(w);
+        busy |= sh.own_inflight[n++] != 0;
+    }
+    uint64_t h = XXH3_64bits(sh.own_inflight, (size_t)n * sizeof(*sh.own_inflight)) ^
+                 XXH3_64bits(sh.own_keys, (size_t)n * sizeof(*sh.own_keys));
+    /* not while the bus is away: a stale load is worse than none (peers drop ours after PEER_TTL_MS) */
+    if (atomic_load(&sh.connected) && (h != sh.reported_hash || now - sh.reported_ms >= LOAD_REFRESH_MS)) {
+        size_t len =
+            ig_load_report_encode(sh.buf, sizeof(sh.buf), sh.self_id, sh.own_keys, sh.own_inflight, n);
+        if (len && natsConnection_Publish(sh.nc, sh.load_subject, sh.buf, (int)len) == NATS_OK) {
+            sh.reported_hash = h;
+            sh.reported_ms = now;
+            atomic_fetch_add_explicit(&sh.sent, 1, memory_order_relaxed);
+        } else {
+            atomic_fetch_add_explicit(&sh.lost, 1, memory_order_relaxed);
+        }
+    }
+    for (int p = sh.npeers - 1; p >= 0; p--)
+        if (now - sh.peers[p].seen_ms > PEER_TTL_MS) {
+            drop_peer(p);
+            expired = 1;
+        }
+    if (expired)
+        sum_remote_loads();
+    /* nothing in flight and the others told: slow down until a request comes (put_wake_cb) */
+    uint64_t pace = busy || h != sh.reported_hash ? LOAD_MS : LOAD_REFRESH_MS;
+    if (pace == LOAD_REFRESH_MS) /* the next request routed wakes us (put_wake_cb) */
+        ig_prefix_share_take_start();
+    if (uv_timer_get_repeat(&sh.load_timer) != pace)
+        uv_timer_start(&sh.load_timer, load_tick, pace, pace);
+    atomic_store_explicit(&sh.peer_count, sh.npeers, memory_order_relaxed);
+}
+
 static void recv_wake_cb(ig_wakeup *w)
 {
     (void)w;
-    uint32_t now = (uint32_t)(uv_now(ig_ctl_loop()) / 100);
+    uint64_t now_ms = uv_now(ig_ctl_loop());
+    uint32_t now = (uint32_t)(now_ms / 100);
+    int loads = 0;
     for (ig_inbox_node *n = ig_inbox_take(&sh.inbox), *next; n; n = next) {
         next = n->next;
         received *r = ig_container_of(n, received, node);
-        int applied = ig_prefix_share_apply(natsMsg_GetData(r->msg), (size_t)natsMsg_GetDataLength(r->msg),
-                                            resolve, NULL, now);
+        const void *data = natsMsg_GetData(r->msg);
+        size_t len = (size_t)natsMsg_GetDataLength(r->msg);
+        int applied;
+        if (!strcmp(natsMsg_GetSubject(r->msg), sh.load_subject)) {
+            applied = take_load_report(data, len, now_ms);
+            loads += applied == 0;
+            applied = applied < 0 ? applied : 0;
+        } else {
+            applied = ig_prefix_share_apply(data, len, resolve, NULL, now);
+        }
         if (applied < 0)
             atomic_fetch_add_explicit(&sh.malformed, 1, memory_order_relaxed);
         else
@@ -118,6 +291,10 @@ static void recv_wake_cb(ig_wakeup *w)
         atomic_fetch_add_explicit(&sh.received, 1, memory_order_relaxed);
         natsMsg_Destroy(r->msg);
         free(r);
+    }
+    if (loads) {
+        sum_remote_loads();
+        atomic_store_explicit(&sh.peer_count, sh.npeers, memory_order_relaxed);
     }
 }
 
@@ -158,7 +335,10 @@ int ig_share_start(uv_loop_t *loop, const ig_control_config *cfg)
         return 0;
     natsOptions *opts = NULL;
     int rc = -EINVAL;
-    subject_of(cfg->etcd_prefix, sh.subject, sizeof(sh.subject));
+    subject_of(cfg->etcd_prefix, "prefix", sh.subject, sizeof(sh.subject));
+    subject_of(cfg->etcd_prefix, "load", sh.load_subject, sizeof(sh.load_subject));
+    if (getrandom(&sh.self_id, sizeof(sh.self_id), 0) != sizeof(sh.self_id))
+        sh.self_id = ((uint64_t)getpid() << 32) ^ uv_hrtime();
     ig_inbox_init(&sh.inbox, &sh.recv_wake);
     sh.put_wake.fd = sh.recv_wake.fd = -1;
     if (ig_wakeup_init(loop, &sh.recv_wake, recv_wake_cb) || ig_wakeup_init(loop, &sh.put_wake, put_wake_cb))
@@ -193,11 +373,16 @@ int ig_share_start(uv_loop_t *loop, const ig_control_config *cfg)
     s = natsConnection_Subscribe(&sh.sub, sh.nc, sh.subject, on_msg, NULL);
     if (s == NATS_OK) /* a slow moment here drops hints, it does not grow without bound */
         s = natsSubscription_SetPendingLimits(sh.sub, 4096, 64 * 1024 * 1024);
+    s = s == NATS_OK ? natsConnection_Subscribe(&sh.load_sub, sh.nc, sh.load_subject, on_msg, NULL) : s;
+    s = s == NATS_OK ? natsSubscription_SetPendingLimits(sh.load_sub, 4096, 64 * 1024 * 1024) : s;
     if (s != NATS_OK) {
         ig_err("--nats-servers: cannot subscribe to %s: %s", sh.subject, natsStatus_GetText(s));
         goto out;
     }
-    ig_info("prefix sharing: the prefix index is shared on NATS subject %s", sh.subject);
+    uv_timer_init(loop, &sh.load_timer);
+    uv_timer_start(&sh.load_timer, load_tick, LOAD_MS, LOAD_MS);
+    ig_info("prefix sharing: the prefix index is shared on NATS subject %s, loads on %s", sh.subject,
+            sh.load_subject);
     rc = 0;
 out:
     natsOptions_Destroy(opts);
@@ -210,6 +395,8 @@ void ig_share_stop(void)
         return;
     atomic_store_explicit(&sh.wake_ready, 0, memory_order_release);
     natsSubscription_Destroy(sh.sub);
+    natsSubscription_Destroy(sh.load_sub);
+    sh.load_sub = NULL;
     natsConnection_Close(sh.nc);
     natsConnection_Destroy(sh.nc);
     sh.sub = NULL;
@@ -222,6 +409,12 @@ void ig_share_stop(void)
         free(r);
     }
     ig_inbox_destroy(&sh.inbox);
+    while (sh.npeers)
+        drop_peer(0);
+    free(sh.own_keys);
+    free(sh.own_inflight);
+    sh.own_keys = NULL;
+    sh.own_inflight = NULL;
     ig_wakeup_close(&sh.put_wake);
     ig_wakeup_close(&sh.recv_wake);
 }
@@ -240,6 +433,7 @@ void ig_control_share_stats(ig_share_stats *out)
 {
     out->on = sh.on;
     out->connected = atomic_load(&sh.connected);
+    out->peers = atomic_load(&sh.peer_count);
     out->messages_sent = atomic_load(&sh.sent);
     out->messages_lost = atomic_load(&sh.lost);
     out->messages_received = atomic_load(&sh.received);

@@ -70,6 +70,8 @@ json_t *ig_worker_json(const ig_worker *cw)
         (json_int_t)atomic_load(&s->conns_reused), "closed", (json_int_t)atomic_load(&s->conns_closed));
     json_object_set_new(j, "group", json_string(group_name(w->group)));
     json_object_set_new(j, "worker_type", json_string(role_name(w->role)));
+    if (ig_ctl_cfg()->n_nats) /* what the affinity policies count on top of inflight */
+        json_object_set_new(j, "remote_inflight", json_integer(atomic_load(&w->remote_inflight)));
     json_object_set_new(j, "weight_version", json_integer(atomic_load(&w->version)));
     json_object_set_new(j, "bootstrap_port",
                         w->bootstrap_port ? json_integer(w->bootstrap_port) : json_null());

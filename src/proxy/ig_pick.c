@@ -67,8 +67,12 @@ static ig_worker *affinity_choose(ig_request *r, const ig_proxy_config *cfg, ig_
         size_t len;
         if (!routing_key(r, &key, &len))
             return NULL;
-        i = ig_ring_pick(ring, ig_ring_key(key, len), cand, n, IG_AFFINITY_LOAD_BOUND, has_room, &now);
-        aff = i >= 0;
+        int walked = 0;
+        i = ig_ring_pick(ring, ig_ring_key(key, len), cand, n, IG_AFFINITY_LOAD_BOUND, has_room, &now,
+                         &walked);
+        aff = i >= 0 && !walked; /* moved on by the bound: not the key's worker */
+        if (r->px->share)        /* loads are shared: the control thread reports them while requests come */
+            ig_prefix_share_touch(r->px->share);
     }
     ig_count(aff ? &r->px->stats->affinity_hits : &r->px->stats->affinity_misses, 1);
     if (i < 0 || !ig_admission_claim(cand[i], now))

@@ -87,6 +87,8 @@ typedef struct ig_worker {
     atomic_long version;       /* weight version it reported or was set to (0: unknown) */
     atomic_int paused;         /* paused alone (/pause_generation/{id}): out of routing */
     atomic_int keyed_inflight; /* requests in flight routed by a remembered routing key (min_group) */
+    atomic_int
+        remote_inflight; /* in flight through the other gateways, as they last reported (--nats-servers) */
     /* the best time to first byte its connections show lately (slowly forgets) */
     atomic_uint best_ttfb_us;
     /* how long a pooled connection lasted idle before the worker closed it,

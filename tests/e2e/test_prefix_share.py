@@ -158,8 +158,11 @@ def test_garbage_on_the_subject_is_counted_and_ignored(procs, nats):
     unknown = magic + (12345).to_bytes(8, "little") + (1).to_bytes(8, "little") + (42).to_bytes(8, "little")
     for p in bad + [unknown]:
         nats.publish("infergate.prefix", p)
-    assert wait_for(lambda: metric(a, "infergate_prefix_share_messages_total", "received") == len(bad) + 1, 10)
-    assert metric(a, "infergate_prefix_share_messages_total", "malformed") == len(bad)
+    nats.publish("infergate.load", b"not a load report")
+    nats.publish("infergate.load", magic + b"\0" * 8)  # a prefix message on the load subject
+    assert wait_for(lambda: metric(a, "infergate_prefix_share_messages_total", "received") == len(bad) + 3, 10)
+    assert metric(a, "infergate_prefix_share_messages_total", "malformed") == len(bad) + 2
+    assert metric(a, "infergate_prefix_share_peers") == 0
     assert metric(a, "infergate_prefix_share_inserts_total", "unknown") == 1  # a worker it does not have
     assert worker_of(a, conversation(1, 1)) in {"w0", "w1"}
 
@@ -176,3 +179,62 @@ def test_a_cluster_subject_follows_the_etcd_prefix(procs, nats):
     assert wait_for(lambda: metric(a, "infergate_prefix_share_messages_total", "sent") >= 1, 10)
     time.sleep(0.5)
     assert metric(b, "infergate_prefix_share_messages_total", "received") == 0
+
+
+def remote_inflight(gw, url):
+    return next(w.get("remote_inflight") for w in httpx.get(gw.base + "/workers", timeout=5).json()["workers"]
+                if w["url"] == url)
+
+
+def test_loads_through_one_gateway_count_in_the_others_choices(procs, nats):
+    """A's streams hold w0; B, which saw none of them, sends new conversations to w1: it counts A's load."""
+    w0 = procs.worker("--token-interval-ms", "20", worker_id="w0")
+    w1 = procs.worker("--token-interval-ms", "20", worker_id="w1")
+    (a,) = gateways(procs, [w0], 1, "--nats-servers", nats.url)
+    (b,) = gateways(procs, [w0, w1], 1, "--nats-servers", nats.url)
+    assert wait_for(lambda: metric(b, "infergate_prefix_share_peers") == 1 and
+                    metric(a, "infergate_prefix_share_peers") == 1, 10)
+    assert remote_inflight(b, w0.url) == 0
+    streams, client = [], httpx.Client(timeout=30)
+    try:
+        for i in range(4):
+            body = dict(conversation(500 + i, 1), stream=True, max_tokens=200)  # 4 s each
+            s = client.stream("POST", a.base + "/v1/chat/completions", json=body)
+            r = s.__enter__()
+            assert r.status_code == 200
+            streams.append((s, r, r.iter_lines()))
+            next(streams[-1][2])  # the first event: it is in flight at w0
+        assert wait_for(lambda: remote_inflight(b, w0.url) == 4, 5), remote_inflight(b, w0.url)
+        assert remote_inflight(b, w1.url) == 0
+        assert {worker_of(b, conversation(600 + i, 1)) for i in range(6)} == {"w1"}
+    finally:
+        for s, _, _ in streams:
+            s.__exit__(None, None, None)
+        client.close()
+    # the streams are gone (the client left): so is their count
+    assert wait_for(lambda: remote_inflight(b, w0.url) == 0, 10)
+
+
+def test_a_gateway_killed_stops_counting(procs, nats):
+    w0 = procs.worker("--token-interval-ms", "20", worker_id="w0")
+    (a,) = gateways(procs, [w0], 1, "--nats-servers", nats.url)
+    (b,) = gateways(procs, [w0], 1, "--nats-servers", nats.url)
+    assert wait_for(lambda: metric(b, "infergate_prefix_share_peers") == 1, 10)
+    client = httpx.Client(timeout=30)
+    s = client.stream("POST", a.base + "/v1/chat/completions",
+                      json=dict(conversation(1, 1), stream=True, max_tokens=500))
+    r = s.__enter__()
+    lines = r.iter_lines()
+    next(lines)
+    assert wait_for(lambda: remote_inflight(b, w0.url) == 1, 5)
+    a.proc.kill()  # no goodbye: its last report says 1 in flight
+    a.proc.wait()
+    for f in (a.proc.stdout, a.proc.stderr):
+        f.close()  # killed on purpose: not a failed exit
+    try:
+        s.__exit__(None, None, None)
+    except httpx.HTTPError:
+        pass
+    client.close()
+    assert wait_for(lambda: metric(b, "infergate_prefix_share_peers") == 0, 10)
+    assert remote_inflight(b, w0.url) == 0

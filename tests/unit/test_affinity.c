@@ -204,9 +204,9 @@ static void ring_moves_about_one_nth_of_keys(void **state)
         char s[32];
         int n = snprintf(s, sizeof(s), "user-%d", k);
         uint64_t h = ig_ring_key(s, (size_t)n);
-        ig_worker *a = w[ig_ring_pick(&r10, h, w, N, 1e9, always, NULL)];
-        ig_worker *b = w[ig_ring_pick(&r11, h, w, N + 1, 1e9, always, NULL)];
-        ig_worker *c = nine[ig_ring_pick(&r9, h, nine, N - 1, 1e9, always, NULL)];
+        ig_worker *a = w[ig_ring_pick(&r10, h, w, N, 1e9, always, NULL, NULL)];
+        ig_worker *b = w[ig_ring_pick(&r11, h, w, N + 1, 1e9, always, NULL, NULL)];
+        ig_worker *c = nine[ig_ring_pick(&r9, h, nine, N - 1, 1e9, always, NULL, NULL)];
         per[a->port - 7000]++;
         if (a != b) {
             moved_join++;
@@ -224,10 +224,20 @@ static void ring_moves_about_one_nth_of_keys(void **state)
         assert_in_range(per[i], KEYS / N * 7 / 10, KEYS / N * 13 / 10);
     /* bounded load: the key's worker above 1.25x the mean passes it on */
     uint64_t h = ig_ring_key("hot", 3);
-    int home = ig_ring_pick(&r10, h, w, N, IG_AFFINITY_LOAD_BOUND, always, NULL);
+    int walked = -1;
+    int home = ig_ring_pick(&r10, h, w, N, IG_AFFINITY_LOAD_BOUND, always, NULL, &walked);
+    assert_int_equal(walked, 0);
     set_load(w[home], 10); /* mean (10+1)/10: cap 2 */
-    int next = ig_ring_pick(&r10, h, w, N, IG_AFFINITY_LOAD_BOUND, always, NULL);
+    int next = ig_ring_pick(&r10, h, w, N, IG_AFFINITY_LOAD_BOUND, always, NULL, &walked);
     assert_true(next != home);
+    assert_int_equal(walked, 1);
+    /* other gateways' counts lag: a worker they report busy gets one slot more */
+    atomic_store(&w[home]->remote_inflight, 1); /* 1 in flight, mean (1+1)/10: cap 1, + 1 */
+    set_load(w[home], 0);
+    assert_int_equal(ig_ring_pick(&r10, h, w, N, IG_AFFINITY_LOAD_BOUND, always, NULL, &walked), home);
+    set_load(w[home], 1); /* 2 in flight: over even so */
+    assert_true(ig_ring_pick(&r10, h, w, N, IG_AFFINITY_LOAD_BOUND, always, NULL, &walked) != home);
+    atomic_store(&w[home]->remote_inflight, 0);
     set_load(w[home], 0);
     ig_ring_free(&r10);
     ig_ring_free(&r11);

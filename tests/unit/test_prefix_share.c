@@ -142,12 +142,38 @@ static void malformed_messages_are_refused(void **state)
     ig_prefix_free();
 }
 
+static void load_reports_round_trip(void **state)
+{
+    (void)state;
+    uint8_t buf[256];
+    uint64_t keys[3] = {11, 22, 33}, sender, k;
+    uint32_t loads[3] = {0, 7, UINT32_MAX}, v;
+    int n;
+    size_t len = ig_load_report_encode(buf, sizeof(buf), 0xabc, keys, loads, 3);
+    assert_int_equal(len, 8 * (2 + 6));
+    assert_int_equal(ig_load_report_parse(buf, len, &sender, &n), 0);
+    assert_int_equal(sender, 0xabc);
+    assert_int_equal(n, 3);
+    ig_load_report_pair(buf, 1, &k, &v);
+    assert_int_equal(k, 22);
+    assert_int_equal(v, 7);
+    ig_load_report_pair(buf, 2, &k, &v);
+    assert_int_equal(v, UINT32_MAX);
+    assert_int_equal(ig_load_report_encode(buf, 16, 1, keys, loads, 0), 16);    /* nobody: still "here" */
+    assert_int_equal(ig_load_report_encode(buf, 40, 1, keys, loads, 2), 0);     /* does not fit */
+    assert_int_equal(ig_load_report_parse(buf, len - 8, &sender, &n), -EINVAL); /* half a pair */
+    assert_int_equal(ig_load_report_parse(buf, 8, &sender, &n), -EINVAL);
+    buf[0] ^= 1; /* a prefix message, or anything else, is not a report */
+    assert_int_equal(ig_load_report_parse(buf, len, &sender, &n), -EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(put_take_apply_round_trip),
         cmocka_unit_test(a_full_ring_drops_and_counts),
         cmocka_unit_test(malformed_messages_are_refused),
+        cmocka_unit_test(load_reports_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
