@@ -97,6 +97,39 @@ def one_run(policy, shared, n_gw, plan, work):
         turn = itertools.cycle([f"http://127.0.0.1:{p}" for p in ports])
 
         async def main():
+            lat = []
+            conn = aiohttp.TCPConnector(limit=0)
+            async with aiohttp.ClientSession(connector=conn, timeout=aiohttp.ClientTimeout(total=600)) as s:
+                t0 = time.perf_counter()
+                await asyncio.gather(*[run_user(s, lambda: next(turn), convs, lat) for convs in plan])
+                return lat, time.perf_counter() - t0
+
+        lat, wall = asyncio.run(main())
+        aff = {"hits": 0, "misses": 0}
+        for port in ports:  # the gateways' own count of affinity routing
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                for line in r.read().decode().splitlines():
+                    for k in aff:
+                        if line.startswith(f"infergate_affinity_{k}_total "):
+                            aff[k] += int(line.split()[1])
+        st = cache_bench.stats_of(urls)
+        done = [s["completed"] for s in st]
+        prompt = sum(s["prompt_tokens"] for s in st)
+        cached = sum(s["cached_tokens"] for s in st)
+        return {"policy": label(policy, shared), "gateways": n_gw, "requests": len(lat), "rps": len(lat) / wall,
+                "hit_rate": cached / prompt if prompt else 0.0, "max_min_load": max(done) / max(1, min(done)),
+                "per_worker": done, "affinity": aff}
+    finally:
+        for g in gws:
+            stop(g)
+        stop(etcd)
+        if nats:
+            stop(nats)
+        for p, _ in mocks:
+            stop(p)
+
+
+def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--users", type=int, default=32)
     ap.add_argument("--convs", type=int, default=2)
