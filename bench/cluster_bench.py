@@ -9,7 +9,7 @@ cache hit rate, requests/s and the max/min requests per worker, as ratios
 to one gateway. Writes bench/results/cluster.{md,json}, the README section
 and a plot.
 
-Usage: /usr/bin/python3 bench/cluster_bench.py [--users 32] [--convs 2] [--turns 6] [--rounds 3]"""
+Usage: /usr/bin/python3 bench/cluster_bench.py [--users 48] [--convs 3] [--turns 8] [--rounds 5]"""
 import argparse
 import asyncio
 import itertools
@@ -131,10 +131,10 @@ def one_run(policy, shared, n_gw, plan, work):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--users", type=int, default=32)
-    ap.add_argument("--convs", type=int, default=2)
-    ap.add_argument("--turns", type=int, default=6)
-    ap.add_argument("--rounds", type=int, default=3, help="each variant this often, rounds alternating them")
+    ap.add_argument("--users", type=int, default=48)
+    ap.add_argument("--convs", type=int, default=3)
+    ap.add_argument("--turns", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=5, help="each variant this often, rounds alternating them")
     ap.add_argument("--only", help="one variant's label (a quick look: no table written)")
     args = ap.parse_args()
     plan = cache_bench.make_workload(args.users, args.convs, args.turns)
