@@ -29,6 +29,7 @@ static struct {
     char member_key[320], member_value[320];
     char workers_prefix[256], members_prefix[256], pause_key[256], acks_prefix[256], ack_key[320];
     char state_prefix[240], versions_key[256]; /* the fleet's state: pause_key and versions_key under it */
+    char areal_prefix[240];                    /* AReaL's sessions and registered models */
     int64_t versions_applied;
     /* the pause state: the revision of the pause key applied here */
     uv_timer_t pause_poll, barrier;
@@ -198,8 +199,7 @@ void ig_cluster_publish_startup(const ig_ctl_worker_spec *specs, int n)
 static void synced(void *arg, int ok, json_t *resp, const char *err)
 {
     (void)arg;
-    cl.syncing = 0;
-    cl.store_ok = ok;
+    cl.store_ok = ok; /* the round ends with the sessions' read (areal_synced) */
     if (!ok) {
         ig_debug("etcd sync: %s", err);
         return;
@@ -252,6 +252,18 @@ static void synced(void *arg, int ok, json_t *resp, const char *err)
 
 static void publish_startup(void);
 
+static void areal_synced(void *arg, int ok, json_t *resp, const char *err)
+{
+    (void)arg;
+    cl.syncing = 0;
+    cl.store_ok = ok;
+    if (!ok) {
+        ig_debug("etcd sync (sessions): %s", err);
+        return;
+    }
+    ig_areal_follow(json_object_get(resp, "kvs"), strlen(cl.areal_prefix));
+}
+
 static void sync_tick(uv_timer_t *t)
 {
     (void)t;
@@ -260,6 +272,127 @@ static void sync_tick(uv_timer_t *t)
     cl.syncing = 1;
     publish_startup(); /* calls go in order: the read below sees these */
     ig_etcd_range_prefix(cl.etcd, cl.workers_prefix, synced, NULL);
+    ig_etcd_range_prefix(cl.etcd, cl.areal_prefix, areal_synced, NULL); /* after the workers it names */
+}
+
+/* ---- AReaL's state: written through, in transactions ---- */
+
+typedef struct write_job {
+    char **keys, **values;
+    int n, at;
+    void (*done)(void *arg, int ok, const char *err);
+    void *arg;
+} write_job;
+
+static void job_free(write_job *j)
+{
+    for (int i = 0; i < j->n; i++) {
+        free(j->keys[i]);
+        free(j->values[i]);
+    }
+    free(j->keys);
+    free(j->values);
+    free(j);
+}
+
+static void job_next(write_job *j);
+
+static void job_written(void *arg, int ok, json_t *resp, const char *err)
+{
+    write_job *j = arg;
+    (void)resp;
+    cl.store_ok = ok;
+    if (ok && j->at < j->n) {
+        job_next(j);
+        return;
+    }
+    j->done(j->arg, ok, ok ? NULL : err ? err : "no answer");
+    job_free(j);
+}
+
+static void job_next(write_job *j)
+{
+    int k = j->n - j->at < IG_ETCD_TXN_MAX ? j->n - j->at : IG_ETCD_TXN_MAX, at = j->at;
+    j->at += k;
+    if (ig_etcd_txn(cl.etcd, j->keys + at, j->values + at, k, job_written, j))
+        job_written(j, 0, NULL, "out of memory");
+}
+
+void ig_cluster_write(char *const *keys, char *const *values, int n,
+                      void (*done)(void *arg, int ok, const char *err), void *arg)
+{
+    write_job *j = calloc(1, sizeof(*j));
+    if (!j || !(j->keys = calloc((size_t)(n ? n : 1), sizeof(char *))) ||
+        !(j->values = calloc((size_t)(n ? n : 1), sizeof(char *)))) {
+        if (j)
+            free(j->keys);
+        free(j);
+        done(arg, 0, "out of memory");
+        return;
+    }
+    j->done = done;
+    j->arg = arg;
+    for (; j->n < n; j->n++) {
+        size_t len = strlen(cl.areal_prefix) + strlen(keys[j->n]) + 1;
+        if (!(j->keys[j->n] = malloc(len)) || (values[j->n] && !(j->values[j->n] = strdup(values[j->n])))) {
+            j->n++;
+            job_free(j);
+            done(arg, 0, "out of memory");
+            return;
+        }
+        snprintf(j->keys[j->n], len, "%s%s", cl.areal_prefix, keys[j->n]);
+    }
+    if (!n) {
+        done(arg, 1, NULL);
+        job_free(j);
+        return;
+    }
+    job_next(j);
+}
+
+typedef struct claim {
+    void (*done)(void *arg, int ok, const char *value, const char *err);
+    void *arg;
+    char *value;
+} claim;
+
+static void claimed(void *arg, int ok, json_t *resp, const char *err)
+{
+    claim *c = arg;
+    cl.store_ok = ok;
+    char *key = NULL, *there = NULL;
+    if (ok && !json_is_true(json_object_get(resp, "succeeded"))) { /* another gateway's came first */
+        json_t *kv = json_array_get(
+            json_object_get(
+                json_object_get(json_array_get(json_object_get(resp, "responses"), 0), "response_range"),
+                "kvs"),
+            0);
+        if (!kv || ig_etcd_kv(kv, &key, &there))
+            ok = 0, err = "the key is there but could not be read";
+    }
+    c->done(c->arg, ok, ok ? (there ? there : c->value) : NULL, ok ? NULL : err ? err : "no answer");
+    free(key);
+    free(there);
+    free(c->value);
+    free(c);
+}
+
+void ig_cluster_claim(const char *key, const char *value,
+                      void (*done)(void *arg, int ok, const char *value, const char *err), void *arg)
+{
+    claim *c = calloc(1, sizeof(*c));
+    char full[600];
+    snprintf(full, sizeof(full), "%s%s", cl.areal_prefix, key);
+    if (c) {
+        c->done = done;
+        c->arg = arg;
+    }
+    if (!c || !(c->value = strdup(value)) || ig_etcd_put_if_absent(cl.etcd, full, value, claimed, c)) {
+        if (c)
+            free(c->value);
+        free(c);
+        done(arg, 0, NULL, "out of memory");
+    }
 }
 
 /* ---- admin writes: etcd first ---- */
@@ -282,15 +415,20 @@ static void pending_free(pending_write *p)
 }
 
 /* An admin write etcd did not take: said, and nothing changed. 1 when so. */
+void ig_ctl_reply_store_error(ig_admin_msg *m, const char *err)
+{
+    char msg[300];
+    snprintf(msg, sizeof(msg), "the shared registry (etcd) did not take the change: %s; nothing changed",
+             err ? err : "no answer");
+    ig_ctl_reply_error(m, 503, "store_unavailable", msg);
+}
+
 static int refused(int ok, const char *err, ig_admin_msg *m)
 {
     cl.store_ok = ok;
     if (ok)
         return 0;
-    char msg[300];
-    snprintf(msg, sizeof(msg), "the shared registry (etcd) did not take the change: %s; nothing changed",
-             err ? err : "no answer");
-    ig_ctl_reply_error(m, 503, "store_unavailable", msg);
+    ig_ctl_reply_store_error(m, err);
     return 1;
 }
 
@@ -662,6 +800,7 @@ int ig_cluster_start(uv_loop_t *loop, const ig_control_config *cfg)
     snprintf(cl.members_prefix, sizeof(cl.members_prefix), "%sgateways/", cfg->etcd_prefix);
     snprintf(cl.acks_prefix, sizeof(cl.acks_prefix), "%spause-acks/", cfg->etcd_prefix);
     snprintf(cl.state_prefix, sizeof(cl.state_prefix), "%sstate/", cfg->etcd_prefix);
+    snprintf(cl.areal_prefix, sizeof(cl.areal_prefix), "%sareal/", cfg->etcd_prefix);
     snprintf(cl.pause_key, sizeof(cl.pause_key), "%spause", cl.state_prefix);
     snprintf(cl.versions_key, sizeof(cl.versions_key), "%sversions", cl.state_prefix);
     unsigned long long id = ((unsigned long long)getpid() << 32) ^ uv_hrtime();

@@ -71,6 +71,20 @@ void ig_cluster_set_pause(int all, char *const *models, int n, void (*cb)(void *
                           void *arg);
 /** The weight versions this gateway set (the fleet's, each worker's): for every gateway. */
 void ig_cluster_put_versions(long fleet_version);
+/** AReaL's state (keys under <prefix>areal/; values[i] NULL: delete it) into
+ * etcd, IG_ETCD_TXN_MAX keys a transaction, then done (ok 0: etcd did not
+ * take them all; a list longer than one transaction may be half written). */
+void ig_cluster_write(char *const *keys, char *const *values, int n,
+                      void (*done)(void *arg, int ok, const char *err), void *arg);
+/** Put key = value unless it is there; done gets what is there now (this
+ * value, or the one another gateway put first). */
+void ig_cluster_claim(const char *key, const char *value,
+                      void (*done)(void *arg, int ok, const char *value, const char *err), void *arg);
+/** 503 store_unavailable: etcd did not take an admin write (err: why). */
+void ig_ctl_reply_store_error(ig_admin_msg *m, const char *err);
+/** ig_areal.c: make AReaL's sessions and models match etcd's (kvs of a
+ * range over <prefix>areal/; skip: that prefix's length). */
+void ig_areal_follow(json_t *kvs, size_t skip);
 /** The start-up workers, into etcd (again until it takes them). */
 void ig_cluster_publish_startup(const ig_ctl_worker_spec *specs, int n);
 /* ig_share.c: the prefix index shared between gateways (--nats-servers) */

@@ -204,6 +204,36 @@ int ig_etcd_range_prefix(ig_etcd *e, const char *prefix, ig_etcd_cb cb, void *ar
     return enqueue(e, "/v3/kv/range", doc, cb, arg);
 }
 
+static json_t *put_op(const char *key, const char *value)
+{
+    json_t *op = json_object();
+    json_object_set_new(op, "key", b64_json(key, strlen(key)));
+    json_object_set_new(op, "value", b64_json(value, strlen(value)));
+    return json_pack("{s:o}", "request_put", op);
+}
+
+int ig_etcd_txn(ig_etcd *e, char *const *keys, char *const *values, int n, ig_etcd_cb cb, void *arg)
+{
+    if (n <= 0 || n > IG_ETCD_TXN_MAX)
+        return -EINVAL;
+    json_t *ops = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(ops, values[i] ? put_op(keys[i], values[i])
+                                             : json_pack("{s:{s:o}}", "request_delete_range", "key",
+                                                         b64_json(keys[i], strlen(keys[i]))));
+    return enqueue(e, "/v3/kv/txn", json_pack("{s:o}", "success", ops), cb, arg);
+}
+
+int ig_etcd_put_if_absent(ig_etcd *e, const char *key, const char *value, ig_etcd_cb cb, void *arg)
+{
+    /* created at revision 0: it does not exist */
+    json_t *cmp = json_pack("{s:s,s:s,s:o,s:s}", "result", "EQUAL", "target", "CREATE", "key",
+                            b64_json(key, strlen(key)), "create_revision", "0");
+    json_t *doc = json_pack("{s:[o],s:[o],s:[{s:{s:o}}]}", "compare", cmp, "success", put_op(key, value),
+                            "failure", "request_range", "key", b64_json(key, strlen(key)));
+    return enqueue(e, "/v3/kv/txn", doc, cb, arg);
+}
+
 int ig_etcd_get(ig_etcd *e, const char *key, ig_etcd_cb cb, void *arg)
 {
     json_t *doc = json_object();

@@ -29,6 +29,14 @@ int ig_etcd_get(ig_etcd *e, const char *key, ig_etcd_cb cb, void *arg);
 int ig_etcd_range_prefix(ig_etcd *e, const char *prefix, ig_etcd_cb cb, void *arg);
 /** Delete key. */
 int ig_etcd_delete(ig_etcd *e, const char *key, ig_etcd_cb cb, void *arg);
+/** At most this many keys in one transaction (etcd's --max-txn-ops default is 128). */
+#define IG_ETCD_TXN_MAX 128
+/** Put keys[i] = values[i] (values[i] NULL: delete it) for every i at once, or
+ * none; n <= IG_ETCD_TXN_MAX. */
+int ig_etcd_txn(ig_etcd *e, char *const *keys, char *const *values, int n, ig_etcd_cb cb, void *arg);
+/** Put key = value unless the key exists (resp "succeeded": true when put;
+ * else "responses"[0]."response_range"."kvs" holds what is there). */
+int ig_etcd_put_if_absent(ig_etcd *e, const char *key, const char *value, ig_etcd_cb cb, void *arg);
 /** A lease of ttl seconds (resp "ID", as ig_etcd_int). */
 int ig_etcd_lease_grant(ig_etcd *e, int ttl, ig_etcd_cb cb, void *arg);
 /** Keep lease id alive once more (resp "result"."TTL": 0 when it had expired). */

@@ -222,7 +222,7 @@ int ig_sessions_remove_id(const char *id, size_t len)
     return 1;
 }
 
-int ig_sessions_revoke_worker(const ig_worker *w)
+int ig_sessions_keep_only(int (*keep)(const ig_session *s, void *arg), void *arg)
 {
     table *t = atomic_load_explicit(&current, memory_order_relaxed);
     int n = 0;
@@ -230,7 +230,7 @@ int ig_sessions_revoke_worker(const ig_worker *w)
         return 0;
     for (uint32_t i = 0; i <= t->mask; i++) {
         ig_session *e = atomic_load_explicit(&t->by_key[i], memory_order_relaxed);
-        if (e && e != TOMB && e->w == w) {
+        if (e && e != TOMB && !keep(e, arg)) {
             unlink_entry(t, e);
             n++;
         }
@@ -238,6 +238,16 @@ int ig_sessions_revoke_worker(const ig_worker *w)
     if (n)
         ig_epoch_advance();
     return n;
+}
+
+static int not_on(const ig_session *s, void *w)
+{
+    return s->w != w;
+}
+
+int ig_sessions_revoke_worker(const ig_worker *w)
+{
+    return ig_sessions_keep_only(not_on, (void *)w);
 }
 
 void ig_sessions_shutdown(void)

@@ -43,6 +43,8 @@ int ig_sessions_count(void);
 int ig_sessions_put(const char *key, size_t klen, const char *id, size_t idlen, ig_worker *w, int persistent);
 /** Remove the session with this id: 1 removed, 0 none. */
 int ig_sessions_remove_id(const char *id, size_t len);
+/** Remove every session keep() says no to; returns how many. */
+int ig_sessions_keep_only(int (*keep)(const ig_session *s, void *arg), void *arg);
 /** Remove every session pinned to w (it left the fleet); returns how many. */
 int ig_sessions_revoke_worker(const ig_worker *w);
 /** Free everything at once (at exit, when no reader is left). */

@@ -85,8 +85,8 @@ def cluster(procs, etcd, n, *args, workers=()):
             for i in range(n)]
 
 
-def urls(gw):
-    return sorted(w["url"] for w in httpx.get(gw.base + "/workers", timeout=10).json()["workers"])
+def urls(gw, headers=None):
+    return sorted(w["url"] for w in httpx.get(gw.base + "/workers", headers=headers, timeout=10).json()["workers"])
 
 
 def test_a_worker_added_through_one_gateway_is_routed_by_all(procs, etcd):
@@ -233,3 +233,126 @@ def test_weight_versions_set_through_one_gateway_are_every_gateways(procs, etcd)
         return r.headers.get("x-weight-version")
     assert wait_for(lambda: version_at(gws[1]) == "6", 10)
     assert httpx.get(gws[1].base + "/workers").json()["workers"][0]["weight_version"] == 6
+
+
+ADM = {"authorization": "Bearer adm"}
+
+
+def bearer(key):
+    return {"authorization": "Bearer " + key}
+
+
+def areal_cluster(procs, etcd, n_gw=2, n_workers=3):
+    ws = [procs.worker("--admin-api-key", "adm", worker_id=f"m{i}") for i in range(n_workers)]
+    gws = cluster(procs, etcd, n_gw, "--admin-api-key", "adm")
+    for w in ws:
+        assert httpx.post(gws[0].base + "/register", json={"worker_addr": w.url}, headers=ADM).status_code == 200
+    for g in gws:
+        assert wait_for(lambda: len(urls(g, ADM)) == n_workers, 10)
+    return ws, gws
+
+
+def chat_via(g, key):
+    r = httpx.post(g.base + "/chat/completions", json=chat_body(max_tokens=1), headers=bearer(key), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["worker_id"]
+
+
+def route_status(g, **body):
+    return httpx.post(g.base + "/route", json=body, headers=ADM, timeout=10).status_code
+
+
+def test_areal_sessions_started_through_one_gateway_route_through_all(procs, etcd):
+    """AReaL's sessions and groups live in etcd: a group started through one
+    gateway pins its keys on every gateway; exported or removed through
+    another, it is gone everywhere."""
+    ws, (a, b) = areal_cluster(procs, etcd)
+    groups = []
+    for t in range(3):
+        r = httpx.post(a.base + "/rl/start_session", json={"task_id": f"t{t}", "group_size": 3}, headers=ADM,
+                       timeout=10)
+        assert r.status_code == 201, r.text
+        groups.append(r.json())
+    owner = {g["group_id"]: g["sessions"][0]["session_id"].split("-")[1] for g in groups}
+    keys = [(s["session_api_key"], owner[g["group_id"]]) for g in groups for s in g["sessions"]]
+    # the other gateway routes every session's key to the session's worker (within a read)
+    assert wait_for(lambda: httpx.get(b.base + "/health").json()["sessions"] == 9, 10)
+    assert all(chat_via(b, k) == w for k, w in keys)
+    # exported through b: its sessions are gone from a too
+    g0 = groups[0]
+    sids = [s["session_id"] for s in g0["sessions"]]
+    r = httpx.post(b.base + "/export_trajectories", json={"session_ids": sids, "group_id": g0["group_id"]},
+                   headers=ADM, timeout=10)
+    assert r.status_code == 200, r.text
+    assert wait_for(lambda: all(route_status(a, session_id=s) == 404 for s in sids), 10)
+    # a group removed through a
+    g1 = groups[1]
+    assert httpx.post(a.base + "/remove_session", json={"group_id": g1["group_id"]}, headers=ADM).json() == \
+        {"status": "ok", "removed": True}
+    assert wait_for(lambda: route_status(b, session_id=g1["sessions"][0]["session_id"]) == 404, 10)
+    # registered by hand through b, seen by a; removed through a, gone at b
+    body = {"sessions": [{"session_api_key": "hk1", "session_id": "hs1"}], "worker_addr": ws[2].url,
+            "group_id": "g-hand"}
+    assert httpx.post(b.base + "/register_session", json=body, headers=ADM).json() == {"status": "ok"}
+    assert wait_for(lambda: route_status(a, session_id="hs1") == 200, 10)
+    assert chat_via(a, "hk1") == "m2"
+    assert httpx.post(a.base + "/remove_session", json={"session_id": "hs1"}, headers=ADM).json()["removed"]
+    assert wait_for(lambda: route_status(b, session_id="hs1") == 404, 10)
+    assert sorted(k.rsplit("/", 1)[1] for k in etcd.keys("/infergate/areal/sessions/")) == \
+        sorted(s["session_id"] for s in groups[2]["sessions"])
+    # a worker removed: its sessions leave etcd as well
+    wid = next(w["id"] for w in httpx.get(a.base + "/workers", headers=ADM).json()["workers"]
+               if w["url"] == ws[int(owner[groups[2]["group_id"]][1])].url)
+    assert httpx.delete(f"{a.base}/workers/{wid}", headers=ADM, timeout=10).status_code == 200
+    assert wait_for(lambda: etcd.keys("/infergate/areal/sessions/") == [], 10)
+    assert wait_for(lambda: httpx.get(b.base + "/health").json()["sessions"] == 0, 10)
+
+
+def test_the_admin_keys_session_is_one_for_the_cluster(procs, etcd):
+    ws, (a, b) = areal_cluster(procs, etcd)
+    r = httpx.post(a.base + "/route", json={"api_key": "adm"}, headers=ADM, timeout=10)
+    assert r.status_code == 200, r.text
+    first = r.json()["worker_addr"]
+    # the other gateway's pick loses to the one etcd has
+    for g in (b, a, b):
+        r = httpx.post(g.base + "/route", json={"api_key": "adm"}, headers=ADM, timeout=10)
+        assert r.status_code == 200 and r.json()["worker_addr"] == first, r.text
+    assert wait_for(lambda: route_status(b, session_id="__hitl__") == 200, 10)
+    got = {httpx.post(b.base + "/v1/chat/completions", json=chat_body(max_tokens=1), headers=ADM).json()
+           ["worker_id"] for _ in range(6)}
+    assert [w.url for w in ws if w.worker_id in got] == [first]
+
+
+def test_registered_models_are_every_gateways(procs, etcd):
+    ws, (a, b) = areal_cluster(procs, etcd)
+    r = httpx.post(a.base + "/register_model", json={"model": "policy", "data_proxy_addrs": [ws[1].url]},
+                   headers=ADM, timeout=10)
+    assert r.status_code == 200, r.text
+    assert wait_for(lambda: httpx.get(b.base + "/models", headers=ADM).json()["models"] == ["policy"], 10)
+    r = httpx.post(b.base + "/route", json={"model": "policy"}, headers=ADM, timeout=10)
+    assert r.status_code == 200 and r.json()["worker_addr"] == ws[1].url
+    assert httpx.post(b.base + "/remove_model", json={"name": "policy"}, headers=ADM).json() == \
+        {"status": "ok", "name": "policy"}
+    assert wait_for(lambda: httpx.get(a.base + "/models", headers=ADM).json()["models"] == [], 10)
+
+
+def test_with_etcd_away_session_writes_say_503(procs, etcd):
+    ws, (a, b) = areal_cluster(procs, etcd)
+    body = {"sessions": [{"session_api_key": "k1", "session_id": "s1"}], "worker_addr": ws[0].url,
+            "group_id": "g1"}
+    assert httpx.post(a.base + "/register_session", json=body, headers=ADM).status_code == 200
+    assert wait_for(lambda: route_status(b, session_id="s1") == 200, 10)
+    etcd.kill()
+    body2 = dict(body, sessions=[{"session_api_key": "k2", "session_id": "s2"}], group_id="g2")
+    r = httpx.post(a.base + "/register_session", json=body2, headers=ADM, timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+    assert route_status(a, session_id="s2") == 404  # nothing half-applied
+    r = httpx.post(a.base + "/register_model", json={"model": "p", "data_proxy_addrs": [ws[1].url]}, headers=ADM,
+                   timeout=30)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable", r.text
+    # the sessions it knows still route
+    assert chat_via(b, "k1") == "m0"
+    etcd.start()
+    r = httpx.post(a.base + "/register_session", json=body2, headers=ADM, timeout=30)
+    assert r.status_code == 200, r.text
+    assert wait_for(lambda: route_status(b, session_id="s2") == 200, 15)
