@@ -24,7 +24,8 @@ static struct {
     const ig_control_config *cfg;
     uv_timer_t keepalive, sync;
     int64_t lease;
-    int granting, syncing;
+    int granting, syncing, sync_again; /* sync_again: a change was seen while a read ran */
+    int watch_up;
     int store_ok; /* the last call to etcd got an answer */
     char member_key[320], member_value[320];
     char workers_prefix[256], members_prefix[256], pause_key[256], acks_prefix[256], ack_key[320];
@@ -252,10 +253,16 @@ static void synced(void *arg, int ok, json_t *resp, const char *err)
 
 static void publish_startup(void);
 
+static void sync_tick(uv_timer_t *t);
+
 static void areal_synced(void *arg, int ok, json_t *resp, const char *err)
 {
     (void)arg;
     cl.syncing = 0;
+    if (cl.sync_again) { /* the watch saw a change this read may have missed: once more */
+        cl.sync_again = 0;
+        sync_tick(NULL);
+    }
     cl.store_ok = ok;
     if (!ok) {
         ig_debug("etcd sync (sessions): %s", err);
@@ -672,6 +679,28 @@ static void pause_tick(uv_timer_t *t)
     ig_etcd_range_prefix(cl.etcd, cl.state_prefix, state_read, NULL); /* the pause and the versions */
 }
 
+/* The watch: a change anywhere under the prefix reads the state and the
+ * registry at once, instead of at the next poll (which goes on: a watch
+ * can break or miss, the reads cannot). */
+static void watch_changed(void *arg)
+{
+    (void)arg;
+    pause_tick(NULL);
+    if (cl.syncing)
+        cl.sync_again = 1;
+    else
+        sync_tick(NULL);
+}
+
+static void watch_up(void *arg, int on)
+{
+    (void)arg;
+    if (on != cl.watch_up)
+        ig_info("etcd: watching %s %s", cl.cfg->etcd_prefix,
+                on ? "(changes seen at once)" : "broke; polling until it is back");
+    cl.watch_up = on;
+}
+
 static void barrier_end(int ok, const char *err)
 {
     barrier *b = cl.wait;
@@ -819,6 +848,7 @@ int ig_cluster_start(uv_loop_t *loop, const ig_control_config *cfg)
     uv_timer_init(loop, &cl.pause_poll);
     uv_timer_init(loop, &cl.barrier);
     uv_timer_start(&cl.pause_poll, pause_tick, 0, PAUSE_POLL_MS);
+    ig_etcd_watch(cl.etcd, cfg->etcd_prefix, watch_changed, watch_up, NULL);
     ig_info("cluster: this gateway is %s in etcd (%d endpoints)", cl.member_key, cfg->n_etcd);
     return 0;
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../core/ig_buf.h"
 #include "../registry/ig_registry.h"
 #include "../upstream/ig_httpc.h"
 
@@ -29,7 +30,19 @@ struct ig_etcd {
     call *head, *tail;
     int busy;
     uv_timer_t kick; /* the next call goes from here, never from inside an answer */
+    /* the watch: its own connections (a stream holds one for good) */
+    ig_httpc **wconns;
+    int wcur, watching;
+    char *wbody;  /* the create request */
+    ig_buf wline; /* the answer's current line (one JSON message a line) */
+    void (*changed)(void *arg);
+    void (*up)(void *arg, int on);
+    void *warg;
+    uv_timer_t wretry; /* the next attempt after a break; also "something changed" from outside the parser */
+    int wchanged;
 };
+
+#define WATCH_RETRY_MS 500
 
 static void run(ig_etcd *e);
 
@@ -49,6 +62,14 @@ ig_etcd *ig_etcd_new(uv_loop_t *loop, char *const *endpoints, int n, double time
     e->timeout = timeout_secs;
     uv_timer_init(loop, &e->kick);
     e->kick.data = e;
+    uv_timer_init(loop, &e->wretry);
+    e->wretry.data = e;
+    ig_buf_init(&e->wline, 1u << 20);
+    if (!(e->wconns = calloc((size_t)(n ? n : 1), sizeof(*e->wconns)))) {
+        free(e->conns);
+        free(e);
+        return NULL;
+    }
     for (int i = 0; i < n; i++) {
         char host[256], hh[300], ps[8];
         uint16_t port;
@@ -62,9 +83,14 @@ ig_etcd *ig_etcd_new(uv_loop_t *loop, char *const *endpoints, int n, double time
             continue;
         snprintf(hh, sizeof(hh), strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, port);
         ig_httpc *c = ig_httpc_new(loop, res->ai_addr, hh, NULL);
+        ig_httpc *w = c ? ig_httpc_new(loop, res->ai_addr, hh, NULL) : NULL;
         freeaddrinfo(res);
-        if (c)
+        if (w) {
+            e->wconns[e->n] = w;
             e->conns[e->n++] = c;
+        } else if (c) {
+            ig_httpc_close(c);
+        }
     }
     if (!e->n) {
         ig_etcd_free(e);
@@ -82,9 +108,16 @@ void ig_etcd_free(ig_etcd *e)
 {
     if (!e)
         return;
-    for (int i = 0; i < e->n; i++)
+    e->watching = 0;
+    for (int i = 0; i < e->n; i++) {
         ig_httpc_close(e->conns[i]); /* an answer under way comes back cancelled */
-    while (e->head) {                /* the process is stopping: nobody waits for these */
+        ig_httpc_close(e->wconns[i]);
+    }
+    free(e->wconns);
+    free(e->wbody);
+    ig_buf_free(&e->wline);
+    uv_close((uv_handle_t *)&e->wretry, NULL);
+    while (e->head) { /* the process is stopping: nobody waits for these */
         call *c = e->head;
         e->head = c->next;
         free(c->body);
@@ -302,6 +335,108 @@ int ig_etcd_kv(json_t *kv, char **key, char **value)
     free(*value);
     *key = *value = NULL;
     return -EINVAL;
+}
+
+/* ---- the watch ---- */
+
+static void watch_start(ig_etcd *e);
+
+/* after a break, or a batch of changes: from a timer, never from inside the parser */
+static void wretry_cb(uv_timer_t *t)
+{
+    ig_etcd *e = t->data;
+    if (!e->watching)
+        return;
+    if (e->wchanged) {
+        e->wchanged = 0;
+        e->changed(e->warg);
+    }
+    if (!ig_httpc_busy(e->wconns[e->wcur]))
+        watch_start(e);
+}
+
+static void watch_line(ig_etcd *e, const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *doc = json_loadb(line, len, 0, &jerr), *res = json_object_get(doc, "result");
+    if (json_is_true(json_object_get(res, "canceled")) || json_object_get(doc, "error")) {
+        e->wchanged = 1; /* compacted or refused: start again, re-read */
+    } else if (json_is_true(json_object_get(res, "created"))) {
+        e->up(e->warg, 1);
+        e->wchanged = 1; /* what changed before the watch existed: the caller reads it */
+    } else if (json_array_size(json_object_get(res, "events"))) {
+        e->wchanged = 1;
+    }
+    json_decref(doc);
+    if (e->wchanged && !uv_is_active((uv_handle_t *)&e->wretry))
+        uv_timer_start(&e->wretry, wretry_cb, 0, 0);
+}
+
+static void watch_data(void *arg, int status, const char *data, size_t len)
+{
+    ig_etcd *e = arg;
+    if (status != 200)
+        return; /* its end is reported by watch_ended */
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] != '\n') {
+            continue;
+        }
+        if (ig_buf_append(&e->wline, data, i) == 0 && e->wline.len)
+            watch_line(e, e->wline.data, e->wline.len);
+        e->wline.len = 0;
+        data += i + 1;
+        len -= i + 1;
+        i = (size_t)-1;
+    }
+    if (len && ig_buf_append(&e->wline, data, len))
+        e->wline.len = 0; /* a line past 1 MiB: dropped (the next read catches up) */
+}
+
+static void watch_ended(void *arg, int status, const char *body, size_t blen, const char *err)
+{
+    ig_etcd *e = arg;
+    (void)body, (void)blen;
+    if (err && !strcmp(err, "cancelled"))
+        return;
+    e->up(e->warg, 0);
+    e->wcur = (e->wcur + 1) % e->n;
+    e->wchanged = 1; /* whatever happened meanwhile: read again once it is back */
+    (void)status;
+    if (e->watching)
+        uv_timer_start(&e->wretry, wretry_cb, WATCH_RETRY_MS, 0);
+}
+
+static void watch_start(ig_etcd *e)
+{
+    e->wline.len = 0;
+    if (ig_httpc_stream(e->wconns[e->wcur], "POST", "/v3/watch", NULL, e->wbody, strlen(e->wbody), watch_data,
+                        watch_ended, e))
+        uv_timer_start(&e->wretry, wretry_cb, WATCH_RETRY_MS, 0);
+}
+
+int ig_etcd_watch(ig_etcd *e, const char *prefix, void (*changed)(void *arg), void (*up)(void *arg, int on),
+                  void *arg)
+{
+    size_t n = strlen(prefix);
+    char *end = strdup(prefix);
+    if (!end || !n || e->watching) {
+        free(end);
+        return -EINVAL;
+    }
+    end[n - 1]++;
+    json_t *doc = json_pack("{s:{s:o,s:o}}", "create_request", "key", b64_json(prefix, n), "range_end",
+                            b64_json(end, n));
+    free(end);
+    e->wbody = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (!e->wbody)
+        return -ENOMEM;
+    e->changed = changed;
+    e->up = up;
+    e->warg = arg;
+    e->watching = 1;
+    watch_start(e);
+    return 0;
 }
 
 int64_t ig_etcd_int(json_t *v)

@@ -44,6 +44,14 @@ int ig_etcd_lease_keepalive(ig_etcd *e, int64_t id, ig_etcd_cb cb, void *arg);
 /** Revoke lease id (its keys go at once). */
 int ig_etcd_lease_revoke(ig_etcd *e, int64_t id, ig_etcd_cb cb, void *arg);
 
+/** Follow every change under prefix on a connection of its own: changed(arg)
+ * runs when the watch starts (or starts again: re-read what a break may
+ * have hidden) and after each batch of events; up(arg, 1/0) when the watch
+ * runs or broke. A break is retried on the next endpoint after a moment.
+ * One watch per client; until ig_etcd_free. */
+int ig_etcd_watch(ig_etcd *e, const char *prefix, void (*changed)(void *arg), void (*up)(void *arg, int on),
+                  void *arg);
+
 /** One entry of a range answer's "kvs": its key and value, decoded (malloc'd; free both). 0 or -EINVAL. */
 int ig_etcd_kv(json_t *kv, char **key, char **value);
 /** etcd's int64 fields come as strings: the value, or 0. */

@@ -32,6 +32,7 @@ struct ig_httpc {
     llhttp_t parser;
     ig_buf out, body;
     ig_httpc_cb cb;
+    ig_httpc_data_cb on_data; /* a streamed answer's (NULL: the body is kept) */
     void *arg;
     int busy, connected, closing, keep;
     char rbuf[16384];
@@ -78,6 +79,10 @@ static void finish(ig_httpc *c, int status, const char *err)
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
     ig_httpc *c = p->data;
+    if (c->on_data) {
+        c->on_data(c->arg, p->status_code, at, len);
+        return 0;
+    }
     return ig_buf_append(&c->body, at, len) ? HPE_USER : 0;
 }
 
@@ -213,8 +218,25 @@ int ig_httpc_busy(const ig_httpc *c)
     return c->busy;
 }
 
+static int start(ig_httpc *c, const char *method, const char *path, const char *extra_headers,
+                 const char *body, size_t len, double timeout_secs, ig_httpc_data_cb on_data, ig_httpc_cb cb,
+                 void *arg);
+
 int ig_httpc_request(ig_httpc *c, const char *method, const char *path, const char *extra_headers,
                      const char *body, size_t len, double timeout_secs, ig_httpc_cb cb, void *arg)
+{
+    return start(c, method, path, extra_headers, body, len, timeout_secs, NULL, cb, arg);
+}
+
+int ig_httpc_stream(ig_httpc *c, const char *method, const char *path, const char *extra_headers,
+                    const char *body, size_t len, ig_httpc_data_cb on_data, ig_httpc_cb cb, void *arg)
+{
+    return start(c, method, path, extra_headers, body, len, 0, on_data, cb, arg);
+}
+
+static int start(ig_httpc *c, const char *method, const char *path, const char *extra_headers,
+                 const char *body, size_t len, double timeout_secs, ig_httpc_data_cb on_data, ig_httpc_cb cb,
+                 void *arg)
 {
     if (c->busy)
         return -EBUSY;
@@ -232,10 +254,12 @@ int ig_httpc_request(ig_httpc *c, const char *method, const char *path, const ch
     if (ig_buf_append(&c->out, head, (size_t)n) || (body && ig_buf_append(&c->out, body, len)))
         return -E2BIG;
     c->cb = cb;
+    c->on_data = on_data;
     c->arg = arg;
     c->busy = 1;
     c->keep = 0;
-    uv_timer_start(&c->timer, timeout_cb, (uint64_t)(timeout_secs * 1000.0), 0);
+    if (!on_data) /* a stream lasts as long as it lasts */
+        uv_timer_start(&c->timer, timeout_cb, (uint64_t)(timeout_secs * 1000.0), 0);
     if (c->connected) {
         send_request(c);
         return 0;

@@ -28,6 +28,14 @@ ig_httpc *ig_httpc_new(uv_loop_t *loop, const struct sockaddr *addr, const char 
  */
 int ig_httpc_request(ig_httpc *c, const char *method, const char *path, const char *extra_headers,
                      const char *body, size_t len, double timeout_secs, ig_httpc_cb cb, void *arg);
+/* A streamed answer's body, piece by piece as it arrives (status: the
+ * answer's). Must not start a request on the same client. */
+typedef void (*ig_httpc_data_cb)(void *arg, int status, const char *data, size_t len);
+/** As ig_httpc_request, but the body goes to on_data as it comes (not
+ * kept), there is no timeout, and cb runs when the answer ends or breaks
+ * (body NULL): a long poll or a watch. */
+int ig_httpc_stream(ig_httpc *c, const char *method, const char *path, const char *extra_headers,
+                    const char *body, size_t len, ig_httpc_data_cb on_data, ig_httpc_cb cb, void *arg);
 /** 1 while a request is in flight. */
 int ig_httpc_busy(const ig_httpc *c);
 /** Cancel (cb runs with err "cancelled") and free once the handles closed. */

@@ -356,3 +356,25 @@ def test_with_etcd_away_session_writes_say_503(procs, etcd):
     r = httpx.post(a.base + "/register_session", json=body2, headers=ADM, timeout=30)
     assert r.status_code == 200, r.text
     assert wait_for(lambda: route_status(b, session_id="s2") == 200, 15)
+
+
+def test_changes_come_through_the_watch_long_before_the_next_read(procs, etcd):
+    """A re-read only every 60 s: what reaches the other gateway within seconds came by etcd's watch, also
+    after etcd went away and came back (the watch starts again and re-reads)."""
+    w0, w1 = (procs.worker(worker_id=f"w{i}") for i in range(2))
+    a, b = cluster(procs, etcd, 2, "--etcd-sync-interval-secs", "60", "--admin-api-key", "adm")
+    assert httpx.post(a.base + "/workers", json={"url": w0.url}, headers=ADM, timeout=10).status_code == 202
+    assert wait_for(lambda: urls(b, ADM) == [w0.url], 5)
+    body = {"sessions": [{"session_api_key": "k1", "session_id": "s1"}], "worker_addr": w0.url, "group_id": "g"}
+    assert httpx.post(b.base + "/register_session", json=body, headers=ADM, timeout=10).status_code == 200
+    assert wait_for(lambda: route_status(a, session_id="s1") == 200, 5)
+    etcd.kill()
+    time.sleep(1)
+    etcd.start()
+    time.sleep(1)  # the watch is retried every half second
+    assert httpx.post(b.base + "/workers", json={"url": w1.url}, headers=ADM, timeout=10).status_code == 202
+    assert wait_for(lambda: urls(a, ADM) == sorted([w0.url, w1.url]), 8)
+    wid = next(w["id"] for w in httpx.get(a.base + "/workers", headers=ADM).json()["workers"] if w["url"] == w0.url)
+    assert httpx.delete(f"{a.base}/workers/{wid}", headers=ADM, timeout=10).status_code == 200
+    assert wait_for(lambda: urls(b, ADM) == [w1.url], 5)
+    assert wait_for(lambda: route_status(b, session_id="s1") == 404, 5)  # its worker's sessions went with it
