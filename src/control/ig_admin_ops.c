@@ -43,12 +43,12 @@ void ig_ctl_handle(ig_admin_msg *m)
             ig_ctl_reply_error(m, 404, "worker_not_found", "no such worker");
         } else if (req.op == IG_ADMIN_GET) {
             ig_ctl_reply(m, 200, ig_worker_json(w));
-        } else if (req.op == IG_ADMIN_UPDATE && w->group == 0 && ig_cluster_enabled()) {
+        } else if (req.op == IG_ADMIN_UPDATE && ig_cluster_enabled() && !ig_ctl_worker_from_config(w)) {
             ig_cluster_set_cap(w, req.max_inflight, m);
         } else if (req.op == IG_ADMIN_UPDATE) { /* the cap changes live */
             atomic_store(&w->max_inflight, req.max_inflight);
             ig_ctl_reply(m, 200, json_pack("{s:o}", "worker", ig_worker_json(w)));
-        } else if (w->group == 0 && ig_cluster_enabled()) {
+        } else if (ig_cluster_enabled() && !ig_ctl_worker_from_config(w)) {
             ig_cluster_remove_worker(w, m);
         } else {
             ig_ctl_remove_worker(w, m);
@@ -60,7 +60,7 @@ void ig_ctl_handle(ig_admin_msg *m)
         if (g < 0)
             ig_ctl_reply_error(m, 400, "unknown_group", "no worker group of that name in --config");
         else /* with a cluster, etcd first: every gateway follows */
-            (g == 0 && ig_cluster_enabled() ? ig_cluster_add_worker : ig_ctl_add_worker)(
+            (ig_cluster_enabled() ? ig_cluster_add_worker : ig_ctl_add_worker)(
                 &(ig_ctl_worker_spec){.url = req.url,
                                       .model_id = req.model_id,
                                       .api_key = req.api_key,

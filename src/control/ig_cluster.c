@@ -74,6 +74,8 @@ static char *spec_json(const ig_ctl_worker_spec *s)
         json_object_set_new(j, "model_id", json_string(s->model_id));
     if (s->api_key)
         json_object_set_new(j, "api_key", json_string(s->api_key));
+    if (s->group > 0) /* by name: the gateways that have a group of that name take it */
+        json_object_set_new(j, "group", json_string(cl.cfg->groups[s->group].name));
     char *t = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     return t;
@@ -221,6 +223,13 @@ static void synced(void *arg, int ok, json_t *resp, const char *err)
         const char *url = json_string_value(json_object_get(j, "url"));
         ig_worker *w = url ? ig_ctl_find_url(url) : NULL;
         json_t *cap = json_object_get(j, "max_inflight");
+        int group = ig_ctl_group_index(json_string_value(json_object_get(j, "group")));
+        if (!w && group < 0) { /* a worker group this gateway's --config does not have */
+            json_decref(j);
+            free(key);
+            free(value);
+            continue;
+        }
         if (w) {
             w->store_seen = round;
             if (json_is_integer(cap) &&
@@ -231,6 +240,7 @@ static void synced(void *arg, int ok, json_t *resp, const char *err)
                                     .model_id = json_string_value(json_object_get(j, "model_id")),
                                     .api_key = json_string_value(json_object_get(j, "api_key")),
                                     .max_inflight = json_is_integer(cap) ? (int)json_integer_value(cap) : -1,
+                                    .group = group,
                                     .role = (int)json_integer_value(json_object_get(j, "role")),
                                     .bootstrap_port =
                                         (int)json_integer_value(json_object_get(j, "bootstrap_port"))};
@@ -240,11 +250,11 @@ static void synced(void *arg, int ok, json_t *resp, const char *err)
         free(key);
         free(value);
     }
-    /* what etcd no longer has went through another gateway's remove (named
-     * groups are this gateway's own); the list shifts as workers go, so from its end */
+    /* what etcd no longer has went through another gateway's remove (the workers of
+     * --config's groups are this gateway's own); the list shifts as workers go, so from its end */
     for (int k = n - 1; k >= 0; k--) {
         ig_worker *w = ig_registry_at(k);
-        if (w->store_seen != round && w->group == 0 && !unpublished(w->url)) {
+        if (w->store_seen != round && !ig_ctl_worker_from_config(w) && !unpublished(w->url)) {
             ig_info("worker %s was removed through another gateway", w->url);
             ig_ctl_remove_worker(w, NULL);
         }

@@ -91,6 +91,9 @@ void ig_cluster_publish_startup(const ig_ctl_worker_spec *specs, int n);
 int ig_share_start(uv_loop_t *loop, const ig_control_config *cfg); /* 0 also when not asked for */
 void ig_share_stop(void);
 void ig_share_release(void); /* after the loop threads are joined */
+/** 1 for a named group's worker from --config: each gateway's own, never
+ * in the shared registry. */
+int ig_ctl_worker_from_config(const ig_worker *w);
 /** The index of the worker group called name (0: NULL or "default"), or -1. */
 int ig_ctl_group_index(const char *name);
 /** Remove w (it drains); m may be NULL (the shared registry dropped it). */

@@ -274,6 +274,20 @@ int ig_ctl_group_index(const char *name)
     return -1;
 }
 
+int ig_ctl_worker_from_config(const ig_worker *w)
+{
+    const ig_control_config *cfg = ig_ctl_cfg();
+    if (w->group <= 0 || w->group >= cfg->n_groups)
+        return 0;
+    for (int i = 0; i < cfg->groups[w->group].n_worker_urls; i++) {
+        char norm[1200];
+        if (!ig_url_normalize(cfg->groups[w->group].worker_urls[i], norm, sizeof(norm)) &&
+            !strcmp(norm, w->url))
+            return 1;
+    }
+    return 0;
+}
+
 void ig_ctl_add_worker(const ig_ctl_worker_spec *spec, ig_admin_msg *m)
 {
     const char *url = spec->url, *model_id = spec->model_id, *api_key = spec->api_key;

@@ -378,3 +378,27 @@ def test_changes_come_through_the_watch_long_before_the_next_read(procs, etcd):
     assert httpx.delete(f"{a.base}/workers/{wid}", headers=ADM, timeout=10).status_code == 200
     assert wait_for(lambda: urls(b, ADM) == [w1.url], 5)
     assert wait_for(lambda: route_status(b, session_id="s1") == 404, 5)  # its worker's sessions went with it
+
+
+def test_workers_added_to_a_named_group_reach_the_gateways_that_have_it(procs, etcd, asgi_server, tmp_path):
+    from test_forward import TRIAL_APP
+    t0, t1 = asgi_server(TRIAL_APP), asgi_server(TRIAL_APP)
+    cfg = tmp_path / "gw.json"
+    cfg.write_text(json.dumps({"worker_groups": {"trials": {"worker_urls": [t0], "forward_paths": ["/run"]}}}))
+    a, b = cluster(procs, etcd, 2, "--config", str(cfg))
+    (c,) = cluster(procs, etcd, 1)  # no such group
+
+    def group_of(g):
+        return {w["url"]: w["group"] for w in httpx.get(g.base + "/workers", timeout=10).json()["workers"]}
+    r = httpx.post(a.base + "/workers", json={"url": t1, "group": "trials"}, timeout=10)
+    assert r.status_code == 202, r.text
+    assert wait_for(lambda: group_of(b) == {t0: "trials", t1: "trials"}, 10)
+    assert {httpx.post(b.base + "/run", content=b"x", timeout=10).status_code for _ in range(4)} == {200}
+    time.sleep(1.5)  # a read or two later: the gateway without the group has not taken it as an LLM worker
+    assert group_of(c) == {}
+    # removed through b: gone from a; each gateway's own --config worker stays
+    wid = next(w["id"] for w in httpx.get(b.base + "/workers").json()["workers"] if w["url"] == t1)
+    assert httpx.delete(f"{b.base}/workers/{wid}", timeout=10).status_code == 200
+    assert wait_for(lambda: group_of(a) == {t0: "trials"}, 10)
+    time.sleep(1.5)
+    assert group_of(a) == {t0: "trials"} and group_of(b) == {t0: "trials"}
