@@ -132,7 +132,7 @@ clean:
 # (part of test-asan) runs the committed corpus through them with gcc and the
 # build's sanitizers; `make fuzz` runs libFuzzer itself (clang) for
 # FUZZ_SECS per driver, new inputs going to build/fuzz-findings, not the repo.
-FUZZERS   = fuzz_request fuzz_client_request fuzz_body_scan fuzz_admin fuzz_response
+FUZZERS   = fuzz_request fuzz_client_request fuzz_body_scan fuzz_admin fuzz_response fuzz_prefix_share
 FUZZ_SECS ?= 60
 FUZZ_SRC  = $(LIB_SRC)
 $(BUILD)/fuzz/%-replay: $(BUILD)/obj/tests/fuzz/%.o $(BUILD)/obj/tests/fuzz/replay.o $(LIB)
@@ -151,7 +151,7 @@ fuzz:
 	@set -e; for f in $(FUZZERS); do \
 	  echo "== $$f: libFuzzer for $(FUZZ_SECS) s"; \
 	  clang -std=gnu11 -g -O1 -I$(LLHTTP_H) -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-	    -o build/fuzz-clang/$$f tests/fuzz/$$f.c $(FUZZ_SRC) $(LLHTTP_SRC) -luv -ljansson -lxxhash -lssl -lcrypto -lm -pthread; \
+	    -o build/fuzz-clang/$$f tests/fuzz/$$f.c $(FUZZ_SRC) $(LLHTTP_SRC) -luv -ljansson -lxxhash -lnats -lssl -lcrypto -lm -pthread; \
 	  dict=tests/fuzz/json.dict; [ $$f = fuzz_request ] && dict=tests/fuzz/request.dict; \
 	  [ $$f = fuzz_client_request ] && dict=tests/fuzz/request.dict; \
 	  [ $$f = fuzz_response ] && dict=tests/fuzz/response.dict; \

@@ -106,6 +106,23 @@ static void pd_flags(void **state)
     assert_int_equal(parse(&cfg, etcd_tls, err), -EINVAL);
     assert_non_null(strstr(err, "TLS"));
     ig_config_free(&cfg);
+    /* NATS: host:port lists and repeats; shared only with an affinity policy */
+    char *nats[] = {"infergate", "--nats-servers", "10.0.0.1:4222,nats://10.0.0.2:4222", "--nats-servers",
+                    "10.0.0.3:4222", "--policy", "cache_aware", NULL};
+    assert_int_equal(parse(&cfg, nats, err), 0);
+    assert_int_equal(cfg.nats_servers.n, 3);
+    assert_string_equal(cfg.nats_servers.v[0], "nats://10.0.0.1:4222");
+    assert_string_equal(cfg.nats_servers.v[1], "nats://10.0.0.2:4222");
+    assert_int_equal(ig_config_control(&cfg).n_nats, 3);
+    ig_config_free(&cfg);
+    char *nats_rr[] = {"infergate", "--nats-servers", "10.0.0.1:4222", "--policy", "round_robin", NULL};
+    assert_int_equal(parse(&cfg, nats_rr, err), 0);
+    assert_int_equal(ig_config_control(&cfg).n_nats, 0); /* nothing to share: not connected */
+    ig_config_free(&cfg);
+    char *nats_tls[] = {"infergate", "--nats-servers", "tls://10.0.0.1:4222", NULL};
+    assert_int_equal(parse(&cfg, nats_tls, err), -EINVAL);
+    assert_non_null(strstr(err, "TLS"));
+    ig_config_free(&cfg);
     char *no_mode[] = {"infergate", "--decode", "http://d1:1", NULL};
     assert_int_equal(parse(&cfg, no_mode, err), -EINVAL);
     assert_non_null(strstr(err, "--pd-disaggregation"));
