@@ -168,7 +168,9 @@ def write(rows, churn_rows, route, args, meta=None):
             "worker through the admin API, serving another model or this one):\n\n" + "\n".join(t2) +
             "\n\nThe routing decision alone (`bench/route_bench.c`: snapshot lookup by model, policy pick, "
             "in-flight count; one thread), then what a request carrying a bearer adds when AReaL sessions "
-            "exist (the session-table lookup):\n\n" + route.strip() + "\n")
+            "exist (the session-table lookup), what cache_aware adds by prompt size, and the body scanner on big "
+            "chat bodies (the whole scan; its string-stop kernel as a byte loop and vectorised, on the same "
+            "bytes in the same run):\n\n" + route.strip() + "\n")
     os.makedirs(os.path.join(ROOT, "bench", "results"), exist_ok=True)
     with open(os.path.join(ROOT, "bench", "results", "registry.md"), "w") as f:
         f.write("# Registry: routing cost and churn\n\n" + body)

@@ -3,6 +3,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "ig_json_stop.h"
+
 /* Nesting deeper than this is refused: the scanner is iterative, but a bound
  * keeps hostile bodies from costing more than their length. */
 #define MAX_DEPTH 512
@@ -37,13 +39,17 @@ static int hexval(char c)
     return -1;
 }
 
+/* the one-letter escapes JSON has (RFC 8259 §7) */
+static const unsigned char simple_escape[256] = {
+    ['"'] = 1, ['\\'] = 1, ['/'] = 1, ['b'] = 1, ['f'] = 1, ['n'] = 1, ['r'] = 1, ['t'] = 1};
+
 /* At an opening quote: advance past the string, report its raw contents and whether it had escapes. */
 static int scan_string(scan *s, const char **start, size_t *len, int *escaped)
 {
     s->p++;
     *start = s->p;
     *escaped = 0;
-    while (s->p < s->end) {
+    while ((s->p = ig_json_string_stop(s->p, s->end)) < s->end) {
         unsigned char c = (unsigned char)*s->p;
         if (c == '"') {
             *len = (size_t)(s->p - *start);
@@ -66,12 +72,12 @@ static int scan_string(scan *s, const char **start, size_t *len, int *escaped)
                 s->p += 6;
                 continue;
             }
-            if (!strchr("\"\\/bfnrt", e))
+            if (!simple_escape[(unsigned char)e])
                 return fail(s, "bad escape in JSON string");
             s->p += 2;
             continue;
         }
-        s->p++;
+        s->p++; /* not reached: the stop is a quote, a backslash or a control byte */
     }
     return fail(s, "unterminated JSON string");
 }

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "../../src/api/ig_body_scan.h"
+#include "../../src/api/ig_json_stop.h"
 
 static int scan(const char *s, ig_body_fields *f)
 {
@@ -182,10 +183,37 @@ static void one_member_as_written(void **state)
     assert_int_equal(ig_json_member("{\"x\":", 5, "x", &v), -EINVAL);
 }
 
+/* the vector stop finds what the byte loop finds: every length, alignment
+ * and stop byte, high bytes (UTF-8) never taken for control bytes */
+static void string_stop_matches_the_byte_loop(void **state)
+{
+    (void)state;
+    static char buf[512 + 64];
+    static const unsigned char stops[] = {'"', '\\', 0x00, 0x01, 0x1f};
+    static const unsigned char plain[] = {' ', 'a', 0x20, 0x7f, 0x80, 0x9f, 0xc3, 0xff, '/', 'u'};
+    unsigned seed = 1;
+    for (int len = 0; len <= 300; len++)
+        for (int off = 0; off < 33; off += (len > 64 ? 7 : 1))
+            for (int at = -1; at < len; at += (len > 40 ? 13 : 1)) {
+                char *p = buf + off;
+                for (int i = 0; i < len; i++) {
+                    seed = seed * 1103515245u + 12345u;
+                    p[i] = (char)plain[(seed >> 16) % sizeof(plain)];
+                }
+                if (at >= 0)
+                    p[at] = (char)stops[(seed >> 8) % sizeof(stops)];
+                p[len] = '"'; /* past the end: must not be seen */
+                const char *want = ig_json_string_stop_scalar(p, p + len);
+                assert_ptr_equal(ig_json_string_stop(p, p + len), want);
+                assert_ptr_equal(want, at >= 0 ? p + at : p + len);
+            }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(finds_model_and_stream),
+        cmocka_unit_test(string_stop_matches_the_byte_loop),
         cmocka_unit_test(nested_model_is_not_top_level),
         cmocka_unit_test(stream_false_and_absent),
         cmocka_unit_test(last_duplicate_wins),

@@ -107,8 +107,14 @@ static void pd_flags(void **state)
     assert_non_null(strstr(err, "TLS"));
     ig_config_free(&cfg);
     /* NATS: host:port lists and repeats; shared only with an affinity policy */
-    char *nats[] = {"infergate", "--nats-servers", "10.0.0.1:4222,nats://10.0.0.2:4222", "--nats-servers",
-                    "10.0.0.3:4222", "--policy", "cache_aware", NULL};
+    char *nats[] = {"infergate",
+                    "--nats-servers",
+                    "10.0.0.1:4222,nats://10.0.0.2:4222",
+                    "--nats-servers",
+                    "10.0.0.3:4222",
+                    "--policy",
+                    "cache_aware",
+                    NULL};
     assert_int_equal(parse(&cfg, nats, err), 0);
     assert_int_equal(cfg.nats_servers.n, 3);
     assert_string_equal(cfg.nats_servers.v[0], "nats://10.0.0.1:4222");
