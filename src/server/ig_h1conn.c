@@ -101,15 +101,51 @@ void ig_h1conn_configure(const ig_server_config *cfg)
  * doubling past it): 0, -EAGAIN when the budget has none now. */
 static int rbuf_grow(ig_h1conn *c, size_t extra, int exact)
 {
+    ig_thread *th = c->th;
     size_t ncap = ig_buf_cap_for(&c->rbuf, extra, exact);
+    /* a kept big buffer that holds the body (the smallest): its pages are in already */
+    int reuse = -1;
+    for (int i = 0; ncap > IG_RBUF_SIZE && c->rbuf.cap <= IG_RBUF_SIZE && i < th->n_big_rbuf; i++)
+        if (th->big_rbuf_cap[i] >= ncap && th->big_rbuf_cap[i] <= c->rbuf.max &&
+            (reuse < 0 || th->big_rbuf_cap[i] < th->big_rbuf_cap[reuse]))
+            reuse = i;
+    if (reuse >= 0)
+        ncap = th->big_rbuf_cap[reuse];
     if (ncap > IG_RBUF_SIZE && ig_budget_grow(&g_body_budget, &c->body_held, ncap - IG_RBUF_SIZE))
         return -EAGAIN;
+    if (reuse >= 0) {
+        char *big = th->big_rbuf[reuse];
+        size_t len = c->rbuf.len;
+        if (len)
+            memcpy(big, c->rbuf.data, len);
+        ig_buf_give(&c->rbuf, &th->rbufs);
+        c->rbuf.data = big;
+        c->rbuf.cap = ncap;
+        c->rbuf.len = len;
+        th->big_rbuf_bytes -= ncap;
+        th->n_big_rbuf--;
+        th->big_rbuf[reuse] = th->big_rbuf[th->n_big_rbuf];
+        th->big_rbuf_cap[reuse] = th->big_rbuf_cap[th->n_big_rbuf];
+        return 0;
+    }
     return exact ? ig_buf_reserve_exact(&c->rbuf, extra) : ig_buf_reserve(&c->rbuf, extra);
 }
 
 static void rbuf_release(ig_h1conn *c)
 {
-    ig_buf_give(&c->rbuf, &c->th->rbufs);
+    ig_thread *th = c->th;
+    size_t cap = c->rbuf.cap;
+    if (cap > IG_RBUF_SIZE && cap <= IG_BIG_RBUF_KEEP && th->n_big_rbuf < IG_BIG_RBUFS &&
+        th->big_rbuf_bytes + cap <= IG_BIG_RBUF_TOTAL) {
+        th->big_rbuf[th->n_big_rbuf] = c->rbuf.data;
+        th->big_rbuf_cap[th->n_big_rbuf++] = cap;
+        th->big_rbuf_bytes += cap;
+        th->big_rbuf_used_ms = uv_now(&th->loop);
+        c->rbuf.data = NULL;
+        c->rbuf.len = c->rbuf.cap = 0;
+    } else {
+        ig_buf_give(&c->rbuf, &th->rbufs);
+    }
     ig_budget_release(&g_body_budget, &c->body_held);
 }
 

@@ -121,10 +121,21 @@ static void wake_cb(ig_wakeup *a)
     uv_timer_start(&th->drain_timer, drain_timeout_cb, (uint64_t)(th->cfg->drain_timeout_secs * 1000.0), 0);
 }
 
+#define BIG_RBUF_IDLE_MS 5000
+
+void ig_thread_free_big_rbufs(ig_thread *th)
+{
+    while (th->n_big_rbuf)
+        free(th->big_rbuf[--th->n_big_rbuf]);
+    th->big_rbuf_bytes = 0;
+}
+
 static void sweep_cb(uv_timer_t *t)
 {
     ig_thread *th = t->data;
     ig_pool_sweep(&th->up);
+    if (th->n_big_rbuf && uv_now(&th->loop) - th->big_rbuf_used_ms > BIG_RBUF_IDLE_MS)
+        ig_thread_free_big_rbufs(th); /* no big bodies lately: back to the system */
 }
 
 /* Between callbacks the thread holds no snapshot: tell the registry. */
@@ -283,6 +294,7 @@ void ig_threads_join(ig_thread *ths, int n)
         ig_freelist_clear(&ths[i].blocks);
         ig_freelist_clear(&ths[i].wreqs);
         ig_freelist_clear(&ths[i].rbufs);
+        ig_thread_free_big_rbufs(&ths[i]);
         ig_freelist_clear(&ths[i].heads);
         ig_freelist_clear(&ths[i].hdr_tables);
         ig_pd_thread_done(&ths[i].px);

@@ -21,6 +21,9 @@
 
 /* A client's request buffer starts at this size (from the thread's free list). */
 #define IG_RBUF_SIZE (16 * 1024)
+#define IG_BIG_RBUF_KEEP (4u << 20)
+#define IG_BIG_RBUF_TOTAL (16u << 20)
+#define IG_BIG_RBUFS 8
 /* A body that streams through (a forwarded upload) is read into a window
  * of this size past its head: the rest waits in the client's socket. */
 #define IG_STREAM_WINDOW (256 * 1024)
@@ -72,6 +75,14 @@ typedef struct ig_thread {
     ig_freelist heads;           /* IG_HEAD_SIZE: request/response heads being built or parsed */
     ig_freelist hdr_tables;      /* ig_hdr[IG_MAX_HEADERS]: header slices of a head being read */
     char rscratch[IG_RBUF_SIZE]; /* client reads with no request buffer (one read at a time) */
+    /* Big request buffers (each up to IG_BIG_RBUF_KEEP, IG_BIG_RBUF_TOTAL in
+     * all) kept for the next big bodies: a fresh one costs a page fault
+     * every 4 KiB as the kernel copies the body in, more than the body scan
+     * itself. Freed when unused for a few seconds. */
+    char *big_rbuf[IG_BIG_RBUFS];
+    size_t big_rbuf_cap[IG_BIG_RBUFS], big_rbuf_bytes;
+    int n_big_rbuf;
+    uint64_t big_rbuf_used_ms;
     ig_pool_config pool_cfg;
     ig_upstream_ctx up; /* this thread's worker connections */
     ig_proxy_ctx px;    /* what the proxy keeps per thread */
@@ -105,6 +116,8 @@ void ig_threads_join(ig_thread *ths, int n);
 void ig_threads_release_wakeups(ig_thread *ths, int n);
 /** Wake loop thread i (any thread): it passes a quiescent point and retries its queue. */
 void ig_thread_wake(int i);
+/** Give the kept big request buffers back (idle, or at exit). */
+void ig_thread_free_big_rbufs(ig_thread *th);
 /** A client connection of th closed (ig_h1conn). */
 void ig_thread_client_closed(ig_thread *th);
 #endif
