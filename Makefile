@@ -16,7 +16,7 @@ MAIN_SRC  = src/app/ig_main.c
 LIB_SRC   = $(filter-out $(MAIN_SRC),$(sort $(wildcard src/*/*.c)))
 MOCK_SRC  = tools/mockworker/mockworker.c tools/mockworker/mock_sessions.c tools/mockworker/mock_kvcache.c tools/mockworker/mock_pd.c
 LLHTTP_SRC = $(LLHTTP)/llhttp.c $(LLHTTP)/api.c $(LLHTTP)/http.c
-UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin test_sessions test_affinity test_framing test_freelist test_h1resp test_budget test_admission test_pool test_pick test_breaker test_h1req test_sticky test_prom test_pd_body test_prefix_share
+UNIT_TESTS = test_body_scan test_http test_policy test_config test_registry test_admin test_sessions test_affinity test_framing test_freelist test_h1resp test_budget test_admission test_pool test_pick test_breaker test_h1req test_sticky test_prom test_pd_body test_prefix_share test_access_log
 
 LIB_OBJ   = $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 MOCK_OBJ  = $(MOCK_SRC:%.c=$(BUILD)/obj/%.o)

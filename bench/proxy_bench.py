@@ -24,9 +24,10 @@ def start_contender(name, backend_port, work, streams=0):
     """streams: room for that many long-lived streams (two connections each)."""
     port = free_port()
     up = f"127.0.0.1:{backend_port}"
-    if name == "infergate":
+    if name in ("infergate", "infergate-log"):
+        # -log: the default --log-level info, an access-log line per request (to a file)
         p = pinned([os.path.join(BUILD, "infergate"), "--port", str(port), "--threads", "1",
-                    "--log-level", "warn", "--worker-urls", "http://" + up])
+                    "--log-level", "info" if name == "infergate-log" else "warn", "--worker-urls", "http://" + up])
     elif name == "haproxy":
         cfg = os.path.join(work, "haproxy.cfg")
         with open(cfg, "w") as f:
@@ -77,7 +78,7 @@ def main():
     ap.add_argument("--connections", type=int, default=64)
     ap.add_argument("--only", default="")
     args = ap.parse_args()
-    names = ["direct", "infergate", "haproxy", "nginx", "caddy", "python-aiohttp"]
+    names = ["direct", "infergate", "infergate-log", "haproxy", "nginx", "caddy", "python-aiohttp"]
     if args.only:
         names = [n for n in names if n in args.only.split(",") or n == "direct"]
     work = tempfile.mkdtemp(prefix="igbench-")
