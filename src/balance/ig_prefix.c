@@ -26,6 +26,7 @@ void ig_prefix_hash(const ig_span *spans, int nspans, const char *model, size_t 
     unsigned char stage[IG_PREFIX_BLOCK];
     size_t staged = 0;
     q->n = 0;
+    q->nfound = 0;
     q->len = 0;
     for (int s = 0; s < nspans; s++) {
         const unsigned char *p = (const unsigned char *)spans[s].p;
@@ -95,10 +96,11 @@ static entry *find(uint64_t key)
     return NULL;
 }
 
-int ig_prefix_match(const ig_prefix_query *q, ig_holders *holders)
+int ig_prefix_match(ig_prefix_query *q, ig_holders *holders)
 {
     int depth = 0;
     holders->bits[0] = holders->bits[1] = 0;
+    q->nfound = 0;
     if (!table)
         return 0;
     /* keys are chained: the first missing block ends every longer prefix */
@@ -106,6 +108,7 @@ int ig_prefix_match(const ig_prefix_query *q, ig_holders *holders)
         entry *e = find(q->key[i]);
         if (!e)
             break;
+        q->found[q->nfound++] = e; /* the insert that follows need not look again */
         uint64_t b0 = atomic_load_explicit(&e->bits[0], memory_order_relaxed);
         uint64_t b1 = atomic_load_explicit(&e->bits[1], memory_order_relaxed);
         if (!(b0 | b1))
@@ -138,19 +141,19 @@ static entry *claim(uint64_t key)
     return oldest;
 }
 
-void ig_prefix_insert(const ig_prefix_query *q, uint64_t worker_id, uint32_t now)
-{
-    ig_prefix_insert_keys(q->key, q->n, worker_id, now);
-}
-
-void ig_prefix_insert_keys(const uint64_t *key, int n, uint64_t worker_id, uint32_t now)
+static void insert(const uint64_t *key, void *const *found, int nfound, int n, uint64_t worker_id,
+                   uint32_t now)
 {
     if (!table)
         return;
     int word = (int)((worker_id >> 6) & 1);
     uint64_t bit = 1ull << (worker_id & 63);
     for (int i = 0; i < n; i++) {
-        entry *e = find(key[i]);
+        entry *e = i < nfound ? found[i] : NULL;
+        if (e && atomic_load_explicit(&e->key, memory_order_acquire) != key[i])
+            e = NULL; /* another key took the slot since the match */
+        if (!e)
+            e = find(key[i]);
         if (!e)
             e = claim(key[i]);
         /* write only what changes: shared prefixes stay read-mostly */
@@ -159,6 +162,16 @@ void ig_prefix_insert_keys(const uint64_t *key, int n, uint64_t worker_id, uint3
         if (atomic_load_explicit(&e->stamp, memory_order_relaxed) != now)
             atomic_store_explicit(&e->stamp, now, memory_order_relaxed);
     }
+}
+
+void ig_prefix_insert(const ig_prefix_query *q, uint64_t worker_id, uint32_t now)
+{
+    insert(q->key, q->found, q->nfound, q->n, worker_id, now);
+}
+
+void ig_prefix_insert_keys(const uint64_t *key, int n, uint64_t worker_id, uint32_t now)
+{
+    insert(key, NULL, 0, n, worker_id, now);
 }
 
 /* ticks since the entry's last use (another thread may be a tick ahead) */

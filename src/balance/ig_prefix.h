@@ -22,10 +22,12 @@
 #define IG_PREFIX_BLOCK 256       /* prompt bytes per block (about 64 tokens) */
 #define IG_PREFIX_MAX_BLOCKS 2048 /* longer prompts are tracked to here (512 KiB) */
 
-/* The chained block keys of one prompt (a per-thread buffer: 16 KiB). */
+/* The chained block keys of one prompt (a per-thread buffer: 32 KiB). */
 typedef struct ig_prefix_query {
     uint64_t key[IG_PREFIX_MAX_BLOCKS];
-    int n;      /* whole blocks */
+    void *found[IG_PREFIX_MAX_BLOCKS]; /* the entries ig_prefix_match found, for the insert after it */
+    int n;                             /* whole blocks */
+    int nfound;
     size_t len; /* prompt bytes in all */
 } ig_prefix_query;
 
@@ -51,8 +53,9 @@ void ig_prefix_hash(const ig_span *spans, int nspans, const char *model, size_t 
 /** Size the index for max_bytes of prompt; 0 or -ENOMEM. Before any thread uses it. */
 int ig_prefix_init(size_t max_bytes);
 void ig_prefix_free(void);
-/** Blocks of q's longest prefix in the index, and who holds its last block. */
-int ig_prefix_match(const ig_prefix_query *q, ig_holders *holders);
+/** Blocks of q's longest prefix in the index, and who holds its last block
+ * (q keeps the entries found, for ig_prefix_insert). */
+int ig_prefix_match(ig_prefix_query *q, ig_holders *holders);
 /** worker_id served q: it holds every block of it now (now: a coarse clock). */
 void ig_prefix_insert(const ig_prefix_query *q, uint64_t worker_id, uint32_t now);
 /** The same for some of a prompt's block keys (another gateway's insert). */
