@@ -9,6 +9,7 @@ for s in nginx haproxy caddy; do
     command -v systemctl >/dev/null 2>&1 && systemctl stop "$s" 2>/dev/null || true
 done
 /usr/bin/python3 bench/proxy_bench.py "$@"
+/usr/bin/python3 bench/body_bench.py
 /usr/bin/python3 bench/registry_bench.py
 /usr/bin/python3 bench/overload_bench.py
 /usr/bin/python3 bench/spread_bench.py

@@ -802,14 +802,19 @@ int ig_areal_forgotten(const char *id)
     return forgotten && json_object_get(forgotten, id) != NULL;
 }
 
-static void forget(const char *sid)
+/* sid's delete is owed to etcd */
+static void owe_delete(const char *sid)
 {
-    const ig_session *s = ig_sessions_by_id(sid, strlen(sid));
-    if (s && s->persistent)
-        return; /* the admin key's session stays */
     if (!forgotten)
         forgotten = json_object();
     json_object_set_new(forgotten, sid, json_true());
+}
+
+static void forget(const char *sid)
+{
+    const ig_session *s = ig_sessions_by_id(sid, strlen(sid));
+    if (!s || !s->persistent) /* the admin key's session stays */
+        owe_delete(sid);
 }
 
 static int forget_if_on(const ig_session *s, void *w)
@@ -817,11 +822,8 @@ static int forget_if_on(const ig_session *s, void *w)
     if (s->w != w)
         return 1;
     char *id = strndup(s->id, s->id_len);
-    if (id) { /* the admin key's too: its worker is gone, the next pick claims it anew */
-        if (!forgotten)
-            forgotten = json_object();
-        json_object_set_new(forgotten, id, json_true());
-    }
+    if (id) /* the admin key's too: its worker is gone, the next pick claims it anew */
+        owe_delete(id);
     free(id);
     return 0;
 }

@@ -377,16 +377,13 @@ static void watch_data(void *arg, int status, const char *data, size_t len)
     ig_etcd *e = arg;
     if (status != 200)
         return; /* its end is reported by watch_ended */
-    for (size_t i = 0; i < len; i++) {
-        if (data[i] != '\n') {
-            continue;
-        }
-        if (ig_buf_append(&e->wline, data, i) == 0 && e->wline.len)
+    for (const char *nl; len && (nl = memchr(data, '\n', len));) {
+        size_t n = (size_t)(nl - data);
+        if (ig_buf_append(&e->wline, data, n) == 0 && e->wline.len)
             watch_line(e, e->wline.data, e->wline.len);
         e->wline.len = 0;
-        data += i + 1;
-        len -= i + 1;
-        i = (size_t)-1;
+        data += n + 1;
+        len -= n + 1;
     }
     if (len && ig_buf_append(&e->wline, data, len))
         e->wline.len = 0; /* a line past 1 MiB: dropped (the next read catches up) */
